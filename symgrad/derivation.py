@@ -1,0 +1,229 @@
+"""Stage 3, the chain rule: reverse accumulation in index notation.
+
+Walking the stages backwards with the adjoint ``g[i] = dL/dy[i]`` of each stage's
+output, every gradient is one contraction of a local derivative from ``sympy.diff``:
+
+    dL/dx[k]       = Sum_i g[i] * dy[i]/dx[k]
+    dL/dtheta[p,q] = Sum_i g[i] * dy[i]/dtheta[p,q]
+
+followed by delta contraction (``contraction.py``), forward-value rewriting
+(``forward_values.py``) and the matrix-form translation (``matrix_form.py``). The result
+is a :class:`Derivation`: an ordered list of :class:`Step` in "derive as you go" order,
+read by every printer; none of them derives anything again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .contraction import contract, has_delta
+from .errors import DerivationError
+from .forward_values import pull_out, rewrite
+from .indices import FREE_NAMES, PARAM_NAMES, I, K, P, Q, R, canonical
+from .matrix_form import to_matrix
+from .network import Network, Param, Stage
+
+_PARAM_IDX = (P, Q, R)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One forward equation ``out[i] = component`` and its per-sample matrix form."""
+
+    stage: Stage
+    component: sp.Expr
+    matrix: sp.Expr
+
+
+@dataclass(frozen=True)
+class Step:
+    """One gradient of the backward pass.
+
+    Attributes:
+        grad: the adjoint's name (``delta2``, ``da1``, ``dW2``, ``db2``, ``dx``).
+        wrt: the quantity differentiated (``z2``, ``a1``, ``W2``, ``x``).
+        kind: "loss" (dL/dyhat), "input" (through a stage to its input) or "param".
+        indices: free indices of ``component`` (canonical: i; or p, q).
+        component: the contracted component form, in forward values.
+        local: the local derivative dy[i]/dwrt[idx] (None for the loss step).
+        jacobian: "loss", "diagonal", "linear" or "full" (the local Jacobian's structure).
+        upstream: the adjoint of the stage output this step reads (None for the loss).
+        matrix: the per-sample matrix form (see matrix_form.py).
+        shape: symbolic shape of the gradient.
+        seed: whether this is where the loss enters (its batched form carries 1/n).
+        fused: the loss gradient was substituted in (dL/dyhat is not materialised).
+        needed: whether code computes it (dx and inlined loss gradients are not).
+    """
+
+    grad: str
+    wrt: str
+    layer: int
+    kind: str
+    indices: tuple[sp.Symbol, ...]
+    component: sp.Expr
+    local: sp.Expr | None
+    local_indices: tuple[sp.Symbol, ...]
+    jacobian: str
+    upstream: str | None
+    stage: Stage | None
+    matrix: sp.Expr
+    shape: tuple[sp.Expr, ...]
+    seed: bool = False
+    fused: bool = False
+    needed: bool = True
+    unfused: sp.Expr | None = None  # the component form before the loss gradient was fused in
+    param: Param | None = None
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """The whole derivation: forward equations, the loss, and the backward steps in order."""
+
+    network: Network
+    forward: tuple[Forward, ...]
+    loss: sp.Expr
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def step(self, grad: str) -> Step:
+        for s in self.steps:
+            if s.grad == grad:
+                return s
+        raise KeyError(grad)
+
+    def param_steps(self) -> dict[str, Step]:
+        return {s.wrt: s for s in self.steps if s.kind == "param"}
+
+    # Jupyter display; the printers live in render_* modules (imported lazily).
+    def _repr_markdown_(self) -> str:  # pragma: no cover - exercised via render tests
+        from .render_doc import render
+
+        return render(self, "markdown")
+
+
+def grad_name(quantity: str) -> str:
+    """The adjoint's name: dL/dz2 is delta2, dL/da1 is da1, dL/dW2 is dW2, dL/dx is dx."""
+    if quantity.startswith("z") and quantity[1:].isdigit():
+        return "delta" + quantity[1:]
+    return "d" + quantity
+
+
+def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
+    return contract(sp.diff(body, wrt))
+
+
+def _through(stage: Stage, g: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
+    """Sum_i g(i) * local(i) contracted, with g an expression in the stage index."""
+    local = rewrite(_local(stage.body, wrt), stage)
+    return pull_out(contract(sp.Sum(g * local, (stage.index, 0, stage.width - 1))))
+
+
+def _apply_identities(expr: sp.Expr, net: Network) -> sp.Expr:
+    """Facts about valid targets: sum_k y_k = 1 for cross-entropy targets."""
+    if not any(kind == "sum_y_is_1" for kind, _ in net.loss.identities):
+        return expr
+    y = net.loss.target
+    return expr.replace(
+        lambda e: isinstance(e, sp.Sum)
+        and e.function == y[e.limits[0][0]]
+        and e.limits[0][1] == 0
+        and e.limits[0][2] == net.loss.width - 1,
+        lambda e: sp.S.One,
+    )
+
+
+def _structure(local: sp.Expr, stage: Stage) -> str:
+    if local.is_zero:
+        return "zero"
+    if has_delta(local, stage.index, K):
+        return "diagonal"
+    if not local.has(stage.inp):
+        return "linear"
+    return "full"
+
+
+def _finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+    return canonical(sp.factor_terms(expr), free, names)
+
+
+def derive(net: Network) -> Derivation:
+    """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
+    notes: list[str] = []
+    forward = tuple(
+        Forward(s, s.body, to_matrix(s.body, (s.index,), net)) for s in net.stages
+    )
+    steps: list[Step] = []
+    out = net.output
+    C = net.output_width
+
+    # The loss gradient dl/dyhat[k].
+    g_loss = pull_out(contract(sp.diff(net.loss.body, out[K])))
+    loss_name = grad_name(str(out))
+    loss_comp = _finish(g_loss, (K,), FREE_NAMES)
+    steps.append(
+        Step(loss_name, str(out), net.n_layers, "loss", (sp.Symbol("i", integer=True),),
+             loss_comp, None, (), "loss", None, None,
+             to_matrix(loss_comp, (sp.Symbol("i", integer=True),), net), (C,), seed=True)
+    )
+    loss_step_index = 0
+
+    upstream = loss_name
+    for si in range(len(net.stages) - 1, -1, -1):
+        stage = net.stages[si]
+        g = sp.IndexedBase(upstream)
+        # Parameters first (weight, bias), then pass to the stage's input.
+        for p in stage.params:
+            pidx = _PARAM_IDX[: len(p.shape)]
+            wrt = p.base[pidx] if pidx else p.base
+            local = rewrite(_local(stage.body, wrt), stage)
+            comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+            if comp.is_zero:
+                notes.append(f"the gradient of {p.name} is identically zero")
+            names = PARAM_NAMES[: len(pidx)]
+            comp_c = _finish(comp, pidx, names)
+            free = tuple(sp.Symbol(nm, integer=True) for nm in names)
+            steps.append(
+                Step(grad_name(p.name), p.name, stage.layer, "param", free, comp_c,
+                     canonical(local, (stage.index, *pidx), ("i", *names)), (stage.index, *pidx),
+                     "param", upstream, stage, to_matrix(comp_c, free, net, param=True),
+                     p.shape, param=p)
+            )
+        wrt = stage.inp[K]
+        local_raw = _local(stage.body, wrt)
+        local = rewrite(local_raw, stage)
+        structure = _structure(local_raw, stage)
+        comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+        fused = False
+        unfused = None
+        if upstream == loss_name and si == len(net.stages) - 1:
+            g_expr = g_loss.xreplace({K: stage.index})
+            cand = _apply_identities(_through(stage, g_expr, wrt), net)
+            cand = rewrite(cand, stage)
+            if sp.count_ops(cand) <= sp.count_ops(comp) + sp.count_ops(g_loss):
+                unfused = _finish(comp, (K,), FREE_NAMES)
+                comp, fused = cand, True
+                steps[loss_step_index] = _replace(steps[loss_step_index], needed=False)
+                if net.loss.identities:
+                    notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
+        name = grad_name(str(stage.inp))
+        comp_c = _finish(comp, (K,), FREE_NAMES)
+        free = (sp.Symbol("i", integer=True),)
+        steps.append(
+            Step(name, str(stage.inp), stage.layer, "input", free, comp_c,
+                 canonical(local, (stage.index, K), ("i", "k")), (stage.index, K), structure,
+                 upstream, stage, to_matrix(comp_c, free, net), (stage.in_width,),
+                 seed=fused, fused=fused, needed=si > 0, unfused=unfused)
+        )
+        upstream = name
+    return Derivation(net, forward, net.loss.body, tuple(steps), tuple(notes))
+
+
+def _replace(step: Step, **changes) -> Step:
+    from dataclasses import replace
+
+    return replace(step, **changes)
+
+
+__all__ = ["Derivation", "DerivationError", "Forward", "Step", "derive", "grad_name"]

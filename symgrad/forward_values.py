@@ -1,0 +1,67 @@
+"""Stage 3b, forward values: rewrite derivatives in the values the forward pass computed.
+
+A stage ``y[i] = N(x, i) * R`` (``R`` free of ``i``) satisfies ``N(x, m) = y[m] / R`` for
+every index ``m``; substituting that identity turns ``sigmoid(z)(1 - sigmoid(z))`` into
+``a (1 - a)`` and the softmax Jacobian into ``s_i delta_ik - s_i s_k``. The rewrite is exact
+(an identity, not a guess) and is kept only when it makes the expression no more costly.
+Sums that belong to the forward body (``R``) are frozen while substituting so that the
+identity is never applied inside its own definition.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .indices import indices_of
+from .network import Stage
+
+
+def pull_out(expr: sp.Expr) -> sp.Expr:
+    """Move factors that do not depend on a Sum's index outside it (recursively)."""
+    if not expr.args or not expr.has(sp.Sum):
+        return expr
+    if isinstance(expr, sp.Sum) and len(expr.limits) == 1:
+        var = expr.limits[0][0]
+        body = pull_out(expr.function)
+        terms = sp.Add.make_args(body)
+        out = []
+        for t in terms:
+            inner = [f for f in sp.Mul.make_args(t) if f.has(var)]
+            outer = [f for f in sp.Mul.make_args(t) if not f.has(var)]
+            out.append(sp.Mul(*outer) * sp.Sum(sp.Mul(*inner), expr.limits[0]))
+        return sp.Add(*out)
+    return expr.func(*[pull_out(a) for a in expr.args])
+
+
+def rewrite(expr: sp.Expr, stage: Stage) -> sp.Expr:
+    """``expr`` with the stage's input written through its output where that is cheaper."""
+    body = stage.body
+    if not expr.has(stage.inp):
+        return expr
+    dep = [f for f in sp.Mul.make_args(body) if f.has(stage.index)]
+    rest = sp.Mul(*[f for f in sp.Mul.make_args(body) if not f.has(stage.index)])
+    numer = sp.Mul(*dep)
+    sums = {s: sp.Dummy("S") for s in body.atoms(sp.Sum)}
+    thaw = {v: k for k, v in sums.items()}
+    rest_f = rest.xreplace(sums)
+
+    idx_syms = [m for m in indices_of(expr) if m.is_integer]
+    if numer == body:  # N is the whole body: substitute the body itself
+        pairs = [(body.xreplace({stage.index: m}), stage.out[m]) for m in idx_syms]
+    else:
+        pairs = [(numer.xreplace({stage.index: m}), stage.out[m] / rest_f) for m in idx_syms]
+
+    def rw(e: sp.Expr) -> sp.Expr:
+        if isinstance(e, sp.Sum):
+            return sp.Sum(rw(e.function), *e.limits)
+        if e.args and e.has(sp.Sum):
+            e = e.func(*[rw(a) for a in e.args])
+        for old, new in pairs:
+            if e.has(old.args[0] if old.args else old):
+                e = e.subs(old, new)
+        return e
+
+    new = pull_out(rw(expr.xreplace(sums))).xreplace(thaw)
+    if sp.count_ops(new) <= sp.count_ops(expr):
+        return new
+    return expr

@@ -1,0 +1,73 @@
+"""Index and width symbols: the naming conventions of the component form, in one place."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+def idx(name: str) -> sp.Symbol:
+    """An index symbol (integer valued)."""
+    return sp.Symbol(name, integer=True)
+
+
+def width(layer: int) -> sp.Symbol:
+    """The symbolic width n_l of layer ``l`` (``n_0`` is the input width)."""
+    return sp.Symbol(f"n_{layer}", integer=True, positive=True)
+
+
+#: The free output index every stage states its component form in.
+I = idx("i")
+#: Indices used while differentiating (fresh, never in user input).
+K = idx("k_")
+P = idx("p_")
+Q = idx("q_")
+R = idx("r_")
+
+#: Display names: free indices of vectors, of parameter gradients, and summation dummies.
+FREE_NAMES = ("i",)
+PARAM_NAMES = ("p", "q", "r", "s")
+DUMMY_NAMES = ("k", "j", "m", "l", "t", "u", "v", "w")
+
+
+def indices_of(expr: sp.Expr) -> set[sp.Symbol]:
+    """All index symbols used in subscripts of ``expr`` (free or bound)."""
+    out: set[sp.Symbol] = set()
+    for ind in expr.atoms(sp.Indexed):
+        for a in ind.indices:
+            out |= {s for s in a.free_symbols if s.is_integer}
+    return out
+
+
+def free_indices(expr: sp.Expr) -> set[sp.Symbol]:
+    """Index symbols of ``expr`` that are not bound by a Sum."""
+    free = expr.free_symbols
+    return {s for s in indices_of(expr) if s in free} | {
+        s
+        for d in expr.atoms(sp.KroneckerDelta)
+        for s in d.free_symbols
+        if s in free and s.is_integer and not s.is_positive
+    }
+
+
+def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+    """Rename ``free`` to ``names`` and summation dummies to k, j, m, ... (readable, no clashes)."""
+    mapping = {f: idx(n) for f, n in zip(free, names, strict=False)}
+    taken = set(names)
+    pool = [n for n in DUMMY_NAMES if n not in taken]
+
+    def walk(e: sp.Expr, depth: int) -> sp.Expr:
+        if isinstance(e, sp.Sum):
+            body = e.function
+            limits = []
+            for var, lo, hi in e.limits:
+                new = idx(pool[depth % len(pool)])
+                depth += 1
+                body = body.xreplace({var: new})
+                limits.append((new, lo, hi))
+            return sp.Sum(walk(body, depth), *limits)
+        if not e.args:
+            return e
+        return e.func(*[walk(a, depth) for a in e.args])
+
+    # Dummies first: a free index may take a name a dummy had before.
+    return walk(expr, 0).xreplace(mapping)

@@ -1,0 +1,130 @@
+"""Stage 4, matrix form: translate contracted component expressions into vector algebra.
+
+The vocabulary is small and is what textbooks use (per sample, column vectors):
+
+    Sum_j W[i,j] v[j]   ->  MatVec(W, v)     W v
+    Sum_i W[i,k] v[i]   ->  TMatVec(W, v)    W^T v
+    u[p] * v[q]         ->  Outer(u, v)      u v^T
+    Sum_i v[i]          ->  SumAll(v)        1^T v   (u^T v when v = u * w)
+    v[i] * w[i]         ->  v * w            the Hadamard product (elementwise algebra)
+
+A ``Vec`` symbol is a per-sample vector (in batched code a matrix with samples as rows),
+a ``Mat`` symbol a parameter matrix. Everything elementwise stays a plain SymPy
+expression, so the LaTeX and NumPy printers only add a rule per operator above. The
+batched row-major layout is decided in ``layout.py``, not here.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .errors import DerivationError
+
+
+class Vec(sp.Symbol):
+    """A per-sample vector named after an IndexedBase (a1, delta2, b1)."""
+
+
+class Mat(sp.Symbol):
+    """A matrix named after a two-index IndexedBase (W2)."""
+
+
+class MatVec(sp.Function):
+    """``W v``."""
+
+    nargs = 2
+
+
+class TMatVec(sp.Function):
+    """``W^T v``."""
+
+    nargs = 2
+
+
+class Outer(sp.Function):
+    """``u v^T``."""
+
+    nargs = 2
+
+
+class SumAll(sp.Function):
+    """``1^T v``: the sum of a vector's entries (a scalar per sample)."""
+
+    nargs = 1
+
+
+MATRIX_OPS = (MatVec, TMatVec, Outer, SumAll)
+
+
+def to_matrix(expr: sp.Expr, free: tuple[sp.Symbol, ...], net=None, *, param: bool = False):
+    """The matrix form of a component expression with free indices ``free``."""
+    if len(free) == 0:
+        return _scalar(expr)
+    if len(free) == 1:
+        return _vec(expr, free[0])
+    if len(free) == 2:
+        p, q = free
+        terms = []
+        for t in sp.Add.make_args(sp.expand_mul(expr) if expr.is_Mul is False else expr):
+            fs = sp.Mul.make_args(t)
+            if any(f.has(p) and f.has(q) for f in fs):
+                raise DerivationError(f"no matrix form for {t}: a factor depends on both {p}, {q}")
+            u = sp.Mul(*[f for f in fs if f.has(p)])
+            v = sp.Mul(*[f for f in fs if f.has(q)])
+            c = sp.Mul(*[f for f in fs if not f.has(p) and not f.has(q)])
+            terms.append(_scalar(c) * Outer(_vec(u, p), _vec(v, q)))
+        return sp.Add(*terms)
+    raise DerivationError(f"no matrix form for a gradient with {len(free)} free indices")
+
+
+def _vec(e: sp.Expr, k: sp.Symbol) -> sp.Expr:
+    if isinstance(e, sp.Indexed):
+        if e.indices == (k,):
+            return Vec(str(e.base.label))
+        raise DerivationError(f"no matrix form for {e} (free index {k})")
+    if isinstance(e, sp.Sum):
+        if not e.has(k):
+            return _scalar(e)
+        if len(e.limits) != 1:
+            return _vec(sp.Sum(sp.Sum(e.function, *e.limits[:-1]), e.limits[-1]), k)
+        j = e.limits[0][0]
+        out = []
+        for t in sp.Add.make_args(e.function):
+            if not t.has(k):
+                out.append(_scalar(sp.Sum(t, e.limits[0])))
+                continue
+            fs = sp.Mul.make_args(t)
+            mats = [f for f in fs if isinstance(f, sp.Indexed) and len(f.indices) == 2]
+            rest = [f for f in fs if f not in mats]
+            if len(mats) != 1 or any(f.has(k) for f in rest):
+                raise DerivationError(f"no matrix form for the contraction {e}")
+            M = mats[0]
+            W = Mat(str(M.base.label))
+            v = _vec(sp.Mul(*rest), j)
+            if M.indices == (j, k):
+                out.append(TMatVec(W, v))
+            elif M.indices == (k, j):
+                out.append(MatVec(W, v))
+            else:
+                raise DerivationError(f"no matrix form for {M} in {e}")
+        return sp.Add(*out)
+    if isinstance(e, sp.KroneckerDelta):
+        raise DerivationError(f"no matrix form for {e}")
+    if not e.args:
+        if e == k:
+            raise DerivationError(f"no matrix form: the index {k} is used as a value")
+        return e
+    return e.func(*[_vec(a, k) for a in e.args])
+
+
+def _scalar(e: sp.Expr) -> sp.Expr:
+    if isinstance(e, sp.Sum):
+        if len(e.limits) != 1:
+            return _scalar(sp.Sum(sp.Sum(e.function, *e.limits[:-1]), e.limits[-1]))
+        j = e.limits[0][0]
+        return SumAll(_vec(e.function, j))
+    if isinstance(e, sp.Indexed):
+        raise DerivationError(f"no matrix form for {e} (an index is left free)")
+    if not e.args:
+        return e
+    return e.func(*[_scalar(a) for a in e.args])

@@ -1,0 +1,127 @@
+"""Stage 1, the component-form IR: a network is a chain of component-form maps and a loss.
+
+Every stage states one output component ``y[i]`` as a SymPy expression of its input
+``x[.]`` and its own parameters, with ``i`` free and every other index bound by a
+``Sum`` over a symbolic range. Dense layers, activations and losses (``layers.py``,
+``losses.py``) are constructors of these objects; the derivation engine never asks
+which one it is looking at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .errors import SpecError
+from .indices import I
+
+
+@dataclass(frozen=True)
+class Param:
+    """A trainable parameter: ``name`` (e.g. ``W2``), its base and its symbolic shape."""
+
+    name: str
+    base: sp.IndexedBase
+    shape: tuple[sp.Expr, ...]
+    init: str = "glorot"  # "glorot" (uniform, torch.nn.Linear-like), "zeros", "ones"
+    fan_in: sp.Expr | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One component-form map ``out[i] = body`` of the previous stage's output ``inp``."""
+
+    out: sp.IndexedBase
+    inp: sp.IndexedBase
+    width: sp.Expr
+    in_width: sp.Expr
+    body: sp.Expr
+    layer: int
+    kind: str  # "affine", "elementwise" or "map": for display only
+    label: str  # "dense", "sigmoid", "softmax", a custom name ...
+    params: tuple[Param, ...] = ()
+    index: sp.Symbol = I
+
+    @property
+    def name(self) -> str:
+        return str(self.out)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Per-sample loss ``l`` (a scalar expression of ``yhat[i]`` and ``y[i]``).
+
+    The batch loss is the mean over samples of ``l`` (PyTorch's reduction="mean"
+    divides by n*C for elementwise losses: ``l`` carries the 1/C).
+    ``identities`` are facts about valid targets used to simplify, e.g. sum_k y_k = 1.
+    """
+
+    name: str
+    body: sp.Expr
+    yhat: sp.IndexedBase
+    target: sp.IndexedBase
+    width: sp.Expr
+    identities: tuple[tuple[str, str], ...] = ()  # (description, kind) e.g. ("sum_y_is_1", ...)
+    requires_softmax: bool = False
+    elementwise: sp.Expr | None = None  # l(yhat, y) for elementwise losses, in Symbols yhat, y
+
+
+@dataclass(frozen=True)
+class Network:
+    """An ordered chain of stages ending in a loss, with concrete sizes when known."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    loss: Loss
+    sizes: dict[sp.Symbol, int] = field(default_factory=dict)
+    input: sp.IndexedBase = sp.IndexedBase("x")
+    n_layers: int = 0
+    source: str = "<python>"
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return tuple(p for s in self.stages for p in s.params)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def output(self) -> sp.IndexedBase:
+        return self.stages[-1].out if self.stages else self.input
+
+    @property
+    def output_width(self) -> sp.Expr:
+        return self.stages[-1].width if self.stages else self.input_width
+
+    @property
+    def input_width(self) -> sp.Expr:
+        return self.stages[0].in_width
+
+    def size(self, w: sp.Expr) -> int:
+        """The concrete value of a width expression (needs every width to be known)."""
+        v = sp.sympify(w).xreplace(self.sizes)
+        if not v.is_Integer:
+            raise SpecError(f"width {w} is symbolic; give concrete sizes to generate code")
+        return int(v)
+
+    def shape(self, p: Param) -> tuple[int, ...]:
+        return tuple(self.size(s) for s in p.shape)
+
+    @property
+    def is_concrete(self) -> bool:
+        try:
+            for s in self.stages:
+                self.size(s.width)
+            self.size(self.input_width)
+        except SpecError:
+            return False
+        return True
+
+    def with_sizes(self, **sizes: int) -> Network:
+        """A copy with (more) concrete widths: ``net.with_sizes(n_0=3, n_1=4)``."""
+        new = dict(self.sizes)
+        for k, v in sizes.items():
+            new[sp.Symbol(k, integer=True, positive=True)] = int(v)
+        return Network(self.name, self.stages, self.loss, new, self.input, self.n_layers, self.source)
