@@ -101,7 +101,7 @@ class Network:
 
     def size(self, w: sp.Expr) -> int:
         """The concrete value of a width expression (needs every width to be known)."""
-        v = sp.sympify(w).xreplace(self.sizes)
+        v = sp.sympify(w).xreplace({k: sp.Integer(n) for k, n in self.sizes.items()})
         if not v.is_Integer:
             raise SpecError(f"width {w} is symbolic; give concrete sizes to generate code")
         return int(v)

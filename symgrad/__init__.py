@@ -1,0 +1,65 @@
+"""symgrad: derive backpropagation symbolically and turn the derivation into code and documents.
+
+The pipeline, one module per stage (the output of each stage is the input of the next):
+
+1. ``network``/``layers``/``losses``: spec or Python API -> component-form IR
+2. ``derivation``: reverse accumulation in index notation (``contraction``, ``forward_values``)
+3. ``matrix_form``: contracted component form -> vector algebra (``layout``: batched rows)
+4. printers and templates: NumPy code (``codegen``), LaTeX / Markdown (``render_doc``)
+5. ``verify``: generated code against finite differences and autograd
+"""
+
+from __future__ import annotations
+
+from .derivation import Derivation, Forward, Step, derive
+from .errors import DerivationError, SpecError, SymgradError
+from .layers import (
+    ACTIVATION_NAMES,
+    LOSS_NAMES,
+    Activation,
+    Dense,
+    Map,
+    a,
+    build,
+    i,
+    j,
+    k,
+    m,
+    n,
+    x,
+    y_s,
+    yhat_s,
+)
+from .network import Loss, Network, Param, Stage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATION_NAMES",
+    "LOSS_NAMES",
+    "Activation",
+    "Dense",
+    "Derivation",
+    "DerivationError",
+    "Forward",
+    "Loss",
+    "Map",
+    "Network",
+    "Param",
+    "SpecError",
+    "Stage",
+    "Step",
+    "SymgradError",
+    "__version__",
+    "a",
+    "build",
+    "derive",
+    "i",
+    "j",
+    "k",
+    "m",
+    "n",
+    "x",
+    "y_s",
+    "yhat_s",
+]

@@ -1,0 +1,237 @@
+"""Numeric evaluation of the derivation itself (no generated code involved).
+
+``eval_component`` evaluates a component-form expression for concrete arrays, with
+one array axis per free index; ``eval_matrix`` evaluates a per-sample matrix form.
+``run_derivation`` runs the forward equations and every backward step of a
+:class:`~symgrad.derivation.Derivation` on one sample. Tests, ``verify --symbolic``
+and "check my derivation" use these to compare forms with each other and with
+finite differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import sympy as sp
+
+from . import functions as F
+from .errors import DerivationError
+from .matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+
+
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+NUMPY_FUNCS = {
+    sp.exp: np.exp,
+    sp.log: np.log,
+    sp.tanh: np.tanh,
+    sp.cosh: np.cosh,
+    sp.sinh: np.sinh,
+    sp.sin: np.sin,
+    sp.cos: np.cos,
+    sp.Abs: np.abs,
+    sp.sign: np.sign,
+    F.sigmoid: _sigmoid,
+    F.step: lambda x: (np.asarray(x) > 0).astype(float),
+    F.relu: lambda x: np.maximum(x, 0.0),
+    F.leaky_relu: lambda x: np.where(x > 0, x, 0.01 * x),
+    F.elu: lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    F.softplus: lambda x: np.logaddexp(0.0, x),
+}
+
+
+def _apply(func, args):
+    if func in NUMPY_FUNCS:
+        return NUMPY_FUNCS[func](*args)
+    if func is sp.Max:
+        return np.maximum.reduce(np.broadcast_arrays(*args))
+    if func is sp.Min:
+        return np.minimum.reduce(np.broadcast_arrays(*args))
+    if func is sp.Heaviside:
+        h0 = args[1] if len(args) > 1 else 0.5
+        return np.heaviside(args[0], h0)
+    raise DerivationError(f"no numeric rule for function {func}")
+
+
+class _Axes:
+    """An ndarray with one axis per index symbol."""
+
+    def __init__(self, arr, axes: tuple[sp.Symbol, ...]):
+        self.arr = np.asarray(arr, dtype=float)
+        self.axes = axes
+
+
+def _align(items: list[_Axes]) -> tuple[list[np.ndarray], tuple[sp.Symbol, ...]]:
+    axes: list[sp.Symbol] = []
+    for it in items:
+        for a in it.axes:
+            if a not in axes:
+                axes.append(a)
+    out = []
+    for it in items:
+        perm = [it.axes.index(a) for a in axes if a in it.axes]
+        arr = np.transpose(it.arr, perm) if it.axes else it.arr
+        shape = [arr.shape[perm.index(it.axes.index(a))] if a in it.axes else 1 for a in axes]
+        out.append(np.reshape(arr, shape) if it.axes else it.arr)
+    return out, tuple(axes)
+
+
+def eval_component(
+    expr: sp.Expr,
+    env: Mapping[str, np.ndarray],
+    sizes: Mapping[sp.Symbol, int],
+    free: tuple[sp.Symbol, ...] = (),
+    ranges: Mapping[sp.Symbol, int] | None = None,
+) -> np.ndarray:
+    """Evaluate a component expression; the result has one axis per symbol of ``free``."""
+    ranges = dict(ranges or {})
+
+    def size(e) -> int:
+        return int(sp.sympify(e).xreplace({k: sp.Integer(n) for k, n in sizes.items()}))
+
+    def ev(e) -> _Axes:
+        if e.is_Number:
+            return _Axes(float(e), ())
+        if isinstance(e, sp.Indexed):
+            arr = np.asarray(env[str(e.base.label)], dtype=float)
+            ind = e.indices
+            if any(not isinstance(t, sp.Symbol) for t in ind):
+                raise DerivationError(f"cannot evaluate {e}: indices must be symbols")
+            if len(set(ind)) != len(ind):  # repeated index: a diagonal
+                letters = "abcdefgh"
+                sub = "".join(letters[list(dict.fromkeys(ind)).index(t)] for t in ind)
+                arr = np.einsum(f"{sub}->{''.join(dict.fromkeys(sub))}", arr)
+                ind = tuple(dict.fromkeys(ind))
+            return _Axes(arr, tuple(ind))
+        if isinstance(e, sp.KroneckerDelta):
+            a, b = e.args
+            return _Axes(np.eye(ranges[a], ranges[b]), (a, b))
+        if isinstance(e, sp.Symbol):
+            if e in ranges:
+                return _Axes(np.arange(ranges[e], dtype=float), (e,))
+            if e in sizes:
+                return _Axes(float(sizes[e]), ())
+            if str(e) in env:
+                return _Axes(env[str(e)], ())
+            raise DerivationError(f"cannot evaluate symbol {e}")
+        if isinstance(e, sp.Sum):
+            body = e.function
+            inner = dict(ranges)
+            for var, lo, hi in e.limits:
+                if lo != 0:
+                    raise DerivationError(f"sums must start at 0: {e}")
+                inner[var] = size(hi) + 1
+            sub = _ev_with(body, inner)
+            arr, axes = sub.arr, list(sub.axes)
+            for var, _, _ in e.limits:
+                if var in axes:
+                    ax = axes.index(var)
+                    arr = arr.sum(axis=ax)
+                    axes.pop(ax)
+                else:
+                    arr = arr * inner[var]
+            return _Axes(arr, tuple(axes))
+        if e.is_Add or e.is_Mul:
+            parts = [ev(a) for a in e.args]
+            arrs, axes = _align(parts)
+            acc = arrs[0]
+            for arr in arrs[1:]:
+                acc = acc + arr if e.is_Add else acc * arr
+            return _Axes(acc, axes)
+        if e.is_Pow:
+            (b, x), axes = _align([ev(e.base), ev(e.exp)])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return _Axes(np.power(b, x), axes)
+        if isinstance(e, sp.Function):
+            parts = [ev(a) for a in e.args]
+            arrs, axes = _align(parts)
+            return _Axes(_apply(e.func, arrs), axes)
+        raise DerivationError(f"cannot evaluate {e!r}")
+
+    def _ev_with(e, rng) -> _Axes:
+        nonlocal ranges
+        saved = ranges
+        ranges = rng
+        try:
+            return ev(e)
+        finally:
+            ranges = saved
+
+    res = ev(expr)
+    arrs, axes = _align([res, *[_Axes(np.zeros(ranges[f]), (f,)) for f in free]])
+    out = np.broadcast_to(arrs[0], np.broadcast_shapes(*[a.shape for a in arrs]))
+    order = [axes.index(f) for f in free]
+    extra = [i for i, a in enumerate(axes) if a not in free]
+    if extra:
+        raise DerivationError(f"free indices {[axes[i] for i in extra]} not listed in {free}")
+    return np.array(np.transpose(out, order) if order else out, dtype=float)
+
+
+def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) -> np.ndarray:
+    """Evaluate a per-sample matrix form (Vec, Mat, MatVec, TMatVec, Outer, SumAll)."""
+
+    def ev(e):
+        if e.is_Number:
+            return float(e)
+        if isinstance(e, Vec | Mat):
+            return np.asarray(env[e.name], dtype=float)
+        if isinstance(e, sp.Symbol):
+            return float(sizes[e]) if e in sizes else np.asarray(env[e.name], dtype=float)
+        if isinstance(e, MatVec):
+            return ev(e.args[0]) @ ev(e.args[1])
+        if isinstance(e, TMatVec):
+            return ev(e.args[0]).T @ ev(e.args[1])
+        if isinstance(e, Outer):
+            return np.outer(ev(e.args[0]), ev(e.args[1]))
+        if isinstance(e, SumAll):
+            return np.sum(ev(e.args[0]))
+        if e.is_Add:
+            return sum(ev(a) for a in e.args)
+        if e.is_Mul:
+            out = 1.0
+            for a in e.args:
+                out = out * ev(a)
+            return out
+        if e.is_Pow:
+            return np.power(ev(e.base), ev(e.exp))
+        if isinstance(e, sp.Function):
+            return _apply(e.func, [ev(a) for a in e.args])
+        raise DerivationError(f"cannot evaluate {e!r}")
+
+    return np.asarray(ev(expr), dtype=float)
+
+
+def run_derivation(d, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, form="component"):
+    """Forward and backward pass of one sample, evaluated from the derivation's expressions.
+
+    Returns ``(loss, env)`` where ``env`` holds every forward value and every gradient
+    (per-sample, un-averaged: the loss of one sample).
+    """
+    net = d.network
+    sizes = dict(net.sizes)
+    env: dict[str, np.ndarray] = {**{k: np.asarray(v, float) for k, v in params.items()}}
+    env[str(net.input)] = np.asarray(x, float)
+    env[str(net.loss.target)] = np.asarray(y, float)
+    for f in d.forward:
+        s = f.stage
+        if form == "matrix":
+            env[s.name] = eval_matrix(f.matrix, env, sizes)
+        else:
+            env[s.name] = eval_component(f.component, env, sizes, (s.index,), {s.index: net.size(s.width)})
+    loss = float(eval_component(d.loss, env, sizes))
+    for st in d.steps:
+        if form == "matrix":
+            val = eval_matrix(st.matrix, env, sizes)
+            shape = tuple(net.size(w) for w in st.shape)
+            val = np.broadcast_to(val, shape).copy()
+        else:
+            rng = {ix: net.size(w) for ix, w in zip(st.indices, st.shape, strict=True)}
+            val = eval_component(st.component, env, sizes, st.indices, rng)
+        env[st.grad] = val
+        if st.fused or not st.needed:
+            # an inlined loss gradient is still evaluated (for display and checks)
+            pass
+    return loss, env

@@ -1,0 +1,392 @@
+"""Spec-expression parsing stage: expression text from a spec file -> SymPy expression.
+
+This is a whitelist parser. It never uses ``eval``, ``exec``, ``compile``, ``sympify``,
+``parse_expr`` or the ``ast`` module: a hand-written tokenizer and a recursive-descent
+parser build SymPy objects directly, and only from the names the caller allows.
+
+Grammar (Python precedence and associativity)::
+
+    expr    := term (('+' | '-') term)*
+    term    := unary (('*' | '/') unary)*
+    unary   := ('+' | '-')* power
+    power   := primary ('**' unary)?          # right-associative, exponent a constant
+    primary := NUMBER | NAME | NAME '[' INDEX (',' INDEX)* ']'
+             | FUNC '(' expr (',' expr)* ')' | 'sum' '(' expr ',' INDEX ')' | '(' expr ')'
+
+Every bad input raises :class:`~symgrad.errors.SpecError` with a one-line message.
+Sizes are bounded (characters, tokens, nesting, exponents, constants) so that no input
+can make the parser hang, recurse deeply or build huge numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import NamedTuple, NoReturn
+
+import sympy as sp
+
+from symgrad.errors import SpecError
+from symgrad.functions import SPEC_FUNCTIONS
+
+MAX_CHARS = 4000
+MAX_TOKENS = 1000
+MAX_DEPTH = 40
+MAX_EXPONENT = 64
+MAX_MINMAX_ARGS = 16
+_BIG = 10**300  # largest magnitude of any numeric constant
+
+_TOKEN_RE = re.compile(
+    r"(?P<ws>[ \t\r\n]+)"
+    r"|(?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op>\*\*|[-+*/(),\[\]])",
+    re.ASCII,
+)
+_UNDEFINED = (sp.nan, sp.zoo, sp.oo, sp.S.NegativeInfinity)
+
+
+class _Token(NamedTuple):
+    kind: str  # "num", "name", "op" or "end"
+    text: str
+    pos: int
+
+
+def _show(text: str) -> str:
+    """Quote a token for a message (long ones shortened)."""
+    return repr(text if len(text) <= 24 else text[:20] + "...")
+
+
+def _where(tok: _Token) -> str:
+    return "end of expression" if tok.kind == "end" else f"{_show(tok.text)} at position {tok.pos}"
+
+
+def _tokenize(text: str, fail: Callable[[str], NoReturn]) -> list[_Token]:
+    tokens: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            ch = text[pos]
+            if ch == ".":
+                fail(f"attribute access '.' is not allowed (position {pos})")
+            if ch in "'\"":
+                fail(f"string literals are not allowed ({ch!r} at position {pos})")
+            fail(f"unexpected character {ch!r} at position {pos}")
+        kind = m.lastgroup
+        assert kind is not None
+        if kind != "ws":
+            if len(tokens) >= MAX_TOKENS:
+                fail(f"expression has too many tokens (more than {MAX_TOKENS})")
+            tokens.append(_Token(kind, m.group(), pos))
+        pos = m.end()
+    tokens.append(_Token("end", "", len(text)))
+    return tokens
+
+
+class _Parser:
+    def __init__(
+        self,
+        tokens: list[_Token],
+        scalars: Mapping[str, sp.Expr],
+        arrays: Mapping[str, sp.IndexedBase],
+        indices: Mapping[str, tuple[sp.Symbol, sp.Expr]],
+        free: Collection[str],
+        fail: Callable[[str], NoReturn],
+    ) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.depth = 0
+        self.scalars = scalars
+        self.arrays = arrays
+        self.indices = indices
+        self.free = set(free)
+        self.bound: list[str] = []
+        self.fail = fail
+
+    # -- token helpers -------------------------------------------------------------
+    def peek(self, ahead: int = 0) -> _Token:
+        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+
+    def next(self) -> _Token:
+        tok = self.peek()
+        self.pos += 1
+        return tok
+
+    def at(self, *ops: str) -> bool:
+        tok = self.peek()
+        return tok.kind == "op" and tok.text in ops
+
+    def unexpected(self, tok: _Token, hint: str = "") -> NoReturn:
+        if tok.kind == "end":
+            self.fail("unexpected end of expression" + hint)
+        self.fail(f"unexpected {_where(tok)}{hint}")
+
+    def expect(self, op: str) -> _Token:
+        tok = self.next()
+        if tok.kind != "op" or tok.text != op:
+            self.unexpected(tok, f" (expected {op!r})")
+        return tok
+
+    def enter(self, tok: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(
+                f"expression is nested too deeply (more than {MAX_DEPTH} levels) "
+                f"at position {tok.pos}"
+            )
+
+    # -- building SymPy objects safely -----------------------------------------------
+    def build(self, tok: _Token, fn: Callable[..., sp.Expr], *args: object) -> sp.Expr:
+        try:
+            value = fn(*args)
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.fail(f"cannot evaluate near position {tok.pos}: {reason}")
+        for part in (value, *value.args):
+            if any(part is bad for bad in _UNDEFINED):
+                self.fail(
+                    f"expression is undefined or infinite near position {tok.pos} "
+                    "(division by zero?)"
+                )
+            if part.is_Float and not abs(float(part)) <= 1e300:
+                self.fail(f"constant is too large near position {tok.pos} (at most 1e300)")
+            if part.is_Rational and (abs(part.p) > _BIG * part.q or part.q > _BIG):
+                self.fail(f"constant is too large near position {tok.pos} (at most 1e300)")
+        return value
+
+    # -- grammar ---------------------------------------------------------------------
+    def parse(self) -> sp.Expr:
+        if self.peek().kind == "end":
+            self.fail("empty expression")
+        value = self.expr()
+        tok = self.peek()
+        if tok.kind != "end":
+            if tok.text == ",":
+                self.fail(
+                    f"unexpected ',' at position {tok.pos} (commas separate "
+                    "function arguments and indices only)"
+                )
+            self.unexpected(tok)
+        return value
+
+    def expr(self) -> sp.Expr:
+        value = self.term()
+        while self.at("+", "-"):
+            tok = self.next()
+            rhs = self.term()
+            op = (lambda a, b: a + b) if tok.text == "+" else (lambda a, b: a - b)
+            value = self.build(tok, op, value, rhs)
+        return value
+
+    def term(self) -> sp.Expr:
+        value = self.unary()
+        while self.at("*", "/"):
+            tok = self.next()
+            rhs = self.unary()
+            op = (lambda a, b: a * b) if tok.text == "*" else (lambda a, b: a / b)
+            value = self.build(tok, op, value, rhs)
+        return value
+
+    def signs(self) -> tuple[bool, _Token]:
+        """Consume a run of unary signs; return (negate?, first token)."""
+        first, negate = self.peek(), False
+        while self.at("+", "-"):
+            negate ^= self.next().text == "-"
+        return negate, first
+
+    def unary(self) -> sp.Expr:
+        negate, first = self.signs()
+        value = self.power()
+        return self.build(first, lambda v: -v, value) if negate else value
+
+    def power(self) -> sp.Expr:
+        # Iterative right fold of  p0 ** s1 p1 ** s2 p2 ...  (s_k: sign of the k-th exponent).
+        operands = [(False, self.peek(), self.primary())]
+        while self.at("**"):
+            self.next()
+            negate, first = self.signs()
+            operands.append((negate, first, self.primary()))
+        negate, tok, value = operands[-1]
+        for k in range(len(operands) - 1, 0, -1):
+            if negate:
+                value = self.build(tok, lambda v: -v, value)
+            if not value.is_Number or abs(value) > MAX_EXPONENT:
+                self.fail(
+                    f"exponent at position {tok.pos} must be a numeric constant "
+                    f"with |value| <= {MAX_EXPONENT}"
+                )
+            negate, tok, base = operands[k - 1]
+            value = self.build(tok, lambda b, e: b**e, base, value)
+        return value
+
+    def primary(self) -> sp.Expr:
+        tok = self.next()
+        if tok.kind == "num":
+            return self.number(tok)
+        if tok.kind == "name":
+            return self.name(tok)
+        if tok.text == "(":
+            self.enter(tok)
+            value = self.expr()
+            self.expect(")")
+            self.depth -= 1
+            return value
+        if tok.text == "[":
+            self.unexpected(tok, " (only arrays can be subscripted)")
+        self.unexpected(tok)
+
+    def number(self, tok: _Token) -> sp.Expr:
+        if tok.text.isdigit():
+            value = int(tok.text)
+            if value <= _BIG:
+                return sp.Integer(value)
+        elif math.isfinite(float(tok.text)) and abs(float(tok.text)) <= 1e300:
+            return sp.Float(tok.text)
+        self.fail(f"number {_show(tok.text)} at position {tok.pos} is out of range (at most 1e300)")
+
+    def name(self, tok: _Token) -> sp.Expr:
+        name = tok.text
+        if self.at("("):
+            if name == "sum":
+                return self.sum(tok)
+            if name in SPEC_FUNCTIONS:
+                return self.call(tok)
+            if name in self.scalars or name in self.arrays:
+                self.fail(f"{name!r} at position {tok.pos} is not a function")
+            allowed = ", ".join(sorted([*SPEC_FUNCTIONS, "sum"]))
+            self.fail(f"function {name!r} is not allowed (allowed: {allowed})")
+        if self.at("[") and name in self.arrays:
+            return self.subscript(tok)
+        if self.at("[") and name in self.scalars:
+            self.fail(f"scalar {name!r} at position {tok.pos} cannot be subscripted")
+        if name in self.scalars:
+            return self.scalars[name]
+        if name in self.arrays:
+            self.fail(f"array {name!r} at position {tok.pos} must be subscripted, e.g. {name}[i]")
+        if name in self.indices:
+            self.fail(
+                f"index {name!r} at position {tok.pos} may only appear inside brackets, e.g. a[i]"
+            )
+        if name in SPEC_FUNCTIONS or name == "sum":
+            self.fail(f"function {name!r} at position {tok.pos} must be called")
+        allowed = [*sorted(self.scalars), *(f"{a}[...]" for a in sorted(self.arrays))]
+        self.fail(
+            f"unknown name {name!r} at position {tok.pos} (allowed: {', '.join(allowed) or 'none'})"
+        )
+
+    def index_token(self, tok: _Token, what: str) -> str:
+        """Check that ``tok`` names a declared index; return the name."""
+        if tok.kind != "name":
+            self.fail(f"{what}, found {_where(tok)}")
+        if tok.text not in self.indices:
+            allowed = ", ".join(sorted(self.indices)) or "none"
+            self.fail(f"unknown index {tok.text!r} at position {tok.pos} (allowed: {allowed})")
+        return tok.text
+
+    def subscript(self, tok: _Token) -> sp.Expr:
+        self.enter(self.expect("["))
+        syms: list[sp.Symbol] = []
+        while True:
+            idx_tok = self.next()
+            name = self.index_token(idx_tok, "only index names are allowed inside brackets")
+            if name not in self.bound and name not in self.free:
+                self.fail(
+                    f"index {name!r} at position {idx_tok.pos} is not declared free "
+                    "here (sum over it or declare it free)"
+                )
+            syms.append(self.indices[name][0])
+            sep = self.next()
+            if sep.text == "]" and sep.kind == "op":
+                break
+            if sep.text != "," or sep.kind != "op":
+                self.fail(f"only index names are allowed inside brackets, found {_where(sep)}")
+        self.depth -= 1
+        base = self.arrays[tok.text]
+        if base.shape is not None and len(base.shape) != len(syms):
+            self.fail(f"array {tok.text!r} takes {len(base.shape)} indices, got {len(syms)}")
+        return self.build(tok, lambda *s: base[s], *syms)
+
+    def call(self, tok: _Token) -> sp.Expr:
+        self.enter(self.expect("("))
+        args = [self.expr()]
+        while self.at(","):
+            self.next()
+            args.append(self.expr())
+        self.expect(")")
+        self.depth -= 1
+        name = tok.text
+        if name in ("max", "min"):
+            if not 2 <= len(args) <= MAX_MINMAX_ARGS:
+                self.fail(f"{name}() takes 2 to {MAX_MINMAX_ARGS} arguments, got {len(args)}")
+        elif len(args) != 1:
+            self.fail(f"{name}() takes exactly 1 argument, got {len(args)}")
+        return self.build(tok, SPEC_FUNCTIONS[name], *args)  # type: ignore[arg-type]
+
+    def sum(self, tok: _Token) -> sp.Expr:
+        self.enter(self.expect("("))
+        # Find the index argument first (it binds names in the body): scan to the comma
+        # at this nesting level.
+        k, level = self.pos, 0
+        while True:
+            t = self.tokens[k]
+            if t.kind == "end":
+                self.unexpected(t)
+            if t.kind == "op" and t.text in "([":
+                level += 1
+            elif t.kind == "op" and t.text in ")]":
+                if level == 0:
+                    self.fail("sum() takes 2 arguments (expression, index), got 1")
+                level -= 1
+            elif t.kind == "op" and t.text == "," and level == 0:
+                break
+            k += 1
+        name = self.index_token(
+            self.tokens[k + 1], "the second argument of sum() must be an index name"
+        )
+        if name in self.bound:
+            self.fail(f"index {name!r} is already bound by an enclosing sum")
+        if name in self.free:
+            self.fail(f"cannot sum over free index {name!r}")
+        self.bound.append(name)
+        body = self.expr()
+        self.bound.pop()
+        self.expect(",")
+        self.next()  # the index name, checked above
+        if self.at(","):
+            self.fail("sum() takes 2 arguments (expression, index), got more")
+        self.expect(")")
+        self.depth -= 1
+        sym, width = self.indices[name]
+        return self.build(tok, lambda b: sp.Sum(b, (sym, 0, width - 1)), body)
+
+
+def parse_expression(
+    text: str,
+    *,
+    scalars: Mapping[str, sp.Expr] = {},
+    arrays: Mapping[str, sp.IndexedBase] = {},
+    indices: Mapping[str, tuple[sp.Symbol, sp.Expr]] = {},
+    free_indices: Collection[str] = (),
+    file: str | None = None,
+    field: str | None = None,
+) -> sp.Expr:
+    """Parse spec-expression ``text`` into a SymPy expression.
+
+    ``scalars`` are names usable bare, ``arrays`` names usable only subscripted by
+    index names (``a[i]``, ``A[i, j]``). ``indices`` maps an index name to its symbol
+    and width; ``sum(e, j)`` sums ``j`` over ``0 .. width - 1``. An index may appear
+    in a subscript only inside a sum over it or when listed in ``free_indices``.
+    Raises :class:`SpecError` (located at ``file``/``field``) for any bad input.
+    """
+
+    def fail(message: str) -> NoReturn:
+        raise SpecError(message, file=file, field=field)
+
+    if not isinstance(text, str):
+        fail(f"expected a string expression, got {type(text).__name__}")
+    if len(text) > MAX_CHARS:
+        fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
+    tokens = _tokenize(text, fail)
+    return _Parser(tokens, scalars, arrays, indices, free_indices, fail).parse()
