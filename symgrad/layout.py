@@ -1,0 +1,96 @@
+"""Stage 4b, layout: the batched row-major form, decided here and nowhere else.
+
+Per-sample math uses column vectors (``z = W a + b``). Batched code takes samples as
+rows: a per-sample vector ``v`` becomes the matrix ``V`` of shape (N, width) (the same
+``Vec`` symbol, read as a matrix), and
+
+    W v      ->  V W^T        BMatMul(V, W, transpose=True)
+    W^T v    ->  V W          BMatMul(V, W, transpose=False)
+    1^T v    ->  V 1          RowSum(V)      (one number per sample, an (N, 1) column)
+    sum over samples of u v^T  ->  U^T V       BOuter(U, V)       (parameter gradients)
+    sum over samples of v      ->  1^T V       ColSum(V)          (bias-like gradients)
+
+The loss is the mean over samples of the per-sample loss, so the step where the loss
+enters (the seed) carries the factor 1/N.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .matrix_form import MatVec, Outer, SumAll, TMatVec
+
+#: The batch size.
+N = sp.Symbol("N", integer=True, positive=True)
+
+
+class BMatMul(sp.Function):
+    """``V W^T`` (args: V, W, 1) or ``V W`` (args: V, W, 0)."""
+
+    nargs = 3
+
+
+class RowSum(sp.Function):
+    """``V 1``: per-sample sums, shape (N, 1)."""
+
+    nargs = 1
+
+
+class ColSum(sp.Function):
+    """``1^T V``: the sum over samples, shape (width,)."""
+
+    nargs = 1
+
+
+class BOuter(sp.Function):
+    """``U^T V``: the sum over samples of u v^T."""
+
+    nargs = 2
+
+
+BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter)
+
+
+def batch(expr: sp.Expr) -> sp.Expr:
+    """Translate a per-sample matrix expression to the batched row-major layout."""
+    if isinstance(expr, MatVec):
+        return BMatMul(batch(expr.args[1]), expr.args[0], sp.S.One)
+    if isinstance(expr, TMatVec):
+        return BMatMul(batch(expr.args[1]), expr.args[0], sp.S.Zero)
+    if isinstance(expr, SumAll):
+        return RowSum(batch(expr.args[0]))
+    if isinstance(expr, Outer):
+        raise ValueError("an outer product is only batched as a parameter gradient")
+    if not expr.args:
+        return expr
+    return expr.func(*[batch(a) for a in expr.args])
+
+
+def batch_param_grad(expr: sp.Expr) -> sp.Expr:
+    """A parameter gradient summed over the samples of the batch."""
+    terms = []
+    for t in sp.Add.make_args(expr):
+        outer = [f for f in sp.Mul.make_args(t) if isinstance(f, Outer)]
+        rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if not isinstance(f, Outer)])
+        if len(outer) == 1 and not rest.has(*_vectors(rest)):
+            u, v = outer[0].args
+            terms.append(rest * BOuter(batch(u), batch(v)))
+        elif _vectors(t):
+            terms.append(ColSum(batch(t)))
+        else:  # constant per sample: the sum over samples is N times it
+            terms.append(N * batch(t))
+    return sp.Add(*terms)
+
+
+def _vectors(expr: sp.Expr) -> tuple:
+    from .matrix_form import Vec
+
+    return tuple(expr.atoms(Vec))
+
+
+def batched_step(step) -> sp.Expr:
+    """The batched form of a backward step (a :class:`~symgrad.derivation.Step`)."""
+    if step.kind == "param":
+        return batch_param_grad(step.matrix)
+    out = batch(step.matrix)
+    return out / N if step.seed else out
