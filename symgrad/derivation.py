@@ -172,7 +172,7 @@ def derive(net: Network) -> Derivation:
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
-        g = sp.IndexedBase(upstream)
+        g = sp.IndexedBase(upstream, real=True)
         # Parameters first (weight, bias), then pass to the stage's input.
         for p in stage.params:
             pidx = _PARAM_IDX[: len(p.shape)]
@@ -197,7 +197,7 @@ def derive(net: Network) -> Derivation:
         comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
         fused = False
         unfused = None
-        if upstream == loss_name and si == len(net.stages) - 1:
+        if upstream == loss_name and si == len(net.stages) - 1 and not stage.params:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = rewrite(cand, stage)

@@ -21,7 +21,7 @@ from .indices import I, idx, width
 from .network import Loss, Network, Param, Stage
 
 # Placeholders for user-written component forms.
-a = sp.IndexedBase("a")
+a = sp.IndexedBase("a", real=True)
 i, j, k = idx("i"), idx("j"), idx("k")
 n = sp.Symbol("n", integer=True, positive=True)
 m = sp.Symbol("m", integer=True, positive=True)
@@ -123,19 +123,19 @@ def _width(units: int | sp.Expr, layer: int, sizes: dict[sp.Symbol, int]) -> sp.
 
 def _dense(layer: Dense, l: int, inp, w_in, sizes) -> list[Stage]:
     w = _width(layer.units, l, sizes)
-    W = sp.IndexedBase(f"W{l}")
-    z = sp.IndexedBase(f"z{l}")
+    W = sp.IndexedBase(f"W{l}", real=True)
+    z = sp.IndexedBase(f"z{l}", real=True)
     body = sp.Sum(W[I, j] * inp[j], (j, 0, w_in - 1))
     params = [Param(f"W{l}", W, (w, w_in), "glorot", w_in)]
     if layer.bias:
-        b = sp.IndexedBase(f"b{l}")
+        b = sp.IndexedBase(f"b{l}", real=True)
         body = body + b[I]
         params.append(Param(f"b{l}", b, (w,), "glorot", w_in))
     stages = [Stage(z, inp, w, w_in, body, l, "affine", "dense", tuple(params))]
     act = Activation.of(layer.activation)
     if act.expr is not None and act.expr == x:
         return stages  # identity: a[l] = z[l], no stage of its own
-    stages.append(_elementwise(act, z, sp.IndexedBase(f"a{l}"), w, l))
+    stages.append(_elementwise(act, z, sp.IndexedBase(f"a{l}", real=True), w, l))
     return stages
 
 
@@ -145,23 +145,23 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
     params = []
     for base, shape in layer.params.items():
         pname = f"{base.name}{l}"
-        new = sp.IndexedBase(pname)
+        new = sp.IndexedBase(pname, real=True)
         repl[base] = new
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
     body = sp.sympify(layer.expr).xreplace(repl)
-    stray = {b.label for b in body.atoms(sp.Indexed)} - {inp.label, *(p.base.label for p in params)}
+    stray = {b.base.label for b in body.atoms(sp.Indexed)} - {inp.label, *(p.base.label for p in params)}
     if stray:
         names = ", ".join(sorted(str(s) for s in stray))
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
-    return [Stage(sp.IndexedBase(f"a{l}"), inp, w, w_in, body, l, "map", layer.name, tuple(params))]
+    return [Stage(sp.IndexedBase(f"a{l}", real=True), inp, w, w_in, body, l, "map", layer.name, tuple(params))]
 
 
 def make_loss(
     spec: str | tuple[str, sp.Expr], yhat: sp.IndexedBase, C: sp.Expr, last: Stage | None
 ) -> Loss:
     """Build the per-sample loss (mean over outputs for elementwise losses)."""
-    target = sp.IndexedBase("y")
+    target = sp.IndexedBase("y", real=True)
     if isinstance(spec, tuple):
         name, elem = spec
         body = sp.Sum(elem.xreplace({yhat_s: yhat[i], y_s: target[i]}), (i, 0, C - 1)) / C
@@ -204,7 +204,7 @@ def build(
         raise SpecError("a network needs at least one layer")
     sizes: dict[sp.Symbol, int] = {}
     w_in = _width(input, 0, sizes)
-    inp = sp.IndexedBase("x")
+    inp = sp.IndexedBase("x", real=True)
     stages: list[Stage] = []
     cur, cur_w = inp, w_in
     for l, layer in enumerate(layers, start=1):

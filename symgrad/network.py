@@ -75,7 +75,7 @@ class Network:
     stages: tuple[Stage, ...]
     loss: Loss
     sizes: dict[sp.Symbol, int] = field(default_factory=dict)
-    input: sp.IndexedBase = sp.IndexedBase("x")
+    input: sp.IndexedBase = sp.IndexedBase("x", real=True)
     n_layers: int = 0
     source: str = "<python>"
 

@@ -1,0 +1,173 @@
+"""Printing stage: batched matrix expressions -> NumPy source text.
+
+A ``sympy.printing.numpy.NumPyPrinter`` subclass with one ``_print_<Class>`` per
+layout operator (``layout.py``) and per symgrad function (``functions.py``). Functions
+print in numerically stable forms (sigmoid through tanh, softplus through logaddexp,
+softmax and log-sum-exp with the max shifted out); the stable forms are identities,
+not derivative rules, so every derivative still comes from the derivation.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from . import functions as F
+from .layout import BMatMul, BOuter, ColSum, RowSum
+
+
+class Softmax(sp.Function):
+    """``exp(v) / RowSum(exp(v))`` recognised for a stable printing."""
+
+    nargs = 1
+
+
+class LogSumExp(sp.Function):
+    """``log(RowSum(exp(v)))`` recognised for a stable printing."""
+
+    nargs = 1
+
+
+class SafeLog(sp.Function):
+    """A log in a loss value, clamped at -100 like PyTorch's BCE."""
+
+    nargs = 1
+
+
+#: Helper functions a generated module may need, by name (defined in the template).
+HELPERS = ("_sigmoid", "_softmax", "_logsumexp", "_log")
+
+
+def recognise(expr: sp.Expr) -> sp.Expr:
+    """Replace softmax and log-sum-exp patterns by nodes that print stably."""
+
+    def is_softmax(e: sp.Expr) -> bool:
+        if not e.is_Mul:
+            return False
+        fs = sp.Mul.make_args(e)
+        exps = [f for f in fs if isinstance(f, sp.exp)]
+        dens = [f for f in fs if f.is_Pow and f.exp == -1 and isinstance(f.base, RowSum)]
+        return (
+            len(fs) == 2
+            and len(exps) == 1
+            and len(dens) == 1
+            and dens[0].base.args[0] == exps[0]
+        )
+
+    expr = expr.replace(is_softmax, lambda e: Softmax([f for f in e.args if isinstance(f, sp.exp)][0].args[0]))
+    return expr.replace(
+        lambda e: isinstance(e, sp.log | SafeLog)
+        and isinstance(e.args[0], RowSum)
+        and isinstance(e.args[0].args[0], sp.exp),
+        lambda e: LogSumExp(e.args[0].args[0].args[0]),
+    )
+
+
+class SymgradNumPyPrinter(NumPyPrinter):
+    """Prints batched expressions; ``names`` maps Vec/Mat names to variable names."""
+
+    def __init__(self, names: dict[str, str] | None = None, settings=None):
+        super().__init__(settings or {})
+        self.names = names or {}
+        self.helpers: set[str] = set()
+
+    def _module_format(self, fqn, register=True):
+        return super()._module_format(fqn, register).replace("numpy.", "np.")
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr.name, expr.name)
+
+    _print_Vec = _print_Symbol
+    _print_Mat = _print_Symbol
+    _print_Dummy = _print_Symbol
+
+    def _atom(self, e: sp.Expr) -> str:
+        """``e`` printed as an operand of a method call or ``@`` (parenthesised unless atomic)."""
+        text = self._print(e)
+        if e.is_Symbol or isinstance(e, sp.Function) and not isinstance(e, BMatMul):
+            return text
+        return f"({text})"
+
+    def _print_BMatMul(self, expr):
+        v, w, t = expr.args
+        return f"{self._atom(v)} @ {self._print(w)}{'.T' if t == 1 else ''}"
+
+    def _print_BOuter(self, expr):
+        u, v = expr.args
+        return f"{self._atom(u)}.T @ {self._atom(v)}"
+
+    def _print_ColSum(self, expr):
+        return f"{self._atom(expr.args[0])}.sum(axis=0)"
+
+    def _print_RowSum(self, expr):
+        return f"{self._atom(expr.args[0])}.sum(axis=1, keepdims=True)"
+
+    def _print_sigmoid(self, expr):
+        self.helpers.add("_sigmoid")
+        return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_step(self, expr):
+        return f"({self._print(expr.args[0])} > 0)"
+
+    def _print_relu(self, expr):
+        return f"np.maximum({self._print(expr.args[0])}, 0)"
+
+    def _print_leaky_relu(self, expr):
+        x = self._print(expr.args[0])
+        return f"np.where({x} > 0, {x}, {self._print(F.LEAKY_SLOPE)}*{self.parenthesize(expr.args[0], 1000)})"
+
+    def _print_elu(self, expr):
+        x = self._print(expr.args[0])
+        return f"np.where({x} > 0, {x}, np.expm1(np.minimum({x}, 0)))"
+
+    def _print_softplus(self, expr):
+        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_Softmax(self, expr):
+        self.helpers.add("_softmax")
+        return f"_softmax({self._print(expr.args[0])})"
+
+    def _print_LogSumExp(self, expr):
+        self.helpers.add("_logsumexp")
+        return f"_logsumexp({self._print(expr.args[0])})"
+
+    def _print_SafeLog(self, expr):
+        self.helpers.add("_log")
+        return f"_log({self._print(expr.args[0])})"
+
+    def _print_Max(self, expr):
+        args = [self._print(a) for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"np.maximum({out}, {a})"
+        return out
+
+    def _print_Min(self, expr):
+        args = [self._print(a) for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"np.minimum({out}, {a})"
+        return out
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+
+__all__ = [
+    "BMatMul",
+    "BOuter",
+    "ColSum",
+    "HELPERS",
+    "LogSumExp",
+    "RowSum",
+    "SafeLog",
+    "Softmax",
+    "SymgradNumPyPrinter",
+    "recognise",
+]

@@ -1,0 +1,30 @@
+"""The Jinja2 environment shared by the code and document templates (``templates/``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+
+def template_dir() -> Path:
+    """``templates/`` as installed (the package ``symgrad.templates``) or in a source checkout."""
+    try:
+        import symgrad.templates as t  # installed wheel: templates/ is shipped as this package
+
+        return Path(t.__file__).parent
+    except ImportError:  # pragma: no cover - source tree without an install
+        return Path(__file__).resolve().parent.parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
