@@ -142,11 +142,16 @@ def _comment(d: Derivation, step) -> tuple[str, ...]:
     if step.kind == "param":
         lines[0] = f"dL/d{step.wrt}[{idx}] = {comp}  (summed over the batch)"
     elif step.kind in what and what[step.kind]:
-        lines.append(f"({what[step.kind]}: {step.jacobian} Jacobian{', fused with the loss' if step.fused else ''})")
+        lines.append(
+            f"({what[step.kind]}: {step.jacobian} Jacobian"
+            + (", fused with the loss)" if step.fused else ")")
+        )
     return tuple(lines)
 
 
-def build_context(d: Derivation, *, optimizer: str | None = None, source: str | None = None) -> dict:
+def build_context(
+    d: Derivation, *, optimizer: str | None = None, source: str | None = None
+) -> dict:
     """Everything the module template needs, printed."""
     net = d.network
     if not net.is_concrete:
@@ -215,7 +220,9 @@ def _sha256(src: str, net: Network) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def generate(net: Network | Derivation, *, optimizer: str | None = None, source: str | None = None) -> str:
+def generate(
+    net: Network | Derivation, *, optimizer: str | None = None, source: str | None = None
+) -> str:
     """The source text of the standalone NumPy module for ``net``."""
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")

@@ -21,7 +21,7 @@ import sympy as sp
 from .contraction import contract, has_delta
 from .errors import DerivationError
 from .forward_values import pull_out, rewrite
-from .indices import FREE_NAMES, PARAM_NAMES, I, K, P, Q, R, canonical
+from .indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from .matrix_form import to_matrix
 from .network import Network, Param, Stage
 
@@ -126,10 +126,12 @@ def _apply_identities(expr: sp.Expr, net: Network) -> sp.Expr:
         return expr
     y = net.loss.target
     return expr.replace(
-        lambda e: isinstance(e, sp.Sum)
-        and e.function == y[e.limits[0][0]]
-        and e.limits[0][1] == 0
-        and e.limits[0][2] == net.loss.width - 1,
+        lambda e: (
+            isinstance(e, sp.Sum)
+            and e.function == y[e.limits[0][0]]
+            and e.limits[0][1] == 0
+            and e.limits[0][2] == net.loss.width - 1
+        ),
         lambda e: sp.S.One,
     )
 
@@ -151,9 +153,7 @@ def _finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) 
 def derive(net: Network) -> Derivation:
     """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
     notes: list[str] = []
-    forward = tuple(
-        Forward(s, s.body, to_matrix(s.body, (s.index,), net)) for s in net.stages
-    )
+    forward = tuple(Forward(s, s.body, to_matrix(s.body, (s.index,), net)) for s in net.stages)
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -163,9 +163,22 @@ def derive(net: Network) -> Derivation:
     loss_name = grad_name(str(out))
     loss_comp = _finish(g_loss, (K,), FREE_NAMES)
     steps.append(
-        Step(loss_name, str(out), net.n_layers, "loss", (sp.Symbol("i", integer=True),),
-             loss_comp, None, (), "loss", None, None,
-             to_matrix(loss_comp, (sp.Symbol("i", integer=True),), net), (C,), seed=True)
+        Step(
+            loss_name,
+            str(out),
+            net.n_layers,
+            "loss",
+            (sp.Symbol("i", integer=True),),
+            loss_comp,
+            None,
+            (),
+            "loss",
+            None,
+            None,
+            to_matrix(loss_comp, (sp.Symbol("i", integer=True),), net),
+            (C,),
+            seed=True,
+        )
     )
     loss_step_index = 0
 
@@ -178,17 +191,31 @@ def derive(net: Network) -> Derivation:
             pidx = _PARAM_IDX[: len(p.shape)]
             wrt = p.base[pidx] if pidx else p.base
             local = rewrite(_local(stage.body, wrt), stage)
-            comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+            comp = pull_out(
+                contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1)))
+            )
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
             steps.append(
-                Step(grad_name(p.name), p.name, stage.layer, "param", free, comp_c,
-                     canonical(local, (stage.index, *pidx), ("i", *names)), (stage.index, *pidx),
-                     "param", upstream, stage, to_matrix(comp_c, free, net, param=True),
-                     p.shape, param=p)
+                Step(
+                    grad_name(p.name),
+                    p.name,
+                    stage.layer,
+                    "param",
+                    free,
+                    comp_c,
+                    canonical(local, (stage.index, *pidx), ("i", *names)),
+                    (idx("i"), *free),
+                    "param",
+                    upstream,
+                    stage,
+                    to_matrix(comp_c, free, net, param=True),
+                    p.shape,
+                    param=p,
+                )
             )
         wrt = stage.inp[K]
         local_raw = _local(stage.body, wrt)
@@ -211,10 +238,25 @@ def derive(net: Network) -> Derivation:
         comp_c = _finish(comp, (K,), FREE_NAMES)
         free = (sp.Symbol("i", integer=True),)
         steps.append(
-            Step(name, str(stage.inp), stage.layer, "input", free, comp_c,
-                 canonical(local, (stage.index, K), ("i", "k")), (stage.index, K), structure,
-                 upstream, stage, to_matrix(comp_c, free, net), (stage.in_width,),
-                 seed=fused, fused=fused, needed=si > 0, unfused=unfused)
+            Step(
+                name,
+                str(stage.inp),
+                stage.layer,
+                "input",
+                free,
+                comp_c,
+                canonical(local, (stage.index, K), ("i", "k")),
+                (idx("i"), idx("k")),
+                structure,
+                upstream,
+                stage,
+                to_matrix(comp_c, free, net),
+                (stage.in_width,),
+                seed=fused,
+                fused=fused,
+                needed=si > 0,
+                unfused=unfused,
+            )
         )
         upstream = name
     return Derivation(net, forward, net.loss.body, tuple(steps), tuple(notes))

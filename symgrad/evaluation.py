@@ -204,7 +204,9 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
     return np.asarray(ev(expr), dtype=float)
 
 
-def run_derivation(d, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, form="component"):
+def run_derivation(
+    d, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, form="component"
+):
     """Forward and backward pass of one sample, evaluated from the derivation's expressions.
 
     Returns ``(loss, env)`` where ``env`` holds every forward value and every gradient
@@ -220,7 +222,9 @@ def run_derivation(d, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.nda
         if form == "matrix":
             env[s.name] = eval_matrix(f.matrix, env, sizes)
         else:
-            env[s.name] = eval_component(f.component, env, sizes, (s.index,), {s.index: net.size(s.width)})
+            env[s.name] = eval_component(
+                f.component, env, sizes, (s.index,), {s.index: net.size(s.width)}
+            )
     loss = float(eval_component(d.loss, env, sizes))
     for st in d.steps:
         if form == "matrix":

@@ -47,7 +47,7 @@ class sigmoid(sp.Function):  # noqa: N801
         return 1 / (1 + sp.exp(-x))
 
     def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return r"\sigma\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 class relu(sp.Function):  # noqa: N801
@@ -59,7 +59,7 @@ class relu(sp.Function):  # noqa: N801
         return step(self.args[0])
 
     def _latex(self, printer):
-        return r"\operatorname{relu}\left(%s\right)" % printer._print(self.args[0])
+        return r"\operatorname{relu}\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 class leaky_relu(sp.Function):  # noqa: N801
@@ -72,7 +72,7 @@ class leaky_relu(sp.Function):  # noqa: N801
         return LEAKY_SLOPE + (1 - LEAKY_SLOPE) * step(x)
 
     def _latex(self, printer):
-        return r"\operatorname{leaky\_relu}\left(%s\right)" % printer._print(self.args[0])
+        return r"\operatorname{leaky\_relu}\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 class elu(sp.Function):  # noqa: N801
@@ -86,7 +86,7 @@ class elu(sp.Function):  # noqa: N801
         return step(x) + (1 - step(x)) * (self + 1)
 
     def _latex(self, printer):
-        return r"\operatorname{elu}\left(%s\right)" % printer._print(self.args[0])
+        return r"\operatorname{elu}\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 class softplus(sp.Function):  # noqa: N801
@@ -101,11 +101,11 @@ class softplus(sp.Function):  # noqa: N801
         return sp.log(1 + sp.exp(x))
 
     def _latex(self, printer):
-        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+        return r"\operatorname{softplus}\left(" + printer._print(self.args[0]) + r"\right)"
 
 
 def _step_latex(self, printer):
-    return r"\left[%s > 0\right]" % printer._print(self.args[0])
+    return r"\left[" + printer._print(self.args[0]) + r" > 0\right]"
 
 
 step._latex = _step_latex  # type: ignore[attr-defined]

@@ -150,11 +150,26 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
     body = sp.sympify(layer.expr).xreplace(repl)
-    stray = {b.base.label for b in body.atoms(sp.Indexed)} - {inp.label, *(p.base.label for p in params)}
+    stray = {b.base.label for b in body.atoms(sp.Indexed)} - {
+        inp.label,
+        *(p.base.label for p in params),
+    }
     if stray:
         names = ", ".join(sorted(str(s) for s in stray))
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
-    return [Stage(sp.IndexedBase(f"a{l}", real=True), inp, w, w_in, body, l, "map", layer.name, tuple(params))]
+    return [
+        Stage(
+            sp.IndexedBase(f"a{l}", real=True),
+            inp,
+            w,
+            w_in,
+            body,
+            l,
+            "map",
+            layer.name,
+            tuple(params),
+        )
+    ]
 
 
 def make_loss(

@@ -124,4 +124,6 @@ class Network:
         new = dict(self.sizes)
         for k, v in sizes.items():
             new[sp.Symbol(k, integer=True, positive=True)] = int(v)
-        return Network(self.name, self.stages, self.loss, new, self.input, self.n_layers, self.source)
+        return Network(
+            self.name, self.stages, self.loss, new, self.input, self.n_layers, self.source
+        )

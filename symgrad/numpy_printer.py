@@ -48,17 +48,18 @@ def recognise(expr: sp.Expr) -> sp.Expr:
         exps = [f for f in fs if isinstance(f, sp.exp)]
         dens = [f for f in fs if f.is_Pow and f.exp == -1 and isinstance(f.base, RowSum)]
         return (
-            len(fs) == 2
-            and len(exps) == 1
-            and len(dens) == 1
-            and dens[0].base.args[0] == exps[0]
+            len(fs) == 2 and len(exps) == 1 and len(dens) == 1 and dens[0].base.args[0] == exps[0]
         )
 
-    expr = expr.replace(is_softmax, lambda e: Softmax([f for f in e.args if isinstance(f, sp.exp)][0].args[0]))
+    expr = expr.replace(
+        is_softmax, lambda e: Softmax([f for f in e.args if isinstance(f, sp.exp)][0].args[0])
+    )
     return expr.replace(
-        lambda e: isinstance(e, sp.log | SafeLog)
-        and isinstance(e.args[0], RowSum)
-        and isinstance(e.args[0].args[0], sp.exp),
+        lambda e: (
+            isinstance(e, sp.log | SafeLog)
+            and isinstance(e.args[0], RowSum)
+            and isinstance(e.args[0].args[0], sp.exp)
+        ),
         lambda e: LogSumExp(e.args[0].args[0].args[0]),
     )
 
@@ -114,7 +115,8 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_leaky_relu(self, expr):
         x = self._print(expr.args[0])
-        return f"np.where({x} > 0, {x}, {self._print(F.LEAKY_SLOPE)}*{self.parenthesize(expr.args[0], 1000)})"
+        slope = self._print(F.LEAKY_SLOPE)
+        return f"np.where({x} > 0, {x}, {slope}*{self._atom(expr.args[0])})"
 
     def _print_elu(self, expr):
         x = self._print(expr.args[0])

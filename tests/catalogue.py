@@ -17,7 +17,9 @@ def catalogue() -> dict[str, object]:
     loss, both map examples, depth >= 12, width 1 and the seed network."""
     return {
         "seed": build("seed_net", 3, [Dense(4, "sigmoid"), Dense(2, "sigmoid")], "mse"),
-        "softmax_ce": build("softmax_ce", 4, [Dense(5, "tanh"), Dense(3, "softmax")], "cross_entropy"),
+        "softmax_ce": build(
+            "softmax_ce", 4, [Dense(5, "tanh"), Dense(3, "softmax")], "cross_entropy"
+        ),
         "bce": build("bce_net", 3, [Dense(4, "relu"), Dense(2, "sigmoid", bias=False)], "bce"),
         "acts": build(
             "acts",
@@ -39,9 +41,14 @@ def catalogue() -> dict[str, object]:
             LOGCOSH,
         ),
         "softmax_map": build(
-            "softmax_map", 3, [Dense(4, "tanh"), Map(SOFTMAX_MAP, name="softmax_map"), Dense(2)], "mse"
+            "softmax_map",
+            3,
+            [Dense(4, "tanh"), Map(SOFTMAX_MAP, name="softmax_map"), Dense(2)],
+            "mse",
         ),
-        "deep": build("deep", 2, [Dense(3, "tanh") for _ in range(12)] + [Dense(1, "sigmoid")], "bce"),
+        "deep": build(
+            "deep", 2, [Dense(3, "tanh") for _ in range(12)] + [Dense(1, "sigmoid")], "bce"
+        ),
         "width1": build("width1", 1, [Dense(1, "sigmoid"), Dense(1, "identity")], "mse"),
         "softmax_mse": build("softmax_mse", 3, [Dense(3, "softmax")], "mse"),
         "gain": build(
@@ -49,8 +56,11 @@ def catalogue() -> dict[str, object]:
             3,
             [
                 Dense(4, "identity"),
-                Map(sp.IndexedBase("g", real=True)[i] * sp.tanh(a[i]), name="gain",
-                    params={sp.IndexedBase("g", real=True): (n,)}),
+                Map(
+                    sp.IndexedBase("g", real=True)[i] * sp.tanh(a[i]),
+                    name="gain",
+                    params={sp.IndexedBase("g", real=True): (n,)},
+                ),
                 Dense(2, "sigmoid"),
             ],
             "bce",
