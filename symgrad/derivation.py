@@ -150,6 +150,76 @@ def _finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) 
     return canonical(sp.factor_terms(expr), free, names)
 
 
+@dataclass(frozen=True)
+class _Calculus:
+    """The local derivatives and contracted adjoints of one stage."""
+
+    params: tuple[tuple[sp.Expr, sp.Expr], ...]
+    local: sp.Expr
+    comp: sp.Expr
+    structure: str
+
+
+_CACHE: dict[tuple, _Calculus] = {}
+
+
+def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    params = []
+    for p in stage.params:
+        pidx = _PARAM_IDX[: len(p.shape)]
+        wrt = p.base[pidx] if pidx else p.base
+        local = rewrite(_local(stage.body, wrt), stage)
+        comp = contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1)))
+        params.append((local, pull_out(comp)))
+    local_raw = _local(stage.body, stage.inp[K])
+    local = rewrite(local_raw, stage)
+    comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+    return _Calculus(tuple(params), local, comp, _structure(local_raw, stage))
+
+
+def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    """``_compute`` memoised on the stage's shape: deep networks repeat the same few stages,
+    so a stage is derived once under placeholder names and renamed (this keeps the cost of
+    a derivation linear in depth with a small constant)."""
+    ren: dict[sp.Basic, sp.Basic] = {
+        stage.inp: sp.IndexedBase("_in", real=True),
+        stage.out: sp.IndexedBase("_out", real=True),
+        g: sp.IndexedBase("_g", real=True),
+    }
+    for n_, p in enumerate(stage.params):
+        ren[p.base] = sp.IndexedBase(f"_p{n_}", real=True)
+    wren = {stage.in_width: sp.Symbol("_win", integer=True, positive=True)}
+    if stage.width != stage.in_width:
+        wren[stage.width] = sp.Symbol("_wout", integer=True, positive=True)
+    ren.update(wren)
+    cstage = Stage(
+        ren[stage.out],
+        ren[stage.inp],
+        stage.width.xreplace(wren),
+        stage.in_width.xreplace(wren),
+        stage.body.xreplace(ren),
+        0,
+        stage.kind,
+        stage.label,
+        tuple(
+            Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
+            for p in stage.params
+        ),
+        stage.index,
+    )
+    key = (cstage.body, cstage.width, cstage.in_width, tuple(p.shape for p in cstage.params))
+    if key not in _CACHE:
+        _CACHE[key] = _compute(cstage, ren[g])
+    c = _CACHE[key]
+    back = {v: k for k, v in ren.items()}
+    return _Calculus(
+        tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.params),
+        c.local.xreplace(back),
+        c.comp.xreplace(back),
+        c.structure,
+    )
+
+
 def derive(net: Network) -> Derivation:
     """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
     notes: list[str] = []
@@ -187,13 +257,9 @@ def derive(net: Network) -> Derivation:
         stage = net.stages[si]
         g = sp.IndexedBase(upstream, real=True)
         # Parameters first (weight, bias), then pass to the stage's input.
-        for p in stage.params:
+        calc = _stage_calculus(stage, g)
+        for p, (local, comp) in zip(stage.params, calc.params, strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
-            wrt = p.base[pidx] if pidx else p.base
-            local = rewrite(_local(stage.body, wrt), stage)
-            comp = pull_out(
-                contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1)))
-            )
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
@@ -218,10 +284,7 @@ def derive(net: Network) -> Derivation:
                 )
             )
         wrt = stage.inp[K]
-        local_raw = _local(stage.body, wrt)
-        local = rewrite(local_raw, stage)
-        structure = _structure(local_raw, stage)
-        comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+        local, comp, structure = calc.local, calc.comp, calc.structure
         fused = False
         unfused = None
         if upstream == loss_name and si == len(net.stages) - 1 and not stage.params:
