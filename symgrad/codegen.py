@@ -22,7 +22,7 @@ from .errors import SpecError
 from .layout import N, RowSum, batch, batched_step
 from .matrix_form import to_matrix
 from .network import Network
-from .numpy_printer import SafeLog, SymgradNumPyPrinter, recognise
+from .numpy_printer import SafeLog, SymgradNumPyPrinter, Total, recognise
 from .pyformat import respace
 from .templating import environment
 
@@ -52,23 +52,37 @@ class _Printer:
         self.tmp = 0
 
     def prepare(self, expr: sp.Expr) -> sp.Expr:
-        return recognise(expr.xreplace(self.sizes))
+        expr = recognise(expr.xreplace(self.sizes))
+        # Non-integer rationals print as floats (0.5 * x, not (1/2) * x).
+        return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 
     def code(self, expr: sp.Expr) -> str:
         return respace(self.p.doprint(expr))
 
-    def statements(
-        self, target: str, expr: sp.Expr, comment: tuple[str, ...] = (), *, safe_log: bool = False
-    ) -> list[Statement]:
-        """Print ``target = expr``, with CSE and splitting of over-long lines into temporaries."""
-        expr = self.prepare(expr)
-        if safe_log:  # logs left in a loss value are clamped (stable forms were recognised first)
-            expr = expr.replace(sp.log, SafeLog)
-        out: list[Statement] = []
-        repl, (red,) = sp.cse([expr], symbols=self._symbols(), optimizations=None, order="none")
-        for sym, sub in repl:
-            out.extend(self._split(str(sym), sub, ()))
-        out.extend(self._split(target, red, comment))
+    def program(self, items: list[tuple[str, sp.Expr, tuple[str, ...]]]) -> list[list[Statement]]:
+        """Print ``target = expr`` for every item with one common-subexpression elimination
+        over the whole program: a temporary is defined right before its first use, so a
+        value the forward pass computes is reused by the backward pass. Over-long lines
+        are split into temporaries too."""
+        exprs = [self.prepare(e) for _, e, _ in items]
+        repl, reduced = sp.cse(exprs, symbols=self._symbols(), optimizations=None, order="none")
+        temps = {sym for sym, _ in repl}
+        first: dict[sp.Symbol, int] = {}
+        for n_, e in enumerate(reduced):
+            for t in e.free_symbols & temps:
+                first[t] = min(first.get(t, n_), n_)
+        for sym, e in reversed(repl):
+            for t in e.free_symbols & temps:
+                if sym in first:
+                    first[t] = min(first.get(t, first[sym]), first[sym])
+        out: list[list[Statement]] = []
+        for n_, ((target, _, comment), e) in enumerate(zip(items, reduced, strict=True)):
+            block: list[Statement] = []
+            for sym, sub in repl:
+                if first.get(sym) == n_:
+                    block.extend(self._split(str(sym), sub, ()))
+            block.extend(self._split(target, e, comment))
+            out.append(block)
         return out
 
     def _symbols(self):
@@ -157,31 +171,31 @@ def build_context(
     if not net.is_concrete:
         raise SpecError("every width must be a concrete integer to generate code")
     pr = _Printer(net)
-    forward: list[Statement] = []
+    items: list[tuple[str, sp.Expr, tuple[str, ...]]] = []
     for f in d.forward:
-        text = f"{f.stage.name}[i] = {comment_text(f.component)}"
-        forward.extend(pr.statements(f.stage.name, batch(f.matrix), (text,)))
-    # The loss: the mean over samples of the per-sample loss.
-    lexpr = batch(to_matrix(_loss_expression(net), (), net)).xreplace(pr.sizes)
-    terms = []
-    for t in sp.Add.make_args(lexpr):
+        items.append(
+            (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
+        )
+    n_forward = len(items)
+    # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
+    # (the stable log-softmax and log-sigmoid forms are recognised first).
+    lexpr = recognise(batch(to_matrix(_loss_expression(net), (), net)).xreplace(pr.sizes))
+    lexpr = lexpr.replace(sp.log, SafeLog)
+    total = sp.S.Zero
+    for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
         rows = [f for f in sp.Mul.make_args(t) if isinstance(f, RowSum)]
-        if len(rows) == 1:
-            coeff = sp.Mul(*[f for f in sp.Mul.make_args(t) if f is not rows[0]])
-            terms.append((coeff, rows[0].args[0]))
-        else:
-            terms.append((sp.S.One, t))
-    loss_terms = []
-    for coeff, inner in terms:
-        stmts = pr.statements("_l", inner, safe_log=True)
-        pre, last = stmts[:-1], stmts[-1]
-        c = pr.code(coeff)
-        loss_terms.append((pre, "" if c == "1" else "-" if c == "-1" else f"{c} * ", last.code))
-    backward: list[Statement] = []
+        inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
+        items.append((f"l{n_}", inner, ()))
+        total += coeff * Total(sp.Symbol(f"l{n_}"))
+    n_loss = len(items)
     for step in d.steps:
-        if not step.needed:
-            continue
-        backward.extend(pr.statements(step.grad, batched_step(step), _comment(d, step)))
+        if step.needed:
+            items.append((step.grad, batched_step(step), _comment(d, step)))
+    blocks = pr.program(items)
+    forward = [s for b in blocks[:n_forward] for s in b]
+    loss_statements = [s for b in blocks[n_forward:n_loss] for s in b]
+    backward = [s for b in blocks[n_loss:] for s in b]
+    loss_value = pr.code(pr.prepare(total))
     params = [
         {
             "name": p.name,
@@ -203,7 +217,8 @@ def build_context(
         "output_size": net.size(net.output_width),
         "output": net.output.name if net.stages else "X",
         "forward": forward,
-        "loss_terms": loss_terms,
+        "loss_statements": loss_statements,
+        "loss_value": loss_value,
         "backward": backward,
         "helpers": sorted(pr.p.helpers),
         "optimizer": optimizer,

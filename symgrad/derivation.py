@@ -20,7 +20,7 @@ import sympy as sp
 
 from .contraction import contract, has_delta
 from .errors import DerivationError
-from .forward_values import pull_out, rewrite
+from .forward_values import cancel_scalar, pull_out, rewrite
 from .indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from .matrix_form import to_matrix
 from .network import Network, Param, Stage
@@ -290,7 +290,7 @@ def derive(net: Network) -> Derivation:
         if upstream == loss_name and si == len(net.stages) - 1 and not stage.params:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
-            cand = rewrite(cand, stage)
+            cand = cancel_scalar(rewrite(cand, stage))
             if sp.count_ops(cand) <= sp.count_ops(comp) + sp.count_ops(g_loss):
                 unfused = _finish(comp, (K,), FREE_NAMES)
                 comp, fused = cand, True

@@ -65,3 +65,13 @@ def rewrite(expr: sp.Expr, stage: Stage) -> sp.Expr:
     if sp.count_ops(new) <= sp.count_ops(expr):
         return new
     return expr
+
+
+def cancel_scalar(expr: sp.Expr) -> sp.Expr:
+    """Cancel common factors of a rational expression, treating every Sum as a frozen atom
+    (SymPy's simplifiers are not run on Sums); kept only when it is cheaper."""
+    sums = {e: sp.Dummy("S") for e in expr.atoms(sp.Sum)}
+    thaw = {v: k for k, v in sums.items()}
+    frozen = expr.xreplace(sums)
+    new = sp.factor_terms(sp.cancel(frozen)).xreplace(thaw)
+    return new if sp.count_ops(new) < sp.count_ops(expr) else expr

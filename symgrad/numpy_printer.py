@@ -28,6 +28,12 @@ class LogSumExp(sp.Function):
     nargs = 1
 
 
+class Total(sp.Function):
+    """The sum of every entry of an array (a loss value)."""
+
+    nargs = 1
+
+
 class SafeLog(sp.Function):
     """A log in a loss value, clamped at -100 like PyTorch's BCE."""
 
@@ -132,6 +138,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
     def _print_LogSumExp(self, expr):
         self.helpers.add("_logsumexp")
         return f"_logsumexp({self._print(expr.args[0])})"
+
+    def _print_Total(self, expr):
+        return f"np.sum({self._print(expr.args[0])})"
 
     def _print_SafeLog(self, expr):
         self.helpers.add("_log")
