@@ -1,0 +1,496 @@
+"""Stage 1, parse: a network spec (TOML file or Python object) -> the component-form IR.
+
+A spec is either a ``.toml`` file (CONTRACT section 2) or ``path/to/file.py:NAME``
+naming a :class:`~symgrad.network.Network` built with the Python API. TOML specs are
+data only: they are validated strictly against a fixed schema, every expression in
+them goes through the whitelist parser (:mod:`symgrad.expr_parser`), and the result is
+handed to :func:`symgrad.layers.build`. No code from a TOML spec is ever executed.
+
+Every problem is a :class:`~symgrad.errors.SpecError` whose ``line()`` is one line,
+``FILE: FIELD: PROBLEM``, with fields such as ``name``, ``layer[2].activation`` (layers
+numbered from 1) or ``loss.expr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.util
+import keyword
+import re
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import sympy as sp
+
+from . import layers as L
+from .errors import SpecError
+from .expr_parser import parse_expression
+from .network import Network
+
+#: Largest spec file read, in bytes.
+MAX_FILE_BYTES = 1_000_000
+#: Most layers a spec may declare.
+MAX_LAYERS = 1000
+#: Largest width (input features or units) of one layer.
+MAX_UNITS = 1_000_000
+#: Longest name (network, custom activation, loss or map layer).
+MAX_NAME = 64
+
+TOP_KEYS = ("name", "input", "loss", "layer")
+DENSE_KEYS = ("type", "units", "activation", "bias")
+MAP_KEYS = ("type", "expr", "name")
+CUSTOM_KEYS = ("name", "expr")
+LAYER_TYPES = ("dense", "map")
+
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_SIMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+_REQUIRED_HINTS = {
+    "name": 'the network\'s name, e.g. name = "my_net"',
+    "input": "the number of input features, e.g. input = 3",
+    "loss": 'the loss, e.g. loss = "mse"',
+    "layer": "at least one [[layer]] table",
+}
+_MAP_ONLY_HINTS = {
+    "units": "its output width equals its input width",
+    "activation": "add a dense layer for an activation, or write it into the map's expr",
+    "bias": "a map layer has no parameters",
+}
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """A short, one-line rendering of a user value for messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = repr(value if len(value) <= limit else value[:limit] + "...")
+    else:
+        text = repr(value)
+        if len(text) > limit:
+            text = text[:limit] + "..."
+    return text if text.isprintable() else ascii(text)
+
+
+def _plain(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, shortened and printable, without quotes."""
+    lines = text.strip().splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > limit:
+        first = first[:limit] + "..."
+    return first if first.isprintable() else ascii(first)[1:-1]
+
+
+def _type_name(value: object) -> str:
+    """The TOML name of a value's type, with an article."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    kind = type(value).__name__
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"  # datetime, function, ...
+
+
+def _display_path(path: str) -> str:
+    """The file name as shown in messages (kept on one line)."""
+    return path if path.isprintable() else ascii(path)
+
+
+def _key_field(prefix: str | None, key: str) -> str:
+    """The field of ``key`` inside ``prefix`` (``layer[1].units``)."""
+    part = key if _SIMPLE_KEY_RE.fullmatch(key) else f"[{_show(key)}]"
+    if prefix is None:
+        return part
+    return f"{prefix}{part}" if part.startswith("[") else f"{prefix}.{part}"
+
+
+class _Checker:
+    """Validates one parsed TOML document; every failure names the file and field."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, field: str | None, message: str) -> NoReturn:
+        raise SpecError(message, file=self.file, field=field)
+
+    # -- generic checks -----------------------------------------------------------------
+    def keys(
+        self,
+        table: Mapping[str, Any],
+        allowed: Sequence[str],
+        prefix: str | None,
+        elsewhere: Mapping[str, str] | None = None,
+    ) -> None:
+        """Reject keys not in ``allowed`` (suggesting a close match)."""
+        for key in table:
+            if key in allowed:
+                continue
+            field = _key_field(prefix, key)
+            if elsewhere and key in elsewhere:
+                self.fail(field, elsewhere[key])
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = (
+                f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            )
+            self.fail(field, f"unknown key {_show(key)}{hint}")
+
+    def required(self, table: Mapping[str, Any], key: str, prefix: str | None, hint: str) -> Any:
+        if key not in table:
+            self.fail(_key_field(prefix, key), f"missing required key {key!r} ({hint})")
+        return table[key]
+
+    def positive_int(self, value: object, field: str, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(
+                field,
+                f"{what} must be a positive integer, got {_type_name(value)} ({_show(value)})",
+            )
+        if value < 1:
+            self.fail(field, f"{what} must be a positive integer, got {value}")
+        if value > MAX_UNITS:
+            self.fail(field, f"{what} is too large: {value} (at most {MAX_UNITS:_})")
+        return value
+
+    def string(self, value: object, field: str, what: str) -> str:
+        if not isinstance(value, str):
+            self.fail(field, f"{what} must be a string, got {_type_name(value)} ({_show(value)})")
+        return value
+
+    def name(self, value: object, field: str, what: str) -> str:
+        """A Python identifier: ASCII, not a keyword, not starting with '_'."""
+        text = self.string(value, field, what)
+        if not text:
+            self.fail(field, f"{what} must not be empty")
+        if len(text) > MAX_NAME:
+            self.fail(field, f"{what} is too long ({len(text)} characters, at most {MAX_NAME})")
+        if text.startswith("_"):
+            self.fail(field, f"{what} {_show(text)} must not start with '_'")
+        if not _NAME_RE.fullmatch(text):
+            self.fail(
+                field,
+                f"{what} {_show(text)} is not a Python identifier "
+                "(ASCII letters, digits and '_', starting with a letter)",
+            )
+        if keyword.iskeyword(text):
+            self.fail(field, f"{what} {_show(text)} is a Python keyword")
+        return text
+
+    def expression(self, value: object, field: str, **env: Any) -> sp.Expr:
+        text = self.string(value, field, "an expression")
+        try:
+            return parse_expression(text, file=self.file, field=field, **env)
+        except SpecError as exc:
+            message = exc.message
+            if message.startswith("unknown index"):
+                message = "undeclared index" + message[len("unknown index") :]
+            raise SpecError(message, file=self.file, field=exc.field or field) from None
+
+    def custom(
+        self, value: Mapping[str, Any], field: str, what: str, builtin: Sequence[str]
+    ) -> tuple[str, object]:
+        """A ``{ name = ..., expr = ... }`` table: returns (name, expr text)."""
+        self.keys(value, CUSTOM_KEYS, field)
+        name = self.name(
+            self.required(value, "name", field, f"a name for the custom {what}"),
+            f"{field}.name",
+            f"custom {what} name",
+        )
+        if name in builtin:
+            self.fail(
+                f"{field}.name",
+                f"custom {what} name {name!r} clashes with the built-in {what} of that name",
+            )
+        expr = self.required(value, "expr", field, f"the {what}'s formula")
+        return name, expr
+
+    # -- the schema ----------------------------------------------------------------------
+    def document(self, doc: Mapping[str, Any]) -> tuple[str, int, list[L.Dense | L.Map], Any]:
+        self.keys(doc, TOP_KEYS, None)
+        for key in TOP_KEYS:
+            self.required(doc, key, None, _REQUIRED_HINTS[key])
+        name = self.name(doc["name"], "name", "the network name")
+        width = self.positive_int(doc["input"], "input", "input")
+        raw_layers = doc["layer"]
+        if isinstance(raw_layers, dict):
+            self.fail("layer", "must be an array of tables: write [[layer]], not [layer]")
+        if not isinstance(raw_layers, list):
+            self.fail(
+                "layer", f"must be an array of [[layer]] tables, got {_type_name(raw_layers)}"
+            )
+        if not raw_layers:
+            self.fail("layer", "a network needs at least one layer (the layer list is empty)")
+        if len(raw_layers) > MAX_LAYERS:
+            self.fail("layer", f"too many layers: {len(raw_layers)} (at most {MAX_LAYERS})")
+        built = [self.layer(raw, number) for number, raw in enumerate(raw_layers, start=1)]
+        loss = self.loss(doc["loss"], raw_layers)
+        return name, width, built, loss
+
+    def layer(self, raw: object, number: int) -> L.Dense | L.Map:
+        field = f"layer[{number}]"
+        if not isinstance(raw, dict):
+            self.fail(field, f"each layer must be a table, got {_type_name(raw)}")
+        kind = raw.get("type", "dense")
+        if not isinstance(kind, str):
+            self.fail(f"{field}.type", f"type must be a string, got {_type_name(kind)}")
+        if kind not in LAYER_TYPES:
+            close = difflib.get_close_matches(kind, LAYER_TYPES, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.fail(
+                f"{field}.type",
+                f"unknown layer type {_show(kind)} ({hint}known: {', '.join(LAYER_TYPES)})",
+            )
+        if kind == "map":
+            return self.map_layer(raw, field)
+        return self.dense_layer(raw, field)
+
+    def dense_layer(self, raw: Mapping[str, Any], field: str) -> L.Dense:
+        elsewhere = {
+            "expr": "key 'expr' is only allowed on a map layer (add type = \"map\")",
+            "name": "key 'name' is only allowed on a map layer",
+        }
+        self.keys(raw, DENSE_KEYS, field, elsewhere)
+        units = self.positive_int(
+            self.required(raw, "units", field, "the layer's width, e.g. units = 4"),
+            f"{field}.units",
+            "units",
+        )
+        bias = raw.get("bias", True)
+        if not isinstance(bias, bool):
+            self.fail(
+                f"{field}.bias",
+                f"bias must be true or false, got {_type_name(bias)} ({_show(bias)})",
+            )
+        activation = self.activation(raw.get("activation", "identity"), f"{field}.activation")
+        return L.Dense(units, activation, bias)
+
+    def activation(self, value: object, field: str) -> str | L.Activation:
+        if isinstance(value, str):
+            if value not in L.ACTIVATION_NAMES:
+                close = difflib.get_close_matches(value, L.ACTIVATION_NAMES, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.fail(
+                    field,
+                    f"unknown activation {_show(value)} "
+                    f"({hint}known: {', '.join(L.ACTIVATION_NAMES)}; or a table "
+                    '{ name = "...", expr = "..." } in x)',
+                )
+            return value
+        if isinstance(value, dict):
+            name, text = self.custom(value, field, "activation", L.ACTIVATION_NAMES)
+            expr = self.expression(text, f"{field}.expr", scalars={"x": L.x})
+            return L.Activation(name, expr)
+        self.fail(
+            field,
+            f"activation must be a name or a {{ name, expr }} table, got {_type_name(value)}",
+        )
+
+    def map_layer(self, raw: Mapping[str, Any], field: str) -> L.Map:
+        elsewhere = {
+            key: f"key {key!r} is not allowed on a map layer ({why})"
+            for key, why in _MAP_ONLY_HINTS.items()
+        }
+        self.keys(raw, MAP_KEYS, field, elsewhere)
+        name = "map"
+        if "name" in raw:
+            name = self.name(raw["name"], f"{field}.name", "map layer name")
+        text = self.required(raw, "expr", field, 'the component form, e.g. expr = "tanh(a[i])"')
+        expr = self.expression(
+            text,
+            f"{field}.expr",
+            arrays={"a": L.a},
+            indices={"i": (L.i, L.n), "j": (L.j, L.n), "k": (L.k, L.n)},
+            free_indices=("i",),
+        )
+        return L.Map(expr, name=name)
+
+    def loss(self, value: object, raw_layers: list[Any]) -> str | tuple[str, sp.Expr]:
+        if isinstance(value, str):
+            if value not in L.LOSS_NAMES:
+                close = difflib.get_close_matches(value, L.LOSS_NAMES, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.fail(
+                    "loss",
+                    f"unknown loss {_show(value)} ({hint}known: {', '.join(L.LOSS_NAMES)}; "
+                    'or a table { name = "...", expr = "..." } in yhat and y)',
+                )
+            if value == "cross_entropy":
+                last = raw_layers[-1]
+                number = len(raw_layers)
+                if last.get("type", "dense") != "dense":
+                    self.fail(
+                        "loss",
+                        "loss 'cross_entropy' needs a softmax activation on the last layer "
+                        f"(layer[{number}] is a map layer)",
+                    )
+                act = last.get("activation", "identity")
+                if act != "softmax":
+                    shown = _show(act) if isinstance(act, str) else "a custom activation"
+                    self.fail(
+                        "loss",
+                        "loss 'cross_entropy' needs a softmax activation on the last layer "
+                        f"(layer[{number}].activation is {shown})",
+                    )
+            return value
+        if isinstance(value, dict):
+            name, text = self.custom(value, "loss", "loss", L.LOSS_NAMES)
+            expr = self.expression(text, "loss.expr", scalars={"yhat": L.yhat_s, "y": L.y_s})
+            return name, expr
+        self.fail(
+            "loss", f"loss must be a name or a {{ name, expr }} table, got {_type_name(value)}"
+        )
+
+
+# -- entry points ----------------------------------------------------------------------
+
+
+def _located(exc: SpecError, file: str) -> SpecError:
+    """Place an error from :func:`symgrad.build` at the best field of the spec."""
+    if exc.file or exc.field:
+        return exc.at(file=file)
+    m = re.match(r"layer (\d+): (.*)", exc.message)
+    if m:
+        return SpecError(m.group(2), file=file, field=f"layer[{m.group(1)}]")
+    field = "loss" if "loss" in exc.message else None
+    return SpecError(exc.message, file=file, field=field)
+
+
+def spec_from_dict(doc: Mapping[str, Any], *, file: str = "<spec>") -> Network:
+    """Validate a parsed TOML document and build its :class:`Network`.
+
+    Args:
+        doc: the mapping ``tomllib`` returns.
+        file: the name used in messages and stored as ``Network.source``.
+    """
+    shown = _display_path(file)
+    name, width, layers, loss = _Checker(shown).document(doc)
+    try:
+        return L.build(name, width, layers, loss, source=file)
+    except SpecError as exc:
+        raise _located(exc, shown) from None
+
+
+def loads_spec(text: str, *, file: str = "<string>") -> Network:
+    """Parse TOML spec ``text`` (the contents of a spec file) into a :class:`Network`."""
+    shown = _display_path(file)
+    if len(text) > MAX_FILE_BYTES:
+        raise SpecError(f"spec is too large (more than {MAX_FILE_BYTES:_} characters)", file=shown)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        reason = " ".join(str(exc).split())
+        raise SpecError(f"invalid TOML: {reason}", file=shown) from None
+    except RecursionError:
+        raise SpecError("invalid TOML: values are nested too deeply", file=shown) from None
+    return spec_from_dict(doc, file=file)
+
+
+def _read_toml(path: str) -> Network:
+    shown = _display_path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SpecError(f"cannot read spec file: {reason}", file=shown) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(f"spec file is too large (more than {MAX_FILE_BYTES:_} bytes)", file=shown)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start : exc.start + 1].hex()
+        raise SpecError(
+            f"not a UTF-8 text file (byte 0x{bad} at offset {exc.start}); "
+            "a spec must be a TOML file",
+            file=shown,
+        ) from None
+    return loads_spec(text, file=path)
+
+
+def _load_python(path: str, attr: str) -> Network:
+    """Import ``path`` (the user's own code) and return its Network named ``attr``."""
+    shown = _display_path(path)
+    if not attr.isidentifier():
+        raise SpecError(f"{_show(attr)} is not a Python name (write FILE.py:NAME)", file=shown)
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError("cannot read spec file: No such file", file=shown)
+    module_name = f"_symgrad_spec_{abs(hash(str(file.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise SpecError("cannot import this file as a Python module", file=shown)
+    module = importlib.util.module_from_spec(module_spec)
+    folder = str(file.resolve().parent)
+    sys.modules[module_name] = module
+    sys.path.insert(0, folder)
+    try:
+        module_spec.loader.exec_module(module)
+    except SpecError as exc:
+        sys.modules.pop(module_name, None)
+        raise exc.at(file=shown) from None
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(module_name, None)
+        text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        detail = _plain(text)
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        raise SpecError(
+            f"error while importing{where}: {type(exc).__name__}"
+            + (f": {detail}" if detail else ""),
+            file=shown,
+        ) from None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+    if not hasattr(module, attr):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, Network))
+        hint = f" (networks in this file: {', '.join(found)})" if found else ""
+        raise SpecError(f"no object named {attr!r} in this file{hint}", file=shown)
+    obj = getattr(module, attr)
+    if not isinstance(obj, Network):
+        raise SpecError(
+            f"{attr!r} is {_type_name(obj)}, not a symgrad.Network "
+            "(build one with symgrad.build(...))",
+            file=shown,
+        )
+    return obj
+
+
+def load_spec(spec: str) -> Network:
+    """Load a network from a spec: a ``.toml`` file or ``path/to/file.py:NAME``.
+
+    The ``.py`` form imports that file (the user's own Python code) and returns its
+    module-level :class:`Network` called ``NAME``. Everything else is read as a TOML
+    spec and validated strictly.
+
+    Raises:
+        SpecError: for any problem, with the file and field in its one-line message.
+    """
+    if not isinstance(spec, str | Path):
+        raise SpecError(f"a spec must be a path, got {type(spec).__name__}")
+    spec = str(spec)
+    if not spec:
+        raise SpecError("empty spec path")
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.endswith(".py"):
+        return _load_python(head, tail)
+    if spec.endswith(".py"):
+        raise SpecError(
+            "name the network inside the Python file: FILE.py:NAME", file=_display_path(spec)
+        )
+    return _read_toml(spec)
+
+
+__all__ = ["MAX_FILE_BYTES", "MAX_LAYERS", "MAX_UNITS", "load_spec", "loads_spec", "spec_from_dict"]
