@@ -1,0 +1,413 @@
+"""Printing: derivation -> LaTeX/Markdown. Golden files, notation and typesetting checks.
+
+Regenerate the golden files with ``SYMGRAD_UPDATE_GOLDEN=1 python -m pytest
+tests/test_render_doc.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import sympy as sp
+
+from symgrad import Dense, Map, a, build, derive, i, j, n, x, y_s, yhat_s
+from symgrad.latex_printer import latex, quantity
+from symgrad.layout import BMatMul, BOuter, ColSum, N, RowSum
+from symgrad.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.render_doc import (
+    LINE_WIDTH,
+    Eq,
+    M,
+    break_expression,
+    equation_lines,
+    render,
+    render_fragment_for_jupyter,
+    split_terms,
+    visual_width,
+)
+
+GOLDEN = Path(__file__).parent / "golden" / "derivation"
+UPDATE = os.environ.get("SYMGRAD_UPDATE_GOLDEN", "") not in ("", "0")
+
+L2NORM = a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6))
+SOFTSIGN = x / (1 + sp.Abs(x))
+LOGCOSH = ("logcosh", sp.log(sp.cosh(yhat_s - y_s)))
+
+
+def seed_net():
+    return build("seed_net", 3, [Dense(4, "sigmoid"), Dense(2, "sigmoid")], "mse")
+
+
+def softmax_ce():
+    return build("softmax_ce", 4, [Dense(5, "tanh"), Dense(3, "softmax")], "cross_entropy")
+
+
+def deep_custom():
+    """Map layer, custom activation, custom loss, no bias, 4 layers."""
+    return build(
+        "deep_custom",
+        3,
+        [
+            Dense(5, "tanh"),
+            Map(L2NORM, name="l2norm"),
+            Dense(3, SOFTSIGN),
+            Dense(2, "sigmoid", bias=False),
+        ],
+        LOGCOSH,
+    )
+
+
+@pytest.fixture(scope="module")
+def seed():
+    return derive(seed_net())
+
+
+@pytest.fixture(scope="module")
+def smce():
+    return derive(softmax_ce())
+
+
+@pytest.fixture(scope="module")
+def seed_md(seed):
+    return render(seed, "markdown")
+
+
+@pytest.fixture(scope="module")
+def seed_tex(seed):
+    return render(seed, "latex")
+
+
+@pytest.fixture(scope="module")
+def smce_tex(smce):
+    return render(smce, "latex")
+
+
+def _section(doc: str, heading: str) -> str:
+    """The text of the (sub)section whose heading contains ``heading``."""
+    start = doc.index(heading)
+    nxt = [m.start() for m in re.finditer(r"\\(sub)?section\*|\n#{2,3} ", doc) if m.start() > start]
+    return doc[start : nxt[0] if nxt else len(doc)]
+
+
+# ---------------------------------------------------------------------------------------
+# golden files
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("net", "to", "suffix"),
+    [
+        (seed_net, "markdown", "md"),
+        (seed_net, "latex", "tex"),
+        (softmax_ce, "markdown", "md"),
+        (softmax_ce, "latex", "tex"),
+    ],
+    ids=["seed-md", "seed-tex", "softmax_ce-md", "softmax_ce-tex"],
+)
+def test_golden(net, to, suffix):
+    network = net()
+    text = render(derive(network), to)
+    path = GOLDEN / f"{network.name}.{suffix}"
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    if not path.exists():
+        pytest.fail(f"missing golden file {path}: run with SYMGRAD_UPDATE_GOLDEN=1")
+    expected = path.read_text(encoding="utf-8")
+    assert text == expected, f"{path.name} changed: rerun with SYMGRAD_UPDATE_GOLDEN=1 and review"
+
+
+# ---------------------------------------------------------------------------------------
+# notation
+# ---------------------------------------------------------------------------------------
+def test_quantity_names():
+    assert quantity("z2", "component", ["i"]) == "z^{[2]}_{i}"
+    assert quantity("W2", "component", ["k", "i"]) == "W^{[2]}_{ki}"
+    assert quantity("delta2", "component", ["k"]) == r"\delta^{[2]}_{k}"
+    assert quantity("da1") == r"\frac{\partial \mathcal{L}}{\partial a^{[1]}}"
+    assert quantity("dW2") == r"\frac{\partial \mathcal{L}}{\partial W^{[2]}}"
+    assert quantity("x", "component", ["j"]) == "x_{j}"
+    assert quantity("a1", "vector") == r"\mathbf{a}^{[1]}"
+    assert quantity("delta2", "vector") == r"\boldsymbol{\delta}^{[2]}"
+    assert quantity("W2", "vector", matrix=True, transpose=True) == r"W^{[2]\top}"
+    assert quantity("a1", "batched") == "A^{[1]}"
+    assert quantity("delta2", "batched") == r"\Delta^{[2]}"
+    assert quantity("x", "batched") == "X"
+    assert quantity("y", "batched") == "Y"
+    assert quantity("a2", "component", ["i"], yhat="a2") == r"\hat{y}_{i}"
+
+
+def test_matrix_operators():
+    W, v, u = Mat("W2"), Vec("delta2"), Vec("a1")
+    assert latex(MatVec(W, u), "vector") == r"W^{[2]} \mathbf{a}^{[1]}"
+    assert latex(TMatVec(W, v), "vector") == r"W^{[2]\top} \boldsymbol{\delta}^{[2]}"
+    assert latex(Outer(v, u), "vector") == r"\boldsymbol{\delta}^{[2]} \mathbf{a}^{[1]\top}"
+    assert latex(SumAll(u * v), "vector") == r"\mathbf{a}^{[1]\top} \boldsymbol{\delta}^{[2]}"
+    assert latex(SumAll(sp.exp(u)), "vector") == r"\mathbf{1}^{\top} e^{\mathbf{a}^{[1]}}"
+    # adjoints first: the chain rule reads upstream times local derivative
+    assert latex(u * v, "vector") == r"\boldsymbol{\delta}^{[2]} \odot \mathbf{a}^{[1]}"
+    # scalar factors are ordinary products
+    assert latex(2 * u / sp.Symbol("n_2", integer=True, positive=True), "vector") == (
+        r"\frac{2}{n_{2}} \mathbf{a}^{[1]}"
+    )
+    assert latex(BMatMul(u, W, 1), "batched") == r"A^{[1]} W^{[2]\top}"
+    assert latex(BMatMul(v, W, 0), "batched") == r"\Delta^{[2]} W^{[2]}"
+    assert latex(RowSum(u), "batched") == r"A^{[1]} \mathbf{1}"
+    assert latex(ColSum(v), "batched") == r"\mathbf{1}^{\top} \Delta^{[2]}"
+    assert latex(BOuter(v, u), "batched") == r"\Delta^{[2]\top} A^{[1]}"
+    assert latex(u / N, "batched") == r"\frac{1}{n} A^{[1]}"
+
+
+def test_component_printing():
+    k = sp.Symbol("k", integer=True)
+    W, d = sp.IndexedBase("W2"), sp.IndexedBase("delta2")
+    n2 = sp.Symbol("n_2", integer=True, positive=True)
+    s = sp.Sum(W[k, i] * d[k], (k, 0, n2 - 1))
+    assert latex(s) == r"\sum_{k=1}^{n_{2}} \delta^{[2]}_{k} W^{[2]}_{ki}"
+    assert latex(sp.KroneckerDelta(i, k)) == r"\delta_{ik}"
+    from symgrad.functions import sigmoid, step
+
+    z = sp.IndexedBase("z1")
+    assert latex(sigmoid(z[i])) == r"\sigma(z^{[1]}_{i})"
+    assert latex(step(z[i])) == r"[z^{[1]}_{i} > 0]"
+    assert latex(sp.IndexedBase("a1")[i] ** 2) == r"(a^{[1]}_{i})^{2}"
+
+
+# ---------------------------------------------------------------------------------------
+# content
+# ---------------------------------------------------------------------------------------
+def test_sigmoid_derivative_in_forward_values(seed_tex):
+    step = _section(seed_tex, r"\delta^{[1]} = ")
+    # the local Jacobian of the sigmoid, written in the forward value a = sigma(z)
+    assert r"&= a^{[1]}_{i} (1 - a^{[1]}_{i}) \delta_{ik}" in step
+    assert (
+        r"\frac{\partial \mathcal{L}}{\partial a^{[1]}_{k}} a^{[1]}_{k} (1 - a^{[1]}_{k})" in step
+    )
+
+
+def test_diagonal_step_matrix_form(seed_tex):
+    step = _section(seed_tex, r"\delta^{[1]} = ")
+    assert r"\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]}))" in step
+    assert (
+        r"\frac{\partial \mathcal{L}}{\partial \mathbf{a}^{[1]}} \odot \mathbf{a}^{[1]} "
+        r"\odot (1 - \mathbf{a}^{[1]})" in step
+    )
+    assert r"\Delta^{[1]} = \frac{\partial \mathcal{L}}{\partial Z^{[1]}}" in step
+
+
+def test_chain_rule_written_out(seed_tex):
+    step = _section(seed_tex, r"\delta^{[1]} = ")
+    assert (
+        r"\sum_{i=1}^{n_{1}} \frac{\partial \mathcal{L}}{\partial a^{[1]}_{i}} "
+        r"\frac{\partial a^{[1]}_{i}}{\partial z^{[1]}_{k}}" in step
+    )
+
+
+def test_fused_seed_step(seed_tex):
+    step = _section(seed_tex, r"\delta^{[2]} = ")
+    # unfused form first, then the fused result with the loss gradient substituted
+    assert (
+        r"\frac{\partial \mathcal{L}}{\partial a^{[2]}_{k}} a^{[2]}_{k} (1 - a^{[2]}_{k})" in step
+    )
+    assert r"\frac{2}{n_{2}} a^{[2]}_{k} (1 - a^{[2]}_{k}) (a^{[2]}_{k} - y_{k})" in step
+    assert r"\frac{2}{n \, n_{2}} A^{[2]} \odot (1 - A^{[2]}) \odot (A^{[2]} - Y)" in step
+
+
+def test_loss_uses_yhat(seed_tex):
+    loss = _section(seed_tex, "Loss (mse)")
+    assert r"\frac{1}{n_{2}} \sum_{i=1}^{n_{2}} (\hat{y}_{i} - y_{i})^{2}" in loss
+    assert r"(\hat{\mathbf{y}} - \mathbf{y})^{\top} (\hat{\mathbf{y}} - \mathbf{y})" in loss
+    grad = _section(seed_tex, "(loss gradient)")
+    assert r"\frac{\partial \mathcal{L}}{\partial \hat{y}_{i}}" in grad
+    assert "Not materialised" in grad
+
+
+def test_batched_forms(seed_tex):
+    fwd = _section(seed_tex, "Forward pass")
+    assert r"Z^{[1]} &= X W^{[1]\top} + \mathbf{1} \mathbf{b}^{[1]\top}" in fwd
+    assert r"Z^{[2]} &= A^{[1]} W^{[2]\top} + \mathbf{1} \mathbf{b}^{[2]\top}" in fwd
+    assert r"\mathbf{z}^{[1]} &= W^{[1]} \mathbf{x} + \mathbf{b}^{[1]}" in fwd
+    assert r"z^{[1]}_{i} &= \sum_{j=1}^{n_{0}} W^{[1]}_{ij} x_{j} + b^{[1]}_{i}" in fwd
+    dw = _section(seed_tex, r"\partial W^{[2]}$ (weight")
+    assert r"\boldsymbol{\delta}^{[2]} \mathbf{a}^{[1]\top}" in dw
+    assert r"\Delta^{[2]\top} A^{[1]}" in dw
+    db = _section(seed_tex, r"\partial b^{[2]}$")
+    assert (
+        r"\frac{\partial \mathcal{L}}{\partial \mathbf{b}^{[2]}} = \mathbf{1}^{\top} \Delta^{[2]}"
+        in db
+    )
+    da = _section(seed_tex, r"\partial a^{[1]}$ (through dense")
+    assert r"\frac{\partial \mathbf{z}^{[2]}}{\partial \mathbf{a}^{[1]}} &= W^{[2]}" in da
+    assert r"W^{[2]\top} \boldsymbol{\delta}^{[2]}" in da
+    assert r"\Delta^{[2]} W^{[2]}" in da
+
+
+def test_dx_shown_last_and_marked(seed_tex):
+    backward = seed_tex[seed_tex.index("Backward pass") : seed_tex.index("Summary")]
+    last = backward[backward.rindex(r"\subsection*") :]
+    assert r"\partial x$" in last.splitlines()[0]
+    assert "does not compute it" in last
+    assert r"\Delta^{[1]} W^{[1]}" in last
+
+
+def test_step_order_follows_derivation(seed, seed_tex):
+    heads = re.findall(r"\\subsection\*\{(.*)\}", seed_tex)
+    assert len(heads) == len(seed.steps)
+    for head, step in zip(heads, seed.steps, strict=True):
+        base = step.wrt.rstrip("0123456789")
+        layer = step.wrt[len(base) :]
+        assert (f"{base}^{{[{layer}]}}" if layer else base) in head
+
+
+def test_softmax_full_jacobian(smce_tex):
+    step = _section(smce_tex, r"\delta^{[2]} = ")
+    assert "full Jacobian" in step
+    assert (
+        r"\frac{\partial a^{[2]}_{i}}{\partial z^{[2]}_{k}} &= a^{[2]}_{i} \delta_{ik} "
+        r"- a^{[2]}_{i} a^{[2]}_{k}" in step
+    )
+    assert r"\operatorname{diag}(\mathbf{a}^{[2]}) - \mathbf{a}^{[2]} \mathbf{a}^{[2]\top}" in step
+
+
+def test_cross_entropy_fused_delta(smce_tex):
+    step = _section(smce_tex, r"\delta^{[2]} = ")
+    # the unfused form through the full Jacobian, then the fused result
+    assert (
+        r"\sum_{i=1}^{n_{2}} \frac{\partial \mathcal{L}}{\partial a^{[2]}_{i}} a^{[2]}_{i}" in step
+    )
+    assert r"\delta^{[2]}_{k} = a^{[2]}_{k} - y_{k}" in step
+    assert r"= \mathbf{a}^{[2]} - \mathbf{y}" in step
+    assert r"\frac{1}{n} (A^{[2]} - Y)" in step
+    assert r"$\sum_k y_k = 1$" in step  # the derivation's note
+
+
+def test_forms_select_content(seed):
+    comp = render(seed, "latex", form="component")
+    mat = render(seed, "latex", form="matrix")
+    assert r"\odot" not in comp and r"\Delta" not in comp
+    assert r"\delta^{[2]}_{k}" in comp
+    assert r"\odot" in mat and r"\Delta^{[2]}" in mat
+    assert r"\delta_{ik}" not in mat
+    assert "Chain rule, component form" not in mat
+
+
+def test_standalone_and_fragment(seed):
+    full = render(seed, "latex")
+    frag = render(seed, "latex", standalone=False)
+    assert full.startswith(r"\documentclass")
+    assert r"\usepackage{amsmath}" in full and r"\usepackage{amssymb}" in full
+    assert full.rstrip().endswith(r"\end{document}")
+    assert "breqn" not in full
+    assert r"\documentclass" not in frag and r"\begin{document}" not in frag
+    assert r"\section*{Forward pass}" in frag
+    md = render(seed, "markdown", standalone=False)
+    assert not md.startswith("# ")
+
+
+def test_markdown_math_is_balanced(seed_md):
+    assert seed_md.startswith("# Backpropagation for `seed_net`")
+    blocks = [ln for ln in seed_md.splitlines() if ln.strip() == "$$"]
+    assert len(blocks) % 2 == 0 and blocks
+    for line in seed_md.splitlines():
+        if line.strip() != "$$":
+            assert line.count("$") % 2 == 0, line
+    assert "align*" not in seed_md  # KaTeX: aligned inside $$ only
+    assert r"\begin{aligned}" in seed_md
+
+
+@pytest.mark.parametrize("net", [seed_net, softmax_ce, deep_custom], ids=lambda f: f.__name__)
+def test_delimiters_balance_on_every_line(net):
+    tex = render(derive(net()), "latex")
+    body = tex[tex.index(r"\section*") :]
+    for line in body.splitlines():
+        assert line.count(r"\left") == line.count(r"\right"), line
+        stripped = re.sub(r"\\[{}]", "", line)
+        assert stripped.count("{") == stripped.count("}"), line
+
+
+def test_text_mode(seed):
+    txt = render(seed, "text")
+    assert "\\frac" not in txt and "$" not in txt
+    assert "delta2[k] = " in txt
+    assert "W2.T @ delta2" in txt
+    assert "delta2.T @ a1" in txt
+
+
+def test_bad_arguments(seed):
+    with pytest.raises(ValueError, match="target"):
+        render(seed, "html")
+    with pytest.raises(ValueError, match="form"):
+        render(seed, "latex", form="tensor")
+
+
+def test_jupyter_hooks(seed):
+    frag = render_fragment_for_jupyter(seed)
+    assert frag.startswith("$$") and frag.rstrip().endswith("$$")
+    assert r"\begin{aligned}" in frag and r"\Delta^{[2]\top} A^{[1]}" in frag
+    assert seed._repr_markdown_() == render(seed, "markdown")
+
+
+# ---------------------------------------------------------------------------------------
+# line breaking
+# ---------------------------------------------------------------------------------------
+def test_split_terms_top_level_only():
+    assert split_terms(r"a + \left(b - c\right) - \frac{d + e}{f}") == [
+        "a",
+        r"+ \left(b - c\right)",
+        r"- \frac{d + e}{f}",
+    ]
+    assert split_terms(r"- a + b") == ["- a", "+ b"]
+
+
+def test_visual_width_counts_fractions_once():
+    assert visual_width(r"\frac{abc}{de}") < visual_width("abcde")
+    assert visual_width(r"\mathbf{a}^{[1]}") < 4
+
+
+def test_long_expression_is_broken():
+    terms = " + ".join(rf"\frac{{{k}}}{{{k + 1}}} (a^{{[1]}}_{{i}})^{{{k}}}" for k in range(1, 30))
+    lines = equation_lines(Eq((M("z_i", "z"), M(terms, "t"))))
+    assert len(lines) > 2
+    assert lines[0].startswith("z_i &= ")
+    for ln in lines:
+        assert ln.count("&") == 1
+        assert visual_width(ln.replace(r"&\qquad", "")) <= LINE_WIDTH + 1
+    inner = break_expression(r"c \left(" + terms + r"\right) d", 40)
+    assert len(inner) > 2
+    assert inner[0].endswith(r"\right.") and inner[-1].startswith(r"\left.")
+
+
+def test_long_forward_equation_rendered_on_several_lines():
+    expr = sum(a[i] ** p / p for p in range(1, 9)) + sp.sin(a[i]) + sp.cos(a[i])
+    net = build("longpoly", 3, [Dense(3, "tanh"), Map(expr, name="poly"), Dense(2)], "mse")
+    tex = render(derive(net), "latex")
+    fwd = _section(tex, "Forward pass")
+    start = fwd.index("a^{[2]}_{i} &= ")
+    nxt = fwd.index("z^{[3]}_{i} &=")
+    assert r"&\qquad + " in fwd[start:nxt]
+
+
+# ---------------------------------------------------------------------------------------
+# typesetting
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("net", [seed_net, softmax_ce, deep_custom], ids=lambda f: f.__name__)
+def test_pdflatex_compiles(net, tmp_path):
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        pytest.skip("pdflatex is not installed")
+    tex = render(derive(net()), "latex")
+    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
+    proc = subprocess.run(
+        [exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    log = (tmp_path / "doc.log").read_text(encoding="utf-8", errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
+    assert "Overfull \\hbox" not in log
