@@ -102,6 +102,11 @@ class Derivation:
 
         return render(self, "markdown")
 
+    def _repr_latex_(self) -> str:  # pragma: no cover - exercised via render tests
+        from .render_doc import render_fragment_for_jupyter
+
+        return render_fragment_for_jupyter(self)
+
 
 def grad_name(quantity: str) -> str:
     """The adjoint's name: dL/dz2 is delta2, dL/da1 is da1, dL/dW2 is dW2, dL/dx is dx."""
