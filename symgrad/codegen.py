@@ -20,9 +20,9 @@ from . import functions as F
 from .derivation import Derivation, derive
 from .errors import SpecError
 from .layout import N, RowSum, batch, batched_step
-from .matrix_form import to_matrix
+from .matrix_form import Vec, to_matrix
 from .network import Network
-from .numpy_printer import SafeLog, SymgradNumPyPrinter, Total, recognise
+from .numpy_printer import ClampMin, SafeLog, SymgradNumPyPrinter, Total, recognise
 from .pyformat import respace
 from .templating import environment
 
@@ -126,25 +126,58 @@ def comment_text(expr: sp.Expr) -> str:
 
 
 def _loss_expression(net: Network) -> sp.Expr:
-    """The per-sample loss, rewritten in the last stage's input where that is stabler."""
+    """The per-sample loss, with logs of the output rewritten in the last stage's input
+    where that is stabler: log(softmax(z)_i) = z_i - logsumexp(z), log(sigmoid(z)) =
+    -softplus(-z) and log(1 - sigmoid(z)) = -softplus(z). These are identities; other
+    occurrences of the output keep reading its (stably computed) forward value."""
     body = net.loss.body
     last = net.stages[-1]
     out = net.output
 
-    def inline(e: sp.Expr) -> sp.Expr:
-        return e.replace(
-            lambda t: isinstance(t, sp.Indexed) and t.base == out,
-            lambda t: last.body.xreplace({last.index: t.indices[0]}),
-        )
+    def value(t: sp.Indexed) -> sp.Expr:
+        return last.body.xreplace({last.index: t.indices[0]})
 
-    if last.label == "softmax" and body.has(sp.log):
-        # log(exp(z_i) / sum_j exp(z_j)) = z_i - log(sum_j exp(z_j)): log-sum-exp
-        body = sp.expand_log(inline(body), force=True)
-    elif last.label == "sigmoid" and body.has(sp.log):
-        u = sp.Wild("u")
-        body = inline(body).replace(sp.log(F.sigmoid(u)), -F.softplus(-u))
-        body = body.replace(sp.log(1 - F.sigmoid(u)), -F.softplus(u))
+    def is_out(t: sp.Expr) -> bool:
+        return isinstance(t, sp.Indexed) and t.base == out
+
+    if last.label == "softmax":
+        return body.replace(
+            lambda e: isinstance(e, sp.log) and is_out(e.args[0]),
+            lambda e: sp.expand_log(sp.log(value(e.args[0])), force=True),
+        )
+    if last.label == "sigmoid":
+        z = lambda t: last.inp[t.indices[0]]  # noqa: E731
+        body = body.replace(
+            lambda e: isinstance(e, sp.log) and is_out(e.args[0]),
+            lambda e: -F.softplus(-z(e.args[0])),
+        )
+        return body.replace(
+            lambda e: (
+                isinstance(e, sp.log)
+                and e.args[0].is_Add
+                and len(e.args[0].args) == 2
+                and sp.S.One in e.args[0].args
+                and any(is_out(-a) for a in e.args[0].args)
+            ),
+            lambda e: -F.softplus(z(next(-a for a in e.args[0].args if is_out(-a)))),
+        )
     return body
+
+
+def _guard_bce(expr: sp.Expr) -> sp.Expr:
+    """dL/dyhat of BCE as one fraction whose denominator yhat (1 - yhat) is clamped at
+    1e-12, as PyTorch's binary_cross_entropy backward does (finite for saturated outputs)."""
+    num, den = sp.fraction(sp.factor(sp.cancel(expr)))
+    vec = [f for f in sp.Mul.make_args(den) if f.atoms(Vec)]
+    rest = sp.Mul(*[f for f in sp.Mul.make_args(den) if not f.atoms(Vec)])
+    if not vec:
+        return expr
+    vpart = sp.Mul(*vec)
+    # yhat is in (0, 1): orient the clamped factor so it is positive there, e.g. a (1 - a).
+    if vpart.xreplace({v: sp.S.Half for v in vpart.atoms(Vec)}) < 0:
+        vpart, num = sp.expand(-vpart), -num
+        vpart = sp.factor(vpart)
+    return num / (rest * ClampMin(vpart))
 
 
 def _comment(d: Derivation, step) -> tuple[str, ...]:
@@ -190,7 +223,10 @@ def build_context(
     n_loss = len(items)
     for step in d.steps:
         if step.needed:
-            items.append((step.grad, batched_step(step), _comment(d, step)))
+            expr = batched_step(step)
+            if step.kind == "loss" and net.loss.name == "bce":
+                expr = _guard_bce(expr)
+            items.append((step.grad, expr, _comment(d, step)))
     blocks = pr.program(items)
     forward = [s for b in blocks[:n_forward] for s in b]
     loss_statements = [s for b in blocks[n_forward:n_loss] for s in b]
@@ -213,6 +249,7 @@ def build_context(
         "source": src,
         "sha256": _sha256(src, net),
         "params": params,
+        "param_names_code": _param_names_code([p.name for p in net.params]),
         "input_size": net.size(net.input_width),
         "output_size": net.size(net.output_width),
         "output": net.output.name if net.stages else "X",
@@ -225,6 +262,16 @@ def build_context(
         "loss_name": net.loss.name,
         "marker": MARKER,
     }
+
+
+def _param_names_code(names: list[str]) -> str:
+    """The PARAM_NAMES line, wrapped one name a line (as ruff formats it) when too long."""
+    quoted = [f'"{n}"' for n in names]
+    head = "PARAM_NAMES: tuple[str, ...] = ("
+    one = head + ", ".join(quoted) + ("," if len(quoted) == 1 else "") + ")"
+    if len(one) <= LINE:
+        return one
+    return head + "\n" + "".join(f"    {q},\n" for q in quoted) + ")"
 
 
 def _sha256(src: str, net: Network) -> str:

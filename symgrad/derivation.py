@@ -20,7 +20,7 @@ import sympy as sp
 
 from .contraction import contract, has_delta
 from .errors import DerivationError
-from .forward_values import cancel_scalar, pull_out, rewrite
+from .forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
 from .indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from .matrix_form import to_matrix
 from .network import Network, Param, Stage
@@ -152,7 +152,7 @@ def _structure(local: sp.Expr, stage: Stage) -> str:
 
 
 def _finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
-    return canonical(sp.factor_terms(expr), free, names)
+    return canonical(sp.factor_terms(tanh_from_ratio(expr)), free, names)
 
 
 @dataclass(frozen=True)

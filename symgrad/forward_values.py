@@ -75,3 +75,20 @@ def cancel_scalar(expr: sp.Expr) -> sp.Expr:
     frozen = expr.xreplace(sums)
     new = sp.factor_terms(sp.cancel(frozen)).xreplace(thaw)
     return new if sp.count_ops(new) < sp.count_ops(expr) else expr
+
+
+def tanh_from_ratio(expr: sp.Expr) -> sp.Expr:
+    """sinh(u) / cosh(u) -> tanh(u): finite where both overflow."""
+
+    def fix(e: sp.Expr) -> sp.Expr:
+        fs = list(sp.Mul.make_args(e))
+        for f in fs:
+            if isinstance(f, sp.sinh):
+                inv = sp.cosh(f.args[0]) ** -1
+                if inv in fs:
+                    fs.remove(f)
+                    fs.remove(inv)
+                    return fix(sp.Mul(*fs) * sp.tanh(f.args[0]))
+        return e
+
+    return expr.replace(lambda e: e.is_Mul and e.has(sp.sinh), fix)

@@ -13,6 +13,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
 from . import functions as F
+from .forward_values import tanh_from_ratio
 from .layout import BMatMul, BOuter, ColSum, RowSum
 
 
@@ -30,6 +31,18 @@ class LogSumExp(sp.Function):
 
 class Total(sp.Function):
     """The sum of every entry of an array (a loss value)."""
+
+    nargs = 1
+
+
+class LogCosh(sp.Function):
+    """``log(cosh(v))``, printed as ``logaddexp(v, -v) - log 2`` (no overflow)."""
+
+    nargs = 1
+
+
+class ClampMin(sp.Function):
+    """``max(v, 1e-12)``: the guarded denominator of a BCE gradient (as PyTorch's)."""
 
     nargs = 1
 
@@ -57,6 +70,11 @@ def recognise(expr: sp.Expr) -> sp.Expr:
             len(fs) == 2 and len(exps) == 1 and len(dens) == 1 and dens[0].base.args[0] == exps[0]
         )
 
+    expr = tanh_from_ratio(expr)
+    expr = expr.replace(
+        lambda e: isinstance(e, sp.log | SafeLog) and isinstance(e.args[0], sp.cosh),
+        lambda e: LogCosh(e.args[0].args[0]),
+    )
     expr = expr.replace(
         is_softmax, lambda e: Softmax([f for f in e.args if isinstance(f, sp.exp)][0].args[0])
     )
@@ -114,7 +132,8 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"_sigmoid({self._print(expr.args[0])})"
 
     def _print_step(self, expr):
-        return f"({self._print(expr.args[0])} > 0)"
+        # heaviside(x, 0) is step with step(0) = 0 and keeps x's dtype (a bool would not).
+        return f"np.heaviside({self._print(expr.args[0])}, 0)"
 
     def _print_relu(self, expr):
         return f"np.maximum({self._print(expr.args[0])}, 0)"
@@ -141,6 +160,13 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_Total(self, expr):
         return f"np.sum({self._print(expr.args[0])})"
+
+    def _print_LogCosh(self, expr):
+        v = self._print(expr.args[0])
+        return f"np.logaddexp({v}, -{self._atom(expr.args[0])}) - np.log(2)"
+
+    def _print_ClampMin(self, expr):
+        return f"np.maximum({self._print(expr.args[0])}, 1e-12)"
 
     def _print_SafeLog(self, expr):
         self.helpers.add("_log")
@@ -175,6 +201,8 @@ __all__ = [
     "BOuter",
     "ColSum",
     "HELPERS",
+    "ClampMin",
+    "LogCosh",
     "LogSumExp",
     "RowSum",
     "SafeLog",

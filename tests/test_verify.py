@@ -195,9 +195,7 @@ def test_generated_code_passes_torch(name):
     assert max(r.max_rel for r in report.rows) <= 1e-7
 
 
-KNOWN_FLOAT32 = {
-    "acts": "codegen bug: elu/leaky_relu backward promotes float32 gradients to float64",
-}
+KNOWN_FLOAT32: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def loss_and_grads(
     da1 = delta2 @ W2
     # dL/dz1[i] = step(z1[i])*da1[i]
     # (through relu: diagonal Jacobian)
-    delta1 = da1 * (z1 > 0)
+    delta1 = da1 * np.heaviside(z1, 0)
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
     dW1 = delta1.T @ X
     # dL/db1[p] = delta1[p]  (summed over the batch)
