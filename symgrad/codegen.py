@@ -19,10 +19,19 @@ from . import __version__
 from . import functions as F
 from .derivation import Derivation, derive
 from .errors import SpecError
-from .layout import N, RowSum, batch, batched_step
+from .layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
 from .matrix_form import Vec, to_matrix
 from .network import Network
-from .numpy_printer import ClampMin, SafeLog, SymgradNumPyPrinter, Total, recognise
+from .numpy_printer import (
+    ClampMin,
+    LogSumExp,
+    SafeLog,
+    Softmax,
+    SymgradNumPyPrinter,
+    Total,
+    recognise,
+    share_softmax_logsumexp,
+)
 from .pyformat import respace
 from .templating import environment
 
@@ -38,6 +47,7 @@ class Statement:
     target: str
     code: str
     comment: tuple[str, ...] = ()
+    inplace: tuple[str, ...] = ()  # follow-up in-place updates: "*= a1", "+= b1"
 
 
 def _names(net: Network) -> dict[str, str]:
@@ -50,6 +60,8 @@ class _Printer:
         self.p = SymgradNumPyPrinter(_names(net))
         self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
+        self.params = set(net.param_names)
+        self.full_temps: dict[sp.Symbol, bool] = {}
 
     def prepare(self, expr: sp.Expr) -> sp.Expr:
         expr = recognise(expr.xreplace(self.sizes))
@@ -57,14 +69,14 @@ class _Printer:
         return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 
     def code(self, expr: sp.Expr) -> str:
-        return respace(self.p.doprint(expr))
+        return _strip_parens(respace(self.p.doprint(expr)))
 
     def program(self, items: list[tuple[str, sp.Expr, tuple[str, ...]]]) -> list[list[Statement]]:
         """Print ``target = expr`` for every item with one common-subexpression elimination
         over the whole program: a temporary is defined right before its first use, so a
         value the forward pass computes is reused by the backward pass. Over-long lines
         are split into temporaries too."""
-        exprs = [self.prepare(e) for _, e, _ in items]
+        exprs = share_softmax_logsumexp([self.prepare(e) for _, e, _ in items])
         repl, reduced = sp.cse(exprs, symbols=self._symbols(), optimizations=None, order="none")
         temps = {sym for sym, _ in repl}
         first: dict[sp.Symbol, int] = {}
@@ -90,7 +102,56 @@ class _Printer:
             self.tmp += 1
             yield sp.Symbol(f"t{self.tmp}")
 
+    def _is_full(self, e: sp.Expr) -> bool:
+        """Whether ``e`` has the full batched shape (n, width) (not a row, column or scalar)."""
+        if isinstance(e, Vec):
+            return e.name not in self.params
+        if e.is_Symbol:
+            return self.full_temps.get(e, False)
+        if isinstance(e, BMatMul | Softmax):
+            return True
+        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total):
+            return False
+        return any(self._is_full(a) for a in e.args)
+
+    def _inplace(self, target: str, expr: sp.Expr) -> tuple[str, tuple[str, ...]] | None:
+        """``target = fresh; target op= rest``: one array allocated instead of one per operator.
+
+        Only when some operand is a freshly computed array of the full shape (never a bare
+        variable, which in-place updates would corrupt)."""
+        if not (expr.is_Mul or expr.is_Add):
+            return None
+        args = list(expr.args)
+        fresh = next((a for a in args if not a.is_Symbol and self._is_full(a)), None)
+        if fresh is None:
+            return None
+        args.remove(fresh)
+        ops: list[str] = []
+        if expr.is_Add:
+            for a in args:
+                neg = a.could_extract_minus_sign()
+                ops.append(f"{'-=' if neg else '+='} {self.code(-a if neg else a)}")
+            return self.code(fresh), tuple(ops)
+        scalars = sp.Mul(*[a for a in args if not (a.free_symbols - {N})])
+        for a in args:
+            if a.free_symbols - {N}:
+                if a.is_Pow and a.exp == -1:
+                    ops.append(f"/= {self.code(a.base)}")
+                else:
+                    ops.append(f"*= {self.code(a)}")
+        if scalars != 1:
+            num, den = sp.fraction(scalars)
+            ops.append(f"/= {self.code(den)}" if num == 1 else f"*= {self.code(scalars)}")
+        return self.code(fresh), tuple(ops)
+
     def _split(self, target: str, expr: sp.Expr, comment: tuple[str, ...]) -> list[Statement]:
+        sym = sp.Symbol(target)
+        self.full_temps[sym] = self._is_full(expr)
+        plan = self._inplace(target, expr)
+        if plan is not None:
+            first, ops = plan
+            if all(len(target) + len(x) + 8 <= LINE for x in (first, *ops)):
+                return [Statement(target, first, comment, ops)]
         code = self.code(expr)
         if len(target) + len(code) + 7 <= LINE or not (expr.is_Add or expr.is_Mul):
             return [Statement(target, code, comment)]
@@ -105,6 +166,19 @@ class _Printer:
             syms.append(s)
         out.append(Statement(target, self.code(expr.func(*syms)), comment))
         return out
+
+
+def _strip_parens(code: str) -> str:
+    """Drop one pair of parentheses around a whole expression (ruff removes them too)."""
+    if not (code.startswith("(") and code.endswith(")")):
+        return code
+    depth = 0
+    for pos, ch in enumerate(code):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and pos < len(code) - 1:
+            return code
+    return code[1:-1]
 
 
 class _CommentPrinter(StrPrinter):
@@ -151,7 +225,7 @@ def _loss_expression(net: Network) -> sp.Expr:
             lambda e: isinstance(e, sp.log) and is_out(e.args[0]),
             lambda e: -F.softplus(-z(e.args[0])),
         )
-        return body.replace(
+        body = body.replace(
             lambda e: (
                 isinstance(e, sp.log)
                 and e.args[0].is_Add
@@ -160,6 +234,14 @@ def _loss_expression(net: Network) -> sp.Expr:
                 and any(is_out(-a) for a in e.args[0].args)
             ),
             lambda e: -F.softplus(z(next(-a for a in e.args[0].args if is_out(-a)))),
+        )
+        # softplus(-u) = softplus(u) - u: BCE becomes softplus(z) - y z, one softplus.
+        body = body.replace(
+            lambda e: isinstance(e, F.softplus) and e.args[0].could_extract_minus_sign(),
+            lambda e: F.softplus(-e.args[0]) + e.args[0],
+        )
+        return body.replace(
+            lambda e: isinstance(e, sp.Sum), lambda e: sp.Sum(sp.expand(e.function), *e.limits)
         )
     return body
 

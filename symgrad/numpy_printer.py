@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
 
 from . import functions as F
 from .forward_values import tanh_from_ratio
@@ -33,6 +34,31 @@ class Total(sp.Function):
     """The sum of every entry of an array (a loss value)."""
 
     nargs = 1
+
+
+class RowMax(sp.Function):
+    """The per-sample maximum, an (n, 1) column (for shifted exponentials)."""
+
+    nargs = 1
+
+
+def share_softmax_logsumexp(exprs: list[sp.Expr]) -> list[sp.Expr]:
+    """Where softmax(u) and logsumexp(u) are both needed (cross-entropy), write both through
+    m = max(u), e = exp(u - m), s = sum(e): the program-wide CSE then computes the shifted
+    exponential once. Both forms stay stable."""
+    both = set().union(*(e.atoms(Softmax) for e in exprs)) if exprs else set()
+    lse = set().union(*(e.atoms(LogSumExp) for e in exprs)) if exprs else set()
+    shared = {f.args[0] for f in both} & {f.args[0] for f in lse}
+    if not shared:
+        return exprs
+    repl: dict[sp.Basic, sp.Expr] = {}
+    for u in shared:
+        m = RowMax(u)
+        e = sp.exp(u - m)
+        s = RowSum(e)
+        repl[Softmax(u)] = e / s
+        repl[LogSumExp(u)] = m + sp.log(s)
+    return [e.xreplace(repl) for e in exprs]
 
 
 class LogCosh(sp.Function):
@@ -118,8 +144,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"{self._atom(v)} @ {self._print(w)}{'.T' if t == 1 else ''}"
 
     def _print_BOuter(self, expr):
+        # np.dot, not @: numpy's matmul is several times slower for a batch of one.
         u, v = expr.args
-        return f"{self._atom(u)}.T @ {self._atom(v)}"
+        return f"np.dot({self._atom(u)}.T, {self._print(v)})"
 
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(axis=0)"
@@ -148,7 +175,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"np.where({x} > 0, {x}, np.expm1(np.minimum({x}, 0)))"
 
     def _print_softplus(self, expr):
-        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+        # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): stable, and cheaper than logaddexp.
+        x = self._print(expr.args[0])
+        return f"(np.maximum({x}, 0) + np.log1p(np.exp(-np.abs({x}))))"
 
     def _print_Softmax(self, expr):
         self.helpers.add("_softmax")
@@ -160,6 +189,21 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_Total(self, expr):
         return f"np.sum({self._print(expr.args[0])})"
+
+    def _print_RowMax(self, expr):
+        return f"{self._atom(expr.args[0])}.max(axis=1, keepdims=True)"
+
+    def _print_Pow(self, expr, rational=False):
+        b, e = expr.base, expr.exp
+        if e == -1:
+            return f"1 / {self.parenthesize(b, PRECEDENCE['Pow'])}"
+        if e == sp.S.Half or e == 0.5:
+            return f"np.sqrt({self._print(b)})"
+        if e == -sp.S.Half or e == -0.5:
+            return f"1 / np.sqrt({self._print(b)})"
+        if e.is_Integer and e < 0:
+            return f"1 / {self.parenthesize(b**-e, PRECEDENCE['Mul'])}"
+        return super()._print_Pow(expr, rational=rational)
 
     def _print_LogCosh(self, expr):
         v = self._print(expr.args[0])

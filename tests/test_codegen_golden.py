@@ -81,7 +81,7 @@ def test_readable_names_in_generated_code():
 def test_no_transposed_copies_or_redundant_temporaries():
     text = _text("softmax_ce")
     assert ".T.copy()" not in text and "np.transpose" not in text
-    assert "delta2 = (a2 - Y) / n" in text  # the fused softmax + cross-entropy delta
+    assert "delta2 = a2 - Y\n    delta2 /= n" in text  # the fused softmax + cross-entropy delta
 
 
 if __name__ == "__main__":  # python tests/test_codegen_golden.py --update

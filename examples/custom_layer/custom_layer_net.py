@@ -25,19 +25,6 @@ INPUT_SIZE = 4
 OUTPUT_SIZE = 3
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    # exp(z) / sum(exp(z)) per row, with the row maximum shifted out.
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    return e
-
-
-def _logsumexp(z: np.ndarray) -> np.ndarray:
-    # log(sum(exp(z))) per row as an (n, 1) column, with the row maximum shifted out.
-    m = z.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
-
-
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
     """Parameters initialised like torch.nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     rng = np.random.default_rng(seed)
@@ -60,13 +47,18 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     W3 = params["W3"]
     b3 = params["b3"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
-    t1 = (abs(z1) + 1) ** (-1.0)
+    z1 = X @ W1.T
+    z1 += b1
+    t1 = 1 / (abs(z1) + 1)
     a1 = t1 * z1
     t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
     a2 = t2 * a1
-    z3 = b3 + a2 @ W3.T
-    a3 = _softmax(z3)
+    z3 = a2 @ W3.T
+    z3 += b3
+    t3 = z3.max(axis=1, keepdims=True)
+    t4 = np.exp(-t3 + z3)
+    t5 = t4.sum(axis=1, keepdims=True)
+    a3 = t4 / t5
     return a3
 
 
@@ -88,28 +80,35 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
-    t1 = (abs(z1) + 1) ** (-1.0)
+    z1 = X @ W1.T
+    z1 += b1
+    t1 = 1 / (abs(z1) + 1)
     # a1[i] = z1[i]/(Abs(z1[i]) + 1)
     a1 = t1 * z1
     t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
     # a2[i] = a1[i]/sqrt(sum_j a1[j]**2 + 1.0e-6)
     a2 = t2 * a1
     # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]
-    z3 = b3 + a2 @ W3.T
+    z3 = a2 @ W3.T
+    z3 += b3
+    t3 = z3.max(axis=1, keepdims=True)
+    t4 = np.exp(-t3 + z3)
+    t5 = t4.sum(axis=1, keepdims=True)
     # a3[i] = exp(z3[i])/sum_j exp(z3[j])
-    a3 = _softmax(z3)
+    a3 = t4 / t5
     # Loss: the mean over samples of the per-sample loss.
-    l1 = Y * (z3 - _logsumexp(z3))
+    l1 = -t3 + z3 - np.log(t5)
+    l1 *= Y
     value = float(-np.sum(l1)) / n
     if not grads:
         return value, {}
     # Backward pass: one statement per derived step.
     # dL/dz3[i] = a3[i] - y[i]
     # (through softmax: full Jacobian, fused with the loss)
-    delta3 = (a3 - Y) / n
+    delta3 = a3 - Y
+    delta3 /= n
     # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
-    dW3 = delta3.T @ a2
+    dW3 = np.dot(delta3.T, a2)
     # dL/db3[p] = delta3[p]  (summed over the batch)
     db3 = delta3.sum(axis=0)
     # dL/da2[i] = sum_k W3[k, i]*delta3[k]
@@ -117,12 +116,15 @@ def loss_and_grads(
     da2 = delta3 @ W3
     # dL/da1[i] = (-a2[i]*sum_k a2[k]*da2[k] + da2[i])/sqrt(sum_k a1[k]**2 + 1.0e-6)
     # (through l2norm: full Jacobian)
-    da1 = t2 * (-a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2)
+    da1 = -a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2
+    da1 *= t2
     # dL/dz1[i] = (-sign(z1[i])*a1[i] + 1)*da1[i]/(Abs(z1[i]) + 1)
     # (through softsign: diagonal Jacobian)
-    delta1 = t1 * da1 * (-a1 * np.sign(z1) + 1)
+    delta1 = -a1 * np.sign(z1) + 1
+    delta1 *= t1
+    delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

@@ -25,19 +25,6 @@ INPUT_SIZE = 64
 OUTPUT_SIZE = 10
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    # exp(z) / sum(exp(z)) per row, with the row maximum shifted out.
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    return e
-
-
-def _logsumexp(z: np.ndarray) -> np.ndarray:
-    # log(sum(exp(z))) per row as an (n, 1) column, with the row maximum shifted out.
-    m = z.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
-
-
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
     """Parameters initialised like torch.nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     rng = np.random.default_rng(seed)
@@ -60,10 +47,15 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     W2 = params["W2"]
     b2 = params["b2"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     a1 = np.tanh(z1)
-    z2 = b2 + a1 @ W2.T
-    a2 = _softmax(z2)
+    z2 = a1 @ W2.T
+    z2 += b2
+    t1 = z2.max(axis=1, keepdims=True)
+    t2 = np.exp(-t1 + z2)
+    t3 = t2.sum(axis=1, keepdims=True)
+    a2 = t2 / t3
     return a2
 
 
@@ -85,24 +77,31 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     # a1[i] = tanh(z1[i])
     a1 = np.tanh(z1)
     # z2[i] = b2[i] + sum_j W2[i, j]*a1[j]
-    z2 = b2 + a1 @ W2.T
+    z2 = a1 @ W2.T
+    z2 += b2
+    t1 = z2.max(axis=1, keepdims=True)
+    t2 = np.exp(-t1 + z2)
+    t3 = t2.sum(axis=1, keepdims=True)
     # a2[i] = exp(z2[i])/sum_j exp(z2[j])
-    a2 = _softmax(z2)
+    a2 = t2 / t3
     # Loss: the mean over samples of the per-sample loss.
-    l1 = Y * (z2 - _logsumexp(z2))
+    l1 = -t1 + z2 - np.log(t3)
+    l1 *= Y
     value = float(-np.sum(l1)) / n
     if not grads:
         return value, {}
     # Backward pass: one statement per derived step.
     # dL/dz2[i] = a2[i] - y[i]
     # (through softmax: full Jacobian, fused with the loss)
-    delta2 = (a2 - Y) / n
+    delta2 = a2 - Y
+    delta2 /= n
     # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
-    dW2 = delta2.T @ a1
+    dW2 = np.dot(delta2.T, a1)
     # dL/db2[p] = delta2[p]  (summed over the batch)
     db2 = delta2.sum(axis=0)
     # dL/da1[i] = sum_k W2[k, i]*delta2[k]
@@ -110,9 +109,10 @@ def loss_and_grads(
     da1 = delta2 @ W2
     # dL/dz1[i] = (1 - a1[i]**2)*da1[i]
     # (through tanh: diagonal Jacobian)
-    delta1 = da1 * (1 - a1**2)
+    delta1 = 1 - a1**2
+    delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

@@ -25,8 +25,12 @@ OUTPUT_SIZE = 2
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # 1 / (1 + exp(-x)) through tanh: finite for every finite x, keeps the dtype.
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+    # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
+    out = np.multiply(x, 0.5)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
 
 
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
@@ -48,7 +52,8 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     b1 = params["b1"]
     W2 = params["W2"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     a1 = np.maximum(z1, 0)
     z2 = a1 @ W2.T
     a2 = _sigmoid(z2)
@@ -72,7 +77,8 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     # a1[i] = relu(z1[i])
     a1 = np.maximum(z1, 0)
     # z2[i] = sum_j W2[i, j]*a1[j]
@@ -80,24 +86,27 @@ def loss_and_grads(
     # a2[i] = sigmoid(z2[i])
     a2 = _sigmoid(z2)
     # Loss: the mean over samples of the per-sample loss.
-    l1 = Y * np.logaddexp(0, -z2) + (1 - Y) * np.logaddexp(0, z2)
+    l1 = -Y * z2
+    l1 += np.maximum(z2, 0) + np.log1p(np.exp(-np.abs(z2)))
     value = float(0.5 * np.sum(l1)) / n
     if not grads:
         return value, {}
     # Backward pass: one statement per derived step.
     # dL/dz2[i] = (a2[i] - y[i])/n_2
     # (through sigmoid: diagonal Jacobian, fused with the loss)
-    delta2 = 0.5 * (a2 - Y) / n
+    delta2 = a2 - Y
+    delta2 *= 0.5 / n
     # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
-    dW2 = delta2.T @ a1
+    dW2 = np.dot(delta2.T, a1)
     # dL/da1[i] = sum_k W2[k, i]*delta2[k]
     # (through dense: linear Jacobian)
     da1 = delta2 @ W2
     # dL/dz1[i] = step(z1[i])*da1[i]
     # (through relu: diagonal Jacobian)
-    delta1 = da1 * np.heaviside(z1, 0)
+    delta1 = np.heaviside(z1, 0)
+    delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

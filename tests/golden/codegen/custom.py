@@ -43,8 +43,9 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     b1 = params["b1"]
     W3 = params["W3"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
-    t1 = (abs(z1) + 1) ** (-1.0)
+    z1 = X @ W1.T
+    z1 += b1
+    t1 = 1 / (abs(z1) + 1)
     a1 = t1 * z1
     t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
     a2 = t2 * a1
@@ -70,8 +71,9 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
-    t1 = (abs(z1) + 1) ** (-1.0)
+    z1 = X @ W1.T
+    z1 += b1
+    t1 = 1 / (abs(z1) + 1)
     # a1[i] = z1[i]/(Abs(z1[i]) + 1)
     a1 = t1 * z1
     t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
@@ -82,7 +84,8 @@ def loss_and_grads(
     # a3[i] = tanh(z3[i])
     a3 = np.tanh(z3)
     # Loss: the mean over samples of the per-sample loss.
-    t3 = a3 - Y
+    t3 = -Y
+    t3 += a3
     l1 = np.logaddexp(t3, -t3) - np.log(2)
     value = float(0.5 * np.sum(l1)) / n
     if not grads:
@@ -90,20 +93,25 @@ def loss_and_grads(
     # Backward pass: one statement per derived step.
     # dL/dz3[i] = (1 - a3[i]**2)*tanh(a3[i] - y[i])/n_3
     # (through tanh: diagonal Jacobian, fused with the loss)
-    delta3 = 0.5 * (1 - a3**2) * np.tanh(t3) / n
+    delta3 = 1 - a3**2
+    delta3 *= np.tanh(t3)
+    delta3 *= 0.5 / n
     # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
-    dW3 = delta3.T @ a2
+    dW3 = np.dot(delta3.T, a2)
     # dL/da2[i] = sum_k W3[k, i]*delta3[k]
     # (through dense: linear Jacobian)
     da2 = delta3 @ W3
     # dL/da1[i] = (-a2[i]*sum_k a2[k]*da2[k] + da2[i])/sqrt(sum_k a1[k]**2 + 1.0e-6)
     # (through l2norm: full Jacobian)
-    da1 = t2 * (-a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2)
+    da1 = -a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2
+    da1 *= t2
     # dL/dz1[i] = (-sign(z1[i])*a1[i] + 1)*da1[i]/(Abs(z1[i]) + 1)
     # (through custom: diagonal Jacobian)
-    delta1 = t1 * da1 * (-a1 * np.sign(z1) + 1)
+    delta1 = -a1 * np.sign(z1) + 1
+    delta1 *= t1
+    delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

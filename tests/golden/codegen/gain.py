@@ -27,8 +27,12 @@ OUTPUT_SIZE = 2
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # 1 / (1 + exp(-x)) through tanh: finite for every finite x, keeps the dtype.
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+    # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
+    out = np.multiply(x, 0.5)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
 
 
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
@@ -55,10 +59,12 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     W3 = params["W3"]
     b3 = params["b3"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     t1 = np.tanh(z1)
     a2 = t1 * g2
-    z3 = b3 + a2 @ W3.T
+    z3 = a2 @ W3.T
+    z3 += b3
     a3 = _sigmoid(z3)
     return a3
 
@@ -82,25 +88,29 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     t1 = np.tanh(z1)
     # a2[i] = tanh(z1[i])*g2[i]
     a2 = t1 * g2
     # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]
-    z3 = b3 + a2 @ W3.T
+    z3 = a2 @ W3.T
+    z3 += b3
     # a3[i] = sigmoid(z3[i])
     a3 = _sigmoid(z3)
     # Loss: the mean over samples of the per-sample loss.
-    l1 = Y * np.logaddexp(0, -z3) + (1 - Y) * np.logaddexp(0, z3)
+    l1 = -Y * z3
+    l1 += np.maximum(z3, 0) + np.log1p(np.exp(-np.abs(z3)))
     value = float(0.5 * np.sum(l1)) / n
     if not grads:
         return value, {}
     # Backward pass: one statement per derived step.
     # dL/dz3[i] = (a3[i] - y[i])/n_3
     # (through sigmoid: diagonal Jacobian, fused with the loss)
-    delta3 = 0.5 * (a3 - Y) / n
+    delta3 = a3 - Y
+    delta3 *= 0.5 / n
     # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
-    dW3 = delta3.T @ a2
+    dW3 = np.dot(delta3.T, a2)
     # dL/db3[p] = delta3[p]  (summed over the batch)
     db3 = delta3.sum(axis=0)
     # dL/da2[i] = sum_k W3[k, i]*delta3[k]
@@ -110,9 +120,11 @@ def loss_and_grads(
     dg2 = (t1 * da2).sum(axis=0)
     # dL/dz1[i] = (1 - tanh(z1[i])**2)*da2[i]*g2[i]
     # (through gain: diagonal Jacobian)
-    delta1 = da2 * g2 * (1 - t1**2)
+    delta1 = 1 - t1**2
+    delta1 *= da2
+    delta1 *= g2
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

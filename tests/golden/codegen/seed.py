@@ -26,8 +26,12 @@ OUTPUT_SIZE = 2
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # 1 / (1 + exp(-x)) through tanh: finite for every finite x, keeps the dtype.
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+    # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
+    out = np.multiply(x, 0.5)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
 
 
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
@@ -52,9 +56,11 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     W2 = params["W2"]
     b2 = params["b2"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     a1 = _sigmoid(z1)
-    z2 = b2 + a1 @ W2.T
+    z2 = a1 @ W2.T
+    z2 += b2
     a2 = _sigmoid(z2)
     return a2
 
@@ -77,25 +83,31 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     # a1[i] = sigmoid(z1[i])
     a1 = _sigmoid(z1)
     # z2[i] = b2[i] + sum_j W2[i, j]*a1[j]
-    z2 = b2 + a1 @ W2.T
+    z2 = a1 @ W2.T
+    z2 += b2
     # a2[i] = sigmoid(z2[i])
     a2 = _sigmoid(z2)
     # Loss: the mean over samples of the per-sample loss.
-    t1 = a2 - Y
-    l1 = t1**2
+    l1 = a2**2
+    l1 += Y**2
+    l1 -= 2 * a2 * Y
     value = float(0.5 * np.sum(l1)) / n
     if not grads:
         return value, {}
     # Backward pass: one statement per derived step.
     # dL/dz2[i] = 2*(1 - a2[i])*(a2[i] - y[i])*a2[i]/n_2
     # (through sigmoid: diagonal Jacobian, fused with the loss)
-    delta2 = t1 * a2 * (1 - a2) / n
+    delta2 = 1 - a2
+    delta2 *= a2 - Y
+    delta2 *= a2
+    delta2 /= n
     # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
-    dW2 = delta2.T @ a1
+    dW2 = np.dot(delta2.T, a1)
     # dL/db2[p] = delta2[p]  (summed over the batch)
     db2 = delta2.sum(axis=0)
     # dL/da1[i] = sum_k W2[k, i]*delta2[k]
@@ -103,9 +115,11 @@ def loss_and_grads(
     da1 = delta2 @ W2
     # dL/dz1[i] = (1 - a1[i])*a1[i]*da1[i]
     # (through sigmoid: diagonal Jacobian)
-    delta1 = a1 * da1 * (1 - a1)
+    delta1 = 1 - a1
+    delta1 *= a1
+    delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

@@ -46,7 +46,8 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     W1 = params["W1"]
     b1 = params["b1"]
     X = np.asarray(X, dtype=W1.dtype)
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     a1 = _softmax(z1)
     return a1
 
@@ -67,11 +68,13 @@ def loss_and_grads(
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-    z1 = b1 + X @ W1.T
+    z1 = X @ W1.T
+    z1 += b1
     # a1[i] = exp(z1[i])/sum_j exp(z1[j])
     a1 = _softmax(z1)
     # Loss: the mean over samples of the per-sample loss.
-    t1 = a1 - Y
+    t1 = -Y
+    t1 += a1
     l1 = t1**2
     value = float(0.3333333333333333 * np.sum(l1)) / n
     if not grads:
@@ -82,9 +85,10 @@ def loss_and_grads(
     da1 = 0.6666666666666666 * t1 / n
     # dL/dz1[i] = (da1[i] - sum_k a1[k]*da1[k])*a1[i]
     # (through softmax: full Jacobian)
-    delta1 = a1 * (da1 - (a1 * da1).sum(axis=1, keepdims=True))
+    delta1 = da1 - (a1 * da1).sum(axis=1, keepdims=True)
+    delta1 *= a1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = delta1.T @ X
+    dW1 = np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {
