@@ -9,7 +9,8 @@ only loops over the printed statements and formats them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sympy as sp
@@ -48,6 +49,7 @@ class Statement:
     code: str
     comment: tuple[str, ...] = ()
     inplace: tuple[str, ...] = ()  # follow-up in-place updates: "*= a1", "+= b1"
+    uses: frozenset[str] = frozenset()  # the variables the statement reads
 
 
 def _names(net: Network) -> dict[str, str]:
@@ -119,6 +121,14 @@ class _Printer:
 
         Only when some operand is a freshly computed array of the full shape (never a bare
         variable, which in-place updates would corrupt)."""
+        if isinstance(expr, sp.Function) and len(expr.args) == 1:
+            arg = expr.args[0]
+            if arg.is_Symbol or not self._is_full(arg):
+                return None
+            probe = self.code(expr.func(sp.Symbol(target)))
+            if not _UFUNC_OUT.match(probe):
+                return None
+            return self.code(arg), (f"= {probe[:-1]}, out={target})",)
         if not (expr.is_Mul or expr.is_Add):
             return None
         args = list(expr.args)
@@ -145,6 +155,10 @@ class _Printer:
         return self.code(fresh), tuple(ops)
 
     def _split(self, target: str, expr: sp.Expr, comment: tuple[str, ...]) -> list[Statement]:
+        uses = frozenset(self.p.names.get(str(f), str(f)) for f in expr.free_symbols)
+        return [replace(st, uses=st.uses | uses) for st in self._split1(target, expr, comment)]
+
+    def _split1(self, target: str, expr: sp.Expr, comment: tuple[str, ...]) -> list[Statement]:
         sym = sp.Symbol(target)
         self.full_temps[sym] = self._is_full(expr)
         plan = self._inplace(target, expr)
@@ -162,10 +176,36 @@ class _Printer:
         syms = []
         for part in parts:
             s = next(self._symbols())
-            out.extend(self._split(str(s), part, ()))
+            out.extend(self._split1(str(s), part, ()))
             syms.append(s)
         out.append(Statement(target, self.code(expr.func(*syms)), comment))
         return out
+
+
+#: Printed unary functions that can write into their argument (``out=``).
+_UFUNC_OUT = re.compile(
+    r"^(np\.(?:tanh|exp|expm1|log1p|sin|cos|sinh|cosh|abs|sqrt|log)|_sigmoid|_softmax)\((\w+)\)$"
+)
+_RELU = re.compile(r"^np\.maximum\((\w+), 0\)$")
+
+
+def _reuse_dead_buffers(stmts: list[Statement], live: set[str], owned: set[str]) -> list[Statement]:
+    """``a1 = np.tanh(z1)`` becomes ``a1 = np.tanh(z1, out=z1)`` when nothing reads ``z1``
+    afterwards: the activation overwrites its pre-activation, as careful hand-written code
+    does. Never for inputs or parameters (``owned`` by the caller) or values still needed."""
+    later: set[str] = set(live)
+    out: list[Statement] = []
+    for st in reversed(stmts):
+        code = st.code
+        if not st.inplace:
+            m = _UFUNC_OUT.match(code)
+            r = _RELU.match(code)
+            var = m.group(2) if m else r.group(1) if r else None
+            if var and var not in later and var not in owned and var != st.target:
+                code = code[:-1] + f", out={var})"
+        out.append(replace(st, code=code))
+        later |= st.uses
+    return out[::-1]
 
 
 def _strip_parens(code: str) -> str:
@@ -310,10 +350,13 @@ def build_context(
                 expr = _guard_bce(expr)
             items.append((step.grad, expr, _comment(d, step)))
     blocks = pr.program(items)
-    forward = [s for b in blocks[:n_forward] for s in b]
-    loss_statements = [s for b in blocks[n_forward:n_loss] for s in b]
-    backward = [s for b in blocks[n_loss:] for s in b]
     loss_value = pr.code(pr.prepare(total))
+    live = {net.output.name, *(str(s) for s in total.free_symbols)}
+    owned = {"X", "Y", *net.param_names}
+    flat = _reuse_dead_buffers([s for b in blocks for s in b], live, owned)
+    n_f = sum(len(b) for b in blocks[:n_forward])
+    n_l = sum(len(b) for b in blocks[:n_loss])
+    forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]
     params = [
         {
             "name": p.name,

@@ -56,7 +56,8 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     z3 = a2 @ W3.T
     z3 += b3
     t3 = z3.max(axis=1, keepdims=True)
-    t4 = np.exp(-t3 + z3)
+    t4 = -t3 + z3
+    t4 = np.exp(t4, out=t4)
     t5 = t4.sum(axis=1, keepdims=True)
     a3 = t4 / t5
     return a3
@@ -92,7 +93,8 @@ def loss_and_grads(
     z3 = a2 @ W3.T
     z3 += b3
     t3 = z3.max(axis=1, keepdims=True)
-    t4 = np.exp(-t3 + z3)
+    t4 = -t3 + z3
+    t4 = np.exp(t4, out=t4)
     t5 = t4.sum(axis=1, keepdims=True)
     # a3[i] = exp(z3[i])/sum_j exp(z3[j])
     a3 = t4 / t5

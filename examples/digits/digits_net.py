@@ -49,11 +49,12 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=W1.dtype)
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     t1 = z2.max(axis=1, keepdims=True)
-    t2 = np.exp(-t1 + z2)
+    t2 = -t1 + z2
+    t2 = np.exp(t2, out=t2)
     t3 = t2.sum(axis=1, keepdims=True)
     a2 = t2 / t3
     return a2
@@ -80,12 +81,13 @@ def loss_and_grads(
     z1 = X @ W1.T
     z1 += b1
     # a1[i] = tanh(z1[i])
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     # z2[i] = b2[i] + sum_j W2[i, j]*a1[j]
     z2 = a1 @ W2.T
     z2 += b2
     t1 = z2.max(axis=1, keepdims=True)
-    t2 = np.exp(-t1 + z2)
+    t2 = -t1 + z2
+    t2 = np.exp(t2, out=t2)
     t3 = t2.sum(axis=1, keepdims=True)
     # a2[i] = exp(z2[i])/sum_j exp(z2[j])
     a2 = t2 / t3

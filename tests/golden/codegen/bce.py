@@ -24,9 +24,9 @@ INPUT_SIZE = 3
 OUTPUT_SIZE = 2
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
-    out = np.multiply(x, 0.5)
+    out = np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
     out += 0.5

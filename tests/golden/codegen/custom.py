@@ -50,7 +50,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
     a2 = t2 * a1
     z3 = a2 @ W3.T
-    a3 = np.tanh(z3)
+    a3 = np.tanh(z3, out=z3)
     return a3
 
 
@@ -82,7 +82,7 @@ def loss_and_grads(
     # z3[i] = sum_j W3[i, j]*a2[j]
     z3 = a2 @ W3.T
     # a3[i] = tanh(z3[i])
-    a3 = np.tanh(z3)
+    a3 = np.tanh(z3, out=z3)
     # Loss: the mean over samples of the per-sample loss.
     t3 = -Y
     t3 += a3

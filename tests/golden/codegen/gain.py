@@ -26,9 +26,9 @@ INPUT_SIZE = 3
 OUTPUT_SIZE = 2
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
-    out = np.multiply(x, 0.5)
+    out = np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
     out += 0.5
@@ -61,7 +61,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=W1.dtype)
     z1 = X @ W1.T
     z1 += b1
-    t1 = np.tanh(z1)
+    t1 = np.tanh(z1, out=z1)
     a2 = t1 * g2
     z3 = a2 @ W3.T
     z3 += b3
@@ -90,7 +90,7 @@ def loss_and_grads(
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
     z1 = X @ W1.T
     z1 += b1
-    t1 = np.tanh(z1)
+    t1 = np.tanh(z1, out=z1)
     # a2[i] = tanh(z1[i])*g2[i]
     a2 = t1 * g2
     # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]

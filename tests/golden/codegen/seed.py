@@ -25,9 +25,9 @@ INPUT_SIZE = 3
 OUTPUT_SIZE = 2
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
-    out = np.multiply(x, 0.5)
+    out = np.multiply(x, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
     out += 0.5
@@ -58,10 +58,10 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=W1.dtype)
     z1 = X @ W1.T
     z1 += b1
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     return a2
 
 
@@ -86,12 +86,12 @@ def loss_and_grads(
     z1 = X @ W1.T
     z1 += b1
     # a1[i] = sigmoid(z1[i])
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # z2[i] = b2[i] + sum_j W2[i, j]*a1[j]
     z2 = a1 @ W2.T
     z2 += b2
     # a2[i] = sigmoid(z2[i])
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     # Loss: the mean over samples of the per-sample loss.
     l1 = a2**2
     l1 += Y**2

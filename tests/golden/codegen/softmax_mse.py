@@ -23,9 +23,10 @@ INPUT_SIZE = 3
 OUTPUT_SIZE = 3
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def _softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # exp(z) / sum(exp(z)) per row, with the row maximum shifted out.
-    e = np.exp(z - z.max(axis=1, keepdims=True))
+    e = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+    np.exp(e, out=e)
     e /= e.sum(axis=1, keepdims=True)
     return e
 
@@ -48,7 +49,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=W1.dtype)
     z1 = X @ W1.T
     z1 += b1
-    a1 = _softmax(z1)
+    a1 = _softmax(z1, out=z1)
     return a1
 
 
@@ -71,7 +72,7 @@ def loss_and_grads(
     z1 = X @ W1.T
     z1 += b1
     # a1[i] = exp(z1[i])/sum_j exp(z1[j])
-    a1 = _softmax(z1)
+    a1 = _softmax(z1, out=z1)
     # Loss: the mean over samples of the per-sample loss.
     t1 = -Y
     t1 += a1
