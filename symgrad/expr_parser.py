@@ -15,15 +15,20 @@ Grammar (Python precedence and associativity)::
 
 Every bad input raises :class:`~symgrad.errors.SpecError` with a one-line message.
 Sizes are bounded (characters, tokens, nesting, exponents, constants) so that no input
-can make the parser hang, recurse deeply or build huge numbers.
+can make the parser hang, recurse deeply or build huge numbers. For the same reason no
+SymPy evaluation that queries assumptions runs on symbolic input: calls with symbolic
+arguments are built unevaluated (``cosh(yhat - y)`` stays as written), and constant
+sub-expressions fold at once to an Integer, Rational or real Float (``log(2)`` becomes
+``0.693...``; a complex constant such as ``sqrt(-1)`` is an error).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Collection, Mapping
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import sympy as sp
 
@@ -34,7 +39,7 @@ MAX_CHARS = 4000
 MAX_TOKENS = 1000
 MAX_DEPTH = 40
 MAX_EXPONENT = 64
-MAX_MINMAX_ARGS = 16
+MAX_MINMAX_ARGS = 8
 _BIG = 10**300  # largest magnitude of any numeric constant
 
 _TOKEN_RE = re.compile(
@@ -45,6 +50,8 @@ _TOKEN_RE = re.compile(
     re.ASCII,
 )
 _UNDEFINED = (sp.nan, sp.zoo, sp.oo, sp.S.NegativeInfinity)
+_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_SUM_ARITY = "sum() takes 2 arguments: sum(expression, index)"
 
 
 class _Token(NamedTuple):
@@ -86,28 +93,17 @@ def _tokenize(text: str, fail: Callable[[str], NoReturn]) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(
-        self,
-        tokens: list[_Token],
-        scalars: Mapping[str, sp.Expr],
-        arrays: Mapping[str, sp.IndexedBase],
-        indices: Mapping[str, tuple[sp.Symbol, sp.Expr]],
-        free: Collection[str],
-        fail: Callable[[str], NoReturn],
-    ) -> None:
-        self.tokens = tokens
-        self.pos = 0
-        self.depth = 0
-        self.scalars = scalars
-        self.arrays = arrays
-        self.indices = indices
-        self.free = set(free)
-        self.bound: list[str] = []
-        self.fail = fail
+    def __init__(self, tokens: list[_Token], fail: Callable[[str], NoReturn], **names: Any):
+        self.tokens, self.fail, self.pos, self.depth = tokens, fail, 0, 0
+        self.scalars: Mapping[str, sp.Expr] = names["scalars"]
+        self.arrays: Mapping[str, sp.IndexedBase] = names["arrays"]
+        self.indices: Mapping[str, tuple[sp.Symbol, sp.Expr]] = names["indices"]
+        self.free = set(names["free_indices"])
+        self.bound: list[str] = []  # indices bound by the enclosing sums
 
     # -- token helpers -------------------------------------------------------------
-    def peek(self, ahead: int = 0) -> _Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+    def peek(self) -> _Token:
+        return self.tokens[min(self.pos, len(self.tokens) - 1)]
 
     def next(self) -> _Token:
         tok = self.peek()
@@ -132,29 +128,42 @@ class _Parser:
     def enter(self, tok: _Token) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            self.fail(
-                f"expression is nested too deeply (more than {MAX_DEPTH} levels) "
-                f"at position {tok.pos}"
-            )
+            self.fail(f"expression is nested too deeply at position {tok.pos} (max {MAX_DEPTH})")
 
     # -- building SymPy objects safely -----------------------------------------------
-    def build(self, tok: _Token, fn: Callable[..., sp.Expr], *args: object) -> sp.Expr:
+    def build(
+        self, tok: _Token, fn: Callable[..., sp.Expr], *args: sp.Expr, fold: bool = True
+    ) -> sp.Expr:
+        """Apply ``fn`` and check the result (finite, bounded constants).
+
+        A constant result that is not a plain number (``log(2)``, ``2**(1/2)``) is folded
+        to a real Float at once, so no nested symbolic constant (whose numeric evaluation
+        by SymPy's assumption queries can take exponential time) is ever built.
+        """
         try:
             value = fn(*args)
+            self.check(tok, value)
+            if fold and not value.is_Number and all(a.is_Number for a in args):
+                value = value.evalf(15)
+                if not value.is_Number:
+                    self.fail(f"constant near position {tok.pos} is not a real number")
+                self.check(tok, value)
         except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self.fail(f"cannot evaluate near position {tok.pos}: {reason}")
+        return value
+
+    def check(self, tok: _Token, value: sp.Expr) -> None:
         for part in (value, *value.args):
             if any(part is bad for bad in _UNDEFINED):
                 self.fail(
-                    f"expression is undefined or infinite near position {tok.pos} "
-                    "(division by zero?)"
+                    f"undefined or infinite value near position {tok.pos} (division by zero?)"
                 )
-            if part.is_Float and not abs(float(part)) <= 1e300:
+            too_large = (part.is_Float and not abs(float(part)) <= 1e300) or (
+                part.is_Rational and (abs(part.p) > _BIG * part.q or part.q > _BIG)
+            )
+            if too_large:
                 self.fail(f"constant is too large near position {tok.pos} (at most 1e300)")
-            if part.is_Rational and (abs(part.p) > _BIG * part.q or part.q > _BIG):
-                self.fail(f"constant is too large near position {tok.pos} (at most 1e300)")
-        return value
 
     # -- grammar ---------------------------------------------------------------------
     def parse(self) -> sp.Expr:
@@ -164,30 +173,22 @@ class _Parser:
         tok = self.peek()
         if tok.kind != "end":
             if tok.text == ",":
-                self.fail(
-                    f"unexpected ',' at position {tok.pos} (commas separate "
-                    "function arguments and indices only)"
-                )
+                self.unexpected(tok, " (commas only separate arguments and indices)")
             self.unexpected(tok)
         return value
 
-    def expr(self) -> sp.Expr:
-        value = self.term()
-        while self.at("+", "-"):
+    def binary(self, operand: Callable[[], sp.Expr], ops: tuple[str, str]) -> sp.Expr:
+        value = operand()  # left-associative chain, iterative
+        while self.at(*ops):
             tok = self.next()
-            rhs = self.term()
-            op = (lambda a, b: a + b) if tok.text == "+" else (lambda a, b: a - b)
-            value = self.build(tok, op, value, rhs)
+            value = self.build(tok, _BINARY[tok.text], value, operand())
         return value
 
+    def expr(self) -> sp.Expr:
+        return self.binary(self.term, ("+", "-"))
+
     def term(self) -> sp.Expr:
-        value = self.unary()
-        while self.at("*", "/"):
-            tok = self.next()
-            rhs = self.unary()
-            op = (lambda a, b: a * b) if tok.text == "*" else (lambda a, b: a / b)
-            value = self.build(tok, op, value, rhs)
-        return value
+        return self.binary(self.unary, ("*", "/"))
 
     def signs(self) -> tuple[bool, _Token]:
         """Consume a run of unary signs; return (negate?, first token)."""
@@ -199,7 +200,7 @@ class _Parser:
     def unary(self) -> sp.Expr:
         negate, first = self.signs()
         value = self.power()
-        return self.build(first, lambda v: -v, value) if negate else value
+        return self.build(first, operator.neg, value) if negate else value
 
     def power(self) -> sp.Expr:
         # Iterative right fold of  p0 ** s1 p1 ** s2 p2 ...  (s_k: sign of the k-th exponent).
@@ -211,14 +212,12 @@ class _Parser:
         negate, tok, value = operands[-1]
         for k in range(len(operands) - 1, 0, -1):
             if negate:
-                value = self.build(tok, lambda v: -v, value)
+                value = self.build(tok, operator.neg, value)
             if not value.is_Number or abs(value) > MAX_EXPONENT:
-                self.fail(
-                    f"exponent at position {tok.pos} must be a numeric constant "
-                    f"with |value| <= {MAX_EXPONENT}"
-                )
+                msg = f"must be a numeric constant with |value| <= {MAX_EXPONENT}"
+                self.fail(f"exponent at position {tok.pos} {msg}")
             negate, tok, base = operands[k - 1]
-            value = self.build(tok, lambda b, e: b**e, base, value)
+            value = self.build(tok, operator.pow, base, value)
         return value
 
     def primary(self) -> sp.Expr:
@@ -271,10 +270,8 @@ class _Parser:
             )
         if name in SPEC_FUNCTIONS or name == "sum":
             self.fail(f"function {name!r} at position {tok.pos} must be called")
-        allowed = [*sorted(self.scalars), *(f"{a}[...]" for a in sorted(self.arrays))]
-        self.fail(
-            f"unknown name {name!r} at position {tok.pos} (allowed: {', '.join(allowed) or 'none'})"
-        )
+        known = ", ".join([*sorted(self.scalars), *(f"{a}[...]" for a in sorted(self.arrays))])
+        self.fail(f"unknown name {name!r} at position {tok.pos} (allowed: {known or 'none'})")
 
     def index_token(self, tok: _Token, what: str) -> str:
         """Check that ``tok`` names a declared index; return the name."""
@@ -292,10 +289,8 @@ class _Parser:
             idx_tok = self.next()
             name = self.index_token(idx_tok, "only index names are allowed inside brackets")
             if name not in self.bound and name not in self.free:
-                self.fail(
-                    f"index {name!r} at position {idx_tok.pos} is not declared free "
-                    "here (sum over it or declare it free)"
-                )
+                where = f"at position {idx_tok.pos}"
+                self.fail(f"index {name!r} {where} is not declared free here (sum over it?)")
             syms.append(self.indices[name][0])
             sep = self.next()
             if sep.text == "]" and sep.kind == "op":
@@ -322,26 +317,28 @@ class _Parser:
                 self.fail(f"{name}() takes 2 to {MAX_MINMAX_ARGS} arguments, got {len(args)}")
         elif len(args) != 1:
             self.fail(f"{name}() takes exactly 1 argument, got {len(args)}")
-        return self.build(tok, SPEC_FUNCTIONS[name], *args)  # type: ignore[arg-type]
+        fn: Callable[..., sp.Expr] = SPEC_FUNCTIONS[name]  # type: ignore[assignment]
+        if all(arg.is_Number for arg in args):
+            return self.build(tok, fn, *args)  # folded to a number by build()
+        # SymPy's automatic evaluation queries assumptions of the arguments, which can take
+        # exponential time on nested input (tanh(tanh(...) - x) - x ...): keep calls as written.
+        return self.build(tok, lambda *a: fn(*a, evaluate=False), *args)
 
     def sum(self, tok: _Token) -> sp.Expr:
         self.enter(self.expect("("))
-        # Find the index argument first (it binds names in the body): scan to the comma
+        # The index argument binds names in the body: find it first, after the comma
         # at this nesting level.
         k, level = self.pos, 0
-        while True:
-            t = self.tokens[k]
-            if t.kind == "end":
-                self.unexpected(t)
-            if t.kind == "op" and t.text in "([":
-                level += 1
-            elif t.kind == "op" and t.text in ")]":
-                if level == 0:
-                    self.fail("sum() takes 2 arguments (expression, index), got 1")
-                level -= 1
-            elif t.kind == "op" and t.text == "," and level == 0:
+        while (t := self.tokens[k]).kind != "end":
+            if t.kind == "op" and level == 0 and t.text in ",)]":
                 break
+            if t.kind == "op":
+                level += (t.text in "([") - (t.text in ")]")
             k += 1
+        if t.text == ")":
+            self.fail(_SUM_ARITY)
+        if t.text != ",":
+            self.unexpected(t)
         name = self.index_token(
             self.tokens[k + 1], "the second argument of sum() must be an index name"
         )
@@ -355,11 +352,11 @@ class _Parser:
         self.expect(",")
         self.next()  # the index name, checked above
         if self.at(","):
-            self.fail("sum() takes 2 arguments (expression, index), got more")
+            self.fail(_SUM_ARITY)
         self.expect(")")
         self.depth -= 1
         sym, width = self.indices[name]
-        return self.build(tok, lambda b: sp.Sum(b, (sym, 0, width - 1)), body)
+        return self.build(tok, lambda b: sp.Sum(b, (sym, 0, width - 1)), body, fold=False)
 
 
 def parse_expression(
@@ -389,4 +386,5 @@ def parse_expression(
     if len(text) > MAX_CHARS:
         fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
     tokens = _tokenize(text, fail)
-    return _Parser(tokens, scalars, arrays, indices, free_indices, fail).parse()
+    names = {"scalars": scalars, "arrays": arrays, "indices": indices}
+    return _Parser(tokens, fail, free_indices=free_indices, **names).parse()

@@ -144,9 +144,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"{self._atom(v)} @ {self._print(w)}{'.T' if t == 1 else ''}"
 
     def _print_BOuter(self, expr):
-        # np.dot, not @: numpy's matmul is several times slower for a batch of one.
-        u, v = expr.args
-        return f"np.dot({self._atom(u)}.T, {self._print(v)})"
+        # numpy's matmul takes a slow non-BLAS path for a batch of one; np.dot does not,
+        # but np.dot is a little slower than matmul for large batches: pick by batch size.
+        u, v = self._atom(expr.args[0]), self._atom(expr.args[1])
+        return f"({u}.T @ {v} if n > 1 else np.dot({u}.T, {v}))"
 
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(axis=0)"

@@ -97,7 +97,7 @@ def loss_and_grads(
     delta2 = a2 - Y
     delta2 *= 0.5 / n
     # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
-    dW2 = np.dot(delta2.T, a1)
+    dW2 = delta2.T @ a1 if n > 1 else np.dot(delta2.T, a1)
     # dL/da1[i] = sum_k W2[k, i]*delta2[k]
     # (through dense: linear Jacobian)
     da1 = delta2 @ W2
@@ -106,7 +106,7 @@ def loss_and_grads(
     delta1 = np.heaviside(z1, 0)
     delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = np.dot(delta1.T, X)
+    dW1 = delta1.T @ X if n > 1 else np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

@@ -97,7 +97,7 @@ def loss_and_grads(
     delta3 *= np.tanh(t3)
     delta3 *= 0.5 / n
     # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
-    dW3 = np.dot(delta3.T, a2)
+    dW3 = delta3.T @ a2 if n > 1 else np.dot(delta3.T, a2)
     # dL/da2[i] = sum_k W3[k, i]*delta3[k]
     # (through dense: linear Jacobian)
     da2 = delta3 @ W3
@@ -111,7 +111,7 @@ def loss_and_grads(
     delta1 *= t1
     delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = np.dot(delta1.T, X)
+    dW1 = delta1.T @ X if n > 1 else np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

@@ -110,7 +110,7 @@ def loss_and_grads(
     delta3 = a3 - Y
     delta3 *= 0.5 / n
     # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
-    dW3 = np.dot(delta3.T, a2)
+    dW3 = delta3.T @ a2 if n > 1 else np.dot(delta3.T, a2)
     # dL/db3[p] = delta3[p]  (summed over the batch)
     db3 = delta3.sum(axis=0)
     # dL/da2[i] = sum_k W3[k, i]*delta3[k]
@@ -124,7 +124,7 @@ def loss_and_grads(
     delta1 *= da2
     delta1 *= g2
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = np.dot(delta1.T, X)
+    dW1 = delta1.T @ X if n > 1 else np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {

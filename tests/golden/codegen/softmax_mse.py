@@ -89,7 +89,7 @@ def loss_and_grads(
     delta1 = da1 - (a1 * da1).sum(axis=1, keepdims=True)
     delta1 *= a1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
-    dW1 = np.dot(delta1.T, X)
+    dW1 = delta1.T @ X if n > 1 else np.dot(delta1.T, X)
     # dL/db1[p] = delta1[p]  (summed over the batch)
     db1 = delta1.sum(axis=0)
     return value, {
