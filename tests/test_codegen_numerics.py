@@ -211,9 +211,7 @@ LARGE_LOGIT_BUGS = {
 
 @pytest.mark.parametrize(
     "name",
-    [
-        nm for nm in LARGE_LOGIT_BUGS
-    ],
+    [nm for nm in LARGE_LOGIT_BUGS],
 )
 def test_large_logits_beyond_the_catalogue(name):
     net = LARGE_LOGIT_BUGS[name][0]
