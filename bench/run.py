@@ -27,7 +27,6 @@ import ast
 import gc
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -295,100 +294,6 @@ def profile_statements(code: str, params, X, Y, repeats: int) -> list[tuple[str,
     return [(text, statistics.median(t)) for (text, _, _), t in zip(stmts, times, strict=True)]
 
 
-#: Hand-written equivalents of generated statements: (what, regex selecting the generated
-#: statements, replacement code that leaves the last selected statement's value in ``_out``).
-ALTERNATIVES = {
-    MLP.key: [
-        (
-            "weight gradient via np.dot (outer product at n = 1)",
-            r"^dW1 = ",
-            "_out = np.dot(delta1.T, X)",
-        ),
-        (
-            "weight gradient via np.dot (outer product at n = 1)",
-            r"^dW2 = ",
-            "_out = np.dot(delta2.T, a1)",
-        ),
-        (
-            "sigmoid forward, in place",
-            r"^a1 = _sigmoid",
-            "_out = np.multiply(z1, 0.5); np.tanh(_out, out=_out); _out *= 0.5; _out += 0.5",
-        ),
-        ("sigmoid backward, in place", r"^delta1 = ", "_out = 1.0 - a1; _out *= a1; _out *= da1"),
-        (
-            "softmax + cross-entropy terms, one exp",
-            r"^(a3 = _softmax|l\d+ = .*_logsumexp)",
-            "_zs = z3 - z3.max(axis=1, keepdims=True); _e = np.exp(_zs); "
-            "_s = _e.sum(axis=1, keepdims=True); _out = Y * (_zs - np.log(_s)); _e /= _s",
-        ),
-        ("output delta, in place", r"^delta3 = ", "_out = a3 - Y; _out *= 1.0 / n"),
-        ("bias add, in place", r"^z1 = ", "_out = X @ W1.T; _out += b1"),
-    ],
-    DEEP.key: [
-        (
-            "bce terms, one logaddexp",
-            r"^l\d+ = .*logaddexp",
-            "_out = np.logaddexp(0, z10); _out -= Y * z10",
-        ),
-        (
-            "bce terms, softplus as max(z, 0) + log1p(exp(-|z|))",
-            r"^l\d+ = .*logaddexp",
-            "_out = np.abs(z10); np.negative(_out, out=_out); np.exp(_out, out=_out); "
-            "np.log1p(_out, out=_out); _out += np.maximum(z10, 0); _out -= Y * z10",
-        ),
-        ("output delta, in place", r"^delta10 = ", "_out = a10 - Y; _out *= 0.015625 / n"),
-        (
-            "tanh backward, in place",
-            r"^delta9 = ",
-            "_out = a9 * a9; np.subtract(1.0, _out, out=_out); _out *= da9",
-        ),
-    ],
-}
-
-
-def compare_alternatives(case: Case, code: str, params, X, Y, repeats: int) -> list[tuple]:
-    """Each selected generated statement group against its hand-written equivalent:
-    (what, generated text, hand-written text, generated s, hand-written s), min of repeats.
-    The values are checked to agree first."""
-    stmts = _statements(code)
-    ns = dict(load_module(code).__dict__, params=params, X=X, Y=Y, grads=True)
-    for _, _, c in stmts:  # every forward and backward value, once
-        exec(c, ns)  # noqa: S102 - our own generated code
-    tol = TOL[X.dtype.type]
-    rows = []
-    for what, pattern, alt in ALTERNATIVES.get(case.key, []):
-        chosen = [s for s in stmts if re.search(pattern, s[0])]
-        if not chosen:  # the generator changed: nothing to compare
-            continue
-        alt_code = compile(alt, "<hand-written>", "exec")
-        exec(alt_code, ns)  # noqa: S102
-        expected = ns[chosen[-1][1]]
-        np.testing.assert_allclose(ns["_out"], expected, rtol=tol["rtol"], atol=tol["atol"])
-        assert ns["_out"].dtype == expected.dtype, what
-
-        def run_gen(chosen=chosen):
-            for _, _, c in chosen:
-                exec(c, ns)  # noqa: S102
-
-        def run_alt(alt_code=alt_code):
-            exec(alt_code, ns)  # noqa: S102
-
-        times = {"gen": [], "alt": []}
-        for _ in range(3):
-            run_gen(), run_alt()
-        for _ in range(repeats):
-            for key, fn in (("gen", run_gen), ("alt", run_alt)):
-                t0 = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - t0)
-        gen_text = "; ".join(s[0] for s in chosen)
-        rows.append((what, gen_text, alt, min(times["gen"]), min(times["alt"])))
-    return rows
-
-
-# --------------------------------------------------------------------------- derivation scaling
-
-
 def time_derivation(net, repeats: int) -> tuple[float, float]:
     """Median seconds of ``derive(net)`` and of ``generate`` from that derivation."""
     td, tg = [], []
@@ -561,7 +466,6 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     names: list[str] = []
     profiles: dict[str, list[tuple[str, float]]] = {}
-    compared: dict[str, list[tuple]] = {}
     for case in (MLP, DEEP):
         code = generate(case.network())
         module = load_module(code, case.key)
@@ -588,7 +492,6 @@ def main(argv: list[str] | None = None) -> int:
                 reps = 5 if quick else (15 if n >= 4096 else 101)
                 key = f"{case.key} {dname} n={n}"
                 profiles[key] = profile_statements(code, params, X, Y, reps)
-                compared[key] = compare_alternatives(case, code, params, X, Y, reps)
     # (b) derivation scaling
     deriv_reps = 1 if quick else 3
     depths = (1, 10, 25) if quick else (1, 10, 25, 50, 100, 150, 200)
@@ -612,16 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         "load": (load_before, os.getloadavg()),
         "seconds": time.perf_counter() - started,
     }
-    write_results(args.out, run, rows, names, profiles, compared, depth_rows, width_rows)
+    write_results(args.out, run, rows, names, profiles, depth_rows, width_rows)
     plot_speed(rows, names, args.out / "speed.png")
     plot_scaling(depth_rows, width_rows, args.out / "scaling.png")
     say(f"wrote {args.out / 'results.md'}, speed.png, scaling.png")
     return 0
 
 
-def write_results(
-    out: Path, run: dict, rows, names, profiles, compared, depth_rows, width_rows
-) -> None:
+def write_results(out: Path, run: dict, rows, names, profiles, depth_rows, width_rows) -> None:
     unset = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v not in os.environ]
     blas_note = (
         "both unset, as for a benchmark (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)"
@@ -696,29 +597,6 @@ def write_results(
         for text, t in sorted(prof, key=lambda p: -p[1])[:10]:
             shown = (text if len(text) < 90 else text[:87] + "...").replace("|", "\\|")
             md.append(f"| `{shown}` | {fmt_time(t)} | {100 * t / total:.0f}% |")
-        md.append("")
-    md += [
-        "## Generated statements against hand-written equivalents",
-        "",
-        "The generated statement(s) and a hand-written replacement computing the same value "
-        "(checked), each timed alone on the values of one real call (minimum over repeats). "
-        "speed-up = generated / hand-written.",
-        "",
-    ]
-    for key, comp in compared.items():
-        if not comp:
-            continue
-        md += [
-            f"### {key}",
-            "",
-            "| what | generated | hand-written | generated time | hand time | speed-up |",
-            "|---|---|---|---:|---:|---:|",
-        ]
-        for what, gen, alt, tg, ta in comp:
-            what, gen, alt = (c.replace("|", "\\|") for c in (what, gen, alt))
-            md.append(
-                f"| {what} | `{gen}` | `{alt}` | {fmt_time(tg)} | {fmt_time(ta)} | {tg / ta:.2f} |"
-            )
         md.append("")
     md += [
         "## (b) Symbolic derivation time",
