@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .forward_values import pull_out
+
 
 def contract(expr: sp.Expr) -> sp.Expr:
     """Contract every Sum in ``expr`` against the KroneckerDeltas on its index."""
@@ -36,7 +38,9 @@ def _walk(expr: sp.Expr) -> sp.Expr:
         body = _walk(expr.function)
         # limits are stored innermost first: contract from the inside out.
         for var, lo, hi in expr.limits:
-            body = _contract_sum(body, var, lo, hi)
+            # A delta on ``var`` may sit inside an inner Sum it does not depend on: pull
+            # such factors out of inner Sums first so the delta meets its own Sum.
+            body = _contract_sum(pull_out(body), var, lo, hi)
         return body
     return expr.func(*[_walk(a) for a in expr.args])
 

@@ -60,7 +60,10 @@ def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]
             body = e.function
             limits = []
             for var, lo, hi in e.limits:
-                new = idx(pool[depth % len(pool)])
+                # a name no other symbol of the summand uses (inner dummies included)
+                used = {s.name for s in body.atoms(sp.Symbol)} - {var.name}
+                order = pool[depth % len(pool) :] + pool[: depth % len(pool)]
+                new = idx(next(nm for nm in order if nm not in used))
                 depth += 1
                 body = body.xreplace({var: new})
                 limits.append((new, lo, hi))

@@ -72,9 +72,12 @@ def batch_param_grad(expr: sp.Expr) -> sp.Expr:
     for t in sp.Add.make_args(expr):
         outer = [f for f in sp.Mul.make_args(t) if isinstance(f, Outer)]
         rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if not isinstance(f, Outer)])
-        if len(outer) == 1 and not rest.has(*_vectors(rest)):
+        if len(outer) == 1:
             u, v = outer[0].args
-            terms.append(rest * BOuter(batch(u), batch(v)))
+            if _vectors(rest):  # a per-sample scalar weighs each sample's u v^T: fold it into U
+                terms.append(BOuter(batch(rest * u), batch(v)))
+            else:
+                terms.append(rest * BOuter(batch(u), batch(v)))
         elif _vectors(t):
             terms.append(ColSum(batch(t)))
         else:  # constant per sample: the sum over samples is N times it

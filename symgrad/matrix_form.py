@@ -85,15 +85,18 @@ def _vec(e: sp.Expr, k: sp.Symbol) -> sp.Expr:
     if isinstance(e, sp.Sum):
         if not e.has(k):
             return _scalar(e)
-        if len(e.limits) != 1:
-            return _vec(sp.Sum(sp.Sum(e.function, *e.limits[:-1]), e.limits[-1]), k)
-        j = e.limits[0][0]
+        j, body = _outer(e)
         out = []
-        for t in sp.Add.make_args(e.function):
+        for t in sp.Add.make_args(body):
             if not t.has(k):
-                out.append(_scalar(sp.Sum(t, e.limits[0])))
+                out.append(SumAll(_vec(t, j)))
                 continue
             fs = sp.Mul.make_args(t)
+            outside = [f for f in fs if not f.has(j)]
+            if outside:  # factors free of the summed index leave the sum
+                inside = sp.Mul(*[f for f in fs if f.has(j)])
+                out.append(_vec(sp.Mul(*outside), k) * _vec(sp.Sum(inside, (j, 0, _hi(e))), k))
+                continue
             mats = [f for f in fs if isinstance(f, sp.Indexed) and len(f.indices) == 2]
             rest = [f for f in fs if f not in mats]
             if len(mats) != 1 or any(f.has(k) for f in rest):
@@ -117,12 +120,22 @@ def _vec(e: sp.Expr, k: sp.Symbol) -> sp.Expr:
     return e.func(*[_vec(a, k) for a in e.args])
 
 
+def _hi(e: sp.Sum) -> sp.Expr:
+    return e.limits[-1][2]
+
+
+def _outer(e: sp.Sum) -> tuple[sp.Symbol, sp.Expr]:
+    """The outermost summation index of ``e`` and the summand over it (SymPy merges nested
+    Sums into one with several limits, innermost first)."""
+    j = e.limits[-1][0]
+    body = sp.Sum(e.function, *e.limits[:-1]) if len(e.limits) > 1 else e.function
+    return j, body
+
+
 def _scalar(e: sp.Expr) -> sp.Expr:
     if isinstance(e, sp.Sum):
-        if len(e.limits) != 1:
-            return _scalar(sp.Sum(sp.Sum(e.function, *e.limits[:-1]), e.limits[-1]))
-        j = e.limits[0][0]
-        return SumAll(_vec(e.function, j))
+        j, body = _outer(e)
+        return SumAll(_vec(body, j))
     if isinstance(e, sp.Indexed):
         raise DerivationError(f"no matrix form for {e} (an index is left free)")
     if not e.args:

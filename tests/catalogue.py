@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad import Dense, Map, a, build, i, j, n, x, y_s, yhat_s
+from symgrad import Dense, Map, a, build, i, j, k, n, x, y_s, yhat_s
 
 SOFTSIGN = x / (1 + sp.Abs(x))
 L2NORM = a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6))
 SOFTMAX_MAP = sp.exp(a[i]) / sp.Sum(sp.exp(a[j]), (j, 0, n - 1))
 LOGCOSH = ("logcosh", sp.log(sp.cosh(yhat_s - y_s)))
+GAIN = sp.IndexedBase("g", real=True)
+BILINEAR_A = sp.IndexedBase("A", real=True)
+#: a[i] tanh(a^T A a): a layer with a matrix parameter of its own in a bilinear form
+BILINEAR = a[i] * sp.tanh(
+    sp.Sum(sp.Sum(a[j] * BILINEAR_A[j, k] * a[k], (k, 0, n - 1)), (j, 0, n - 1))
+)
 
 
 def catalogue() -> dict[str, object]:
@@ -64,5 +70,15 @@ def catalogue() -> dict[str, object]:
                 Dense(2, "sigmoid"),
             ],
             "bce",
+        ),
+        "bilinear": build(
+            "bilinear",
+            3,
+            [
+                Dense(3, "tanh"),
+                Map(BILINEAR, name="bilinear", params={BILINEAR_A: (n, n)}),
+                Dense(2, "sigmoid"),
+            ],
+            "mse",
         ),
     }
