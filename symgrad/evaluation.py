@@ -93,6 +93,9 @@ def eval_component(
         return int(sp.sympify(e).xreplace({k: sp.Integer(n) for k, n in sizes.items()}))
 
     def ev(e) -> _Axes:
+        assert ranges is not None  # always a dict here (set above and by _ev_with)
+        sub: str | _Axes
+        axes: list[sp.Symbol] | tuple[sp.Symbol, ...]
         if e.is_Number:
             return _Axes(float(e), ())
         if isinstance(e, sp.Indexed):

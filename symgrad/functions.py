@@ -108,7 +108,7 @@ def _step_latex(self, printer):
     return r"\left[" + printer._print(self.args[0]) + r" > 0\right]"
 
 
-step._latex = _step_latex  # type: ignore[attr-defined]
+step._latex = _step_latex
 
 #: Functions a spec expression may call, by name (the parser's whitelist).
 SPEC_FUNCTIONS: dict[str, object] = {

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import sympy as sp
@@ -233,6 +234,66 @@ class _Ops:
     name = ""
     funcs: dict = {}
     acts: dict = {}
+
+    # The interface the subclasses implement (tensors are the library's own type).
+    def const(self, v: float) -> Any:
+        raise NotImplementedError
+
+    def asarray(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def transpose(self, t: Any, perm: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def sum(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def eye(self, n: int, m: int) -> Any:
+        raise NotImplementedError
+
+    def arange(self, n: int) -> Any:
+        raise NotImplementedError
+
+    def einsum(self, spec: str, t: Any) -> Any:
+        raise NotImplementedError
+
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def dense(self, a: Any, W: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def softmax(self, z: Any) -> Any:
+        raise NotImplementedError
+
+    def mse(self, yhat: Any, Y: Any) -> Any:
+        raise NotImplementedError
+
+    def bce(self, yhat: Any, Y: Any) -> Any:
+        raise NotImplementedError
+
+    def cross_entropy(self, logits: Any, Y: Any) -> Any:
+        raise NotImplementedError
+
+    def mean(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def loss_and_grads(
+        self, fn: Callable[[dict[str, Any]], tuple[Any, Any]], params: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        raise NotImplementedError
 
 
 class _TorchOps(_Ops):
@@ -497,6 +558,7 @@ def eval_tensor(
         return int(sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()}))
 
     def ev(e, rng) -> _Named:
+        sub: str | _Named
         if e.is_Number:
             return _Named(ops.const(float(e)), ())
         if isinstance(e, sp.Indexed):
@@ -705,6 +767,7 @@ def finite_differences(
     X = np.array(X, dtype=np.float64)
     Y = np.array(Y, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
+    pos: int | np.intp
     for name, value in base.items():
         g = np.zeros_like(value)
         flat = g.reshape(-1)
@@ -738,7 +801,7 @@ def finite_differences(
                 h = h_rel * max(1.0, abs(x0))
                 tries = [flat[pos], _stencil(f, h / 10), _stencil(f, h / 100)]
                 target = float(want.reshape(-1)[pos])
-                flat[pos] = min(tries, key=lambda v, t=target: abs(v - t))
+                flat[pos] = min(tries, key=lambda v: abs(v - target))
         out[name] = g
     return out
 
@@ -967,6 +1030,8 @@ def verify_network(
         if got is None:
             report.skipped.append(f"{name} not installed")
             continue
+        ref_y: np.ndarray | None
+        ref_l: float | None
         ref_y, ref_l, ref_g = got
         refs.append((name, TOL_FLOAT32 if f32 else TOL_AUTOGRAD, ref_y, ref_l, ref_g))
     if "fd" in against:
