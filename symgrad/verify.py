@@ -273,7 +273,9 @@ class _Ops:
         raise NotImplementedError
 
     def dense(self, a: Any, W: Any, b: Any) -> Any:
-        raise NotImplementedError
+        """``a W^T + b`` (torch.nn.Linear); the same code for every array library."""
+        z = a @ W.T
+        return z if b is None else z + b
 
     def softmax(self, z: Any) -> Any:
         raise NotImplementedError
@@ -368,10 +370,6 @@ class _TorchOps(_Ops):
 
     def minimum(self, a, b):
         return self.t.minimum(a, b)
-
-    def dense(self, a, W, b):
-        z = a @ W.T
-        return z if b is None else z + b
 
     def softmax(self, z):
         return self.t.softmax(z, dim=1)
@@ -473,10 +471,6 @@ class _JaxOps(_Ops):
 
     def minimum(self, a, b):
         return self.np.minimum(a, b)
-
-    def dense(self, a, W, b):
-        z = a @ W.T
-        return z if b is None else z + b
 
     def softmax(self, z):
         return self.jax.nn.softmax(z, axis=1)
