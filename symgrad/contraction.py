@@ -95,10 +95,3 @@ def has_delta(expr: sp.Expr, a: sp.Symbol, b: sp.Symbol) -> bool:
     terms = sp.Add.make_args(sp.expand_mul(expr))
     target = sp.KroneckerDelta(a, b)
     return bool(terms) and all(target in sp.Mul.make_args(t) for t in terms if not t.is_zero)
-
-
-def collect_sums(expr: sp.Expr) -> sp.Expr:
-    """Merge Sums over the same range into one (Sum a + Sum b -> Sum (a + b)) and factor
-    common free factors out of the sum, for a readable and cheaper form."""
-    expr = sp.factor_terms(expr)
-    return expr

@@ -14,7 +14,7 @@ read by every printer; none of them derives anything again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -299,7 +299,7 @@ def derive(net: Network) -> Derivation:
             if sp.count_ops(cand) <= sp.count_ops(comp) + sp.count_ops(g_loss):
                 unfused = _finish(comp, (K,), FREE_NAMES)
                 comp, fused = cand, True
-                steps[loss_step_index] = _replace(steps[loss_step_index], needed=False)
+                steps[loss_step_index] = replace(steps[loss_step_index], needed=False)
                 if net.loss.identities:
                     notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
@@ -328,12 +328,6 @@ def derive(net: Network) -> Derivation:
         )
         upstream = name
     return Derivation(net, forward, net.loss.body, tuple(steps), tuple(notes))
-
-
-def _replace(step: Step, **changes) -> Step:
-    from dataclasses import replace
-
-    return replace(step, **changes)
 
 
 __all__ = ["Derivation", "DerivationError", "Forward", "Step", "derive", "grad_name"]

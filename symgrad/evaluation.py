@@ -237,8 +237,5 @@ def run_derivation(
         else:
             rng = {ix: net.size(w) for ix, w in zip(st.indices, st.shape, strict=True)}
             val = eval_component(st.component, env, sizes, st.indices, rng)
-        env[st.grad] = val
-        if st.fused or not st.needed:
-            # an inlined loss gradient is still evaluated (for display and checks)
-            pass
+        env[st.grad] = val  # inlined loss gradients and dx too (for display and checks)
     return loss, env

@@ -38,17 +38,6 @@ def indices_of(expr: sp.Expr) -> set[sp.Symbol]:
     return out
 
 
-def free_indices(expr: sp.Expr) -> set[sp.Symbol]:
-    """Index symbols of ``expr`` that are not bound by a Sum."""
-    free = expr.free_symbols
-    return {s for s in indices_of(expr) if s in free} | {
-        s
-        for d in expr.atoms(sp.KroneckerDelta)
-        for s in d.free_symbols
-        if s in free and s.is_integer and not s.is_positive
-    }
-
-
 def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
     """Rename ``free`` to ``names`` and summation dummies to k, j, m, ... (readable, no clashes)."""
     mapping = {f: idx(n) for f, n in zip(free, names, strict=False)}

@@ -62,7 +62,8 @@ class Loss:
     yhat: sp.IndexedBase
     target: sp.IndexedBase
     width: sp.Expr
-    identities: tuple[tuple[str, str], ...] = ()  # (description, kind) e.g. ("sum_y_is_1", ...)
+    # (identity, what it constrains), e.g. ("sum_y_is_1", "targets")
+    identities: tuple[tuple[str, str], ...] = ()
     requires_softmax: bool = False
     elementwise: sp.Expr | None = None  # l(yhat, y) for elementwise losses, in Symbols yhat, y
 

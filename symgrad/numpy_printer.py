@@ -79,10 +79,6 @@ class SafeLog(sp.Function):
     nargs = 1
 
 
-#: Helper functions a generated module may need, by name (defined in the template).
-HELPERS = ("_sigmoid", "_softmax", "_logsumexp", "_log")
-
-
 def recognise(expr: sp.Expr) -> sp.Expr:
     """Replace softmax and log-sum-exp patterns by nodes that print stably."""
 
@@ -245,7 +241,6 @@ __all__ = [
     "BMatMul",
     "BOuter",
     "ColSum",
-    "HELPERS",
     "ClampMin",
     "LogCosh",
     "LogSumExp",
