@@ -192,11 +192,12 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_Pow(self, expr, rational=False):
         b, e = expr.base, expr.exp
-        if e == -1:
+        v = float(e) if e.is_Number else None  # rationals may have become Floats already
+        if v == -1:
             return f"1 / {self.parenthesize(b, PRECEDENCE['Pow'])}"
-        if e == sp.S.Half or e == 0.5:
+        if v == 0.5:
             return f"np.sqrt({self._print(b)})"
-        if e == -sp.S.Half or e == -0.5:
+        if v == -0.5:
             return f"1 / np.sqrt({self._print(b)})"
         if e.is_Integer and e < 0:
             return f"1 / {self.parenthesize(b**-e, PRECEDENCE['Mul'])}"

@@ -51,7 +51,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     z1 += b1
     t1 = 1 / (abs(z1) + 1)
     a1 = t1 * z1
-    t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
+    t2 = 1 / np.sqrt((a1**2).sum(axis=1, keepdims=True) + 1e-06)
     a2 = t2 * a1
     z3 = a2 @ W3.T
     z3 += b3
@@ -86,7 +86,7 @@ def loss_and_grads(
     t1 = 1 / (abs(z1) + 1)
     # a1[i] = z1[i]/(Abs(z1[i]) + 1)
     a1 = t1 * z1
-    t2 = ((a1**2).sum(axis=1, keepdims=True) + 1e-06) ** (-0.5)
+    t2 = 1 / np.sqrt((a1**2).sum(axis=1, keepdims=True) + 1e-06)
     # a2[i] = a1[i]/sqrt(sum_j a1[j]**2 + 1.0e-6)
     a2 = t2 * a1
     # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]
