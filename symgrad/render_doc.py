@@ -20,10 +20,7 @@ import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-import jinja2
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
@@ -33,6 +30,7 @@ from .errors import DerivationError
 from .latex_printer import LOSS, Diag, is_vector_valued, latex, paren, quantity, split_name
 from .layout import N, batch, batched_step
 from .matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
+from .templating import environment
 
 TARGETS = ("latex", "markdown", "text")
 FORMS = ("component", "matrix", "both")
@@ -1008,40 +1006,6 @@ _TEMPLATES = {
     "markdown": "derivation.md.j2",
     "text": "doc_derivation.txt.j2",
 }
-
-
-def _template_loader() -> jinja2.BaseLoader:
-    try:
-        root = resources.files("symgrad.templates")
-    except ModuleNotFoundError:
-        root = None
-    if root is not None and root.joinpath(_TEMPLATES["latex"]).is_file():
-        base = root
-
-        def load(name: str) -> str | None:
-            f = base.joinpath(name)
-            return f.read_text(encoding="utf-8") if f.is_file() else None
-
-        return jinja2.FunctionLoader(load)
-    return jinja2.FileSystemLoader(str(Path(__file__).resolve().parent.parent / "templates"))
-
-
-_ENV: jinja2.Environment | None = None
-
-
-def environment() -> jinja2.Environment:
-    """The Jinja2 environment of the document templates (strict, block-trimming)."""
-    global _ENV
-    if _ENV is None:
-        _ENV = jinja2.Environment(
-            loader=_template_loader(),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
-    return _ENV
 
 
 def _title(d: Derivation, to: str) -> str:

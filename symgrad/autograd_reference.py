@@ -1,0 +1,531 @@
+"""Verification references: the network evaluated and differentiated by PyTorch or JAX.
+
+An implementation of the network built from the Network IR that shares no code with
+symgrad's derivation or generated code: dense stages and named activations/losses are
+library calls (``torch.nn.functional``, ``jax.nn``); custom activations, map layers and
+custom losses are evaluated from the stage's SymPy component form with the library's
+tensor ops over the index grid, so autograd, not symgrad, does the differentiating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sympy as sp
+
+from . import functions as F
+from .errors import SpecError
+from .layers import ACTIVATIONS, x, y_s, yhat_s
+from .network import Network, Stage
+
+_BATCH = sp.Symbol("_n_batch_")
+
+
+class _Ops:
+    """The tensor operations the reference needs, for one library (see the subclasses)."""
+
+    name = ""
+    funcs: dict = {}
+    acts: dict = {}
+
+    # The interface the subclasses implement (tensors are the library's own type).
+    def const(self, v: float) -> Any:
+        raise NotImplementedError
+
+    def asarray(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def transpose(self, t: Any, perm: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def sum(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def eye(self, n: int, m: int) -> Any:
+        raise NotImplementedError
+
+    def arange(self, n: int) -> Any:
+        raise NotImplementedError
+
+    def einsum(self, spec: str, t: Any) -> Any:
+        raise NotImplementedError
+
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def dense(self, a: Any, W: Any, b: Any) -> Any:
+        """``a W^T + b`` (torch.nn.Linear); the same code for every array library."""
+        z = a @ W.T
+        return z if b is None else z + b
+
+    def softmax(self, z: Any) -> Any:
+        raise NotImplementedError
+
+    def mse(self, yhat: Any, Y: Any) -> Any:
+        raise NotImplementedError
+
+    def bce(self, yhat: Any, Y: Any) -> Any:
+        raise NotImplementedError
+
+    def cross_entropy(self, logits: Any, Y: Any) -> Any:
+        raise NotImplementedError
+
+    def mean(self, t: Any) -> Any:
+        raise NotImplementedError
+
+    def loss_and_grads(
+        self, fn: Callable[[dict[str, Any]], tuple[Any, Any]], params: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+
+class _TorchOps(_Ops):
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+        import torch.nn.functional as TF
+
+        self.t, self.F = torch, TF
+        f64 = torch.float64
+        self.funcs = {
+            sp.exp: torch.exp,
+            sp.log: torch.log,
+            sp.tanh: torch.tanh,
+            sp.cosh: torch.cosh,
+            sp.sinh: torch.sinh,
+            sp.sin: torch.sin,
+            sp.cos: torch.cos,
+            sp.Abs: torch.abs,
+            sp.sign: torch.sign,
+            F.sigmoid: torch.sigmoid,
+            F.relu: torch.relu,
+            F.leaky_relu: lambda v: TF.leaky_relu(v, 0.01),
+            F.elu: TF.elu,
+            F.softplus: TF.softplus,
+            F.step: lambda v: (v > 0).to(f64),
+        }
+        self.acts = {
+            "identity": lambda v: v,
+            "sigmoid": torch.sigmoid,
+            "tanh": torch.tanh,
+            "relu": torch.relu,
+            "leaky_relu": lambda v: TF.leaky_relu(v, 0.01),
+            "softplus": TF.softplus,
+            "elu": TF.elu,
+            "silu": TF.silu,
+        }
+
+    def const(self, v):
+        return self.t.tensor(float(v), dtype=self.t.float64)
+
+    def asarray(self, a):
+        return self.t.tensor(np.array(a, dtype=np.float64), dtype=self.t.float64)
+
+    def to_numpy(self, t) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(np.float64)
+
+    def transpose(self, t, perm):
+        return t.permute(*perm) if perm else t
+
+    def reshape(self, t, shape):
+        return t.reshape(tuple(shape))
+
+    def sum(self, t, axis):
+        return t.sum(dim=axis)
+
+    def eye(self, n, m):
+        return self.t.eye(n, m, dtype=self.t.float64)
+
+    def arange(self, n):
+        return self.t.arange(n, dtype=self.t.float64)
+
+    def einsum(self, spec, t):
+        return self.t.einsum(spec, t)
+
+    def broadcast_to(self, t, shape):
+        return t.expand(*shape) if shape else t
+
+    def maximum(self, a, b):
+        return self.t.maximum(a, b)
+
+    def minimum(self, a, b):
+        return self.t.minimum(a, b)
+
+    def softmax(self, z):
+        return self.t.softmax(z, dim=1)
+
+    def mse(self, yhat, Y):
+        return self.F.mse_loss(yhat, Y)
+
+    def bce(self, yhat, Y):
+        return self.F.binary_cross_entropy(yhat, Y)
+
+    def cross_entropy(self, logits, Y):
+        return self.F.cross_entropy(logits, Y)
+
+    def mean(self, t):
+        return t.mean()
+
+    def loss_and_grads(self, fn, params: Mapping[str, np.ndarray]):
+        leaves = {k: self.asarray(v).requires_grad_(True) for k, v in params.items()}
+        value, yhat = fn(leaves)
+        names = list(leaves)
+        gs = self.t.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+        grads = {
+            k: (self.to_numpy(g) if g is not None else np.zeros(params[k].shape))
+            for k, g in zip(names, gs, strict=True)
+        }
+        return self.to_numpy(yhat), float(value.detach()), grads
+
+
+class _JaxOps(_Ops):
+    name = "jax"
+
+    def __init__(self) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        self.jax, self.np = jax, jnp
+        nn = jax.nn
+        self.funcs = {
+            sp.exp: jnp.exp,
+            sp.log: jnp.log,
+            sp.tanh: jnp.tanh,
+            sp.cosh: jnp.cosh,
+            sp.sinh: jnp.sinh,
+            sp.sin: jnp.sin,
+            sp.cos: jnp.cos,
+            sp.Abs: jnp.abs,
+            sp.sign: jnp.sign,
+            F.sigmoid: nn.sigmoid,
+            F.relu: nn.relu,
+            F.leaky_relu: lambda v: nn.leaky_relu(v, 0.01),
+            F.elu: nn.elu,
+            F.softplus: nn.softplus,
+            F.step: lambda v: (v > 0).astype(jnp.float64),
+        }
+        self.acts = {
+            "identity": lambda v: v,
+            "sigmoid": nn.sigmoid,
+            "tanh": jnp.tanh,
+            "relu": nn.relu,
+            "leaky_relu": lambda v: nn.leaky_relu(v, 0.01),
+            "softplus": nn.softplus,
+            "elu": nn.elu,
+            "silu": nn.silu,
+        }
+
+    def const(self, v):
+        return self.np.asarray(float(v), dtype=self.np.float64)
+
+    def asarray(self, a):
+        return self.np.asarray(np.asarray(a, dtype=np.float64))
+
+    def to_numpy(self, t) -> np.ndarray:
+        return np.asarray(t, dtype=np.float64)
+
+    def transpose(self, t, perm):
+        return self.np.transpose(t, perm) if perm else t
+
+    def reshape(self, t, shape):
+        return self.np.reshape(t, tuple(shape))
+
+    def sum(self, t, axis):
+        return self.np.sum(t, axis=axis)
+
+    def eye(self, n, m):
+        return self.np.eye(n, m, dtype=self.np.float64)
+
+    def arange(self, n):
+        return self.np.arange(n, dtype=self.np.float64)
+
+    def einsum(self, spec, t):
+        return self.np.einsum(spec, t)
+
+    def broadcast_to(self, t, shape):
+        return self.np.broadcast_to(t, tuple(shape))
+
+    def maximum(self, a, b):
+        return self.np.maximum(a, b)
+
+    def minimum(self, a, b):
+        return self.np.minimum(a, b)
+
+    def softmax(self, z):
+        return self.jax.nn.softmax(z, axis=1)
+
+    def mse(self, yhat, Y):
+        return self.np.mean((yhat - Y) ** 2)
+
+    def bce(self, yhat, Y):
+        # PyTorch's definition, logs clamped at -100 as F.binary_cross_entropy does.
+        lg = self.np.maximum(self.np.log(yhat), -100.0)
+        l1 = self.np.maximum(self.np.log1p(-yhat), -100.0)
+        return -self.np.mean(Y * lg + (1 - Y) * l1)
+
+    def cross_entropy(self, logits, Y):
+        return self.np.mean(-self.np.sum(Y * self.jax.nn.log_softmax(logits, axis=1), axis=1))
+
+    def mean(self, t):
+        return self.np.mean(t)
+
+    def loss_and_grads(self, fn, params: Mapping[str, np.ndarray]):
+        leaves = {k: self.asarray(v) for k, v in params.items()}
+        (value, yhat), grads = self.jax.value_and_grad(fn, has_aux=True)(leaves)
+        return self.to_numpy(yhat), float(value), {k: self.to_numpy(g) for k, g in grads.items()}
+
+
+def backend(name: str) -> _Ops | None:
+    """The ops of ``name`` ("torch" or "jax"), or None when that library is not installed."""
+    try:
+        return _TorchOps() if name == "torch" else _JaxOps()
+    except ImportError:
+        return None
+
+
+class _Named:
+    """A tensor with one named axis per index symbol (``_BATCH`` is the sample axis)."""
+
+    __slots__ = ("axes", "t")
+
+    def __init__(self, t, axes: tuple[sp.Symbol, ...]):
+        self.t = t
+        self.axes = axes
+
+
+def _align(ops: _Ops, items: Sequence[_Named]):
+    axes: list[sp.Symbol] = []
+    for it in items:
+        for a in it.axes:
+            if a not in axes:
+                axes.append(a)
+    out = []
+    for it in items:
+        if not it.axes:
+            out.append(it.t)
+            continue
+        present = [a for a in axes if a in it.axes]
+        t = ops.transpose(it.t, [it.axes.index(a) for a in present])
+        shape = [t.shape[present.index(a)] if a in it.axes else 1 for a in axes]
+        out.append(ops.reshape(t, shape))
+    return out, tuple(axes)
+
+
+def eval_tensor(
+    ops: _Ops,
+    expr: sp.Expr,
+    env: Mapping[str, object],
+    batched: set[str],
+    sizes: Mapping[sp.Symbol, int],
+    free: tuple[sp.Symbol, ...],
+    ranges: Mapping[sp.Symbol, int],
+    n: int,
+):
+    """Evaluate a component expression with the library's ops over the index grid.
+
+    Arrays named in ``batched`` carry a leading sample axis. The result has shape
+    ``(n, *[ranges[f] for f in free])`` (differentiable in every array of ``env``).
+    """
+
+    def size(e) -> int:
+        return int(sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()}))
+
+    def ev(e, rng) -> _Named:
+        sub: str | _Named
+        if e.is_Number:
+            return _Named(ops.const(float(e)), ())
+        if isinstance(e, sp.Indexed):
+            name = str(e.base.label)
+            ind = tuple(e.indices)
+            if any(not isinstance(s, sp.Symbol) for s in ind):
+                raise SpecError(f"cannot evaluate {e}: subscripts must be index names")
+            t = env[name]
+            lead = (_BATCH,) if name in batched else ()
+            if len(set(ind)) != len(ind):  # a repeated index: the diagonal
+                letters = "bcdefgh"
+                uniq = list(dict.fromkeys(ind))
+                sub = "".join(letters[uniq.index(s)] for s in ind)
+                spec = ("a" if lead else "") + sub
+                t = ops.einsum(f"{spec}->{''.join(dict.fromkeys(spec))}", t)
+                ind = tuple(uniq)
+            return _Named(t, lead + ind)
+        if isinstance(e, sp.KroneckerDelta):
+            a, b = e.args
+            return _Named(ops.eye(rng[a], rng[b]), (a, b))
+        if isinstance(e, sp.Symbol):
+            if e in rng:
+                return _Named(ops.arange(rng[e]), (e,))
+            if e in sizes:
+                return _Named(ops.const(sizes[e]), ())
+            if str(e) in env:
+                return _Named(env[str(e)], (_BATCH,) if str(e) in batched else ())
+            raise SpecError(f"cannot evaluate symbol {e}")
+        if isinstance(e, sp.Sum):
+            inner = dict(rng)
+            for var, lo, hi in e.limits:
+                if lo != 0:
+                    raise SpecError(f"sums must start at 0: {e}")
+                inner[var] = size(hi) + 1
+            sub = ev(e.function, inner)
+            t, axes = sub.t, list(sub.axes)
+            for var, _, _ in e.limits:
+                if var in axes:
+                    ax = axes.index(var)
+                    t = ops.sum(t, ax)
+                    axes.pop(ax)
+                else:
+                    t = t * float(inner[var])
+            return _Named(t, tuple(axes))
+        if e.is_Add or e.is_Mul:
+            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
+            acc = ts[0]
+            for t in ts[1:]:
+                acc = acc + t if e.is_Add else acc * t
+            return _Named(acc, axes)
+        if e.is_Pow:
+            base = ev(e.base, rng)
+            if e.exp.is_Integer:
+                return _Named(base.t ** int(e.exp), base.axes)
+            if e.exp.is_Number:
+                return _Named(base.t ** float(e.exp), base.axes)
+            (b, p), axes = _align(ops, [base, ev(e.exp, rng)])
+            return _Named(b**p, axes)
+        if isinstance(e, sp.Function):
+            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
+            if e.func in ops.funcs:
+                return _Named(ops.funcs[e.func](*ts), axes)
+            if e.func in (sp.Max, sp.Min):
+                pick = ops.maximum if e.func is sp.Max else ops.minimum
+                acc = ts[0]
+                for t in ts[1:]:
+                    acc = pick(acc, t)
+                return _Named(acc, axes)
+            raise SpecError(f"the {ops.name} reference has no rule for function {e.func}")
+        raise SpecError(f"the {ops.name} reference cannot evaluate {e!r}")
+
+    res = ev(expr, dict(ranges))
+    want = (_BATCH, *free)
+    extra = [a for a in res.axes if a not in want]
+    if extra:
+        raise SpecError(f"free indices {extra} left in {expr}")
+    t = res.t
+    if res.axes:
+        t = ops.transpose(t, [res.axes.index(a) for a in want if a in res.axes])
+        present = [a for a in want if a in res.axes]
+        t = ops.reshape(t, [t.shape[present.index(a)] if a in res.axes else 1 for a in want])
+    shape = [n, *(ranges[f] for f in free)]
+    return ops.broadcast_to(t, shape)
+
+
+def _dense_body(stage: Stage) -> sp.Expr | None:
+    """The body a plain dense stage has (None if ``stage`` is not one)."""
+    if stage.kind != "affine" or stage.label != "dense" or not stage.params:
+        return None
+    W = stage.params[0].base
+    j = sp.Symbol("j", integer=True)
+    body = sp.Sum(W[stage.index, j] * stage.inp[j], (j, 0, stage.in_width - 1))
+    if len(stage.params) == 2:
+        body = body + stage.params[1].base[stage.index]
+    return body
+
+
+def _is_builtin_activation(stage: Stage) -> bool:
+    if stage.kind != "elementwise" or stage.label not in ACTIVATIONS:
+        return False
+    return stage.body == ACTIVATIONS[stage.label].xreplace({x: stage.inp[stage.index]})
+
+
+def _is_softmax(stage: Stage) -> bool:
+    if stage.label != "softmax":
+        return False
+    j = sp.Symbol("j", integer=True)
+    i = stage.index
+    want = sp.exp(stage.inp[i]) / sp.Sum(sp.exp(stage.inp[j]), (j, 0, stage.width - 1))
+    return stage.body == want
+
+
+_BUILTIN_LOSS = {
+    "mse": (yhat_s - y_s) ** 2,
+    "bce": -(y_s * sp.log(yhat_s) + (1 - y_s) * sp.log(1 - yhat_s)),
+}
+
+
+def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, Y):
+    """``(yhat, loss)`` of ``net`` in the library of ``ops`` (params, X, Y are its tensors)."""
+    n = int(X.shape[0])
+    sizes = {s: int(v) for s, v in net.sizes.items()}
+    env: dict[str, object] = dict(params)
+    env[str(net.input)] = X
+    env[str(net.loss.target)] = Y
+    batched = {str(net.input), str(net.loss.target)}
+    cur = X
+    for s in net.stages:
+        dense = _dense_body(s)
+        if dense is not None and s.body == dense:
+            b = params[s.params[1].name] if len(s.params) == 2 else None
+            out = ops.dense(cur, params[s.params[0].name], b)
+        elif _is_builtin_activation(s):
+            out = ops.acts[s.label](cur)
+        elif _is_softmax(s):
+            out = ops.softmax(cur)
+        else:  # custom activation or map layer: its component form over the index grid
+            w = net.size(s.width)
+            out = eval_tensor(ops, s.body, env, batched, sizes, (s.index,), {s.index: w}, n)
+        env[s.name] = out
+        batched.add(s.name)
+        cur = out
+    loss = net.loss
+    last = net.stages[-1]
+    if loss.name == "cross_entropy" and loss.requires_softmax and _is_softmax(last):
+        value = ops.cross_entropy(env[str(last.inp)], Y)
+    elif loss.name in _BUILTIN_LOSS and loss.elementwise == _BUILTIN_LOSS[loss.name]:
+        value = getattr(ops, loss.name)(cur, Y)
+    else:  # a custom loss: the mean over samples of the per-sample loss
+        per = eval_tensor(ops, loss.body, env, batched, sizes, (), {}, n)
+        value = ops.mean(per)
+    return cur, value
+
+
+def reference_loss_and_grads(
+    name: str, net: Network, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray
+) -> tuple[np.ndarray, float, dict[str, np.ndarray]] | None:
+    """``(yhat, loss, grads)`` in float64 from torch or jax autograd (None if not installed)."""
+    ops = backend(name)
+    if ops is None:
+        return None
+    Xt, Yt = ops.asarray(X), ops.asarray(Y)
+
+    def fn(leaves):
+        yhat, value = reference_forward(ops, net, leaves, Xt, Yt)
+        return value, yhat
+
+    return ops.loss_and_grads(fn, params)
+
+
+def torch_reference(net: Network, params, X, Y):
+    """``(yhat, loss, grads)`` from PyTorch autograd (float64); None without torch."""
+    return reference_loss_and_grads("torch", net, params, X, Y)
+
+
+def jax_reference(net: Network, params, X, Y):
+    """``(yhat, loss, grads)`` from JAX autograd (float64); None without jax."""
+    return reference_loss_and_grads("jax", net, params, X, Y)
+
+
+# -- finite differences -----------------------------------------------------------------
