@@ -122,6 +122,7 @@ class _Target:
     meaning: str
     alternative: sp.Expr | None = None
     accept_i: bool = False  # a one-index parameter gradient: i may stand for p
+    matrix: sp.Expr | None = None  # the per-sample matrix form, for matrix-notation formulas
 
 
 def _stage_by_names(net: Network, out: str, inp: str) -> Stage | None:
@@ -167,7 +168,7 @@ def _step_target(net: Network, st: Step) -> _Target:
         meaning = f"dL/d{st.wrt} (per sample)"
     alt = st.unfused if st.fused and st.unfused is not None else None
     accept_i = st.kind == "param" and len(st.indices) == 1
-    return _Target(st.grad, st.component, st.indices, ranges, meaning, alt, accept_i)
+    return _Target(st.grad, st.component, st.indices, ranges, meaning, alt, accept_i, st.matrix)
 
 
 def _local_target(net: Network, text: str, out: str, inp: str) -> _Target:
@@ -334,6 +335,8 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     """
     net, d = _derivation(net, seed)
     target = _resolve(d, net, grad)
+    if isinstance(formula, str) and "[" not in formula:
+        return _check_matrix(net, d, target, formula, seed)
     shapes = _shapes(d, net)
     expr, placeholders = _parse(formula, target, shapes, net)
     expr, problems = _bind_ranges(expr, placeholders, shapes)
@@ -384,6 +387,66 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
         "derived": float(want[pos]),
         "values": _values_used(expr, target, env, index),
     }
+    return result
+
+
+def _check_matrix(
+    net: Network, d: Derivation, target: _Target, formula: str, seed: int
+) -> CheckResult:
+    """``check_formula`` for matrix notation (``delta2 a1^T``): per sample, vectors as columns."""
+    from .matrix_formula import FormulaShapeError, evaluate
+    from .render_doc import TextPrinter
+
+    shown = TextPrinter().doprint(target.matrix) if target.matrix is not None else None
+    result = CheckResult(
+        ok=False,
+        grad=target.name,
+        formula=formula.strip(),
+        parsed=formula.strip(),
+        derived=shown or formula_text(target.expr),
+        indices=() if shown else tuple(str(f) for f in target.free),
+        meaning=target.meaning,
+        alternative=formula_text(target.expr) if shown else None,
+    )
+    rng = np.random.default_rng(seed)
+    sizes = dict(net.sizes)
+    for point in range(1, POINTS + 1):
+        env = _random_env(d, net, rng)
+        want = eval_component(target.expr, env, sizes, target.free, target.ranges)
+        try:
+            got = evaluate(formula, env, field="--formula")
+        except FormulaShapeError as exc:
+            result.problem = f"the shapes do not fit: {exc}"
+            return result
+        if want.ndim == 1 and got.shape == (want.shape[0], want.shape[0]) and want.shape[0] > 1:
+            want = np.diag(want)  # a diagonal Jacobian written as diag(...)
+        elif want.ndim == 1 and got.shape == (want.shape[0], 1):
+            got = got[:, 0]
+        if got.size == 1 and want.size != 1:
+            got = np.broadcast_to(got.reshape(()), want.shape)
+        if got.shape != want.shape:
+            kind = "a column vector" if want.ndim == 1 else "a matrix"
+            expect = f"{want.shape[0]} x 1" if want.ndim == 1 else " x ".join(map(str, want.shape))
+            have = " x ".join(map(str, got.shape))
+            result.problem = f"your formula is {have}; {target.name} is {kind} of shape {expect}"
+            return result
+        scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-300)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(got - want)
+        diff = np.where(np.isfinite(diff), diff, np.inf)
+        if want.size and float(np.max(diff)) > TOL * scale:
+            pos = np.unravel_index(int(np.argmax(diff)), want.shape)
+            names = [str(f) for f in target.free] if want.ndim == len(target.free) else ["i", "k"]
+            result.counterexample = {
+                "point": point,
+                "index": {n: int(v) for n, v in zip(names, pos, strict=False)},
+                "yours": float(got[pos]),
+                "derived": float(want[pos]),
+                "values": "",
+            }
+            return result
+        result.points = point
+    result.ok = True
     return result
 
 

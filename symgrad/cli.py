@@ -101,12 +101,18 @@ edited generated file). Exit code 1 means some gradient did not match.
 
 _CHECK_EPILOG = """\
 examples:
-  symgrad check examples/seed_net.toml --grad b2 --formula "..."
-  symgrad check examples/softmax_classifier.toml --grad W2 --formula "..."
+  symgrad check examples/seed_net.toml --grad dW2 --formula "delta2 a1^T"
+  symgrad check examples/seed_net.toml --grad delta1 --formula "(W2^T delta2) * a1 * (1 - a1)"
+  symgrad check examples/seed_net.toml --grad da1/dz1 --formula "z1*(1 - z1)"   # wrong: a1(1 - a1)
+  symgrad check examples/seed_net.toml --grad dW2 --formula "delta2[p]*a1[q]"
 
-Write the formula for one gradient (NAME is a parameter such as W1 or b2) in the
-expression syntax of spec files. Exit code 0 means it equals the derived gradient,
-1 that it does not (the report shows where they differ).
+NAME is a derived quantity: a parameter gradient (dW2, db1, or just W2), a delta
+(delta1 = dL/dz1), an activation gradient (da1), dx, or a local derivative (da1/dz1).
+The formula is per sample, in matrix notation (vectors are columns; * or ⊙ elementwise,
+juxtaposition or @ the matrix product, ^T or .T a transpose; outer, dot, sum, diag)
+or in component form with subscripts (free index i for vectors, p, q for matrices,
+sums as sum(expr, k)). Exit code 0 means it equals the derived gradient, 1 that it
+does not: the report shows the derived formula and a numeric counterexample.
 """
 
 
@@ -275,10 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
     p.add_argument(
-        "--grad", metavar="NAME", required=True, help="the gradient to check, e.g. W2 or b1"
+        "--grad",
+        metavar="NAME",
+        required=True,
+        help="the gradient to check, e.g. dW2, delta1, da1 or da1/dz1",
     )
     p.add_argument(
-        "--formula", metavar="TEXT", required=True, help="your formula for that gradient"
+        "--formula",
+        metavar="TEXT",
+        required=True,
+        help='your formula, e.g. "delta2 a1^T" or "delta2[p]*a1[q]"',
     )
     p.set_defaults(run=_cmd_check)
     return parser

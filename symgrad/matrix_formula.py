@@ -1,0 +1,298 @@
+"""Check-my-derivation input, matrix notation: read and evaluate ``delta2 a1^T``-style formulas.
+
+People write gradients in matrix form as often as in components: ``dL/dW2 = delta2 a1^T``,
+``delta1 = (W2^T delta2) * a1 * (1 - a1)``. This module reads such text with a whitelist
+tokenizer and a recursive-descent parser (no eval, no sympify) and evaluates it directly
+with NumPy on per-sample values, vectors being columns:
+
+- names of the network's quantities (``a1``, ``z1``, ``delta2``, ``da1``, ``W2``, ``b1``,
+  ``x``, ``y``) and numbers;
+- ``+ - / **`` and ``*`` or ``⊙`` elementwise (shapes must match; a scalar broadcasts);
+- ``@`` or juxtaposition (``W2^T delta2``) for the matrix product; ``^T`` or ``.T`` transposes;
+- functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid`` elementwise, and
+  ``outer(u, v)``, ``dot(u, v)``, ``sum(v)``, ``diag(v)``.
+
+Shape slips are answered as such: ``a1^T delta2`` for ``dL/dW2`` is "a 1 x 1, expected 2 x 4".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SpecError
+
+MAX_CHARS = 2000
+MAX_TOKENS = 500
+MAX_DEPTH = 40
+MAX_EXPONENT = 64.0
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op>\*\*|\^T|\.T|[-+*/@(),⊙]))"
+)
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return 0.5 + 0.5 * np.tanh(0.5 * v)
+
+
+ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "tanh": np.tanh,
+    "cosh": np.cosh,
+    "sinh": np.sinh,
+    "sin": np.sin,
+    "cos": np.cos,
+    "sigmoid": _sigmoid,
+}
+SPECIAL = ("outer", "dot", "sum", "diag")
+
+
+class FormulaShapeError(Exception):
+    """The formula is well-formed but its shapes do not fit (a mistake in the math)."""
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # "num", "name", "op", "end"
+    text: str
+    pos: int
+
+
+def tokenize(text: str, *, field: str | None = None) -> list[_Tok]:
+    """Split ``text`` into whitelisted tokens; anything else is a one-line SpecError."""
+    if not isinstance(text, str):
+        raise SpecError("expected a formula string", field=field)
+    if len(text) > MAX_CHARS:
+        raise SpecError(f"formula longer than {MAX_CHARS} characters", field=field)
+    out: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            bad = text[pos:].lstrip()[:1]
+            where = len(text) - len(text[pos:].lstrip())
+            raise SpecError(f"unexpected character {bad!r} at position {where}", field=field)
+        kind = m.lastgroup or "op"
+        out.append(_Tok(kind, m.group(kind), m.start(kind)))
+        pos = m.end()
+        if len(out) > MAX_TOKENS:
+            raise SpecError(f"formula longer than {MAX_TOKENS} tokens", field=field)
+    if not out:
+        raise SpecError("empty formula", field=field)
+    out.append(_Tok("end", "", len(text)))
+    return out
+
+
+class _Parser:
+    """Recursive descent straight to NumPy values (the formula is evaluated as it is read)."""
+
+    def __init__(self, toks: list[_Tok], env: Mapping[str, np.ndarray], field: str | None):
+        self.toks = toks
+        self.i = 0
+        self.env = env
+        self.field = field
+        self.depth = 0
+
+    # -- helpers ---------------------------------------------------------------------
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self) -> _Tok:
+        t = self.toks[self.i]
+        self.i += 1
+        return t
+
+    def fail(self, msg: str) -> SpecError:
+        return SpecError(msg, field=self.field)
+
+    def expect(self, text: str) -> None:
+        t = self.take()
+        if t.text != text:
+            found = repr(t.text) if t.kind != "end" else "the end"
+            raise self.fail(f"expected {text!r} at position {t.pos}, found {found}")
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"formula nested deeper than {MAX_DEPTH}")
+
+    # -- grammar ---------------------------------------------------------------------
+    def parse(self) -> np.ndarray:
+        value = self.expr()
+        t = self.peek()
+        if t.kind != "end":
+            raise self.fail(f"unexpected {t.text!r} at position {t.pos}")
+        return value
+
+    def expr(self) -> np.ndarray:
+        value = self.term()
+        while self.peek().text in ("+", "-"):
+            op = self.take().text
+            rhs = self.term()
+            value = _elementwise(value, rhs, np.add if op == "+" else np.subtract, op)
+        return value
+
+    def _starts_primary(self, t: _Tok) -> bool:
+        return t.kind in ("num", "name") or t.text == "("
+
+    def term(self) -> np.ndarray:
+        value = self.unary()
+        while True:
+            t = self.peek()
+            if t.text in ("*", "⊙", "/"):
+                self.take()
+                rhs = self.unary()
+                fn = np.divide if t.text == "/" else np.multiply
+                value = _elementwise(value, rhs, fn, t.text)
+            elif t.text == "@":
+                self.take()
+                value = _matmul(value, self.unary())
+            elif self._starts_primary(t):  # juxtaposition: W2^T delta2
+                value = _matmul(value, self.unary())
+            else:
+                return value
+
+    def unary(self) -> np.ndarray:
+        if self.peek().text in ("-", "+"):
+            op = self.take().text
+            self.nest()
+            v = self.unary()
+            self.depth -= 1
+            return -v if op == "-" else v
+        return self.power()
+
+    def power(self) -> np.ndarray:
+        base = self.postfix()
+        if self.peek().text != "**":
+            return base
+        self.take()
+        sign = 1.0
+        if self.peek().text == "-":
+            self.take()
+            sign = -1.0
+        t = self.take()
+        if t.kind != "num":
+            raise self.fail(f"the exponent at position {t.pos} must be a number")
+        e = sign * float(t.text)
+        if abs(e) > MAX_EXPONENT:
+            raise self.fail(f"exponent {e:g} is too large (at most {MAX_EXPONENT:g})")
+        with np.errstate(all="ignore"):
+            return np.power(base, e)
+
+    def postfix(self) -> np.ndarray:
+        value = self.primary()
+        while self.peek().text in ("^T", ".T"):
+            self.take()
+            value = value.T
+        return value
+
+    def primary(self) -> np.ndarray:
+        t = self.take()
+        if t.kind == "num":
+            v = float(t.text)
+            if not np.isfinite(v):
+                raise self.fail(f"number {t.text} at position {t.pos} is not finite")
+            return np.array([[v]])
+        if t.text == "(":
+            self.nest()
+            inner = self.expr()
+            self.expect(")")
+            self.depth -= 1
+            return inner
+        if t.kind == "name":
+            if self.peek().text == "(":
+                return self.call(t)
+            if t.text in self.env:
+                arr = np.asarray(self.env[t.text], dtype=float)
+                return arr.reshape(-1, 1) if arr.ndim == 1 else arr
+            allowed = ", ".join(sorted(self.env))
+            raise self.fail(f"unknown name {t.text!r} at position {t.pos} (allowed: {allowed})")
+        found = repr(t.text) if t.kind != "end" else "the end of the formula"
+        raise self.fail(f"unexpected {found} at position {t.pos}")
+
+    def call(self, name: _Tok) -> np.ndarray:
+        fn = name.text
+        if fn not in ELEMENTWISE and fn not in SPECIAL:
+            allowed = ", ".join([*ELEMENTWISE, *SPECIAL])
+            raise self.fail(f"function {fn!r} is not allowed (allowed: {allowed})")
+        self.expect("(")
+        self.nest()
+        args = [self.expr()]
+        while self.peek().text == ",":
+            self.take()
+            args.append(self.expr())
+        self.expect(")")
+        self.depth -= 1
+        want = 2 if fn in ("outer", "dot") else 1
+        if len(args) != want:
+            raise self.fail(f"{fn}() takes {want} argument(s), got {len(args)}")
+        with np.errstate(all="ignore"):
+            if fn in ELEMENTWISE:
+                return ELEMENTWISE[fn](args[0])
+        if fn == "outer":
+            return _matmul(_column(args[0], "outer"), _column(args[1], "outer").T)
+        if fn == "dot":
+            return _matmul(_column(args[0], "dot").T, _column(args[1], "dot"))
+        if fn == "sum":
+            return np.array([[float(np.sum(args[0]))]])
+        return np.diagflat(_column(args[0], "diag"))
+
+
+def _shape(a: np.ndarray) -> str:
+    return " x ".join(str(s) for s in a.shape)
+
+
+def _is_scalar(a: np.ndarray) -> bool:
+    return a.size == 1
+
+
+def _column(a: np.ndarray, what: str) -> np.ndarray:
+    if a.ndim == 2 and a.shape[1] == 1:
+        return a
+    if a.ndim == 2 and a.shape[0] == 1:
+        return a.T
+    raise FormulaShapeError(f"{what}() needs vectors, got a {_shape(a)} matrix")
+
+
+def _elementwise(a: np.ndarray, b: np.ndarray, fn, op: str) -> np.ndarray:
+    if a.shape != b.shape and not (_is_scalar(a) or _is_scalar(b)):
+        raise FormulaShapeError(
+            f"'{op}' needs equal shapes (or a scalar), got {_shape(a)} and {_shape(b)}"
+        )
+    if _is_scalar(a) and not _is_scalar(b):
+        a = a.reshape(())
+    if _is_scalar(b) and not _is_scalar(a):
+        b = b.reshape(())
+    with np.errstate(all="ignore"):
+        return np.asarray(fn(a, b))
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if _is_scalar(a) or _is_scalar(b):  # a number times a matrix
+        return _elementwise(a, b, np.multiply, "*")
+    if a.shape[1] != b.shape[0]:
+        raise FormulaShapeError(
+            f"matrix product of a {_shape(a)} and a {_shape(b)}: inner sizes differ"
+        )
+    return a @ b
+
+
+def evaluate(text: str, env: Mapping[str, np.ndarray], *, field: str | None = None) -> np.ndarray:
+    """The value of a matrix-notation formula (vectors as columns).
+
+    Raises:
+        SpecError: the text is not a formula (bad token, unknown name, ...).
+        FormulaShapeError: the shapes of the formula's terms do not fit together.
+    """
+    return _Parser(tokenize(text, field=field), env, field).parse()
