@@ -136,8 +136,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"({text})"
 
     def _print_BMatMul(self, expr):
+        # Parenthesised: in Python * and @ share a precedence level, so a * (b @ W) must not
+        # print as a * b @ W. The code generator drops parentheses around a whole statement.
         v, w, t = expr.args
-        return f"{self._atom(v)} @ {self._print(w)}{'.T' if t == 1 else ''}"
+        return f"({self._atom(v)} @ {self._print(w)}{'.T' if t == 1 else ''})"
 
     def _print_BOuter(self, expr):
         # numpy's matmul takes a slow non-BLAS path for a batch of one; np.dot does not,

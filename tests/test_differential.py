@@ -19,7 +19,7 @@ import sympy as sp
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from symgrad import Dense, Map, a, build, i, j, n, x, y_s, yhat_s
+from symgrad import Dense, Map, a, build, i, j, k, n, x, y_s, yhat_s
 from symgrad.codegen import generate, load_module
 from symgrad.functions import sigmoid
 from symgrad.verify import random_targets, rel_error, torch_reference
@@ -47,11 +47,16 @@ GROWING = {
 }
 
 G = sp.IndexedBase("g", real=True)
+A = sp.IndexedBase("A", real=True)
 MAPS = {
     "l2norm": (a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6)), {}),
     "softmax_map": (sp.exp(a[i]) / sp.Sum(sp.exp(a[j]), (j, 0, n - 1)), {}),
     "self_gate": (a[i] * sigmoid(a[i]), {}),
     "gain": (G[i] * sp.tanh(a[i]), {G: (n,)}),
+    "bilinear": (
+        a[i] * sp.tanh(sp.Sum(sp.Sum(a[j] * A[j, k] * a[k], (k, 0, n - 1)), (j, 0, n - 1))),
+        {A: (n, n)},
+    ),
 }
 
 
