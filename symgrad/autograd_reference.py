@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
+from sympy.core.function import Application
 
 from . import functions as F
 from .errors import SpecError
@@ -406,7 +407,7 @@ def eval_tensor(
                 return _Named(base.t ** float(e.exp), base.axes)
             (b, p), axes = _align(ops, [base, ev(e.exp, rng)])
             return _Named(b**p, axes)
-        if isinstance(e, sp.Function):
+        if isinstance(e, Application):  # functions, and Max / Min
             ts, axes = _align(ops, [ev(a, rng) for a in e.args])
             if e.func in ops.funcs:
                 return _Named(ops.funcs[e.func](*ts), axes)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import sympy as sp
+from sympy.core.function import Application
 
 from . import functions as F
 from .errors import DerivationError
@@ -148,7 +149,7 @@ def eval_component(
             (b, x), axes = _align([ev(e.base), ev(e.exp)])
             with np.errstate(divide="ignore", invalid="ignore"):
                 return _Axes(np.power(b, x), axes)
-        if isinstance(e, sp.Function):
+        if isinstance(e, Application):  # functions, and Max / Min
             parts = [ev(a) for a in e.args]
             arrs, axes = _align(parts)
             return _Axes(_apply(e.func, arrs), axes)
@@ -200,7 +201,7 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return out
         if e.is_Pow:
             return np.power(ev(e.base), ev(e.exp))
-        if isinstance(e, sp.Function):
+        if isinstance(e, Application):  # functions, and Max / Min
             return _apply(e.func, [ev(a) for a in e.args])
         raise DerivationError(f"cannot evaluate {e!r}")
 

@@ -39,6 +39,7 @@ BOUNDED = {
     "gauss": lambda u: sp.exp(-(u**2)),
     "softsign": lambda u: u / (1 + sp.Abs(u)),
     "sin": sp.sin,
+    "clip": lambda u: sp.Min(1, sp.Max(-1, u)),
 }
 GROWING = {
     "cubic": lambda u: u**3 / 5 + u,

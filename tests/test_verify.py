@@ -321,3 +321,15 @@ def test_torch_reference_is_independent_of_symgrad_derivatives():
     assert rel_error(value, float(want.detach()))[1] < 1e-14
     for k in params:
         assert rel_error(grads[k], t[k].grad.numpy())[1] < 1e-12
+
+
+def test_max_min_activations_verify_in_every_reference():
+    """max/min are SymPy Applications, not Functions: every evaluator must take them."""
+    import sympy as sp
+
+    from symgrad import Dense, build, x
+
+    clip = sp.Min(1, sp.Max(-1, 2 * x))
+    net = build("clip_net", 3, [Dense(4, clip), Dense(2, "sigmoid")], "mse")
+    report = verify_network(net, symbolic=True)
+    assert report.ok, report.format()
