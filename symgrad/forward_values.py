@@ -41,7 +41,9 @@ def rewrite(expr: sp.Expr, stage: Stage) -> sp.Expr:
     dep = [f for f in sp.Mul.make_args(body) if f.has(stage.index)]
     rest = sp.Mul(*[f for f in sp.Mul.make_args(body) if not f.has(stage.index)])
     numer = sp.Mul(*dep)
-    sums = {s: sp.Dummy("S") for s in body.atoms(sp.Sum)}
+    # Sums of the body that do not involve the free index (softmax's denominator) are frozen;
+    # those that do (a dense-like Sum_j A[i, j] x[j]) are part of the pattern itself.
+    sums = {s: sp.Dummy("S") for s in body.atoms(sp.Sum) if not s.has(stage.index)}
     thaw = {v: k for k, v in sums.items()}
     rest_f = rest.xreplace(sums)
 

@@ -207,3 +207,26 @@ def test_local_jacobian_evaluates_to_the_elementwise_derivative():
     a1 = np.array([0.2, 0.4, 0.6, 0.8])
     J = eval_component(s.local, {"a1": a1}, {}, (i, k), {i: 4, k: 4})
     np.testing.assert_allclose(J, np.diag(a1 * (1 - a1)))
+
+
+def test_a_user_written_dense_layer_is_derived_like_the_built_in_one():
+    """A Map with its own weight matrix and a different output width: the same gradients as
+    Dense, in forward values (1 - a^2), since the engine never asks which layer it is."""
+    from symgrad import Map, a, i, j, m, n
+
+    A = sp.IndexedBase("A", real=True)
+    c = sp.IndexedBase("c", real=True)
+    body = sp.tanh(sp.Sum(A[i, j] * a[j], (j, 0, n - 1)) + c[i])
+    net = build("md", 3, [Map(body, units=5, params={A: (m, n), c: (m,)}), Dense(2)], "mse")
+    d = derive(net)
+    a1, da1 = Vec("a1"), Vec("da1")
+    assert sp.expand(d.step("dA1").matrix - Outer(da1 * (1 - a1**2), Vec("x"))) == 0
+    assert sp.expand(d.step("dc1").matrix - da1 * (1 - a1**2)) == 0
+    params, x, y = _sample(net, 0)
+    _, env = run_derivation(d, params, x, y)
+
+    def f(v):
+        return run_derivation(d, {**params, "A1": v}, x, y)[0]
+
+    ref = _fd(f, params["A1"])
+    assert np.max(np.abs(env["dA1"] - ref)) / np.max(np.abs(ref)) < 1e-7
