@@ -1,0 +1,213 @@
+"""Printing helper: break long LaTeX equations across lines instead of running off the page.
+
+``visual_width`` estimates how wide typeset math is (fractions stacked, scripts small);
+``split_terms`` cuts an expression at its top-level ``+``/``-`` (never inside a group) and
+``break_expression`` packs the pieces into lines that fit, descending into the largest
+parenthesised group when one term alone is too wide.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TOKEN = re.compile(r"\\[A-Za-z]+|\\.|[{}^_&]|\s+|.", re.S)
+_SCRIPT = 0.65
+_WIDTHS = {
+    r"\quad": 2.0,
+    r"\qquad": 4.0,
+    r"\,": 0.3,
+    r"\;": 0.4,
+    r"\!": 0.0,
+    r"\odot": 2.0,
+    r"\cdot": 1.5,
+    r"\top": 0.8,
+    r"\sum": 1.6,
+    r"\partial": 1.0,
+}
+_ARG1 = {
+    r"\mathbf",
+    r"\boldsymbol",
+    r"\mathrm",
+    r"\operatorname",
+    r"\hat",
+    r"\mathcal",
+    r"\mathbb",
+    r"\text",
+    r"\textit",
+    r"\mathit",
+}
+_ZERO = {r"\left", r"\right", r"\displaystyle", r"\limits", r"\nolimits"}
+
+
+class _Width:
+    """Estimate the printed width of LaTeX math in glyphs (fractions stacked, scripts small)."""
+
+    def __init__(self, tex: str) -> None:
+        self.toks = [t for t in _TOKEN.findall(tex)]
+        self.pos = 0
+
+    def _next(self) -> str | None:
+        if self.pos >= len(self.toks):
+            return None
+        t = self.toks[self.pos]
+        self.pos += 1
+        return t
+
+    def _arg(self) -> float:
+        while self.pos < len(self.toks) and self.toks[self.pos].isspace():
+            self.pos += 1
+        t = self._next()
+        if t is None:
+            return 0.0
+        if t == "{":
+            return self.seq(until="}")
+        return self._atom(t)
+
+    def _atom(self, t: str) -> float:
+        if t.isspace() or t in "&":
+            return 0.0
+        if t in "+-=<>":
+            return 2.2
+        if t == "{":
+            return self.seq(until="}")
+        if t in ("^", "_"):
+            return _SCRIPT * self._arg()
+        if t.startswith("\\") and len(t) > 1:
+            if t in (r"\frac", r"\dfrac", r"\tfrac"):
+                return max(self._arg(), self._arg()) + 0.6
+            if t == r"\sqrt":
+                return self._arg() + 1.2
+            if t in _ARG1:
+                return self._arg()
+            if t in _ZERO:
+                d = self._next()
+                if d == "\\" or (d and d.startswith("\\") and len(d) > 1):
+                    return 0.6
+                return 0.0 if d == "." else 0.6
+            return _WIDTHS.get(t, 1.0)
+        return 1.0
+
+    def seq(self, until: str | None = None) -> float:
+        w = 0.0
+        while True:
+            t = self._next()
+            if t is None or t == until:
+                return w
+            w += self._atom(t)
+
+
+def visual_width(tex: str) -> float:
+    """An estimate of the width of displayed LaTeX math, in average glyph widths."""
+    return _Width(tex).seq()
+
+
+def _scan(tex: str) -> list[tuple[int, int]]:
+    """(position, depth) of every token, depth counting ``{}``, ``()`` and ``\\left``."""
+    out = []
+    depth = 0
+    pos = 0
+    for t in _TOKEN.findall(tex):
+        out.append((pos, depth))
+        if t in ("{", "(", r"\left"):
+            depth += 1
+        elif t in ("}", ")", r"\right"):
+            depth -= 1
+        pos += len(t)
+    return out
+
+
+def split_terms(tex: str) -> list[str]:
+    """Split LaTeX at top-level binary ``+``/``-``; later pieces start with the sign."""
+    cuts = []
+    for pos, depth in _scan(tex):
+        binary = depth == 0 and pos > 0 and tex[pos] in "+-" and tex[pos - 1] == " "
+        if binary and tex[pos + 1 : pos + 2] == " ":
+            prev = tex[:pos].rstrip()
+            if prev and prev[-1] not in "=(&{,":
+                cuts.append(pos)
+    pieces, last = [], 0
+    for c in cuts:
+        pieces.append(tex[last:c].strip())
+        last = c
+    pieces.append(tex[last:].strip())
+    return [p for p in pieces if p]
+
+
+def _paren_groups(tex: str) -> list[tuple[int, int, int]]:
+    """Top-level parenthesised groups: (start, end, length of the opening delimiter)."""
+    toks = _TOKEN.findall(tex)
+    spans = []
+    stack: list[tuple[str, int]] = []
+    pos = 0
+    n = 0
+    while n < len(toks):
+        t = toks[n]
+        if t == r"\left" and n + 1 < len(toks):
+            stack.append((r"\left" + toks[n + 1], pos))
+            pos += len(t) + len(toks[n + 1])
+            n += 2
+            continue
+        if t == r"\right" and n + 1 < len(toks):
+            end = pos + len(t) + len(toks[n + 1])
+            if stack:
+                kind, start = stack.pop()
+                if not stack and kind == r"\left(" and toks[n + 1] == ")":
+                    spans.append((start, end, len(kind)))
+            pos = end
+            n += 2
+            continue
+        if t in ("(", "{"):
+            stack.append((t, pos))
+        elif t in (")", "}") and stack:
+            kind, start = stack.pop()
+            if not stack and kind == "(" and t == ")":
+                spans.append((start, pos + 1, 1))
+        pos += len(t)
+        n += 1
+    return spans
+
+
+def _pack(pieces: list[str], avail: float) -> list[str]:
+    chunks: list[str] = []
+    cur = ""
+    for p in pieces:
+        cand = (cur + " " + p).strip()
+        if cur and visual_width(cand) > avail:
+            chunks.append(cur)
+            cur = p
+        else:
+            cur = cand
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def break_expression(tex: str, avail: float) -> list[str]:
+    """Break one right-hand side into lines no wider than ``avail`` where possible.
+
+    First at top-level ``+``/``-``; a term still too wide is broken inside its widest pair
+    of parentheses with ``\\right.``/``\\left.`` so every line balances on its own.
+    """
+    if visual_width(tex) <= avail:
+        return [tex]
+    lines: list[str] = []
+    for chunk in _pack(split_terms(tex), avail):
+        if visual_width(chunk) <= avail:
+            lines.append(chunk)
+            continue
+        spans = _paren_groups(chunk)
+        if not spans:
+            lines.append(chunk)
+            continue
+        a, b, opening = max(spans, key=lambda s: visual_width(chunk[s[0] : s[1]]))
+        inner = chunk[a + opening : b - (opening + 1 if opening > 1 else 1)]
+        parts = _pack(split_terms(inner), avail - 2)
+        if len(parts) < 2:
+            lines.append(chunk)
+            continue
+        head, tail = chunk[:a], chunk[b:]
+        for n, p in enumerate(parts):
+            left = head + r"\left(" if n == 0 else r"\left."
+            right = r"\right)" + tail if n == len(parts) - 1 else r"\right."
+            lines.append(f"{left} {p} {right}".strip())
+    return lines
