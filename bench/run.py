@@ -47,7 +47,7 @@ import sympy as sp  # noqa: E402
 from handwritten import make_loss_and_grads  # noqa: E402
 
 from symgrad import Dense, build, derive  # noqa: E402
-from symgrad.codegen import generate, load_module  # noqa: E402
+from symgrad.backends.codegen import generate, load_module  # noqa: E402
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # a CPU comparison, even where a GPU is
 

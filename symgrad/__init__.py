@@ -11,9 +11,12 @@ The pipeline, one module per stage (the output of each stage is the input of the
 
 from __future__ import annotations
 
-from .derivation import Derivation, Forward, Step, derive
-from .errors import DerivationError, SpecError, SymgradError
-from .layers import (
+__version__ = "0.1.0"
+
+from symgrad.calculus.reverse import Derivation, Forward, Step, derive
+from symgrad.documents import render as _render  # noqa: F401 - registers notebook display
+from symgrad.errors import DerivationError, SpecError, SymgradError
+from symgrad.ir.layers import (
     ACTIVATION_NAMES,
     LOSS_NAMES,
     Activation,
@@ -30,9 +33,7 @@ from .layers import (
     y_s,
     yhat_s,
 )
-from .network import Loss, Network, Param, Stage
-
-__version__ = "0.1.0"
+from symgrad.ir.network import Loss, Network, Param, Stage
 
 __all__ = [
     "ACTIVATION_NAMES",

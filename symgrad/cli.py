@@ -1,7 +1,7 @@
 """The ``symgrad`` command line: derive, codegen, verify and check (CONTRACT section 3).
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
-stage, :mod:`symgrad.spec`), derive the gradients, then render a document, generate
+stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate
 code, or verify code or a formula.
 
 Exit codes: 0 success; 1 a verification mismatch (or a wrong formula for ``check``);
@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from . import __version__
-from .errors import DerivationError, SpecError, SymgradError
-from .files import MARKER, atomic_write, is_generated
+from symgrad import __version__
+from symgrad.errors import DerivationError, SpecError, SymgradError
+from symgrad.files import MARKER, atomic_write, is_generated
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(spec: str):
-    from .spec import load_spec
+    from symgrad.frontend.spec import load_spec
 
     return load_spec(spec)
 
@@ -337,14 +337,14 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.output:
         _check_writable(args.output)
     net = _load(args.spec)
-    from . import derive
-    from .render_doc import render
+    from symgrad import derive
+    from symgrad.documents.render import render
 
     d = derive(net)
     text = render(d, to=args.to, form=args.form, standalone=not args.fragment)
     dot_text = None
     if graph_fmt:
-        from .graph import render_graph, to_dot
+        from symgrad.documents.graph import render_graph, to_dot
 
         dot_text = to_dot(d)
     if args.output:
@@ -370,7 +370,7 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_writable(args.output, args.force)
     net = _load(args.spec)
-    from .codegen import generate
+    from symgrad.backends.codegen import generate
 
     code = generate(net, optimizer=args.optimizer)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
@@ -382,7 +382,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.module is not None and not Path(args.module).is_file():
         raise SpecError("no such file", field="--module", file=args.module)
     net = _load(args.spec)
-    from .verify import verify_network
+    from symgrad.verify.verify import verify_network
 
     report = verify_network(
         net,
@@ -400,7 +400,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     net = _load(args.spec)
-    from .check import check_formula
+    from symgrad.verify.check import check_formula
 
     result = check_formula(net, grad=args.grad, formula=args.formula)
     text = result.format()

@@ -9,13 +9,17 @@ import jinja2
 
 
 def template_dir() -> Path:
-    """``templates/`` as installed (the package ``symgrad.templates``) or in a source checkout."""
-    try:
-        import symgrad.templates as t  # installed wheel: templates/ is shipped as this package
+    """``templates/`` of a source checkout (beside the package), else as installed.
 
-        return Path(t.__file__).parent
-    except ImportError:  # pragma: no cover - source tree without an install
-        return Path(__file__).resolve().parent.parent / "templates"
+    A checkout's own templates win so that a work tree run with ``PYTHONPATH=.`` never
+    renders another checkout's templates; the wheel ships them as ``symgrad.templates``.
+    """
+    source = Path(__file__).resolve().parent.parent / "templates"
+    if (source / "module.py.j2").is_file():
+        return source
+    import symgrad.templates as t  # installed wheel: templates/ is shipped as this package
+
+    return Path(t.__file__).parent
 
 
 @lru_cache(maxsize=1)

@@ -8,9 +8,9 @@ import pytest
 from catalogue import catalogue
 
 from symgrad import Dense, build
-from symgrad.check import check_formula, formula_text
-from symgrad.derivation import derive
+from symgrad.calculus.reverse import derive
 from symgrad.errors import SpecError
+from symgrad.verify.check import check_formula, formula_text
 
 NETS = catalogue()
 SEED = NETS["seed"]

@@ -187,7 +187,7 @@ def test_multiline_error_messages_are_joined(
 
 
 def fake_render_doc(monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, object]]) -> None:
-    module = types.ModuleType("symgrad.render_doc")
+    module = types.ModuleType("symgrad.documents.render")
 
     def render(d: object, to: str = "text", form: str = "both", standalone: bool = True) -> str:
         assert isinstance(d, symgrad.Derivation)
@@ -195,11 +195,11 @@ def fake_render_doc(monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, objec
         return f"doc to={to} form={form} standalone={standalone}\n"
 
     module.render = render  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.render_doc", module)
+    monkeypatch.setitem(sys.modules, "symgrad.documents.render", module)
 
 
 def fake_graph(monkeypatch: pytest.MonkeyPatch, rendered: bool) -> list[tuple[str, str, str]]:
-    module = types.ModuleType("symgrad.graph")
+    module = types.ModuleType("symgrad.documents.graph")
     calls: list[tuple[str, str, str]] = []
 
     def to_dot(d: object) -> str:
@@ -213,7 +213,7 @@ def fake_graph(monkeypatch: pytest.MonkeyPatch, rendered: bool) -> list[tuple[st
 
     module.to_dot = to_dot  # type: ignore[attr-defined]
     module.render_graph = render_graph  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.graph", module)
+    monkeypatch.setitem(sys.modules, "symgrad.documents.graph", module)
     return calls
 
 
@@ -299,7 +299,7 @@ def test_derive_graph_dot_only(
 
 @pytest.mark.parametrize("to", ["text", "markdown", "latex"])
 def test_derive_real_renderer(to: str, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("symgrad.render_doc")
+    pytest.importorskip("symgrad.documents.render")
     code, out, err = run_main(["derive", SEED, "--to", to], capsys)
     assert code == 0, err
     assert "W1" in out or "W_1" in out or "W^{" in out or "W_{1}" in out
@@ -307,7 +307,7 @@ def test_derive_real_renderer(to: str, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_derive_examples_real_renderer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("symgrad.render_doc")
+    pytest.importorskip("symgrad.documents.render")
     for spec in sorted((ROOT / "examples").glob("*.toml")):
         for form in ("component", "matrix", "both"):
             code, _, err = run_main(
@@ -321,7 +321,7 @@ def test_derive_examples_real_renderer(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_derive_as_a_subprocess(tmp_path: Path) -> None:
-    pytest.importorskip("symgrad.render_doc")
+    pytest.importorskip("symgrad.documents.render")
     proc = run_sub(["derive", SEED, "--to", "markdown"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
@@ -341,7 +341,7 @@ def test_derive_python_spec(
 
 
 def test_codegen_writes_a_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("symgrad.codegen")
+    pytest.importorskip("symgrad.backends.codegen")
     target = tmp_path / "seed_mod.py"
     code, out, err = run_main(["codegen", SEED, "-o", str(target)], capsys)
     assert code == 0, err
@@ -368,7 +368,7 @@ def test_codegen_refuses_to_overwrite_a_foreign_file(
 
 
 def test_codegen_force_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("symgrad.codegen")
+    pytest.importorskip("symgrad.backends.codegen")
     target = tmp_path / "mine.py"
     target.write_text("x = 1\n")
     code, _, err = run_main(["codegen", SEED, "-o", str(target), "--force"], capsys)
@@ -380,13 +380,13 @@ def test_codegen_force_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_codegen_failure_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("symgrad.codegen")
+    module = types.ModuleType("symgrad.backends.codegen")
 
     def generate(net: object, *, optimizer: str | None = None) -> str:
         raise DerivationError("cannot generate code for node Bar")
 
     module.generate = generate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.codegen", module)
+    monkeypatch.setitem(sys.modules, "symgrad.backends.codegen", module)
     code, _, err = run_main(["codegen", SEED, "-o", str(tmp_path / "m.py")], capsys)
     assert code == 2
     assert_one_error_line(err, "cannot generate code for node Bar")
@@ -396,7 +396,7 @@ def test_codegen_failure_leaves_no_file(
 def test_codegen_passes_the_optimizer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("symgrad.codegen")
+    module = types.ModuleType("symgrad.backends.codegen")
     seen: list[str | None] = []
 
     def generate(net: object, *, optimizer: str | None = None) -> str:
@@ -404,7 +404,7 @@ def test_codegen_passes_the_optimizer(
         return f'"""{MARKER}"""\n'
 
     module.generate = generate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.codegen", module)
+    monkeypatch.setitem(sys.modules, "symgrad.backends.codegen", module)
     for opt in ("sgd", "momentum", "adam"):
         assert (
             run_main(["codegen", SEED, "-o", str(tmp_path / "m.py"), "--optimizer", opt], capsys)[0]
@@ -443,7 +443,7 @@ def test_verify_wiring(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    module = types.ModuleType("symgrad.verify")
+    module = types.ModuleType("symgrad.verify.verify")
     calls: list[dict[str, object]] = []
 
     def verify_network(net: symgrad.Network, **kwargs: object) -> FakeReport:
@@ -452,7 +452,7 @@ def test_verify_wiring(
         return FakeReport(ok)
 
     module.verify_network = verify_network  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.verify", module)
+    monkeypatch.setitem(sys.modules, "symgrad.verify.verify", module)
     code, out, _ = run_main(["verify", SEED], capsys)
     assert code == expected
     assert out == FakeReport(ok).format() + "\n"
@@ -480,8 +480,8 @@ def test_verify_wiring(
 
 
 def test_verify_real(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("symgrad.verify")
-    pytest.importorskip("symgrad.codegen")
+    pytest.importorskip("symgrad.verify.verify")
+    pytest.importorskip("symgrad.backends.codegen")
     code, out, err = run_main(["verify", SEED, "--against", "fd"], capsys)
     assert code == 0, out + err
     assert "W1" in out
@@ -490,8 +490,8 @@ def test_verify_real(capsys: pytest.CaptureFixture[str]) -> None:
 def test_verify_real_detects_a_wrong_module(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("symgrad.verify")
-    pytest.importorskip("symgrad.codegen")
+    pytest.importorskip("symgrad.verify.verify")
+    pytest.importorskip("symgrad.backends.codegen")
     target = tmp_path / "mod.py"
     assert run_main(["codegen", SEED, "-o", str(target)], capsys)[0] == 0
     # Break the module: every gradient doubled.
@@ -513,7 +513,7 @@ def test_verify_real_detects_a_wrong_module(
 def test_check_wiring(
     ok: bool, expected: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("symgrad.check")
+    module = types.ModuleType("symgrad.verify.check")
     calls: list[tuple[str, str]] = []
 
     def check_formula(net: symgrad.Network, *, grad: str, formula: str) -> FakeReport:
@@ -521,7 +521,7 @@ def test_check_wiring(
         return FakeReport(ok)
 
     module.check_formula = check_formula  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.check", module)
+    monkeypatch.setitem(sys.modules, "symgrad.verify.check", module)
     code, out, _ = run_main(["check", SEED, "--grad", "b2", "--formula", "delta2[i]"], capsys)
     assert code == expected
     assert calls == [("b2", "delta2[i]")]
@@ -531,20 +531,20 @@ def test_check_wiring(
 def test_check_spec_error_from_formula(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("symgrad.check")
+    module = types.ModuleType("symgrad.verify.check")
 
     def check_formula(net: symgrad.Network, *, grad: str, formula: str) -> FakeReport:
         raise SpecError("unknown name 'q' at position 0", field="--formula")
 
     module.check_formula = check_formula  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.check", module)
+    monkeypatch.setitem(sys.modules, "symgrad.verify.check", module)
     code, _, err = run_main(["check", SEED, "--grad", "b2", "--formula", "q"], capsys)
     assert code == 2
     assert_one_error_line(err, "--formula: unknown name 'q'")
 
 
 def test_check_real(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("symgrad.check")
+    pytest.importorskip("symgrad.verify.check")
     code, out, err = run_main(["check", SEED, "--grad", "W1", "--formula", "0"], capsys)
     assert code in (1, 2), out + err
     if code == 2:

@@ -15,8 +15,8 @@ import pytest
 from catalogue import LOGCOSH, catalogue
 
 from symgrad import Dense, build
-from symgrad.codegen import generate, load_module
-from symgrad.verify import finite_differences, random_targets, rel_error, torch_reference
+from symgrad.backends.codegen import generate, load_module
+from symgrad.verify.verify import finite_differences, random_targets, rel_error, torch_reference
 
 NETS = catalogue()
 NAMES = sorted(NETS)

@@ -2,8 +2,8 @@
 
 import sympy as sp
 
-from symgrad.contraction import contract, has_delta
-from symgrad.forward_values import pull_out
+from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.forward_values import pull_out
 
 i, j, k, p, q = (sp.Symbol(s, integer=True) for s in "ijkpq")
 m, n = sp.symbols("m n", integer=True, positive=True)

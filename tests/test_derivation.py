@@ -8,9 +8,9 @@ import sympy as sp
 from catalogue import catalogue
 
 from symgrad import Dense, build, derive
-from symgrad.evaluation import eval_component, run_derivation
-from symgrad.functions import step as step_fn
-from symgrad.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.ir.ops import step as step_fn
+from symgrad.verify.evaluation import eval_component, run_derivation
 
 NETS = catalogue()
 

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from symgrad import Dense, Map, a, build, i, j, k, n, x, y_s, yhat_s
-from symgrad.codegen import generate, load_module
-from symgrad.functions import sigmoid
-from symgrad.verify import random_targets, rel_error, torch_reference
+from symgrad.backends.codegen import generate, load_module
+from symgrad.ir.ops import sigmoid
+from symgrad.verify.verify import random_targets, rel_error, torch_reference
 
 pytest.importorskip("torch")
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from symgrad import Dense, build
-from symgrad.codegen import generate, load_module
+from symgrad.backends.codegen import generate, load_module
 from symgrad.errors import SpecError
 from symgrad.files import MARKER
-from symgrad.spec import load_spec
+from symgrad.frontend.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "digits"

@@ -11,10 +11,10 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from symgrad import expr_parser
 from symgrad.errors import SpecError
-from symgrad.expr_parser import parse_expression
-from symgrad.functions import sigmoid
+from symgrad.frontend import expr_parser
+from symgrad.frontend.expr_parser import parse_expression
+from symgrad.ir.ops import sigmoid
 
 x, y, yhat, b, c = sp.symbols("x y yhat b c")
 i, j, k = sp.symbols("i j k", integer=True)

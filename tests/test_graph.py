@@ -9,8 +9,8 @@ import pytest
 import sympy as sp
 
 from symgrad import Dense, Map, a, build, derive, i, j, n
-from symgrad import graph as graph_mod
-from symgrad.graph import render_graph, to_dot
+from symgrad.documents import graph as graph_mod
+from symgrad.documents.graph import render_graph, to_dot
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from symgrad.calculus.layout import BOuter, batch_param_grad
+from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
 from symgrad.errors import DerivationError
-from symgrad.evaluation import eval_component, eval_matrix
-from symgrad.indices import canonical
-from symgrad.layout import BOuter, batch_param_grad
-from symgrad.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
+from symgrad.ir.indices import canonical
+from symgrad.verify.evaluation import eval_component, eval_matrix
 
 i, j, k, m, p, q = (sp.Symbol(s, integer=True) for s in "ijkmpq")
 n = sp.Symbol("n", integer=True, positive=True)

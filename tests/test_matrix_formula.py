@@ -10,9 +10,9 @@ from catalogue import catalogue
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from symgrad.check import check_formula
 from symgrad.errors import SpecError
-from symgrad.matrix_formula import FormulaShapeError, evaluate
+from symgrad.verify.check import check_formula
+from symgrad.verify.matrix_formula import FormulaShapeError, evaluate
 
 SEED = catalogue()["seed"]  # 3 -> 4 sigmoid -> 2 sigmoid, mse
 

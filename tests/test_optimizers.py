@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from symgrad import Dense, build
-from symgrad.codegen import generate, load_module
+from symgrad.backends.codegen import generate, load_module
 
 STEPS = 5
 RTOL = 1e-10

@@ -16,10 +16,10 @@ import pytest
 import sympy as sp
 
 from symgrad import Dense, Map, a, build, derive, i, j, n, x, y_s, yhat_s
-from symgrad.latex_printer import latex, quantity
-from symgrad.layout import BMatMul, BOuter, ColSum, N, RowSum
-from symgrad.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
-from symgrad.render_doc import (
+from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum
+from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.documents.latex_printer import latex, quantity
+from symgrad.documents.render import (
     LINE_WIDTH,
     Eq,
     M,
@@ -168,7 +168,7 @@ def test_component_printing():
     s = sp.Sum(W[k, i] * d[k], (k, 0, n2 - 1))
     assert latex(s) == r"\sum_{k=1}^{n_{2}} \delta^{[2]}_{k} W^{[2]}_{ki}"
     assert latex(sp.KroneckerDelta(i, k)) == r"\delta_{ik}"
-    from symgrad.functions import sigmoid, step
+    from symgrad.ir.ops import sigmoid, step
 
     z = sp.IndexedBase("z1")
     assert latex(sigmoid(z[i])) == r"\sigma(z^{[1]}_{i})"

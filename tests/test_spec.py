@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import symgrad
 from symgrad import Dense, Map, Network, SpecError, build
-from symgrad.functions import sigmoid
-from symgrad.spec import MAX_FILE_BYTES, MAX_LAYERS, load_spec, loads_spec, spec_from_dict
+from symgrad.frontend.spec import MAX_FILE_BYTES, MAX_LAYERS, load_spec, loads_spec, spec_from_dict
+from symgrad.ir.ops import sigmoid
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -26,15 +26,15 @@ import numpy as np
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .contraction import contract
-from .derivation import Derivation, Step, derive, grad_name
-from .errors import DerivationError, SpecError
-from .evaluation import eval_component, run_derivation
-from .expr_parser import parse_expression
-from .forward_values import rewrite
-from .indices import idx
-from .network import Network, Stage
-from .verify import concrete_sizes, random_targets
+from symgrad.calculus.contraction import contract
+from symgrad.calculus.forward_values import rewrite
+from symgrad.calculus.reverse import Derivation, Step, derive, grad_name
+from symgrad.errors import DerivationError, SpecError
+from symgrad.frontend.expr_parser import parse_expression
+from symgrad.ir.indices import idx
+from symgrad.ir.network import Network, Stage
+from symgrad.verify.evaluation import eval_component, run_derivation
+from symgrad.verify.verify import concrete_sizes, random_targets
 
 #: Agreement needed at every point, relative to the largest derived value.
 TOL = 1e-9
@@ -394,8 +394,8 @@ def _check_matrix(
     net: Network, d: Derivation, target: _Target, formula: str, seed: int
 ) -> CheckResult:
     """``check_formula`` for matrix notation (``delta2 a1^T``): per sample, vectors as columns."""
-    from .matrix_formula import FormulaShapeError, evaluate
-    from .render_doc import TextPrinter
+    from symgrad.documents.render import TextPrinter
+    from symgrad.verify.matrix_formula import FormulaShapeError, evaluate
 
     shown = TextPrinter().doprint(target.matrix) if target.matrix is not None else None
     result = CheckResult(

@@ -13,9 +13,9 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from . import functions as F
-from .forward_values import tanh_from_ratio
-from .layout import BMatMul, BOuter, ColSum, RowSum
+from symgrad.calculus.forward_values import tanh_from_ratio
+from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
+from symgrad.ir import ops as F
 
 
 class Softmax(sp.Function):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .errors import SpecError
-from .indices import I
+from symgrad.errors import SpecError
+from symgrad.ir.indices import I
 
 
 @dataclass(frozen=True)

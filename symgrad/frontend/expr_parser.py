@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, NoReturn
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.functions import SPEC_FUNCTIONS
+from symgrad.ir.ops import SPEC_FUNCTIONS
 
 MAX_CHARS = 4000
 MAX_TOKENS = 1000

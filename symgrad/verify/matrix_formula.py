@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SpecError
+from symgrad.errors import SpecError
 
 MAX_CHARS = 2000
 MAX_TOKENS = 500

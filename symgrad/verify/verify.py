@@ -30,15 +30,15 @@ from types import ModuleType
 import numpy as np
 import sympy as sp
 
-from .autograd_reference import (
+from symgrad.errors import SpecError
+from symgrad.ir.network import Network
+from symgrad.verify.reference import (
     backend,
     jax_reference,
     reference_forward,
     reference_loss_and_grads,
     torch_reference,
 )
-from .errors import SpecError
-from .network import Network
 
 #: Relative tolerances, float64 module.
 TOL_AUTOGRAD = 1e-7
@@ -416,7 +416,7 @@ def verify_network(
     report = VerifyReport(net.name, module or "<generated>", dtype, seed, batch)
 
     if module is None:
-        from .codegen import generate, load_module
+        from symgrad.backends.codegen import generate, load_module
 
         mod = load_module(generate(net), f"symgrad_verify_{net.name}")
     else:
@@ -609,8 +609,8 @@ def symbolic_rows(net: Network, seed: int = 0) -> list[Row]:
     """
     from dataclasses import replace
 
-    from .derivation import derive
-    from .evaluation import run_derivation
+    from symgrad.calculus.reverse import derive
+    from symgrad.verify.evaluation import run_derivation
 
     net = concrete_sizes(net, seed)
     d = derive(net)

@@ -16,9 +16,9 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
-from . import functions as F
-from .errors import DerivationError
-from .matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.errors import DerivationError
+from symgrad.ir import ops as F
 
 
 def _sigmoid(x):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .errors import DerivationError
+from symgrad.errors import DerivationError
 
 
 class Vec(sp.Symbol):

@@ -34,8 +34,8 @@ from collections.abc import Iterable
 import sympy as sp
 from sympy.printing.latex import LatexPrinter, accepted_latex_functions, translate
 
-from .layout import BATCHED_OPS, BMatMul, BOuter, ColSum, N, RowSum
-from .matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.calculus.layout import BATCHED_OPS, BMatMul, BOuter, ColSum, N, RowSum
+from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 
 NOTATIONS = ("component", "vector", "batched")
 

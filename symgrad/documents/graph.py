@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .derivation import Derivation
+from symgrad.calculus.reverse import Derivation
 
 _FORWARD = 'color="black"'
 _BACKWARD = 'style="dashed", color="red3", fontcolor="red3", constraint=false'

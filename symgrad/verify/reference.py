@@ -16,10 +16,10 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
-from . import functions as F
-from .errors import SpecError
-from .layers import ACTIVATIONS, x, y_s, yhat_s
-from .network import Network, Stage
+from symgrad.errors import SpecError
+from symgrad.ir import ops as F
+from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
+from symgrad.ir.network import Network, Stage
 
 _BATCH = sp.Symbol("_n_batch_")
 

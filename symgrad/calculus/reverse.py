@@ -14,16 +14,17 @@ read by every printer; none of them derives anything again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from .contraction import contract, has_delta
-from .errors import DerivationError
-from .forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
-from .indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
-from .matrix_form import to_matrix
-from .network import Network, Param, Stage
+from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
+from symgrad.calculus.matrix_form import to_matrix
+from symgrad.errors import DerivationError
+from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
+from symgrad.ir.network import Network, Param, Stage
 
 _PARAM_IDX = (P, Q, R)
 
@@ -77,6 +78,10 @@ class Step:
     param: Param | None = None
 
 
+#: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
+DISPLAY: dict[str, Callable[[Derivation], str]] = {}
+
+
 @dataclass(frozen=True)
 class Derivation:
     """The whole derivation: forward equations, the loss, and the backward steps in order."""
@@ -96,16 +101,15 @@ class Derivation:
     def param_steps(self) -> dict[str, Step]:
         return {s.wrt: s for s in self.steps if s.kind == "param"}
 
-    # Jupyter display; the printers live in render_* modules (imported lazily).
-    def _repr_markdown_(self) -> str:  # pragma: no cover - exercised via render tests
-        from .render_doc import render
+    # Jupyter display. The documents stage registers its renderers in DISPLAY when it is
+    # imported (``import symgrad`` does), so the calculus never imports the documents.
+    def _repr_markdown_(self) -> str | None:
+        show = DISPLAY.get("markdown")
+        return show(self) if show else None
 
-        return render(self, "markdown")
-
-    def _repr_latex_(self) -> str:  # pragma: no cover - exercised via render tests
-        from .render_doc import render_fragment_for_jupyter
-
-        return render_fragment_for_jupyter(self)
+    def _repr_latex_(self) -> str | None:
+        show = DISPLAY.get("latex")
+        return show(self) if show else None
 
 
 def grad_name(quantity: str) -> str:

@@ -3,7 +3,7 @@
 A spec is either a ``.toml`` file (CONTRACT section 2) or ``path/to/file.py:NAME``
 naming a :class:`~symgrad.network.Network` built with the Python API. TOML specs are
 data only: they are validated strictly against a fixed schema, every expression in
-them goes through the whitelist parser (:mod:`symgrad.expr_parser`), and the result is
+them goes through the whitelist parser (:mod:`symgrad.frontend.expr_parser`), and the result is
 handed to :func:`symgrad.layers.build`. No code from a TOML spec is ever executed.
 
 Every problem is a :class:`~symgrad.errors.SpecError` whose ``line()`` is one line,
@@ -26,10 +26,10 @@ from typing import Any, NoReturn
 
 import sympy as sp
 
-from . import layers as L
-from .errors import SpecError
-from .expr_parser import parse_expression
-from .network import Network
+from symgrad.errors import SpecError
+from symgrad.frontend.expr_parser import parse_expression
+from symgrad.ir import layers as L
+from symgrad.ir.network import Network
 
 #: Largest spec file read, in bytes.
 MAX_FILE_BYTES = 1_000_000

@@ -25,13 +25,21 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from .derivation import Derivation, Step
-from .errors import DerivationError
-from .latex_breaking import break_expression, split_terms, visual_width
-from .latex_printer import LOSS, Diag, is_vector_valued, latex, paren, quantity, split_name
-from .layout import N, batch, batched_step
-from .matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
-from .templating import environment
+from symgrad.calculus.layout import N, batch, batched_step
+from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
+from symgrad.calculus.reverse import DISPLAY, Derivation, Step
+from symgrad.documents.latex_breaking import break_expression, split_terms, visual_width
+from symgrad.documents.latex_printer import (
+    LOSS,
+    Diag,
+    is_vector_valued,
+    latex,
+    paren,
+    quantity,
+    split_name,
+)
+from symgrad.errors import DerivationError
+from symgrad.templating import environment
 
 TARGETS = ("latex", "markdown", "text")
 FORMS = ("component", "matrix", "both")
@@ -566,7 +574,7 @@ class _Doc:
             try:
                 coef = sp.Mul(*[f for f in sp.Mul.make_args(m) if not f.atoms(Vec)])
                 rest = sp.Mul(*[f for f in sp.Mul.make_args(m) if f.atoms(Vec)])
-                from .layout import ColSum
+                from symgrad.calculus.layout import ColSum
 
                 bexpr = coef * ColSum(batch(rest)) / N
                 bm = self.ex(bexpr, "batched", yhat=True)
@@ -880,3 +888,7 @@ __all__ = [
     "split_terms",
     "visual_width",
 ]
+
+
+DISPLAY["markdown"] = lambda d: render(d, "markdown")
+DISPLAY["latex"] = render_fragment_for_jupyter

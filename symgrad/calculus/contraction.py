@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .forward_values import pull_out
+from symgrad.calculus.forward_values import pull_out
 
 
 def contract(expr: sp.Expr) -> sp.Expr:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import functions as F
-from .errors import SpecError
-from .indices import I, idx, width
-from .network import Loss, Network, Param, Stage
+from symgrad.errors import SpecError
+from symgrad.ir import ops as F
+from symgrad.ir.indices import I, idx, width
+from symgrad.ir.network import Loss, Network, Param, Stage
 
 # Placeholders for user-written component forms.
 a = sp.IndexedBase("a", real=True)

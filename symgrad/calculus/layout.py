@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .matrix_form import MatVec, Outer, SumAll, TMatVec
+from symgrad.calculus.matrix_form import MatVec, Outer, SumAll, TMatVec
 
 #: The batch size.
 N = sp.Symbol("N", integer=True, positive=True)
@@ -86,7 +86,7 @@ def batch_param_grad(expr: sp.Expr) -> sp.Expr:
 
 
 def _vectors(expr: sp.Expr) -> tuple:
-    from .matrix_form import Vec
+    from symgrad.calculus.matrix_form import Vec
 
     return tuple(expr.atoms(Vec))
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .indices import indices_of
-from .network import Stage
+from symgrad.ir.indices import indices_of
+from symgrad.ir.network import Stage
 
 
 def pull_out(expr: sp.Expr) -> sp.Expr:
