@@ -17,6 +17,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from symgrad import __version__
+from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.numpy_printer import (
     ClampMin,
     LogSumExp,
@@ -27,7 +28,6 @@ from symgrad.backends.numpy_printer import (
     recognise,
     share_softmax_logsumexp,
 )
-from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.pyformat import respace
 from symgrad.backends.torch_printer import TorchPrinter
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step

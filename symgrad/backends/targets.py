@@ -92,9 +92,7 @@ def vjp_network(net: Network) -> Network:
     i = net.stages[-1].index
     body = sp.Sum(G[i] * out[i], (i, 0, C - 1))
     loss = Loss("vjp", body, out, G, C)
-    return Network(
-        net.name, net.stages, loss, net.sizes, net.input, net.n_layers, net.source
-    )
+    return Network(net.name, net.stages, loss, net.sizes, net.input, net.n_layers, net.source)
 
 
 def _vjp_expr(step: Step) -> sp.Expr:
@@ -115,7 +113,8 @@ def _flat(blocks: list[list[Statement]]) -> list[Statement]:
 
 def _split_input_grad(stmts: list[Statement], params: list[str]) -> tuple[list, list]:
     """The statements of the parameter gradients, and those of ``dx`` (the last block)."""
-    last = max((k for k, s in enumerate(stmts) if s.target in {"d" + p for p in params}), default=-1)
+    grads = {"d" + p for p in params}
+    last = max((k for k, s in enumerate(stmts) if s.target in grads), default=-1)
     return stmts[: last + 1], stmts[last + 1 :]
 
 
@@ -222,9 +221,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
             tan[Vec(name)] = Vec(rname)
     seed = next(s for s in d.steps if s.kind == "loss")
     u = tangent(batch(seed.matrix) / N, tan)
-    items.append(
-        ("U", u, (f"U = H_L J V = R{{{seed.grad}}} (the loss Hessian in the output)",))
-    )
+    items.append(("U", u, (f"U = H_L J V = R{{{seed.grad}}} (the loss Hessian in the output)",)))
     vd = derive(vjp_network(net))
     gvec = Vec("G")
     for step in vd.steps:
