@@ -128,6 +128,12 @@ def _saved(forward: list[Statement], backward: list[Statement]) -> list[str]:
     return [s.target for s in forward if s.target in used]
 
 
+def _keep(inputs: list[str], forward: list[Statement], backward: list[Statement]) -> list[str]:
+    """Inputs and forward values the backward statements read, in that order."""
+    used = _uses(backward)
+    return [x for x in inputs if x in used] + _saved(forward, backward)
+
+
 def _printer(net: Network, target: str, names: dict[str, str] | None = None) -> _Printer:
     pr = _Printer(net, target)
     pr.p.names.update(names or {})
@@ -165,7 +171,7 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
         "forward": fwd,
         "backward": back,
         "input_grad": dx,
-        "saved": _saved(fwd, back + dx),
+        "saved": _keep(["X", *net.param_names], fwd, back + dx),
         "uses": sorted(_uses(back + dx)),
     }
 
@@ -268,7 +274,7 @@ def target_context(
         back, dx = _split_input_grad(ctx["backward"], names)
         fwd = ctx["forward"] + ctx["loss_statements"]
         ctx["backward"], ctx["input_grad"] = back, dx
-        ctx["loss_saved"] = _saved(fwd, back + dx)
+        ctx["loss_saved"] = _keep(["X", "Y", *names], fwd, back + dx)
         ctx["loss_uses"] = sorted(_uses(back + dx))
         ctx["vjp"] = _vjp_program(d, target, helpers)
     ctx.update(_second_order(d, target, helpers) if hvp else {"hvp": None, "ggnvp": None})
