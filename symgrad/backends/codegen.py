@@ -32,7 +32,7 @@ from symgrad.backends.pyformat import respace
 from symgrad.backends.torch_printer import TorchPrinter
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
 from symgrad.calculus.matrix_form import Vec, to_matrix
-from symgrad.calculus.reverse import Derivation, derive
+from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
@@ -352,7 +352,7 @@ def build_context(
     n_forward = len(items)
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
-    lexpr = recognise(batch(to_matrix(_loss_expression(net), (), net)).xreplace(pr.sizes))
+    lexpr = recognise(batch(to_matrix(_loss_expression(net), ())).xreplace(pr.sizes))
     lexpr = lexpr.replace(sp.log, SafeLog)
     total = sp.S.Zero
     for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
@@ -428,20 +428,21 @@ def _sha256(src: str, net: Network) -> str:
 
 
 def generate(
-    net: Network | Derivation,
+    d: Derivation,
     *,
     optimizer: str | None = None,
     source: str | None = None,
     target: str = "numpy",
     hvp: bool = False,
 ) -> str:
-    """The source text of the standalone module for ``net``: NumPy, or ``target``'s
-    (torch, jax, cupy; see ``targets.py``), with ``hvp`` and ``ggnvp`` when ``hvp``."""
+    """The source text of the standalone module for the derivation ``d`` (the pipeline's
+    stages 5-6; :func:`symgrad.pipeline.generate` takes a network too): NumPy, or
+    ``target``'s (torch, jax, cupy; see ``targets.py``), with ``hvp`` and ``ggnvp`` when
+    ``hvp``."""
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
     if target not in TARGETS:
         raise SpecError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
-    d = net if isinstance(net, Derivation) else derive(net)
     if target == "numpy" and not hvp:
         ctx = build_context(d, optimizer=optimizer, source=source)
     else:

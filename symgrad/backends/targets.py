@@ -34,7 +34,7 @@ from symgrad.backends.codegen import (
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batch_param_grad, batched_step
 from symgrad.calculus.matrix_form import Mat, Vec
-from symgrad.calculus.reverse import Derivation, Step, derive
+from symgrad.calculus.reverse import Derivation, Step
 from symgrad.errors import SpecError
 from symgrad.ir.network import Loss, Network
 
@@ -84,6 +84,12 @@ def with_input_grad(d: Derivation) -> Derivation:
         replace(s, needed=True) if s.kind == "input" and s.wrt == inp else s for s in d.steps
     )
     return replace(d, steps=steps)
+
+
+def derive(net: Network) -> Derivation:
+    from symgrad.pipeline import derive as pipeline_derive  # the driver imports the backends
+
+    return pipeline_derive(net)
 
 
 def vjp_network(net: Network) -> Network:
