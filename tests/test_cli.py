@@ -382,7 +382,7 @@ def test_codegen_failure_leaves_no_file(
 ) -> None:
     module = types.ModuleType("symgrad.backends.codegen")
 
-    def generate(net: object, *, optimizer: str | None = None, source: object = None) -> str:
+    def generate(net: object, *, optimizer: str | None = None, **_: object) -> str:
         raise DerivationError("cannot generate code for node Bar")
 
     module.generate = generate  # type: ignore[attr-defined]
@@ -399,7 +399,7 @@ def test_codegen_passes_the_optimizer(
     module = types.ModuleType("symgrad.backends.codegen")
     seen: list[str | None] = []
 
-    def generate(net: object, *, optimizer: str | None = None, source: object = None) -> str:
+    def generate(net: object, *, optimizer: str | None = None, **_: object) -> str:
         seen.append(optimizer)
         return f'"""{MARKER}"""\n'
 
