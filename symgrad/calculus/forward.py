@@ -48,12 +48,14 @@ def tangent_symbol(sym: sp.Symbol) -> sp.Symbol:
     return cls(tangent_name(sym.name))
 
 
-def tangent(expr: sp.Expr, tangents: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
-    """``R{expr}``: the directional derivative of a batched expression.
+def tangent(expr: sp.Expr, tangents: Mapping[sp.Basic, sp.Expr]) -> sp.Expr:
+    """``R{expr}``: the directional derivative of a batched or component-form expression.
 
     Args:
-        expr: a batched expression (layout operators, elementwise SymPy functions).
-        tangents: the tangent of each varying symbol; every other symbol is a constant.
+        expr: a batched expression (layout operators, elementwise SymPy functions), or a
+            component-form one (``Indexed`` entries, ``Sum``).
+        tangents: the tangent of each varying symbol (batched) or ``IndexedBase``
+            (component form); every other symbol is a constant.
 
     Raises:
         DerivationError: for a node type without a rule (naming it).
@@ -61,11 +63,17 @@ def tangent(expr: sp.Expr, tangents: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
     return _R(expr, tangents)
 
 
-def _R(e: sp.Expr, t: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
+def _R(e: sp.Expr, t: Mapping[sp.Basic, sp.Expr]) -> sp.Expr:
     if e.is_Symbol:
         return t.get(e, sp.S.Zero)
-    if e.is_Number or not e.free_symbols & set(t):
+    if isinstance(e, sp.Indexed):  # component form: R{a1[j]} = Ra1[j]
+        r = t.get(e.base)
+        return r[e.indices] if r is not None else sp.S.Zero
+    if e.is_Number:
         return sp.S.Zero
+    if isinstance(e, sp.Sum):
+        r = _R(e.function, t)
+        return sp.Sum(r, *e.limits) if r != 0 else sp.S.Zero
     if e.is_Add:
         return sp.Add(*[_R(a, t) for a in e.args])
     if e.is_Mul:
