@@ -16,9 +16,7 @@ class JaxPrinter(ReprefixPrinter):
     """Prints batched expressions as ``jax.numpy`` code."""
 
     prefix = "jnp."
-
-    def _print_sigmoid(self, expr):
-        return f"jax.nn.sigmoid({self._print(expr.args[0])})"
+    spelling = "jax"
 
     def _print_Softmax(self, expr):
         return f"jax.nn.softmax({self._print(expr.args[0])}, axis=1)"

@@ -3,9 +3,10 @@
 The NumPy printer's subclass (SymForce's shape: one printer per backend). Most NumPy
 functions have a ``torch`` namesake, so the NumPy text is re-prefixed; the rest get their
 own ``_print_<Class>``: torch's ``maximum``/``minimum`` take tensors only, its reductions
-are ``sum(dim, keepdim=True)`` / ``amax``, and its stable sigmoid, softmax and
-log-sum-exp are library calls. Nothing here writes into a buffer (no ``out=``): tensors
-may be saved for autograd or traced by ``torch.compile``.
+are ``sum(dim, keepdim=True)`` / ``amax``, and its stable softmax and log-sum-exp are
+library calls. Functions print from the op registry's torch spelling (``ir/ops.py``).
+Nothing here writes into a buffer (no ``out=``): tensors may be saved for autograd or
+traced by ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import math
 import re
 
+import sympy as sp
+
 from symgrad.backends.numpy_printer import SymgradNumPyPrinter
-from symgrad.ir import ops as F
+from symgrad.ir.ops import Op, fill
 
 _NP = re.compile(r"\bnp\.")
 
@@ -27,9 +30,24 @@ class ReprefixPrinter(SymgradNumPyPrinter):
     """
 
     prefix = "np."
+    #: Which spelling of the op registry's entries (``ir/ops.py``) to print.
+    spelling = "numpy"
 
     def doprint(self, expr, assign_to=None):
         return _NP.sub(self.prefix, super().doprint(expr, assign_to))
+
+    def _print_op(self, op: Op, expr: sp.Expr) -> str:
+        if self.spelling == "numpy":
+            return super()._print_op(op, expr)
+        template = getattr(op, self.spelling)
+        args = list(expr.args)
+        if "{1}" in template and len(args) > 2:  # n-ary max/min: fold left
+            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+        fields: dict[str, str] = {}
+        for n_, a in enumerate(args):
+            fields[str(n_)] = self._print(a)
+            fields[f"{n_}p"] = self._atom(a)
+        return fill(template, fields)
 
     def _print_BOuter(self, expr):
         # The NumPy form picks np.dot for a batch of one (a BLAS quirk of NumPy's matmul).
@@ -40,6 +58,7 @@ class TorchPrinter(ReprefixPrinter):
     """Prints batched expressions as ``torch`` code (tensors of shape (n, width))."""
 
     prefix = "torch."
+    spelling = "torch"
 
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(0)"
@@ -49,29 +68,6 @@ class TorchPrinter(ReprefixPrinter):
 
     def _print_RowMax(self, expr):
         return f"{self._atom(expr.args[0])}.amax(1, keepdim=True)"
-
-    def _print_sigmoid(self, expr):
-        return f"torch.sigmoid({self._print(expr.args[0])})"
-
-    def _print_step(self, expr):
-        # step(0) = 0 and the tensor's own dtype (a bool mask would not multiply in float64).
-        x = self._atom(expr.args[0])
-        return f"({x} > 0).to({x}.dtype)"
-
-    def _print_relu(self, expr):
-        return f"torch.relu({self._print(expr.args[0])})"
-
-    def _print_leaky_relu(self, expr):
-        slope = float(F.LEAKY_SLOPE)
-        return f"torch.nn.functional.leaky_relu({self._print(expr.args[0])}, {slope!r})"
-
-    def _print_elu(self, expr):
-        return f"torch.nn.functional.elu({self._print(expr.args[0])})"
-
-    def _print_softplus(self, expr):
-        # The same stable form as the NumPy module (torch's softplus switches to x at 20).
-        x = self._print(expr.args[0])
-        return f"(torch.clamp({x}, min=0) + torch.log1p(torch.exp(-torch.abs({x}))))"
 
     def _print_Softmax(self, expr):
         return f"torch.softmax({self._print(expr.args[0])}, 1)"
@@ -99,8 +95,10 @@ class TorchPrinter(ReprefixPrinter):
             out = f"torch.clamp({out}, {bound}={self._print(c)})"
         return out
 
-    def _print_Max(self, expr):
-        return self._minmax(expr, "maximum", "min")
-
-    def _print_Min(self, expr):
-        return self._minmax(expr, "minimum", "max")
+    def _print_op(self, op: Op, expr: sp.Expr) -> str:
+        # torch.maximum/minimum take tensors only: a number bound is a clamp.
+        if op.func is sp.Max:
+            return self._minmax(expr, "maximum", "min")
+        if op.func is sp.Min:
+            return self._minmax(expr, "minimum", "max")
+        return super()._print_op(op, expr)
