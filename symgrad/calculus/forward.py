@@ -123,6 +123,8 @@ def _R(e: sp.Expr, t: Mapping[sp.Basic, sp.Expr]) -> sp.Expr:
                     deriv = e.fdiff(k)
                 except (sp.core.function.ArgumentIndexError, NotImplementedError) as exc:
                     raise DerivationError(f"no derivative rule for {e.func.__name__}") from exc
+                if deriv.has(sp.Derivative, sp.Subs):  # SymPy's unevaluated fallback
+                    raise DerivationError(f"no derivative rule for {e.func.__name__}")
                 terms.append(deriv * ra)
         return sp.Add(*terms)
     raise DerivationError(f"no tangent rule for {type(e).__name__}")
