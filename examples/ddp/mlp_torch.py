@@ -130,7 +130,9 @@ class LossFunction(torch.autograd.Function):
     (the gradients of the parameters and of X; Y is a constant)."""
 
     @staticmethod
-    def forward(ctx, X: torch.Tensor, Y: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, X: torch.Tensor, Y: torch.Tensor, *params: torch.Tensor
+    ) -> torch.Tensor:
         W1, b1, W2, b2, W3, b3 = params
         n = X.shape[0]
         ctx.n = n
@@ -204,7 +206,9 @@ def forward(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     return NetworkFunction.apply(_as(X, first), *(params[k] for k in PARAM_NAMES))
 
 
-def loss(params: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def loss(
+    params: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
+) -> torch.Tensor:
     """The batch loss (cross_entropy, mean over the batch), a 0-dim tensor; ``.backward()``
     runs the derived backward pass (LossFunction)."""
     first = params["W1"]
