@@ -193,10 +193,13 @@ def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
         tan[sym] = tangent_symbol(sym)
     items: list[Item] = []
 
+    values: dict[sp.Expr, sp.Expr] = {}  # forward expression -> its variable (a1 for sigmoid(z1))
+
     def add(name: str, expr: sp.Expr, comment: tuple[str, ...], primal: bool = True) -> None:
         if primal:  # a parameter gradient itself is not needed, only its tangent
             items.append((name, expr, comment))
-        r = tangent(expr, tan)
+        # f'(u) written in forward values: R{a1} = Rz1*a1*(1 - a1), not in sigmoid(z1)
+        r = tangent(expr, tan).xreplace({**values, expr: Vec(name)})
         if r != 0:
             rname = tangent_name(name)
             items.append((rname, r, (f"R{{{name}}} = {matrix_text(r)}",)))
@@ -204,6 +207,7 @@ def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
 
     for name, expr, comment in _forward_items(d):
         add(name, expr, comment)
+        values[expr] = Vec(name)
     for step in d.steps:
         if step.needed:
             add(step.grad, batched_step(step), _comment(d, step), step.kind != "param")
@@ -224,15 +228,17 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
         sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
         tan[sym] = tangent_symbol(sym)
     items: list[Item] = []
+    values: dict[sp.Expr, sp.Expr] = {}
     for name, expr, comment in _forward_items(d):
         items.append((name, expr, comment))
-        r = tangent(expr, tan)
+        values[expr] = Vec(name)
+        r = tangent(expr, tan).xreplace(values)
         if r != 0:
             rname = tangent_name(name)
             items.append((rname, r, (f"R{{{name}}} = {matrix_text(r)}",)))
             tan[Vec(name)] = Vec(rname)
     seed = next(s for s in d.steps if s.kind == "loss")
-    u = tangent(batch(seed.matrix) / N, tan)
+    u = tangent(batch(seed.matrix) / N, tan).xreplace(values)
     items.append(("U", u, (f"U = H_L J V = R{{{seed.grad}}} (the loss Hessian in the output)",)))
     vd = derive(vjp_network(net))
     gvec = Vec("G")

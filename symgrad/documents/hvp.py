@@ -30,15 +30,17 @@ def hvp_lines(d: Derivation) -> list[str]:
         p.base: sp.IndexedBase(tangent_name(p.name), real=True) for p in net.params
     }
     comp: dict[str, str] = {}
+    values: dict[sp.Expr, sp.Expr] = {}  # f'(u) in forward values, as the derivation writes
     for f in d.forward:
-        r = tangent(f.component, tan)
+        values[f.component] = f.stage.out[f.stage.index]
+        r = tangent(f.component, tan).xreplace(values)
         if r != 0:
             tan[f.stage.out] = sp.IndexedBase(tangent_name(f.stage.name), real=True)
             comp[tangent_name(f.stage.name)] = f"[i] = {comment_text(r)}"
     for s in d.steps:
         if not s.needed:
             continue
-        r = tangent(s.component, tan)
+        r = tangent(s.component, tan).xreplace(values)
         if r != 0:
             name = sp.IndexedBase(s.grad, real=True)
             tan[name] = sp.IndexedBase(tangent_name(s.grad), real=True)
