@@ -92,13 +92,13 @@ def grad_impls(net, mods, params, X, Y) -> dict[str, Callable]:
             t.grad = None
         _, value = reference_forward(ops, net, eager, Xt, Yt)
         value.backward()
-        return float(value), {k: t.grad for k, t in eager.items()}
+        return value.item(), {k: t.grad for k, t in eager.items()}
 
     def symgrad_torch():
         model.zero_grad(set_to_none=True)
         value = model.loss(Xt, Yt)
         value.backward()
-        return float(value), {k: getattr(model, k).grad for k in params}
+        return value.item(), {k: getattr(model, k).grad for k in params}
 
     def symgrad_plain():
         value, grads = mods["torch"].loss_and_grads(plain, Xt, Yt)

@@ -71,16 +71,16 @@ class NetworkFunction(torch.autograd.Function):
     def forward(ctx, X: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2, W3, b3 = params
         # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-        z1 = b1 + (X @ W1.T)
+        z1 = torch.addmm(b1, X, W1.T)
         # a1[i] = tanh(z1[i])
         a1 = torch.tanh(z1)
         # z2[i] = b2[i] + sum_j W2[i, j]*a1[j]
-        z2 = b2 + (a1 @ W2.T)
+        z2 = torch.addmm(b2, a1, W2.T)
         t1 = torch.sigmoid(z2)
         # a2[i] = sigmoid(z2[i])*z2[i]
         a2 = t1 * z2
         # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]
-        z3 = b3 + (a2 @ W3.T)
+        z3 = torch.addmm(b3, a2, W3.T)
         # a3[i] = exp(z3[i])/sum_j exp(z3[j])
         a3 = torch.softmax(z3, 1)
         ctx.save_for_backward(X, W1, W2, W3, a1, t1, a2, a3)
@@ -91,7 +91,7 @@ class NetworkFunction(torch.autograd.Function):
     def backward(ctx, G: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         X, W1, W2, W3, a1, t1, a2, a3 = ctx.saved_tensors
         # dL/dz3[i] = (G[i] - sum_k G[k]*a3[k])*a3[i]
-        # (through softmax: full Jacobian, fused with the loss)
+        # (through softmax: full Jacobian, G = dL/dyhat fused in)
         delta3 = a3 * (G - (G * a3).sum(1, keepdim=True))
         # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
         dW3 = delta3.T @ a2
@@ -138,16 +138,16 @@ class LossFunction(torch.autograd.Function):
         ctx.n = n
         # Forward pass (its values are saved for the backward pass).
         # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
-        z1 = b1 + (X @ W1.T)
+        z1 = torch.addmm(b1, X, W1.T)
         # a1[i] = tanh(z1[i])
         a1 = torch.tanh(z1)
         # z2[i] = b2[i] + sum_j W2[i, j]*a1[j]
-        z2 = b2 + (a1 @ W2.T)
+        z2 = torch.addmm(b2, a1, W2.T)
         t1 = torch.sigmoid(z2)
         # a2[i] = sigmoid(z2[i])*z2[i]
         a2 = t1 * z2
         # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]
-        z3 = b3 + (a2 @ W3.T)
+        z3 = torch.addmm(b3, a2, W3.T)
         t2 = z3.amax(1, keepdim=True)
         t3 = torch.exp(-t2 + z3)
         t4 = t3.sum(1, keepdim=True)

@@ -106,6 +106,15 @@ def _vjp_expr(step: Step) -> sp.Expr:
     return batch_param_grad(step.matrix) if step.kind == "param" else batch(step.matrix)
 
 
+def _vjp_comment(d: Derivation, step: Step, seed: str = "G") -> tuple[str, ...]:
+    """A VJP step's comment: the incoming gradient, not a loss, is what was fused in."""
+    lines = _comment(d, step)
+    return tuple(
+        c.replace("fused with the loss", f"{seed} = dL/dyhat fused in").replace("G[", f"{seed}[")
+        for c in lines
+    )
+
+
 def _forward_items(d: Derivation) -> list[Item]:
     return [
         (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
@@ -167,7 +176,7 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     n_fwd = len(items)
     for step in vd.steps:
         if step.needed:
-            items.append((step.grad, _vjp_expr(step), _comment(vd, step)))
+            items.append((step.grad, _vjp_expr(step), _vjp_comment(vd, step)))
     pr = _printer(net, target, {"G": "G"})
     blocks = pr.program(items)
     helpers |= pr.p.helpers
@@ -244,9 +253,8 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     gvec = Vec("G")
     for step in vd.steps:
         if step.needed:
-            items.append(
-                (step.grad, _vjp_expr(step).xreplace({gvec: Vec("U")}), _comment(vd, step))
-            )
+            expr = _vjp_expr(step).xreplace({gvec: Vec("U")})
+            items.append((step.grad, expr, _vjp_comment(vd, step, "U")))
     return items, {p: "d" + p for p in net.param_names}
 
 

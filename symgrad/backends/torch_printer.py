@@ -17,6 +17,8 @@ import re
 import sympy as sp
 
 from symgrad.backends.numpy_printer import SymgradNumPyPrinter
+from symgrad.calculus.layout import BMatMul
+from symgrad.calculus.matrix_form import Vec
 from symgrad.ir.ops import Op, fill
 
 _NP = re.compile(r"\bnp\.")
@@ -59,6 +61,16 @@ class TorchPrinter(ReprefixPrinter):
 
     prefix = "torch."
     spelling = "torch"
+
+    def _print_Add(self, expr, order=None):
+        # V W^T + b as one fused BLAS call (torch.addmm, what nn.Linear runs).
+        mm = [a for a in expr.args if isinstance(a, BMatMul)]
+        rest = [a for a in expr.args if not isinstance(a, BMatMul)]
+        if len(mm) == 1 and len(rest) == 1 and isinstance(rest[0], Vec):
+            v, w, t = mm[0].args
+            wt = f"{self._print(w)}{'.T' if t == 1 else ''}"
+            return f"torch.addmm({self._print(rest[0])}, {self._print(v)}, {wt})"
+        return super()._print_Add(expr, order)
 
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(0)"
