@@ -32,6 +32,8 @@ from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, b
 from symgrad.calculus.matrix_form import Vec, to_matrix
 from symgrad.calculus.reverse import Derivation, derive
 from symgrad.errors import SpecError
+from symgrad.escape import py_docstring
+from symgrad.files import marker_line
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
 from symgrad.templating import environment
@@ -370,8 +372,9 @@ def build_context(
     src = source or net.source
     return {
         "version": __version__,
-        "name": net.name,
-        "source": src,
+        # User-controlled strings land in the docstring: escaped (a Windows path, \"\"\").
+        "name": py_docstring(net.name),
+        "source": py_docstring(src),
         "sha256": _sha256(src, net),
         "params": params,
         "param_names_code": _param_names_code([p.name for p in net.params]),
@@ -384,8 +387,9 @@ def build_context(
         "backward": backward,
         "helpers": sorted(pr.p.helpers),
         "optimizer": optimizer,
-        "loss_name": net.loss.name,
+        "loss_name": py_docstring(net.loss.name),
         "marker": MARKER,
+        "marker_line": marker_line("python"),
     }
 
 
