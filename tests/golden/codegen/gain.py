@@ -27,6 +27,78 @@ INPUT_SIZE = 3
 OUTPUT_SIZE = 2
 
 
+# -- argument checks (CONTRACT section 5): every public function validates its inputs, so
+# NumPy never broadcasts a wrong shape into a plausible-looking number.
+
+
+def _check_params(params: dict[str, np.ndarray], what: str = "params") -> type:
+    """The parameters' common float dtype; ValueError naming any missing, extra, misshapen
+    or non-float entry."""
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"{what} must be a dict of arrays {PARAM_NAMES}, got {type(params).__name__}"
+        )
+    missing = [k for k in PARAM_NAMES if k not in params]
+    extra = [k for k in params if k not in PARAM_SHAPES]
+    if missing or extra:
+        raise ValueError(
+            f"{what} has keys {sorted(params)}, expected {list(PARAM_NAMES)}"
+        )
+    dtype = None
+    for name in PARAM_NAMES:
+        p = params[name]
+        shape = tuple(getattr(p, "shape", np.shape(p)))
+        if shape != PARAM_SHAPES[name]:
+            raise ValueError(
+                f"{what}[{name!r}] has shape {shape}, expected {PARAM_SHAPES[name]}"
+            )
+        dt = getattr(p, "dtype", None)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(
+                f"{what}[{name!r}] has dtype {dt}, expected float32 or float64"
+            )
+        if dtype is not None and dt != dtype:
+            raise ValueError(
+                f"{what}[{name!r}] has dtype {dt}, the others {dtype}: use one dtype"
+            )
+        dtype = dt
+    return dtype or np.float64
+
+
+def _check_array(
+    what: str, value: object, shape: tuple[int, ...], dtype: type
+) -> np.ndarray:
+    """``value`` as an array of ``dtype``; ValueError unless its shape is exactly ``shape``,
+    it is real (not complex, text or objects) and finite."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{what} has dtype {arr.dtype}, expected real numbers ({np.dtype(dtype)})"
+        )
+    if arr.shape != shape:
+        hint = ""
+        raise ValueError(f"{what} has shape {arr.shape}, expected {shape}{hint}")
+    arr = arr.astype(dtype, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains inf or nan; every value must be finite")
+    return arr
+
+
+def _check(
+    params: dict[str, np.ndarray], X: np.ndarray, Y: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """X (and Y) checked and converted to the parameters' dtype."""
+    dtype = _check_params(params)
+    shape = np.shape(X)
+    if len(shape) != 2 or shape[1:] != (INPUT_SIZE,) or shape[0] < 1:
+        raise ValueError(f"X has shape {shape}, expected (n, {INPUT_SIZE}) with n >= 1")
+    X = _check_array("X", X, (shape[0], INPUT_SIZE), dtype)
+    if Y is None:
+        return X, None
+    Y = _check_array("Y", Y, (shape[0], OUTPUT_SIZE), dtype)
+    return X, Y
+
+
 def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2: finite for every x, keeps the dtype.
     out = np.multiply(x, 0.5, out=out)
@@ -38,6 +110,8 @@ def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
     """Parameters initialised like torch.nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype is {np.dtype(dtype)}, expected float32 or float64")
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     bound = 1.0 / np.sqrt(3)
@@ -54,12 +128,12 @@ def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray
 
 def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     """The network output yhat, shape (n, 2)."""
+    X, _ = _check(params, X)
     W1 = params["W1"]
     b1 = params["b1"]
     g2 = params["g2"]
     W3 = params["W3"]
     b3 = params["b3"]
-    X = np.asarray(X, dtype=W1.dtype)
     z1 = X @ W1.T
     z1 += b1
     t1 = np.tanh(z1, out=z1)
@@ -79,13 +153,12 @@ def loss_and_grads(
     params: dict[str, np.ndarray], X: np.ndarray, Y: np.ndarray, grads: bool = True
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The batch loss and its gradient with respect to every parameter."""
+    X, Y = _check(params, X, Y)
     W1 = params["W1"]
     b1 = params["b1"]
     g2 = params["g2"]
     W3 = params["W3"]
     b3 = params["b3"]
-    X = np.asarray(X, dtype=W1.dtype)
-    Y = np.asarray(Y, dtype=W1.dtype)
     n = X.shape[0]
     # Forward pass (its values are reused by the backward pass).
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
