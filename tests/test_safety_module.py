@@ -61,7 +61,7 @@ def raises_naming(fn, *phrases: str) -> str:
         lambda n, C: np.zeros((n,)),
         lambda n, C: np.float64(0.5),
         lambda n, C: np.zeros((n, C + 1)),
-        lambda n, C: np.zeros((C, n)) if C != n else np.zeros((n, C, 1)),
+        lambda n, C: np.zeros((C, n)) if n != C else np.zeros((n, C, 1)),
         lambda n, C: np.zeros((n + 1, C)),
     ],
     ids=["n1", "1C", "n", "scalar", "wide", "transposed", "more-rows"],
