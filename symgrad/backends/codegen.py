@@ -32,6 +32,7 @@ from symgrad.calculus.stability import (
     GUARD_RULES,
     IR_RULES,
     Applied,
+    RowMax,
     SafeLog,
     SafeLog1p,
     Total,
@@ -120,7 +121,7 @@ class _Printer:
             return self.full_temps.get(e, False)
         if isinstance(e, BMatMul | Softmax):
             return True
-        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total):
+        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total | RowMax):
             return False
         return any(self._is_full(a) for a in e.args)
 
