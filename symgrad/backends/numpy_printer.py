@@ -167,6 +167,14 @@ class SymgradNumPyPrinter(NumPyPrinter):
         out = self._print(expr.args[-1].expr)
         for e, c in reversed(expr.args[:-1]):
             out = f"np.where({self._print(c)}, {self._print(e)}, {out})"
+        if all(e.is_number for e, _ in expr.args):
+            # Only scalars: np.where would make an int64/float64 array. The arrays compared
+            # in the conditions carry the working dtype.
+            arrays = sorted(
+                (s for _, c in expr.args for s in c.free_symbols if not s.is_number), key=str
+            )
+            if arrays:
+                out = f"{out}.astype({self._print(arrays[0])}.dtype)"
         return out
 
     def _print_Max(self, expr):
