@@ -31,6 +31,7 @@ from symgrad.calculus.reverse import Derivation, derive
 from symgrad.calculus.stability import (
     GUARD_RULES,
     IR_RULES,
+    LOG_THROUGH_OUTPUT,
     Applied,
     RowMax,
     SafeLog,
@@ -248,7 +249,7 @@ def comment_text(expr: sp.Expr) -> str:
     return _CommentPrinter().doprint(expr)
 
 
-def _loss_expression(net: Network) -> sp.Expr:
+def _loss_expression(net: Network, log: list[Applied] | None = None) -> sp.Expr:
     """The per-sample loss, with each log of the output rewritten through the last stage's
     body where the stability rules then leave no log that can reach 0: log(softmax(z)_i) =
     z_i - logsumexp(z), log(sigmoid(u)) = -softplus(-u), log(1 - sigmoid(u)) = -softplus(u).
@@ -264,12 +265,16 @@ def _loss_expression(net: Network) -> sp.Expr:
         (t,) = [u for u in e.args[0].atoms(sp.Indexed) if u.base == out]
         value = last.body.xreplace({last.index: t.indices[0]})
         cand = sp.expand_log(sp.log(e.args[0].xreplace({t: value})), force=True)
-        cand = stabilise(cand, IR_RULES)
+        mine: list[Applied] = []
+        cand = stabilise(cand, IR_RULES, mine)
         # Accepted only if every log left is a log-sum-exp (printed shifted by the max).
         if all(
             isinstance(g.args[0], sp.Sum) and isinstance(g.args[0].function, sp.exp)
             for g in cand.atoms(sp.log)
         ):
+            if log is not None:
+                log.append(Applied(LOG_THROUGH_OUTPUT, e, cand))
+                log.extend(mine)
             return cand
         return e
 
@@ -385,9 +390,9 @@ def build_program(d: Derivation | Network) -> Program:
         add(f.stage.name, batch(f.matrix), (formula,), "forward", formula, ir_logs[f.stage.name])
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
-    lbody = _loss_expression(net)
-    lformula = f"l = {comment_text(net.loss.body)}"
     llog: list[Applied] = list(ir_logs["loss"])
+    lbody = _loss_expression(net, llog)
+    lformula = f"l = {comment_text(net.loss.body)}"
     lexpr = _prepare(batch(to_matrix(lbody, (), net)).xreplace(sizes), llog)
     lexpr = lexpr.replace(sp.log, SafeLog).replace(log1p, SafeLog1p)
     total = sp.S.Zero

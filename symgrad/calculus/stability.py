@@ -419,6 +419,18 @@ GUARD_BCE = Rule(
     _guard_bce,
 )
 
+#: Not a pattern rewrite but a choice the loss makes (``codegen._loss_expression``): a log
+#: of the network output is taken of the last layer's body instead, where the rules above
+#: then leave no log that can reach 0. Listed so that audits and documents can name it.
+LOG_THROUGH_OUTPUT = Rule(
+    "log-of-output",
+    "log(yhat[i]) with yhat = f(z)   (in the loss)",
+    "log(f(z)) simplified: z[i] - logsumexp(z), -softplus(-u), ...",
+    "yhat = f(z) rounds to 0 or 1 before the log: -inf, and gradients lose their digits",
+    lambda e: False,
+    lambda e: None,
+)
+
 #: Rules whose stable forms carry derivative rules: safe before the derivation.
 IR_RULES: tuple[Rule, ...] = (SOFTPLUS, EXP_RATIO, SIGMOID, LOG_SIGMOID, LOG_ONE_MINUS_SIGMOID)
 #: Rules for the batched program (forward, loss and backward expressions).
@@ -539,10 +551,20 @@ def _may_vanish(b: sp.Expr) -> bool:
     return not isinstance(b, sp.cosh | sp.exp)
 
 
-def hazards(expr: sp.Expr) -> list[Hazard]:
-    """The numerical hazards left in a (stabilised) batched expression."""
+def hazards(expr: sp.Expr, data: Iterable[sp.Symbol] = ()) -> list[Hazard]:
+    """The numerical hazards left in a (stabilised) batched expression.
+
+    Args:
+        expr: the expression.
+        data: symbols that are data (inputs, targets), not computed values: a difference
+            such as ``1 - y`` of data is exact enough and is not reported.
+    """
+    data = set(data)
     out: list[Hazard] = []
-    seen: set[sp.Basic] = set()
+    # Inside a clamp the hazards are handled: the clamp is the guard.
+    seen: set[sp.Basic] = {
+        g for c in expr.atoms(ClampMin) for g in sp.preorder_traversal(c.args[0])
+    }
     for e in sp.preorder_traversal(expr):
         if e in seen:
             continue
@@ -551,15 +573,11 @@ def hazards(expr: sp.Expr) -> list[Hazard]:
             out.append(Hazard("overflow", e, "exp overflows above 709.8 (88.7 in float32)"))
         elif isinstance(e, sp.cosh | sp.sinh):
             out.append(Hazard("overflow", e, "overflows above |u| ~ 710 (89 in float32)"))
-        elif e.is_Pow and e.exp.is_number and e.exp > 1 and not e.base.is_number:
-            out.append(
-                Hazard("overflow", e, f"a power {e.exp} overflows for large |u| (1e308 / 3e38)")
-            )
         elif isinstance(e, sp.log) and _may_vanish(e.args[0]):
             out.append(Hazard("log of 0", e, "log of a value that can reach 0 gives -inf"))
         elif isinstance(e, SafeLog | SafeLog1p):
             out.append(
-                Hazard("log of 0", e, "log of a value that can reach 0: clamped at -100, as torch")
+                Hazard("log of 0", e, "its argument can reach 0: clamped at -100, as PyTorch")
             )
         elif e.is_Pow and e.exp.is_number and e.exp < 0 and _may_vanish(e.base):
             out.append(
@@ -569,15 +587,16 @@ def hazards(expr: sp.Expr) -> list[Hazard]:
             nums = [t for t in e.args if t.is_number]
             rest = [t for t in e.args if not t.is_number]
             if (
-                nums
-                and any((nums[0] > 0) == t.could_extract_minus_sign() for t in rest)
+                len(nums) == 1
                 and len(rest) == 1
+                and (nums[0] > 0) == rest[0].could_extract_minus_sign()
+                and not rest[0].free_symbols <= data
             ):
                 out.append(
                     Hazard(
                         "cancellation",
                         e,
-                        "a difference of nearly equal values loses digits when they meet",
+                        "digits are lost where the two terms nearly cancel",
                     )
                 )
     return out
@@ -587,6 +606,7 @@ __all__ = [
     "ALL_RULES",
     "GUARD_RULES",
     "IR_RULES",
+    "LOG_THROUGH_OUTPUT",
     "PROGRAM_RULES",
     "Applied",
     "ClampMin",
