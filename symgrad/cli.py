@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="overwrite FILE (and the graph files) even if symgrad did not write them",
     )
+    p.add_argument(
+        "--hvp",
+        action="store_true",
+        help="also show the Hessian-vector derivation (the R-operator of every step; "
+        "text and markdown)",
+    )
     p.set_defaults(run=_cmd_derive)
 
     p = sub.add_parser(
@@ -239,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sgd", "momentum", "adam"),
         default=None,
         help="also emit a training step with this optimizer",
+    )
+    p.add_argument(
+        "--target",
+        choices=("numpy", "torch", "jax", "cupy"),
+        default="numpy",
+        help="the array library of the module (default: numpy); torch and jax modules "
+        "plug the derived backward passes into autograd",
+    )
+    p.add_argument(
+        "--hvp",
+        action="store_true",
+        help="also emit hvp(params, X, Y, V) and ggnvp(params, X, Y, V) (second order)",
     )
     p.set_defaults(run=_cmd_codegen)
 
@@ -367,10 +385,16 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_writable(args.output, force=force)
     elif out is None:
         raise SpecError("standard output is closed: write to a file with -o FILE")
+    if args.hvp and args.to == "latex":
+        raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
     from symgrad import pipeline
 
     c = pipeline.compile(args.spec)
     text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+    if args.hvp:
+        from symgrad.documents.hvp import render_hvp
+
+        text = text.rstrip("\n") + "\n\n" + render_hvp(c.derivation, args.to)
     dot_text = None
     if graph_fmt:
         from symgrad.documents.graph import render_graph
@@ -408,7 +432,10 @@ def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     check_writable(args.output, force=args.force)
     from symgrad import pipeline
 
-    code = pipeline.compile(args.spec).code(optimizer=args.optimizer)
+    if args.optimizer is not None and args.target != "numpy":
+        raise SpecError(f"--optimizer is only for --target numpy, not {args.target}")
+    c = pipeline.compile(args.spec)
+    code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
     return EXIT_OK
