@@ -76,7 +76,7 @@ def generate_code(
     ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is
     numpy, torch, jax or cupy; ``hvp`` adds ``hvp`` and ``ggnvp`` (second order).
     """
-    from symgrad.backends.codegen import generate
+    from symgrad.backends.emit import generate
 
     if isinstance(d, Network):
         d = derive(d)

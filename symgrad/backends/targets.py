@@ -26,17 +26,17 @@ import sympy as sp
 from symgrad.backends.codegen import (
     Statement,
     _comment,
-    _CommentPrinter,
     _Printer,
     build_context,
     comment_text,
 )
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batch_param_grad, batched_step
-from symgrad.calculus.matrix_form import Mat, Vec
-from symgrad.calculus.reverse import Derivation, Step
+from symgrad.calculus.matrix_form import Mat, Vec, matrix_pass
+from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
 from symgrad.errors import SpecError
 from symgrad.ir.network import Loss, Network
+from symgrad.ir.plain import PlainTextPrinter
 
 #: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
 G = sp.IndexedBase("G", real=True)
@@ -45,7 +45,7 @@ Item = tuple[str, sp.Expr, tuple[str, ...]]
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 
 
-class MatrixText(_CommentPrinter):
+class MatrixText(PlainTextPrinter):
     """Batched matrix formulas for comments: ``R{z1} = X @ RW1.T + Rb1``."""
 
     def _print_Symbol(self, expr):
@@ -87,9 +87,9 @@ def with_input_grad(d: Derivation) -> Derivation:
 
 
 def derive(net: Network) -> Derivation:
-    from symgrad.pipeline import derive as pipeline_derive  # the driver imports the backends
-
-    return pipeline_derive(net)
+    """Stages 3-4 for the derived networks of the VJP and the tangents (the driver, which
+    sits above the backends, runs the same two calls)."""
+    return matrix_pass(reverse_accumulate(net))
 
 
 def vjp_network(net: Network) -> Network:

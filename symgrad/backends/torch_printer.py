@@ -51,6 +51,16 @@ class ReprefixPrinter(SymgradNumPyPrinter):
             fields[f"{n_}p"] = self._atom(a)
         return fill(template, fields)
 
+    # The NumPy module's helpers _log1p and _logcosh, inline (re-prefixed by doprint).
+    def _print_SafeLog1p(self, expr):
+        return f"np.maximum(np.log1p({self._print(expr.args[0])}), -100.0)"
+
+    def _print_LogCosh(self, expr):
+        u = f"np.abs({self._print(expr.args[0])})"
+        near = f"np.log1p(2.0 * np.sinh(0.5 * np.minimum({u}, 1.0)) ** 2)"
+        far = f"{u} + np.log1p(np.exp(-2.0 * {u})) - {math.log(2)!r}"
+        return f"np.where({u} < 1.0, {near}, {far})"
+
     def _print_BOuter(self, expr):
         # The NumPy form picks np.dot for a batch of one (a BLAS quirk of NumPy's matmul).
         return f"({self._atom(expr.args[0])}.T @ {self._atom(expr.args[1])})"
@@ -96,6 +106,9 @@ class TorchPrinter(ReprefixPrinter):
 
     def _print_SafeLog(self, expr):
         return f"torch.clamp(torch.log({self._print(expr.args[0])}), min=-100.0)"
+
+    def _print_SafeLog1p(self, expr):
+        return f"torch.clamp(torch.log1p({self._print(expr.args[0])}), min=-100.0)"
 
     def _minmax(self, expr, fn: str, bound: str) -> str:
         nums = [a for a in expr.args if a.is_Number]
