@@ -30,7 +30,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+# One thread for every library (before they load): on a shared, busy machine spinning
+# thread pools make multi-threaded timings meaningless. --threads 0 keeps the defaults.
+if "--threads" not in sys.argv or sys.argv[sys.argv.index("--threads") + 1] != "0":
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault(
+        "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -178,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     ap.add_argument("--out", type=Path, default=HERE / "targets-results.md")
+    ap.add_argument("--threads", type=int, default=1, help="threads per library (0: defaults)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats, block = (3, 0.02) if args.quick else (9, 0.05)
     sizes = (1, 256) if args.quick else SIZES
     hsizes = (1, 32) if args.quick else HVP_SIZES
@@ -216,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         f"in {time.time() - start:.0f} s; {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), jax {jax.__version__ if jax else 'absent'}, "
-        f"load average {os.getloadavg()[0]:.2f} at the end. float64; median of "
+        f"load average {os.getloadavg()[0]:.2f} at the end; "
+        f"{'1 thread per library' if args.threads == 1 else 'default threads'}. float64; median of "
         f"{repeats} blocks of about {block * 1000:.0f} ms, implementations round-robin.",
         "",
         "Cell: time per call (time of the first column / time of this one; above 1 is faster).",
