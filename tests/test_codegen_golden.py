@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from catalogue import catalogue
 
-from symgrad.backends.codegen import generate
+from symgrad.pipeline import generate
 
 GOLDEN = Path(__file__).parent / "golden" / "codegen"
 NAMES = ("seed", "softmax_ce", "bce", "custom", "softmax_mse", "gain")
