@@ -1325,9 +1325,11 @@ class _Doc:
                         continue  # shown inside BP2
                 lhs = self._grad_lhs(st, "vector", [])[0]
                 rhs = st.matrix
+                if rhs is None:  # no matrix form: components only
+                    continue
                 if tag == "BP2":
                     pb = self._pass_back(st)
-                    if pb is not None:
+                    if pb is not None and pb.matrix is not None:
                         rhs = rhs.xreplace({Vec(pb.grad): _Grouped(pb.matrix)})
                 label = r"\text{%s}\quad " % tag if tag else ""
                 eqs.append(
