@@ -534,3 +534,20 @@ def test_pdflatex_compiles_catalogue(name, tmp_path):
     tex = render(derive(catalogue()[name]), "latex")
     log = _pdflatex(tex, tmp_path)
     assert "Overfull \\hbox" not in log, name
+
+
+def test_layer_jacobians_view(seed_tex):
+    view = _section(seed_tex, "Layer by layer")
+    # whole-layer input Jacobian (blue): diag(f'(z)) W
+    assert (
+        r"\textcolor{blue}{\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]})) "
+        r"W^{[1]}}" in view
+    )
+    # parameter Jacobian (red) and dL/dtheta_l as the product chain
+    assert r"\textcolor{red}{" in view
+    assert (
+        r"\frac{\partial \mathcal{L}}{\partial W^{[1]}} &= \left(\frac{\partial \mathcal{L}}"
+        r"{\partial \mathbf{a}^{[2]}}\right)^{\top} \textcolor{blue}{J^{[2]}} \textcolor{red}"
+        in view
+    )
+    assert r"\usepackage{xcolor}" in seed_tex

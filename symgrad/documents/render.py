@@ -556,6 +556,7 @@ class _Doc:
         self.loss()
         self.backward()
         self.summary_per_sample()
+        self.layer_jacobians()
         self.summary()
         self.notes()
         return self.sections
@@ -1184,6 +1185,136 @@ class _Doc:
                     ),
                 )
             )
+
+    # -- the layer-by-layer view ----------------------------------------------------------
+    def _layers(self) -> list[list[Stage]]:
+        """The stages grouped by layer number, in forward order."""
+        groups: dict[int, list[Stage]] = {}
+        for st in self.net.stages:
+            groups.setdefault(st.layer, []).append(st)
+        return [groups[k] for k in sorted(groups)]
+
+    def _stage_jacobian(self, stage: Stage) -> M | None:
+        """The whole-stage matrix ``d out / d in`` (``diag(a (1 - a))``, ``W``)."""
+        for st in self.d.steps:
+            if st.kind == "input" and st.stage is stage and st.local is not None:
+                jm = _jacobian_matrix(st.local, self.net, st.jacobian == "diagonal")
+                if jm is None:
+                    return None
+                m = self.ex(jm, "vector")
+                return M(paren(m.tex) if jm.is_Add else m.tex, _text(jm))
+        return None
+
+    @staticmethod
+    def _param_jacobian_name(out: str, param: str, matrix: bool) -> M:
+        o = quantity(out, "vector")
+        p = quantity(param, "vector", matrix=matrix)
+        return M(r"\frac{\partial %s}{\partial %s}" % (o, p), f"d{out}/d{param}")
+
+    def layer_jacobians(self) -> None:
+        if not (self.mat and self.has_params):
+            return
+        layers = self._layers()
+        s = self.section(["Layer by layer: the Jacobians"])
+        s.items.append(
+            Item(
+                "para",
+                (
+                    "Seen whole, layer ",
+                    M("l", "l"),
+                    " is a function ",
+                    M(
+                        r"\mathbf{a}^{[l]} = f_l(\mathbf{a}^{[l-1]}; \theta_l)",
+                        "a<l> = f_l(a<l-1>; theta_l)",
+                    ),
+                    " with two Jacobians: with respect to its input (",
+                    M(r"\textcolor{blue}{\text{blue}}", "J<l>"),
+                    ", the one the adjoint is passed back through) and with respect to its "
+                    "parameters (",
+                    M(r"\textcolor{red}{\text{red}}", "da<l>/dtheta"),
+                    "). The gradient of a parameter is the loss gradient times the input "
+                    "Jacobians of the layers above it times its own parameter Jacobian.",
+                ),
+            )
+        )
+        eqs: list[Eq] = []
+        names: list[str] = []
+        for group in layers:
+            first, last = group[0], group[-1]
+            out, inp = last.name, str(first.inp)
+            names.append(out)
+            factors = [self._stage_jacobian(st) for st in reversed(group)]
+            lhs = self.local_name(out, inp, [], [], "vector")
+            sides = [M(r"J^{[%s]} = %s" % (first.layer, lhs.tex), f"J{first.layer} = {lhs.txt}")]
+            if all(f is not None for f in factors):
+                tex = " ".join(f.tex for f in factors if f is not None)
+                txt = " @ ".join(f.txt for f in factors if f is not None)
+                sides.append(M(r"\textcolor{blue}{%s}" % tex, txt))
+            eqs.append(Eq(tuple(sides)))
+            for k, st in enumerate(group):
+                for p in st.params:
+                    after = [self._stage_jacobian(x) for x in reversed(group[k + 1 :])]
+                    own = self._param_jacobian_name(out, p.name, len(p.shape) != 1)
+                    pm = quantity(p.name, "vector", matrix=len(p.shape) != 1)
+                    pstep = next(
+                        (x for x in self.d.steps if x.kind == "param" and x.param == p), None
+                    )
+                    # an additive parameter (z = ... + b): dz/db is the identity
+                    additive = pstep is not None and _is_additive(pstep)
+                    dz = (
+                        ""
+                        if additive and after
+                        else r"\frac{\partial %s}{\partial %s}" % (quantity(st.name, "vector"), pm)
+                    )
+                    if all(f is not None for f in after):
+                        tex = " ".join(f.tex for f in after if f is not None)
+                        txt = " @ ".join(f.txt for f in after if f is not None)
+                        body = " ".join(x for x in (tex, dz) if x)
+                        body_txt = " @ ".join(
+                            x for x in (txt, f"d{st.name}/d{p.name}" if dz else "") if x
+                        )
+                        rhs = M(r"\textcolor{red}{%s}" % body, body_txt)
+                        eqs.append(Eq((own, rhs)))
+        s.items.append(Item("math", eqs=tuple(eqs)))
+        # the product chain for each parameter
+        chain_eqs: list[Eq] = []
+        L = len(layers)
+        for li, group in enumerate(layers):
+            out = group[-1].name
+            for st in group:
+                for p in st.params:
+                    above = [r"J^{[%s]}" % layers[m][0].layer for m in range(L - 1, li, -1)]
+                    above_txt = [f"J{layers[m][0].layer}" for m in range(L - 1, li, -1)]
+                    own = self._param_jacobian_name(out, p.name, len(p.shape) != 1)
+                    lhs = self.dq(p.name, "vector")
+                    top = quantity("d" + str(self.net.output), "vector")
+                    tex = r"%s^{\top} %s%s" % (
+                        paren(top),
+                        r"\textcolor{blue}{%s} " % " ".join(above) if above else "",
+                        r"\textcolor{red}{%s}" % own.tex,
+                    )
+                    txt = f"dL/d{self.net.output}^T " + " ".join(above_txt) + f" {own.txt}"
+                    chain_eqs.append(Eq((lhs, M(tex, txt))))
+        s.items.append(Item("label", ("Each parameter's gradient as a product chain",)))
+        s.items.append(Item("math", eqs=tuple(chain_eqs)))
+        s.items.append(
+            Item(
+                "para",
+                (
+                    "Read right to left, the chain is the forward sensitivity of the output "
+                    "to the parameter; read left to right it is the backward pass: the "
+                    "adjoint ",
+                    M(r"\partial %s / \partial \mathbf{a}^{[L]}" % LOSS, "dL/da<L>"),
+                    " is multiplied by one transposed Jacobian per layer, and each "
+                    "intermediate product is an adjoint the backward pass reuses for every "
+                    "parameter below it. A parameter Jacobian such as ",
+                    M(r"\partial \mathbf{z} / \partial W", "dz/dW"),
+                    " is a three-index array (",
+                    M(r"\partial z_i / \partial W_{pq} = [i = p]\, a_q", "dz_i/dW_pq = [i==p] a_q"),
+                    "); contracted with the adjoint it gives the outer product of BP4.",
+                ),
+            )
+        )
 
     # -- summaries ----------------------------------------------------------------------
     def _bp_tag(self, st: Step) -> str:
