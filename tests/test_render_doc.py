@@ -551,3 +551,16 @@ def test_layer_jacobians_view(seed_tex):
         in view
     )
     assert r"\usepackage{xcolor}" in seed_tex
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").rglob("*.toml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_pdflatex_compiles_examples(spec, tmp_path):
+    from symgrad import pipeline
+
+    tex = render(pipeline.derive(pipeline.parse(str(spec))), "latex")
+    log = _pdflatex(tex, tmp_path)
+    assert "Overfull \\hbox" not in log, spec.name
