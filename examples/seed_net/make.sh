@@ -18,7 +18,8 @@ set -x
 if command -v pdflatex >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     cp derivation.tex "$tmp/"
-    (cd "$tmp" && pdflatex -interaction=nonstopmode -halt-on-error derivation.tex >/dev/null)
+    # a fixed date: the PDF changes only when the derivation does
+    (cd "$tmp" && SOURCE_DATE_EPOCH=1700000000 FORCE_SOURCE_DATE=1 pdflatex -interaction=nonstopmode -halt-on-error derivation.tex >/dev/null)
     cp "$tmp/derivation.pdf" derivation.pdf
     rm -rf "$tmp"
 fi

@@ -113,10 +113,13 @@ class TextPrinter(StrPrinter):
         if any(isinstance(f, sp.Pow) and f.exp.is_negative for f in factors):
             return super()._print_Mul(expr)
         first = [f for f in factors if _text_adjoint(f)]
-        if not first:
+        last = [f for f in factors if isinstance(f, sp.KroneckerDelta)]  # brackets last
+        if not first and not last:
             return super()._print_Mul(expr)
-        rest = [f for f in factors if not _text_adjoint(f)]
-        return "*".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in first + rest)
+        rest = [f for f in factors if not _text_adjoint(f) and f not in last]
+        return "*".join(
+            self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in first + rest + last
+        )
 
     def _print_BMatMul(self, expr: sp.Expr) -> str:
         V, W, t = expr.args
@@ -316,6 +319,7 @@ def _wrap(
     """Word-wrap one line with a hanging indent; never breaks inside a word, and prefers
     the top level: spaces inside parentheses and brackets do not break."""
     protected, depth = [], 0
+    text = re.sub(r"\b(sum_\w+|sum_\{[^}]*\}) ", "\\1\x00", text)  # a sum keeps its body
     for c in text:
         depth += c in "([{"
         depth -= c in ")]}"
