@@ -564,3 +564,14 @@ def test_pdflatex_compiles_examples(spec, tmp_path):
     tex = render(pipeline.derive(pipeline.parse(str(spec))), "latex")
     log = _pdflatex(tex, tmp_path)
     assert "Overfull \\hbox" not in log, spec.name
+
+
+def test_bp_tags_follow_structure_not_names():
+    """BP1/BP2 mark errors (adjoints of a pre-activation), wherever they come from."""
+    relu_out = render(derive(build("r", 3, [Dense(4, "relu"), Dense(2)], "mse")), "text", width=200)
+    box = relu_out[relu_out.index("For this network") :]
+    assert "BP1  delta2 = " in box  # the loss gradient itself is the output error
+    assert "BP2  delta1 = (W2.T @ delta2)*[z1 > 0]" in box
+    deep = render(derive(deep_custom()), "text", width=200)
+    box = deep[deep.index("For this network") :]
+    assert "    dL/da1 = " in box and "BP2  dL/da1" not in box  # a map layer: no BP name

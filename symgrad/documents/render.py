@@ -102,6 +102,9 @@ class TextPrinter(StrPrinter):
     def _print_Diag(self, expr: Diag) -> str:
         return "diag(%s)" % self._print(expr.args[0])
 
+    def _print_step(self, expr: sp.Expr) -> str:
+        return "[%s > 0]" % self._print(expr.args[0])
+
     def _print_Abs(self, expr: sp.Abs) -> str:
         return "abs(%s)" % self._print(expr.args[0])
 
@@ -1297,7 +1300,7 @@ class _Doc:
                         r"\textcolor{blue}{%s} " % " ".join(above) if above else "",
                         r"\textcolor{red}{%s}" % own.tex,
                     )
-                    txt = f"dL/d{self.net.output}^T " + " ".join(above_txt) + f" {own.txt}"
+                    txt = " ".join([f"dL/d{self.net.output}^T", *above_txt, own.txt])
                     chain_eqs.append(Eq((lhs, M(tex, txt))))
         s.items.append(Item("label", ("Each parameter's gradient as a product chain",)))
         s.items.append(Item("math", eqs=tuple(chain_eqs)))
@@ -1329,8 +1332,15 @@ class _Doc:
             if _is_additive(st):
                 return "BP3"
             return ""
-        if st.kind == "input" and st.jacobian in ("diagonal", "full") and st.stage is not None:
-            if st.stage is self.net.stages[-1]:
+        if st.kind == "loss" or (
+            st.kind == "input" and st.jacobian in ("diagonal", "full") and st.stage is not None
+        ):
+            # an error delta<l>: the adjoint of a quantity that enters an affine stage
+            # linearly (the pre-activation z = W a + b), whatever the stage is called
+            below = [x for x in self.d.steps if x.upstream == st.grad and x.kind == "input"]
+            if not below or below[0].jacobian != "linear":
+                return ""
+            if st.kind == "loss" or st.stage is self.net.stages[-1]:
                 return "BP1"
             return "BP2"
         return ""
@@ -1451,7 +1461,7 @@ class _Doc:
             s.items.append(Item("label", ("For this network",)))
             eqs: list[Eq] = []
             for st in self.d.steps:
-                if not st.needed or st.kind == "loss":
+                if not st.needed:
                     continue
                 tag = self._bp_tag(st)
                 if st.kind == "input" and st.jacobian == "linear":
