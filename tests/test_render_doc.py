@@ -575,3 +575,13 @@ def test_bp_tags_follow_structure_not_names():
     deep = render(derive(deep_custom()), "text", width=200)
     box = deep[deep.index("For this network") :]
     assert "    dL/da1 = " in box and "BP2  dL/da1" not in box  # a map layer: no BP name
+
+
+def test_loss_gradient_derived_from_the_loss(seed_tex):
+    grad = _section(seed_tex, "(loss gradient)")
+    # the loss's summation index is renamed out of the way of the free index i
+    assert (
+        r"\frac{\partial}{\partial \hat{y}_{i}} \left(\frac{1}{n_{2}} \sum_{j=1}^{n_{2}} "
+        r"(\hat{y}_{j} - y_{j})^{2}\right)" in grad
+    )
+    assert r"2 (\hat{y}_{j} - y_{j}) [i = j]" in grad and "kills every term" in grad

@@ -58,6 +58,8 @@ LINE_WIDTH = 68.0
 
 _I = sp.Symbol("i", integer=True)
 _K = sp.Symbol("k", integer=True)
+#: Indices free for renaming a summation index out of the way (``j`` first).
+_SPARE = tuple(sp.Symbol(c, integer=True) for c in "jmtuvw")
 
 _ALIASES = {"tex": "latex", "md": "markdown", "txt": "text", "plain": "text"}
 
@@ -861,8 +863,13 @@ class _Doc:
             s.items.append(Item("label", ("Component form",)))
             out = self.net.output
             raw = None
+            loss = self.d.loss
+            # the loss's own summation index must not be the derivative's free index i
+            dummies = {lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits}
+            if _I in dummies:
+                loss = loss.xreplace({_I: next(j for j in _SPARE if j not in dummies)})
             with contextlib.suppress(Exception):  # a display aid only
-                raw = sp.diff(self.d.loss, out[_I])
+                raw = sp.diff(loss, out[_I])
             sides = [
                 self.dq(st.wrt, "component", ["i"]),
                 M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
@@ -871,8 +878,8 @@ class _Doc:
                 sides.append(
                     M(
                         r"\frac{\partial}{\partial \hat{y}_{i}} %s"
-                        % paren(latex(self.d.loss, yhat=self.yhat)),
-                        f"d/dyhat[i] ({_text(self.d.loss)})",
+                        % paren(latex(loss, yhat=self.yhat)),
+                        f"d/dyhat[i] ({_text(loss)})",
                     )
                 )
                 sides.append(self.ex(raw, yhat=True))
