@@ -490,7 +490,10 @@ def test_why_lines(seed_tex, smce_tex):
     assert r"\sigma(z^{[1]}_{i}) (1 - \sigma(z^{[1]}_{i}))" in d1 or (
         r"(1 - \sigma(z^{[1]}_{i})) \sigma(z^{[1]}_{i})" in d1
     )
-    assert r"\sigma'(x)" in d1 and r"\frac{1}{1 + e^{- x}}" in d1
+    # sigma' derived once from sigma's definition, at its first use (the output layer)
+    d2 = _section(seed_tex, r"\delta^{[2]} = ")
+    assert r"\sigma'(x)" in d2 and r"\frac{1}{1 + e^{- x}}" in d2
+    assert r"\sigma'(x)" not in d1 and seed_tex.count(r"\sigma'(x)") == 1
     assert "kills every term" in d1
     assert "Hadamard" in d1 and "its own transpose" in d1
     assert r"\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]}))^{\top}" in d1

@@ -496,6 +496,7 @@ class _Doc:
         self.yhat = str(self.net.output)
         self.sections: list[Section] = []
         self.has_params = bool(self.net.params)
+        self.explained: set[type] = set()  # activation functions whose derivative is shown
 
     # -- printing helpers ---------------------------------------------------------------
     @property
@@ -984,6 +985,9 @@ class _Doc:
                 )
             )
         for f in _own_functions(stage.body, stage.inp[_I]):
+            if type(f) in self.explained:
+                continue
+            self.explained.add(type(f))
             items.extend(self._function_why(type(f)))
         return eqs, items
 
