@@ -27,6 +27,6 @@ if command -v chromium >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
         --user-data-dir="$tmp" --virtual-time-budget=5000 --window-size=1400,900 \
-        --screenshot="$here/page.png" "file://$here/page.html#step-delta1" 2>/dev/null
+        --screenshot="$here/page.png" "file://$here/page.html#step-delta2" 2>/dev/null
     rm -rf "$tmp"
 fi
