@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.str import StrPrinter
 
 from symgrad.calculus.contraction import contract
 from symgrad.calculus.forward_values import pull_out
@@ -44,7 +43,9 @@ from symgrad.documents.latex_printer import (
     split_name,
 )
 from symgrad.errors import DerivationError
+from symgrad.escape import latex_text
 from symgrad.ir.network import Stage
+from symgrad.ir.plain import PlainTextPrinter
 from symgrad.templating import environment
 
 TARGETS = ("latex", "markdown", "text")
@@ -67,7 +68,7 @@ _ALIASES = {"tex": "latex", "md": "markdown", "txt": "text", "plain": "text"}
 # ---------------------------------------------------------------------------------------
 # plain text
 # ---------------------------------------------------------------------------------------
-class TextPrinter(StrPrinter):
+class TextPrinter(PlainTextPrinter):
     """Plain-text notation for terminals: IR names (``delta2[k]``, ``da1[i]``), ``@`` for
     matrix products, ``.T`` for transposes, ``*`` elementwise."""
 
@@ -76,9 +77,6 @@ class TextPrinter(StrPrinter):
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return "N" if expr == N else super()._print_Symbol(expr)
-
-    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
-        return "[%s==%s]" % tuple(self._print(a) for a in expr.args)
 
     def _print_Sum(self, expr: sp.Sum) -> str:
         heads = "".join(
@@ -106,9 +104,6 @@ class TextPrinter(StrPrinter):
 
     def _print_step(self, expr: sp.Expr) -> str:
         return "[%s > 0]" % self._print(expr.args[0])
-
-    def _print_Abs(self, expr: sp.Abs) -> str:
-        return "abs(%s)" % self._print(expr.args[0])
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         """Upstream adjoints first (``da1 * a1 * (1 - a1)``): the chain rule's reading order."""
@@ -260,26 +255,14 @@ def equation_lines(eq: Eq, width: float = LINE_WIDTH) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # rendering of the model to one target
 # ---------------------------------------------------------------------------------------
-_LATEX_ESC = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
 def _esc_latex(s: str) -> str:
-    return "".join(_LATEX_ESC.get(c, c) for c in s)
+    # Names in the prose are user-controlled: one escaper for every LaTeX output.
+    return latex_text(s)
 
 
 def _esc_md(s: str) -> str:
-    return re.sub(r"([_*`\\$<>#|])", r"\\\1", s)
+    # Markdown specials, link brackets and HTML: the prose shows user names literally.
+    return re.sub(r"([_*`\\$<>#|\[\]])", r"\\\1", s.replace("&", "&amp;"))
 
 
 def _esc(p: str, to: str) -> str:
@@ -690,7 +673,7 @@ class _Doc:
         if self._uses(sp.KroneckerDelta) and self.comp:
             conv += [
                 " In component form ",
-                M(r"[i = k]", "[i==k]"),
+                M(r"[i = k]", "[i == k]"),
                 " is 1 if ",
                 M("i = k", "i = k"),
                 " and 0 otherwise (the Kronecker delta, written as a bracket so that ",
@@ -917,7 +900,7 @@ class _Doc:
         dummy = a_ if a_ != survivor else b_
         return (
             "The bracket ",
-            M(r"[%s = %s]" % (a_, b_), f"[{a_}=={b_}]"),
+            M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]"),
             " is zero unless ",
             M(f"{a_} = {b_}", f"{a_} = {b_}"),
             ", so it kills every term of the sum over ",
@@ -1328,7 +1311,10 @@ class _Doc:
                     "parameter below it. A parameter Jacobian such as ",
                     M(r"\partial \mathbf{z} / \partial W", "dz/dW"),
                     " is a three-index array (",
-                    M(r"\partial z_i / \partial W_{pq} = [i = p]\, a_q", "dz_i/dW_pq = [i==p] a_q"),
+                    M(
+                        r"\partial z_i / \partial W_{pq} = [i = p]\, a_q",
+                        "dz_i/dW_pq = [i == p] a_q",
+                    ),
                     "); contracted with the adjoint it gives the outer product of BP4.",
                 ),
             )

@@ -17,9 +17,9 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.ir import naming
-from symgrad.ir import ops as F
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.ir.ops import ACTIVATIONS
 
 # Placeholders for user-written component forms.
 a = sp.IndexedBase("a", real=True)
@@ -30,18 +30,15 @@ x = sp.Symbol("x", real=True)
 yhat_s = sp.Symbol("yhat", real=True)
 y_s = sp.Symbol("y", real=True)
 
-#: Elementwise activations by name, as expressions in the Symbol ``x``.
-ACTIVATIONS: dict[str, sp.Expr] = {
-    "identity": x,
-    "sigmoid": F.sigmoid(x),
-    "tanh": sp.tanh(x),
-    "relu": F.relu(x),
-    "leaky_relu": F.leaky_relu(x),
-    "softplus": F.softplus(x),
-    "elu": F.elu(x),
-    "silu": x * F.sigmoid(x),
-}
+#: The built-in activation names (see :func:`activation_names` for the live registry).
 ACTIVATION_NAMES = (*ACTIVATIONS, "softmax")
+
+
+def activation_names() -> tuple[str, ...]:
+    """Every activation a spec may name: the registry's (``ir/ops.py``) and softmax."""
+    return (*ACTIVATIONS, "softmax")
+
+
 LOSS_NAMES = ("mse", "bce", "cross_entropy")
 
 
@@ -61,7 +58,7 @@ class Activation:
                 return Activation("softmax", None)
             if spec not in ACTIVATIONS:
                 raise SpecError(
-                    f"unknown activation '{spec}' (known: {', '.join(ACTIVATION_NAMES)})"
+                    f"unknown activation '{spec}' (known: {', '.join(activation_names())})"
                 )
             return Activation(spec, ACTIVATIONS[spec])
         if isinstance(spec, sp.Lambda):
