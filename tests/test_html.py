@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sympy as sp
+from catalogue import catalogue
 
 from symgrad import Dense, Map, a, build, derive, i
 from symgrad.documents.html import katex_css, render_html
@@ -179,3 +180,15 @@ def test_screenshot_in_chromium(tmp_path):
     assert shot.exists(), proc.stderr.decode(errors="replace")[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # not a blank page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(catalogue()))
+def test_katex_renders_every_catalogue_network(name, tmp_path):
+    page = render_html(derive(catalogue()[name]))
+    path = tmp_path / "page.html"
+    path.write_text(page, encoding="utf-8")
+    proc = _chromium(["--dump-dom"], path.as_uri(), tmp_path)
+    dom = proc.stdout.decode("utf-8", errors="replace")
+    assert 'data-katex="done"' in dom, name
+    assert 'class="katex-error"' not in dom, re.findall(r'katex-error"[^>]*title="([^"]*)', dom)
