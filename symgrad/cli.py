@@ -370,7 +370,12 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from symgrad import pipeline
 
     c = pipeline.compile(args.spec)
-    text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+    if args.to == "html":
+        from symgrad.documents.html import render_html
+
+        text = render_html(c.derivation, form=args.form)
+    else:
+        text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
     dot_text = None
     if graph_fmt:
         from symgrad.documents.graph import render_graph

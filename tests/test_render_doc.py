@@ -337,7 +337,7 @@ def test_text_mode(seed):
 
 def test_bad_arguments(seed):
     with pytest.raises(ValueError, match="target"):
-        render(seed, "pdf")
+        render(seed, "html")
     with pytest.raises(ValueError, match="form"):
         render(seed, "latex", form="tensor")
 

@@ -48,7 +48,7 @@ from symgrad.ir.network import Stage
 from symgrad.ir.plain import PlainTextPrinter
 from symgrad.templating import environment
 
-TARGETS = ("latex", "markdown", "text", "html")
+TARGETS = ("latex", "markdown", "text")
 FORMS = ("component", "matrix", "both")
 
 #: Between the lines of a multi-line display (a little air between stacked fractions).
@@ -1627,8 +1627,7 @@ def render(
 
     Args:
         d: the derivation (``symgrad.derive(net)``).
-        to: ``"latex"``, ``"markdown"``, ``"text"`` or ``"html"`` (a self-contained page,
-            :func:`symgrad.documents.html.render_html`).
+        to: ``"latex"``, ``"markdown"`` or ``"text"``.
         form: ``"component"`` (index notation), ``"matrix"`` (per sample and batched)
             or ``"both"``.
         standalone: a complete document (LaTeX: ``\\documentclass`` ... ``\\end{document}``;
@@ -1646,10 +1645,6 @@ def render(
         raise ValueError(f"unknown target {to!r} (known: {', '.join(TARGETS)})")
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r} (known: {', '.join(FORMS)})")
-    if to == "html":  # one self-contained page: documents/html.py lays it out
-        from symgrad.documents.html import render_html
-
-        return render_html(d, form)
     sections = rendered_sections(d, to, form, width)
     template = environment().get_template(_TEMPLATES[to])
     return template.render(
