@@ -255,7 +255,8 @@ def test_dx_shown_last_and_marked(seed_tex):
 
 
 def test_step_order_follows_derivation(seed, seed_tex):
-    heads = re.findall(r"\\subsection\*\{(.*)\}", seed_tex)
+    backward = seed_tex[seed_tex.index("Backward pass") : seed_tex.index("Summary per sample")]
+    heads = re.findall(r"\\subsection\*\{(.*)\}", backward)
     assert len(heads) == len(seed.steps)
     for head, step in zip(heads, seed.steps, strict=True):
         base = step.wrt.rstrip("0123456789")
@@ -511,7 +512,9 @@ def test_bp1_to_bp4_by_name(seed_tex):
         assert r"\text{" + name + "}" in box
     assert (
         r"(W^{[l+1]\top} \boldsymbol{\delta}^{[l+1]}) \odot f'(\mathbf{z}^{[l]})" in box
-    )  # the general recursion
+    )  # the general recursion, in a frame
+    assert r"\begin{summarybox}" in box and r"\end{summarybox}" in box
+    box = _section(seed_tex, "BP1-BP4 for this network")
     # this network's BP2: the pass back substituted into the activation step
     assert (
         r"\text{BP2}\quad \boldsymbol{\delta}^{[1]} &= \left(W^{[2]\top} \boldsymbol{\delta}^{[2]}"

@@ -38,6 +38,7 @@ class _PageSection:
     items: tuple[RenderedItem, ...]
     anchor: str
     code_anchor: str
+    boxed: bool
 
 
 def _vendor() -> Path:
@@ -143,7 +144,9 @@ def render_html(d: Derivation, form: str = "both", code: str | None = None) -> s
     for n, s in enumerate(sections):
         anchor = s.anchor or ("sec-forward" if s.title == "Forward pass" else f"sec-{n}")
         grad = anchor[len("step-") :] if anchor.startswith("step-") else ""
-        page_sections.append(_PageSection(s.title, s.level, s.items, anchor, first.get(grad, "")))
+        page_sections.append(
+            _PageSection(s.title, s.level, s.items, anchor, first.get(grad, ""), s.boxed)
+        )
     svg = svg_of(to_dot(d))
     if svg is not None:
         svg = re.sub(r"^<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?", "", svg)

@@ -193,6 +193,7 @@ class Section:
     level: int
     items: list[Item] = field(default_factory=list)
     anchor: str = ""  # an id for links (the HTML page links code lines to steps)
+    boxed: bool = False  # set off in a frame (the per-sample summary)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ class RenderedSection:
     level: int
     items: tuple[RenderedItem, ...]
     anchor: str = ""
+    boxed: bool = False
 
 
 # line breaking lives in latex_breaking.py
@@ -377,7 +379,7 @@ def _render_model(
                 items.append(RenderedItem("para", _wrap(_inline(it.parts, to), width, "", "")))
             else:
                 items.append(RenderedItem(it.kind, _inline(it.parts, to)))
-        out.append(RenderedSection(_inline(s.title, to), s.level, tuple(items), s.anchor))
+        out.append(RenderedSection(_inline(s.title, to), s.level, tuple(items), s.anchor, s.boxed))
     return out
 
 
@@ -1352,7 +1354,10 @@ class _Doc:
     def summary_per_sample(self) -> None:
         if not self.has_params:
             return
-        s = self.section(["Summary per sample: the four equations of backpropagation"])
+        s = self.section(
+            ["Summary per sample: the four equations of backpropagation"], anchor="bp-summary"
+        )
+        s.boxed = True
         general = (
             Eq(
                 (
@@ -1454,6 +1459,9 @@ class _Doc:
                 ),
             )
         s.items.append(Item("math", eqs=general))
+        # the box holds the four general equations; this network's instances can be long
+        # (one line per step) and follow outside it, where a page may break
+        s = self.section(["BP1-BP4 for this network, and the recipe"], 2, anchor="bp-network")
         if self.mat:
             s.items.append(Item("label", ("For this network",)))
             eqs: list[Eq] = []
