@@ -34,6 +34,7 @@ from symgrad.ir.layers import (
     yhat_s,
 )
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.learn.scalar import scalar
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -60,6 +61,7 @@ __all__ = [
     "k",
     "m",
     "n",
+    "scalar",
     "x",
     "y_s",
     "yhat_s",
