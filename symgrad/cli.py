@@ -458,7 +458,7 @@ def _cmd_scalar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         written = result.write_graph(args.graph, source=f"symgrad scalar {args.expr!r}")
         for path in written:
             print(f"wrote {path}", file=err)
-        if Path(args.graph).suffix.lower() != ".dot" and str(args.graph) not in written:
+        if Path(args.graph).suffix.lower() != ".dot" and str(Path(args.graph)) not in written:
             print(
                 f"note: Graphviz 'dot' is not available, so {args.graph} was not rendered", file=err
             )
