@@ -106,6 +106,7 @@ examples:
   symgrad check examples/seed_net.toml --grad delta1 --formula "(W2^T delta2) * a1 * (1 - a1)"
   symgrad check examples/seed_net.toml --grad da1/dz1 --formula "z1*(1 - z1)"   # wrong: a1(1 - a1)
   symgrad check examples/seed_net.toml --grad dW2 --formula "delta2[p]*a1[q]"
+  symgrad check examples/seed_net.toml --steps my_backward.py   # a whole backward pass
 
 NAME is a derived quantity: a parameter gradient (dW2, db1, or just W2), a delta
 (delta1 = dL/dz1), an activation gradient (da1), dx, or a local derivative (da1/dz1).
@@ -113,7 +114,14 @@ The formula is per sample, in matrix notation (vectors are columns; * or ⊙ ele
 juxtaposition or @ the matrix product, ^T or .T a transpose; outer, dot, sum, diag)
 or in component form with subscripts (free index i for vectors, p, q for matrices,
 sums as sum(expr, k)). Exit code 0 means it equals the derived gradient, 1 that it
-does not: the report shows the derived formula and a numeric counterexample.
+does not (or that it is right under only one reading of * versus juxtaposition:
+AMBIGUOUS): the report shows the derived formula, a numeric counterexample and hints.
+
+--steps FILE checks a whole backward pass: NumPy assignments in the batched form of
+the generated code (rows are samples: X, Y, z1, a1, ..., yhat, W1, b1, ..., N the batch
+size), e.g. "delta2 = ...", "dW2 = delta2.T @ a1", with intermediates of your own. The
+file is parsed, never executed. Exit 0: every step right; 1: the first wrong line is
+shown with what it should be, the likely slip and a counterexample.
 """
 
 
@@ -296,14 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grad",
         metavar="NAME",
-        required=True,
         help="the gradient to check, e.g. dW2, delta1, da1 or da1/dz1",
     )
     p.add_argument(
         "--formula",
         metavar="TEXT",
-        required=True,
         help='your formula, e.g. "delta2 a1^T" or "delta2[p]*a1[q]"',
+    )
+    p.add_argument(
+        "--steps",
+        metavar="BACKWARD.py",
+        help="instead of one formula: a whole backward pass, NumPy assignments in the "
+        "batched form (rows are samples), checked line by line; never executed",
     )
     p.set_defaults(run=_cmd_check)
 
@@ -437,6 +449,12 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.steps is not None:
+        if args.grad is not None or args.formula is not None:
+            raise SpecError("give either --steps FILE or --grad NAME --formula TEXT, not both")
+        return _cmd_check_steps(args, out)
+    if args.grad is None or args.formula is None:
+        raise SpecError("check needs --grad NAME and --formula TEXT (or --steps FILE)")
     net = _load(args.spec)
     from symgrad.verify.check import check_formula
 
@@ -444,6 +462,23 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = result.format()
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if result.ok else EXIT_MISMATCH
+
+
+def _cmd_check_steps(args: argparse.Namespace, out: TextIO) -> int:
+    path = Path(args.steps)
+    if not path.is_file():
+        raise SpecError("no such file", field="--steps", file=args.steps)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("not a UTF-8 text file", field="--steps", file=args.steps) from None
+    net = _load(args.spec)
+    from symgrad.learn.steps import check_steps
+
+    report = check_steps(net, text, file=args.steps)
+    text = report.format()
+    out.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
 def _cmd_scalar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
