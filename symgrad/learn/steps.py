@@ -429,7 +429,7 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
 
 def _shape_text(v: Any) -> str:
     s = np.shape(v)
-    return "a number" if not s else "(" + ", ".join(map(str, s)) + ")"
+    return "a number" if not s else str(tuple(s))
 
 
 def _binary_np(fn: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -832,6 +832,8 @@ def _variants(e: tuple, names: Mapping[str, list[tuple[str, str]]]) -> Iterator[
     if kind == "name":
         yield ("T", e), f"a missing transpose: {e[1]} should be {e[1]}.T"
     if kind == "bin" and e[1] == "@":
+        for v in (("bin", "@", _t(e[2]), _t(e[3])), ("bin", "@", _t(e[3]), _t(e[2]))):
+            yield v, f"transposes in the product: {unparse(e)} should be {unparse(v)}"
         yield (
             ("bin", "@", e[3], e[2]),
             (
@@ -866,6 +868,11 @@ def _variants(e: tuple, names: Mapping[str, list[tuple[str, str]]]) -> Iterator[
                 for v, why in _variants(arg, names):
                     args = (*child[:j], v, *child[j + 1 :])
                     yield (*e[:k], args, *e[k + 1 :]), why
+
+
+def _t(e: tuple) -> tuple:
+    """``e.T``, with a double transpose cancelled."""
+    return e[1] if e[0] == "T" else ("T", e)
 
 
 def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
@@ -925,10 +932,17 @@ def _diagnose(group, before, wants, st, net: Network, by_alias) -> tuple[str | N
         hint = _hadamard(gots, wants, st, net, before, alternatives=False)
         if hint:
             return hint, None
+    swaps = _swaps(net, before[0])
+    top = group[0].expr
+    if len(group) == 1 and top[0] == "bin" and top[1] == "@":
+        for variant, why in _variants(top, {}):
+            if why.startswith("transposes in the product"):
+                new = [Statement(group[0].line, group[0].target, "=", variant, group[0].text)]
+                if right(new):
+                    return why, fixed(new)
     whole = [Statement(s.line, s.target, s.op, ("T", s.expr), s.text) for s in group]
     if len(group) == 1 and right(whole):
         return f"a transpose: yours is the transpose of {st.grad}", fixed(whole)
-    swaps = _swaps(net, before[0])
     used = {n for s in group for n in _names(s.expr)}
     for old in sorted(used):  # a name swapped everywhere in the step (z1*(1 - z1))
         for other, why in swaps.get(old, []):
