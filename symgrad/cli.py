@@ -137,6 +137,14 @@ max min; every other name is a variable and needs a value in --at.
 """
 
 
+_EXERCISE_EPILOG = """\
+examples:
+  symgrad exercise --seed 3 -o ex3                  # ex3/worksheet.md, ex3/answers.md ...
+  symgrad exercise --seed 3 --blank dW1 -o ex3
+  symgrad check ex3/network.toml --grad delta1 --formula "..."   # grade your answer
+"""
+
+
 class _UsageError(Exception):
     """An argparse usage error, reported as one line."""
 
@@ -346,6 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
         "always written)",
     )
     p.set_defaults(run=_cmd_scalar)
+
+    p = sub.add_parser(
+        "exercise",
+        help="a random small network with one backward step blanked, and its answer key",
+        description="Write an exercise: a random small network (network.toml) with one "
+        "step of its backward pass blanked (worksheet.md, worksheet.tex) and the answer "
+        "key with the full derivation (answers.md, answers.tex). The same seed writes "
+        "the same files; grade an answer with 'symgrad check DIR/network.toml'.",
+        epilog=_EXERCISE_EPILOG,
+        formatter_class=formatter,
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="which exercise (default: 0)")
+    p.add_argument("--blank", metavar="STEP", help="the step to blank, e.g. delta1 or dW2")
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder to write")
+    p.set_defaults(run=_cmd_exercise)
     return parser
 
 
@@ -479,6 +502,16 @@ def _cmd_check_steps(args: argparse.Namespace, out: TextIO) -> int:
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _cmd_exercise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from symgrad.learn.exercise import make_exercise, write_exercise
+
+    ex = make_exercise(args.seed, args.blank)
+    for path in write_exercise(ex, args.output):
+        print(f"wrote {path}", file=err)
+    print(f"exercise {args.seed}: derive {ex.blank.grad}; see {args.output}/worksheet.md", file=out)
+    return EXIT_OK
 
 
 def _cmd_scalar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
