@@ -80,6 +80,8 @@ def test_a_wrong_line_shows_counterexample_and_fix():
     assert "should be: delta1 = a1*da1*(1 - a1)" in text
     assert "with that fixed: delta1 = da1 * a1 * (1 - a1)" in text
     assert re.search(r"counterexample: random batch \d, entry \[\d, \d\]: yours = ", text)
+    # the line after it is judged with the right delta1 in place of the learner's
+    assert report.verdicts[-1].name == "dW1" and report.verdicts[-1].status == "right"
 
 
 def test_missing_gradients_are_listed():

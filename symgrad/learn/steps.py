@@ -754,12 +754,13 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
             verdict.slip, verdict.fix = _diagnose(group, before, wants, st, net, by_alias)
             # Later lines are checked with the right value of this one, at the scale the
             # learner seems to use (an adjoint with or without the batch's 1/N).
+            # The scale of the adjoints it reads decides; failing those, its magnitude.
             factor = 1.0
-            if st.kind != "param" and gots is not None and _per_sample_scale(gots, wants):
+            read = [scales[n] for s in group for n in _names(s.expr) if n in scales]
+            if st.kind != "param" and read:
+                factor = max(read)
+            elif st.kind != "param" and gots is not None and _per_sample_scale(gots, wants):
                 factor = float(BATCH)
-            elif st.kind != "param" and gots is None:
-                read = {n for s in group for n in _names(s.expr)}
-                factor = max([scales.get(n, 1.0) for n in read], default=1.0)
             scales[name] = factor
             for env, want in zip(envs, wants, strict=True):
                 env[name] = want * factor
@@ -789,9 +790,9 @@ def _rename(e: Any, old: str, new: str) -> Any:
 
 def _plain(group: list[Statement], st) -> bool:
     """Whether the learner wrote it as symgrad's batched formula does (up to spaces)."""
-    return len(group) == 1 and "".join(group[0].text.split("=", 1)[1].split()) == "".join(
-        _should_be(st).split()
-    )
+    # X and x, A1 and a1 name the same batch: compare without case
+    mine = "".join(group[0].text.split("=", 1)[1].split()).lower()
+    return len(group) == 1 and mine == "".join(_should_be(st).split()).lower()
 
 
 def _shape_note(got: Any, want: np.ndarray, grad: str) -> str | None:
