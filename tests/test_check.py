@@ -235,3 +235,32 @@ def test_whole_layer_jacobian_slip():
     assert not res.ok and "shapes do not fit" in res.format()
     res = check_formula(SEED, "da2/da1", "W2")
     assert not res.ok and res.counterexample
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula", "ok"),
+    [
+        ("dz1/dW1", "x[q]", True),
+        ("dz1/dW1", "x^T", True),  # the row every i shares
+        ("dz2/dW2", "a1[q]", True),
+        ("dz2/db2", "1", True),
+        ("dz2/dW2", "z1[q]", False),
+        ("dz1/dW1", "x", False),  # a column where a row is due
+    ],
+)
+def test_layer_output_by_its_own_parameter(grad, formula, ok):
+    res = check_formula(SEED, grad, formula)
+    assert res.ok is ok, res.format()
+    assert "[i == p]" in res.meaning
+
+
+def test_jacobian_python_api():
+    from symgrad.verify.check import jacobian
+
+    expr, free, meaning = jacobian(SEED, "da2/da1")
+    assert free == ("i", "k") and "Jacobian" in meaning
+    assert formula_text(expr) == "(1 - a2[i])*W2[i, k]*a2[i]"
+    expr, free, _ = jacobian(SEED, "dz1/dW1")
+    assert formula_text(expr) == "x[q]" and free == ("i", "q")
+    with pytest.raises(SpecError):
+        jacobian(SEED, "dz1/dW2")

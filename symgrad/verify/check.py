@@ -147,6 +147,7 @@ class _Target:
     accept_i: bool = False  # a one-index parameter gradient: i may stand for p
     matrix: sp.Expr | None = None  # the per-sample matrix form, for matrix-notation formulas
     jacobian: bool = False  # a local derivative: a diagonal Jacobian may be written diag(v)
+    rows_alike: bool = False  # every row the same (dz1/dW1 at p = i is x^T in each row)
 
 
 def _stage_by_names(net: Network, out: str, inp: str) -> Stage | None:
@@ -221,9 +222,42 @@ def _chain_target(net: Network, text: str, out: str, inp: str) -> _Target | None
     return _Target(text, jac, (i, k), {i: w_out, k: w_in}, meaning, jacobian=True)
 
 
+def _param_target(net: Network, text: str, out: str, inp: str) -> _Target | None:
+    """``dz1/dW1``: a layer output's derivative by its own parameter.
+
+    The full tensor ``dz1[i]/dW1[p, q] = [i == p] x[q]`` has a Kronecker delta that no
+    formula can write, so the formula asked for is its value on the diagonal ``p = i``
+    (free indices ``i`` and ``q``), the textbook ``dz_i/dW_iq = x_q``; off it, it is 0.
+    """
+    stage = next((s for s in net.stages if s.name == out), None)
+    param = next((p for p in (stage.params if stage else ()) if p.name == inp), None)
+    if stage is None or param is None:
+        return None
+    i = idx("i")
+    pidx = tuple(idx(nm) for nm in ("p", "q", "r")[: len(param.shape)])
+    wrt = param.base[pidx] if pidx else param.base
+    body = stage.body.xreplace({stage.index: i})
+    local = rewrite(contract(sp.diff(body, wrt)), _reindexed(stage, i))
+    if not pidx or not local.has(sp.KroneckerDelta):
+        return None
+    diag = contract(local.xreplace({pidx[0]: i}))
+    free = (i, *pidx[1:])
+    widths = (stage.width, *param.shape[1:])
+    ranges = {f: net.size(w) for f, w in zip(free, widths, strict=True)}
+    names = ", ".join(str(f) for f in pidx)
+    meaning = (
+        f"the local derivative d{out}[i]/d{inp}[{names}] = [i == p] * (this), given at "
+        f"p = i: free indices {', '.join(str(f) for f in free)}; it is 0 for p != i"
+    )
+    return _Target(text, diag, free, ranges, meaning, jacobian=True, rows_alike=len(free) == 2)
+
+
 def _local_target(net: Network, text: str, out: str, inp: str) -> _Target:
     stage = _stage_by_names(net, out, inp)
     if stage is None:
+        by_param = _param_target(net, text, out, inp)
+        if by_param is not None:
+            return by_param
         chained = _chain_target(net, text, out, inp)
         if chained is not None:
             return chained
@@ -384,6 +418,20 @@ def _derivation(net: Network, seed: int) -> tuple[Network, Derivation]:
     return sized, d
 
 
+def jacobian(net: Network, name: str) -> tuple[sp.Expr, tuple[str, ...], str]:
+    """A derived quantity or a local / whole-layer derivative, as ``check`` reads ``--grad``.
+
+    ``jacobian(net, "da2/da1")`` gives ``((1 - a2[i])*W2[i, k]*a2[i], ("i", "k"), meaning)``;
+    ``"dz1/dW1"`` gives ``x[q]`` at ``p = i``; ``"delta1"`` the derived step.
+
+    Raises:
+        SpecError: ``name`` names nothing in this network.
+    """
+    net, d = _derivation(net, 0)
+    target = _resolve(d, net, name)
+    return target.expr, tuple(str(f) for f in target.free), target.meaning
+
+
 def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> CheckResult:
     """Is ``formula`` (component form, per sample) the derived ``grad``?
 
@@ -530,6 +578,8 @@ def _fit(
         return got, "diagonal"
     if want.ndim == 1 and got.shape == (want.shape[0], 1):
         got = got[:, 0]
+    if target.rows_alike and want.ndim == 2 and got.shape == (1, want.shape[1]):
+        got = np.broadcast_to(got, want.shape)  # x^T: the row every i shares
     if got.size == 1 and want.size != 1:
         got = np.broadcast_to(got.reshape(()), want.shape)
     if got.shape != want.shape:
@@ -733,4 +783,4 @@ def _values_used(expr, target: _Target, env, index: dict[str, int]) -> str:
     return ", ".join(out)
 
 
-__all__ = ["CheckResult", "check_formula", "formula_text"]
+__all__ = ["CheckResult", "check_formula", "formula_text", "jacobian"]
