@@ -31,7 +31,8 @@ from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, b
 from symgrad.calculus.matrix_form import Vec, to_matrix
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
-from symgrad.files import MARKER
+from symgrad.escape import py_docstring
+from symgrad.files import marker_line
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
 from symgrad.ir.plain import plain
@@ -313,10 +314,14 @@ def build_context(
         raise SpecError("every width must be a concrete integer to generate code")
     pr = _Printer(net)
     items: list[tuple[str, sp.Expr, tuple[str, ...]]] = []
+    # Values whose printed form is not of their full shape (a constant activation or loss
+    # gradient, a map summing over its input into a column): item index -> shape code.
+    widen: dict[int, str] = {}
     for f in d.forward:
-        items.append(
-            (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
-        )
+        expr = batch(f.matrix)
+        if not pr._is_full(pr.prepare(expr)):
+            widen[len(items)] = f"(X.shape[0], {net.size(f.stage.width)})"
+        items.append((f.stage.name, expr, (f"{f.stage.name}[i] = {comment_text(f.component)}",)))
     n_forward = len(items)
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
@@ -326,6 +331,9 @@ def build_context(
     for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
         rows = [f for f in sp.Mul.make_args(t) if isinstance(f, RowSum)]
         inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
+        if not pr._is_full(pr.prepare(inner)):  # a constant term: one value per element
+            width = net.size(net.output_width) if len(rows) == 1 else 1
+            widen[len(items)] = f"(X.shape[0], {width})"
         items.append((f"l{n_}", inner, ()))
         total += coeff * Total(sp.Symbol(f"l{n_}"))
     n_loss = len(items)
@@ -334,8 +342,22 @@ def build_context(
             expr = batched_step(step)
             if step.kind == "loss" and net.loss.name == "bce":
                 expr = _guard_bce(expr)
+            if step.kind == "param":
+                if not (expr.free_symbols - {N}):
+                    widen[len(items)] = str(tuple(net.size(w) for w in step.shape))
+            elif not pr._is_full(pr.prepare(expr)):
+                widen[len(items)] = f"(X.shape[0], {net.size(step.shape[0])})"
             items.append((step.grad, expr, _comment(d, step)))
     blocks = pr.program(items)
+    for k, shape in widen.items():
+        last = blocks[k][-1]
+        blocks[k].append(
+            Statement(
+                last.target,
+                f"np.full({shape}, {last.target}, dtype=X.dtype)",
+                uses=frozenset({last.target, "X"}),
+            )
+        )
     loss_value = pr.code(pr.prepare(total))
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
@@ -356,8 +378,9 @@ def build_context(
     src = source or net.source
     return {
         "version": __version__,
-        "name": net.name,
-        "source": src,
+        # User-controlled strings land in the docstring: escaped (a Windows path, \"\"\").
+        "name": py_docstring(net.name),
+        "source": py_docstring(src),
         "sha256": _sha256(src, net),
         "params": params,
         "param_names_code": _param_names_code([p.name for p in net.params]),
@@ -370,8 +393,12 @@ def build_context(
         "backward": backward,
         "helpers": sorted(pr.p.helpers),
         "optimizer": optimizer,
-        "loss_name": net.loss.name,
-        "marker": MARKER,
+        "loss_name": py_docstring(net.loss.name),
+        "marker_line": marker_line("python"),
+        # Targets must be distributions (cross-entropy): the module's checks refuse others.
+        "y_simplex": bool(
+            net.loss.requires_softmax or any(k == "sum_y_is_1" for k, _ in net.loss.identities)
+        ),
     }
 
 

@@ -38,6 +38,7 @@ from symgrad.documents.latex_printer import (
     split_name,
 )
 from symgrad.errors import DerivationError
+from symgrad.escape import latex_text
 from symgrad.ir.plain import PlainTextPrinter
 from symgrad.templating import environment
 
@@ -215,26 +216,14 @@ def equation_lines(eq: Eq, width: float = LINE_WIDTH) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # rendering of the model to one target
 # ---------------------------------------------------------------------------------------
-_LATEX_ESC = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
 def _esc_latex(s: str) -> str:
-    return "".join(_LATEX_ESC.get(c, c) for c in s)
+    # Names in the prose are user-controlled: one escaper for every LaTeX output.
+    return latex_text(s)
 
 
 def _esc_md(s: str) -> str:
-    return re.sub(r"([_*`\\$<>#|])", r"\\\1", s)
+    # Markdown specials, link brackets and HTML: the prose shows user names literally.
+    return re.sub(r"([_*`\\$<>#|\[\]])", r"\\\1", s.replace("&", "&amp;"))
 
 
 def _inline(parts: Sequence[Part], to: str) -> str:
