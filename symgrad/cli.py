@@ -361,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE.dot, or FILE.svg / FILE.png (rendered with Graphviz 'dot'; the .dot is "
         "always written)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace graph files symgrad did not write (and an existing PNG)",
+    )
     p.set_defaults(run=_cmd_scalar)
 
     p = sub.add_parser(
@@ -546,7 +551,7 @@ def _cmd_scalar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = scalar(args.expr, parse_point(args.at), h=args.h)
     out.write(result.format())
     if args.graph:
-        written = result.write_graph(args.graph, source=f"symgrad scalar {args.expr!r}")
+        written = result.write_graph(args.graph, force=args.force)
         for path in written:
             print(f"wrote {path}", file=err)
         if Path(args.graph).suffix.lower() != ".dot" and str(Path(args.graph)) not in written:
