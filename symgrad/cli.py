@@ -507,8 +507,12 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.grad is not None or args.formula is not None:
             raise SpecError("give either --steps FILE or --grad NAME --formula TEXT, not both")
         return _cmd_check_steps(args, out)
-    if args.grad is None or args.formula is None:
-        raise SpecError("check needs --grad NAME and --formula TEXT (or --steps FILE)")
+    missing = [f for f, v in (("--grad", args.grad), ("--formula", args.formula)) if v is None]
+    if missing:  # worded as argparse words it: they were required before --steps existed
+        raise SpecError(
+            f"the following arguments are required: {', '.join(missing)} "
+            "(check needs --grad NAME and --formula TEXT, or --steps FILE)"
+        )
     net = _load(args.spec)
     from symgrad.verify.check import check_formula
 
