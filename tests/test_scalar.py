@@ -8,6 +8,8 @@ import shutil
 
 import pytest
 import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import symgrad
 from symgrad.cli import main
@@ -209,3 +211,20 @@ def test_parse_point():
 def test_function_domain_at_a_shifted_point_is_nan_not_a_crash():
     r = scalar("sqrt(x)", {"x": 0.0 + 1e-300})
     assert all(math.isnan(est["x"]) or math.isfinite(est["x"]) for _, est in r.table)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([*"xy()+-*/. ,0123", "**", "exp", "log", "sqrt", "max", "abs"]),
+        max_size=30,
+    ).map("".join)
+    | st.text(max_size=50)
+)
+def test_any_text_gives_a_report_or_one_clean_error(text):
+    try:
+        r = scalar(text, {"x": 0.7, "y": -1.3} if "y" in text else {"x": 0.7})
+    except SpecError as exc:
+        assert "\n" not in exc.line()
+    else:
+        assert isinstance(r.format(), str)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from catalogue import catalogue
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from symgrad.cli import main
 from symgrad.errors import SpecError
@@ -141,3 +143,22 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["check", spec, "--steps", right, "--grad", "dW2"]) == 2
     assert main(["check", spec]) == 2
     assert "--grad NAME and --formula TEXT" in capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*"aXWN()+-*/@.,=<>[]0123 \n#", "delta2", "np", ".T", ".sum", "axis", "**", "exp"]
+        ),
+        max_size=40,
+    ).map("".join)
+    | st.text(max_size=80)
+)
+def test_the_reader_never_runs_anything_and_fails_cleanly(text):
+    try:
+        stmts = parse_steps(text)
+    except SpecError as exc:
+        assert "\n" not in exc.line()
+    else:
+        assert all(isinstance(s.expr, tuple) for s in stmts)

@@ -185,11 +185,15 @@ def _local_derivatives(expr: sp.Expr) -> tuple[sp.Expr, ...]:
 
 
 def _tidy(expr: sp.Expr) -> sp.Expr:
-    """A readable form: simplified when small (simplify is slow on big expressions)."""
-    if sp.count_ops(expr) <= SIMPLIFY_LIMIT:
-        with suppress(Exception):  # simplify can fail on Heaviside/Max corner cases
-            return sp.simplify(expr)
-    return expr
+    """A readable form, cheaply: like terms collected (``sp.simplify`` can take a minute on
+    ``sqrt(x**2 + y**2)*cosh(x - y)/(1 + abs(y))``, and a learner waits for every node)."""
+    if sp.count_ops(expr) > SIMPLIFY_LIMIT:
+        return expr
+    forms = [expr]
+    for rewrite in (lambda e: sp.factor_terms(sp.together(e)), sp.expand):
+        with suppress(Exception):  # rewriting can fail on Heaviside/Max corner cases
+            forms.append(rewrite(expr))
+    return min(forms, key=sp.count_ops)  # the shortest; ties go to the form as derived
 
 
 def _topological(root: sp.Expr) -> list[sp.Expr]:
@@ -219,9 +223,10 @@ def _build_graph(
     names: list[str] = []
     counter = 0
     for e in order:
-        if e is root or e == root:
+        if e.is_Symbol:  # a variable keeps its name, even when it is all of f
+            names.append(str(e))
+        elif e is root or e == root:
             names.append("f")
-        elif e.is_Symbol:
             names.append(str(e))
         elif e.is_Number:
             names.append(_fmt(float(e)))
