@@ -1,4 +1,4 @@
-"""The ``symgrad`` command line: derive, codegen, verify and check (CONTRACT section 3).
+"""The ``symgrad`` command line: derive, codegen, verify, check and audit (CONTRACT section 3).
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
 stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate
@@ -59,7 +59,8 @@ examples:
   symgrad codegen examples/seed_net.toml -o seed_net.py     # a NumPy module
   symgrad verify examples/seed_net.toml                     # check that module's gradients
   symgrad check examples/seed_net.toml --grad W2 --formula "..."
-  symgrad scalar "3*x**2 - 4*x + 5" --at x=3                 # the scalar explorer
+  symgrad scalar "3*x**2 - 4*x + 5" --at x=3                # the scalar explorer
+  symgrad audit examples/seed_net.toml                      # numerical hazards per statement
 
 exit codes: 0 ok, 1 verification mismatch, 2 bad input.
 Run 'symgrad COMMAND --help' for the options of one command.
@@ -245,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="overwrite FILE (and the graph files) even if symgrad did not write them",
     )
+    p.add_argument(
+        "--hvp",
+        action="store_true",
+        help="also show the Hessian-vector derivation (the R-operator of every step; "
+        "text and markdown)",
+    )
     p.set_defaults(run=_cmd_derive)
 
     p = sub.add_parser(
@@ -267,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sgd", "momentum", "adam"),
         default=None,
         help="also emit a training step with this optimizer",
+    )
+    p.add_argument(
+        "--target",
+        choices=("numpy", "torch", "jax", "cupy"),
+        default="numpy",
+        help="the array library of the module (default: numpy); torch and jax modules "
+        "plug the derived backward passes into autograd",
+    )
+    p.add_argument(
+        "--hvp",
+        action="store_true",
+        help="also emit hvp(params, X, Y, V) and ggnvp(params, X, Y, V) (second order)",
     )
     p.set_defaults(run=_cmd_codegen)
 
@@ -382,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blank", metavar="STEP", help="the step to blank, e.g. delta1 or dW2")
     p.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder to write")
     p.set_defaults(run=_cmd_exercise)
+
+    p = sub.add_parser(
+        "audit",
+        help="numerical hazards: what was rewritten for stability, what remains",
+        description="For every statement of the generated forward and backward program: "
+        "the formula, the stable form it is computed in, the rewrites applied (before -> "
+        "after, and the hazard each removes) and the hazards that remain (overflow, "
+        "division by a value that can reach 0, log of 0, cancellation). Exits 0.",
+        formatter_class=formatter,
+    )
+    p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
+    p.set_defaults(run=_cmd_audit)
     return parser
 
 
@@ -435,10 +466,16 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_writable(args.output, force=force)
     elif out is None:
         raise SpecError("standard output is closed: write to a file with -o FILE")
+    if args.hvp and args.to == "latex":
+        raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
     from symgrad import pipeline
 
     c = pipeline.compile(args.spec)
     text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+    if args.hvp:
+        from symgrad.documents.hvp import render_hvp
+
+        text = text.rstrip("\n") + "\n\n" + render_hvp(c.derivation, args.to)
     dot_text = None
     if graph_fmt:
         from symgrad.documents.graph import render_graph
@@ -476,7 +513,10 @@ def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     check_writable(args.output, force=args.force)
     from symgrad import pipeline
 
-    code = pipeline.compile(args.spec).code(optimizer=args.optimizer)
+    if args.optimizer is not None and args.target != "numpy":
+        raise SpecError(f"--optimizer is only for --target numpy, not {args.target}")
+    c = pipeline.compile(args.spec)
+    code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
     return EXIT_OK
@@ -500,6 +540,14 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    net = _load(args.spec)
+    from symgrad.documents.audit import audit_text
+
+    out.write(audit_text(net, source=args.spec))
+    return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -14,32 +14,59 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
 from symgrad import __version__
+from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.numpy_printer import (
-    ClampMin,
     LogSumExp,
-    SafeLog,
     Softmax,
     SymgradNumPyPrinter,
-    Total,
     recognise,
-    share_softmax_logsumexp,
 )
 from symgrad.backends.pyformat import respace
+from symgrad.backends.torch_printer import TorchPrinter
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
-from symgrad.calculus.matrix_form import Vec, to_matrix
-from symgrad.calculus.reverse import Derivation
+from symgrad.calculus.matrix_form import Vec, matrix_pass, to_matrix
+from symgrad.calculus.reverse import Derivation, reverse_accumulate
+from symgrad.calculus.stability import (
+    GUARD_RULES,
+    IR_RULES,
+    LOG_THROUGH_OUTPUT,
+    Applied,
+    RowMax,
+    SafeLog,
+    SafeLog1p,
+    Total,
+    share_softmax_logsumexp,
+    stabilise,
+    stabilise_stage,
+)
 from symgrad.errors import SpecError
 from symgrad.escape import py_docstring
 from symgrad.files import marker_line
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
 from symgrad.ir.plain import plain
-from symgrad.templating import environment
 
 LINE = 88
 OPTIMIZERS = ("sgd", "momentum", "adam")
+#: Each target's spelling of "broadcast a value to a full array in the working dtype".
+_FULL = {
+    "numpy": "np.full({shape}, {value}, dtype=X.dtype)",
+    "cupy": "cp.full({shape}, {value}, dtype=X.dtype)",
+    "torch": "torch.full({shape}, {value}, dtype=X.dtype, device=X.device)",
+    "jax": "jnp.full({shape}, {value}, dtype=X.dtype)",
+}
+
+#: Code-generation targets: the printer class and the module template of each. Only the
+#: NumPy and CuPy printers write into buffers (in-place updates, ``out=``).
+TARGETS: dict[str, tuple[type[SymgradNumPyPrinter], str]] = {
+    "numpy": (SymgradNumPyPrinter, "module.py.j2"),
+    "torch": (TorchPrinter, "torch_module.py.j2"),
+    "jax": (JaxPrinter, "jax_module.py.j2"),
+    "cupy": (CupyPrinter, "cupy_module.py.j2"),
+}
 
 
 @dataclass(frozen=True)
@@ -58,16 +85,17 @@ def _names(net: Network) -> dict[str, str]:
 
 
 class _Printer:
-    def __init__(self, net: Network):
+    def __init__(self, net: Network, target: str = "numpy"):
         self.net = net
-        self.p = SymgradNumPyPrinter(_names(net))
+        self.p = TARGETS[target][0](_names(net))
+        self.inplace = target in ("numpy", "cupy")
         self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
         self.params = set(net.param_names)
         self.full_temps: dict[sp.Symbol, bool] = {}
 
     def prepare(self, expr: sp.Expr) -> sp.Expr:
-        expr = recognise(expr.xreplace(self.sizes))
+        expr = _prepare(expr.xreplace(self.sizes))
         # Non-integer rationals print as floats (0.5 * x, not (1/2) * x).
         return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 
@@ -113,7 +141,7 @@ class _Printer:
             return self.full_temps.get(e, False)
         if isinstance(e, BMatMul | Softmax):
             return True
-        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total):
+        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total | RowMax):
             return False
         return any(self._is_full(a) for a in e.args)
 
@@ -121,7 +149,10 @@ class _Printer:
         """``target = fresh; target op= rest``: one array allocated instead of one per operator.
 
         Only when some operand is a freshly computed array of the full shape (never a bare
-        variable, which in-place updates would corrupt)."""
+        variable, which in-place updates would corrupt), and only for targets whose arrays
+        may be written (not tensors saved for autograd, not immutable JAX arrays)."""
+        if not self.inplace:
+            return None
         if isinstance(expr, sp.Function) and len(expr.args) == 1:
             arg = expr.args[0]
             if arg.is_Symbol or not self._is_full(arg):
@@ -226,67 +257,60 @@ def comment_text(expr: sp.Expr) -> str:
     return plain(expr)
 
 
-def _loss_expression(net: Network) -> sp.Expr:
-    """The per-sample loss, with logs of the output rewritten in the last stage's input
-    where that is stabler: log(softmax(z)_i) = z_i - logsumexp(z), log(sigmoid(z)) =
-    -softplus(-z) and log(1 - sigmoid(z)) = -softplus(z). These are identities; other
-    occurrences of the output keep reading its (stably computed) forward value."""
+def _loss_expression(net: Network, log: list[Applied] | None = None) -> sp.Expr:
+    """The per-sample loss, with each log of the output rewritten through the last stage's
+    body where the stability rules then leave no log that can reach 0: log(softmax(z)_i) =
+    z_i - logsumexp(z), log(sigmoid(u)) = -softplus(-u), log(1 - sigmoid(u)) = -softplus(u).
+    These are identities, chosen from the expressions (never from a layer's or loss's name);
+    other occurrences of the output keep reading its (stably computed) forward value."""
     body = net.loss.body
+    if not net.stages:
+        return body
     last = net.stages[-1]
     out = net.output
 
-    def value(t: sp.Indexed) -> sp.Expr:
-        return last.body.xreplace({last.index: t.indices[0]})
+    def through(e: sp.Expr) -> sp.Expr:
+        (t,) = [u for u in e.args[0].atoms(sp.Indexed) if u.base == out]
+        value = last.body.xreplace({last.index: t.indices[0]})
+        cand = sp.expand_log(sp.log(e.args[0].xreplace({t: value})), force=True)
+        mine: list[Applied] = []
+        cand = stabilise(cand, IR_RULES, mine)
+        # Accepted only if every log left is a log-sum-exp (printed shifted by the max).
+        if all(
+            isinstance(g.args[0], sp.Sum) and isinstance(g.args[0].function, sp.exp)
+            for g in cand.atoms(sp.log)
+        ):
+            if log is not None:
+                log.append(Applied(LOG_THROUGH_OUTPUT, e, cand))
+                log.extend(mine)
+            return cand
+        return e
 
-    def is_out(t: sp.Expr) -> bool:
-        return isinstance(t, sp.Indexed) and t.base == out
-
-    if last.label == "softmax":
-        return body.replace(
-            lambda e: isinstance(e, sp.log) and is_out(e.args[0]),
-            lambda e: sp.expand_log(sp.log(value(e.args[0])), force=True),
-        )
-    if last.label == "sigmoid":
-        z = lambda t: last.inp[t.indices[0]]  # noqa: E731
-        body = body.replace(
-            lambda e: isinstance(e, sp.log) and is_out(e.args[0]),
-            lambda e: -F.softplus(-z(e.args[0])),
-        )
-        body = body.replace(
-            lambda e: (
-                isinstance(e, sp.log)
-                and e.args[0].is_Add
-                and len(e.args[0].args) == 2
-                and sp.S.One in e.args[0].args
-                and any(is_out(-a) for a in e.args[0].args)
-            ),
-            lambda e: -F.softplus(z(next(-a for a in e.args[0].args if is_out(-a)))),
-        )
-        # softplus(-u) = softplus(u) - u: BCE becomes softplus(z) - y z, one softplus.
+    body = body.replace(
+        lambda e: (
+            isinstance(e, sp.log)
+            and len({u for u in e.args[0].atoms(sp.Indexed) if u.base == out}) == 1
+            and not e.args[0].atoms(sp.Sum)
+        ),
+        through,
+    )
+    pairs = {f.args[0] for f in body.atoms(F.softplus)}
+    if any(-u in pairs for u in pairs):
+        # softplus(-u) = softplus(u) - u: BCE becomes softplus(z) - y z, one softplus. The
+        # products are expanded to combine the terms, but powers are not: a residual
+        # (a - y)**2 stays a difference squared (expanded, it cancels near convergence).
         body = body.replace(
             lambda e: isinstance(e, F.softplus) and e.args[0].could_extract_minus_sign(),
             lambda e: F.softplus(-e.args[0]) + e.args[0],
         )
-        return body.replace(
-            lambda e: isinstance(e, sp.Sum), lambda e: sp.Sum(sp.expand(e.function), *e.limits)
+        body = body.replace(
+            lambda e: isinstance(e, sp.Sum),
+            lambda e: sp.Sum(
+                sp.expand(e.function, multinomial=False, power_exp=False, power_base=False),
+                *e.limits,
+            ),
         )
     return body
-
-
-def _guard_bce(expr: sp.Expr) -> sp.Expr:
-    """dL/dyhat of BCE as one fraction whose denominator yhat (1 - yhat) is clamped at
-    1e-12, as PyTorch's binary_cross_entropy backward does (finite for saturated outputs)."""
-    num, den = sp.fraction(sp.factor(sp.cancel(expr)))
-    vec = [f for f in sp.Mul.make_args(den) if f.atoms(Vec)]
-    rest = sp.Mul(*[f for f in sp.Mul.make_args(den) if not f.atoms(Vec)])
-    if not vec:
-        return expr
-    vpart = sp.Mul(*vec)
-    # yhat is in (0, 1): orient the clamped factor so it is positive there, e.g. a (1 - a).
-    if vpart.xreplace({v: sp.S.Half for v in vpart.atoms(Vec)}) < 0:
-        vpart, num = sp.expand(-vpart), -num
-        vpart = sp.factor(vpart)
-    return num / (rest * ClampMin(vpart))
 
 
 def _comment(d: Derivation, step) -> tuple[str, ...]:
@@ -305,63 +329,180 @@ def _comment(d: Derivation, step) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def build_context(
-    d: Derivation, *, optimizer: str | None = None, source: str | None = None
-) -> dict:
-    """Everything the module template needs, printed."""
+@dataclass(frozen=True)
+class ProgramItem:
+    """One target-free statement ``target = expr`` (batched, stabilised, before CSE)."""
+
+    target: str
+    expr: sp.Expr
+    comment: tuple[str, ...]
+    section: str  # "forward", "loss" or "backward"
+    formula: str  # the component formula it computes (one sample)
+    applied: tuple[Applied, ...]  # the stability rewrites that produced ``expr``
+    # The full shape to broadcast to when ``expr`` is not of it (a constant activation or
+    # loss gradient, a map summing over its input into a column), as shape code.
+    widen: str | None = None
+
+
+@dataclass(frozen=True)
+class Program:
+    """The whole target-free program: every statement, and the loss value's expression."""
+
+    derivation: Derivation
+    items: tuple[ProgramItem, ...]
+    total: sp.Expr  # the batch sum of the per-sample loss, in the l<k> temporaries
+
+
+def _derive(net: Network) -> Derivation:
+    """Stages 3-4 for a network the stability pass rewrote (the pipeline's own derive is
+    above this stage; this is the same two calls)."""
+    return matrix_pass(reverse_accumulate(net))
+
+
+def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, list[Applied]]]:
+    """The derivation of the network with the IR stability rules applied to every stage
+    body and the loss (re-derived only when a rule matched), and the rewrites by quantity
+    (stage output name, or ``"loss"``)."""
+    net = d.network if isinstance(d, Derivation) else d
+    logs: dict[str, list[Applied]] = {}
+    stages = []
+    for st in net.stages:
+        logs[st.name] = []
+        stages.append(stabilise_stage(st, logs[st.name]))
+    logs["loss"] = []
+    lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
+    if any(logs.values()):
+        net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
+        return _derive(net), logs
+    return (d if isinstance(d, Derivation) else _derive(net)), logs
+
+
+def build_program(d: Derivation | Network) -> Program:
+    """The target-free program: forward, loss and backward statements as batched SymPy
+    expressions with every stability rule applied (``calculus/stability.py``). Backends
+    print it; nothing in it depends on what a layer or a loss is called."""
+    d, ir_logs = stable_derivation(d)
     net = d.network
     if not net.is_concrete:
         raise SpecError("every width must be a concrete integer to generate code")
-    pr = _Printer(net)
-    items: list[tuple[str, sp.Expr, tuple[str, ...]]] = []
-    # Values whose printed form is not of their full shape (a constant activation or loss
-    # gradient, a map summing over its input into a column): item index -> shape code.
-    widen: dict[int, str] = {}
+    sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
+    items: list[ProgramItem] = []
+    shape_probe = _Printer(net)
+
+    def rows_of(width: sp.Expr | int) -> str:
+        return f"(X.shape[0], {net.size(width)})"
+
+    def add(
+        target: str,
+        expr: sp.Expr,
+        comment: tuple[str, ...],
+        section: str,
+        formula: str,
+        ir: list[Applied] | tuple[Applied, ...] = (),
+        full: str | None = None,
+    ) -> None:
+        log: list[Applied] = list(ir)
+        expr = _prepare(expr.xreplace(sizes), log)
+        if section == "backward":
+            expr = stabilise(expr, GUARD_RULES, log)
+        widen = None if full is None or shape_probe._is_full(expr) else full
+        items.append(ProgramItem(target, expr, comment, section, formula, tuple(log), widen))
+
     for f in d.forward:
-        expr = batch(f.matrix)
-        if not pr._is_full(pr.prepare(expr)):
-            widen[len(items)] = f"(X.shape[0], {net.size(f.stage.width)})"
-        items.append((f.stage.name, expr, (f"{f.stage.name}[i] = {comment_text(f.component)}",)))
-    n_forward = len(items)
+        formula = f"{f.stage.name}[i] = {comment_text(f.component)}"
+        add(
+            f.stage.name,
+            batch(f.matrix),
+            (formula,),
+            "forward",
+            formula,
+            ir_logs[f.stage.name],
+            rows_of(f.stage.width),
+        )
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
-    lexpr = recognise(batch(to_matrix(_loss_expression(net), ())).xreplace(pr.sizes))
-    lexpr = lexpr.replace(sp.log, SafeLog)
+    llog: list[Applied] = list(ir_logs["loss"])
+    lbody = _loss_expression(net, llog)
+    lformula = f"l = {comment_text(net.loss.body)}"
+    lexpr = _prepare(batch(to_matrix(lbody, ())).xreplace(sizes), llog)
+    lexpr = lexpr.replace(sp.log, SafeLog).replace(log1p, SafeLog1p)
     total = sp.S.Zero
     for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
         rows = [f for f in sp.Mul.make_args(t) if isinstance(f, RowSum)]
         inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
-        if not pr._is_full(pr.prepare(inner)):  # a constant term: one value per element
-            width = net.size(net.output_width) if len(rows) == 1 else 1
-            widen[len(items)] = f"(X.shape[0], {width})"
-        items.append((f"l{n_}", inner, ()))
+        widen = None
+        if not shape_probe._is_full(inner):  # a constant term: one value per element
+            widen = rows_of(net.output_width) if len(rows) == 1 else "(X.shape[0], 1)"
+        items.append(ProgramItem(f"l{n_}", inner, (), "loss", lformula, tuple(llog), widen))
+        llog = []  # the loss's rewrites are reported once, on its first statement
         total += coeff * Total(sp.Symbol(f"l{n_}"))
-    n_loss = len(items)
     for step in d.steps:
         if step.needed:
+            comment = _comment(d, step)
             expr = batched_step(step)
-            if step.kind == "loss" and net.loss.name == "bce":
-                expr = _guard_bce(expr)
             if step.kind == "param":
-                if not (expr.free_symbols - {N}):
-                    widen[len(items)] = str(tuple(net.size(w) for w in step.shape))
-            elif not pr._is_full(pr.prepare(expr)):
-                widen[len(items)] = f"(X.shape[0], {net.size(step.shape[0])})"
-            items.append((step.grad, expr, _comment(d, step)))
+                full = None
+                if not (expr.free_symbols - {N}):  # a constant parameter gradient
+                    full = str(tuple(net.size(w) for w in step.shape))
+                add(step.grad, expr, comment, "backward", comment[0])
+                if full is not None:
+                    items[-1] = replace(items[-1], widen=full)
+            else:
+                add(step.grad, expr, comment, "backward", comment[0], (), rows_of(step.shape[0]))
+    return Program(d, tuple(items), total)
+
+
+def _is_float(e: sp.Expr) -> bool:
+    try:
+        return isinstance(e.evalf(17), sp.Float)
+    except (TypeError, ValueError):
+        return False
+
+
+def _prepare(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
+    expr = recognise(expr, log)
+    # Constant subexpressions (sqrt(pi), 1/sqrt(2)) become one Float: printed as a Python
+    # float, which keeps float32 arrays float32 (an np.float64 scalar would upcast them).
+    # (Only plain numbers: a constant inside a layout node, RowSum(2), stays a node.)
+    expr = expr.replace(
+        lambda e: e.is_number and not e.is_Atom and not e.is_Rational and _is_float(e),
+        lambda e: sp.Float(e.evalf(17), 17),
+    )
+    return expr.xreplace({c: sp.Float(c, 17) for c in expr.atoms(sp.NumberSymbol)})
+
+
+def build_context(
+    d: Derivation,
+    *,
+    optimizer: str | None = None,
+    source: str | None = None,
+    target: str = "numpy",
+) -> dict:
+    """Everything the module template needs, printed with ``target``'s printer."""
+    prog = build_program(d)
+    net = prog.derivation.network
+    pr = _Printer(net, target)
+    items = [(it.target, it.expr, it.comment) for it in prog.items]
+    n_forward = sum(it.section == "forward" for it in prog.items)
+    n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
+    total = prog.total
     blocks = pr.program(items)
-    for k, shape in widen.items():
-        last = blocks[k][-1]
-        blocks[k].append(
-            Statement(
-                last.target,
-                f"np.full({shape}, {last.target}, dtype=X.dtype)",
-                uses=frozenset({last.target, "X"}),
+    for k, it in enumerate(prog.items):
+        if it.widen is not None:  # broadcast to the full shape, in the working dtype
+            last = blocks[k][-1]
+            blocks[k].append(
+                Statement(
+                    last.target,
+                    _FULL[target].format(shape=it.widen, value=last.target),
+                    uses=frozenset({last.target, "X"}),
+                )
             )
-        )
     loss_value = pr.code(pr.prepare(total))
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
-    flat = _reuse_dead_buffers([s for b in blocks for s in b], live, owned)
+    flat = [s for b in blocks for s in b]
+    if pr.inplace:
+        flat = _reuse_dead_buffers(flat, live, owned)
     n_f = sum(len(b) for b in blocks[:n_forward])
     n_l = sum(len(b) for b in blocks[:n_loss])
     forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]
@@ -418,15 +559,6 @@ def _sha256(src: str, net: Network) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     text = repr([(s.name, sp.srepr(s.body)) for s in net.stages]) + sp.srepr(net.loss.body)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def generate(d: Derivation, *, optimizer: str | None = None, source: str | None = None) -> str:
-    """The source text of the standalone NumPy module for the derivation ``d`` (the
-    pipeline's stages 5-6; :func:`symgrad.pipeline.generate` takes a network too)."""
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
-    ctx = build_context(d, optimizer=optimizer, source=source)
-    return environment().get_template("module.py.j2").render(**ctx)
 
 
 def load_module(code: str, name: str = "symgrad_generated"):
