@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from symgrad.cli import main
 from symgrad.errors import SpecError
 from symgrad.learn.steps import check_steps, parse_steps, unparse
+from symgrad.verify.check import check_formula
 
 NETS = catalogue()
 HERE = Path(__file__).parent / "steps"
@@ -84,6 +85,15 @@ def test_a_wrong_line_shows_counterexample_and_fix():
     assert re.search(r"counterexample: random batch \d, entry \[\d, \d\]: yours = ", text)
     # the line after it is judged with the right delta1 in place of the learner's
     assert report.verdicts[-1].name == "dW1" and report.verdicts[-1].status == "right"
+
+
+def test_notebook_display():
+    report = check_steps(NETS["seed"], (HERE / "w05_sign.py").read_text())
+    assert (
+        report._repr_markdown_().startswith("```\n") and "likely slip" in report._repr_markdown_()
+    )
+    res = check_formula(NETS["seed"], "db2", "diag(delta2)")
+    assert res._repr_markdown_().startswith("**WRONG**")
 
 
 def test_missing_gradients_are_listed():

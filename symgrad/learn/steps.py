@@ -635,6 +635,10 @@ class StepsReport:
     def __str__(self) -> str:
         return self.format()
 
+    def _repr_markdown_(self) -> str:
+        """The notebook display: the report as a code block."""
+        return f"```\n{self.format()}\n```\n"
+
 
 def _same(got: Any, want: np.ndarray) -> str | None:
     """ "exact" if got equals want, "keepdims" if only its shape differs (a kept axis),

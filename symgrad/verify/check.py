@@ -133,6 +133,10 @@ class CheckResult:
     def __str__(self) -> str:
         return self.format()
 
+    def _repr_markdown_(self) -> str:
+        """The notebook display: the verdict in bold, the report as a code block."""
+        return f"**{self.verdict}**\n\n```\n{self.format()}\n```\n"
+
 
 @dataclass(frozen=True)
 class _Target:
