@@ -172,3 +172,37 @@ def test_the_reader_never_runs_anything_and_fails_cleanly(text):
         assert "\n" not in exc.line()
     else:
         assert all(isinstance(s.expr, tuple) for s in stmts)
+
+
+LINES = st.sampled_from(
+    [
+        "delta2 = (a2 - Y) * a2 * (1 - a2) / N",
+        "dW2 = delta2.T @ a1",
+        "db2 = delta2.sum(axis=0)",
+        "db2 = delta2.sum(axis=1, keepdims=True)",
+        "da1 = delta2 @ W2",
+        "da1 = delta2 @ W2.T",
+        "delta1 = np.where(z1 > 0, da1, 0)",
+        "delta1 = np.where(X > 0, da1, b1)",
+        "delta1 = da1 * a1 * (1 - a1)",
+        "dW1 = np.outer(delta1, X)",
+        "dW1 = delta1.T @ X / len(b1)",
+        "t = X.shape[3]",
+        "t = np.log(-a1) / 0",
+        "db1 = np.maximum(delta1, W1).mean(axis=5)",
+        "delta1 *= W1",
+        "dx = delta1 @ W1",
+        "dyhat = 2 * (yhat - Y) / (N * n_2) ** -2",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(LINES, min_size=1, max_size=6))
+def test_any_mix_of_lines_gets_a_report_or_one_clean_error(lines):
+    try:
+        report = check_steps(NETS["seed"], "\n".join(lines) + "\n")
+    except SpecError as exc:
+        assert "\n" not in exc.line()
+    else:
+        assert report.format()

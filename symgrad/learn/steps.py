@@ -661,11 +661,23 @@ def _same(got: Any, want: np.ndarray) -> str | None:
 
 
 def _run(stmts: list[Statement], env: dict[str, Any]) -> Any:
-    """Run a group of statements (one target) in ``env``; returns the target's value."""
+    """Run a group of statements (one target) in ``env``; returns the target's value.
+
+    Raises:
+        KeyError: a name that is not defined.
+        _Shape: anything else NumPy objects to (shapes, types): the learner's mistake.
+    """
     for s in stmts:
-        value = _eval(s.expr, env)
-        if s.op != "=":
-            value = _binary(s.op[0], env[s.target], value)
+        try:
+            with np.errstate(all="ignore"):
+                value = _eval(s.expr, env)
+                if s.op != "=":
+                    value = _binary(s.op[0], env[s.target], value)
+        except (KeyError, _Shape):
+            raise
+        except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
+            reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+            raise _Shape(f"line {s.line}: {reason}") from None
         env[s.target] = value
     return env[stmts[-1].target]
 
