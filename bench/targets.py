@@ -6,8 +6,9 @@ and the generated Hessian-vector product against autograd's second order.
 
 (a) loss and every parameter gradient per call, float64, n = 1, 32, 256, 4096:
     - ``torch eager``: autograd through the independent PyTorch reference network
-      (``symgrad/verify/reference.py``: F.linear and library activations/losses),
-      ``loss.backward()`` with the parameters' ``.grad`` reset each call; the baseline;
+      (``symgrad/verify/reference.py``'s layer choices made once: F.linear, library
+      activations and losses, cross-entropy on the logits), ``loss.backward()`` with
+      the parameters' ``.grad`` reset each call; the baseline;
     - ``symgrad torch``: ``Model.loss(X, Y).backward()`` of the module generated with
       ``--target torch`` (autograd runs the derived backward, ``LossFunction``);
     - ``symgrad torch (no autograd)``: the same module's ``loss_and_grads``.
@@ -86,8 +87,58 @@ def point(net, n: int, seed: int = 0):
     return params, X, random_targets(net, n, rng), V
 
 
+def planned(net, ops):
+    """The network as a plain function of (params, X, Y) -> loss for the libraries' eager
+    baselines: the reference's per-stage choices (``verify/reference.py``, which inspects
+    the SymPy form on every call) made once, so only tensor calls remain per call."""
+    import sympy as sp
+
+    from symgrad.verify.reference import (
+        _BUILTIN_LOSS,
+        _builtin_activation,
+        _dense_body,
+        _is_softmax,
+    )
+
+    plan = []
+    for st in net.stages:
+        if _dense_body(st) is not None and st.body == _dense_body(st):
+            b = st.params[1].name if len(st.params) == 2 else None
+            plan.append(("dense", st.params[0].name, b))
+        elif (act := _builtin_activation(st)) in ops.acts:
+            plan.append(("act", ops.acts[act], None))
+        elif _is_softmax(st):
+            plan.append(("softmax", None, None))
+        else:
+            raise SystemExit(f"{net.name}: stage {st.name} is not a library layer")
+    lo = net.loss
+    k = sp.Symbol("i", integer=True)
+    ce = -sp.Sum(lo.target[k] * sp.log(net.output[k]), (k, 0, lo.width - 1))
+    fused_ce = plan[-1][0] == "softmax" and lo.body.dummy_eq(ce)
+    builtin = [name for name, e in _BUILTIN_LOSS.items() if lo.elementwise == e]
+    if not fused_ce and not builtin:
+        raise SystemExit(f"{net.name}: the loss is not a library loss")
+    body = plan[:-1] if fused_ce else plan
+
+    def fn(p, X, Y):
+        a = X
+        for kind, f, b in body:
+            if kind == "dense":
+                a = ops.dense(a, p[f], p[b] if b else None)
+            elif kind == "act":
+                a = f(a)
+            else:
+                a = ops.softmax(a)
+        if fused_ce:
+            return ops.cross_entropy(a, Y)  # on the logits, as eager code writes it
+        return getattr(ops, builtin[0])(a, Y)
+
+    return fn
+
+
 def grad_impls(net, mods, params, X, Y) -> dict[str, Callable]:
     ops = backend("torch")
+    fast = planned(net, ops)
     eager = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
     model = mods["torch"].Model()
@@ -96,10 +147,14 @@ def grad_impls(net, mods, params, X, Y) -> dict[str, Callable]:
             getattr(model, k).copy_(torch.tensor(v))
     plain = {k: torch.tensor(v) for k, v in params.items()}
 
+    # The planned function is the reference network, only faster to call.
+    _, ref_value = reference_forward(ops, net, eager, Xt, Yt)
+    assert abs(float(fast(eager, Xt, Yt)) - float(ref_value)) <= 1e-12 * max(1, abs(ref_value))
+
     def torch_eager():
         for t in eager.values():
             t.grad = None
-        _, value = reference_forward(ops, net, eager, Xt, Yt)
+        value = fast(eager, Xt, Yt)
         value.backward()
         return value.item(), {k: t.grad for k, t in eager.items()}
 
@@ -122,13 +177,14 @@ def grad_impls(net, mods, params, X, Y) -> dict[str, Callable]:
 
 def hvp_impls(net, mods, params, X, Y, V) -> dict[str, Callable]:
     ops = backend("torch")
+    fast = planned(net, ops)
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
     leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     tv = {k: torch.tensor(v) for k, v in V.items()}
     tp = {k: torch.tensor(v) for k, v in params.items()}
 
     def double_backward():
-        _, value = reference_forward(ops, net, leaves, Xt, Yt)
+        value = fast(leaves, Xt, Yt)
         gs = torch.autograd.grad(value, list(leaves.values()), create_graph=True)
         dot = sum((g * tv[k]).sum() for g, k in zip(gs, leaves, strict=True))
         return dict(zip(leaves, torch.autograd.grad(dot, list(leaves.values())), strict=True))
@@ -144,8 +200,10 @@ def hvp_impls(net, mods, params, X, Y, V) -> dict[str, Callable]:
         jv = {k: jax.numpy.asarray(v) for k, v in V.items()}
         Xj, Yj = jax.numpy.asarray(X), jax.numpy.asarray(Y)
 
+        jfast = planned(net, jops)
+
         def jloss(p):
-            return reference_forward(jops, net, p, Xj, Yj)[1]
+            return jfast(p, Xj, Yj)
 
         jvp = jax.jit(lambda p, v: jax.jvp(jax.grad(jloss), (p,), (v,))[1])
         gen = jax.jit(mods["jax"].hvp)
@@ -191,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    repeats, block = (3, 0.02) if args.quick else (9, 0.05)
+    repeats, block = (3, 0.02) if args.quick else (7, 0.03)
     sizes = (1, 256) if args.quick else SIZES
     hsizes = (1, 32) if args.quick else HVP_SIZES
     nets = ["seed", "softmax_ce", "mlp784"] if args.quick else list(NETS)

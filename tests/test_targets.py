@@ -71,6 +71,11 @@ def test_torch_matches_reference(name):
     mod.loss(leaves, X, Y).backward()
     for p in mod.PARAM_NAMES:
         assert rel_error(leaves[p].grad.numpy(), ref_grads[p])[1] <= TOL, p
+    # An incoming gradient g != 1 (the loss inside a bigger objective) scales them all.
+    leaves = tensors(params, grad=True)
+    (-2.5 * mod.loss(leaves, X, Y)).backward()
+    for p in mod.PARAM_NAMES:
+        assert rel_error(leaves[p].grad.numpy(), -2.5 * ref_grads[p])[1] <= TOL, p
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -215,6 +220,9 @@ def test_jax_matches_reference(name, jax64):
     value, grads = jax64.jit(jax64.value_and_grad(mod.loss))(params, X, Y)
     assert rel_error(np.asarray(mod.forward(params, X)), ref_yhat)[1] <= TOL
     assert rel_error(float(value), ref_loss)[1] <= TOL
+    g3 = jax64.grad(lambda p: -2.5 * mod.loss(p, X, Y))(params)
+    for p in mod.PARAM_NAMES:
+        assert rel_error(np.asarray(g3[p]), -2.5 * ref_grads[p])[1] <= TOL, p
     v2, g2 = jax64.jit(mod.loss_and_grads)(params, X, Y)
     assert rel_error(float(v2), ref_loss)[1] <= TOL
     for p in mod.PARAM_NAMES:

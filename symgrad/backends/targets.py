@@ -92,6 +92,17 @@ def derive(net: Network) -> Derivation:
     return matrix_pass(reverse_accumulate(net))
 
 
+#: The incoming gradient of the loss value (autograd's ``g``, 1 for plain gradients).
+G_LOSS = sp.Symbol("g")
+
+
+def with_loss_seed(d: Derivation) -> Derivation:
+    """The derivation with the loss's incoming gradient ``g`` multiplied in where the loss
+    enters (every later step is linear in that seed), instead of scaling each gradient."""
+    steps = tuple(replace(s, matrix=s.matrix * G_LOSS) if s.seed else s for s in d.steps)
+    return replace(d, steps=steps)
+
+
 def vjp_network(net: Network) -> Network:
     """``net`` with the linear "loss" ``sum_i G[i] yhat[i]``: its gradients are the VJP."""
     out, C = net.output, net.output_width
@@ -284,9 +295,8 @@ def target_context(
     if optimizer is not None and target != "numpy":
         raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
     autodiff = target in ("torch", "jax")
-    ctx = build_context(
-        with_input_grad(d) if autodiff else d, optimizer=optimizer, source=source, target=target
-    )
+    grad_d = with_loss_seed(with_input_grad(d)) if autodiff else d
+    ctx = build_context(grad_d, optimizer=optimizer, source=source, target=target)
     ctx["target"] = target
     helpers = set(ctx["helpers"])
     names = list(d.network.param_names)
