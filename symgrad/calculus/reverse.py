@@ -20,13 +20,36 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.conv_form import tensor_form
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
 from symgrad.calculus.matrix_form import to_matrix
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from symgrad.ir.network import Network, Param, Stage
 
-_PARAM_IDX = (P, Q, R)
+_PARAM_IDX = (P, Q, R, idx("s_"))
+#: Indices of an input element of a (channels, [height,] width) quantity, and their names.
+_TENSOR_IDX = (K, idx("k2_"), idx("k3_"))
+_TENSOR_NAMES = {2: ("c", "w"), 3: ("c", "h", "w")}
+
+
+def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The free indices of a stage's output component (one per axis)."""
+    return stage.indices or (stage.index,)
+
+
+def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
+    shape = stage.shape or (stage.width,)
+    return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
+
+
+def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The indices of one input element (``K`` for a vector)."""
+    return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
+
+
+def _is_tensor(stage: Stage) -> bool:
+    return bool(stage.indices or stage.in_shape)
 
 
 @dataclass(frozen=True)
@@ -148,7 +171,15 @@ def _apply_identities(expr: sp.Expr, net: Network) -> sp.Expr:
 def _structure(local: sp.Expr, stage: Stage) -> str:
     if local.is_zero:
         return "zero"
-    if has_delta(local, stage.index, K):
+    if _is_tensor(stage):
+        pairs = list(zip(_out_index(stage), _in_index(stage), strict=False))
+        if (
+            stage.indices
+            and stage.shape == stage.in_shape
+            and all(has_delta(local, a, b) for a, b in pairs)
+        ):
+            return "diagonal"
+    elif has_delta(local, stage.index, K):
         return "diagonal"
     if not local.has(stage.inp):
         return "linear"
@@ -173,16 +204,21 @@ _CACHE: dict[tuple, _Calculus] = {}
 
 
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    # ``rewrite`` states derivatives in a vector stage's forward values; a (channels, h, w)
+    # stage keeps its local derivatives as they are.
+    rw = (lambda e, _s: e) if _is_tensor(stage) else rewrite
+    g_out = g[_out_index(stage)]
+    limits = _out_limits(stage)
     params = []
     for p in stage.params:
         pidx = _PARAM_IDX[: len(p.shape)]
         wrt = p.base[pidx] if pidx else p.base
-        local = rewrite(_local(stage.body, wrt), stage)
-        comp = contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1)))
+        local = rw(_local(stage.body, wrt), stage)
+        comp = contract(sp.Sum(g_out * local, *limits))
         params.append((local, pull_out(comp)))
-    local_raw = _local(stage.body, stage.inp[K])
-    local = rewrite(local_raw, stage)
-    comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+    local_raw = _local(stage.body, stage.inp[_in_index(stage)])
+    local = rw(local_raw, stage)
+    comp = pull_out(contract(sp.Sum(g_out * local, *limits)))
     return _Calculus(tuple(params), local, comp, _structure(local_raw, stage))
 
 
@@ -216,6 +252,8 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         ),
         stage.index,
     )
+    if _is_tensor(stage):  # concrete shapes: nothing to share between layers
+        return _compute(stage, g)
     key = (cstage.body, cstage.width, cstage.in_width, tuple(p.shape for p in cstage.params))
     if key not in _CACHE:
         _CACHE[key] = _compute(cstage, ren[g])
@@ -232,7 +270,16 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
 def derive(net: Network) -> Derivation:
     """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
     notes: list[str] = []
-    forward = tuple(Forward(s, s.body, to_matrix(s.body, (s.index,), net)) for s in net.stages)
+    forward = tuple(
+        Forward(
+            s,
+            s.body,
+            tensor_form(s.body, _out_index(s), s.shape)
+            if _is_tensor(s)
+            else to_matrix(s.body, (s.index,), net),
+        )
+        for s in net.stages
+    )
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -274,6 +321,8 @@ def derive(net: Network) -> Derivation:
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
+            outs = _out_index(stage)
+            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
             steps.append(
                 Step(
                     grad_name(p.name),
@@ -282,17 +331,19 @@ def derive(net: Network) -> Derivation:
                     "param",
                     free,
                     comp_c,
-                    canonical(local, (stage.index, *pidx), ("i", *names)),
-                    (idx("i"), *free),
+                    canonical(local, (*outs, *pidx), (*onames, *names)),
+                    (*(idx(nm) for nm in onames), *free),
                     "param",
                     upstream,
                     stage,
-                    to_matrix(comp_c, free, net, param=True),
+                    tensor_form(comp_c, free, p.shape, param=True)
+                    if _is_tensor(stage)
+                    else to_matrix(comp_c, free, net, param=True),
                     p.shape,
                     param=p,
                 )
             )
-        wrt = stage.inp[K]
+        wrt = stage.inp[_in_index(stage)]
         local, comp, structure = calc.local, calc.comp, calc.structure
         fused = False
         unfused = None
@@ -307,8 +358,31 @@ def derive(net: Network) -> Derivation:
                 if net.loss.identities:
                     notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
-        comp_c = _finish(comp, (K,), FREE_NAMES)
-        free = (sp.Symbol("i", integer=True),)
+        kin = _in_index(stage)
+        if _is_tensor(stage):
+            # (channels, h, w) quantities: free indices c, h, w; the local derivative's
+            # output indices keep their own names, its input indices are primed.
+            fnames = _TENSOR_NAMES[len(kin)] if stage.in_shape else FREE_NAMES
+            outs = _out_index(stage)
+            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
+            lnames = (*onames, *(nm + "'" for nm in fnames))
+            comp_c = _finish(comp, kin, fnames)
+            free = tuple(idx(nm) for nm in fnames)
+            local_c = canonical(local, (*outs, *kin), lnames)
+            local_idx = tuple(idx(nm) for nm in lnames)
+            matrix = (
+                tensor_form(comp_c, free, stage.in_shape)
+                if stage.in_shape
+                else to_matrix(comp_c, free, net)
+            )
+            gshape = stage.in_shape or (stage.in_width,)
+        else:
+            comp_c = _finish(comp, (K,), FREE_NAMES)
+            free = (sp.Symbol("i", integer=True),)
+            local_c = canonical(local, (stage.index, K), ("i", "k"))
+            local_idx = (idx("i"), idx("k"))
+            matrix = to_matrix(comp_c, free, net)
+            gshape = (stage.in_width,)
         steps.append(
             Step(
                 name,
@@ -317,13 +391,13 @@ def derive(net: Network) -> Derivation:
                 "input",
                 free,
                 comp_c,
-                canonical(local, (stage.index, K), ("i", "k")),
-                (idx("i"), idx("k")),
+                local_c,
+                local_idx,
                 structure,
                 upstream,
                 stage,
-                to_matrix(comp_c, free, net),
-                (stage.in_width,),
+                matrix,
+                gshape,
                 seed=fused,
                 fused=fused,
                 needed=si > 0,

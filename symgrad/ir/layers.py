@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
+from symgrad.ir import conv
 from symgrad.ir import ops as F
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
@@ -198,8 +199,8 @@ def make_loss(
 
 def build(
     name: str,
-    input: int | sp.Symbol,
-    layers: Sequence[Dense | Map],
+    input: int | sp.Symbol | Sequence[int],
+    layers: Sequence[Dense | Map | conv.Conv | conv.Pool | conv.Flatten],
     loss: str | tuple[str, sp.Expr] | Callable[[sp.Symbol, sp.Symbol], sp.Expr],
     *,
     source: str = "<python>",
@@ -208,8 +209,10 @@ def build(
 
     Args:
         name: a Python identifier (used for generated code).
-        input: number of input features (or a Symbol).
-        layers: ``Dense`` and ``Map`` layers, numbered from 1 in order.
+        input: number of input features (or a Symbol), or a (channels, [height,] width)
+            shape for conv nets.
+        layers: ``Dense``, ``Map``, ``Conv``, ``Pool`` and ``Flatten`` layers, numbered
+            from 1 in order.
         loss: "mse", "bce", "cross_entropy", or ``(name, expr)`` with ``expr`` in the
             Symbols ``symgrad.yhat_s`` and ``symgrad.y_s``, or a callable ``l(yhat, y)``.
     """
@@ -218,12 +221,21 @@ def build(
     if not layers:
         raise SpecError("a network needs at least one layer")
     sizes: dict[sp.Symbol, int] = {}
-    w_in = _width(input, 0, sizes)
+    # conv nets: a (channels, [height,] width) input shape (see ir/conv.py)
+    input_shape = conv.input_shape(input)
+    w_in = _width(conv.prod(input_shape) if input_shape else input, 0, sizes)
     inp = sp.IndexedBase("x", real=True)
     stages: list[Stage] = []
-    cur, cur_w = inp, w_in
+    cur, cur_w, cur_shape = inp, w_in, input_shape
     for l, layer in enumerate(layers, start=1):
-        if isinstance(layer, Dense):
+        if isinstance(layer, conv.LAYERS):
+            new = conv.stages_of(layer, l, cur, cur_shape)
+        elif cur_shape:
+            raise SpecError(
+                f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
+                f"got shape {list(cur_shape)} (add a flatten layer before it)"
+            )
+        elif isinstance(layer, Dense):
             new = _dense(layer, l, cur, cur_w, sizes)
         elif isinstance(layer, Map):
             new = _map(layer, l, cur, cur_w, sizes)
@@ -231,7 +243,10 @@ def build(
             raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
+        cur_shape = conv.stage_shape(new[-1])
+    if cur_shape:
+        raise SpecError("the last layer's output must be a vector (end with flatten and dense)")
     if callable(loss) and not isinstance(loss, str | tuple):
         loss = ("custom", loss(yhat_s, y_s))
     lobj = make_loss(loss, cur, cur_w, stages[-1])
-    return Network(name, tuple(stages), lobj, sizes, inp, len(layers), source)
+    return Network(name, tuple(stages), lobj, sizes, inp, len(layers), source, input_shape)

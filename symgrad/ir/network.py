@@ -42,6 +42,13 @@ class Stage:
     label: str  # "dense", "sigmoid", "softmax", a custom name ...
     params: tuple[Param, ...] = ()
     index: sp.Symbol = I
+    # A (channels, [height,] width) quantity: one free index per axis (empty for a vector,
+    # whose free index is ``index``); ``in_shape`` likewise for the input. ``attrs`` records
+    # the hyper-parameters a layer was built with (for the independent references only).
+    indices: tuple[sp.Symbol, ...] = ()
+    shape: tuple[sp.Expr, ...] = ()
+    in_shape: tuple[sp.Expr, ...] = ()
+    attrs: tuple = ()
 
     @property
     def name(self) -> str:
@@ -79,6 +86,7 @@ class Network:
     input: sp.IndexedBase = sp.IndexedBase("x", real=True)
     n_layers: int = 0
     source: str = "<python>"
+    input_shape: tuple[int, ...] = ()  # (channels, [height,] width) of a conv net's input
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -126,5 +134,12 @@ class Network:
         for k, v in sizes.items():
             new[sp.Symbol(k, integer=True, positive=True)] = int(v)
         return Network(
-            self.name, self.stages, self.loss, new, self.input, self.n_layers, self.source
+            self.name,
+            self.stages,
+            self.loss,
+            new,
+            self.input,
+            self.n_layers,
+            self.source,
+            self.input_shape,
         )
