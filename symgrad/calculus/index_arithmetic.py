@@ -46,8 +46,12 @@ class InRange(sp.Function):
         return None
 
     def _latex(self, printer):
-        e, lo, hi = (printer._print(a) for a in self.args)
-        return rf"\left[{lo} \le {e} \le {hi}\right]"
+        # documents count indices from 1: the shifted expression and bounds
+        e, lo, hi = self.args
+        return (
+            rf"\left[{printer._print(lo + 1)} \le {printer._print(one_based(e))} "
+            rf"\le {printer._print(hi + 1)}\right]"
+        )
 
     def _sympystr(self, printer):
         e, lo, hi = (printer._print(a) for a in self.args)
@@ -148,3 +152,18 @@ def affine_parts(e: sp.Expr, names: tuple[sp.Symbol, ...]) -> tuple[dict, sp.Exp
         coeffs[v] = c
     const = sp.expand(e - sum(c * v for v, c in coeffs.items()))
     return coeffs, const
+
+
+def one_based(e: sp.Expr) -> sp.Expr:
+    """An index expression as the documents show it, with every index counting from 1.
+
+    A position ``p = s h + kh - pad`` of 0-based indices is ``p + 1 = s (h - 1) + kh - pad``
+    in 1-based ones. Plain indices and numbers are left alone; widths (positive symbols)
+    are not indices and are not shifted.
+    """
+    if not e.args or not e.free_symbols:
+        return e
+    shift = {v: v - 1 for v in e.free_symbols if v.is_integer and not v.is_positive}
+    if not shift:
+        return e
+    return sp.expand(e.xreplace(shift) + 1)

@@ -124,8 +124,10 @@ class ArgMaxIs(sp.Function):
     is_nonnegative = True
 
     def _latex(self, printer):
+        from symgrad.calculus.index_arithmetic import one_based  # documents count from 1
+
         m = self.args[0]
-        offs = ", ".join(printer._print(a) for a in self.args[1:])
+        offs = ", ".join(printer._print(one_based(a)) for a in self.args[1:])
         return (
             rf"\left[({offs}) = \operatorname{{argmax}}_{{"
             + ", ".join(printer._print(v) for v in m.variables)
