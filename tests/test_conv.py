@@ -215,7 +215,7 @@ def test_generated_conv_code_has_no_python_loops_over_samples_or_pixels():
     src = generate(loads_spec(SPEC))
     body = src.split("def loss_and_grads", 1)[1]
     assert "for " not in body.split("return value, {", 1)[0]
-    assert "sliding_window_view" in src
+    assert "_windows(" in src and "_max_pool_grad(" in src
     assert "INPUT_SIZE = (1, 8, 8)" in src
 
 
@@ -226,3 +226,9 @@ def test_documents_show_the_correlation_and_its_transpose():
     assert r"W^{[1]} \star" in tex
     assert r"\le" in tex  # range conditions of the transposed correlation
     assert "z^{[1]}_{chw}" in tex
+
+
+def test_large_batches_take_the_blocked_im2col_path():
+    """Above 2**16 window elements the windows are copied per kernel offset: same numbers."""
+    layers = [Conv(3, 3, stride=2, padding=1, activation="relu"), Flatten(), L.Dense(2)]
+    check_against_torch(layers, [2, 9, 9], batches=(300,))

@@ -265,25 +265,29 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"{self._atom(expr.args[0])}.sum(axis=(0, {axes}))"
 
     def _print_WindowSum(self, expr):
-        w = self._print(expr.args[0])
-        return f"_window_sum({w})"
+        self.helpers.add("_conv")
+        a, k, st, p = expr.args
+        return f"_sum_pool({self._print(a)}, {self._tuple(k)}, {self._tuple(st)}, {self._tuple(p)})"
 
     def _print_WindowMax(self, expr):
-        return f"_window_max({self._print(expr.args[0])})"
+        self.helpers.add("_conv")
+        a, k, st, p = expr.args
+        return f"_max_pool({self._print(a)}, {self._tuple(k)}, {self._tuple(st)}, {self._tuple(p)})"
 
     def _print_WindowSumGrad(self, expr):
         self.helpers.add("_conv")
         g, k, s, p, size = expr.args
         return (
-            f"_window_sum_grad({self._print(g)}, {self._tuple(k)}, {self._tuple(s)}, "
+            f"_sum_pool_grad({self._print(g)}, {self._tuple(k)}, {self._tuple(s)}, "
             f"{self._tuple(p)}, {self._tuple(size)})"
         )
 
     def _print_WindowMaxGrad(self, expr):
-        g, w, s, p, size = expr.args
+        self.helpers.add("_conv")
+        g, a, k, s, p, size = expr.args
         return (
-            f"_window_max_grad({self._print(g)}, {self._print(w)}, {self._tuple(s)}, "
-            f"{self._tuple(p)}, {self._tuple(size)})"
+            f"_max_pool_grad({self._print(g)}, {self._print(a)}, {self._tuple(k)}, "
+            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
         )
 
     def _print_Flatten(self, expr):

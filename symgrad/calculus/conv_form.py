@@ -15,7 +15,7 @@ expressions (strides and paddings are the coefficients and constants there):
     W ⋆ a          Correlate(Windows(a), W)       the forward cross-correlation
     δ ⋆ a          CorrWeightGrad(δ, Windows(a))  the weight gradient (summed over samples)
     W ⋆ᵀ δ         CorrInputGrad(δ, W)            the transposed correlation
-    pooling        WindowSum / WindowMax of Windows(a), and their transposes
+    pooling        WindowSum(a) / WindowMax(a), and their transposes
     flatten        Flatten(a) / Unflatten(δ)
 
 Each node is batched as it stands (samples lead every array), so ``layout.batch`` passes
@@ -96,12 +96,12 @@ class ChannelSum(sp.Function):
 
 
 class WindowSum(sp.Function):
-    """The sum over each window (``WindowSum(Windows(a))``): sum pooling."""
+    """The sum over each window: ``WindowSum(a, kernel, stride, padding)`` (sum pooling)."""
 
-    nargs = 1
+    nargs = 4
 
     def _latex(self, printer):
-        return rf"\operatorname{{sumpool}}\left({_strided(printer, self.args[0])}\right)"
+        return rf"\operatorname{{sumpool}}\left({printer._print(self.args[0])}\right)"
 
 
 class WindowSumGrad(sp.Function):
@@ -114,23 +114,23 @@ class WindowSumGrad(sp.Function):
 
 
 class WindowMax(sp.Function):
-    """The maximum over each window (``WindowMax(Windows(a))``): max pooling."""
+    """The maximum over each window: ``WindowMax(a, kernel, stride, padding)`` (max pooling)."""
 
-    nargs = 1
+    nargs = 4
 
     def _latex(self, printer):
-        return rf"\operatorname{{maxpool}}\left({_strided(printer, self.args[0])}\right)"
+        return rf"\operatorname{{maxpool}}\left({printer._print(self.args[0])}\right)"
 
 
 class WindowMaxGrad(sp.Function):
-    """``δ`` routed to each window's (first) arg-max: ``(δ, Windows(a), stride, padding, size)``."""
+    """``δ`` routed to each window's (first) arg-max: ``(δ, a, kernel, stride, padding, size)``."""
 
-    nargs = 5
+    nargs = 6
 
     def _latex(self, printer):
-        g, win = self.args[:2]
+        g, a = self.args[:2]
         return (
-            rf"\operatorname{{maxpool}}^{{\top}}_{{{printer._print(win)}}}"
+            rf"\operatorname{{maxpool}}^{{\top}}_{{{printer._print(a)}}}"
             rf"\left({printer._print(g)}\right)"
         )
 
@@ -299,7 +299,7 @@ class _Reader:
         kern = tuple(next(s for s in pos.free_symbols if s in rng) for pos in a.indices[1:])
         if a.indices[0] != self.free[0]:
             raise self.fail(a)
-        return WindowSum(self._window(a, kern, tuple(rng[k] for k in kern), 0))
+        return WindowSum(*self._window(a, kern, tuple(rng[k] for k in kern), 0).args[:4])
 
     def maxpool(self, m: sp.Expr) -> sp.Expr:
         a = m.body
@@ -307,7 +307,7 @@ class _Reader:
             raise self.fail(m)
         rng = {lim[0]: int(lim[2]) + 1 for lim in m.limits}
         kern = tuple(m.variables)
-        return WindowMax(self._window(a, kern, tuple(rng[k] for k in kern), 1))
+        return WindowMax(*self._window(a, kern, tuple(rng[k] for k in kern), 1).args[:4])
 
     def weight_grad(self, reads: list[sp.Indexed], dummies) -> sp.Expr:
         # dW[p, q, r, s] = Sum_{h, w} g[p, h, w] a[q, s h + r - pad, s w + s - pad]
@@ -365,13 +365,14 @@ class _Reader:
         if g.indices[0] != self.free[0]:
             raise self.fail(g)
         strides, pads, kernel = self._transposed(inds, tuple(g.indices[1:]))
-        m = am.args[0]
-        a = m.body
-        win = Windows(
-            Vec(str(a.base.label)), _ints(kernel), _ints(strides), _ints(pads), sp.Integer(1)
-        )
+        a = am.args[0].body
         return WindowMaxGrad(
-            Vec(str(g.base.label)), win, _ints(strides), _ints(pads), _ints(self.shape[1:])
+            Vec(str(g.base.label)),
+            Vec(str(a.base.label)),
+            _ints(kernel),
+            _ints(strides),
+            _ints(pads),
+            _ints(self.shape[1:]),
         )
 
 
