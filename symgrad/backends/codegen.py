@@ -28,8 +28,9 @@ from symgrad.backends.numpy_printer import (
     share_softmax_logsumexp,
 )
 from symgrad.backends.pyformat import respace
+from symgrad.calculus.einsum import LOWERED, lower
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
-from symgrad.calculus.matrix_form import Vec, to_matrix
+from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
 from symgrad.calculus.reverse import Derivation, derive
 from symgrad.errors import SpecError
 from symgrad.ir import ops as F
@@ -106,6 +107,8 @@ class _Printer:
 
     def _is_full(self, e: sp.Expr) -> bool:
         """Whether ``e`` has the full batched shape (n, width) (not a row, column or scalar)."""
+        if isinstance(e, LOWERED):  # views and reductions of the component fallback
+            return False
         if isinstance(e, Vec):
             return e.name not in self.params
         if e.is_Symbol:
@@ -342,6 +345,11 @@ def build_context(
         inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
         items.append((f"l{n_}", inner, ()))
         total += coeff * Total(sp.Symbol(f"l{n_}"))
+    if net.penalty is not None:  # added once to the batch loss (weight decay)
+        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
+        pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
+        items.append(("l_penalty", pen, ("penalty (added once per batch)",)))
+        total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
     n_loss = len(items)
     for step in d.steps:
         if step.needed:

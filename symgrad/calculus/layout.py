@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import MatVec, Outer, SumAll, TMatVec
+from symgrad.calculus.einsum import lower
+from symgrad.calculus.matrix_form import Comp, MatVec, Once, Outer, SumAll, TMatVec
 
 #: The batch size.
 N = sp.Symbol("N", integer=True, positive=True)
@@ -53,6 +54,8 @@ BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter)
 
 def batch(expr: sp.Expr) -> sp.Expr:
     """Translate a per-sample matrix expression to the batched row-major layout."""
+    if isinstance(expr, Comp):  # no neat matrix form: broadcasting, reductions, einsum
+        return lower(expr)
     if isinstance(expr, MatVec):
         return BMatMul(batch(expr.args[1]), expr.args[0], sp.S.One)
     if isinstance(expr, TMatVec):
@@ -70,6 +73,15 @@ def batch_param_grad(expr: sp.Expr) -> sp.Expr:
     """A parameter gradient summed over the samples of the batch."""
     terms = []
     for t in sp.Add.make_args(expr):
+        if isinstance(t, Once):  # a penalty's gradient: once per batch
+            inner = t.args[0]
+            terms.append(lower(inner, batched=False) if isinstance(inner, Comp) else inner)
+            continue
+        if t.has(Comp):
+            comps = [f for f in sp.Mul.make_args(t) if isinstance(f, Comp)]
+            rest = t / comps[0]
+            terms.append(rest * lower(comps[0], sample_sum=True))
+            continue
         outer = [f for f in sp.Mul.make_args(t) if isinstance(f, Outer)]
         rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if not isinstance(f, Outer)])
         if len(outer) == 1:

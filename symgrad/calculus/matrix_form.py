@@ -53,7 +53,57 @@ class SumAll(sp.Function):
     nargs = 1
 
 
+class Comp(sp.Function):
+    """The general fallback: a component expression with no neat matrix form.
+
+    Args are ``(expr, Tuple(free indices), Tuple(their ranges), Tuple(parameter names))``.
+    Documents show it in component form; the batched layout lowers it to NumPy
+    broadcasting, reductions and ``einsum`` (``calculus/einsum.py``), so it still runs.
+    """
+
+    nargs = 4
+
+    @property
+    def expr(self) -> sp.Expr:
+        return self.args[0]
+
+    def _latex(self, printer):
+        return printer._print(self.args[0])
+
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
+
+class Once(sp.Function):
+    """A term of a parameter gradient added once per batch, not summed over samples (the
+    gradient of a penalty such as weight decay)."""
+
+    nargs = 1
+
+    def _latex(self, printer):
+        return printer._print(self.args[0])
+
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
+
 MATRIX_OPS = (MatVec, TMatVec, Outer, SumAll)
+
+
+def matrix_or_component(
+    expr: sp.Expr,
+    free: tuple[sp.Symbol, ...],
+    shape: tuple[sp.Expr, ...],
+    net,
+    *,
+    param: bool = False,
+) -> sp.Expr:
+    """``to_matrix`` where a neat matrix form exists, else the component fallback ``Comp``."""
+    try:
+        return to_matrix(expr, free, net, param=param)
+    except DerivationError:
+        names = tuple(sp.Symbol(p) for p in net.param_names) if net is not None else ()
+        return Comp(expr, sp.Tuple(*free), sp.Tuple(*shape), sp.Tuple(*names))
 
 
 def to_matrix(expr: sp.Expr, free: tuple[sp.Symbol, ...], net=None, *, param: bool = False):

@@ -21,7 +21,7 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.matrix_form import to_matrix
+from symgrad.calculus.matrix_form import Once, matrix_or_component, to_matrix
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from symgrad.ir.network import Network, Param, Stage
@@ -76,6 +76,12 @@ class Step:
     needed: bool = True
     unfused: sp.Expr | None = None  # the component form before the loss gradient was fused in
     param: Param | None = None
+    #: (layer, upstream adjoint) of every consumer when a quantity feeds several layers
+    #: (a DAG): the component is the sum of their contributions. Empty for a chain.
+    contributions: tuple[tuple[int, str], ...] = ()
+    #: the gradient of the network's penalty term (weight decay), already in ``component``;
+    #: added once per batch, not per sample.
+    penalty: sp.Expr | None = None
 
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
@@ -167,23 +173,35 @@ class _Calculus:
     local: sp.Expr
     comp: sp.Expr
     structure: str
+    #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
+    extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
 _CACHE: dict[tuple, _Calculus] = {}
 
 
+def _param_wrt(p: Param) -> sp.Expr:
+    pidx = _PARAM_IDX[: len(p.shape)]
+    return p.base[pidx] if pidx else p.base
+
+
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    def adjoint(local: sp.Expr) -> sp.Expr:
+        return pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+
     params = []
     for p in stage.params:
-        pidx = _PARAM_IDX[: len(p.shape)]
-        wrt = p.base[pidx] if pidx else p.base
-        local = rewrite(_local(stage.body, wrt), stage)
-        comp = contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1)))
-        params.append((local, pull_out(comp)))
+        local = rewrite(_local(stage.body, _param_wrt(p)), stage)
+        params.append((local, adjoint(local)))
     local_raw = _local(stage.body, stage.inp[K])
     local = rewrite(local_raw, stage)
-    comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
-    return _Calculus(tuple(params), local, comp, _structure(local_raw, stage))
+    extra = []
+    for base, _ in stage.extra:
+        lo = rewrite(_local(stage.body, base[K]), stage)
+        extra.append((lo, adjoint(lo)))
+    return _Calculus(
+        tuple(params), local, adjoint(local), _structure(local_raw, stage), tuple(extra)
+    )
 
 
 def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
@@ -196,10 +214,17 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         g: sp.IndexedBase("_g", real=True),
     }
     for n_, p in enumerate(stage.params):
-        ren[p.base] = sp.IndexedBase(f"_p{n_}", real=True)
-    wren = {stage.in_width: sp.Symbol("_win", integer=True, positive=True)}
-    if stage.width != stage.in_width:
-        wren[stage.width] = sp.Symbol("_wout", integer=True, positive=True)
+        ren[p.base] = (
+            sp.Symbol(f"_p{n_}", real=True)
+            if isinstance(p.base, sp.Symbol)
+            else sp.IndexedBase(f"_p{n_}", real=True)
+        )
+    for n_, (base, _) in enumerate(stage.extra):
+        ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
+    wren: dict[sp.Basic, sp.Basic] = {}
+    for n_, w in enumerate(dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])):
+        if not w.is_Integer:
+            wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
     ren.update(wren)
     cstage = Stage(
         ren[stage.out],
@@ -215,8 +240,15 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
             for p in stage.params
         ),
         stage.index,
+        tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
     )
-    key = (cstage.body, cstage.width, cstage.in_width, tuple(p.shape for p in cstage.params))
+    key = (
+        cstage.body,
+        cstage.width,
+        cstage.in_width,
+        tuple(p.shape for p in cstage.params),
+        cstage.extra,
+    )
     if key not in _CACHE:
         _CACHE[key] = _compute(cstage, ren[g])
     c = _CACHE[key]
@@ -226,13 +258,33 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         c.local.xreplace(back),
         c.comp.xreplace(back),
         c.structure,
+        tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.extra),
     )
+
+
+def _param_matrix(comp, pen, free, shape, net) -> sp.Expr:
+    """A parameter gradient's matrix form; a penalty's part is added once per batch."""
+    if pen is None:
+        return matrix_or_component(comp, free, shape, net, param=True)
+    data = sp.expand(comp - pen, mul=False, power_exp=False, log=False, multinomial=False)
+    m = matrix_or_component(data, free, shape, net, param=True) if not data.is_zero else 0
+    return m + Once(matrix_or_component(pen, free, shape, net, param=True))
+
+
+def _penalty_grad(net: Network, p: Param) -> sp.Expr | None:
+    """d(penalty)/d p[p, q, ...], contracted (None when the penalty does not involve p)."""
+    if net.penalty is None or not net.penalty.has(p.base):
+        return None
+    return pull_out(contract(sp.diff(net.penalty, _param_wrt(p))))
 
 
 def derive(net: Network) -> Derivation:
     """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
     notes: list[str] = []
-    forward = tuple(Forward(s, s.body, to_matrix(s.body, (s.index,), net)) for s in net.stages)
+    forward = tuple(
+        Forward(s, s.body, matrix_or_component(s.body, (s.index,), (s.width,), net))
+        for s in net.stages
+    )
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -254,13 +306,17 @@ def derive(net: Network) -> Derivation:
             "loss",
             None,
             None,
-            to_matrix(loss_comp, (sp.Symbol("i", integer=True),), net),
+            matrix_or_component(loss_comp, (sp.Symbol("i", integer=True),), (C,), net),
             (C,),
             seed=True,
         )
     )
     loss_step_index = 0
 
+    # Contributions to each quantity's adjoint from the stages that read it. Stages are
+    # walked in reverse evaluation order, so when stage si is done every consumer of the
+    # previous stage's output has contributed: its adjoint is complete and can be stated.
+    pending: dict[sp.IndexedBase, list[tuple[Stage, str, sp.Expr]]] = {}
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
@@ -269,11 +325,15 @@ def derive(net: Network) -> Derivation:
         calc = _stage_calculus(stage, g)
         for p, (local, comp) in zip(stage.params, calc.params, strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
+            pen = _penalty_grad(net, p)
+            if pen is not None:
+                comp = comp + pen
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
+            pen_c = _finish(pen, pidx, names) if pen is not None else None
             steps.append(
                 Step(
                     grad_name(p.name),
@@ -287,16 +347,25 @@ def derive(net: Network) -> Derivation:
                     "param",
                     upstream,
                     stage,
-                    to_matrix(comp_c, free, net, param=True),
+                    _param_matrix(comp_c, pen_c, free, p.shape, net),
                     p.shape,
                     param=p,
+                    penalty=pen_c,
                 )
             )
+        for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
+            pending.setdefault(base, []).append((stage, upstream, comp_x))
         wrt = stage.inp[K]
         local, comp, structure = calc.local, calc.comp, calc.structure
+        others = pending.pop(stage.inp, [])
         fused = False
         unfused = None
-        if upstream == loss_name and si == len(net.stages) - 1 and not stage.params:
+        if (
+            upstream == loss_name
+            and si == len(net.stages) - 1
+            and not stage.params
+            and not others
+        ):
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = cancel_scalar(rewrite(cand, stage))
@@ -307,6 +376,18 @@ def derive(net: Network) -> Derivation:
                 if net.loss.identities:
                     notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
+        contributions: tuple[tuple[int, str], ...] = ()
+        if others:
+            comp = comp + sp.Add(*(c for _, _, c in others))
+            contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
+            layers = sorted({lay for lay, _ in contributions})
+            said = ", ".join(str(lay) for lay in layers[:-1]) + f" and {layers[-1]}"
+            if len(layers) == 1:
+                said = str(layers[0])
+            notes.append(
+                f"{name} receives contributions from layers {said}: {str(stage.inp)} feeds "
+                f"{len(contributions)} places, so their gradients add up"
+            )
         comp_c = _finish(comp, (K,), FREE_NAMES)
         free = (sp.Symbol("i", integer=True),)
         steps.append(
@@ -322,12 +403,13 @@ def derive(net: Network) -> Derivation:
                 structure,
                 upstream,
                 stage,
-                to_matrix(comp_c, free, net),
+                matrix_or_component(comp_c, free, (stage.in_width,), net),
                 (stage.in_width,),
                 seed=fused,
                 fused=fused,
                 needed=si > 0,
                 unfused=unfused,
+                contributions=contributions,
             )
         )
         upstream = name

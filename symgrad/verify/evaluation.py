@@ -19,6 +19,7 @@ from sympy.core.function import Application
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
 from symgrad.ir import ops as F
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
 
 def _sigmoid(x):
@@ -121,6 +122,22 @@ def eval_component(
             if str(e) in env:
                 return _Axes(env[str(e)], ())
             raise DerivationError(f"cannot evaluate symbol {e}")
+        if isinstance(e, ReduceMax | ReduceMin | ArgMax | ArgMin):
+            body, var, hi = e.args
+            if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
+                sub = ev(body)
+                if var not in sub.axes:
+                    return _Axes(np.ones(()), ())
+                ax = sub.axes.index(var)
+                ext = sub.arr.max if isinstance(e, ArgMax) else sub.arr.min
+                hit = (sub.arr == ext(axis=ax, keepdims=True)).astype(float)
+                return _Axes(hit / hit.sum(axis=ax, keepdims=True), sub.axes)
+            sub = _ev_with(body, {**ranges, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            red = sub.arr.max if isinstance(e, ReduceMax) else sub.arr.min
+            return _Axes(red(axis=ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             body = e.function
             inner = dict(ranges)

@@ -20,6 +20,7 @@ from symgrad.errors import SpecError
 from symgrad.ir import ops as F
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
+from symgrad.ir.reductions import ReduceMax, ReduceMin
 
 _BATCH = sp.Symbol("_n_batch_")
 
@@ -63,6 +64,12 @@ class _Ops:
         raise NotImplementedError
 
     def maximum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def amax(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def amin(self, t: Any, axis: int) -> Any:
         raise NotImplementedError
 
     def minimum(self, a: Any, b: Any) -> Any:
@@ -164,6 +171,12 @@ class _TorchOps(_Ops):
     def maximum(self, a, b):
         return self.t.maximum(a, b)
 
+    def amax(self, t, axis):
+        return self.t.amax(t, dim=axis)  # ties share the gradient equally
+
+    def amin(self, t, axis):
+        return self.t.amin(t, dim=axis)
+
     def minimum(self, a, b):
         return self.t.minimum(a, b)
 
@@ -264,6 +277,12 @@ class _JaxOps(_Ops):
 
     def maximum(self, a, b):
         return self.np.maximum(a, b)
+
+    def amax(self, t, axis):
+        return self.np.max(t, axis=axis)
+
+    def amin(self, t, axis):
+        return self.np.min(t, axis=axis)
 
     def minimum(self, a, b):
         return self.np.minimum(a, b)
@@ -377,6 +396,14 @@ def eval_tensor(
             if str(e) in env:
                 return _Named(env[str(e)], (_BATCH,) if str(e) in batched else ())
             raise SpecError(f"cannot evaluate symbol {e}")
+        if isinstance(e, ReduceMax | ReduceMin):
+            body, var, hi = e.args
+            sub = ev(body, {**rng, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            pick = ops.amax if isinstance(e, ReduceMax) else ops.amin
+            return _Named(pick(sub.t, ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             inner = dict(rng)
             for var, lo, hi in e.limits:
@@ -500,6 +527,8 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
     else:  # a custom loss: the mean over samples of the per-sample loss
         per = eval_tensor(ops, loss.body, env, batched, sizes, (), {}, n)
         value = ops.mean(per)
+    if net.penalty is not None:  # once per batch: the same for every sample, so its mean
+        value = value + ops.mean(eval_tensor(ops, net.penalty, env, batched, sizes, (), {}, n))
     return cur, value
 
 
