@@ -29,7 +29,16 @@ from symgrad.backends.numpy_printer import (
 )
 from symgrad.backends.pyformat import respace
 from symgrad.calculus.einsum import LOWERED, lower
-from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
+from symgrad.calculus.layout import (
+    BMatMul,
+    BOuter,
+    ColSum,
+    N,
+    RowSum,
+    batch,
+    batched_step,
+    lower_fallbacks,
+)
 from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
 from symgrad.calculus.reverse import Derivation, derive
 from symgrad.errors import SpecError
@@ -67,7 +76,7 @@ class _Printer:
         self.full_temps: dict[sp.Symbol, bool] = {}
 
     def prepare(self, expr: sp.Expr) -> sp.Expr:
-        expr = recognise(expr.xreplace(self.sizes))
+        expr = recognise(lower_fallbacks(expr).xreplace(self.sizes))
         # Non-integer rationals print as floats (0.5 * x, not (1/2) * x).
         return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 

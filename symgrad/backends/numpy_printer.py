@@ -278,7 +278,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"_share_max(-{self._atom(expr.args[0])}, {int(expr.args[1])})"
 
     def _print_Full(self, expr):
-        shape = ", ".join(self._print(s) for s in expr.args[1]) + ("," if len(expr.args[1]) == 1 else "")
+        shape = ", ".join(self._print(s) for s in expr.args[1]) + (
+            "," if len(expr.args[1]) == 1 else ""
+        )
         return f"np.broadcast_to({self._print(expr.args[0])}, ({shape})).copy()"
 
     def _arange(self, size, pos, ndim) -> str:

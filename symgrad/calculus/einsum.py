@@ -104,9 +104,9 @@ def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.E
     else:
         full = ((N,) if batched else ()) + tuple(shape)
     present = {f for f in free if expr.has(f)}
-    if not _is_array(out) or present != set(free) or (lead and not per_sample):
-        if full:
-            out = Full(out, sp.Tuple(*full))
+    partial = not _is_array(out) or present != set(free) or (lead and not per_sample)
+    if partial and full:
+        out = Full(out, sp.Tuple(*full))
     return out
 
 
@@ -133,7 +133,13 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
     if isinstance(e, sp.KroneckerDelta):
         a, b = e.args
         if a in ctx and b in ctx:
-            return Delta(rng[a], sp.Integer(ctx.index(a) + lead), rng[b], sp.Integer(ctx.index(b) + lead), ndim)
+            return Delta(
+                rng[a],
+                sp.Integer(ctx.index(a) + lead),
+                rng[b],
+                sp.Integer(ctx.index(b) + lead),
+                ndim,
+            )
         raise DerivationError(f"cannot lower {e}")
     if isinstance(e, sp.Symbol):
         if e in ctx:
@@ -172,7 +178,9 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
     return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
 
 
-def einsum_spec(arg: sp.Expr, axis: int) -> tuple[str, list[tuple[sp.Expr, list[int]]], list[int]] | None:
+def einsum_spec(
+    arg: sp.Expr, axis: int
+) -> tuple[str, list[tuple[sp.Expr, list[int]]], list[int]] | None:
     """For ``AxisSum(arg, axis)`` with ``arg`` a product of placed arrays: the einsum
     subscripts, the operands with their output axes, and the output axes kept."""
     factors = sp.Mul.make_args(arg)

@@ -21,7 +21,7 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.matrix_form import Once, matrix_or_component, to_matrix
+from symgrad.calculus.matrix_form import Comp, Once, matrix_or_component
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from symgrad.ir.network import Network, Param, Stage
@@ -222,7 +222,9 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     for n_, (base, _) in enumerate(stage.extra):
         ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
     wren: dict[sp.Basic, sp.Basic] = {}
-    for n_, w in enumerate(dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])):
+    for n_, w in enumerate(
+        dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])
+    ):
         if not w.is_Integer:
             wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
     ren.update(wren)
@@ -264,6 +266,14 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
 
 def _param_matrix(comp, pen, free, shape, net) -> sp.Expr:
     """A parameter gradient's matrix form; a penalty's part is added once per batch."""
+    if not free:  # a scalar parameter: the component form, summed over the batch
+        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
+        if pen is None:
+            return Comp(comp, sp.Tuple(), sp.Tuple(), names)
+        data = sp.expand(comp - pen, mul=False, power_exp=False, log=False, multinomial=False)
+        return Comp(data, sp.Tuple(), sp.Tuple(), names) + Once(
+            Comp(pen, sp.Tuple(), sp.Tuple(), names)
+        )
     if pen is None:
         return matrix_or_component(comp, free, shape, net, param=True)
     data = sp.expand(comp - pen, mul=False, power_exp=False, log=False, multinomial=False)
@@ -360,12 +370,7 @@ def derive(net: Network) -> Derivation:
         others = pending.pop(stage.inp, [])
         fused = False
         unfused = None
-        if (
-            upstream == loss_name
-            and si == len(net.stages) - 1
-            and not stage.params
-            and not others
-        ):
+        if upstream == loss_name and si == len(net.stages) - 1 and not stage.params and not others:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = cancel_scalar(rewrite(cand, stage))

@@ -242,8 +242,8 @@ def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
             for pos, (ix, dim) in enumerate(zip(e.indices, shape, strict=True)):
                 if ix in rng and val(rng[ix]) != val(dim):
                     raise SpecError(
-                        f"layer {stage.layer}: index {ix} runs to {rng[ix]} but axis {pos} "
-                        f"of {e.base} has size {dim}"
+                        f"layer {stage.layer}: index {ix} runs to {val(rng[ix])} but axis {pos} "
+                        f"of {e.base} has size {val(dim)}"
                     )
             return
         for arg in e.args:

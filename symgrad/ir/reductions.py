@@ -67,10 +67,9 @@ class _Pick(sp.Function):
 
     def _latex(self, printer):
         body, var, _ = self.args
-        return (
-            rf"\left[{printer._print(var)} = \operatorname{{{self.symbol}}}_{{{printer._print(var)}}}"
-            rf" {printer._print(body)}\right]"
-        )
+        v = printer._print(var)
+        op = rf"\operatorname{{{self.symbol}}}_{{{v}}}"
+        return rf"\left[{v} = {op} {printer._print(body)}\right]"
 
     def _sympystr(self, printer):
         body, var, _ = self.args

@@ -402,8 +402,8 @@ def eval_tensor(
             if var not in sub.axes:
                 return sub
             ax = sub.axes.index(var)
-            pick = ops.amax if isinstance(e, ReduceMax) else ops.amin
-            return _Named(pick(sub.t, ax), tuple(a for a in sub.axes if a != var))
+            reduce = ops.amax if isinstance(e, ReduceMax) else ops.amin
+            return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             inner = dict(rng)
             for var, lo, hi in e.limits:
