@@ -40,7 +40,7 @@ from symgrad.calculus.layout import (
     lower_fallbacks,
 )
 from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
-from symgrad.calculus.reverse import Derivation, derive
+from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
@@ -346,7 +346,7 @@ def build_context(
     n_forward = len(items)
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
-    lexpr = recognise(batch(to_matrix(_loss_expression(net), (), net)).xreplace(pr.sizes))
+    lexpr = recognise(batch(to_matrix(_loss_expression(net), ())).xreplace(pr.sizes))
     lexpr = lexpr.replace(sp.log, SafeLog)
     total = sp.S.Zero
     for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
@@ -424,13 +424,11 @@ def _sha256(src: str, net: Network) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def generate(
-    net: Network | Derivation, *, optimizer: str | None = None, source: str | None = None
-) -> str:
-    """The source text of the standalone NumPy module for ``net``."""
+def generate(d: Derivation, *, optimizer: str | None = None, source: str | None = None) -> str:
+    """The source text of the standalone NumPy module for the derivation ``d`` (the
+    pipeline's stages 5-6; :func:`symgrad.pipeline.generate` takes a network too)."""
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
-    d = net if isinstance(net, Derivation) else derive(net)
     ctx = build_context(d, optimizer=optimizer, source=source)
     return environment().get_template("module.py.j2").render(**ctx)
 

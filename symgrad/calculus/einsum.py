@@ -19,6 +19,10 @@ from symgrad.errors import DerivationError
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
 
+#: The batch size (the same Symbol as ``layout.N``; layout imports this module).
+N = sp.Symbol("N", integer=True, positive=True)
+
+
 class Place(sp.Function):
     """Array ``name`` on output axes ``positions`` of an ``ndim`` array (with a leading
     sample axis when ``batched``): ``a1[:, None, :]``. Args (name, Tuple(pos), ndim, batched)."""
@@ -85,8 +89,6 @@ def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.E
         sample_sum: sum over the samples of the batch (a parameter gradient).
         batched: the result has a sample axis (False for a penalty term: once per batch).
     """
-    from symgrad.calculus.layout import N
-
     expr, free, shape, names = comp.args
     params = {str(s) for s in names}
     ctx = list(free)

@@ -16,8 +16,12 @@ batched row-major layout is decided in ``layout.py``, not here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache
+
 import sympy as sp
 
+from symgrad.calculus.reverse import Derivation
 from symgrad.errors import DerivationError
 
 
@@ -90,24 +94,55 @@ class Once(sp.Function):
 MATRIX_OPS = (MatVec, TMatVec, Outer, SumAll)
 
 
+def matrix_pass(d: Derivation) -> Derivation:
+    """The matrix-form stage, over a whole derivation: every forward equation and every
+    step gets its per-sample matrix form (component expressions are left as they are).
+    Where a contraction has no neat matrix form, the component fallback ``Comp`` stands in."""
+    names = sp.Tuple(*(sp.Symbol(p) for p in d.network.param_names))
+    forward = tuple(
+        replace(
+            f,
+            matrix=matrix_or_component(
+                f.component, (f.stage.index,), (f.stage.width,), names
+            ),
+        )
+        for f in d.forward
+    )
+    steps = tuple(replace(s, matrix=_step_matrix(s, names)) for s in d.steps)
+    return replace(d, forward=forward, steps=steps)
+
+
+def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
+    """A step's matrix form; a penalty's part of a parameter gradient is added once per
+    batch (``Once``), and a scalar parameter's gradient stays in components."""
+    pen = getattr(s, "penalty", None)
+    data = s.component
+    if pen is not None:
+        data = sp.expand(data - pen, mul=False, power_exp=False, log=False, multinomial=False)
+    if s.kind == "param" and not s.indices:
+        m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
+    else:
+        m = matrix_or_component(data, s.indices, s.shape, names) if not data.is_zero else 0
+    if pen is None:
+        return m
+    return m + Once(matrix_or_component(pen, s.indices, s.shape, names))
+
+
 def matrix_or_component(
-    expr: sp.Expr,
-    free: tuple[sp.Symbol, ...],
-    shape: tuple[sp.Expr, ...],
-    net,
-    *,
-    param: bool = False,
+    expr: sp.Expr, free: tuple[sp.Symbol, ...], shape: tuple[sp.Expr, ...], names: sp.Tuple
 ) -> sp.Expr:
-    """``to_matrix`` where a neat matrix form exists, else the component fallback ``Comp``."""
+    """``to_matrix`` where a neat matrix form exists, else the component fallback ``Comp``
+    (``names``: the network's parameters, which have no sample axis)."""
     try:
-        return to_matrix(expr, free, net, param=param)
+        return to_matrix(expr, tuple(free))
     except DerivationError:
-        names = tuple(sp.Symbol(p) for p in net.param_names) if net is not None else ()
-        return Comp(expr, sp.Tuple(*free), sp.Tuple(*shape), sp.Tuple(*names))
+        return Comp(expr, sp.Tuple(*free), sp.Tuple(*shape), names)
 
 
-def to_matrix(expr: sp.Expr, free: tuple[sp.Symbol, ...], net=None, *, param: bool = False):
-    """The matrix form of a component expression with free indices ``free``."""
+@lru_cache(maxsize=4096)
+def to_matrix(expr: sp.Expr, free: tuple[sp.Symbol, ...]) -> sp.Expr:
+    """The matrix form of a component expression with free indices ``free`` (memoised:
+    documents and code generation ask for the same translations many times)."""
     if len(free) == 0:
         return _scalar(expr)
     if len(free) == 1:

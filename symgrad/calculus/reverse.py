@@ -14,6 +14,7 @@ read by every printer; none of them derives anything again.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -21,24 +22,25 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.matrix_form import Comp, Once, matrix_or_component
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
+from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
 _PARAM_IDX = (P, Q, R)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Forward:
-    """One forward equation ``out[i] = component`` and its per-sample matrix form."""
+    """One forward equation ``out[i] = component`` and its per-sample matrix form
+    (``None`` until the matrix-form pass has run)."""
 
     stage: Stage
     component: sp.Expr
-    matrix: sp.Expr
+    matrix: sp.Expr | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Step:
     """One gradient of the backward pass.
 
@@ -51,7 +53,8 @@ class Step:
         local: the local derivative dy[i]/dwrt[idx] (None for the loss step).
         jacobian: "loss", "diagonal", "linear" or "full" (the local Jacobian's structure).
         upstream: the adjoint of the stage output this step reads (None for the loss).
-        matrix: the per-sample matrix form (see matrix_form.py).
+        matrix: the per-sample matrix form (filled in by the matrix-form pass,
+            :func:`symgrad.calculus.matrix_form.matrix_pass`; None before it).
         shape: symbolic shape of the gradient.
         seed: whether this is where the loss enters (its batched form carries 1/n).
         fused: the loss gradient was substituted in (dL/dyhat is not materialised).
@@ -69,8 +72,8 @@ class Step:
     jacobian: str
     upstream: str | None
     stage: Stage | None
-    matrix: sp.Expr
     shape: tuple[sp.Expr, ...]
+    matrix: sp.Expr | None = None
     seed: bool = False
     fused: bool = False
     needed: bool = True
@@ -119,10 +122,8 @@ class Derivation:
 
 
 def grad_name(quantity: str) -> str:
-    """The adjoint's name: dL/dz2 is delta2, dL/da1 is da1, dL/dW2 is dW2, dL/dx is dx."""
-    if quantity.startswith("z") and quantity[1:].isdigit():
-        return "delta" + quantity[1:]
-    return "d" + quantity
+    """The adjoint's name (see :func:`symgrad.ir.naming.adjoint_name`)."""
+    return adjoint_name(quantity)
 
 
 def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
@@ -177,7 +178,10 @@ class _Calculus:
     extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
-_CACHE: dict[tuple, _Calculus] = {}
+#: Per-stage calculus memoised by the stage's shape (least recently used entries are
+#: dropped beyond ``_CACHE_SIZE``: the cache stays bounded in a long-running process).
+_CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
+_CACHE_SIZE = 256
 
 
 def _param_wrt(p: Param) -> sp.Expr:
@@ -251,8 +255,12 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         tuple(p.shape for p in cstage.params),
         cstage.extra,
     )
-    if key not in _CACHE:
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
         _CACHE[key] = _compute(cstage, ren[g])
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     c = _CACHE[key]
     back = {v: k for k, v in ren.items()}
     return _Calculus(
@@ -264,23 +272,6 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     )
 
 
-def _param_matrix(comp, pen, free, shape, net) -> sp.Expr:
-    """A parameter gradient's matrix form; a penalty's part is added once per batch."""
-    if not free:  # a scalar parameter: the component form, summed over the batch
-        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
-        if pen is None:
-            return Comp(comp, sp.Tuple(), sp.Tuple(), names)
-        data = sp.expand(comp - pen, mul=False, power_exp=False, log=False, multinomial=False)
-        return Comp(data, sp.Tuple(), sp.Tuple(), names) + Once(
-            Comp(pen, sp.Tuple(), sp.Tuple(), names)
-        )
-    if pen is None:
-        return matrix_or_component(comp, free, shape, net, param=True)
-    data = sp.expand(comp - pen, mul=False, power_exp=False, log=False, multinomial=False)
-    m = matrix_or_component(data, free, shape, net, param=True) if not data.is_zero else 0
-    return m + Once(matrix_or_component(pen, free, shape, net, param=True))
-
-
 def _penalty_grad(net: Network, p: Param) -> sp.Expr | None:
     """d(penalty)/d p[p, q, ...], contracted (None when the penalty does not involve p)."""
     if net.penalty is None or not net.penalty.has(p.base):
@@ -288,13 +279,25 @@ def _penalty_grad(net: Network, p: Param) -> sp.Expr | None:
     return pull_out(contract(sp.diff(net.penalty, _param_wrt(p))))
 
 
-def derive(net: Network) -> Derivation:
-    """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
-    notes: list[str] = []
-    forward = tuple(
-        Forward(s, s.body, matrix_or_component(s.body, (s.index,), (s.width,), net))
-        for s in net.stages
+def _fan_in_note(name: str, quantity: str, contributions: tuple[tuple[int, str], ...]) -> str:
+    """``da1 receives contributions from layers 2 and 4 ...``: why an adjoint is a sum."""
+    layers = sorted({lay for lay, _ in contributions})
+    said = str(layers[0])
+    if len(layers) > 1:
+        said = ", ".join(str(lay) for lay in layers[:-1]) + f" and {layers[-1]}"
+    what = ", ".join(u for _, u in contributions)
+    return (
+        f"{name} receives contributions from layers {said}: {quantity} is read in "
+        f"{len(contributions)} places, so their gradients ({what}) add up"
     )
+
+
+def reverse_accumulate(net: Network) -> Derivation:
+    """The chain-rule stage: every gradient of ``net`` in component form, contracted and in
+    forward values, in derive-as-you-go order. The matrix form is the next stage
+    (:func:`symgrad.calculus.matrix_form.matrix_pass`); :func:`symgrad.derive` runs both."""
+    notes: list[str] = []
+    forward = tuple(Forward(stage=s, component=s.body) for s in net.stages)
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -305,19 +308,18 @@ def derive(net: Network) -> Derivation:
     loss_comp = _finish(g_loss, (K,), FREE_NAMES)
     steps.append(
         Step(
-            loss_name,
-            str(out),
-            net.n_layers,
-            "loss",
-            (sp.Symbol("i", integer=True),),
-            loss_comp,
-            None,
-            (),
-            "loss",
-            None,
-            None,
-            matrix_or_component(loss_comp, (sp.Symbol("i", integer=True),), (C,), net),
-            (C,),
+            grad=loss_name,
+            wrt=str(out),
+            layer=net.n_layers,
+            kind="loss",
+            indices=(sp.Symbol("i", integer=True),),
+            component=loss_comp,
+            local=None,
+            local_indices=(),
+            jacobian="loss",
+            upstream=None,
+            stage=None,
+            shape=(C,),
             seed=True,
         )
     )
@@ -343,24 +345,22 @@ def derive(net: Network) -> Derivation:
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
-            pen_c = _finish(pen, pidx, names) if pen is not None else None
             steps.append(
                 Step(
-                    grad_name(p.name),
-                    p.name,
-                    stage.layer,
-                    "param",
-                    free,
-                    comp_c,
-                    canonical(local, (stage.index, *pidx), ("i", *names)),
-                    (idx("i"), *free),
-                    "param",
-                    upstream,
-                    stage,
-                    _param_matrix(comp_c, pen_c, free, p.shape, net),
-                    p.shape,
+                    grad=grad_name(p.name),
+                    wrt=p.name,
+                    layer=stage.layer,
+                    kind="param",
+                    indices=free,
+                    component=comp_c,
+                    local=canonical(local, (stage.index, *pidx), ("i", *names)),
+                    local_indices=(idx("i"), *free),
+                    jacobian="param",
+                    upstream=upstream,
+                    stage=stage,
+                    shape=p.shape,
                     param=p,
-                    penalty=pen_c,
+                    penalty=_finish(pen, pidx, names) if pen is not None else None,
                 )
             )
         for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
@@ -370,7 +370,8 @@ def derive(net: Network) -> Derivation:
         others = pending.pop(stage.inp, [])
         fused = False
         unfused = None
-        if upstream == loss_name and si == len(net.stages) - 1 and not stage.params and not others:
+        last = upstream == loss_name and si == len(net.stages) - 1
+        if last and not stage.params and not others:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = cancel_scalar(rewrite(cand, stage))
@@ -385,31 +386,23 @@ def derive(net: Network) -> Derivation:
         if others:
             comp = comp + sp.Add(*(c for _, _, c in others))
             contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
-            layers = sorted({lay for lay, _ in contributions})
-            said = ", ".join(str(lay) for lay in layers[:-1]) + f" and {layers[-1]}"
-            if len(layers) == 1:
-                said = str(layers[0])
-            notes.append(
-                f"{name} receives contributions from layers {said}: {str(stage.inp)} feeds "
-                f"{len(contributions)} places, so their gradients add up"
-            )
+            notes.append(_fan_in_note(name, str(stage.inp), contributions))
         comp_c = _finish(comp, (K,), FREE_NAMES)
         free = (sp.Symbol("i", integer=True),)
         steps.append(
             Step(
-                name,
-                str(stage.inp),
-                stage.layer,
-                "input",
-                free,
-                comp_c,
-                canonical(local, (stage.index, K), ("i", "k")),
-                (idx("i"), idx("k")),
-                structure,
-                upstream,
-                stage,
-                matrix_or_component(comp_c, free, (stage.in_width,), net),
-                (stage.in_width,),
+                grad=name,
+                wrt=str(stage.inp),
+                layer=stage.layer,
+                kind="input",
+                indices=free,
+                component=comp_c,
+                local=canonical(local, (stage.index, K), ("i", "k")),
+                local_indices=(idx("i"), idx("k")),
+                jacobian=structure,
+                upstream=upstream,
+                stage=stage,
+                shape=(stage.in_width,),
                 seed=fused,
                 fused=fused,
                 needed=si > 0,
@@ -421,4 +414,11 @@ def derive(net: Network) -> Derivation:
     return Derivation(net, forward, net.loss.body, tuple(steps), tuple(notes))
 
 
-__all__ = ["Derivation", "DerivationError", "Forward", "Step", "derive", "grad_name"]
+__all__ = [
+    "Derivation",
+    "DerivationError",
+    "Forward",
+    "Step",
+    "grad_name",
+    "reverse_accumulate",
+]
