@@ -18,7 +18,6 @@ from symgrad.calculus.matrix_form import Comp
 from symgrad.errors import DerivationError
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
-
 #: The batch size (the same Symbol as ``layout.N``; layout imports this module).
 N = sp.Symbol("N", integer=True, positive=True)
 

@@ -102,9 +102,7 @@ def matrix_pass(d: Derivation) -> Derivation:
     forward = tuple(
         replace(
             f,
-            matrix=matrix_or_component(
-                f.component, (f.stage.index,), (f.stage.width,), names
-            ),
+            matrix=matrix_or_component(f.component, (f.stage.index,), (f.stage.width,), names),
         )
         for f in d.forward
     )
