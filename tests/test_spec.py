@@ -300,7 +300,12 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
     ("input-float", with_top("input = 3.0", "input"), "input", "got a float"),
     ("input-huge", with_top("input = 1000001", "input"), "input", "too large"),
     ("input-date", with_top("input = 1979-05-27", "input"), "input", "got a date"),
-    ("input-array", with_top("input = [3]", "input"), "input", "got an array"),
+    (
+        "input-array",
+        with_top("input = [3]", "input"),
+        "input",
+        "[channels, width] or [channels, height, width]",
+    ),
     # top-level structure
     ("missing-loss", with_top("", "loss"), "loss", "missing required key 'loss'"),
     ("missing-name", with_top("", "name"), "name", "missing required key 'name'"),

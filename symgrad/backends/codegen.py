@@ -28,6 +28,7 @@ from symgrad.backends.numpy_printer import (
     share_softmax_logsumexp,
 )
 from symgrad.backends.pyformat import respace
+from symgrad.calculus.conv_form import VIEWS
 from symgrad.calculus.einsum import LOWERED, lower
 from symgrad.calculus.layout import (
     BMatMul,
@@ -124,8 +125,8 @@ class _Printer:
             return self.full_temps.get(e, False)
         if isinstance(e, BMatMul | Softmax):
             return True
-        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total):
-            return False
+        if isinstance(e, (RowSum | ColSum | BOuter | LogSumExp | Total, *VIEWS)):
+            return False  # (views of conv nets' arrays must not be written into either)
         return any(self._is_full(a) for a in e.args)
 
     def _inplace(self, target: str, expr: sp.Expr) -> tuple[str, tuple[str, ...]] | None:
@@ -314,6 +315,11 @@ def _guard_bce(expr: sp.Expr) -> sp.Expr:
     return num / (rest * ClampMin(vpart))
 
 
+def _free(stage) -> str:
+    """The free indices a stage's component form is stated in (``i``, or ``c, h, w``)."""
+    return ", ".join(str(s) for s in stage.indices) if stage.indices else str(stage.index)
+
+
 def _comment(d: Derivation, step) -> tuple[str, ...]:
     idx = ", ".join(str(s) for s in step.indices)
     lhs = f"dL/d{step.wrt}[{idx}]"
@@ -341,7 +347,11 @@ def build_context(
     items: list[tuple[str, sp.Expr, tuple[str, ...]]] = []
     for f in d.forward:
         items.append(
-            (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
+            (
+                f.stage.name,
+                batch(f.matrix),
+                (f"{f.stage.name}[{_free(f.stage)}] = {comment_text(f.component)}",),
+            )
         )
     n_forward = len(items)
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
@@ -392,7 +402,7 @@ def build_context(
         "sha256": _sha256(src, net),
         "params": params,
         "param_names_code": _param_names_code([p.name for p in net.params]),
-        "input_size": net.size(net.input_width),
+        "input_size": str(tuple(net.input_shape)) if net.input_shape else net.size(net.input_width),
         "output_size": net.size(net.output_width),
         "output": net.output.name if net.stages else "X",
         "forward": forward,

@@ -275,6 +275,70 @@ class SymgradNumPyPrinter(NumPyPrinter):
         a, pa, b, pb, ndim = expr.args
         return f"({self._arange(a, pa, ndim)} == {self._arange(b, pb, ndim)})"
 
+    # -- (channels, [height,] width) arrays: conv, pooling, flatten (calculus/conv_form.py) --
+    def _tuple(self, t) -> str:
+        vals = [str(int(v)) for v in t]
+        return f"({vals[0]},)" if len(vals) == 1 else f"({', '.join(vals)})"
+
+    def _print_Windows(self, expr):
+        self.helpers.add("_conv")
+        a, k, s, p, fill = expr.args
+        args = f"{self._print(a)}, {self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)}"
+        return f"_windows({args}{', -np.inf' if fill == 1 else ''})"
+
+    def _print_Correlate(self, expr):
+        return f"_correlate({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_CorrWeightGrad(self, expr):
+        return f"_correlate_weight_grad({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_CorrInputGrad(self, expr):
+        self.helpers.add("_conv")
+        g, w, s, p, size = expr.args
+        return (
+            f"_correlate_input_grad({self._print(g)}, {self._print(w)}, "
+            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
+        )
+
+    def _print_ChannelBias(self, expr):
+        return (
+            f"{self._print(expr.args[0])}.reshape({', '.join(['-1'] + ['1'] * int(expr.args[1]))})"
+        )
+
+    def _print_ChannelSum(self, expr):
+        axes = ", ".join(str(a) for a in range(2, 2 + int(expr.args[1])))
+        return f"{self._atom(expr.args[0])}.sum(axis=(0, {axes}))"
+
+    def _print_WindowSum(self, expr):
+        w = self._print(expr.args[0])
+        return f"_window_sum({w})"
+
+    def _print_WindowMax(self, expr):
+        return f"_window_max({self._print(expr.args[0])})"
+
+    def _print_WindowSumGrad(self, expr):
+        self.helpers.add("_conv")
+        g, k, s, p, size = expr.args
+        return (
+            f"_window_sum_grad({self._print(g)}, {self._tuple(k)}, {self._tuple(s)}, "
+            f"{self._tuple(p)}, {self._tuple(size)})"
+        )
+
+    def _print_WindowMaxGrad(self, expr):
+        g, w, s, p, size = expr.args
+        return (
+            f"_window_max_grad({self._print(g)}, {self._print(w)}, {self._tuple(s)}, "
+            f"{self._tuple(p)}, {self._tuple(size)})"
+        )
+
+    def _print_Flatten(self, expr):
+        a = self._atom(expr.args[0])
+        return f"{a}.reshape({a}.shape[0], -1)"
+
+    def _print_Unflatten(self, expr):
+        shape = ", ".join(str(int(v)) for v in expr.args[1])
+        return f"{self._atom(expr.args[0])}.reshape(-1, {shape})"
+
     def _print_Float(self, expr):
         return repr(float(expr))
 

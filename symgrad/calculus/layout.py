@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from symgrad.calculus.conv_form import BATCH_SUMMED
 from symgrad.calculus.einsum import lower
 from symgrad.calculus.matrix_form import Comp, MatVec, Once, Outer, SumAll, TMatVec
 
@@ -131,6 +132,8 @@ def _vectors(expr: sp.Expr) -> tuple:
 def batched_step(step) -> sp.Expr:
     """The batched form of a backward step (a :class:`~symgrad.derivation.Step`)."""
     if step.kind == "param":
+        if step.matrix.has(*BATCH_SUMMED):  # conv gradients are summed over samples already
+            return step.matrix
         return batch_param_grad(step.matrix)
     out = batch(step.matrix)
     return out / N if step.seed else out

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
+from typing import Any
 
 import sympy as sp
 
-from symgrad.calculus.reverse import Derivation
 from symgrad.errors import DerivationError
 
 
@@ -94,19 +94,26 @@ class Once(sp.Function):
 MATRIX_OPS = (MatVec, TMatVec, Outer, SumAll)
 
 
-def matrix_pass(d: Derivation) -> Derivation:
+def matrix_pass(d: Any) -> Any:
     """The matrix-form stage, over a whole derivation: every forward equation and every
     step gets its per-sample matrix form (component expressions are left as they are).
+    ``d`` is a :class:`~symgrad.calculus.reverse.Derivation` (not imported: the chain-rule
+    stage reads the conv tensor form, which is built on this module's vocabulary).
     Where a contraction has no neat matrix form, the component fallback ``Comp`` stands in."""
     names = sp.Tuple(*(sp.Symbol(p) for p in d.network.param_names))
+    # (channels, h, w) quantities already carry their tensor form (calculus/conv_form.py)
     forward = tuple(
-        replace(
+        f
+        if f.matrix is not None
+        else replace(
             f,
             matrix=matrix_or_component(f.component, (f.stage.index,), (f.stage.width,), names),
         )
         for f in d.forward
     )
-    steps = tuple(replace(s, matrix=_step_matrix(s, names)) for s in d.steps)
+    steps = tuple(
+        s if s.matrix is not None else replace(s, matrix=_step_matrix(s, names)) for s in d.steps
+    )
     return replace(d, forward=forward, steps=steps)
 
 

@@ -21,13 +21,36 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.conv_form import tensor_form
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
-_PARAM_IDX = (P, Q, R)
+_PARAM_IDX = (P, Q, R, idx("s_"))
+#: Indices of an input element of a (channels, [height,] width) quantity, and their names.
+_TENSOR_IDX = (K, idx("k2_"), idx("k3_"))
+_TENSOR_NAMES = {2: ("c", "w"), 3: ("c", "h", "w")}
+
+
+def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The free indices of a stage's output component (one per axis)."""
+    return stage.indices or (stage.index,)
+
+
+def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
+    shape = stage.shape or (stage.width,)
+    return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
+
+
+def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The indices of one input element (``K`` for a vector)."""
+    return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
+
+
+def _is_tensor(stage: Stage) -> bool:
+    return bool(stage.indices or stage.in_shape)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,7 +178,15 @@ def _apply_identities(expr: sp.Expr, net: Network) -> sp.Expr:
 def _structure(local: sp.Expr, stage: Stage) -> str:
     if local.is_zero:
         return "zero"
-    if has_delta(local, stage.index, K):
+    if _is_tensor(stage):
+        pairs = list(zip(_out_index(stage), _in_index(stage), strict=False))
+        if (
+            stage.indices
+            and stage.shape == stage.in_shape
+            and all(has_delta(local, a, b) for a, b in pairs)
+        ):
+            return "diagonal"
+    elif has_delta(local, stage.index, K):
         return "diagonal"
     if not local.has(stage.inp):
         return "linear"
@@ -190,18 +221,24 @@ def _param_wrt(p: Param) -> sp.Expr:
 
 
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    # ``rewrite`` states derivatives in a vector stage's forward values; a (channels, h, w)
+    # stage keeps its local derivatives as they are.
+    rw = (lambda e, _s: e) if _is_tensor(stage) else rewrite
+    g_out = g[_out_index(stage)]
+    limits = _out_limits(stage)
+
     def adjoint(local: sp.Expr) -> sp.Expr:
-        return pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
+        return pull_out(contract(sp.Sum(g_out * local, *limits)))
 
     params = []
     for p in stage.params:
-        local = rewrite(_local(stage.body, _param_wrt(p)), stage)
+        local = rw(_local(stage.body, _param_wrt(p)), stage)
         params.append((local, adjoint(local)))
-    local_raw = _local(stage.body, stage.inp[K])
-    local = rewrite(local_raw, stage)
+    local_raw = _local(stage.body, stage.inp[_in_index(stage)])
+    local = rw(local_raw, stage)
     extra = []
     for base, _ in stage.extra:
-        lo = rewrite(_local(stage.body, base[K]), stage)
+        lo = rw(_local(stage.body, base[K]), stage)
         extra.append((lo, adjoint(lo)))
     return _Calculus(
         tuple(params), local, adjoint(local), _structure(local_raw, stage), tuple(extra)
@@ -246,8 +283,10 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
             for p in stage.params
         ),
         stage.index,
-        tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
     )
+    if _is_tensor(stage):  # concrete shapes: nothing to share between layers
+        return _compute(stage, g)
     key = (
         cstage.body,
         cstage.width,
@@ -297,7 +336,16 @@ def reverse_accumulate(net: Network) -> Derivation:
     forward values, in derive-as-you-go order. The matrix form is the next stage
     (:func:`symgrad.calculus.matrix_form.matrix_pass`); :func:`symgrad.derive` runs both."""
     notes: list[str] = []
-    forward = tuple(Forward(stage=s, component=s.body) for s in net.stages)
+    # (channels, h, w) stages get their tensor form (W ⋆ a) here; the matrix-form pass
+    # fills in the rest.
+    forward = tuple(
+        Forward(
+            stage=s,
+            component=s.body,
+            matrix=tensor_form(s.body, _out_index(s), s.shape) if _is_tensor(s) else None,
+        )
+        for s in net.stages
+    )
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -345,6 +393,8 @@ def reverse_accumulate(net: Network) -> Derivation:
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
+            outs = _out_index(stage)
+            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
             steps.append(
                 Step(
                     grad=grad_name(p.name),
@@ -353,19 +403,22 @@ def reverse_accumulate(net: Network) -> Derivation:
                     kind="param",
                     indices=free,
                     component=comp_c,
-                    local=canonical(local, (stage.index, *pidx), ("i", *names)),
-                    local_indices=(idx("i"), *free),
+                    local=canonical(local, (*outs, *pidx), (*onames, *names)),
+                    local_indices=(*(idx(nm) for nm in onames), *free),
                     jacobian="param",
                     upstream=upstream,
                     stage=stage,
                     shape=p.shape,
                     param=p,
                     penalty=_finish(pen, pidx, names) if pen is not None else None,
+                    matrix=tensor_form(comp_c, free, p.shape, param=True)
+                    if _is_tensor(stage)
+                    else None,
                 )
             )
         for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
             pending.setdefault(base, []).append((stage, upstream, comp_x))
-        wrt = stage.inp[K]
+        wrt = stage.inp[_in_index(stage)]
         local, comp, structure = calc.local, calc.comp, calc.structure
         others = pending.pop(stage.inp, [])
         fused = False
@@ -387,8 +440,28 @@ def reverse_accumulate(net: Network) -> Derivation:
             comp = comp + sp.Add(*(c for _, _, c in others))
             contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
             notes.append(_fan_in_note(name, str(stage.inp), contributions))
-        comp_c = _finish(comp, (K,), FREE_NAMES)
-        free = (sp.Symbol("i", integer=True),)
+        kin = _in_index(stage)
+        matrix = None
+        if _is_tensor(stage):
+            # (channels, h, w) quantities: free indices c, h, w; the local derivative's
+            # output indices keep their own names, its input indices are primed.
+            fnames = _TENSOR_NAMES[len(kin)] if stage.in_shape else FREE_NAMES
+            outs = _out_index(stage)
+            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
+            lnames = (*onames, *(nm + "'" for nm in fnames))
+            comp_c = _finish(comp, kin, fnames)
+            free = tuple(idx(nm) for nm in fnames)
+            local_c = canonical(local, (*outs, *kin), lnames)
+            local_idx = tuple(idx(nm) for nm in lnames)
+            if stage.in_shape:
+                matrix = tensor_form(comp_c, free, stage.in_shape)
+            gshape = stage.in_shape or (stage.in_width,)
+        else:
+            comp_c = _finish(comp, (K,), FREE_NAMES)
+            free = (sp.Symbol("i", integer=True),)
+            local_c = canonical(local, (stage.index, K), ("i", "k"))
+            local_idx = (idx("i"), idx("k"))
+            gshape = (stage.in_width,)
         steps.append(
             Step(
                 grad=name,
@@ -397,12 +470,13 @@ def reverse_accumulate(net: Network) -> Derivation:
                 kind="input",
                 indices=free,
                 component=comp_c,
-                local=canonical(local, (stage.index, K), ("i", "k")),
-                local_indices=(idx("i"), idx("k")),
+                local=local_c,
+                local_indices=local_idx,
                 jacobian=structure,
                 upstream=upstream,
                 stage=stage,
-                shape=(stage.in_width,),
+                shape=gshape,
+                matrix=matrix,
                 seed=fused,
                 fused=fused,
                 needed=si > 0,

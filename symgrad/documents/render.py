@@ -435,7 +435,12 @@ class _Doc:
                 (
                     f"Network {net.name}: input ",
                     M(
-                        r"\mathbf{x} \in \mathbb{R}^{%s}" % latex(net.input_width),
+                        r"\mathbf{x} \in \mathbb{R}^{%s}"
+                        % (
+                            r" \times ".join(map(str, net.input_shape))
+                            if net.input_shape
+                            else latex(net.input_width)
+                        ),
                         f"x in R^{net.input_width}",
                     ),
                     f", {net.n_layers} layer(s), loss {net.loss.name}. Stages: "
@@ -533,7 +538,12 @@ class _Doc:
         if self.comp:
             s.items.append(Item("label", ("Component form",)))
             eqs = [
-                Eq((self.q(f.stage.name, "component", ["i"]), self.ex(f.component)))
+                Eq(
+                    (
+                        self.q(f.stage.name, "component", _free_names(f.stage)),
+                        self.ex(f.component),
+                    )
+                )
                 for f in self.d.forward
             ]
             s.items.append(Item("math", eqs=tuple(eqs)))
@@ -682,6 +692,9 @@ class _Doc:
                 )
             )
         out, inp = stage.name, st.wrt
+        if stage.indices or stage.in_shape:
+            self.tensor_step(st, s)
+            return
         if self.comp:
             s.items.append(Item("label", ("Chain rule, component form",)))
             chain, subst = self._chain(st, "i", ["k"])
@@ -759,6 +772,9 @@ class _Doc:
         what = "weight gradient" if p is not None and len(p.shape) == 2 else "parameter gradient"
         s = self.section(self._title(st, what), 2)
         names = [str(i) for i in st.indices]
+        if stage.indices or stage.in_shape:
+            self.tensor_step(st, s)
+            return
         if self.comp:
             s.items.append(Item("label", ("Chain rule, component form",)))
             chain, subst = self._chain(st, "i", names)
@@ -775,6 +791,35 @@ class _Doc:
             s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
             blhs = self._grad_lhs(st, "batched", [])
             s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(batched_step(st), "batched"))),)))
+
+    def tensor_step(self, st: Step, s) -> None:
+        """A step of a (channels, [height,] width) stage (conv, pooling, flatten): its local
+        derivative and the contracted gradient, whose deltas were solved through the index
+        arithmetic (bracketed range conditions), then the correlation form."""
+        stage = st.stage
+        assert stage is not None and st.local is not None
+        names = [str(i) for i in st.indices]
+        if self.comp:
+            s.items.append(Item("label", ("Component form (positions outside a quantity are 0)",)))
+            nl = len(st.local_indices) - len(names)
+            lo, li = st.local_indices[:nl], st.local_indices[nl:]
+            local = Eq(
+                (
+                    self.local_name(
+                        stage.name, st.wrt, [str(i) for i in lo], [str(i) for i in li], "component"
+                    ),
+                    self.ex(st.local),
+                )
+            )
+            eq = Eq((*self._grad_lhs(st, "component", names), self.ex(st.component)))
+            s.items.append(Item("math", eqs=(local, eq)))
+        if self.mat:
+            s.items.append(Item("label", ("Correlation form, per sample and batched",)))
+            eqs = (
+                Eq((*self._grad_lhs(st, "vector", []), self.ex(st.matrix, "vector"))),
+                Eq((*self._grad_lhs(st, "batched", []), self.ex(batched_step(st), "batched"))),
+            )
+            s.items.append(Item("math", eqs=eqs))
 
     def summary(self) -> None:
         s = self.section(["Summary: the backward pass as computed"])
@@ -794,6 +839,11 @@ class _Doc:
                 lhs = self._grad_lhs(st, "component", idx)
                 eqs.append(Eq((lhs[0], self.ex(st.component))))
             s.items.append(Item("math", eqs=tuple(eqs)))
+
+
+def _free_names(stage) -> list[str]:
+    """The free indices of a stage's component form: ``i``, or ``c, h, w``."""
+    return [str(i) for i in stage.indices] if stage.indices else ["i"]
 
 
 def _dedupe(sides: list[M]) -> list[M]:

@@ -28,6 +28,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
+from symgrad.ir import conv as C
 from symgrad.ir import layers as L
 from symgrad.ir.network import Network
 
@@ -48,7 +49,9 @@ MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
 RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "sum")
 CUSTOM_KEYS = ("name", "expr")
-LAYER_TYPES = ("dense", "map")
+LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten")
+CONV_KEYS = ("type", "channels", "kernel", "stride", "padding", "activation", "bias")
+POOL_KEYS = ("type", "kernel", "stride", "padding")
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SIMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -222,12 +225,12 @@ class _Checker:
         return name, expr
 
     # -- the schema ----------------------------------------------------------------------
-    def document(self, doc: Mapping[str, Any]) -> tuple[str, int, list[L.Dense | L.Map], Any]:
+    def document(self, doc: Mapping[str, Any]) -> tuple[str, int | tuple[int, ...], list[Any], Any]:
         self.keys(doc, TOP_KEYS, None)
         for key in ("name", "input", "loss", "layer"):
             self.required(doc, key, None, _REQUIRED_HINTS[key])
         name = self.name(doc["name"], "name", "the network name")
-        width = self.positive_int(doc["input"], "input", "input")
+        width = self.input(doc["input"])
         self.sizes = self.size_table(doc.get("sizes", {}))
         raw_layers = doc["layer"]
         if isinstance(raw_layers, dict):
@@ -274,7 +277,7 @@ class _Checker:
             return self.sizes[value]
         return self.positive_int(value, field, "units")
 
-    def layer(self, raw: object, number: int) -> L.Dense | L.Map:
+    def layer(self, raw: object, number: int) -> Any:
         field = f"layer[{number}]"
         if not isinstance(raw, dict):
             self.fail(field, f"each layer must be a table, got {_type_name(raw)}")
@@ -289,7 +292,14 @@ class _Checker:
                 f"unknown layer type {_show(kind)} ({hint}known: {', '.join(LAYER_TYPES)})",
             )
         if kind == "map":
-            built: L.Dense | L.Map = self.map_layer(raw, field, number)
+            built: Any = self.map_layer(raw, field, number)
+        elif kind in C.CONV_TYPES + C.POOL_TYPES or kind == "flatten":
+            built = self.conv_layer(raw, field, kind)
+            if kind in C.CONV_TYPES:
+                self.param_names[f"W{number}"] = 2 + int(kind[-2])
+                if built.bias:
+                    self.param_names[f"b{number}"] = 1
+            return built
         else:
             built = self.dense_layer(raw, field)
             self.param_names[f"W{number}"] = 2
@@ -299,6 +309,83 @@ class _Checker:
                 self.outputs[f"z{number}"] = number
         self.outputs[f"a{number}"] = number
         return built
+
+    # -- conv nets (input = [channels, height, width]) ------------------------------------
+    def input(self, value: object) -> int | tuple[int, ...]:
+        """``input = 3`` (features) or ``input = [1, 8, 8]`` ((channels, [height,] width))."""
+        if isinstance(value, list):
+            if not 2 <= len(value) <= 3:
+                self.fail(
+                    "input",
+                    "an input shape is [channels, width] or [channels, height, width], "
+                    f"got {len(value)} entries",
+                )
+            for n, v in enumerate(value):
+                self.positive_int(v, f"input[{n}]", "each input shape entry")
+            return tuple(value)
+        return self.positive_int(value, "input", "input")
+
+    def window(self, value: object, field: str, what: str, nd: int, low: int) -> tuple[int, ...]:
+        """An int or ``nd`` ints (a kernel, stride or padding), each at least ``low``."""
+        vals = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) != nd:
+            self.fail(field, f"{what} must be an integer or a list of {nd}, got {len(value)}")
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, int):
+                self.fail(field, f"{what} must be an integer, got {_type_name(v)} ({_show(v)})")
+            if v < low:
+                self.fail(field, f"{what} must be at least {low}, got {v}")
+            if v > MAX_UNITS:
+                self.fail(field, f"{what} is too large: {v}")
+        return tuple(vals) * (nd if len(vals) == 1 else 1)
+
+    def conv_layer(self, raw: Mapping[str, Any], field: str, kind: str) -> Any:
+        if kind == "flatten":
+            self.keys(raw, ("type",), field)
+            return C.Flatten()
+        nd = int(kind[-2])
+        if kind in C.CONV_TYPES:
+            self.keys(raw, CONV_KEYS, field)
+            channels = self.positive_int(
+                self.required(raw, "channels", field, "the output channels, e.g. channels = 8"),
+                f"{field}.channels",
+                "channels",
+            )
+            kernel = self.window(
+                self.required(raw, "kernel", field, "the kernel size, e.g. kernel = 3"),
+                f"{field}.kernel",
+                "kernel",
+                nd,
+                1,
+            )
+            bias = raw.get("bias", True)
+            if not isinstance(bias, bool):
+                self.fail(f"{field}.bias", f"bias must be true or false, got {_show(bias)}")
+            return C.Conv(
+                channels,
+                kernel,
+                self.window(raw.get("stride", 1), f"{field}.stride", "stride", nd, 1),
+                self.window(raw.get("padding", 0), f"{field}.padding", "padding", nd, 0),
+                self.activation(raw.get("activation", "identity"), f"{field}.activation"),
+                bias,
+                nd,
+            )
+        self.keys(raw, POOL_KEYS, field)
+        kernel = self.window(
+            self.required(raw, "kernel", field, "the window size, e.g. kernel = 2"),
+            f"{field}.kernel",
+            "kernel",
+            nd,
+            1,
+        )
+        stride = raw.get("stride")
+        return C.Pool(
+            kind[:3],
+            kernel,
+            None if stride is None else self.window(stride, f"{field}.stride", "stride", nd, 1),
+            self.window(raw.get("padding", 0), f"{field}.padding", "padding", nd, 0),
+            nd,
+        )
 
     def dense_layer(self, raw: Mapping[str, Any], field: str) -> L.Dense:
         elsewhere = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir import naming
+from symgrad.ir import conv, naming
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
@@ -311,8 +311,8 @@ def make_loss(
 
 def build(
     name: str,
-    input: int | sp.Symbol,
-    layers: Sequence[Dense | Map],
+    input: int | sp.Symbol | Sequence[int],
+    layers: Sequence[Dense | Map | conv.Conv | conv.Pool | conv.Flatten],
     loss: str | tuple[str, sp.Expr] | Callable[[sp.Symbol, sp.Symbol], sp.Expr],
     *,
     source: str = "<python>",
@@ -323,8 +323,10 @@ def build(
 
     Args:
         name: a Python identifier (used for generated code).
-        input: number of input features (or a Symbol).
-        layers: ``Dense`` and ``Map`` layers, numbered from 1 in order.
+        input: number of input features (or a Symbol), or a (channels, [height,] width)
+            shape for conv nets.
+        layers: ``Dense``, ``Map``, ``Conv``, ``Pool`` and ``Flatten`` layers, numbered
+            from 1 in order.
         loss: "mse", "bce", "cross_entropy", or ``(name, expr)`` with ``expr`` in the
             Symbols ``symgrad.yhat_s`` and ``symgrad.y_s``, or a callable ``l(yhat, y)``.
         sizes: concrete values of named widths used as ``units`` or in expressions.
@@ -339,13 +341,23 @@ def build(
     for key, value in (sizes or {}).items():
         sym = key if isinstance(key, sp.Symbol) else sp.Symbol(key, integer=True, positive=True)
         known[sym] = int(value)
-    w_in = _width(input, 0, known)
+    # conv nets: a (channels, [height,] width) input shape (see ir/conv.py)
+    input_shape = conv.input_shape(input)
+    w_in = _width(conv.prod(input_shape) if input_shape else input, 0, known)
     inp = sp.IndexedBase("x", real=True)
     stages: list[Stage] = []
-    cur, cur_w = inp, w_in
+    cur, cur_w, cur_shape = inp, w_in, input_shape
     outputs: dict[str, tuple[sp.IndexedBase, sp.Expr]] = {"x": (inp, w_in)}
     for l, layer in enumerate(layers, start=1):
-        if isinstance(layer, Dense):
+        if isinstance(layer, conv.LAYERS):
+            act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
+            new = conv.stages_of(layer, l, cur, cur_shape, act)
+        elif cur_shape:
+            raise SpecError(
+                f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
+                f"got shape {list(cur_shape)} (add a flatten layer before it)"
+            )
+        elif isinstance(layer, Dense):
             new = _dense(layer, l, cur, cur_w, known)
         elif isinstance(layer, Map):
             new = _map(layer, l, cur, cur_w, known, outputs)
@@ -353,12 +365,26 @@ def build(
             raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
-        for st in new:
-            outputs[str(st.out)] = (st.out, st.width)
-        outputs[naming.act(l).name] = (cur, cur_w)
+        cur_shape = conv.stage_shape(new[-1])
+        if not cur_shape:  # vectors only: a map reads earlier outputs by name
+            for st in new:
+                outputs[str(st.out)] = (st.out, st.width)
+            outputs[naming.act(l).name] = (cur, cur_w)
+    if cur_shape:
+        raise SpecError("the last layer's output must be a vector (end with flatten and dense)")
     if callable(loss) and not isinstance(loss, str | tuple):
         loss = ("custom", loss(yhat_s, y_s))
     lobj = make_loss(loss, cur, cur_w, stages[-1])
     params = [p for s in stages for p in s.params]
     pen = _penalty(sp.sympify(penalty), params) if penalty is not None else None
-    return Network(name, tuple(stages), lobj, known, inp, len(layers), source, pen)
+    return Network(
+        name,
+        tuple(stages),
+        lobj,
+        known,
+        inp,
+        len(layers),
+        source,
+        penalty=pen,
+        input_shape=input_shape,
+    )

@@ -45,6 +45,13 @@ class Stage:
     #: Earlier outputs (or the input ``x``) the body reads besides ``inp``, with their
     #: widths: residual blocks and skip connections make the network a DAG.
     extra: tuple[tuple[sp.IndexedBase, sp.Expr], ...] = ()
+    # A (channels, [height,] width) quantity: one free index per axis (empty for a vector,
+    # whose free index is ``index``); ``in_shape`` likewise for the input. ``attrs`` records
+    # the hyper-parameters a layer was built with (for the independent references only).
+    indices: tuple[sp.Symbol, ...] = ()
+    shape: tuple[sp.Expr, ...] = ()
+    in_shape: tuple[sp.Expr, ...] = ()
+    attrs: tuple = ()
 
     @property
     def name(self) -> str:
@@ -93,6 +100,7 @@ class Network:
     n_layers: int = 0
     source: str = "<python>"
     penalty: sp.Expr | None = None
+    input_shape: tuple[int, ...] = ()  # (channels, [height,] width) of a conv net's input
 
     @property
     def params(self) -> tuple[Param, ...]:

@@ -75,6 +75,14 @@ class _Ops:
     def minimum(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
 
+    def conv(self, a: Any, W: Any, b: Any, stride: tuple, padding: tuple) -> Any:
+        """torch's cross-correlation (conv1d/2d) on (n, C, *spatial) tensors."""
+        raise NotImplementedError
+
+    def pool(self, kind: str, a: Any, kernel: tuple, stride: tuple, padding: tuple) -> Any:
+        """Max or average pooling (torch's: zeros counted in the average)."""
+        raise NotImplementedError
+
     def dense(self, a: Any, W: Any, b: Any) -> Any:
         """``a W^T + b`` (torch.nn.Linear); the same code for every array library."""
         z = a @ W.T
@@ -124,6 +132,15 @@ class _TorchOps(_Ops):
 
     def const(self, v):
         return self.t.tensor(float(v), dtype=self.t.float64)
+
+    def conv(self, a, W, b, stride, padding):
+        f = self.F.conv1d if len(stride) == 1 else self.F.conv2d
+        return f(a, W, b, stride=stride, padding=padding)
+
+    def pool(self, kind, a, kernel, stride, padding):
+        nd = len(kernel)
+        f = getattr(self.F, f"{kind}_pool{nd}d")
+        return f(a, kernel, stride=stride, padding=padding)
 
     def asarray(self, a):
         return self.t.tensor(np.array(a, dtype=np.float64), dtype=self.t.float64)
@@ -215,6 +232,23 @@ class _JaxOps(_Ops):
 
     def const(self, v):
         return self.np.asarray(float(v), dtype=self.np.float64)
+
+    def conv(self, a, W, b, stride, padding):
+        nd = len(stride)
+        spec = ("NCH", "OIH", "NCH") if nd == 1 else ("NCHW", "OIHW", "NCHW")
+        out = self.jax.lax.conv_general_dilated(
+            a, W, stride, [(p, p) for p in padding], dimension_numbers=spec
+        )
+        return out if b is None else out + self.np.reshape(b, (-1, *[1] * nd))
+
+    def pool(self, kind, a, kernel, stride, padding):
+        lax = self.jax.lax
+        dims, strides = (1, 1, *kernel), (1, 1, *stride)
+        pads = [(0, 0), (0, 0), *[(p, p) for p in padding]]
+        if kind == "max":
+            return lax.reduce_window(a, -self.np.inf, lax.max, dims, strides, pads)
+        area = float(np.prod(kernel))
+        return lax.reduce_window(a, 0.0, lax.add, dims, strides, pads) / area
 
     def asarray(self, a):
         return self.np.asarray(np.asarray(a, dtype=np.float64))
@@ -441,13 +475,36 @@ def _dense_body(stage: Stage) -> sp.Expr | None:
     return body
 
 
+def _conv_layer(stage: Stage) -> dict | None:
+    """The hyper-parameters of a conv, pooling or flatten stage whose body is exactly the
+    one its layer writes (None otherwise: such a stage is evaluated from its body)."""
+    from symgrad.ir import conv as C
+
+    attrs = dict(stage.attrs)
+    op = attrs.get("op")
+    if op is None:
+        return None
+    if op == "flatten":
+        want = C.flatten_body(stage.inp, tuple(int(s) for s in stage.in_shape), stage.index)
+    elif op.startswith("conv"):
+        W = stage.params[0].base
+        b = stage.params[1].base if len(stage.params) == 2 else None
+        cin = int(stage.in_shape[0])
+        want = C.conv_body(stage.inp, W, b, cin, attrs["kernel"], attrs["stride"], attrs["padding"])
+    else:
+        kind = op[:3]
+        want = C.pool_body(kind, stage.inp, attrs["kernel"], attrs["stride"], attrs["padding"])
+    return attrs if stage.body == want else None
+
+
 def _builtin_activation(stage: Stage) -> str | None:
     """The named activation whose expression ``stage`` computes, found by comparing
     expressions (never by the stage's label), or None."""
     if stage.width != stage.in_width:
         return None
+    at = stage.indices or (stage.index,)  # one index per axis for (channels, h, w) stages
     for name, expr in ACTIVATIONS.items():
-        if stage.body == expr.xreplace({x: stage.inp[stage.index]}):
+        if stage.body == expr.xreplace({x: stage.inp[at]}):
             return name
     return None
 
@@ -476,9 +533,18 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
     cur = X
     for s in net.stages:
         dense = _dense_body(s)
+        layer = _conv_layer(s)
         if dense is not None and s.body == dense:
             b = params[s.params[1].name] if len(s.params) == 2 else None
             out = ops.dense(cur, params[s.params[0].name], b)
+        elif layer is not None and layer["op"] == "flatten":
+            out = ops.reshape(cur, (n, -1))
+        elif layer is not None and layer["op"].startswith("conv"):
+            b = params[s.params[1].name] if len(s.params) == 2 else None
+            out = ops.conv(cur, params[s.params[0].name], b, layer["stride"], layer["padding"])
+        elif layer is not None:
+            k, st, pd = layer["kernel"], layer["stride"], layer["padding"]
+            out = ops.pool(layer["op"][:3], cur, k, st, pd)
         elif (act := _builtin_activation(s)) in ops.acts:
             out = ops.acts[act](cur)  # the library's own activation
         elif _is_softmax(s):
