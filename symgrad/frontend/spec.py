@@ -49,7 +49,8 @@ MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
 RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "sum")
 CUSTOM_KEYS = ("name", "expr")
-LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten")
+NORM_TYPES = ("layernorm", "rmsnorm")
+LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
 CONV_KEYS = ("type", "channels", "kernel", "stride", "padding", "activation", "bias")
 POOL_KEYS = ("type", "kernel", "stride", "padding")
 
@@ -293,6 +294,12 @@ class _Checker:
             )
         if kind == "map":
             built: Any = self.map_layer(raw, field, number)
+        elif kind in NORM_TYPES:
+            self.keys(raw, ("type",), field)
+            built = L.LayerNorm() if kind == "layernorm" else L.RMSNorm()
+            self.param_names[f"gamma{number}"] = 1
+            if kind == "layernorm":
+                self.param_names[f"beta{number}"] = 1
         elif kind in C.CONV_TYPES + C.POOL_TYPES or kind == "flatten":
             built = self.conv_layer(raw, field, kind)
             if kind in C.CONV_TYPES:

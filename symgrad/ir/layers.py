@@ -100,6 +100,58 @@ class Map:
     init: Mapping[str, str] = field(default_factory=dict)
 
 
+#: PyTorch's default epsilon of its norm layers.
+NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """``torch.nn.LayerNorm(n)`` over one sample's features: ``gamma * (a - mu) /
+    sqrt(var + eps) + beta``, mean and (biased) variance written as sums. Sugar over a map:
+    the engine sees only the component form."""
+
+    eps: float = NORM_EPS
+
+
+@dataclass(frozen=True)
+class RMSNorm:
+    """``torch.nn.RMSNorm(n)``: ``gamma * a / sqrt(mean(a**2) + eps)`` (no shift)."""
+
+    eps: float = NORM_EPS
+
+
+NORMS = (LayerNorm, RMSNorm)
+
+
+def layernorm_body(
+    inp: sp.IndexedBase, gamma: sp.IndexedBase, beta: sp.IndexedBase, w: sp.Expr, eps: float
+) -> sp.Expr:
+    """The textbook LayerNorm component form (nested sums: the mean inside the variance)."""
+    mu = sp.Sum(inp[j], (j, 0, w - 1)) / w
+    var = sp.Sum((inp[k] - mu) ** 2, (k, 0, w - 1)) / w
+    return gamma[i] * (inp[i] - mu) / sp.sqrt(var + sp.Float(eps)) + beta[i]
+
+
+def rmsnorm_body(inp: sp.IndexedBase, gamma: sp.IndexedBase, w: sp.Expr, eps: float) -> sp.Expr:
+    """The RMSNorm component form."""
+    return gamma[i] * inp[i] / sp.sqrt(sp.Sum(inp[j] ** 2, (j, 0, w - 1)) / w + sp.Float(eps))
+
+
+def _norm(layer: LayerNorm | RMSNorm, l: int, inp, w_in) -> list[Stage]:
+    gamma = sp.IndexedBase(naming.param("gamma", l).name, real=True)
+    params = [Param(gamma.name, gamma, (w_in,), "ones", w_in)]
+    if isinstance(layer, LayerNorm):
+        beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
+        params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
+        body = layernorm_body(inp, gamma, beta, w_in, layer.eps)
+        label = "layernorm"
+    else:
+        body = rmsnorm_body(inp, gamma, w_in, layer.eps)
+        label = "rmsnorm"
+    out = sp.IndexedBase(naming.act(l).name, real=True)
+    return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params))]
+
+
 def _softmax_body(inp: sp.IndexedBase, w: sp.Expr) -> sp.Expr:
     return sp.exp(inp[i]) / sp.Sum(sp.exp(inp[j]), (j, 0, w - 1))
 
@@ -312,7 +364,7 @@ def make_loss(
 def build(
     name: str,
     input: int | sp.Symbol | Sequence[int],
-    layers: Sequence[Dense | Map | conv.Conv | conv.Pool | conv.Flatten],
+    layers: Sequence[Dense | Map | LayerNorm | RMSNorm | conv.Conv | conv.Pool | conv.Flatten],
     loss: str | tuple[str, sp.Expr] | Callable[[sp.Symbol, sp.Symbol], sp.Expr],
     *,
     source: str = "<python>",
@@ -361,6 +413,8 @@ def build(
             new = _dense(layer, l, cur, cur_w, known)
         elif isinstance(layer, Map):
             new = _map(layer, l, cur, cur_w, known, outputs)
+        elif isinstance(layer, NORMS):
+            new = _norm(layer, l, cur, cur_w)
         else:
             raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
         stages.extend(new)

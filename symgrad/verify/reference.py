@@ -69,6 +69,14 @@ class _Ops:
     def amax(self, t: Any, axis: int) -> Any:
         raise NotImplementedError
 
+    def layer_norm(self, a: Any, gamma: Any, beta: Any, eps: float) -> Any:
+        """The library's own LayerNorm over the last axis (None: evaluate the component form)."""
+        return None
+
+    def rms_norm(self, a: Any, gamma: Any, eps: float) -> Any:
+        """The library's own RMSNorm over the last axis (None: evaluate the component form)."""
+        return None
+
     def amin(self, t: Any, axis: int) -> Any:
         raise NotImplementedError
 
@@ -174,6 +182,12 @@ class _TorchOps(_Ops):
 
     def amax(self, t, axis):
         return self.t.amax(t, dim=axis)  # ties share the gradient equally
+
+    def layer_norm(self, a, gamma, beta, eps):
+        return self.F.layer_norm(a, (a.shape[-1],), gamma, beta, eps)
+
+    def rms_norm(self, a, gamma, eps):
+        return self.F.rms_norm(a, (a.shape[-1],), gamma, eps)
 
     def amin(self, t, axis):
         return self.t.amin(t, dim=axis)
@@ -522,6 +536,24 @@ _BUILTIN_LOSS = {
 }
 
 
+def _norm_layer(stage: Stage) -> tuple[str, float] | None:
+    """``("layernorm" | "rmsnorm", eps)`` when the stage's body is exactly that norm of its
+    input with its own parameters (compared as expressions, never by name)."""
+    from symgrad.ir.layers import layernorm_body, rmsnorm_body
+
+    ps = [p.base for p in stage.params]
+    if stage.extra or stage.width != stage.in_width or len(ps) not in (1, 2):
+        return None
+    for f in stage.body.atoms(sp.Float):
+        eps = float(f)
+        w = stage.in_width
+        if len(ps) == 2 and stage.body == layernorm_body(stage.inp, ps[0], ps[1], w, eps):
+            return "layernorm", eps
+        if len(ps) == 1 and stage.body == rmsnorm_body(stage.inp, ps[0], w, eps):
+            return "rmsnorm", eps
+    return None
+
+
 def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, Y):
     """``(yhat, loss)`` of ``net`` in the library of ``ops`` (params, X, Y are its tensors)."""
     n = int(X.shape[0])
@@ -545,6 +577,14 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         elif layer is not None:
             k, st, pd = layer["kernel"], layer["stride"], layer["padding"]
             out = ops.pool(layer["op"][:3], cur, k, st, pd)
+        elif (norm := _norm_layer(s)) is not None and (
+            out := (
+                ops.layer_norm(cur, params[s.params[0].name], params[s.params[1].name], norm[1])
+                if norm[0] == "layernorm"
+                else ops.rms_norm(cur, params[s.params[0].name], norm[1])
+            )
+        ) is not None:
+            pass  # the library's own norm layer
         elif (act := _builtin_activation(s)) in ops.acts:
             out = ops.acts[act](cur)  # the library's own activation
         elif _is_softmax(s):
