@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from symgrad.calculus.reverse import Derivation, Forward, Step, derive
+from symgrad.calculus.reverse import Derivation, Forward, Step
 from symgrad.documents import render as _render  # noqa: F401 - registers notebook display
 from symgrad.errors import DerivationError, SpecError, SymgradError
 from symgrad.ir.layers import (
@@ -21,7 +21,9 @@ from symgrad.ir.layers import (
     LOSS_NAMES,
     Activation,
     Dense,
+    LayerNorm,
     Map,
+    RMSNorm,
     a,
     build,
     i,
@@ -34,6 +36,7 @@ from symgrad.ir.layers import (
     yhat_s,
 )
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.pipeline import compile, derive, generate
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -43,10 +46,12 @@ __all__ = [
     "Derivation",
     "DerivationError",
     "Forward",
+    "LayerNorm",
     "Loss",
     "Map",
     "Network",
     "Param",
+    "RMSNorm",
     "SpecError",
     "Stage",
     "Step",
@@ -54,7 +59,9 @@ __all__ = [
     "__version__",
     "a",
     "build",
+    "compile",
     "derive",
+    "generate",
     "i",
     "j",
     "k",

@@ -300,9 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(spec: str):
-    from symgrad.frontend.spec import load_spec
+    from symgrad import pipeline
 
-    return load_spec(spec)
+    return pipeline.parse(spec)
 
 
 def _with_marker(text: str, to: str, source: str) -> str:
@@ -336,17 +336,15 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _check_writable(dot_path)
     if args.output:
         _check_writable(args.output)
-    net = _load(args.spec)
-    from symgrad import derive
-    from symgrad.documents.render import render
+    from symgrad import pipeline
 
-    d = derive(net)
-    text = render(d, to=args.to, form=args.form, standalone=not args.fragment)
+    c = pipeline.compile(args.spec)
+    text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
     dot_text = None
     if graph_fmt:
-        from symgrad.documents.graph import render_graph, to_dot
+        from symgrad.documents.graph import render_graph
 
-        dot_text = to_dot(d)
+        dot_text = c.graph()
     if args.output:
         atomic_write(args.output, _with_marker(text, args.to, args.spec))
         print(f"wrote {args.output}", file=err)
@@ -369,10 +367,9 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_writable(args.output, args.force)
-    net = _load(args.spec)
-    from symgrad.backends.codegen import generate
+    from symgrad import pipeline
 
-    code = generate(net, optimizer=args.optimizer)
+    code = pipeline.compile(args.spec).code(optimizer=args.optimizer)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     print(f"wrote {args.output}", file=err)
     return EXIT_OK

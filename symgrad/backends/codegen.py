@@ -29,9 +29,19 @@ from symgrad.backends.numpy_printer import (
 )
 from symgrad.backends.pyformat import respace
 from symgrad.calculus.conv_form import VIEWS
-from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
-from symgrad.calculus.matrix_form import Vec, to_matrix
-from symgrad.calculus.reverse import Derivation, derive
+from symgrad.calculus.einsum import LOWERED, lower
+from symgrad.calculus.layout import (
+    BMatMul,
+    BOuter,
+    ColSum,
+    N,
+    RowSum,
+    batch,
+    batched_step,
+    lower_fallbacks,
+)
+from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
+from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
@@ -67,7 +77,7 @@ class _Printer:
         self.full_temps: dict[sp.Symbol, bool] = {}
 
     def prepare(self, expr: sp.Expr) -> sp.Expr:
-        expr = recognise(expr.xreplace(self.sizes))
+        expr = recognise(lower_fallbacks(expr).xreplace(self.sizes))
         # Non-integer rationals print as floats (0.5 * x, not (1/2) * x).
         return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 
@@ -107,6 +117,8 @@ class _Printer:
 
     def _is_full(self, e: sp.Expr) -> bool:
         """Whether ``e`` has the full batched shape (n, width) (not a row, column or scalar)."""
+        if isinstance(e, LOWERED):  # views and reductions of the component fallback
+            return False
         if isinstance(e, Vec):
             return e.name not in self.params
         if e.is_Symbol:
@@ -344,7 +356,7 @@ def build_context(
     n_forward = len(items)
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
-    lexpr = recognise(batch(to_matrix(_loss_expression(net), (), net)).xreplace(pr.sizes))
+    lexpr = recognise(batch(to_matrix(_loss_expression(net), ())).xreplace(pr.sizes))
     lexpr = lexpr.replace(sp.log, SafeLog)
     total = sp.S.Zero
     for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
@@ -352,6 +364,11 @@ def build_context(
         inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
         items.append((f"l{n_}", inner, ()))
         total += coeff * Total(sp.Symbol(f"l{n_}"))
+    if net.penalty is not None:  # added once to the batch loss (weight decay)
+        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
+        pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
+        items.append(("l_penalty", pen, ("penalty (added once per batch)",)))
+        total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
     n_loss = len(items)
     for step in d.steps:
         if step.needed:
@@ -417,13 +434,11 @@ def _sha256(src: str, net: Network) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def generate(
-    net: Network | Derivation, *, optimizer: str | None = None, source: str | None = None
-) -> str:
-    """The source text of the standalone NumPy module for ``net``."""
+def generate(d: Derivation, *, optimizer: str | None = None, source: str | None = None) -> str:
+    """The source text of the standalone NumPy module for the derivation ``d`` (the
+    pipeline's stages 5-6; :func:`symgrad.pipeline.generate` takes a network too)."""
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
-    d = net if isinstance(net, Derivation) else derive(net)
     ctx = build_context(d, optimizer=optimizer, source=source)
     return environment().get_template("module.py.j2").render(**ctx)
 

@@ -13,9 +13,10 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
+from symgrad.calculus.einsum import Place, einsum_spec
 from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
-from symgrad.ir import ops as F
+from symgrad.ir.ops import Op, fill, op_of
 
 
 class Softmax(sp.Function):
@@ -118,6 +119,25 @@ class SymgradNumPyPrinter(NumPyPrinter):
         self.names = names or {}
         self.helpers: set[str] = set()
 
+    def _print(self, expr, **kwargs):
+        # Functions print from the op registry (one entry per op, ir/ops.py).
+        op = op_of(expr)
+        if op is not None and op.func is not sp.sqrt:
+            return self._print_op(op, expr)
+        return super()._print(expr, **kwargs)
+
+    def _print_op(self, op: Op, expr: sp.Expr) -> str:
+        if op.helper:
+            self.helpers.add(op.helper)
+        args = list(expr.args)
+        if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
+            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+        fields: dict[str, str] = {}
+        for n_, a in enumerate(args):
+            fields[str(n_)] = self._print(a)
+            fields[f"{n_}p"] = self._atom(a)
+        return fill(op.numpy, fields)
+
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
 
@@ -152,31 +172,6 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_RowSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(axis=1, keepdims=True)"
-
-    def _print_sigmoid(self, expr):
-        self.helpers.add("_sigmoid")
-        return f"_sigmoid({self._print(expr.args[0])})"
-
-    def _print_step(self, expr):
-        # heaviside(x, 0) is step with step(0) = 0 and keeps x's dtype (a bool would not).
-        return f"np.heaviside({self._print(expr.args[0])}, 0)"
-
-    def _print_relu(self, expr):
-        return f"np.maximum({self._print(expr.args[0])}, 0)"
-
-    def _print_leaky_relu(self, expr):
-        x = self._print(expr.args[0])
-        slope = self._print(F.LEAKY_SLOPE)
-        return f"np.where({x} > 0, {x}, {slope}*{self._atom(expr.args[0])})"
-
-    def _print_elu(self, expr):
-        x = self._print(expr.args[0])
-        return f"np.where({x} > 0, {x}, np.expm1(np.minimum({x}, 0)))"
-
-    def _print_softplus(self, expr):
-        # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): stable, and cheaper than logaddexp.
-        x = self._print(expr.args[0])
-        return f"(np.maximum({x}, 0) + np.log1p(np.exp(-np.abs({x}))))"
 
     def _print_Softmax(self, expr):
         self.helpers.add("_softmax")
@@ -216,19 +211,69 @@ class SymgradNumPyPrinter(NumPyPrinter):
         self.helpers.add("_log")
         return f"_log({self._print(expr.args[0])})"
 
-    def _print_Max(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.maximum({out}, {a})"
-        return out
+    # -- the component fallback (calculus/einsum.py): broadcasting, reductions, einsum ----
+    def _print_Place(self, expr):
+        sym, pos, ndim, mine = expr.args
+        name = self._print(sym)
+        axes = ([0] if int(mine) else []) + [int(q) for q in pos]
+        order = sorted(range(len(axes)), key=axes.__getitem__)
+        if order != list(range(len(axes))):
+            name = f"{name}.T" if len(axes) == 2 else f"np.transpose({name}, {tuple(order)})"
+        return name + self._slots(set(axes), int(ndim))
 
-    def _print_Min(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.minimum({out}, {a})"
-        return out
+    @staticmethod
+    def _slots(present: set[int], ndim: int) -> str:
+        """``[:, None, :]``: the axes an array fills in an ``ndim`` broadcast."""
+        if present == set(range(ndim)):
+            return ""
+        return "[" + ", ".join(":" if d in present else "None" for d in range(ndim)) + "]"
+
+    def _reduce(self, fn: str, expr) -> str:
+        return f"np.{fn}({self._print(expr.args[0])}, axis={int(expr.args[1])})"
+
+    def _print_AxisSum(self, expr):
+        axis = int(expr.args[1])
+        plan = einsum_spec(expr.args[0], axis)
+        if plan is None:
+            return self._reduce("sum", expr)
+        spec, ops, keep = plan
+        ndim = int(next(iter(expr.args[0].atoms(Place))).args[2])
+        args = ", ".join(self._print(name) for name, _ in ops)
+        out_axes = [d for d in range(ndim) if d != axis]
+        present = {out_axes.index(q) for q in keep}
+        return f'np.einsum("{spec}", {args})' + self._slots(present, ndim - 1)
+
+    def _print_AxisMax(self, expr):
+        return self._reduce("max", expr)
+
+    def _print_AxisMin(self, expr):
+        return self._reduce("min", expr)
+
+    def _print_ShareMax(self, expr):
+        self.helpers.add("_share_max")
+        return f"_share_max({self._print(expr.args[0])}, {int(expr.args[1])})"
+
+    def _print_ShareMin(self, expr):
+        self.helpers.add("_share_max")
+        return f"_share_max(-{self._atom(expr.args[0])}, {int(expr.args[1])})"
+
+    def _print_Full(self, expr):
+        shape = ", ".join(self._print(s) for s in expr.args[1]) + (
+            "," if len(expr.args[1]) == 1 else ""
+        )
+        return f"np.broadcast_to({self._print(expr.args[0])}, ({shape})).copy()"
+
+    def _arange(self, size, pos, ndim) -> str:
+        shape = ["1"] * int(ndim)
+        shape[int(pos)] = self._print(size)
+        return f"np.arange({self._print(size)}).reshape({', '.join(shape)})"
+
+    def _print_Arange(self, expr):
+        return self._arange(*expr.args)
+
+    def _print_Delta(self, expr):
+        a, pa, b, pb, ndim = expr.args
+        return f"({self._arange(a, pa, ndim)} == {self._arange(b, pb, ndim)})"
 
     # -- (channels, [height,] width) arrays: conv, pooling, flatten (calculus/conv_form.py) --
     def _tuple(self, t) -> str:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from symgrad.ir.indices import one_based  # noqa: F401 - re-exported (documents count from 1)
+
 
 class InRange(sp.Function):
     """The indicator ``[lo <= e <= hi]`` of an integer expression (1 or 0)."""
@@ -152,18 +154,3 @@ def affine_parts(e: sp.Expr, names: tuple[sp.Symbol, ...]) -> tuple[dict, sp.Exp
         coeffs[v] = c
     const = sp.expand(e - sum(c * v for v, c in coeffs.items()))
     return coeffs, const
-
-
-def one_based(e: sp.Expr) -> sp.Expr:
-    """An index expression as the documents show it, with every index counting from 1.
-
-    A position ``p = s h + kh - pad`` of 0-based indices is ``p + 1 = s (h - 1) + kh - pad``
-    in 1-based ones. Plain indices and numbers are left alone; widths (positive symbols)
-    are not indices and are not shifted.
-    """
-    if not e.args or not e.free_symbols:
-        return e
-    shift = {v: v - 1 for v in e.free_symbols if v.is_integer and not v.is_positive}
-    if not shift:
-        return e
-    return sp.expand(e.xreplace(shift) + 1)

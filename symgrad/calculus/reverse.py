@@ -14,6 +14,7 @@ read by every printer; none of them derives anything again.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -22,9 +23,9 @@ import sympy as sp
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.conv_form import tensor_form
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.matrix_form import to_matrix
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
+from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
 _PARAM_IDX = (P, Q, R, idx("s_"))
@@ -52,16 +53,17 @@ def _is_tensor(stage: Stage) -> bool:
     return bool(stage.indices or stage.in_shape)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Forward:
-    """One forward equation ``out[i] = component`` and its per-sample matrix form."""
+    """One forward equation ``out[i] = component`` and its per-sample matrix form
+    (``None`` until the matrix-form pass has run)."""
 
     stage: Stage
     component: sp.Expr
-    matrix: sp.Expr
+    matrix: sp.Expr | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Step:
     """One gradient of the backward pass.
 
@@ -74,7 +76,8 @@ class Step:
         local: the local derivative dy[i]/dwrt[idx] (None for the loss step).
         jacobian: "loss", "diagonal", "linear" or "full" (the local Jacobian's structure).
         upstream: the adjoint of the stage output this step reads (None for the loss).
-        matrix: the per-sample matrix form (see matrix_form.py).
+        matrix: the per-sample matrix form (filled in by the matrix-form pass,
+            :func:`symgrad.calculus.matrix_form.matrix_pass`; None before it).
         shape: symbolic shape of the gradient.
         seed: whether this is where the loss enters (its batched form carries 1/n).
         fused: the loss gradient was substituted in (dL/dyhat is not materialised).
@@ -92,13 +95,19 @@ class Step:
     jacobian: str
     upstream: str | None
     stage: Stage | None
-    matrix: sp.Expr
     shape: tuple[sp.Expr, ...]
+    matrix: sp.Expr | None = None
     seed: bool = False
     fused: bool = False
     needed: bool = True
     unfused: sp.Expr | None = None  # the component form before the loss gradient was fused in
     param: Param | None = None
+    #: (layer, upstream adjoint) of every consumer when a quantity feeds several layers
+    #: (a DAG): the component is the sum of their contributions. Empty for a chain.
+    contributions: tuple[tuple[int, str], ...] = ()
+    #: the gradient of the network's penalty term (weight decay), already in ``component``;
+    #: added once per batch, not per sample.
+    penalty: sp.Expr | None = None
 
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
@@ -136,10 +145,8 @@ class Derivation:
 
 
 def grad_name(quantity: str) -> str:
-    """The adjoint's name: dL/dz2 is delta2, dL/da1 is da1, dL/dW2 is dW2, dL/dx is dx."""
-    if quantity.startswith("z") and quantity[1:].isdigit():
-        return "delta" + quantity[1:]
-    return "d" + quantity
+    """The adjoint's name (see :func:`symgrad.ir.naming.adjoint_name`)."""
+    return adjoint_name(quantity)
 
 
 def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
@@ -198,9 +205,19 @@ class _Calculus:
     local: sp.Expr
     comp: sp.Expr
     structure: str
+    #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
+    extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
-_CACHE: dict[tuple, _Calculus] = {}
+#: Per-stage calculus memoised by the stage's shape (least recently used entries are
+#: dropped beyond ``_CACHE_SIZE``: the cache stays bounded in a long-running process).
+_CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
+_CACHE_SIZE = 256
+
+
+def _param_wrt(p: Param) -> sp.Expr:
+    pidx = _PARAM_IDX[: len(p.shape)]
+    return p.base[pidx] if pidx else p.base
 
 
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
@@ -209,17 +226,23 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     rw = (lambda e, _s: e) if _is_tensor(stage) else rewrite
     g_out = g[_out_index(stage)]
     limits = _out_limits(stage)
+
+    def adjoint(local: sp.Expr) -> sp.Expr:
+        return pull_out(contract(sp.Sum(g_out * local, *limits)))
+
     params = []
     for p in stage.params:
-        pidx = _PARAM_IDX[: len(p.shape)]
-        wrt = p.base[pidx] if pidx else p.base
-        local = rw(_local(stage.body, wrt), stage)
-        comp = contract(sp.Sum(g_out * local, *limits))
-        params.append((local, pull_out(comp)))
+        local = rw(_local(stage.body, _param_wrt(p)), stage)
+        params.append((local, adjoint(local)))
     local_raw = _local(stage.body, stage.inp[_in_index(stage)])
     local = rw(local_raw, stage)
-    comp = pull_out(contract(sp.Sum(g_out * local, *limits)))
-    return _Calculus(tuple(params), local, comp, _structure(local_raw, stage))
+    extra = []
+    for base, _ in stage.extra:
+        lo = rw(_local(stage.body, base[K]), stage)
+        extra.append((lo, adjoint(lo)))
+    return _Calculus(
+        tuple(params), local, adjoint(local), _structure(local_raw, stage), tuple(extra)
+    )
 
 
 def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
@@ -232,10 +255,19 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         g: sp.IndexedBase("_g", real=True),
     }
     for n_, p in enumerate(stage.params):
-        ren[p.base] = sp.IndexedBase(f"_p{n_}", real=True)
-    wren = {stage.in_width: sp.Symbol("_win", integer=True, positive=True)}
-    if stage.width != stage.in_width:
-        wren[stage.width] = sp.Symbol("_wout", integer=True, positive=True)
+        ren[p.base] = (
+            sp.Symbol(f"_p{n_}", real=True)
+            if isinstance(p.base, sp.Symbol)
+            else sp.IndexedBase(f"_p{n_}", real=True)
+        )
+    for n_, (base, _) in enumerate(stage.extra):
+        ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
+    wren: dict[sp.Basic, sp.Basic] = {}
+    for n_, w in enumerate(
+        dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])
+    ):
+        if not w.is_Integer:
+            wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
     ren.update(wren)
     cstage = Stage(
         ren[stage.out],
@@ -251,12 +283,23 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
             for p in stage.params
         ),
         stage.index,
+        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
     )
     if _is_tensor(stage):  # concrete shapes: nothing to share between layers
         return _compute(stage, g)
-    key = (cstage.body, cstage.width, cstage.in_width, tuple(p.shape for p in cstage.params))
-    if key not in _CACHE:
+    key = (
+        cstage.body,
+        cstage.width,
+        cstage.in_width,
+        tuple(p.shape for p in cstage.params),
+        cstage.extra,
+    )
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
         _CACHE[key] = _compute(cstage, ren[g])
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     c = _CACHE[key]
     back = {v: k for k, v in ren.items()}
     return _Calculus(
@@ -264,19 +307,42 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         c.local.xreplace(back),
         c.comp.xreplace(back),
         c.structure,
+        tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.extra),
     )
 
 
-def derive(net: Network) -> Derivation:
-    """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
+def _penalty_grad(net: Network, p: Param) -> sp.Expr | None:
+    """d(penalty)/d p[p, q, ...], contracted (None when the penalty does not involve p)."""
+    if net.penalty is None or not net.penalty.has(p.base):
+        return None
+    return pull_out(contract(sp.diff(net.penalty, _param_wrt(p))))
+
+
+def _fan_in_note(name: str, quantity: str, contributions: tuple[tuple[int, str], ...]) -> str:
+    """``da1 receives contributions from layers 2 and 4 ...``: why an adjoint is a sum."""
+    layers = sorted({lay for lay, _ in contributions})
+    said = str(layers[0])
+    if len(layers) > 1:
+        said = ", ".join(str(lay) for lay in layers[:-1]) + f" and {layers[-1]}"
+    what = ", ".join(u for _, u in contributions)
+    return (
+        f"{name} receives contributions from layers {said}: {quantity} is read in "
+        f"{len(contributions)} places, so their gradients ({what}) add up"
+    )
+
+
+def reverse_accumulate(net: Network) -> Derivation:
+    """The chain-rule stage: every gradient of ``net`` in component form, contracted and in
+    forward values, in derive-as-you-go order. The matrix form is the next stage
+    (:func:`symgrad.calculus.matrix_form.matrix_pass`); :func:`symgrad.derive` runs both."""
     notes: list[str] = []
+    # (channels, h, w) stages get their tensor form (W ⋆ a) here; the matrix-form pass
+    # fills in the rest.
     forward = tuple(
         Forward(
-            s,
-            s.body,
-            tensor_form(s.body, _out_index(s), s.shape)
-            if _is_tensor(s)
-            else to_matrix(s.body, (s.index,), net),
+            stage=s,
+            component=s.body,
+            matrix=tensor_form(s.body, _out_index(s), s.shape) if _is_tensor(s) else None,
         )
         for s in net.stages
     )
@@ -290,24 +356,27 @@ def derive(net: Network) -> Derivation:
     loss_comp = _finish(g_loss, (K,), FREE_NAMES)
     steps.append(
         Step(
-            loss_name,
-            str(out),
-            net.n_layers,
-            "loss",
-            (sp.Symbol("i", integer=True),),
-            loss_comp,
-            None,
-            (),
-            "loss",
-            None,
-            None,
-            to_matrix(loss_comp, (sp.Symbol("i", integer=True),), net),
-            (C,),
+            grad=loss_name,
+            wrt=str(out),
+            layer=net.n_layers,
+            kind="loss",
+            indices=(sp.Symbol("i", integer=True),),
+            component=loss_comp,
+            local=None,
+            local_indices=(),
+            jacobian="loss",
+            upstream=None,
+            stage=None,
+            shape=(C,),
             seed=True,
         )
     )
     loss_step_index = 0
 
+    # Contributions to each quantity's adjoint from the stages that read it. Stages are
+    # walked in reverse evaluation order, so when stage si is done every consumer of the
+    # previous stage's output has contributed: its adjoint is complete and can be stated.
+    pending: dict[sp.IndexedBase, list[tuple[Stage, str, sp.Expr]]] = {}
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
@@ -316,6 +385,9 @@ def derive(net: Network) -> Derivation:
         calc = _stage_calculus(stage, g)
         for p, (local, comp) in zip(stage.params, calc.params, strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
+            pen = _penalty_grad(net, p)
+            if pen is not None:
+                comp = comp + pen
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
@@ -325,29 +397,34 @@ def derive(net: Network) -> Derivation:
             onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
             steps.append(
                 Step(
-                    grad_name(p.name),
-                    p.name,
-                    stage.layer,
-                    "param",
-                    free,
-                    comp_c,
-                    canonical(local, (*outs, *pidx), (*onames, *names)),
-                    (*(idx(nm) for nm in onames), *free),
-                    "param",
-                    upstream,
-                    stage,
-                    tensor_form(comp_c, free, p.shape, param=True)
-                    if _is_tensor(stage)
-                    else to_matrix(comp_c, free, net, param=True),
-                    p.shape,
+                    grad=grad_name(p.name),
+                    wrt=p.name,
+                    layer=stage.layer,
+                    kind="param",
+                    indices=free,
+                    component=comp_c,
+                    local=canonical(local, (*outs, *pidx), (*onames, *names)),
+                    local_indices=(*(idx(nm) for nm in onames), *free),
+                    jacobian="param",
+                    upstream=upstream,
+                    stage=stage,
+                    shape=p.shape,
                     param=p,
+                    penalty=_finish(pen, pidx, names) if pen is not None else None,
+                    matrix=tensor_form(comp_c, free, p.shape, param=True)
+                    if _is_tensor(stage)
+                    else None,
                 )
             )
+        for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
+            pending.setdefault(base, []).append((stage, upstream, comp_x))
         wrt = stage.inp[_in_index(stage)]
         local, comp, structure = calc.local, calc.comp, calc.structure
+        others = pending.pop(stage.inp, [])
         fused = False
         unfused = None
-        if upstream == loss_name and si == len(net.stages) - 1 and not stage.params:
+        last = upstream == loss_name and si == len(net.stages) - 1
+        if last and not stage.params and not others:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = cancel_scalar(rewrite(cand, stage))
@@ -358,7 +435,13 @@ def derive(net: Network) -> Derivation:
                 if net.loss.identities:
                     notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
+        contributions: tuple[tuple[int, str], ...] = ()
+        if others:
+            comp = comp + sp.Add(*(c for _, _, c in others))
+            contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
+            notes.append(_fan_in_note(name, str(stage.inp), contributions))
         kin = _in_index(stage)
+        matrix = None
         if _is_tensor(stage):
             # (channels, h, w) quantities: free indices c, h, w; the local derivative's
             # output indices keep their own names, its input indices are primed.
@@ -370,42 +453,46 @@ def derive(net: Network) -> Derivation:
             free = tuple(idx(nm) for nm in fnames)
             local_c = canonical(local, (*outs, *kin), lnames)
             local_idx = tuple(idx(nm) for nm in lnames)
-            matrix = (
-                tensor_form(comp_c, free, stage.in_shape)
-                if stage.in_shape
-                else to_matrix(comp_c, free, net)
-            )
+            if stage.in_shape:
+                matrix = tensor_form(comp_c, free, stage.in_shape)
             gshape = stage.in_shape or (stage.in_width,)
         else:
             comp_c = _finish(comp, (K,), FREE_NAMES)
             free = (sp.Symbol("i", integer=True),)
             local_c = canonical(local, (stage.index, K), ("i", "k"))
             local_idx = (idx("i"), idx("k"))
-            matrix = to_matrix(comp_c, free, net)
             gshape = (stage.in_width,)
         steps.append(
             Step(
-                name,
-                str(stage.inp),
-                stage.layer,
-                "input",
-                free,
-                comp_c,
-                local_c,
-                local_idx,
-                structure,
-                upstream,
-                stage,
-                matrix,
-                gshape,
+                grad=name,
+                wrt=str(stage.inp),
+                layer=stage.layer,
+                kind="input",
+                indices=free,
+                component=comp_c,
+                local=local_c,
+                local_indices=local_idx,
+                jacobian=structure,
+                upstream=upstream,
+                stage=stage,
+                shape=gshape,
+                matrix=matrix,
                 seed=fused,
                 fused=fused,
                 needed=si > 0,
                 unfused=unfused,
+                contributions=contributions,
             )
         )
         upstream = name
     return Derivation(net, forward, net.loss.body, tuple(steps), tuple(notes))
 
 
-__all__ = ["Derivation", "DerivationError", "Forward", "Step", "derive", "grad_name"]
+__all__ = [
+    "Derivation",
+    "DerivationError",
+    "Forward",
+    "Step",
+    "grad_name",
+    "reverse_accumulate",
+]

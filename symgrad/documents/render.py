@@ -295,7 +295,7 @@ def _jacobian_matrix(local: sp.Expr, net, diagonal: bool = False) -> sp.Expr | N
             rest = local.xreplace({kd: sp.S.One})
             if rest.has(_K):
                 return None
-            m = to_matrix(rest, (_I,), net)
+            m = to_matrix(rest, (_I,))
             return Diag(m) if is_vector_valued(m) else m * Mat("I")
         for t in sp.Add.make_args(local):
             if isinstance(t, sp.Indexed) and len(t.indices) == 2:
@@ -308,13 +308,13 @@ def _jacobian_matrix(local: sp.Expr, net, diagonal: bool = False) -> sp.Expr | N
                 rest = t.xreplace({kd: sp.S.One})
                 if rest.has(_K):
                     return None
-                m = to_matrix(rest, (_I,), net)
+                m = to_matrix(rest, (_I,))
                 if is_vector_valued(m):
                     terms.append(Diag(m))
                 else:
                     terms.append(m * Mat("I"))
                 continue
-            terms.append(to_matrix(t, (_I, _K), net))
+            terms.append(to_matrix(t, (_I, _K)))
     except DerivationError:  # no matrix form: shown in components only
         return None
     return sp.Add(*terms)
@@ -566,7 +566,7 @@ class _Doc:
 
     def _loss_matrix(self) -> sp.Expr | None:
         try:
-            return to_matrix(self.d.loss, (), self.net)
+            return to_matrix(self.d.loss, ())
         except DerivationError:  # a loss without matrix form: components only
             return None
 
@@ -736,7 +736,7 @@ class _Doc:
                 )
             if st.fused and st.unfused is not None:
                 with contextlib.suppress(DerivationError):  # no matrix form: skip that side
-                    sides.append(self.ex(to_matrix(st.unfused, (_I,), self.net), "vector"))
+                    sides.append(self.ex(to_matrix(st.unfused, (_I,)), "vector"))
             sides.append(self.ex(st.matrix, "vector"))
             eqs.append(Eq(tuple(_dedupe(sides))))
             s.items.append(Item("math", eqs=tuple(eqs)))

@@ -124,7 +124,7 @@ class ArgMaxIs(sp.Function):
     is_nonnegative = True
 
     def _latex(self, printer):
-        from symgrad.calculus.index_arithmetic import one_based  # documents count from 1
+        from symgrad.ir.indices import one_based  # documents count from 1
 
         m = self.args[0]
         offs = ", ".join(printer._print(one_based(a)) for a in self.args[1:])
@@ -281,7 +281,7 @@ def conv_stages(layer: Conv, l: int, inp, in_shape: tuple[int, ...], activation)
     ]
     if activation.expr is None:
         raise SpecError(f"layer {l}: softmax is not an activation for a conv layer")
-    from symgrad.ir.layers import x  # the activation's variable
+    x = sp.Symbol("x", real=True)  # the activation's variable (symgrad.ir.layers.x)
 
     if activation.expr == x:
         return stages
@@ -366,13 +366,16 @@ def input_shape(value: object) -> tuple[int, ...]:
 LAYERS = (Conv, Pool, Flatten)
 
 
-def stages_of(layer: Conv | Pool | Flatten, l: int, inp, in_shape: tuple[int, ...]) -> list[Stage]:
-    """The stages of one conv, pooling or flatten layer numbered ``l``."""
+def stages_of(
+    layer: Conv | Pool | Flatten, l: int, inp, in_shape: tuple[int, ...], activation=None
+) -> list[Stage]:
+    """The stages of one conv, pooling or flatten layer numbered ``l`` (``activation``: a
+    conv layer's, as ``layers.Activation``; passed in so that this module does not import
+    ``layers``, which imports it)."""
     from symgrad.ir.indices import I
-    from symgrad.ir.layers import Activation
 
     if isinstance(layer, Conv):
-        return conv_stages(layer, l, inp, in_shape, Activation.of(layer.activation))
+        return conv_stages(layer, l, inp, in_shape, activation)
     if isinstance(layer, Pool):
         return pool_stages(layer, l, inp, in_shape)
     return flatten_stages(l, inp, in_shape, I)

@@ -28,11 +28,12 @@ from sympy.printing.str import StrPrinter
 
 from symgrad.calculus.contraction import contract
 from symgrad.calculus.forward_values import rewrite
-from symgrad.calculus.reverse import Derivation, Step, derive, grad_name
+from symgrad.calculus.reverse import Derivation, Step, grad_name
 from symgrad.errors import DerivationError, SpecError
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir.indices import idx
 from symgrad.ir.network import Network, Stage
+from symgrad.pipeline import derive
 from symgrad.verify.evaluation import eval_component, run_derivation
 from symgrad.verify.verify import concrete_sizes, random_targets
 

@@ -18,30 +18,11 @@ from sympy.core.function import Application
 
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
-from symgrad.ir import ops as F
+from symgrad.ir.ops import OPS
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
-
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
-NUMPY_FUNCS = {
-    sp.exp: np.exp,
-    sp.log: np.log,
-    sp.tanh: np.tanh,
-    sp.cosh: np.cosh,
-    sp.sinh: np.sinh,
-    sp.sin: np.sin,
-    sp.cos: np.cos,
-    sp.Abs: np.abs,
-    sp.sign: np.sign,
-    F.sigmoid: _sigmoid,
-    F.step: lambda x: (np.asarray(x) > 0).astype(float),
-    F.relu: lambda x: np.maximum(x, 0.0),
-    F.leaky_relu: lambda x: np.where(x > 0, x, 0.01 * x),
-    F.elu: lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    F.softplus: lambda x: np.logaddexp(0.0, x),
-}
+#: NumPy callables of every registered op (ir/ops.py), for the numeric evaluators.
+NUMPY_FUNCS = {op.func: op.numeric for op in OPS.values()}
 
 
 def _apply(func, args):
@@ -121,6 +102,22 @@ def eval_component(
             if str(e) in env:
                 return _Axes(env[str(e)], ())
             raise DerivationError(f"cannot evaluate symbol {e}")
+        if isinstance(e, ReduceMax | ReduceMin | ArgMax | ArgMin):
+            body, var, hi = e.args
+            if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
+                sub = ev(body)
+                if var not in sub.axes:
+                    return _Axes(np.ones(()), ())
+                ax = sub.axes.index(var)
+                ext = sub.arr.max if isinstance(e, ArgMax) else sub.arr.min
+                hit = (sub.arr == ext(axis=ax, keepdims=True)).astype(float)
+                return _Axes(hit / hit.sum(axis=ax, keepdims=True), sub.axes)
+            sub = _ev_with(body, {**ranges, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            red = sub.arr.max if isinstance(e, ReduceMax) else sub.arr.min
+            return _Axes(red(axis=ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             body = e.function
             inner = dict(ranges)

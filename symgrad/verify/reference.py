@@ -17,9 +17,10 @@ import sympy as sp
 from sympy.core.function import Application
 
 from symgrad.errors import SpecError
-from symgrad.ir import ops as F
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
+from symgrad.ir.ops import OPS
+from symgrad.ir.reductions import ReduceMax, ReduceMin
 
 _BATCH = sp.Symbol("_n_batch_")
 
@@ -63,6 +64,20 @@ class _Ops:
         raise NotImplementedError
 
     def maximum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def amax(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def layer_norm(self, a: Any, gamma: Any, beta: Any, eps: float) -> Any:
+        """The library's own LayerNorm over the last axis (None: evaluate the component form)."""
+        return None
+
+    def rms_norm(self, a: Any, gamma: Any, eps: float) -> Any:
+        """The library's own RMSNorm over the last axis (None: evaluate the component form)."""
+        return None
+
+    def amin(self, t: Any, axis: int) -> Any:
         raise NotImplementedError
 
     def minimum(self, a: Any, b: Any) -> Any:
@@ -110,24 +125,8 @@ class _TorchOps(_Ops):
         import torch.nn.functional as TF
 
         self.t, self.F = torch, TF
-        f64 = torch.float64
-        self.funcs = {
-            sp.exp: torch.exp,
-            sp.log: torch.log,
-            sp.tanh: torch.tanh,
-            sp.cosh: torch.cosh,
-            sp.sinh: torch.sinh,
-            sp.sin: torch.sin,
-            sp.cos: torch.cos,
-            sp.Abs: torch.abs,
-            sp.sign: torch.sign,
-            F.sigmoid: torch.sigmoid,
-            F.relu: torch.relu,
-            F.leaky_relu: lambda v: TF.leaky_relu(v, 0.01),
-            F.elu: TF.elu,
-            F.softplus: TF.softplus,
-            F.step: lambda v: (v > 0).to(f64),
-        }
+        # every registered op, spelled by torch (ir/ops.py)
+        self.funcs = {op.func: op.torch_fn(torch) for op in OPS.values()}
         self.acts = {
             "identity": lambda v: v,
             "sigmoid": torch.sigmoid,
@@ -181,6 +180,18 @@ class _TorchOps(_Ops):
     def maximum(self, a, b):
         return self.t.maximum(a, b)
 
+    def amax(self, t, axis):
+        return self.t.amax(t, dim=axis)  # ties share the gradient equally
+
+    def layer_norm(self, a, gamma, beta, eps):
+        return self.F.layer_norm(a, (a.shape[-1],), gamma, beta, eps)
+
+    def rms_norm(self, a, gamma, eps):
+        return self.F.rms_norm(a, (a.shape[-1],), gamma, eps)
+
+    def amin(self, t, axis):
+        return self.t.amin(t, dim=axis)
+
     def minimum(self, a, b):
         return self.t.minimum(a, b)
 
@@ -221,23 +232,7 @@ class _JaxOps(_Ops):
         jax.config.update("jax_enable_x64", True)
         self.jax, self.np = jax, jnp
         nn = jax.nn
-        self.funcs = {
-            sp.exp: jnp.exp,
-            sp.log: jnp.log,
-            sp.tanh: jnp.tanh,
-            sp.cosh: jnp.cosh,
-            sp.sinh: jnp.sinh,
-            sp.sin: jnp.sin,
-            sp.cos: jnp.cos,
-            sp.Abs: jnp.abs,
-            sp.sign: jnp.sign,
-            F.sigmoid: nn.sigmoid,
-            F.relu: nn.relu,
-            F.leaky_relu: lambda v: nn.leaky_relu(v, 0.01),
-            F.elu: nn.elu,
-            F.softplus: nn.softplus,
-            F.step: lambda v: (v > 0).astype(jnp.float64),
-        }
+        self.funcs = {op.func: op.jax_fn(jax) for op in OPS.values()}
         self.acts = {
             "identity": lambda v: v,
             "sigmoid": nn.sigmoid,
@@ -298,6 +293,12 @@ class _JaxOps(_Ops):
 
     def maximum(self, a, b):
         return self.np.maximum(a, b)
+
+    def amax(self, t, axis):
+        return self.np.max(t, axis=axis)
+
+    def amin(self, t, axis):
+        return self.np.min(t, axis=axis)
 
     def minimum(self, a, b):
         return self.np.minimum(a, b)
@@ -411,6 +412,14 @@ def eval_tensor(
             if str(e) in env:
                 return _Named(env[str(e)], (_BATCH,) if str(e) in batched else ())
             raise SpecError(f"cannot evaluate symbol {e}")
+        if isinstance(e, ReduceMax | ReduceMin):
+            body, var, hi = e.args
+            sub = ev(body, {**rng, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            reduce = ops.amax if isinstance(e, ReduceMax) else ops.amin
+            return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             inner = dict(rng)
             for var, lo, hi in e.limits:
@@ -470,7 +479,7 @@ def eval_tensor(
 
 def _dense_body(stage: Stage) -> sp.Expr | None:
     """The body a plain dense stage has (None if ``stage`` is not one)."""
-    if stage.kind != "affine" or stage.label != "dense" or not stage.params:
+    if not 1 <= len(stage.params) <= 2 or len(stage.params[0].shape) != 2:
         return None
     W = stage.params[0].base
     j = sp.Symbol("j", integer=True)
@@ -502,16 +511,19 @@ def _conv_layer(stage: Stage) -> dict | None:
     return attrs if stage.body == want else None
 
 
-def _is_builtin_activation(stage: Stage) -> bool:
-    if stage.kind != "elementwise" or stage.label not in ACTIVATIONS:
-        return False
+def _builtin_activation(stage: Stage) -> str | None:
+    """The named activation whose expression ``stage`` computes, found by comparing
+    expressions (never by the stage's label), or None."""
+    if stage.width != stage.in_width:
+        return None
     at = stage.indices or (stage.index,)  # one index per axis for (channels, h, w) stages
-    return stage.body == ACTIVATIONS[stage.label].xreplace({x: stage.inp[at]})
+    for name, expr in ACTIVATIONS.items():
+        if stage.body == expr.xreplace({x: stage.inp[at]}):
+            return name
+    return None
 
 
 def _is_softmax(stage: Stage) -> bool:
-    if stage.label != "softmax":
-        return False
     j = sp.Symbol("j", integer=True)
     i = stage.index
     want = sp.exp(stage.inp[i]) / sp.Sum(sp.exp(stage.inp[j]), (j, 0, stage.width - 1))
@@ -522,6 +534,24 @@ _BUILTIN_LOSS = {
     "mse": (yhat_s - y_s) ** 2,
     "bce": -(y_s * sp.log(yhat_s) + (1 - y_s) * sp.log(1 - yhat_s)),
 }
+
+
+def _norm_layer(stage: Stage) -> tuple[str, float] | None:
+    """``("layernorm" | "rmsnorm", eps)`` when the stage's body is exactly that norm of its
+    input with its own parameters (compared as expressions, never by name)."""
+    from symgrad.ir.layers import layernorm_body, rmsnorm_body
+
+    ps = [p.base for p in stage.params]
+    if stage.extra or stage.width != stage.in_width or len(ps) not in (1, 2):
+        return None
+    for f in stage.body.atoms(sp.Float):
+        eps = float(f)
+        w = stage.in_width
+        if len(ps) == 2 and stage.body == layernorm_body(stage.inp, ps[0], ps[1], w, eps):
+            return "layernorm", eps
+        if len(ps) == 1 and stage.body == rmsnorm_body(stage.inp, ps[0], w, eps):
+            return "rmsnorm", eps
+    return None
 
 
 def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, Y):
@@ -547,8 +577,16 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         elif layer is not None:
             k, st, pd = layer["kernel"], layer["stride"], layer["padding"]
             out = ops.pool(layer["op"][:3], cur, k, st, pd)
-        elif _is_builtin_activation(s):
-            out = ops.acts[s.label](cur)
+        elif (norm := _norm_layer(s)) is not None and (
+            out := (
+                ops.layer_norm(cur, params[s.params[0].name], params[s.params[1].name], norm[1])
+                if norm[0] == "layernorm"
+                else ops.rms_norm(cur, params[s.params[0].name], norm[1])
+            )
+        ) is not None:
+            pass  # the library's own norm layer
+        elif (act := _builtin_activation(s)) in ops.acts:
+            out = ops.acts[act](cur)  # the library's own activation
         elif _is_softmax(s):
             out = ops.softmax(cur)
         else:  # custom activation or map layer: its component form over the index grid
@@ -559,13 +597,18 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         cur = out
     loss = net.loss
     last = net.stages[-1]
-    if loss.name == "cross_entropy" and loss.requires_softmax and _is_softmax(last):
+    builtin = [k for k, e in _BUILTIN_LOSS.items() if loss.elementwise == e]
+    k_ = sp.Symbol("i", integer=True)
+    ce = -sp.Sum(loss.target[k_] * sp.log(net.output[k_]), (k_, 0, loss.width - 1))
+    if _is_softmax(last) and loss.body.dummy_eq(ce):
         value = ops.cross_entropy(env[str(last.inp)], Y)
-    elif loss.name in _BUILTIN_LOSS and loss.elementwise == _BUILTIN_LOSS[loss.name]:
-        value = getattr(ops, loss.name)(cur, Y)
+    elif builtin:
+        value = getattr(ops, builtin[0])(cur, Y)
     else:  # a custom loss: the mean over samples of the per-sample loss
         per = eval_tensor(ops, loss.body, env, batched, sizes, (), {}, n)
         value = ops.mean(per)
+    if net.penalty is not None:  # once per batch: the same for every sample, so its mean
+        value = value + ops.mean(eval_tensor(ops, net.penalty, env, batched, sizes, (), {}, n))
     return cur, value
 
 

@@ -45,7 +45,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=W1.dtype)
     z1 = X @ W1.T
     z1 += b1
-    t1 = 1 / (abs(z1) + 1)
+    t1 = 1 / (np.abs(z1) + 1)
     a1 = t1 * z1
     t2 = 1 / np.sqrt((a1**2).sum(axis=1, keepdims=True) + 1e-06)
     a2 = t2 * a1
@@ -73,7 +73,7 @@ def loss_and_grads(
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
     z1 = X @ W1.T
     z1 += b1
-    t1 = 1 / (abs(z1) + 1)
+    t1 = 1 / (np.abs(z1) + 1)
     # a1[i] = z1[i]/(Abs(z1[i]) + 1)
     a1 = t1 * z1
     t2 = 1 / np.sqrt((a1**2).sum(axis=1, keepdims=True) + 1e-06)
