@@ -38,8 +38,9 @@ for p in (str(ROOT), str(HERE)):
 
 from run import environment, fmt_time, measure  # noqa: E402
 
-from symgrad.backends.codegen import generate, load_module  # noqa: E402
+from symgrad.backends.codegen import load_module  # noqa: E402
 from symgrad.frontend.spec import loads_spec  # noqa: E402
+from symgrad.pipeline import generate  # noqa: E402
 
 SPEC = """
 name = "bench_cnn"

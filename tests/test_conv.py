@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.calculus.conv_form import Correlate, CorrInputGrad, CorrWeightGrad
 from symgrad.calculus.index_arithmetic import InRange
-from symgrad.calculus.reverse import derive
 from symgrad.errors import SpecError
 from symgrad.frontend.spec import loads_spec
 from symgrad.ir import layers as L
 from symgrad.ir.conv import Conv, Flatten, Pool
+from symgrad.pipeline import derive, generate
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional

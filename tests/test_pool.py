@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from test_conv import check_against_torch, torch_grads
 
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.ir import layers as L
 from symgrad.ir.conv import Conv, Flatten, Pool
+from symgrad.pipeline import generate
 from symgrad.verify.reference import jax_reference, torch_reference
 
 pytest.importorskip("torch")
