@@ -37,4 +37,4 @@ def test_digits_cnn_training_shortened(tmp_path):
     assert result["test_acc"] >= 0.85
     assert result["history"]["train_loss"][-1] < result["history"]["train_loss"][0]
     assert (tmp_path / "training.png").stat().st_size > 0
-    assert (tmp_path / "digits_cnn.py").read_text().startswith('"""digits_cnn')
+    assert "def step(" in (tmp_path / "digits_cnn.py").read_text()  # its own Adam step
