@@ -42,6 +42,9 @@ class Windows(sp.Function):
 
     nargs = 5
 
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
     def _latex(self, printer):
         return printer._print(self.args[0])
 
@@ -50,6 +53,10 @@ class Correlate(sp.Function):
     """``W ⋆ a``: ``Correlate(Windows(a), W)``, shape (n, O, *out)."""
 
     nargs = 2
+
+    def _sympystr(self, printer):
+        win, W = self.args
+        return f"corr({printer._print(W)}, {printer._print(win)}{_hyper(win.args[2], win.args[3])})"
 
     def _latex(self, printer):
         win, W = self.args
@@ -61,6 +68,10 @@ class CorrWeightGrad(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        g, win = self.args
+        return f"corr({printer._print(g)}, {printer._print(win)}{_hyper(win.args[2], win.args[3])})"
+
     def _latex(self, printer):
         g, win = self.args
         return rf"{printer._print(g)} \star {_strided(printer, win)}"
@@ -70,6 +81,10 @@ class CorrInputGrad(sp.Function):
     """``W ⋆ᵀ δ``: ``CorrInputGrad(δ, W, stride, padding, size)``, shape (n, C, *size)."""
 
     nargs = 5
+
+    def _sympystr(self, printer):
+        g, W, s, p = self.args[:4]
+        return f"corr_T({printer._print(W)}, {printer._print(g)}{_hyper(s, p)})"
 
     def _latex(self, printer):
         g, W = self.args[:2]
@@ -81,6 +96,9 @@ class ChannelBias(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
     def _latex(self, printer):
         return printer._print(self.args[0])
 
@@ -91,6 +109,9 @@ class ChannelSum(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return f"channel_sum({printer._print(self.args[0])})"
+
     def _latex(self, printer):
         return rf"\textstyle\sum_{{h, w}} {printer._print(self.args[0])}"
 
@@ -99,6 +120,10 @@ class WindowSum(sp.Function):
     """The sum over each window: ``WindowSum(a, kernel, stride, padding)`` (sum pooling)."""
 
     nargs = 4
+
+    def _sympystr(self, printer):
+        a, k, s, p = self.args
+        return f"sumpool({printer._print(a)}, kernel {_t(k)}{_hyper(s, p)})"
 
     def _latex(self, printer):
         return rf"\operatorname{{sumpool}}\left({printer._print(self.args[0])}\right)"
@@ -109,6 +134,10 @@ class WindowSumGrad(sp.Function):
 
     nargs = 5
 
+    def _sympystr(self, printer):
+        g, k, s, p = self.args[:4]
+        return f"sumpool_T({printer._print(g)}, kernel {_t(k)}{_hyper(s, p)})"
+
     def _latex(self, printer):
         return rf"\operatorname{{sumpool}}^{{\top}}\left({printer._print(self.args[0])}\right)"
 
@@ -118,6 +147,10 @@ class WindowMax(sp.Function):
 
     nargs = 4
 
+    def _sympystr(self, printer):
+        a, k, s, p = self.args
+        return f"maxpool({printer._print(a)}, kernel {_t(k)}{_hyper(s, p)})"
+
     def _latex(self, printer):
         return rf"\operatorname{{maxpool}}\left({printer._print(self.args[0])}\right)"
 
@@ -126,6 +159,13 @@ class WindowMaxGrad(sp.Function):
     """``δ`` routed to each window's (first) arg-max: ``(δ, a, kernel, stride, padding, size)``."""
 
     nargs = 6
+
+    def _sympystr(self, printer):
+        g, a, k, s, p = self.args[:5]
+        return (
+            f"maxpool_T({printer._print(g)} to the argmax of {printer._print(a)}, "
+            f"kernel {_t(k)}{_hyper(s, p)})"
+        )
 
     def _latex(self, printer):
         g, a = self.args[:2]
@@ -140,6 +180,9 @@ class Flatten(sp.Function):
 
     nargs = 1
 
+    def _sympystr(self, printer):
+        return f"vec({printer._print(self.args[0])})"
+
     def _latex(self, printer):
         return rf"\operatorname{{vec}}\left({printer._print(self.args[0])}\right)"
 
@@ -149,8 +192,25 @@ class Unflatten(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return f"unvec({printer._print(self.args[0])}, {_t(self.args[1])})"
+
     def _latex(self, printer):
         return rf"\operatorname{{vec}}^{{-1}}\left({printer._print(self.args[0])}\right)"
+
+
+def _t(values) -> str:
+    return "x".join(str(int(v)) for v in values)
+
+
+def _hyper(stride, padding) -> str:
+    """``; stride 2, padding 1`` where they differ from 1 and 0 (plain-text forms)."""
+    out = []
+    if any(int(v) != 1 for v in stride):
+        out.append(f"stride {_t(stride)}")
+    if any(int(v) != 0 for v in padding):
+        out.append(f"padding {_t(padding)}")
+    return "; " + ", ".join(out) if out else ""
 
 
 def _strided(printer, win: sp.Expr) -> str:
