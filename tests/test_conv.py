@@ -8,6 +8,9 @@ within 1e-4 relative.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -232,3 +235,21 @@ def test_large_batches_take_the_blocked_im2col_path():
     """Above 2**16 window elements the windows are copied per kernel offset: same numbers."""
     layers = [Conv(3, 3, stride=2, padding=1, activation="relu"), Flatten(), L.Dense(2)]
     check_against_torch(layers, [2, 9, 9], batches=(300,))
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
+def test_generated_conv_module_is_ruff_clean(tmp_path):
+    layers = [
+        Conv(3, (3, 2), stride=2, padding=1, activation="tanh"),
+        Pool("max", 2, stride=1),
+        Pool("avg", (1, 3)),
+        Flatten(),
+        L.Dense(2, "softmax"),
+    ]
+    path = tmp_path / "cnn.py"
+    path.write_text(generate(L.build("cnn", [2, 7, 6], layers, "cross_entropy")))
+    for cmd in (["check"], ["format", "--check", "--diff"]):
+        res = subprocess.run(
+            ["ruff", *cmd, "--isolated", "--no-cache", str(path)], capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
