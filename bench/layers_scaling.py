@@ -78,8 +78,7 @@ def main() -> None:
     lines = [
         "# Derivation time of the new layers (bench/layers_scaling.py)",
         "",
-        "Median seconds of a fresh derivation (chain rule + matrix form), "
-        f"{repeats} repeat(s).",
+        f"Median seconds of a fresh derivation (chain rule + matrix form), {repeats} repeat(s).",
         "",
         "| network | blocks | width | derive (s) | per block (s) |",
         "|---|---:|---:|---:|---:|",
