@@ -301,3 +301,12 @@ def test_nested_sums_and_pairwise_terms_print_in_components():
     assert isinstance(next(f for f in d.forward if f.stage.name == "a2").matrix, Comp)
     code = generate(net)
     assert "for " not in code.split("def loss_and_grads")[1]  # no Python loops
+
+
+def test_graph_draws_skip_connections():
+    from symgrad.pipeline import render_graph
+
+    net, _ = module("resblock")
+    dot = render_graph(derive(net))
+    assert '"a1" -> "a3"' in dot and '"x" -> "a3"' in dot  # forward skip edges
+    assert '"a3" -> "a1"' in dot  # the skip connection's share of da1 flows back
