@@ -1,12 +1,18 @@
 """symgrad: derive backpropagation symbolically and turn the derivation into code and documents.
 
-The pipeline, one module per stage (the output of each stage is the input of the next):
+The compiler's stages live in folders named for them, driven by :mod:`symgrad.pipeline`
+(the output of each stage is the input of the next):
 
-1. ``network``/``layers``/``losses``: spec or Python API -> component-form IR
-2. ``derivation``: reverse accumulation in index notation (``contraction``, ``forward_values``)
-3. ``matrix_form``: contracted component form -> vector algebra (``layout``: batched rows)
-4. printers and templates: NumPy code (``codegen``), LaTeX / Markdown (``render_doc``)
-5. ``verify``: generated code against finite differences and autograd
+1. ``frontend``: TOML specs and ``file.py:NAME`` -> the component-form IR (``ir``)
+2. ``ir``: networks as component-form equations; the op registry (``ir/ops.py``); naming
+3. ``calculus``: reverse accumulation in index notation, contraction, forward values,
+   the matrix form and the batched layout
+4. ``backends``: the target-free program printed into templates (NumPy, ...)
+5. ``documents``: LaTeX, Markdown, text and the graph
+6. ``verify``: generated or hand-written code against numerics; "check my derivation"
+
+The Python API: :func:`derive`, :func:`generate`, :func:`compile`, and the layer sugar
+(:class:`Dense`, :class:`Map`, :func:`build`).
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
     if s.kind == "param" and not s.indices:
         m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
     else:
-        m = matrix_or_component(data, s.indices, s.shape, names) if not data.is_zero else 0
+        m = matrix_or_component(data, s.indices, s.shape, names) if not data.is_zero else sp.S.Zero
     if pen is None:
         return m
     return m + Once(matrix_or_component(pen, s.indices, s.shape, names))

@@ -337,6 +337,23 @@ def _penalty(expr: sp.Expr, params: Sequence[Param]) -> sp.Expr:
     return out
 
 
+def is_softmax(stage: Stage) -> bool:
+    """Whether the stage computes ``exp(u[i]) / sum_j exp(u[j])`` (decided from its body,
+    never from its name): cross-entropy's ``log`` then has a stable log-softmax form."""
+    body, i_ = stage.body, stage.index
+    num = [f for f in sp.Mul.make_args(body) if isinstance(f, sp.exp)]
+    den = [
+        f
+        for f in sp.Mul.make_args(body)
+        if f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum) and len(f.base.limits) == 1
+    ]
+    if len(num) != 1 or len(den) != 1 or len(sp.Mul.make_args(body)) != 2:
+        return False
+    s = den[0].base
+    j_ = s.limits[0][0]
+    return isinstance(s.function, sp.exp) and s.function == num[0].xreplace({i_: j_})
+
+
 def make_loss(
     spec: str | tuple[str, sp.Expr], yhat: sp.IndexedBase, C: sp.Expr, last: Stage | None
 ) -> Loss:
@@ -351,7 +368,7 @@ def make_loss(
     elif spec == "bce":
         elem = -(y_s * sp.log(yhat_s) + (1 - y_s) * sp.log(1 - yhat_s))
     elif spec == "cross_entropy":
-        if last is None or last.label != "softmax":
+        if last is None or not is_softmax(last):
             raise SpecError("loss 'cross_entropy' needs a softmax activation on the last layer")
         body = -sp.Sum(target[i] * sp.log(yhat[i]), (i, 0, C - 1))
         return Loss("cross_entropy", body, yhat, target, C, (("sum_y_is_1", "targets"),), True)

@@ -214,7 +214,12 @@ class _TorchOps(_Ops):
         leaves = {k: self.asarray(v).requires_grad_(True) for k, v in params.items()}
         value, yhat = fn(leaves)
         names = list(leaves)
-        gs = self.t.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+        # No parameters, or a loss that does not depend on them: every gradient is zero.
+        gs = (
+            self.t.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+            if names and value.requires_grad
+            else [None] * len(names)
+        )
         grads = {
             k: (self.to_numpy(g) if g is not None else np.zeros(params[k].shape))
             for k, g in zip(names, gs, strict=True)
