@@ -136,9 +136,7 @@ class _Printer:
             return self.full_temps.get(e, False)
         if isinstance(e, BMatMul | Softmax):
             return True
-        if isinstance(e, (RowSum | ColSum | BOuter | LogSumExp | Total | RowMax, *VIEWS)):
-            return False  # (views of conv nets' arrays must not be written into either)
-        if isinstance(e, LOWERED):  # views and reductions of the component fallback
+        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total | RowMax):
             return False
         return any(self._is_full(a) for a in e.args)
 
@@ -149,7 +147,7 @@ class _Printer:
         variable, which in-place updates would corrupt)."""
         if isinstance(expr, sp.Function) and len(expr.args) == 1:
             arg = expr.args[0]
-            if arg.is_Symbol or not self._is_full(arg):
+            if arg.is_Symbol or not self._is_full(arg) or isinstance(arg, VIEWS):
                 return None
             probe = self.code(expr.func(sp.Symbol(target)))
             if not _UFUNC_OUT.match(probe):
@@ -158,7 +156,10 @@ class _Printer:
         if not (expr.is_Mul or expr.is_Add):
             return None
         args = list(expr.args)
-        fresh = next((a for a in args if not a.is_Symbol and self._is_full(a)), None)
+        fresh = next(
+            (a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)),
+            None,
+        )
         if fresh is None:
             return None
         args.remove(fresh)
@@ -391,6 +392,9 @@ def build_program(d: Derivation | Network) -> Program:
     def rows_of(width: sp.Expr | int) -> str:
         return f"(X.shape[0], {net.size(width)})"
 
+    def rows_of_shape(shape: tuple) -> str:  # (channels, h, w) quantities of conv nets
+        return f"(X.shape[0], {', '.join(str(net.size(w)) for w in shape)})"
+
     def add(
         target: str,
         expr: sp.Expr,
@@ -416,7 +420,7 @@ def build_program(d: Derivation | Network) -> Program:
             "forward",
             formula,
             ir_logs[f.stage.name],
-            rows_of(f.stage.width),
+            rows_of_shape(f.stage.shape) if f.stage.shape else rows_of(f.stage.width),
         )
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
@@ -454,7 +458,8 @@ def build_program(d: Derivation | Network) -> Program:
                 if full is not None:
                     items[-1] = replace(items[-1], widen=full)
             else:
-                add(step.grad, expr, comment, "backward", comment[0], (), rows_of(step.shape[0]))
+                shape = rows_of_shape(step.shape) if len(step.shape) > 1 else rows_of(step.shape[0])
+                add(step.grad, expr, comment, "backward", comment[0], (), shape)
     return Program(d, tuple(items), total)
 
 
@@ -526,6 +531,7 @@ def build_context(
         "params": params,
         "param_names_code": _param_names_code([p.name for p in net.params]),
         "input_size": str(tuple(net.input_shape)) if net.input_shape else net.size(net.input_width),
+        "input_is_shape": bool(net.input_shape),
         "output_size": net.size(net.output_width),
         "output": net.output.name if net.stages else "X",
         "forward": forward,

@@ -139,6 +139,39 @@ class SymgradNumPyPrinter(NumPyPrinter):
         self.helpers.add("_log")
         return f"_log({self._print(expr.args[0])})"
 
+    def _print_SafeLog1p(self, expr):
+        self.helpers.add("_log1p")
+        return f"_log1p({self._print(expr.args[0])})"
+
+    # Constants print as Python floats: NumPy treats a Python scalar as "weak", so float32
+    # arrays stay float32 (np.float64 scalars such as np.sqrt(np.pi) would upcast them).
+    def _print_Pi(self, expr):
+        return repr(float(expr))
+
+    def _print_Exp1(self, expr):
+        return repr(float(expr))
+
+    def _print_NumberSymbol(self, expr):
+        return repr(float(expr))
+
+    def _print_Piecewise(self, expr):
+        # Nested np.where with Python-scalar branches keeps the arrays' dtype (np.select
+        # turns a list of Python numbers into a float64 array and upcasts float32).
+        if expr.args[-1].cond != True:  # noqa: E712 - SymPy's true, not Python's
+            raise ValueError("a Piecewise without an otherwise branch cannot be printed")
+        out = self._print(expr.args[-1].expr)
+        for e, c in reversed(expr.args[:-1]):
+            out = f"np.where({self._print(c)}, {self._print(e)}, {out})"
+        if all(e.is_number for e, _ in expr.args):
+            # Only scalars: np.where would make an int64/float64 array. The arrays compared
+            # in the conditions carry the working dtype.
+            arrays = sorted(
+                (s for _, c in expr.args for s in c.free_symbols if not s.is_number), key=str
+            )
+            if arrays:
+                out = f"{out}.astype({self._print(arrays[0])}.dtype)"
+        return out
+
     # -- the component fallback (calculus/einsum.py): broadcasting, reductions, einsum ----
     def _print_Place(self, expr):
         sym, pos, ndim, mine = expr.args
@@ -243,25 +276,29 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return f"{self._atom(expr.args[0])}.sum(axis=(0, {axes}))"
 
     def _print_WindowSum(self, expr):
-        w = self._print(expr.args[0])
-        return f"_window_sum({w})"
+        self.helpers.add("_conv")
+        a, k, st, p = expr.args
+        return f"_sum_pool({self._print(a)}, {self._tuple(k)}, {self._tuple(st)}, {self._tuple(p)})"
 
     def _print_WindowMax(self, expr):
-        return f"_window_max({self._print(expr.args[0])})"
+        self.helpers.add("_conv")
+        a, k, st, p = expr.args
+        return f"_max_pool({self._print(a)}, {self._tuple(k)}, {self._tuple(st)}, {self._tuple(p)})"
 
     def _print_WindowSumGrad(self, expr):
         self.helpers.add("_conv")
         g, k, s, p, size = expr.args
         return (
-            f"_window_sum_grad({self._print(g)}, {self._tuple(k)}, {self._tuple(s)}, "
+            f"_sum_pool_grad({self._print(g)}, {self._tuple(k)}, {self._tuple(s)}, "
             f"{self._tuple(p)}, {self._tuple(size)})"
         )
 
     def _print_WindowMaxGrad(self, expr):
-        g, w, s, p, size = expr.args
+        self.helpers.add("_conv")
+        g, a, k, s, p, size = expr.args
         return (
-            f"_window_max_grad({self._print(g)}, {self._print(w)}, {self._tuple(s)}, "
-            f"{self._tuple(p)}, {self._tuple(size)})"
+            f"_max_pool_grad({self._print(g)}, {self._print(a)}, {self._tuple(k)}, "
+            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
         )
 
     def _print_Flatten(self, expr):
@@ -271,39 +308,6 @@ class SymgradNumPyPrinter(NumPyPrinter):
     def _print_Unflatten(self, expr):
         shape = ", ".join(str(int(v)) for v in expr.args[1])
         return f"{self._atom(expr.args[0])}.reshape(-1, {shape})"
-
-    def _print_SafeLog1p(self, expr):
-        self.helpers.add("_log1p")
-        return f"_log1p({self._print(expr.args[0])})"
-
-    # Constants print as Python floats: NumPy treats a Python scalar as "weak", so float32
-    # arrays stay float32 (np.float64 scalars such as np.sqrt(np.pi) would upcast them).
-    def _print_Pi(self, expr):
-        return repr(float(expr))
-
-    def _print_Exp1(self, expr):
-        return repr(float(expr))
-
-    def _print_NumberSymbol(self, expr):
-        return repr(float(expr))
-
-    def _print_Piecewise(self, expr):
-        # Nested np.where with Python-scalar branches keeps the arrays' dtype (np.select
-        # turns a list of Python numbers into a float64 array and upcasts float32).
-        if expr.args[-1].cond != True:  # noqa: E712 - SymPy's true, not Python's
-            raise ValueError("a Piecewise without an otherwise branch cannot be printed")
-        out = self._print(expr.args[-1].expr)
-        for e, c in reversed(expr.args[:-1]):
-            out = f"np.where({self._print(c)}, {self._print(e)}, {out})"
-        if all(e.is_number for e, _ in expr.args):
-            # Only scalars: np.where would make an int64/float64 array. The arrays compared
-            # in the conditions carry the working dtype.
-            arrays = sorted(
-                (s for _, c in expr.args for s in c.free_symbols if not s.is_number), key=str
-            )
-            if arrays:
-                out = f"{out}.astype({self._print(arrays[0])}.dtype)"
-        return out
 
     def _print_Float(self, expr):
         return repr(float(expr))

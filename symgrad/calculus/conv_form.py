@@ -15,7 +15,7 @@ expressions (strides and paddings are the coefficients and constants there):
     W ⋆ a          Correlate(Windows(a), W)       the forward cross-correlation
     δ ⋆ a          CorrWeightGrad(δ, Windows(a))  the weight gradient (summed over samples)
     W ⋆ᵀ δ         CorrInputGrad(δ, W)            the transposed correlation
-    pooling        WindowSum / WindowMax of Windows(a), and their transposes
+    pooling        WindowSum(a) / WindowMax(a), and their transposes
     flatten        Flatten(a) / Unflatten(δ)
 
 Each node is batched as it stands (samples lead every array), so ``layout.batch`` passes
@@ -42,6 +42,9 @@ class Windows(sp.Function):
 
     nargs = 5
 
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
     def _latex(self, printer):
         return printer._print(self.args[0])
 
@@ -50,6 +53,10 @@ class Correlate(sp.Function):
     """``W ⋆ a``: ``Correlate(Windows(a), W)``, shape (n, O, *out)."""
 
     nargs = 2
+
+    def _sympystr(self, printer):
+        win, W = self.args
+        return f"corr({printer._print(W)}, {printer._print(win)}{_hyper(win.args[2], win.args[3])})"
 
     def _latex(self, printer):
         win, W = self.args
@@ -61,6 +68,10 @@ class CorrWeightGrad(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        g, win = self.args
+        return f"corr({printer._print(g)}, {printer._print(win)}{_hyper(win.args[2], win.args[3])})"
+
     def _latex(self, printer):
         g, win = self.args
         return rf"{printer._print(g)} \star {_strided(printer, win)}"
@@ -70,6 +81,10 @@ class CorrInputGrad(sp.Function):
     """``W ⋆ᵀ δ``: ``CorrInputGrad(δ, W, stride, padding, size)``, shape (n, C, *size)."""
 
     nargs = 5
+
+    def _sympystr(self, printer):
+        g, W, s, p = self.args[:4]
+        return f"corr_T({printer._print(W)}, {printer._print(g)}{_hyper(s, p)})"
 
     def _latex(self, printer):
         g, W = self.args[:2]
@@ -81,6 +96,9 @@ class ChannelBias(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
     def _latex(self, printer):
         return printer._print(self.args[0])
 
@@ -91,17 +109,24 @@ class ChannelSum(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return f"channel_sum({printer._print(self.args[0])})"
+
     def _latex(self, printer):
         return rf"\textstyle\sum_{{h, w}} {printer._print(self.args[0])}"
 
 
 class WindowSum(sp.Function):
-    """The sum over each window (``WindowSum(Windows(a))``): sum pooling."""
+    """The sum over each window: ``WindowSum(a, kernel, stride, padding)`` (sum pooling)."""
 
-    nargs = 1
+    nargs = 4
+
+    def _sympystr(self, printer):
+        a, k, s, p = self.args
+        return f"sumpool({printer._print(a)}, kernel {_t(k)}{_hyper(s, p)})"
 
     def _latex(self, printer):
-        return rf"\operatorname{{sumpool}}\left({_strided(printer, self.args[0])}\right)"
+        return rf"\operatorname{{sumpool}}\left({printer._print(self.args[0])}\right)"
 
 
 class WindowSumGrad(sp.Function):
@@ -109,28 +134,43 @@ class WindowSumGrad(sp.Function):
 
     nargs = 5
 
+    def _sympystr(self, printer):
+        g, k, s, p = self.args[:4]
+        return f"sumpool_T({printer._print(g)}, kernel {_t(k)}{_hyper(s, p)})"
+
     def _latex(self, printer):
         return rf"\operatorname{{sumpool}}^{{\top}}\left({printer._print(self.args[0])}\right)"
 
 
 class WindowMax(sp.Function):
-    """The maximum over each window (``WindowMax(Windows(a))``): max pooling."""
+    """The maximum over each window: ``WindowMax(a, kernel, stride, padding)`` (max pooling)."""
 
-    nargs = 1
+    nargs = 4
+
+    def _sympystr(self, printer):
+        a, k, s, p = self.args
+        return f"maxpool({printer._print(a)}, kernel {_t(k)}{_hyper(s, p)})"
 
     def _latex(self, printer):
-        return rf"\operatorname{{maxpool}}\left({_strided(printer, self.args[0])}\right)"
+        return rf"\operatorname{{maxpool}}\left({printer._print(self.args[0])}\right)"
 
 
 class WindowMaxGrad(sp.Function):
-    """``δ`` routed to each window's (first) arg-max: ``(δ, Windows(a), stride, padding, size)``."""
+    """``δ`` routed to each window's (first) arg-max: ``(δ, a, kernel, stride, padding, size)``."""
 
-    nargs = 5
+    nargs = 6
+
+    def _sympystr(self, printer):
+        g, a, k, s, p = self.args[:5]
+        return (
+            f"maxpool_T({printer._print(g)} to the argmax of {printer._print(a)}, "
+            f"kernel {_t(k)}{_hyper(s, p)})"
+        )
 
     def _latex(self, printer):
-        g, win = self.args[:2]
+        g, a = self.args[:2]
         return (
-            rf"\operatorname{{maxpool}}^{{\top}}_{{{printer._print(win)}}}"
+            rf"\operatorname{{maxpool}}^{{\top}}_{{{printer._print(a)}}}"
             rf"\left({printer._print(g)}\right)"
         )
 
@@ -139,6 +179,9 @@ class Flatten(sp.Function):
     """``(C, H, W) -> C*H*W`` per sample, row-major."""
 
     nargs = 1
+
+    def _sympystr(self, printer):
+        return f"vec({printer._print(self.args[0])})"
 
     def _latex(self, printer):
         return rf"\operatorname{{vec}}\left({printer._print(self.args[0])}\right)"
@@ -149,8 +192,25 @@ class Unflatten(sp.Function):
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return f"unvec({printer._print(self.args[0])}, {_t(self.args[1])})"
+
     def _latex(self, printer):
         return rf"\operatorname{{vec}}^{{-1}}\left({printer._print(self.args[0])}\right)"
+
+
+def _t(values) -> str:
+    return "x".join(str(int(v)) for v in values)
+
+
+def _hyper(stride, padding) -> str:
+    """``; stride 2, padding 1`` where they differ from 1 and 0 (plain-text forms)."""
+    out = []
+    if any(int(v) != 1 for v in stride):
+        out.append(f"stride {_t(stride)}")
+    if any(int(v) != 0 for v in padding):
+        out.append(f"padding {_t(padding)}")
+    return "; " + ", ".join(out) if out else ""
 
 
 def _strided(printer, win: sp.Expr) -> str:
@@ -299,7 +359,7 @@ class _Reader:
         kern = tuple(next(s for s in pos.free_symbols if s in rng) for pos in a.indices[1:])
         if a.indices[0] != self.free[0]:
             raise self.fail(a)
-        return WindowSum(self._window(a, kern, tuple(rng[k] for k in kern), 0))
+        return WindowSum(*self._window(a, kern, tuple(rng[k] for k in kern), 0).args[:4])
 
     def maxpool(self, m: sp.Expr) -> sp.Expr:
         a = m.body
@@ -307,7 +367,7 @@ class _Reader:
             raise self.fail(m)
         rng = {lim[0]: int(lim[2]) + 1 for lim in m.limits}
         kern = tuple(m.variables)
-        return WindowMax(self._window(a, kern, tuple(rng[k] for k in kern), 1))
+        return WindowMax(*self._window(a, kern, tuple(rng[k] for k in kern), 1).args[:4])
 
     def weight_grad(self, reads: list[sp.Indexed], dummies) -> sp.Expr:
         # dW[p, q, r, s] = Sum_{h, w} g[p, h, w] a[q, s h + r - pad, s w + s - pad]
@@ -365,13 +425,14 @@ class _Reader:
         if g.indices[0] != self.free[0]:
             raise self.fail(g)
         strides, pads, kernel = self._transposed(inds, tuple(g.indices[1:]))
-        m = am.args[0]
-        a = m.body
-        win = Windows(
-            Vec(str(a.base.label)), _ints(kernel), _ints(strides), _ints(pads), sp.Integer(1)
-        )
+        a = am.args[0].body
         return WindowMaxGrad(
-            Vec(str(g.base.label)), win, _ints(strides), _ints(pads), _ints(self.shape[1:])
+            Vec(str(g.base.label)),
+            Vec(str(a.base.label)),
+            _ints(kernel),
+            _ints(strides),
+            _ints(pads),
+            _ints(self.shape[1:]),
         )
 
 
