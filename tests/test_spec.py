@@ -917,3 +917,75 @@ def test_structured_random_documents(doc: dict[str, object]) -> None:
     else:
         assert isinstance(net, Network)
         assert len(net.param_names) >= 0
+
+
+# -- TOML parity with the Python API (#12): sizes, map params and units, skip connections,
+#    norm layers, penalties -------------------------------------------------------------
+
+PARITY = """\
+name = "parity"
+input = 3
+loss = "mse"
+sizes = { h = 6, w2 = 2 }
+penalty = "1e-4 * W1[p, q]**2 + 2e-4 * V4[p, q]**2 + 0.5 * T3**2"
+
+[[layer]]
+units = "h"
+activation = "tanh"
+
+[[layer]]
+type = "layernorm"
+
+[[layer]]
+type = "map"
+expr = "g[i] * a[i] / T + a1[i] + z1[i] - max(a[j], j) / h"
+params = { g = ["n"], T = [] }
+
+[[layer]]
+type = "map"
+units = "w2"
+expr = "sum(V[i, j] * a[j], j) + min(a[k], k)"
+params = { V = ["w2", "n"] }
+
+[[layer]]
+type = "rmsnorm"
+"""
+
+
+def test_parity_spec_builds_the_python_api_network(tmp_path: Path) -> None:
+    net = load_spec(write(tmp_path, PARITY))
+    h = sp.Symbol("h", integer=True, positive=True)
+    r = sp.Symbol("w2", integer=True, positive=True)
+    assert net.sizes[h] == 6 and net.sizes[r] == 2
+    assert net.param_names == ("W1", "b1", "gamma2", "beta2", "g3", "T3", "V4", "gamma5")
+    shapes = {p.name: net.shape(p) for p in net.params}
+    assert shapes["W1"] == (6, 3) and shapes["g3"] == (6,) and shapes["T3"] == ()
+    assert shapes["V4"] == (2, 6) and shapes["gamma5"] == (2,)
+    inits = {p.name: p.init for p in net.params}
+    assert inits["gamma2"] == "ones" and inits["beta2"] == "zeros" and inits["g3"] == "ones"
+    res = next(s for s in net.stages if s.label == "map" and s.layer == 3)
+    assert {str(b) for b, _ in res.extra} == {"a1", "z1"}  # skip connections
+    assert isinstance(next(p for p in net.params if p.name == "T3").base, sp.Symbol)
+    # the penalty: each term summed over its own free indices (axes of different sizes)
+    pen = net.penalty
+    assert pen is not None and not (pen.free_symbols & {sp.Symbol("p", integer=True)})
+    assert len(pen.atoms(sp.Sum)) == 2  # W1 over (h, 3), V4 over (w2, h); T3 has no index
+    assert sp.Symbol("T3", real=True) in pen.free_symbols
+
+
+def test_parity_spec_verifies(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from symgrad.verify.verify import verify_network
+
+    net = load_spec(write(tmp_path, PARITY))
+    report = verify_network(net)
+    assert report.ok, report
+
+
+def test_max_reduction_versus_elementwise_max(tmp_path: Path) -> None:
+    from symgrad.ir.reductions import ReduceMax
+
+    red = load_spec(write(tmp_path, with_map('expr = "a[i] - max(a[j], j)"')))
+    assert red.stages[-1].body.atoms(ReduceMax)
+    ew = load_spec(write(tmp_path, with_map('expr = "max(a[i], 0)"'), "ew.toml"))
+    assert not ew.stages[-1].body.atoms(ReduceMax) and ew.stages[-1].body.atoms(sp.Max)

@@ -418,7 +418,7 @@ def build_program(d: Derivation | Network) -> Program:
         full: str | None = None,
     ) -> None:
         log: list[Applied] = list(ir)
-        expr = _prepare(expr.xreplace(sizes), log)
+        expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
         if section == "backward":
             expr = stabilise(expr, GUARD_RULES, log)
         widen = None if full is None or shape_probe._is_full(expr) else full
@@ -455,11 +455,9 @@ def build_program(d: Derivation | Network) -> Program:
     if net.penalty is not None:  # added once to the batch loss (weight decay)
         names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
         pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
-        items.append(
-            ProgramItem(
-                "l_penalty", pen, ("penalty (added once per batch)",), "loss", "penalty", ()
-            )
-        )
+        pformula = f"penalty = {comment_text(net.penalty)} (added once per batch)"
+        pen = _prepare(pen.xreplace(sizes))
+        items.append(ProgramItem("l_penalty", pen, (), "loss", pformula, (), None))
         total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
     for step in d.steps:
         if step.needed:

@@ -204,6 +204,11 @@ class SymgradNumPyPrinter(NumPyPrinter):
         present = {out_axes.index(q) for q in keep}
         return f'np.einsum("{spec}", {args})' + self._slots(present, ndim - 1)
 
+    def _print_Einsum(self, expr):
+        spec, slots, *ops = expr.args
+        args = ", ".join(self._print(o) for o in ops)
+        return f'np.einsum("{spec.name}", {args}){slots.name}'
+
     def _print_AxisMax(self, expr):
         return self._reduce("max", expr)
 

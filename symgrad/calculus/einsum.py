@@ -71,13 +71,34 @@ class ShareMin(sp.Function):
     nargs = 2
 
 
+class Einsum(sp.Function):
+    """``np.einsum(spec, *operands)[slots]``: a product of arrays summed over an index.
+    Args (Symbol(spec), Symbol(slots), *operand names); atoms only, so CSE keeps it whole."""
+
+
 class Full(sp.Function):
     """``e`` broadcast to ``shape`` (a fresh array): args (e, Tuple(shape))."""
 
     nargs = 2
 
 
-LOWERED = (Place, Arange, Delta, AxisSum, AxisMax, AxisMin, ShareMax, ShareMin, Full)
+LOWERED = (Place, Arange, Delta, AxisSum, AxisMax, AxisMin, ShareMax, ShareMin, Full, Einsum)
+
+
+def axis_sum(arg: sp.Expr, axis: sp.Integer) -> sp.Expr:
+    """``AxisSum(arg, axis)``, as one ``np.einsum`` when ``arg`` is a product of arrays."""
+    coeff, rest = arg.as_coeff_Mul() if arg.is_Mul else (sp.S.One, arg)
+    plan = einsum_spec(rest, int(axis))
+    if plan is None:
+        return AxisSum(arg, axis)
+    spec, ops, keep = plan
+    ndim = int(next(iter(rest.atoms(Place))).args[2])
+    out_axes = [d for d in range(ndim) if d != int(axis)]
+    present = {out_axes.index(q) for q in keep}
+    slots = ""
+    if present != set(range(ndim - 1)):
+        slots = "[" + ", ".join(":" if d in present else "None" for d in range(ndim - 1)) + "]"
+    return coeff * Einsum(sp.Symbol(spec), sp.Symbol(slots), *(name for name, _ in ops))
 
 
 def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.Expr:
@@ -97,9 +118,9 @@ def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.E
     lead = 1 if batched else 0
     if sample_sum:
         if per_sample:
-            out = AxisSum(out, sp.Integer(0))
+            out = axis_sum(out, sp.Integer(0))
         else:  # the same for every sample: n times it
-            out = N * (AxisSum(out, sp.Integer(0)) if _is_array(out) else out)
+            out = N * (axis_sum(out, sp.Integer(0)) if _is_array(out) else out)
         full = tuple(shape)
         lead = 0
     else:
@@ -161,12 +182,30 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
         if var in ctx:
             raise DerivationError(f"cannot lower {e}: index {var} is already in scope")
         size = hi - lo + 1
+        if isinstance(e, sp.Sum) and body.is_Mul and any(f.is_Add for f in body.args):
+            # sum_k (V[k, i] - c) d[k] -> sum_k V[k, i] d[k] - c sum_k d[k]: two einsums
+            # instead of one (n, i, k) broadcast
+            body = sp.expand(
+                body, deep=False, power_exp=False, power_base=False, log=False, multinomial=False
+            )
+        if isinstance(e, sp.Sum) and body.is_Add:  # a sum of sums: each may be one einsum
+            return sp.Add(
+                *(_lower(sp.Sum(t, (var, lo, hi)), ctx, rng, params, batched) for t in body.args)
+            )
+        if isinstance(e, sp.Sum) and body.is_Mul:  # factors free of var leave the sum
+            out = [f for f in body.args if not f.has(var)]
+            if out:
+                inside = sp.Mul(*[f for f in body.args if f.has(var)])
+                return _lower(sp.Mul(*out), ctx, rng, params, batched) * _lower(
+                    sp.Sum(inside, (var, lo, hi)), ctx, rng, params, batched
+                )
         inner = _lower(body, [*ctx, var], {**rng, var: size}, params, batched)
         if not body.has(var):
             return inner * size if isinstance(e, sp.Sum) else inner
         axis = sp.Integer(len(ctx) + lead)
-        red = AxisSum if isinstance(e, sp.Sum) else AxisMax if isinstance(e, ReduceMax) else AxisMin
-        return red(inner, axis)
+        if isinstance(e, sp.Sum):
+            return axis_sum(inner, axis)
+        return (AxisMax if isinstance(e, ReduceMax) else AxisMin)(inner, axis)
     if isinstance(e, ArgMax | ArgMin):
         body, var, _ = e.args
         if var not in ctx:

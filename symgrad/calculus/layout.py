@@ -64,7 +64,7 @@ class BatchSum(sp.Function):
 
 def lower_fallbacks(expr: sp.Expr) -> sp.Expr:
     """Lower every component fallback in a batched expression to array operations."""
-    if not expr.has(Comp):
+    if not expr.has(Comp, Once):
         return expr
     expr = expr.replace(
         lambda e: isinstance(e, BatchSum) and isinstance(e.args[0], Comp),

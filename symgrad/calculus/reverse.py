@@ -326,7 +326,7 @@ def _fan_in_note(name: str, quantity: str, contributions: tuple[tuple[int, str],
         said = ", ".join(str(lay) for lay in layers[:-1]) + f" and {layers[-1]}"
     what = ", ".join(u for _, u in contributions)
     return (
-        f"{name} receives contributions from layers {said}: {quantity} is read in "
+        f"fan-in: {name} receives contributions from layers {said}: {quantity} is read in "
         f"{len(contributions)} places, so their gradients ({what}) add up"
     )
 

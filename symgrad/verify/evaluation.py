@@ -16,7 +16,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
-from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
 from symgrad.ir.ops import OPS
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
@@ -181,6 +181,15 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return np.asarray(env[e.name], dtype=float)
         if isinstance(e, sp.Symbol):
             return float(sizes[e]) if e in sizes else np.asarray(env[e.name], dtype=float)
+        if isinstance(e, Comp):  # no neat matrix form: evaluated in components
+            expr, free, shape, _ = e.args
+            rng = {
+                f: int(sp.sympify(w).xreplace({k: sp.Integer(v) for k, v in sizes.items()}))
+                for f, w in zip(free, shape, strict=True)
+            }
+            return eval_component(expr, env, sizes, tuple(free), rng)
+        if isinstance(e, Once):  # a penalty's part of a gradient (per sample: as it is)
+            return ev(e.args[0])
         if isinstance(e, MatVec):
             return ev(e.args[0]) @ ev(e.args[1])
         if isinstance(e, TMatVec):
@@ -227,6 +236,8 @@ def run_derivation(
                 f.component, env, sizes, (s.index,), {s.index: net.size(s.width)}
             )
     loss = float(eval_component(d.loss, env, sizes))
+    if net.penalty is not None:  # added once to the batch loss: once to one sample's too
+        loss += float(eval_component(net.penalty, env, sizes))
     for st in d.steps:
         if form == "matrix":
             val = eval_matrix(st.matrix, env, sizes)

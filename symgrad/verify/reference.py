@@ -486,6 +486,8 @@ def _dense_body(stage: Stage) -> sp.Expr | None:
     """The body a plain dense stage has (None if ``stage`` is not one)."""
     if not 1 <= len(stage.params) <= 2 or len(stage.params[0].shape) != 2:
         return None
+    if len(stage.params) == 2 and len(stage.params[1].shape) != 1:
+        return None
     W = stage.params[0].base
     j = sp.Symbol("j", integer=True)
     body = sp.Sum(W[stage.index, j] * stage.inp[j], (j, 0, stage.in_width - 1))
