@@ -277,6 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--batch", type=_positive, default=4, help="batch size (default: 4)")
+    p.add_argument(
+        "--timeout",
+        type=_positive,
+        default=60,
+        metavar="SECONDS",
+        help="time limit for everything --module does (default: 60); it runs in a child "
+        "process, so a module that exits or hangs is a failure, not a crash",
+    )
+    p.add_argument(
+        "--targets",
+        choices=("real", "positive", "unit", "onehot", "probabilities"),
+        default=None,
+        help="the domain targets Y are drawn from (default: the spec's 'targets', else "
+        "what the loss needs: probabilities for cross_entropy, (0, 1) for bce, else real)",
+    )
     p.set_defaults(run=_cmd_verify)
 
     p = sub.add_parser(
@@ -418,6 +433,8 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         symbolic=args.symbolic,
         seed=args.seed,
         batch=args.batch,
+        timeout=float(args.timeout),
+        targets=args.targets,
     )
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")

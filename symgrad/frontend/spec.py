@@ -14,6 +14,7 @@ numbered from 1) or ``loss.expr``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import importlib.util
 import keyword
@@ -40,7 +41,11 @@ MAX_UNITS = 1_000_000
 #: Longest name (network, custom activation, loss or map layer).
 MAX_NAME = 64
 
-TOP_KEYS = ("name", "input", "loss", "layer")
+TOP_KEYS = ("name", "input", "loss", "layer", "targets")
+#: Required top-level keys (``targets`` is optional).
+REQUIRED_KEYS = ("name", "input", "loss", "layer")
+#: ``targets = "..."``: the domain verify draws targets from (for custom losses).
+TARGET_DOMAINS = ("real", "positive", "unit", "onehot", "probabilities")
 DENSE_KEYS = ("type", "units", "activation", "bias")
 MAP_KEYS = ("type", "expr", "name")
 CUSTOM_KEYS = ("name", "expr")
@@ -123,6 +128,7 @@ class _Checker:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.targets = "auto"
 
     def fail(self, field: str | None, message: str) -> NoReturn:
         raise SpecError(message, file=self.file, field=field)
@@ -220,8 +226,18 @@ class _Checker:
     # -- the schema ----------------------------------------------------------------------
     def document(self, doc: Mapping[str, Any]) -> tuple[str, int, list[L.Dense | L.Map], Any]:
         self.keys(doc, TOP_KEYS, None)
-        for key in TOP_KEYS:
+        for key in REQUIRED_KEYS:
             self.required(doc, key, None, _REQUIRED_HINTS[key])
+        self.targets = "auto"
+        if "targets" in doc:
+            text = self.string(doc["targets"], "targets", "targets")
+            if text not in TARGET_DOMAINS:
+                self.fail(
+                    "targets",
+                    f"unknown target domain {_show(text)} "
+                    f"(choose from {', '.join(TARGET_DOMAINS)})",
+                )
+            self.targets = text
         name = self.name(doc["name"], "name", "the network name")
         width = self.positive_int(doc["input"], "input", "input")
         raw_layers = doc["layer"]
@@ -376,11 +392,13 @@ def spec_from_dict(doc: Mapping[str, Any], *, file: str = "<spec>") -> Network:
         file: the name used in messages and stored as ``Network.source``.
     """
     shown = _display_path(file)
-    name, width, layers, loss = _Checker(shown).document(doc)
+    checker = _Checker(shown)
+    name, width, layers, loss = checker.document(doc)
     try:
-        return L.build(name, width, layers, loss, source=file)
+        net = L.build(name, width, layers, loss, source=file)
     except SpecError as exc:
         raise _located(exc, shown) from None
+    return dataclasses.replace(net, targets=checker.targets)
 
 
 def loads_spec(text: str, *, file: str = "<string>") -> Network:

@@ -79,6 +79,8 @@ class Network:
     input: sp.IndexedBase = sp.IndexedBase("x", real=True)
     n_layers: int = 0
     source: str = "<python>"
+    #: Domain of valid targets for verification (spec field ``targets``; "auto": from the loss).
+    targets: str = "auto"
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -126,5 +128,12 @@ class Network:
         for k, v in sizes.items():
             new[sp.Symbol(k, integer=True, positive=True)] = int(v)
         return Network(
-            self.name, self.stages, self.loss, new, self.input, self.n_layers, self.source
+            self.name,
+            self.stages,
+            self.loss,
+            new,
+            self.input,
+            self.n_layers,
+            self.source,
+            self.targets,
         )
