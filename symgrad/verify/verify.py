@@ -682,7 +682,7 @@ def fd_coordinates(net: Network, seed: int, limit: int = FD_COORDINATES) -> dict
         if size <= limit:
             out[p.name] = np.arange(size)
         else:
-            pick = rng.choice(size, limit - 2, replace=False)
+            pick = 1 + rng.choice(size - 2, limit - 2, replace=False)
             out[p.name] = np.unique(np.concatenate([[0, size - 1], pick]))
     return out
 
