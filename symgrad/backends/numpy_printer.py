@@ -186,6 +186,12 @@ class SymgradNumPyPrinter(NumPyPrinter):
         self.helpers.add("_logsumexp")
         return f"_logsumexp({self._print(expr.args[0])})"
 
+    def _print_Heaviside(self, expr):
+        # np.heaviside keeps float32 (SymPy's default np.select of [0, 0.5, 1] is float64);
+        # H(0) = 1/2 as SymPy defines it, which is also torch.maximum's split gradient at ties.
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        return f"np.heaviside({self._print(expr.args[0])}, {float(h0)!r})"
+
     def _print_Total(self, expr):
         return f"np.sum({self._print(expr.args[0])})"
 
