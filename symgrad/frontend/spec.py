@@ -35,7 +35,7 @@ from symgrad.ir.network import Network
 #: Largest spec file read, in bytes.
 MAX_FILE_BYTES = 1_000_000
 #: Most layers a spec may declare.
-MAX_LAYERS = 1000
+MAX_LAYERS = L.MAX_LAYERS  # derive + codegen stay within seconds (bench/time_bounds.py)
 #: Largest width (input features or units) of one layer.
 MAX_UNITS = 1_000_000
 #: Longest name (network, custom activation, loss or map layer).

@@ -20,6 +20,10 @@ from symgrad.ir import ops as F
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 
+#: The most layers a network may have (spec files and the Python API alike): derive and
+#: codegen stay within seconds up to here (bench/time_bounds.py).
+MAX_LAYERS = 100
+
 # Placeholders for user-written component forms.
 a = sp.IndexedBase("a", real=True)
 i, j, k = idx("i"), idx("j"), idx("k")
@@ -217,6 +221,8 @@ def build(
         raise SpecError(f"name '{name}' is not a Python identifier")
     if not layers:
         raise SpecError("a network needs at least one layer")
+    if len(layers) > MAX_LAYERS:  # refused up front: the derivation would take minutes
+        raise SpecError(f"too many layers: {len(layers)} (at most {MAX_LAYERS})")
     sizes: dict[sp.Symbol, int] = {}
     w_in = _width(input, 0, sizes)
     inp = sp.IndexedBase("x", real=True)
