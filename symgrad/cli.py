@@ -1,4 +1,4 @@
-"""The ``symgrad`` command line: derive, codegen, verify and check (CONTRACT section 3).
+"""The ``symgrad`` command line: derive, codegen, verify, check and audit (CONTRACT section 3).
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
 stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate
@@ -59,6 +59,7 @@ examples:
   symgrad codegen examples/seed_net.toml -o seed_net.py     # a NumPy module
   symgrad verify examples/seed_net.toml                     # check that module's gradients
   symgrad check examples/seed_net.toml --grad W2 --formula "..."
+  symgrad audit examples/seed_net.toml                      # numerical hazards per statement
 
 exit codes: 0 ok, 1 verification mismatch, 2 bad input.
 Run 'symgrad COMMAND --help' for the options of one command.
@@ -316,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
         help='your formula, e.g. "delta2 a1^T" or "delta2[p]*a1[q]"',
     )
     p.set_defaults(run=_cmd_check)
+
+    p = sub.add_parser(
+        "audit",
+        help="numerical hazards: what was rewritten for stability, what remains",
+        description="For every statement of the generated forward and backward program: "
+        "the formula, the stable form it is computed in, the rewrites applied (before -> "
+        "after, and the hazard each removes) and the hazards that remain (overflow, "
+        "division by a value that can reach 0, log of 0, cancellation). Exits 0.",
+        formatter_class=formatter,
+    )
+    p.add_argument("spec", metavar="SPEC", help=_SPEC_HELP)
+    p.set_defaults(run=_cmd_audit)
     return parser
 
 
@@ -323,9 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(spec: str):
-    from symgrad.frontend.spec import load_spec
+    from symgrad import pipeline
 
-    return load_spec(spec)
+    return pipeline.parse(spec)
 
 
 _FORMATS = {"latex": "latex", "markdown": "markdown", "text": "text", "dot": "dot"}
@@ -369,17 +382,15 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_writable(args.output, force=force)
     elif out is None:
         raise SpecError("standard output is closed: write to a file with -o FILE")
-    net = _load(args.spec)
-    from symgrad import derive
-    from symgrad.documents.render import render
+    from symgrad import pipeline
 
-    d = derive(net)
-    text = render(d, to=args.to, form=args.form, standalone=not args.fragment)
+    c = pipeline.compile(args.spec)
+    text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
     dot_text = None
     if graph_fmt:
-        from symgrad.documents.graph import render_graph, to_dot
+        from symgrad.documents.graph import render_graph
 
-        dot_text = to_dot(d)
+        dot_text = c.graph()
     if args.output:
         atomic_write(args.output, _with_marker(text, args.to, args.spec), force=force)
         _note(err, f"wrote {args.output}")
@@ -410,10 +421,9 @@ def _note(err: TextIO | None, text: str) -> None:
 
 def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     check_writable(args.output, force=args.force)
-    net = _load(args.spec)
-    from symgrad.backends.codegen import generate
+    from symgrad import pipeline
 
-    code = generate(net, optimizer=args.optimizer)
+    code = pipeline.compile(args.spec).code(optimizer=args.optimizer)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
     return EXIT_OK
@@ -439,6 +449,14 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    net = _load(args.spec)
+    from symgrad.documents.audit import audit_text
+
+    out.write(audit_text(net, source=args.spec))
+    return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

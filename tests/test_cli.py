@@ -165,7 +165,7 @@ def test_derivation_error_exits_2(
     def broken(net: object) -> None:
         raise DerivationError("no derivative rule for node Foo(z1[i])")
 
-    monkeypatch.setattr(symgrad, "derive", broken)
+    monkeypatch.setattr(symgrad.pipeline, "reverse_accumulate", broken)
     code, out, err = run_main(["derive", SEED], capsys)
     assert code == 2
     assert_one_error_line(err, "no derivative rule for node Foo(z1[i])")
@@ -177,7 +177,7 @@ def test_multiline_error_messages_are_joined(
     def broken(net: object) -> None:
         raise SpecError("first\nsecond", field="x")
 
-    monkeypatch.setattr(symgrad, "derive", broken)
+    monkeypatch.setattr(symgrad.pipeline, "reverse_accumulate", broken)
     code, _, err = run_main(["derive", SEED], capsys)
     assert code == 2
     assert_one_error_line(err, "x: first second")
@@ -382,7 +382,7 @@ def test_codegen_failure_leaves_no_file(
 ) -> None:
     module = types.ModuleType("symgrad.backends.codegen")
 
-    def generate(net: object, *, optimizer: str | None = None) -> str:
+    def generate(net: object, *, optimizer: str | None = None, source: object = None) -> str:
         raise DerivationError("cannot generate code for node Bar")
 
     module.generate = generate  # type: ignore[attr-defined]
@@ -399,7 +399,7 @@ def test_codegen_passes_the_optimizer(
     module = types.ModuleType("symgrad.backends.codegen")
     seen: list[str | None] = []
 
-    def generate(net: object, *, optimizer: str | None = None) -> str:
+    def generate(net: object, *, optimizer: str | None = None, source: object = None) -> str:
         seen.append(optimizer)
         return f"# {MARKER}; do not edit\n"
 

@@ -244,7 +244,8 @@ def test_latex_output_compiles_whatever_the_spec_file_name(
 
 def test_network_and_loss_names_are_escaped_in_the_module() -> None:
     from symgrad import Dense, build
-    from symgrad.backends.codegen import generate, load_module
+    from symgrad.backends.codegen import load_module
+    from symgrad.pipeline import generate
 
     net = build("net", 2, [Dense(2, "tanh")], ("my_loss", sp_square()))
     code = generate(net, source='C:\\Users\\x\\"""net.toml')

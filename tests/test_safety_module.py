@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from catalogue import catalogue
 
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.frontend.spec import load_spec
+from symgrad.pipeline import generate
 
 
 @pytest.fixture(scope="module")

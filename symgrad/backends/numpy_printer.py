@@ -15,99 +15,27 @@ from sympy.printing.precedence import PRECEDENCE
 
 from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
-from symgrad.ir import ops as F
+from symgrad.calculus.stability import (
+    PROGRAM_RULES,
+    Applied,
+    ClampMin,
+    LogCosh,
+    LogSumExp,
+    RowMax,
+    SafeLog,
+    SafeLog1p,
+    Softmax,
+    Total,
+    share_softmax_logsumexp,
+    stabilise,
+)
+from symgrad.ir.ops import Op, fill, op_of
 
 
-class Softmax(sp.Function):
-    """``exp(v) / RowSum(exp(v))`` recognised for a stable printing."""
-
-    nargs = 1
-
-
-class LogSumExp(sp.Function):
-    """``log(RowSum(exp(v)))`` recognised for a stable printing."""
-
-    nargs = 1
-
-
-class Total(sp.Function):
-    """The sum of every entry of an array (a loss value)."""
-
-    nargs = 1
-
-
-class RowMax(sp.Function):
-    """The per-sample maximum, an (n, 1) column (for shifted exponentials)."""
-
-    nargs = 1
-
-
-def share_softmax_logsumexp(exprs: list[sp.Expr]) -> list[sp.Expr]:
-    """Where softmax(u) and logsumexp(u) are both needed (cross-entropy), write both through
-    m = max(u), e = exp(u - m), s = sum(e): the program-wide CSE then computes the shifted
-    exponential once. Both forms stay stable."""
-    both = set().union(*(e.atoms(Softmax) for e in exprs)) if exprs else set()
-    lse = set().union(*(e.atoms(LogSumExp) for e in exprs)) if exprs else set()
-    shared = {f.args[0] for f in both} & {f.args[0] for f in lse}
-    if not shared:
-        return exprs
-    repl: dict[sp.Basic, sp.Expr] = {}
-    for u in shared:
-        m = RowMax(u)
-        e = sp.exp(u - m)
-        s = RowSum(e)
-        repl[Softmax(u)] = e / s
-        repl[LogSumExp(u)] = m + sp.log(s)
-    return [e.xreplace(repl) for e in exprs]
-
-
-class LogCosh(sp.Function):
-    """``log(cosh(v))``, printed as ``logaddexp(v, -v) - log 2`` (no overflow)."""
-
-    nargs = 1
-
-
-class ClampMin(sp.Function):
-    """``max(v, 1e-12)``: the guarded denominator of a BCE gradient (as PyTorch's)."""
-
-    nargs = 1
-
-
-class SafeLog(sp.Function):
-    """A log in a loss value, clamped at -100 like PyTorch's BCE."""
-
-    nargs = 1
-
-
-def recognise(expr: sp.Expr) -> sp.Expr:
-    """Replace softmax and log-sum-exp patterns by nodes that print stably."""
-
-    def is_softmax(e: sp.Expr) -> bool:
-        if not e.is_Mul:
-            return False
-        fs = sp.Mul.make_args(e)
-        exps = [f for f in fs if isinstance(f, sp.exp)]
-        dens = [f for f in fs if f.is_Pow and f.exp == -1 and isinstance(f.base, RowSum)]
-        return (
-            len(fs) == 2 and len(exps) == 1 and len(dens) == 1 and dens[0].base.args[0] == exps[0]
-        )
-
-    expr = tanh_from_ratio(expr)
-    expr = expr.replace(
-        lambda e: isinstance(e, sp.log | SafeLog) and isinstance(e.args[0], sp.cosh),
-        lambda e: LogCosh(e.args[0].args[0]),
-    )
-    expr = expr.replace(
-        is_softmax, lambda e: Softmax([f for f in e.args if isinstance(f, sp.exp)][0].args[0])
-    )
-    return expr.replace(
-        lambda e: (
-            isinstance(e, sp.log | SafeLog)
-            and isinstance(e.args[0], RowSum)
-            and isinstance(e.args[0].args[0], sp.exp)
-        ),
-        lambda e: LogSumExp(e.args[0].args[0].args[0]),
-    )
+def recognise(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
+    """``expr`` with the stability rules applied (``calculus/stability.py``) and
+    ``sinh/cosh`` ratios written as ``tanh``."""
+    return stabilise(tanh_from_ratio(expr), PROGRAM_RULES, log)
 
 
 class SymgradNumPyPrinter(NumPyPrinter):
@@ -117,6 +45,25 @@ class SymgradNumPyPrinter(NumPyPrinter):
         super().__init__(settings or {})
         self.names = names or {}
         self.helpers: set[str] = set()
+
+    def _print(self, expr, **kwargs):
+        # Functions print from the op registry (one entry per op, ir/ops.py).
+        op = op_of(expr)
+        if op is not None and op.func is not sp.sqrt:
+            return self._print_op(op, expr)
+        return super()._print(expr, **kwargs)
+
+    def _print_op(self, op: Op, expr: sp.Expr) -> str:
+        if op.helper:
+            self.helpers.add(op.helper)
+        args = list(expr.args)
+        if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
+            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+        fields: dict[str, str] = {}
+        for n_, a in enumerate(args):
+            fields[str(n_)] = self._print(a)
+            fields[f"{n_}p"] = self._atom(a)
+        return fill(op.numpy, fields)
 
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
@@ -153,31 +100,6 @@ class SymgradNumPyPrinter(NumPyPrinter):
     def _print_RowSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(axis=1, keepdims=True)"
 
-    def _print_sigmoid(self, expr):
-        self.helpers.add("_sigmoid")
-        return f"_sigmoid({self._print(expr.args[0])})"
-
-    def _print_step(self, expr):
-        # heaviside(x, 0) is step with step(0) = 0 and keeps x's dtype (a bool would not).
-        return f"np.heaviside({self._print(expr.args[0])}, 0)"
-
-    def _print_relu(self, expr):
-        return f"np.maximum({self._print(expr.args[0])}, 0)"
-
-    def _print_leaky_relu(self, expr):
-        x = self._print(expr.args[0])
-        slope = self._print(F.LEAKY_SLOPE)
-        return f"np.where({x} > 0, {x}, {slope}*{self._atom(expr.args[0])})"
-
-    def _print_elu(self, expr):
-        x = self._print(expr.args[0])
-        return f"np.where({x} > 0, {x}, np.expm1(np.minimum({x}, 0)))"
-
-    def _print_softplus(self, expr):
-        # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): stable, and cheaper than logaddexp.
-        x = self._print(expr.args[0])
-        return f"(np.maximum({x}, 0) + np.log1p(np.exp(-np.abs({x}))))"
-
     def _print_Softmax(self, expr):
         self.helpers.add("_softmax")
         return f"_softmax({self._print(expr.args[0])})"
@@ -212,8 +134,8 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return super()._print_Pow(expr, rational=rational)
 
     def _print_LogCosh(self, expr):
-        v = self._print(expr.args[0])
-        return f"np.logaddexp({v}, -{self._atom(expr.args[0])}) - np.log(2)"
+        self.helpers.add("_logcosh")
+        return f"_logcosh({self._print(expr.args[0])})"
 
     def _print_ClampMin(self, expr):
         return f"np.maximum({self._print(expr.args[0])}, 1e-12)"
@@ -222,18 +144,37 @@ class SymgradNumPyPrinter(NumPyPrinter):
         self.helpers.add("_log")
         return f"_log({self._print(expr.args[0])})"
 
-    def _print_Max(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.maximum({out}, {a})"
-        return out
+    def _print_SafeLog1p(self, expr):
+        self.helpers.add("_log1p")
+        return f"_log1p({self._print(expr.args[0])})"
 
-    def _print_Min(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.minimum({out}, {a})"
+    # Constants print as Python floats: NumPy treats a Python scalar as "weak", so float32
+    # arrays stay float32 (np.float64 scalars such as np.sqrt(np.pi) would upcast them).
+    def _print_Pi(self, expr):
+        return repr(float(expr))
+
+    def _print_Exp1(self, expr):
+        return repr(float(expr))
+
+    def _print_NumberSymbol(self, expr):
+        return repr(float(expr))
+
+    def _print_Piecewise(self, expr):
+        # Nested np.where with Python-scalar branches keeps the arrays' dtype (np.select
+        # turns a list of Python numbers into a float64 array and upcasts float32).
+        if expr.args[-1].cond != True:  # noqa: E712 - SymPy's true, not Python's
+            raise ValueError("a Piecewise without an otherwise branch cannot be printed")
+        out = self._print(expr.args[-1].expr)
+        for e, c in reversed(expr.args[:-1]):
+            out = f"np.where({self._print(c)}, {self._print(e)}, {out})"
+        if all(e.is_number for e, _ in expr.args):
+            # Only scalars: np.where would make an int64/float64 array. The arrays compared
+            # in the conditions carry the working dtype.
+            arrays = sorted(
+                (s for _, c in expr.args for s in c.free_symbols if not s.is_number), key=str
+            )
+            if arrays:
+                out = f"{out}.astype({self._print(arrays[0])}.dtype)"
         return out
 
     def _print_Float(self, expr):
@@ -249,13 +190,17 @@ class SymgradNumPyPrinter(NumPyPrinter):
 __all__ = [
     "BMatMul",
     "BOuter",
-    "ColSum",
     "ClampMin",
+    "ColSum",
     "LogCosh",
     "LogSumExp",
+    "RowMax",
     "RowSum",
     "SafeLog",
+    "SafeLog1p",
     "Softmax",
     "SymgradNumPyPrinter",
+    "Total",
     "recognise",
+    "share_softmax_logsumexp",
 ]

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir import ops as F
+from symgrad.ir import naming
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.ir.ops import ACTIVATIONS
 
 #: The most layers a network may have (spec files and the Python API alike): derive and
 #: codegen stay within seconds up to here (bench/time_bounds.py).
@@ -33,18 +34,15 @@ x = sp.Symbol("x", real=True)
 yhat_s = sp.Symbol("yhat", real=True)
 y_s = sp.Symbol("y", real=True)
 
-#: Elementwise activations by name, as expressions in the Symbol ``x``.
-ACTIVATIONS: dict[str, sp.Expr] = {
-    "identity": x,
-    "sigmoid": F.sigmoid(x),
-    "tanh": sp.tanh(x),
-    "relu": F.relu(x),
-    "leaky_relu": F.leaky_relu(x),
-    "softplus": F.softplus(x),
-    "elu": F.elu(x),
-    "silu": x * F.sigmoid(x),
-}
+#: The built-in activation names (see :func:`activation_names` for the live registry).
 ACTIVATION_NAMES = (*ACTIVATIONS, "softmax")
+
+
+def activation_names() -> tuple[str, ...]:
+    """Every activation a spec may name: the registry's (``ir/ops.py``) and softmax."""
+    return (*ACTIVATIONS, "softmax")
+
+
 LOSS_NAMES = ("mse", "bce", "cross_entropy")
 
 
@@ -64,7 +62,7 @@ class Activation:
                 return Activation("softmax", None)
             if spec not in ACTIVATIONS:
                 raise SpecError(
-                    f"unknown activation '{spec}' (known: {', '.join(ACTIVATION_NAMES)})"
+                    f"unknown activation '{spec}' (known: {', '.join(activation_names())})"
                 )
             return Activation(spec, ACTIVATIONS[spec])
         if isinstance(spec, sp.Lambda):
@@ -127,19 +125,19 @@ def _width(units: int | sp.Expr, layer: int, sizes: dict[sp.Symbol, int]) -> sp.
 
 def _dense(layer: Dense, l: int, inp, w_in, sizes) -> list[Stage]:
     w = _width(layer.units, l, sizes)
-    W = sp.IndexedBase(f"W{l}", real=True)
-    z = sp.IndexedBase(f"z{l}", real=True)
+    W = sp.IndexedBase(naming.param("W", l).name, real=True)
+    z = sp.IndexedBase(naming.pre(l).name, real=True)
     body = sp.Sum(W[I, j] * inp[j], (j, 0, w_in - 1))
-    params = [Param(f"W{l}", W, (w, w_in), "glorot", w_in)]
+    params = [Param(W.name, W, (w, w_in), "glorot", w_in)]
     if layer.bias:
-        b = sp.IndexedBase(f"b{l}", real=True)
+        b = sp.IndexedBase(naming.param("b", l).name, real=True)
         body = body + b[I]
-        params.append(Param(f"b{l}", b, (w,), "glorot", w_in))
+        params.append(Param(b.name, b, (w,), "glorot", w_in))
     stages = [Stage(z, inp, w, w_in, body, l, "affine", "dense", tuple(params))]
     act = Activation.of(layer.activation)
     if act.expr is not None and act.expr == x:
         return stages  # identity: a[l] = z[l], no stage of its own
-    stages.append(_elementwise(act, z, sp.IndexedBase(f"a{l}", real=True), w, l))
+    stages.append(_elementwise(act, z, sp.IndexedBase(naming.act(l).name, real=True), w, l))
     return stages
 
 
@@ -148,7 +146,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
     repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
     params = []
     for base, shape in layer.params.items():
-        pname = f"{base.name}{l}"
+        pname = naming.param(base.name, l).name
         new = sp.IndexedBase(pname, real=True)
         repl[base] = new
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
@@ -163,7 +161,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
     return [
         Stage(
-            sp.IndexedBase(f"a{l}", real=True),
+            sp.IndexedBase(naming.act(l).name, real=True),
             inp,
             w,
             w_in,
@@ -174,6 +172,23 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
             tuple(params),
         )
     ]
+
+
+def is_softmax(stage: Stage) -> bool:
+    """Whether the stage computes ``exp(u[i]) / sum_j exp(u[j])`` (decided from its body,
+    never from its name): cross-entropy's ``log`` then has a stable log-softmax form."""
+    body, i_ = stage.body, stage.index
+    num = [f for f in sp.Mul.make_args(body) if isinstance(f, sp.exp)]
+    den = [
+        f
+        for f in sp.Mul.make_args(body)
+        if f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum) and len(f.base.limits) == 1
+    ]
+    if len(num) != 1 or len(den) != 1 or len(sp.Mul.make_args(body)) != 2:
+        return False
+    s = den[0].base
+    j_ = s.limits[0][0]
+    return isinstance(s.function, sp.exp) and s.function == num[0].xreplace({i_: j_})
 
 
 def make_loss(
@@ -190,7 +205,7 @@ def make_loss(
     elif spec == "bce":
         elem = -(y_s * sp.log(yhat_s) + (1 - y_s) * sp.log(1 - yhat_s))
     elif spec == "cross_entropy":
-        if last is None or last.label != "softmax":
+        if last is None or not is_softmax(last):
             raise SpecError("loss 'cross_entropy' needs a softmax activation on the last layer")
         body = -sp.Sum(target[i] * sp.log(yhat[i]), (i, 0, C - 1))
         return Loss("cross_entropy", body, yhat, target, C, (("sum_y_is_1", "targets"),), True)

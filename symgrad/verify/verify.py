@@ -887,7 +887,8 @@ def verify_network(
 
     mod: _Local | ModuleProcess
     if module is None:
-        from symgrad.backends.codegen import generate, load_module
+        from symgrad.backends.codegen import load_module
+        from symgrad.pipeline import generate
 
         mod = _Local(load_module(generate(net), f"symgrad_verify_{net.name}"))
     else:
@@ -1141,7 +1142,7 @@ def symbolic_rows(net: Network, seed: int = 0) -> list[Row]:
     """
     from dataclasses import replace
 
-    from symgrad.calculus.reverse import derive
+    from symgrad.pipeline import derive
     from symgrad.verify.evaluation import run_derivation
 
     net = concrete_sizes(net, seed)

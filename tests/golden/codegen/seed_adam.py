@@ -167,9 +167,9 @@ def loss_and_grads(
     # a2[i] = sigmoid(z2[i])
     a2 = _sigmoid(z2, out=z2)
     # Loss: the mean over samples of the per-sample loss.
-    l1 = a2**2
-    l1 += Y**2
-    l1 -= 2 * a2 * Y
+    t1 = -Y
+    t1 += a2
+    l1 = t1**2
     value = float(0.5 * np.sum(l1)) / n
     if not grads:
         return value, {}
@@ -177,7 +177,7 @@ def loss_and_grads(
     # dL/dz2[i] = 2*(1 - a2[i])*(a2[i] - y[i])*a2[i]/n_2
     # (through sigmoid: diagonal Jacobian, fused with the loss)
     delta2 = 1 - a2
-    delta2 *= a2 - Y
+    delta2 *= t1
     delta2 *= a2
     delta2 /= n
     # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
