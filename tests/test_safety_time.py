@@ -42,3 +42,13 @@ def test_nested_activation_derives_without_assumption_queries() -> None:
     X = np.ones((2, 2))
     value, grads = mod.loss_and_grads(params, X, np.zeros((2, 2)))
     assert np.isfinite(value) and set(grads) == {"W1", "b1"}
+
+
+def test_max_with_too_many_arguments_is_refused_up_front() -> None:
+    from symgrad.frontend.expr_parser import MAX_MINMAX_ARGS
+
+    terms = ", ".join(f"{k + 1}*x" for k in range(MAX_MINMAX_ARGS + 2))
+    text = 'name = "m"\ninput = 2\nloss = "mse"\n[[layer]]\nunits = 2\n'
+    text += f'activation = {{ name = "mx", expr = "max({terms})" }}\n'
+    with pytest.raises(SpecError, match=f"max\\(\\) takes 2 to {MAX_MINMAX_ARGS} arguments"):
+        loads_spec(text)
