@@ -341,7 +341,17 @@ def _load(spec: str):
     return pipeline.parse(spec)
 
 
-_FORMATS = {"latex": "latex", "markdown": "markdown", "text": "text", "dot": "dot"}
+_FORMATS = {
+    "latex": "latex",
+    "markdown": "markdown",
+    "html": "html",
+    "text": "text",
+    "dot": "dot",
+    "python": "python",
+}
+#: Comment opener and closer per format, for the line after the marker.
+_COMMENT = {"latex": ("% ", ""), "markdown": ("<!-- ", " -->"), "html": ("<!-- ", " -->")}
+_COMMENT |= {"dot": ("// ", ""), "text": ("# ", ""), "python": ("# ", "")}
 
 
 def _with_marker(text: str, to: str, source: str) -> str:
@@ -352,9 +362,8 @@ def _with_marker(text: str, to: str, source: str) -> str:
         return text
     marked = with_marker(text, fmt)
     first, rest = marked.split("\n", 1)
-    note = comment(fmt, f"from {source}")
-    line = {"latex": f"% {note}", "markdown": f"<!-- {note} -->", "dot": f"// {note}"}
-    return f"{first}\n{line.get(fmt, f'# {note}')}\n{rest}"
+    opener, closer = _COMMENT[fmt]
+    return f"{first}\n{opener}{comment(fmt, f'from {source}')}{closer}\n{rest}"
 
 
 def _same_file(a: str, b: str) -> bool:
