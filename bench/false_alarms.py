@@ -33,7 +33,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from catalogue import catalogue  # noqa: E402
 
 from symgrad import Dense, build, x, y_s, yhat_s  # noqa: E402
-from symgrad.backends.codegen import generate, load_module  # noqa: E402
+from symgrad.backends.codegen import load_module  # noqa: E402
+from symgrad.pipeline import generate  # noqa: E402
 from symgrad.verify.verify import (  # noqa: E402
     ModuleError,
     VerifyReport,

@@ -28,7 +28,8 @@ def test_spec_files_over_the_layer_cap_are_refused() -> None:
 def test_nested_activation_derives_without_assumption_queries() -> None:
     """tanh nested 20 deep used to take minutes (assumption queries, expand_mul); the
     structure checks are now syntactic. Not timed: it must simply produce the module."""
-    from symgrad.backends.codegen import generate, load_module
+    from symgrad.backends.codegen import load_module
+    from symgrad.pipeline import generate
 
     e = "x"
     for _ in range(20):
