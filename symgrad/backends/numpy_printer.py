@@ -59,7 +59,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
             self.helpers.add(op.helper)
         args = list(expr.args)
         if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
-            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+            # Unevaluated: evaluating Max/Min compares every pair of terms (minutes for 8 terms).
+            inner = expr.func(*args[:-1], evaluate=False)
+            return self._print_op(op, expr.func(inner, args[-1], evaluate=False))
         fields: dict[str, str] = {}
         for n_, a in enumerate(args):
             fields[str(n_)] = self._print(a)
@@ -108,6 +110,12 @@ class SymgradNumPyPrinter(NumPyPrinter):
     def _print_LogSumExp(self, expr):
         self.helpers.add("_logsumexp")
         return f"_logsumexp({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        # np.heaviside keeps float32 (SymPy's default np.select of [0, 0.5, 1] is float64);
+        # H(0) = 1/2 as SymPy defines it, which is also torch.maximum's split gradient at ties.
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        return f"np.heaviside({self._print(expr.args[0])}, {float(h0)!r})"
 
     def _print_Total(self, expr):
         return f"np.sum({self._print(expr.args[0])})"
