@@ -61,7 +61,8 @@ Y = Vec("y")
         (sp.exp(U) / RowSum(sp.exp(U)), Softmax(U)),
         (-sp.exp(U) * RowSum(A) / RowSum(sp.exp(U)), -Softmax(U) * RowSum(A)),
         (sp.sqrt(1 + u**2) - 1, u**2 / (sp.sqrt(1 + u**2) + 1)),
-        (1 / sp.sqrt(RowSum(U**2)), 1 / sp.sqrt(ClampMin(RowSum(U**2)))),
+        (1 / sp.sqrt(RowSum(U**2)), 1 / ClampMin(sp.sqrt(RowSum(U**2)))),
+        (RowSum(U**2) ** sp.Rational(-3, 2), ClampMin(sp.sqrt(RowSum(U**2))) ** -3),
     ],
 )
 def test_rule_rewrites_its_pattern(before, after):
@@ -277,3 +278,25 @@ def test_log_softmax_backward_is_shifted():
     )
     backward = generate(loads_spec(spec)).split("# Backward pass")[1]
     assert "np.exp(" not in backward  # the forward's shifted exponential is reused
+
+
+def test_normalising_map_without_eps_matches_torch_normalize_even_at_zero():
+    torch = pytest.importorskip("torch")
+    spec = _dense_spec(
+        '"identity"', extra='[[layer]]\ntype = "map"\nexpr = "a[i] / sqrt(sum(a[j]**2, j))"'
+    )
+    mod = load_module(generate(loads_spec(spec)), "normalize")
+    W, b, X, rng = _torch_dense_point(4, 3, 3)
+    b = np.zeros(3)
+    X[0] = 0.0  # a row whose pre-activation is exactly 0: its norm is 0
+    Yv = rng.uniform(0, 1, (6, 3))
+    value, grads = mod.loss_and_grads({"W1": W, "b1": b}, X, Yv)
+    tW = torch.tensor(W, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    z = torch.tensor(X) @ tW.T + tb
+    ref = torch.nn.functional.mse_loss(torch.nn.functional.normalize(z, dim=1), torch.tensor(Yv))
+    ref.backward()
+    assert np.isfinite(value) and all(np.isfinite(g).all() for g in grads.values())
+    assert value == pytest.approx(ref.item(), rel=1e-12)
+    assert _rel(grads["W1"], tW.grad.numpy()) < 1e-9
+    assert _rel(grads["b1"], tb.grad.numpy()) < 1e-9

@@ -336,9 +336,9 @@ def _sum_of_squares(e: sp.Basic) -> bool:
 
 
 def _guard_sqrt(e: sp.Basic) -> sp.Expr | None:
-    # s**(-p) with s a sum of squares: clamped like torch.nn.functional.normalize's norm.
-    base = e.base
-    return ClampMin(base) ** e.exp
+    # s**(-p) with s a sum of squares: its root clamped at 1e-12, as
+    # torch.nn.functional.normalize clamps the norm (the gradient at 0 is then g / 1e-12).
+    return ClampMin(sp.sqrt(e.base)) ** (2 * e.exp)
 
 
 def _bounded_poly(p: sp.Expr) -> sp.Expr | None:
@@ -505,8 +505,8 @@ HYPOT = Rule(
 )
 GUARD_SQRT = Rule(
     "sqrt-of-sum-guard",
-    "1 / sqrt(sum of squares)",
-    "1 / sqrt(max(sum of squares, 1e-12))",
+    "1 / sqrt(sum of squares)   (any negative power of it)",
+    "1 / max(sqrt(sum of squares), 1e-12), as torch.nn.functional.normalize",
     "the sum can be exactly 0: division by 0 (inf, then NaN)",
     lambda e: (
         e.is_Pow
