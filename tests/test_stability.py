@@ -300,3 +300,16 @@ def test_normalising_map_without_eps_matches_torch_normalize_even_at_zero():
     assert value == pytest.approx(ref.item(), rel=1e-12)
     assert _rel(grads["W1"], tW.grad.numpy()) < 1e-9
     assert _rel(grads["b1"], tb.grad.numpy()) < 1e-9
+
+
+def test_cross_entropy_needs_a_softmax_body_not_a_softmax_name():
+    from catalogue import SOFTMAX_MAP
+
+    from symgrad import Dense, Map, build
+    from symgrad.errors import SpecError
+
+    net = build("ce_map", 3, [Dense(4, "tanh"), Map(SOFTMAX_MAP, name="probs")], "cross_entropy")
+    code = generate(net)
+    assert "_logsumexp" in code or "np.log(t" in code  # log-softmax, shifted by the maximum
+    with pytest.raises(SpecError, match="softmax"):
+        build("liar", 3, [Dense(4, "tanh"), Map(2 * SOFTMAX_MAP, name="softmax")], "cross_entropy")
