@@ -1,19 +1,25 @@
 """symgrad: derive backpropagation symbolically and turn the derivation into code and documents.
 
-The pipeline, one module per stage (the output of each stage is the input of the next):
+The compiler's stages live in folders named for them, driven by :mod:`symgrad.pipeline`
+(the output of each stage is the input of the next):
 
-1. ``network``/``layers``/``losses``: spec or Python API -> component-form IR
-2. ``derivation``: reverse accumulation in index notation (``contraction``, ``forward_values``)
-3. ``matrix_form``: contracted component form -> vector algebra (``layout``: batched rows)
-4. printers and templates: NumPy code (``codegen``), LaTeX / Markdown (``render_doc``)
-5. ``verify``: generated code against finite differences and autograd
+1. ``frontend``: TOML specs and ``file.py:NAME`` -> the component-form IR (``ir``)
+2. ``ir``: networks as component-form equations; the op registry (``ir/ops.py``); naming
+3. ``calculus``: reverse accumulation in index notation, contraction, forward values,
+   the matrix form and the batched layout
+4. ``backends``: the target-free program printed into templates (NumPy, ...)
+5. ``documents``: LaTeX, Markdown, text and the graph
+6. ``verify``: generated or hand-written code against numerics; "check my derivation"
+
+The Python API: :func:`derive`, :func:`generate`, :func:`compile`, and the layer sugar
+(:class:`Dense`, :class:`Map`, :func:`build`).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from symgrad.calculus.reverse import Derivation, Forward, Step, derive
+from symgrad.calculus.reverse import Derivation, Forward, Step
 from symgrad.documents import render as _render  # noqa: F401 - registers notebook display
 from symgrad.errors import DerivationError, SpecError, SymgradError
 from symgrad.ir.layers import (
@@ -34,6 +40,7 @@ from symgrad.ir.layers import (
     yhat_s,
 )
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.pipeline import compile, derive, generate
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -54,7 +61,9 @@ __all__ = [
     "__version__",
     "a",
     "build",
+    "compile",
     "derive",
+    "generate",
     "i",
     "j",
     "k",

@@ -7,8 +7,7 @@ import re
 import pytest
 from catalogue import catalogue
 
-from symgrad import Dense, build
-from symgrad.calculus.reverse import derive
+from symgrad import Dense, build, derive
 from symgrad.errors import SpecError
 from symgrad.verify.check import check_formula, formula_text
 

@@ -15,7 +15,8 @@ import pytest
 from catalogue import LOGCOSH, catalogue
 
 from symgrad import Dense, build
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
+from symgrad.pipeline import generate
 from symgrad.verify.verify import finite_differences, random_targets, rel_error, torch_reference
 
 NETS = catalogue()

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from symgrad import Dense, Map, a, build, i, j, k, n, x, y_s, yhat_s
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.ir.ops import sigmoid
+from symgrad.pipeline import generate
 from symgrad.verify.verify import random_targets, rel_error, torch_reference
 
 pytest.importorskip("torch")

@@ -13,9 +13,10 @@ import pytest
 import sympy as sp
 
 from symgrad import Dense, Map, a, build, i, j, n, x, y_s, yhat_s
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.frontend.spec import loads_spec
 from symgrad.ir.layers import ACTIVATION_NAMES
+from symgrad.pipeline import generate
 
 #: One custom activation per function of the grammar (and forms of max/min/abs).
 FUNCTION_FORMS = {

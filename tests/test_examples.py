@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from symgrad import Dense, build
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.errors import SpecError
 from symgrad.files import MARKER
 from symgrad.frontend.spec import load_spec
+from symgrad.pipeline import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "digits"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from symgrad import Dense, build
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
+from symgrad.pipeline import generate
 
 STEPS = 5
 RTOL = 1e-10

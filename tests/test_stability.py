@@ -20,7 +20,7 @@ import pytest
 import sympy as sp
 from catalogue import catalogue
 
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.calculus.layout import RowSum
 from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.stability import (
@@ -34,6 +34,7 @@ from symgrad.calculus.stability import (
 )
 from symgrad.frontend.spec import loads_spec
 from symgrad.ir import ops as F
+from symgrad.pipeline import generate
 
 u, v = sp.symbols("u v", real=True)
 U = Vec("u")

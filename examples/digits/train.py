@@ -62,9 +62,9 @@ def _tiny_bar(items: Sequence, desc: str, width: int = 30) -> Iterable:
 
 def generate_module(out: Path) -> ModuleType:
     """Derive ``digits.toml``, write ``out/digits_net.py`` (with Adam) and import it."""
-    from symgrad.backends.codegen import generate
     from symgrad.files import atomic_write
     from symgrad.frontend.spec import load_spec
+    from symgrad.pipeline import generate
 
     try:
         spec = os.path.relpath(SPEC)

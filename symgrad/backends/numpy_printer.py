@@ -29,7 +29,7 @@ from symgrad.calculus.stability import (
     share_softmax_logsumexp,
     stabilise,
 )
-from symgrad.ir import ops as F
+from symgrad.ir.ops import Op, fill, op_of
 
 
 def recognise(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
@@ -45,6 +45,25 @@ class SymgradNumPyPrinter(NumPyPrinter):
         super().__init__(settings or {})
         self.names = names or {}
         self.helpers: set[str] = set()
+
+    def _print(self, expr, **kwargs):
+        # Functions print from the op registry (one entry per op, ir/ops.py).
+        op = op_of(expr)
+        if op is not None and op.func is not sp.sqrt:
+            return self._print_op(op, expr)
+        return super()._print(expr, **kwargs)
+
+    def _print_op(self, op: Op, expr: sp.Expr) -> str:
+        if op.helper:
+            self.helpers.add(op.helper)
+        args = list(expr.args)
+        if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
+            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+        fields: dict[str, str] = {}
+        for n_, a in enumerate(args):
+            fields[str(n_)] = self._print(a)
+            fields[f"{n_}p"] = self._atom(a)
+        return fill(op.numpy, fields)
 
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
@@ -80,31 +99,6 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_RowSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(axis=1, keepdims=True)"
-
-    def _print_sigmoid(self, expr):
-        self.helpers.add("_sigmoid")
-        return f"_sigmoid({self._print(expr.args[0])})"
-
-    def _print_step(self, expr):
-        # heaviside(x, 0) is step with step(0) = 0 and keeps x's dtype (a bool would not).
-        return f"np.heaviside({self._print(expr.args[0])}, 0)"
-
-    def _print_relu(self, expr):
-        return f"np.maximum({self._print(expr.args[0])}, 0)"
-
-    def _print_leaky_relu(self, expr):
-        x = self._print(expr.args[0])
-        slope = self._print(F.LEAKY_SLOPE)
-        return f"np.where({x} > 0, {x}, {slope}*{self._atom(expr.args[0])})"
-
-    def _print_elu(self, expr):
-        x = self._print(expr.args[0])
-        return f"np.where({x} > 0, {x}, np.expm1(np.minimum({x}, 0)))"
-
-    def _print_softplus(self, expr):
-        # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): stable, and cheaper than logaddexp.
-        x = self._print(expr.args[0])
-        return f"(np.maximum({x}, 0) + np.log1p(np.exp(-np.abs({x}))))"
 
     def _print_Softmax(self, expr):
         self.helpers.add("_softmax")
@@ -175,20 +169,6 @@ class SymgradNumPyPrinter(NumPyPrinter):
             )
             if arrays:
                 out = f"{out}.astype({self._print(arrays[0])}.dtype)"
-        return out
-
-    def _print_Max(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.maximum({out}, {a})"
-        return out
-
-    def _print_Min(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.minimum({out}, {a})"
         return out
 
     def _print_Float(self, expr):

@@ -16,8 +16,12 @@ batched row-major layout is decided in ``layout.py``, not here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache
+
 import sympy as sp
 
+from symgrad.calculus.reverse import Derivation
 from symgrad.errors import DerivationError
 
 
@@ -56,8 +60,18 @@ class SumAll(sp.Function):
 MATRIX_OPS = (MatVec, TMatVec, Outer, SumAll)
 
 
-def to_matrix(expr: sp.Expr, free: tuple[sp.Symbol, ...], net=None, *, param: bool = False):
-    """The matrix form of a component expression with free indices ``free``."""
+def matrix_pass(d: Derivation) -> Derivation:
+    """The matrix-form stage, over a whole derivation: every forward equation and every
+    step gets its per-sample matrix form (component expressions are left as they are)."""
+    forward = tuple(replace(f, matrix=to_matrix(f.component, (f.stage.index,))) for f in d.forward)
+    steps = tuple(replace(s, matrix=to_matrix(s.component, s.indices)) for s in d.steps)
+    return replace(d, forward=forward, steps=steps)
+
+
+@lru_cache(maxsize=4096)
+def to_matrix(expr: sp.Expr, free: tuple[sp.Symbol, ...]) -> sp.Expr:
+    """The matrix form of a component expression with free indices ``free`` (memoised:
+    documents and code generation ask for the same translations many times)."""
     if len(free) == 0:
         return _scalar(expr)
     if len(free) == 1:

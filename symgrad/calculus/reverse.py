@@ -14,6 +14,7 @@ read by every printer; none of them derives anything again.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -21,24 +22,25 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.matrix_form import to_matrix
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
+from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
 _PARAM_IDX = (P, Q, R)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Forward:
-    """One forward equation ``out[i] = component`` and its per-sample matrix form."""
+    """One forward equation ``out[i] = component`` and its per-sample matrix form
+    (``None`` until the matrix-form pass has run)."""
 
     stage: Stage
     component: sp.Expr
-    matrix: sp.Expr
+    matrix: sp.Expr | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Step:
     """One gradient of the backward pass.
 
@@ -51,7 +53,8 @@ class Step:
         local: the local derivative dy[i]/dwrt[idx] (None for the loss step).
         jacobian: "loss", "diagonal", "linear" or "full" (the local Jacobian's structure).
         upstream: the adjoint of the stage output this step reads (None for the loss).
-        matrix: the per-sample matrix form (see matrix_form.py).
+        matrix: the per-sample matrix form (filled in by the matrix-form pass,
+            :func:`symgrad.calculus.matrix_form.matrix_pass`; None before it).
         shape: symbolic shape of the gradient.
         seed: whether this is where the loss enters (its batched form carries 1/n).
         fused: the loss gradient was substituted in (dL/dyhat is not materialised).
@@ -69,8 +72,8 @@ class Step:
     jacobian: str
     upstream: str | None
     stage: Stage | None
-    matrix: sp.Expr
     shape: tuple[sp.Expr, ...]
+    matrix: sp.Expr | None = None
     seed: bool = False
     fused: bool = False
     needed: bool = True
@@ -113,10 +116,8 @@ class Derivation:
 
 
 def grad_name(quantity: str) -> str:
-    """The adjoint's name: dL/dz2 is delta2, dL/da1 is da1, dL/dW2 is dW2, dL/dx is dx."""
-    if quantity.startswith("z") and quantity[1:].isdigit():
-        return "delta" + quantity[1:]
-    return "d" + quantity
+    """The adjoint's name (see :func:`symgrad.ir.naming.adjoint_name`)."""
+    return adjoint_name(quantity)
 
 
 def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
@@ -169,7 +170,10 @@ class _Calculus:
     structure: str
 
 
-_CACHE: dict[tuple, _Calculus] = {}
+#: Per-stage calculus memoised by the stage's shape (least recently used entries are
+#: dropped beyond ``_CACHE_SIZE``: the cache stays bounded in a long-running process).
+_CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
+_CACHE_SIZE = 256
 
 
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
@@ -217,8 +221,12 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         stage.index,
     )
     key = (cstage.body, cstage.width, cstage.in_width, tuple(p.shape for p in cstage.params))
-    if key not in _CACHE:
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
         _CACHE[key] = _compute(cstage, ren[g])
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     c = _CACHE[key]
     back = {v: k for k, v in ren.items()}
     return _Calculus(
@@ -229,10 +237,12 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     )
 
 
-def derive(net: Network) -> Derivation:
-    """Derive every gradient of ``net`` (component and matrix form), in derive-as-you-go order."""
+def reverse_accumulate(net: Network) -> Derivation:
+    """The chain-rule stage: every gradient of ``net`` in component form, contracted and in
+    forward values, in derive-as-you-go order. The matrix form is the next stage
+    (:func:`symgrad.calculus.matrix_form.matrix_pass`); :func:`symgrad.derive` runs both."""
     notes: list[str] = []
-    forward = tuple(Forward(s, s.body, to_matrix(s.body, (s.index,), net)) for s in net.stages)
+    forward = tuple(Forward(stage=s, component=s.body) for s in net.stages)
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -243,19 +253,18 @@ def derive(net: Network) -> Derivation:
     loss_comp = _finish(g_loss, (K,), FREE_NAMES)
     steps.append(
         Step(
-            loss_name,
-            str(out),
-            net.n_layers,
-            "loss",
-            (sp.Symbol("i", integer=True),),
-            loss_comp,
-            None,
-            (),
-            "loss",
-            None,
-            None,
-            to_matrix(loss_comp, (sp.Symbol("i", integer=True),), net),
-            (C,),
+            grad=loss_name,
+            wrt=str(out),
+            layer=net.n_layers,
+            kind="loss",
+            indices=(sp.Symbol("i", integer=True),),
+            component=loss_comp,
+            local=None,
+            local_indices=(),
+            jacobian="loss",
+            upstream=None,
+            stage=None,
+            shape=(C,),
             seed=True,
         )
     )
@@ -276,19 +285,18 @@ def derive(net: Network) -> Derivation:
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
             steps.append(
                 Step(
-                    grad_name(p.name),
-                    p.name,
-                    stage.layer,
-                    "param",
-                    free,
-                    comp_c,
-                    canonical(local, (stage.index, *pidx), ("i", *names)),
-                    (idx("i"), *free),
-                    "param",
-                    upstream,
-                    stage,
-                    to_matrix(comp_c, free, net, param=True),
-                    p.shape,
+                    grad=grad_name(p.name),
+                    wrt=p.name,
+                    layer=stage.layer,
+                    kind="param",
+                    indices=free,
+                    component=comp_c,
+                    local=canonical(local, (stage.index, *pidx), ("i", *names)),
+                    local_indices=(idx("i"), *free),
+                    jacobian="param",
+                    upstream=upstream,
+                    stage=stage,
+                    shape=p.shape,
                     param=p,
                 )
             )
@@ -311,19 +319,18 @@ def derive(net: Network) -> Derivation:
         free = (sp.Symbol("i", integer=True),)
         steps.append(
             Step(
-                name,
-                str(stage.inp),
-                stage.layer,
-                "input",
-                free,
-                comp_c,
-                canonical(local, (stage.index, K), ("i", "k")),
-                (idx("i"), idx("k")),
-                structure,
-                upstream,
-                stage,
-                to_matrix(comp_c, free, net),
-                (stage.in_width,),
+                grad=name,
+                wrt=str(stage.inp),
+                layer=stage.layer,
+                kind="input",
+                indices=free,
+                component=comp_c,
+                local=canonical(local, (stage.index, K), ("i", "k")),
+                local_indices=(idx("i"), idx("k")),
+                jacobian=structure,
+                upstream=upstream,
+                stage=stage,
+                shape=(stage.in_width,),
                 seed=fused,
                 fused=fused,
                 needed=si > 0,
@@ -334,4 +341,11 @@ def derive(net: Network) -> Derivation:
     return Derivation(net, forward, net.loss.body, tuple(steps), tuple(notes))
 
 
-__all__ = ["Derivation", "DerivationError", "Forward", "Step", "derive", "grad_name"]
+__all__ = [
+    "Derivation",
+    "DerivationError",
+    "Forward",
+    "Step",
+    "grad_name",
+    "reverse_accumulate",
+]

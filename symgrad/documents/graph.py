@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from symgrad.calculus.reverse import Derivation
+from symgrad.escape import dot_string
 
 _FORWARD = 'color="black"'
 _BACKWARD = 'style="dashed", color="red3", fontcolor="red3", constraint=false'
@@ -23,8 +24,8 @@ _UNUSED = 'style="dashed", color="gray55", fontcolor="gray40", constraint=false'
 
 
 def _q(s: str) -> str:
-    """A DOT quoted string."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT quoted string (every name is user-controlled: see :mod:`symgrad.escape`)."""
+    return dot_string(s)
 
 
 def to_dot(d: Derivation) -> str:
@@ -86,24 +87,35 @@ def to_dot(d: Derivation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_graph(dot: str, path: str | Path, fmt: str = "svg") -> bool:
-    """Render DOT source with Graphviz's ``dot`` program.
+def render_graph(dot: str, path: str | Path, fmt: str = "svg", *, force: bool = False) -> bool:
+    """Render DOT source with Graphviz's ``dot`` program into ``path``, atomically.
+
+    Graphviz writes to a pipe, never to ``path``: the image goes through
+    :func:`symgrad.files.atomic_write_bytes` (temporary file beside ``path``, then a rename;
+    a symbolic link is never written through). An SVG starts with symgrad's marker comment;
+    a PNG cannot carry one, so an existing PNG is replaced only with ``force``.
 
     Args:
         dot: the DOT source (``to_dot(d)``).
         path: the output file.
-        fmt: a Graphviz output format (``"svg"``, ``"png"``, ``"pdf"`` ...).
+        fmt: a Graphviz output format (``"svg"``, ``"png"`` ...).
+        force: replace an existing file that symgrad did not generate.
 
     Returns:
-        True when the file was written; False when ``dot`` is not installed or failed
-        (never raises for that).
+        True when the file was written; False when ``dot`` is not installed or failed.
+
+    Raises:
+        SpecError: ``path`` must not be written (see :func:`symgrad.files.check_writable`).
     """
+    from symgrad.files import atomic_write, atomic_write_bytes, check_writable, with_marker
+
     exe = shutil.which("dot")
     if exe is None:
         return False
+    check_writable(path, force=force, fmt=fmt)
     try:
         proc = subprocess.run(
-            [exe, f"-T{fmt}", "-o", str(path)],
+            [exe, f"-T{fmt}"],
             input=dot.encode("utf-8"),
             capture_output=True,
             timeout=60,
@@ -111,7 +123,13 @@ def render_graph(dot: str, path: str | Path, fmt: str = "svg") -> bool:
         )
     except (OSError, subprocess.SubprocessError):
         return False
-    return proc.returncode == 0 and Path(path).exists()
+    if proc.returncode != 0 or not proc.stdout:
+        return False
+    if fmt == "svg":
+        atomic_write(path, with_marker(proc.stdout.decode("utf-8"), "svg"), force=force, fmt=fmt)
+    else:
+        atomic_write_bytes(path, proc.stdout, force=force, fmt=fmt)
+    return True
 
 
 __all__ = ["render_graph", "to_dot"]

@@ -36,6 +36,7 @@ from sympy.printing.latex import LatexPrinter, accepted_latex_functions, transla
 
 from symgrad.calculus.layout import BATCHED_OPS, BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.ir.ops import op_of
 
 NOTATIONS = ("component", "vector", "batched")
 
@@ -207,6 +208,10 @@ def _has_adjoint(e: sp.Basic) -> bool:
     return any(_is_adjoint_name(nm) for nm in names)
 
 
+#: Functions whose LaTeX SymPy's own printer already writes well (exp as e^x, ...).
+_SYMPY_LATEX = (sp.exp, sp.log, sp.Abs, sp.Max, sp.Min, sp.sign)
+
+
 class SymgradLatexPrinter(LatexPrinter):
     """LaTeX in symgrad's notation (see the module docstring).
 
@@ -287,6 +292,9 @@ class SymgradLatexPrinter(LatexPrinter):
 
     # -- functions ----------------------------------------------------------------------
     def _print_Function(self, expr: sp.Function, exp: str | None = None) -> str:
+        op = op_of(expr)
+        if op is not None and op.latex and len(expr.args) == 1 and op.func not in _SYMPY_LATEX:
+            return self._named(op.latex, expr, exp)
         if hasattr(expr, "_latex"):
             tex = expr._latex(self)
             return paren(tex) + "^{%s}" % exp if exp else tex
@@ -304,21 +312,6 @@ class SymgradLatexPrinter(LatexPrinter):
     def _named(self, name: str, expr: sp.Function, exp: str | None) -> str:
         tex = name + paren(self._print(expr.args[0]))
         return paren(tex) + "^{%s}" % exp if exp else tex
-
-    def _print_sigmoid(self, expr: sp.Function, exp: str | None = None) -> str:
-        return self._named(r"\sigma", expr, exp)
-
-    def _print_relu(self, expr: sp.Function, exp: str | None = None) -> str:
-        return self._named(r"\operatorname{relu}", expr, exp)
-
-    def _print_leaky_relu(self, expr: sp.Function, exp: str | None = None) -> str:
-        return self._named(r"\operatorname{leaky\_relu}", expr, exp)
-
-    def _print_elu(self, expr: sp.Function, exp: str | None = None) -> str:
-        return self._named(r"\operatorname{elu}", expr, exp)
-
-    def _print_softplus(self, expr: sp.Function, exp: str | None = None) -> str:
-        return self._named(r"\operatorname{softplus}", expr, exp)
 
     def _print_step(self, expr: sp.Function, exp: str | None = None) -> str:
         tex = r"[%s > 0]" % self._print(expr.args[0])

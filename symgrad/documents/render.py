@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.str import StrPrinter
 
 from symgrad.calculus.layout import N, batch, batched_step
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
@@ -39,6 +38,8 @@ from symgrad.documents.latex_printer import (
     split_name,
 )
 from symgrad.errors import DerivationError
+from symgrad.escape import latex_text
+from symgrad.ir.plain import PlainTextPrinter
 from symgrad.templating import environment
 
 TARGETS = ("latex", "markdown", "text")
@@ -59,7 +60,7 @@ _ALIASES = {"tex": "latex", "md": "markdown", "txt": "text", "plain": "text"}
 # ---------------------------------------------------------------------------------------
 # plain text
 # ---------------------------------------------------------------------------------------
-class TextPrinter(StrPrinter):
+class TextPrinter(PlainTextPrinter):
     """Plain-text notation for terminals: IR names (``delta2[k]``, ``da1[i]``), ``@`` for
     matrix products, ``.T`` for transposes, ``*`` elementwise."""
 
@@ -68,9 +69,6 @@ class TextPrinter(StrPrinter):
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return "N" if expr == N else super()._print_Symbol(expr)
-
-    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
-        return "[%s==%s]" % tuple(self._print(a) for a in expr.args)
 
     def _print_Sum(self, expr: sp.Sum) -> str:
         heads = "".join(
@@ -218,26 +216,14 @@ def equation_lines(eq: Eq, width: float = LINE_WIDTH) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # rendering of the model to one target
 # ---------------------------------------------------------------------------------------
-_LATEX_ESC = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
 def _esc_latex(s: str) -> str:
-    return "".join(_LATEX_ESC.get(c, c) for c in s)
+    # Names in the prose are user-controlled: one escaper for every LaTeX output.
+    return latex_text(s)
 
 
 def _esc_md(s: str) -> str:
-    return re.sub(r"([_*`\\$<>#|])", r"\\\1", s)
+    # Markdown specials, link brackets and HTML: the prose shows user names literally.
+    return re.sub(r"([_*`\\$<>#|\[\]])", r"\\\1", s.replace("&", "&amp;"))
 
 
 def _inline(parts: Sequence[Part], to: str) -> str:
@@ -295,7 +281,7 @@ def _jacobian_matrix(local: sp.Expr, net, diagonal: bool = False) -> sp.Expr | N
             rest = local.xreplace({kd: sp.S.One})
             if rest.has(_K):
                 return None
-            m = to_matrix(rest, (_I,), net)
+            m = to_matrix(rest, (_I,))
             return Diag(m) if is_vector_valued(m) else m * Mat("I")
         for t in sp.Add.make_args(local):
             if isinstance(t, sp.Indexed) and len(t.indices) == 2:
@@ -308,13 +294,13 @@ def _jacobian_matrix(local: sp.Expr, net, diagonal: bool = False) -> sp.Expr | N
                 rest = t.xreplace({kd: sp.S.One})
                 if rest.has(_K):
                     return None
-                m = to_matrix(rest, (_I,), net)
+                m = to_matrix(rest, (_I,))
                 if is_vector_valued(m):
                     terms.append(Diag(m))
                 else:
                     terms.append(m * Mat("I"))
                 continue
-            terms.append(to_matrix(t, (_I, _K), net))
+            terms.append(to_matrix(t, (_I, _K)))
     except DerivationError:  # no matrix form: shown in components only
         return None
     return sp.Add(*terms)
@@ -556,7 +542,7 @@ class _Doc:
 
     def _loss_matrix(self) -> sp.Expr | None:
         try:
-            return to_matrix(self.d.loss, (), self.net)
+            return to_matrix(self.d.loss, ())
         except DerivationError:  # a loss without matrix form: components only
             return None
 
@@ -723,7 +709,7 @@ class _Doc:
                 )
             if st.fused and st.unfused is not None:
                 with contextlib.suppress(DerivationError):  # no matrix form: skip that side
-                    sides.append(self.ex(to_matrix(st.unfused, (_I,), self.net), "vector"))
+                    sides.append(self.ex(to_matrix(st.unfused, (_I,)), "vector"))
             sides.append(self.ex(st.matrix, "vector"))
             eqs.append(Eq(tuple(_dedupe(sides))))
             s.items.append(Item("math", eqs=tuple(eqs)))

@@ -317,7 +317,7 @@ class _Parser:
                 self.fail(f"{name}() takes 2 to {MAX_MINMAX_ARGS} arguments, got {len(args)}")
         elif len(args) != 1:
             self.fail(f"{name}() takes exactly 1 argument, got {len(args)}")
-        fn: Callable[..., sp.Expr] = SPEC_FUNCTIONS[name]  # type: ignore[assignment]
+        fn: Callable[..., sp.Expr] = SPEC_FUNCTIONS[name]
         if all(arg.is_Number for arg in args):
             return self.build(tok, fn, *args)  # folded to a number by build()
         # SymPy's automatic evaluation queries assumptions of the arguments, which can take

@@ -279,18 +279,18 @@ class _Checker:
 
     def activation(self, value: object, field: str) -> str | L.Activation:
         if isinstance(value, str):
-            if value not in L.ACTIVATION_NAMES:
-                close = difflib.get_close_matches(value, L.ACTIVATION_NAMES, n=1, cutoff=0.6)
+            if value not in L.activation_names():
+                close = difflib.get_close_matches(value, L.activation_names(), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 self.fail(
                     field,
                     f"unknown activation {_show(value)} "
-                    f"({hint}known: {', '.join(L.ACTIVATION_NAMES)}; or a table "
+                    f"({hint}known: {', '.join(L.activation_names())}; or a table "
                     '{ name = "...", expr = "..." } in x)',
                 )
             return value
         if isinstance(value, dict):
-            name, text = self.custom(value, field, "activation", L.ACTIVATION_NAMES)
+            name, text = self.custom(value, field, "activation", L.activation_names())
             expr = self.expression(text, f"{field}.expr", scalars={"x": L.x})
             return L.Activation(name, expr)
         self.fail(

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir import ops as F
+from symgrad.ir import naming
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.ir.ops import ACTIVATIONS
 
 # Placeholders for user-written component forms.
 a = sp.IndexedBase("a", real=True)
@@ -29,18 +30,15 @@ x = sp.Symbol("x", real=True)
 yhat_s = sp.Symbol("yhat", real=True)
 y_s = sp.Symbol("y", real=True)
 
-#: Elementwise activations by name, as expressions in the Symbol ``x``.
-ACTIVATIONS: dict[str, sp.Expr] = {
-    "identity": x,
-    "sigmoid": F.sigmoid(x),
-    "tanh": sp.tanh(x),
-    "relu": F.relu(x),
-    "leaky_relu": F.leaky_relu(x),
-    "softplus": F.softplus(x),
-    "elu": F.elu(x),
-    "silu": x * F.sigmoid(x),
-}
+#: The built-in activation names (see :func:`activation_names` for the live registry).
 ACTIVATION_NAMES = (*ACTIVATIONS, "softmax")
+
+
+def activation_names() -> tuple[str, ...]:
+    """Every activation a spec may name: the registry's (``ir/ops.py``) and softmax."""
+    return (*ACTIVATIONS, "softmax")
+
+
 LOSS_NAMES = ("mse", "bce", "cross_entropy")
 
 
@@ -60,7 +58,7 @@ class Activation:
                 return Activation("softmax", None)
             if spec not in ACTIVATIONS:
                 raise SpecError(
-                    f"unknown activation '{spec}' (known: {', '.join(ACTIVATION_NAMES)})"
+                    f"unknown activation '{spec}' (known: {', '.join(activation_names())})"
                 )
             return Activation(spec, ACTIVATIONS[spec])
         if isinstance(spec, sp.Lambda):
@@ -123,19 +121,19 @@ def _width(units: int | sp.Expr, layer: int, sizes: dict[sp.Symbol, int]) -> sp.
 
 def _dense(layer: Dense, l: int, inp, w_in, sizes) -> list[Stage]:
     w = _width(layer.units, l, sizes)
-    W = sp.IndexedBase(f"W{l}", real=True)
-    z = sp.IndexedBase(f"z{l}", real=True)
+    W = sp.IndexedBase(naming.param("W", l).name, real=True)
+    z = sp.IndexedBase(naming.pre(l).name, real=True)
     body = sp.Sum(W[I, j] * inp[j], (j, 0, w_in - 1))
-    params = [Param(f"W{l}", W, (w, w_in), "glorot", w_in)]
+    params = [Param(W.name, W, (w, w_in), "glorot", w_in)]
     if layer.bias:
-        b = sp.IndexedBase(f"b{l}", real=True)
+        b = sp.IndexedBase(naming.param("b", l).name, real=True)
         body = body + b[I]
-        params.append(Param(f"b{l}", b, (w,), "glorot", w_in))
+        params.append(Param(b.name, b, (w,), "glorot", w_in))
     stages = [Stage(z, inp, w, w_in, body, l, "affine", "dense", tuple(params))]
     act = Activation.of(layer.activation)
     if act.expr is not None and act.expr == x:
         return stages  # identity: a[l] = z[l], no stage of its own
-    stages.append(_elementwise(act, z, sp.IndexedBase(f"a{l}", real=True), w, l))
+    stages.append(_elementwise(act, z, sp.IndexedBase(naming.act(l).name, real=True), w, l))
     return stages
 
 
@@ -144,7 +142,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
     repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
     params = []
     for base, shape in layer.params.items():
-        pname = f"{base.name}{l}"
+        pname = naming.param(base.name, l).name
         new = sp.IndexedBase(pname, real=True)
         repl[base] = new
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
@@ -159,7 +157,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
     return [
         Stage(
-            sp.IndexedBase(f"a{l}", real=True),
+            sp.IndexedBase(naming.act(l).name, real=True),
             inp,
             w,
             w_in,

@@ -2,8 +2,8 @@
 
 Every stage states one output component ``y[i]`` as a SymPy expression of its input
 ``x[.]`` and its own parameters, with ``i`` free and every other index bound by a
-``Sum`` over a symbolic range. Dense layers, activations and losses (``layers.py``,
-``losses.py``) are constructors of these objects; the derivation engine never asks
+``Sum`` over a symbolic range. Dense layers, activations and losses (``layers.py``)
+are constructors of these objects; the derivation engine never asks
 which one it is looking at.
 """
 

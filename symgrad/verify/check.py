@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
-from sympy.printing.str import StrPrinter
 
 from symgrad.calculus.contraction import contract
 from symgrad.calculus.forward_values import rewrite
-from symgrad.calculus.reverse import Derivation, Step, derive, grad_name
+from symgrad.calculus.reverse import Derivation, Step, grad_name
 from symgrad.errors import DerivationError, SpecError
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir.indices import idx
 from symgrad.ir.network import Network, Stage
+from symgrad.ir.plain import PlainTextPrinter
+from symgrad.pipeline import derive
 from symgrad.verify.evaluation import eval_component, run_derivation
 from symgrad.verify.verify import concrete_sizes, random_targets
 
@@ -42,7 +43,7 @@ POINTS = 5
 SUM_INDICES = ("k", "j", "m", "l")
 
 
-class _FormulaPrinter(StrPrinter):
+class _FormulaPrinter(PlainTextPrinter):
     """Prints in the syntax ``check`` reads: ``sum(W2[k, i]*delta2[k], k)``."""
 
     def _print_Sum(self, expr):
@@ -50,9 +51,6 @@ class _FormulaPrinter(StrPrinter):
         for var, _, _ in reversed(expr.limits):
             body = f"sum({body}, {var})"
         return body
-
-    def _print_KroneckerDelta(self, expr):
-        return f"[{expr.args[0]} == {expr.args[1]}]"
 
 
 def formula_text(expr: sp.Expr) -> str:

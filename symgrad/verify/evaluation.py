@@ -18,30 +18,10 @@ from sympy.core.function import Application
 
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
-from symgrad.ir import ops as F
+from symgrad.ir.ops import OPS
 
-
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
-NUMPY_FUNCS = {
-    sp.exp: np.exp,
-    sp.log: np.log,
-    sp.tanh: np.tanh,
-    sp.cosh: np.cosh,
-    sp.sinh: np.sinh,
-    sp.sin: np.sin,
-    sp.cos: np.cos,
-    sp.Abs: np.abs,
-    sp.sign: np.sign,
-    F.sigmoid: _sigmoid,
-    F.step: lambda x: (np.asarray(x) > 0).astype(float),
-    F.relu: lambda x: np.maximum(x, 0.0),
-    F.leaky_relu: lambda x: np.where(x > 0, x, 0.01 * x),
-    F.elu: lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    F.softplus: lambda x: np.logaddexp(0.0, x),
-}
+#: NumPy callables of every registered op (ir/ops.py), for the numeric evaluators.
+NUMPY_FUNCS = {op.func: op.numeric for op in OPS.values()}
 
 
 def _apply(func, args):

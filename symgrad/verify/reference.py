@@ -17,9 +17,9 @@ import sympy as sp
 from sympy.core.function import Application
 
 from symgrad.errors import SpecError
-from symgrad.ir import ops as F
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
+from symgrad.ir.ops import OPS
 
 _BATCH = sp.Symbol("_n_batch_")
 
@@ -102,24 +102,8 @@ class _TorchOps(_Ops):
         import torch.nn.functional as TF
 
         self.t, self.F = torch, TF
-        f64 = torch.float64
-        self.funcs = {
-            sp.exp: torch.exp,
-            sp.log: torch.log,
-            sp.tanh: torch.tanh,
-            sp.cosh: torch.cosh,
-            sp.sinh: torch.sinh,
-            sp.sin: torch.sin,
-            sp.cos: torch.cos,
-            sp.Abs: torch.abs,
-            sp.sign: torch.sign,
-            F.sigmoid: torch.sigmoid,
-            F.relu: torch.relu,
-            F.leaky_relu: lambda v: TF.leaky_relu(v, 0.01),
-            F.elu: TF.elu,
-            F.softplus: TF.softplus,
-            F.step: lambda v: (v > 0).to(f64),
-        }
+        # every registered op, spelled by torch (ir/ops.py)
+        self.funcs = {op.func: op.torch_fn(torch) for op in OPS.values()}
         self.acts = {
             "identity": lambda v: v,
             "sigmoid": torch.sigmoid,
@@ -186,7 +170,12 @@ class _TorchOps(_Ops):
         leaves = {k: self.asarray(v).requires_grad_(True) for k, v in params.items()}
         value, yhat = fn(leaves)
         names = list(leaves)
-        gs = self.t.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+        # No parameters, or a loss that does not depend on them: every gradient is zero.
+        gs = (
+            self.t.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+            if names and value.requires_grad
+            else [None] * len(names)
+        )
         grads = {
             k: (self.to_numpy(g) if g is not None else np.zeros(params[k].shape))
             for k, g in zip(names, gs, strict=True)
@@ -204,23 +193,7 @@ class _JaxOps(_Ops):
         jax.config.update("jax_enable_x64", True)
         self.jax, self.np = jax, jnp
         nn = jax.nn
-        self.funcs = {
-            sp.exp: jnp.exp,
-            sp.log: jnp.log,
-            sp.tanh: jnp.tanh,
-            sp.cosh: jnp.cosh,
-            sp.sinh: jnp.sinh,
-            sp.sin: jnp.sin,
-            sp.cos: jnp.cos,
-            sp.Abs: jnp.abs,
-            sp.sign: jnp.sign,
-            F.sigmoid: nn.sigmoid,
-            F.relu: nn.relu,
-            F.leaky_relu: lambda v: nn.leaky_relu(v, 0.01),
-            F.elu: nn.elu,
-            F.softplus: nn.softplus,
-            F.step: lambda v: (v > 0).astype(jnp.float64),
-        }
+        self.funcs = {op.func: op.jax_fn(jax) for op in OPS.values()}
         self.acts = {
             "identity": lambda v: v,
             "sigmoid": nn.sigmoid,
@@ -436,7 +409,7 @@ def eval_tensor(
 
 def _dense_body(stage: Stage) -> sp.Expr | None:
     """The body a plain dense stage has (None if ``stage`` is not one)."""
-    if stage.kind != "affine" or stage.label != "dense" or not stage.params:
+    if not 1 <= len(stage.params) <= 2 or len(stage.params[0].shape) != 2:
         return None
     W = stage.params[0].base
     j = sp.Symbol("j", integer=True)
@@ -446,15 +419,18 @@ def _dense_body(stage: Stage) -> sp.Expr | None:
     return body
 
 
-def _is_builtin_activation(stage: Stage) -> bool:
-    if stage.kind != "elementwise" or stage.label not in ACTIVATIONS:
-        return False
-    return stage.body == ACTIVATIONS[stage.label].xreplace({x: stage.inp[stage.index]})
+def _builtin_activation(stage: Stage) -> str | None:
+    """The named activation whose expression ``stage`` computes, found by comparing
+    expressions (never by the stage's label), or None."""
+    if stage.width != stage.in_width:
+        return None
+    for name, expr in ACTIVATIONS.items():
+        if stage.body == expr.xreplace({x: stage.inp[stage.index]}):
+            return name
+    return None
 
 
 def _is_softmax(stage: Stage) -> bool:
-    if stage.label != "softmax":
-        return False
     j = sp.Symbol("j", integer=True)
     i = stage.index
     want = sp.exp(stage.inp[i]) / sp.Sum(sp.exp(stage.inp[j]), (j, 0, stage.width - 1))
@@ -481,8 +457,8 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         if dense is not None and s.body == dense:
             b = params[s.params[1].name] if len(s.params) == 2 else None
             out = ops.dense(cur, params[s.params[0].name], b)
-        elif _is_builtin_activation(s):
-            out = ops.acts[s.label](cur)
+        elif (act := _builtin_activation(s)) in ops.acts:
+            out = ops.acts[act](cur)  # the library's own activation
         elif _is_softmax(s):
             out = ops.softmax(cur)
         else:  # custom activation or map layer: its component form over the index grid
@@ -493,10 +469,13 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         cur = out
     loss = net.loss
     last = net.stages[-1]
-    if loss.name == "cross_entropy" and loss.requires_softmax and _is_softmax(last):
+    builtin = [k for k, e in _BUILTIN_LOSS.items() if loss.elementwise == e]
+    k_ = sp.Symbol("i", integer=True)
+    ce = -sp.Sum(loss.target[k_] * sp.log(net.output[k_]), (k_, 0, loss.width - 1))
+    if _is_softmax(last) and loss.body.dummy_eq(ce):
         value = ops.cross_entropy(env[str(last.inp)], Y)
-    elif loss.name in _BUILTIN_LOSS and loss.elementwise == _BUILTIN_LOSS[loss.name]:
-        value = getattr(ops, loss.name)(cur, Y)
+    elif builtin:
+        value = getattr(ops, builtin[0])(cur, Y)
     else:  # a custom loss: the mean over samples of the per-sample loss
         per = eval_tensor(ops, loss.body, env, batched, sizes, (), {}, n)
         value = ops.mean(per)

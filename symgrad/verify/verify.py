@@ -416,7 +416,8 @@ def verify_network(
     report = VerifyReport(net.name, module or "<generated>", dtype, seed, batch)
 
     if module is None:
-        from symgrad.backends.codegen import generate, load_module
+        from symgrad.backends.codegen import load_module
+        from symgrad.pipeline import generate
 
         mod = load_module(generate(net), f"symgrad_verify_{net.name}")
     else:
@@ -609,7 +610,7 @@ def symbolic_rows(net: Network, seed: int = 0) -> list[Row]:
     """
     from dataclasses import replace
 
-    from symgrad.calculus.reverse import derive
+    from symgrad.pipeline import derive
     from symgrad.verify.evaluation import run_derivation
 
     net = concrete_sizes(net, seed)

@@ -1,0 +1,143 @@
+"""The symgrad compiler driver: the pipeline, one call per stage.
+
+The output of each stage is the input of the next:
+
+1. **parse**   ``frontend``: a TOML spec or ``file.py:NAME`` -> a checked spec
+2. **IR**      ``ir``: the component-form network (layers are sugar over equations
+               ``out[i] = body``; ops come from the registry in ``ir/ops.py``)
+3. **derive**  ``calculus/reverse.py``: reverse accumulation in index notation, with the
+               simplification passes ``contraction`` (Kronecker deltas), ``forward_values``
+               (derivatives in forward values) and loss fusion
+4. **matrix**  ``calculus/matrix_form.py``: component form -> per-sample vector algebra
+5. **layout**  ``calculus/layout.py``: the batched, row-major form (samples as rows)
+6. **print**   ``backends``: the target-free program (stable forms, CSE) printed by a
+               backend's printer into its templates (``templates/``)
+7. **render**  ``documents``: LaTeX, Markdown, text and the graph, from the same derivation
+8. **verify**  ``verify``: generated or hand-written code against numerics; formulas
+               against the derivation (``check``)
+
+The command line, the Python API (:func:`symgrad.derive`), ``verify`` and ``check`` all
+call these functions, so a command derives a network once and every output reads that
+one derivation.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from symgrad.calculus.matrix_form import matrix_pass
+from symgrad.calculus.reverse import Derivation, reverse_accumulate
+from symgrad.ir.network import Network
+
+#: Derivations of recently derived networks (by identity): a command that needs a
+#: derivation for several outputs derives it once.
+_DERIVED: OrderedDict[int, tuple[Network, Derivation]] = OrderedDict()
+_DERIVED_SIZE = 16
+
+
+def parse(spec: str | Network) -> Network:
+    """Stages 1-2: a spec path (``.toml`` or ``file.py:NAME``) or a built network -> the IR."""
+    if isinstance(spec, Network):
+        return spec
+    from symgrad.frontend.spec import load_spec
+
+    return load_spec(spec)
+
+
+def derive(net: Network) -> Derivation:
+    """Stages 3-4: every gradient of ``net`` in component and matrix form.
+
+    The chain rule with its simplification passes, then the matrix-form pass. Memoised
+    on the network object, so asking again (for another output) does not derive again.
+    """
+    hit = _DERIVED.get(id(net))
+    if hit is not None and hit[0] is net:
+        _DERIVED.move_to_end(id(net))
+        return hit[1]
+    d = reverse_accumulate(net)  # 3: chain rule, contraction, forward values, fusion
+    d = matrix_pass(d)  # 4: matrix form
+    _DERIVED[id(net)] = (net, d)
+    while len(_DERIVED) > _DERIVED_SIZE:
+        _DERIVED.popitem(last=False)
+    return d
+
+
+def generate_code(
+    d: Derivation | Network,
+    *,
+    target: str = "numpy",
+    optimizer: str | None = None,
+    source: str | None = None,
+) -> str:
+    """Stages 5-6: layout, the target-free program and the backend's printer + template.
+
+    ``d`` may be a network (derived first, through :func:`derive`'s memo).
+    """
+    from symgrad.backends.codegen import generate
+
+    if target != "numpy":
+        from symgrad.errors import SpecError
+
+        raise SpecError(f"unknown target '{target}' (known: numpy)")
+    if isinstance(d, Network):
+        d = derive(d)
+    return generate(d, optimizer=optimizer, source=source)
+
+
+#: The Python API's name for :func:`generate_code`.
+generate = generate_code
+
+
+def render_document(
+    d: Derivation, *, to: str = "text", form: str = "both", standalone: bool = True
+) -> str:
+    """Stage 7: the derivation as a document (``latex``, ``markdown`` or ``text``)."""
+    from symgrad.documents.render import render
+
+    return render(d, to=to, form=form, standalone=standalone)
+
+
+def render_graph(d: Derivation) -> str:
+    """Stage 7: the computational graph as Graphviz DOT."""
+    from symgrad.documents.graph import to_dot
+
+    return to_dot(d)
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """A parsed and derived network: every output is rendered from this one derivation."""
+
+    network: Network
+    derivation: Derivation
+    source: str
+
+    def code(self, *, target: str = "numpy", optimizer: str | None = None) -> str:
+        d, src = self.derivation, self.source
+        return generate_code(d, target=target, optimizer=optimizer, source=src)
+
+    def document(self, *, to: str = "text", form: str = "both", standalone: bool = True) -> str:
+        return render_document(self.derivation, to=to, form=form, standalone=standalone)
+
+    def graph(self) -> str:
+        return render_graph(self.derivation)
+
+
+def compile(spec: str | Network) -> Compilation:  # noqa: A001 - the driver's verb
+    """Run the pipeline up to the derivation (stages 1-4); outputs are methods of the result."""
+    net = parse(spec)  # 1-2
+    d = derive(net)  # 3-4
+    return Compilation(net, d, spec if isinstance(spec, str) else net.source)
+
+
+__all__ = [
+    "Compilation",
+    "compile",
+    "derive",
+    "generate",
+    "generate_code",
+    "parse",
+    "render_document",
+    "render_graph",
+]

@@ -1,0 +1,209 @@
+"""The shape of the compiler: the pipeline driver, the package layout, the op registry.
+
+These tests hold the architecture in place: no import cycles between symgrad's modules,
+a driver that reads as the pipeline, and extension points that really are one place
+(an activation or a whole new op added in ``ir/ops.py`` alone goes through derive,
+codegen, the documents and verify).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad
+from symgrad import Dense, build, pipeline
+from symgrad.backends.codegen import load_module
+from symgrad.errors import DerivationError
+from symgrad.ir import ops
+
+PKG = Path(symgrad.__file__).parent
+
+#: The stage folders, in pipeline order: a module may import from its own folder and
+#: from folders before it, never after (``pipeline``/``cli`` sit on top of them all).
+LAYERS = ["ir", "frontend", "calculus", "backends", "documents", "verify", "learn"]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the symgrad modules it imports anywhere (module level or inside functions)."""
+    graph: dict[str, set[str]] = {}
+    modules = {_module_name(p) for p in PKG.rglob("*.py")}
+    for path in PKG.rglob("*.py"):
+        name = _module_name(path)
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = pkg.split(".")
+                    anchor = anchor[: len(anchor) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    deps.add(full if full in modules else base)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _imports()
+    # symgrad/__init__ re-exports the public API; it is the root, not part of a cycle.
+    graph = {k: {d for d in v if d != "symgrad"} for k, v in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                cycle = stack[stack.index(d) :] + [d]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_stage_folders_only_import_earlier_stages():
+    def layer(m: str) -> int | None:
+        parts = m.split(".")
+        return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+    bad = []
+    for m, deps in _imports().items():
+        lm = layer(m)
+        if lm is None:
+            continue
+        for d in deps:
+            ld = layer(d)
+            if ld is not None and ld > lm:
+                bad.append(f"{m} imports {d}")
+            if d in ("symgrad.pipeline", "symgrad.cli") and LAYERS[lm] not in ("verify", "learn"):
+                bad.append(f"{m} imports the driver {d}")
+    assert not bad, bad
+
+
+def test_the_driver_reads_as_the_pipeline():
+    doc = pipeline.__doc__ or ""
+    for stage in ("parse", "IR", "derive", "matrix", "layout", "print", "render", "verify"):
+        assert stage in doc, stage
+    body = inspect.getsource(pipeline.compile)
+    assert "parse(" in body and "derive(" in body
+    body = inspect.getsource(pipeline.derive)
+    assert "reverse_accumulate(" in body and "matrix_pass(" in body
+
+
+def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
+    calls = []
+    real = pipeline.reverse_accumulate
+
+    def counting(net):
+        calls.append(net.name)
+        return real(net)
+
+    monkeypatch.setattr(pipeline, "reverse_accumulate", counting)
+    net = build("once", 3, [Dense(4, "tanh"), Dense(2, "sigmoid")], "mse")
+    c = pipeline.compile(net)
+    c.document(to="latex")
+    c.document(to="text")
+    c.code()
+    c.graph()
+    symgrad.derive(net)
+    assert calls == ["once"]
+
+
+def test_a_missing_op_is_an_error_naming_it():
+    class gelu_x(sp.Function):  # noqa: N801
+        pass
+
+    with pytest.raises(DerivationError, match="gelu_x"):
+        ops.lookup(gelu_x)
+
+
+def _verify(net) -> None:
+    from symgrad.verify.verify import verify_network
+
+    report = verify_network(net, against=("fd", "torch"))
+    assert report.ok, report.format()
+
+
+def test_an_activation_is_one_entry(monkeypatch: pytest.MonkeyPatch):
+    """mish = x tanh(softplus(x)), added to the registry's ACTIVATIONS and nowhere else."""
+    monkeypatch.setitem(ops.ACTIVATIONS, "mish", ops.X * sp.tanh(ops.softplus(ops.X)))
+    net = build("mish_net", 3, [Dense(4, "mish"), Dense(2, "sigmoid")], "mse")
+    d = symgrad.derive(net)
+    assert "delta1" in [s.grad for s in d.steps]
+    tex = pipeline.render_document(d, to="latex")
+    assert r"\operatorname{softplus}" in tex
+    mod = load_module(pipeline.generate(d), "mish_mod")
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    assert np.isfinite(mod.loss(mod.init_params(0), X, np.zeros((5, 2))))
+    pytest.importorskip("torch")
+    _verify(net)
+
+
+class cube_root_plus(sp.Function):  # noqa: N801 - a brand-new op, for the test below
+    """x + cbrt(x)-like smooth op: f(x) = x + x**3 / 3, f'(x) = 1 + x**2."""
+
+    def fdiff(self, argindex=1):
+        return 1 + self.args[0] ** 2
+
+
+def test_a_new_op_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch):
+    """A function with its own SymPy class: one Op entry (derivative, LaTeX, NumPy, torch,
+    JAX, numeric) makes derive, codegen, the LaTeX document and verify work."""
+    op = ops.Op(
+        "cubic",
+        cube_root_plus,
+        r"\operatorname{cubic}",
+        "({0} + {0p}**3 / 3)",
+        "({0} + {0p}**3 / 3)",
+        "({0} + {0p}**3 / 3)",
+        lambda v: v + v**3 / 3,
+        lambda t: lambda v: v + v**3 / 3,
+        lambda j: lambda v: v + v**3 / 3,
+    )
+    monkeypatch.setitem(ops.OPS, cube_root_plus, op)
+    monkeypatch.setitem(ops.ACTIVATIONS, "cubic", cube_root_plus(ops.X))
+    net = build("cubic_net", 3, [Dense(4, "cubic"), Dense(2, "identity")], "mse")
+    d = symgrad.derive(net)
+    assert r"\operatorname{cubic}" in pipeline.render_document(d, to="latex")
+    code = pipeline.generate(d)
+    assert "**3 / 3" in code
+    mod = load_module(code, "cubic_mod")
+    p = mod.init_params(0)
+    X = np.random.default_rng(1).normal(size=(4, 3))
+    Y = np.random.default_rng(2).normal(size=(4, 2))
+    # the generated gradient against central differences of the generated loss
+    L, g = mod.loss_and_grads(p, X, Y)
+    h = 1e-6
+    W = p["W1"]
+    W[0, 1] += h
+    up = mod.loss(p, X, Y)
+    W[0, 1] -= 2 * h
+    down = mod.loss(p, X, Y)
+    W[0, 1] += h
+    assert abs((up - down) / (2 * h) - g["W1"][0, 1]) < 1e-7
+    pytest.importorskip("torch")
+    _verify(net)
