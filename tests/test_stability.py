@@ -50,6 +50,13 @@ Y = Vec("y")
     [
         (sp.log(1 + sp.exp(u)), F.softplus(u)),
         (sp.log(1 + sp.exp(-2 * u)), F.softplus(-2 * u)),
+        (sp.log(3 + 2 * sp.exp(u)), sp.log(3) + F.softplus(u + sp.log(sp.Rational(2, 3)))),
+        (sp.log(sp.exp(u) + sp.exp(v)), u + F.softplus(v - u)),
+        (
+            (1 + sp.exp(u)) / (2 + sp.exp(u)),
+            (F.sigmoid(u) + F.sigmoid(-u)) / (F.sigmoid(u) + 2 * F.sigmoid(-u)),
+        ),
+        (sp.sinh(u) * v / sp.cosh(u), sp.tanh(u) * v),
         (1 / (1 + sp.exp(-u)), F.sigmoid(u)),
         (1 / (1 + sp.exp(-2 * u)), F.sigmoid(2 * u)),
         (sp.exp(u) / (1 + sp.exp(u)), F.sigmoid(u)),

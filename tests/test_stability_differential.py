@@ -55,13 +55,14 @@ WRAPS: dict[str, tuple[str, Callable]] = {
     "log_sigmoid": ("log(sigmoid({}))", Fn.logsigmoid),
     "log_one_minus_sigmoid": ("log(1 - sigmoid({}))", lambda t: Fn.logsigmoid(-t)),
     "logcosh": ("log(cosh({}))", _logcosh),
+    "logaddexp": ("log(exp({0}) + exp(-({0})))", lambda t: torch.logaddexp(t, -t)),
     "leaky": ("max({0}, 0.1*({0}))", lambda t: torch.maximum(t, 0.1 * t)),
     "clip": ("min(max({}, -1), 1)", lambda t: t.clamp(-1, 1)),
     "swish": ("({0})*sigmoid({0})", lambda t: t * torch.sigmoid(t)),
 }
 
 
-LOG_WRAPS = {"softplus", "log_sigmoid", "log_one_minus_sigmoid", "logcosh"}
+LOG_WRAPS = {"softplus", "log_sigmoid", "log_one_minus_sigmoid", "logcosh", "logaddexp"}
 EXP_WRAPS = {"softplus", "sigmoid_ratio", "sigmoid_exp"}
 
 

@@ -132,6 +132,15 @@ def _log_c_plus_exp(e: sp.Basic) -> sp.Expr | None:
     return sp.log(c) + F.softplus(ex.args[0] + shift)
 
 
+def _logaddexp(e: sp.Basic) -> sp.Expr | None:
+    """log(exp(u) + exp(v)) = u + softplus(v - u): both derivatives are sigmoids."""
+    arg = e.args[0]
+    if not (arg.is_Add and len(arg.args) == 2 and all(isinstance(t, sp.exp) for t in arg.args)):
+        return None
+    u, v = (t.args[0] for t in arg.args)
+    return u + F.softplus(v - u)
+
+
 def _is_log(e: sp.Basic) -> bool:
     return isinstance(e, sp.log | SafeLog)
 
@@ -397,6 +406,14 @@ SOFTPLUS = Rule(
     lambda e: _is_log(e) and _log_c_plus_exp(e) is not None,
     _log_c_plus_exp,
 )
+LOGADDEXP = Rule(
+    "logaddexp",
+    "log(exp(u) + exp(v))",
+    "u + softplus(v - u)",
+    "exp overflows for arguments > 709: log(inf), and inf/inf in the derivative",
+    lambda e: _is_log(e) and _logaddexp(e) is not None,
+    _logaddexp,
+)
 EXP_RATIO = Rule(
     "exp-ratio",
     "exp(c u) / (1 + exp(u))**k",
@@ -541,6 +558,7 @@ LOG_THROUGH_OUTPUT = Rule(
 #: Rules whose stable forms carry derivative rules: safe before the derivation.
 IR_RULES: tuple[Rule, ...] = (
     SOFTPLUS,
+    LOGADDEXP,
     EXP_RATIO,
     SIGMOID,
     EXP_RATIONAL,
