@@ -63,7 +63,7 @@ WRAPS: dict[str, tuple[str, Callable]] = {
 
 
 LOG_WRAPS = {"softplus", "log_sigmoid", "log_one_minus_sigmoid", "logcosh", "logaddexp"}
-EXP_WRAPS = {"softplus", "sigmoid_ratio", "sigmoid_exp"}
+EXP_WRAPS = {"softplus", "sigmoid_ratio", "sigmoid_exp", "logaddexp"}
 
 
 def _wrap(name: str, inner: Form) -> Form:
