@@ -59,7 +59,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
             self.helpers.add(op.helper)
         args = list(expr.args)
         if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
-            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+            # Both built unevaluated: an evaluated Max(Max(a, b), c) flattens back to
+            # Max(a, b, c) (and SymPy may recurse without end comparing its arguments).
+            inner = expr.func(*args[:-1], evaluate=False)
+            return self._print_op(op, expr.func(inner, args[-1], evaluate=False))
         fields: dict[str, str] = {}
         for n_, a in enumerate(args):
             fields[str(n_)] = self._print(a)
