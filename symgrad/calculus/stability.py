@@ -670,6 +670,23 @@ def _shifted(u: sp.Expr) -> bool:
     return any(isinstance(t, RowMax) for t in sp.Add.make_args(u)) or u.is_nonpositive is True
 
 
+def _nonnegative(t: sp.Expr) -> bool:
+    """Whether ``t`` is >= 0 by its structure (squares, abs, exp, sums of such ...)."""
+    if t.is_number:
+        return bool(t >= 0)
+    if t.is_nonnegative:
+        return True
+    if isinstance(t, sp.Abs | sp.exp | sp.cosh | F.sigmoid | F.softplus | F.relu):
+        return True
+    if t.is_Pow:
+        return bool(t.exp.is_number and (t.exp.is_even or not t.exp.is_integer)) or _nonnegative(
+            t.base
+        )
+    if isinstance(t, RowSum | sp.Sum) or t.is_Add or t.is_Mul:
+        return all(_nonnegative(a) for a in (t.args if not isinstance(t, sp.Sum) else [t.function]))
+    return False
+
+
 def _may_vanish(b: sp.Expr) -> bool:
     """Whether a denominator may reach 0 (it is not a clamp, a positive constant, ...)."""
     if isinstance(b, ClampMin) or b.is_positive is True or b.is_number:
@@ -679,9 +696,13 @@ def _may_vanish(b: sp.Expr) -> bool:
     if isinstance(b, RowSum) and isinstance(b.args[0], sp.exp):
         return False  # a sum of exponentials (of shifted arguments) is >= 1 or overflows
     if b.is_Add and any(t.is_number and t > 0 for t in b.args):
-        rest = [t for t in b.args if not t.is_number]
-        return not all(t.is_nonnegative or (t.is_Pow and t.exp == 2) for t in rest)
+        return not all(_nonnegative(t) for t in b.args)
     return not isinstance(b, sp.cosh | sp.exp)
+
+
+def _exact(t: sp.Expr) -> bool:
+    """A term whose values are exact small integers (a step, a sign): no cancellation."""
+    return all(f.is_number or isinstance(f, F.step | sp.sign) for f in sp.Mul.make_args(t))
 
 
 def hazards(expr: sp.Expr, data: Iterable[sp.Symbol] = ()) -> list[Hazard]:
@@ -724,12 +745,14 @@ def hazards(expr: sp.Expr, data: Iterable[sp.Symbol] = ()) -> list[Hazard]:
                 and len(rest) == 1
                 and (nums[0] > 0) == rest[0].could_extract_minus_sign()
                 and not rest[0].free_symbols <= data
+                and not _exact(rest[0])
             ):
                 out.append(
                     Hazard(
                         "cancellation",
                         e,
-                        "digits are lost where the two terms nearly cancel",
+                        "relative digits are lost where the terms nearly cancel (the absolute "
+                        "error stays at rounding level)",
                     )
                 )
     return out
