@@ -40,6 +40,7 @@ from symgrad.ir.layers import (
     yhat_s,
 )
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.learn.scalar import scalar
 from symgrad.pipeline import compile, derive, generate
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "k",
     "m",
     "n",
+    "scalar",
     "x",
     "y_s",
     "yhat_s",
