@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from symgrad.backends.codegen import generate, load_module
+from symgrad.backends.codegen import load_module
 from symgrad.frontend.spec import loads_spec
+from symgrad.pipeline import generate
 
 torch = pytest.importorskip("torch")
 Fn = torch.nn.functional
