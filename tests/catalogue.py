@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad import Dense, Map, a, build, i, j, k, n, x, y_s, yhat_s
+from symgrad import Dense, LayerNorm, Map, RMSNorm, a, build, i, j, k, m, n, x, y_s, yhat_s
+from symgrad.ir.reductions import ReduceMax
 
 SOFTSIGN = x / (1 + sp.Abs(x))
 L2NORM = a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6))
@@ -16,6 +17,21 @@ BILINEAR_A = sp.IndexedBase("A", real=True)
 BILINEAR = a[i] * sp.tanh(
     sp.Sum(sp.Sum(a[j] * BILINEAR_A[j, k] * a[k], (k, 0, n - 1)), (j, 0, n - 1))
 )
+
+A1 = sp.IndexedBase("a1", real=True)
+TEMP = sp.Symbol("T", real=True)
+PROJ = sp.IndexedBase("V", real=True)
+#: a residual block: a3 = g * a2 + a1 (a1 feeds layers 2 and 3: its gradients add up)
+RESIDUAL = GAIN[i] * a[i] + A1[i]
+#: a pairwise term (no neat matrix form: the component fallback)
+PAIRWISE = a[i] * sp.Sum((a[j] - a[i]) ** 2, (j, 0, n - 1)) / n
+#: a max reduction (log-softmax's shift), gradient to the arg-max
+MAXSHIFT = a[i] - ReduceMax(a[j], j, n - 1)
+#: a map that changes width, with a learnable temperature (a 0-dim parameter)
+PROJECT = sp.Sum(PROJ[i, j] * a[j], (j, 0, n - 1)) / TEMP
+W1 = sp.IndexedBase("W1", real=True)
+H = sp.Symbol("h", integer=True, positive=True)
+P_, Q_ = sp.Symbol("p", integer=True), sp.Symbol("q", integer=True)
 
 
 def catalogue() -> dict[str, object]:
@@ -77,6 +93,39 @@ def catalogue() -> dict[str, object]:
             [
                 Dense(3, "tanh"),
                 Map(BILINEAR, name="bilinear", params={BILINEAR_A: (n, n)}),
+                Dense(2, "sigmoid"),
+            ],
+            "mse",
+        ),
+        "residual": build(
+            "residual",
+            3,
+            [
+                Dense(H, "tanh"),
+                Dense(H, "relu"),
+                Map(RESIDUAL, name="residual", params={GAIN: (n,)}),
+                Dense(2),
+            ],
+            "mse",
+            sizes={H: 4},  # one named width: the residual add needs a1, a2 of one width
+            penalty=sp.Float(1e-3) * W1[P_, Q_] ** 2,
+        ),
+        "layernorm": build(
+            "layernorm", 3, [Dense(5, "tanh"), LayerNorm(), Dense(3, "softmax")], "cross_entropy"
+        ),
+        "rmsnorm_pairwise": build(
+            "rmsnorm_pairwise",
+            3,
+            [Dense(4), RMSNorm(), Map(PAIRWISE, name="pairwise"), Dense(1, "sigmoid")],
+            "bce",
+        ),
+        "maxshift": build(
+            "maxshift",
+            3,
+            [
+                Dense(5, "tanh"),
+                Map(MAXSHIFT, name="maxshift"),
+                Map(PROJECT, name="project", units=3, params={PROJ: (m, n), TEMP: ()}),
                 Dense(2, "sigmoid"),
             ],
             "mse",

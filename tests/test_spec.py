@@ -300,7 +300,12 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
     ("input-float", with_top("input = 3.0", "input"), "input", "got a float"),
     ("input-huge", with_top("input = 1000001", "input"), "input", "too large"),
     ("input-date", with_top("input = 1979-05-27", "input"), "input", "got a date"),
-    ("input-array", with_top("input = [3]", "input"), "input", "got an array"),
+    (
+        "input-array",
+        with_top("input = [3]", "input"),
+        "input",
+        "[channels, width] or [channels, height, width]",
+    ),
     # top-level structure
     ("missing-loss", with_top("", "loss"), "loss", "missing required key 'loss'"),
     ("missing-name", with_top("", "name"), "name", "missing required key 'name'"),
@@ -422,11 +427,13 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
     ("type-int", with_layer("type = 1"), f"{L1}.type", "must be a string"),
     # map layers
     ("map-undeclared-index", with_map('expr = "a[q]"'), "layer[2].expr", "undeclared index 'q'"),
+    ("map-units-unknown", with_map('expr = "a[i]"\nunits = "h"'), "layer[2].units", "unknown size"),
+    ("map-units-zero", with_map('expr = "a[i]"\nunits = 0'), "layer[2].units", "positive integer"),
     (
-        "map-units",
+        "map-units-mismatch",
         with_map('expr = "a[i]"\nunits = 3'),
-        "layer[2].units",
-        "not allowed on a map layer",
+        "layer[2].expr",
+        "index i runs to 3 but axis 0 of a1 has size 4",
     ),
     ("map-bias", with_map('expr = "a[i]"\nbias = false'), "layer[2].bias", "not allowed on a map"),
     (
@@ -437,8 +444,85 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
     ),
     ("map-no-expr", with_map('name = "m"'), "layer[2].expr", "missing required key 'expr'"),
     ("map-unbound-j", with_map('expr = "a[j]"'), "layer[2].expr", "not declared free"),
-    ("map-uses-x", with_map('expr = "x * a[i]"'), "layer[2].expr", "unknown name 'x'"),
-    ("map-uses-n", with_map('expr = "a[i] / n"'), "layer[2].expr", "unknown name 'n'"),
+    ("map-uses-x-bare", with_map('expr = "x * a[i]"'), "layer[2].expr", "must be subscripted"),
+    ("map-uses-h", with_map('expr = "a[i] / h"'), "layer[2].expr", "unknown name 'h'"),
+    ("map-later-output", with_map('expr = "a3[i]"'), "layer[2].expr", "unknown name 'a3'"),
+    ("map-own-output", with_map('expr = "a2[i]"'), "layer[2].expr", "unknown name 'a2'"),
+    ("map-x-width", with_map('expr = "a[i] + x[i]"'), "layer[2].expr", "axis 0 of x has size"),
+    (
+        "map-x-two-indices",
+        with_map('expr = "sum(x[i, j], j)"'),
+        "layer[2].expr",
+        "takes 1 indices, got 2",
+    ),
+    (
+        "map-params-type",
+        with_map('expr = "a[i]"\nparams = 3'),
+        "layer[2].params",
+        "must be a table",
+    ),
+    (
+        "map-params-shape-type",
+        with_map('expr = "g * a[i]"\nparams = { g = 2 }'),
+        "layer[2].params.g",
+        "a shape must be an array",
+    ),
+    (
+        "map-params-width",
+        with_map('expr = "g[i] * a[i]"\nparams = { g = ["w"] }'),
+        "layer[2].params.g[0]",
+        "unknown width 'w'",
+    ),
+    (
+        "map-params-dim-zero",
+        with_map('expr = "g[i] * a[i]"\nparams = { g = [0] }'),
+        "layer[2].params.g[0]",
+        "positive integer",
+    ),
+    (
+        "map-params-reserved",
+        with_map('expr = "a[i]"\nparams = { x = ["n"] }'),
+        "layer[2].params.x",
+        "reserved",
+    ),
+    (
+        "map-params-unused",
+        with_map('expr = "a[i]"\nparams = { g = ["n"] }'),
+        "layer[2].params.g",
+        "not used",
+    ),
+    (
+        "map-params-arity",
+        with_map('expr = "sum(g[i, j] * a[j], j)"\nparams = { g = ["n"] }'),
+        "layer[2].expr",
+        "takes 1 indices, got 2",
+    ),
+    (
+        "map-params-shape-mismatch",
+        with_map('expr = "sum(g[i, j] * a[j], j)"\nparams = { g = ["n", 2] }'),
+        "layer[2].expr",
+        "axis 1 of g2 has size 2",
+    ),
+    (
+        "map-scalar-param-subscripted",
+        with_map('expr = "T[i] * a[i]"\nparams = { T = [] }'),
+        "layer[2].expr",
+        "cannot be subscripted",
+    ),
+    ("map-max-no-index", with_map('expr = "max(a[i], j)"'), "layer[2].expr", "does not use index"),
+    ("map-max-over-i", with_map('expr = "max(a[i], i)"'), "layer[2].expr", "free index"),
+    ("sizes-type", with_top("sizes = 3"), "sizes", "must be a table"),
+    ("sizes-value", with_top("sizes = { h = 0 }"), "sizes.h", "positive integer"),
+    ("sizes-float", with_top("sizes = { h = 2.5 }"), "sizes.h", "got a float"),
+    ("sizes-reserved", with_top("sizes = { n = 3 }"), "sizes.n", "reserved"),
+    ("sizes-layer-name", with_top("sizes = { a1 = 3 }"), "sizes.a1", "reserved"),
+    ("units-unknown-size", GOOD.replace("units = 4", 'units = "h"'), f"{L1}.units", "unknown size"),
+    ("penalty-type", with_top("penalty = 3"), "penalty", "must be a string"),
+    ("penalty-unknown", with_top('penalty = "V9[p, q]**2"'), "penalty", "unknown name 'V9'"),
+    ("penalty-arity", with_top('penalty = "W1[p]**2"'), "penalty", "takes 2 indices, got 1"),
+    ("penalty-bare", with_top('penalty = "W1**2"'), "penalty", "must be subscripted"),
+    ("penalty-sum", with_top('penalty = "sum(W1[p, q], p)"'), "penalty", "free index"),
+    ("penalty-mixed-axes", with_top('penalty = "W1[p, p]**2"'), "penalty", "different sizes"),
     ("map-sum-over-i", with_map('expr = "sum(a[i], i)"'), "layer[2].expr", "free index"),
     ("map-keyword-name", with_map('expr = "a[i]"\nname = "for"'), "layer[2].name", "keyword"),
     (
@@ -833,3 +917,75 @@ def test_structured_random_documents(doc: dict[str, object]) -> None:
     else:
         assert isinstance(net, Network)
         assert len(net.param_names) >= 0
+
+
+# -- TOML parity with the Python API (#12): sizes, map params and units, skip connections,
+#    norm layers, penalties -------------------------------------------------------------
+
+PARITY = """\
+name = "parity"
+input = 3
+loss = "mse"
+sizes = { h = 6, w2 = 2 }
+penalty = "1e-4 * W1[p, q]**2 + 2e-4 * V4[p, q]**2 + 0.5 * T3**2"
+
+[[layer]]
+units = "h"
+activation = "tanh"
+
+[[layer]]
+type = "layernorm"
+
+[[layer]]
+type = "map"
+expr = "g[i] * a[i] / T + a1[i] + z1[i] - max(a[j], j) / h"
+params = { g = ["n"], T = [] }
+
+[[layer]]
+type = "map"
+units = "w2"
+expr = "sum(V[i, j] * a[j], j) + min(a[k], k)"
+params = { V = ["w2", "n"] }
+
+[[layer]]
+type = "rmsnorm"
+"""
+
+
+def test_parity_spec_builds_the_python_api_network(tmp_path: Path) -> None:
+    net = load_spec(write(tmp_path, PARITY))
+    h = sp.Symbol("h", integer=True, positive=True)
+    r = sp.Symbol("w2", integer=True, positive=True)
+    assert net.sizes[h] == 6 and net.sizes[r] == 2
+    assert net.param_names == ("W1", "b1", "gamma2", "beta2", "g3", "T3", "V4", "gamma5")
+    shapes = {p.name: net.shape(p) for p in net.params}
+    assert shapes["W1"] == (6, 3) and shapes["g3"] == (6,) and shapes["T3"] == ()
+    assert shapes["V4"] == (2, 6) and shapes["gamma5"] == (2,)
+    inits = {p.name: p.init for p in net.params}
+    assert inits["gamma2"] == "ones" and inits["beta2"] == "zeros" and inits["g3"] == "ones"
+    res = next(s for s in net.stages if s.label == "map" and s.layer == 3)
+    assert {str(b) for b, _ in res.extra} == {"a1", "z1"}  # skip connections
+    assert isinstance(next(p for p in net.params if p.name == "T3").base, sp.Symbol)
+    # the penalty: each term summed over its own free indices (axes of different sizes)
+    pen = net.penalty
+    assert pen is not None and not (pen.free_symbols & {sp.Symbol("p", integer=True)})
+    assert len(pen.atoms(sp.Sum)) == 2  # W1 over (h, 3), V4 over (w2, h); T3 has no index
+    assert sp.Symbol("T3", real=True) in pen.free_symbols
+
+
+def test_parity_spec_verifies(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from symgrad.verify.verify import verify_network
+
+    net = load_spec(write(tmp_path, PARITY))
+    report = verify_network(net)
+    assert report.ok, report
+
+
+def test_max_reduction_versus_elementwise_max(tmp_path: Path) -> None:
+    from symgrad.ir.reductions import ReduceMax
+
+    red = load_spec(write(tmp_path, with_map('expr = "a[i] - max(a[j], j)"')))
+    assert red.stages[-1].body.atoms(ReduceMax)
+    ew = load_spec(write(tmp_path, with_map('expr = "max(a[i], 0)"'), "ew.toml"))
+    assert not ew.stages[-1].body.atoms(ReduceMax) and ew.stages[-1].body.atoms(sp.Max)

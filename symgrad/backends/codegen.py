@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,8 +30,19 @@ from symgrad.backends.numpy_printer import (
 )
 from symgrad.backends.pyformat import respace
 from symgrad.backends.torch_printer import TorchPrinter
-from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum, batch, batched_step
-from symgrad.calculus.matrix_form import Vec, matrix_pass, to_matrix
+from symgrad.calculus.conv_form import VIEWS
+from symgrad.calculus.einsum import LOWERED, lower
+from symgrad.calculus.layout import (
+    BMatMul,
+    BOuter,
+    ColSum,
+    N,
+    RowSum,
+    batch,
+    batched_step,
+    lower_fallbacks,
+)
+from symgrad.calculus.matrix_form import Comp, Vec, matrix_pass, to_matrix
 from symgrad.calculus.reverse import Derivation, reverse_accumulate
 from symgrad.calculus.stability import (
     GUARD_RULES,
@@ -98,7 +110,7 @@ class _Printer:
         self.full_temps: dict[sp.Symbol, bool] = {}
 
     def prepare(self, expr: sp.Expr) -> sp.Expr:
-        expr = _prepare(expr.xreplace(self.sizes))
+        expr = _prepare(lower_fallbacks(expr).xreplace(self.sizes))
         # Non-integer rationals print as floats (0.5 * x, not (1/2) * x).
         return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 
@@ -138,6 +150,8 @@ class _Printer:
 
     def _is_full(self, e: sp.Expr) -> bool:
         """Whether ``e`` has the full batched shape (n, width) (not a row, column or scalar)."""
+        if isinstance(e, LOWERED):  # views and reductions of the component fallback
+            return False
         if isinstance(e, Vec):
             return e.name not in self.params
         if e.is_Symbol:
@@ -158,7 +172,7 @@ class _Printer:
             return None
         if isinstance(expr, sp.Function) and len(expr.args) == 1:
             arg = expr.args[0]
-            if arg.is_Symbol or not self._is_full(arg):
+            if arg.is_Symbol or not self._is_full(arg) or isinstance(arg, VIEWS):
                 return None
             probe = self.code(expr.func(sp.Symbol(target)))
             if not _UFUNC_OUT.match(probe):
@@ -167,7 +181,10 @@ class _Printer:
         if not (expr.is_Mul or expr.is_Add):
             return None
         args = list(expr.args)
-        fresh = next((a for a in args if not a.is_Symbol and self._is_full(a)), None)
+        fresh = next(
+            (a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)),
+            None,
+        )
         if fresh is None:
             return None
         args.remove(fresh)
@@ -316,6 +333,23 @@ def _loss_expression(net: Network, log: list[Applied] | None = None) -> sp.Expr:
     return body
 
 
+def _free(stage) -> str:
+    """The free indices a stage's component form is stated in (``i``, or ``c, h, w``)."""
+    return ", ".join(str(s) for s in stage.indices) if stage.indices else str(stage.index)
+
+
+def _wrap_comment(lines: tuple[str, ...], width: int = 94) -> tuple[str, ...]:
+    """Comment lines broken at spaces so that ``    # line`` stays within 100 columns
+    (conv nets' formulas are long); continuation lines are indented."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+            continue
+        out.extend(textwrap.wrap(line, width, subsequent_indent="    ", break_long_words=False))
+    return tuple(out)
+
+
 def _comment(d: Derivation, step) -> tuple[str, ...]:
     idx = ", ".join(str(s) for s in step.indices)
     lhs = f"dL/d{step.wrt}[{idx}]"
@@ -395,6 +429,9 @@ def build_program(d: Derivation | Network) -> Program:
     def rows_of(width: sp.Expr | int) -> str:
         return f"(X.shape[0], {net.size(width)})"
 
+    def rows_of_shape(shape: tuple) -> str:  # (channels, h, w) quantities of conv nets
+        return f"(X.shape[0], {', '.join(str(net.size(w)) for w in shape)})"
+
     def add(
         target: str,
         expr: sp.Expr,
@@ -405,14 +442,14 @@ def build_program(d: Derivation | Network) -> Program:
         full: str | None = None,
     ) -> None:
         log: list[Applied] = list(ir)
-        expr = _prepare(expr.xreplace(sizes), log)
+        expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
         if section == "backward":
             expr = stabilise(expr, GUARD_RULES, log)
         widen = None if full is None or shape_probe._is_full(expr) else full
         items.append(ProgramItem(target, expr, comment, section, formula, tuple(log), widen))
 
     for f in d.forward:
-        formula = f"{f.stage.name}[i] = {comment_text(f.component)}"
+        formula = f"{f.stage.name}[{_free(f.stage)}] = {comment_text(f.component)}"
         add(
             f.stage.name,
             batch(f.matrix),
@@ -420,7 +457,7 @@ def build_program(d: Derivation | Network) -> Program:
             "forward",
             formula,
             ir_logs[f.stage.name],
-            rows_of(f.stage.width),
+            rows_of_shape(f.stage.shape) if f.stage.shape else rows_of(f.stage.width),
         )
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
@@ -439,6 +476,13 @@ def build_program(d: Derivation | Network) -> Program:
         items.append(ProgramItem(f"l{n_}", inner, (), "loss", lformula, tuple(llog), widen))
         llog = []  # the loss's rewrites are reported once, on its first statement
         total += coeff * Total(sp.Symbol(f"l{n_}"))
+    if net.penalty is not None:  # added once to the batch loss (weight decay)
+        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
+        pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
+        pformula = f"penalty = {comment_text(net.penalty)} (added once per batch)"
+        pen = _prepare(pen.xreplace(sizes))
+        items.append(ProgramItem("l_penalty", pen, (), "loss", pformula, (), None))
+        total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
     for step in d.steps:
         if step.needed:
             comment = _comment(d, step)
@@ -451,7 +495,8 @@ def build_program(d: Derivation | Network) -> Program:
                 if full is not None:
                     items[-1] = replace(items[-1], widen=full)
             else:
-                add(step.grad, expr, comment, "backward", comment[0], (), rows_of(step.shape[0]))
+                shape = rows_of_shape(step.shape) if len(step.shape) > 1 else rows_of(step.shape[0])
+                add(step.grad, expr, comment, "backward", comment[0], (), shape)
     return Program(d, tuple(items), total)
 
 
@@ -506,6 +551,7 @@ def build_context(
     flat = [s for b in blocks for s in b]
     if pr.inplace:
         flat = _reuse_dead_buffers(flat, live, owned)
+    flat = [replace(st, comment=_wrap_comment(st.comment)) for st in flat]
     n_f = sum(len(b) for b in blocks[:n_forward])
     n_l = sum(len(b) for b in blocks[:n_loss])
     forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]
@@ -528,7 +574,8 @@ def build_context(
         "sha256": _sha256(src, net),
         "params": params,
         "param_names_code": _param_names_code([p.name for p in net.params]),
-        "input_size": net.size(net.input_width),
+        "input_size": str(tuple(net.input_shape)) if net.input_shape else net.size(net.input_width),
+        "input_is_shape": bool(net.input_shape),
         "output_size": net.size(net.output_width),
         "output": net.output.name if net.stages else "X",
         "forward": forward,

@@ -14,6 +14,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
+from symgrad.calculus.einsum import Place, einsum_spec
 from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
@@ -174,6 +175,143 @@ class SymgradNumPyPrinter(NumPyPrinter):
             if arrays:
                 out = f"{out}.astype({self._print(arrays[0])}.dtype)"
         return out
+
+    # -- the component fallback (calculus/einsum.py): broadcasting, reductions, einsum ----
+    def _print_Place(self, expr):
+        sym, pos, ndim, mine = expr.args
+        name = self._print(sym)
+        axes = ([0] if int(mine) else []) + [int(q) for q in pos]
+        order = sorted(range(len(axes)), key=axes.__getitem__)
+        if order != list(range(len(axes))):
+            name = f"{name}.T" if len(axes) == 2 else f"np.transpose({name}, {tuple(order)})"
+        return name + self._slots(set(axes), int(ndim))
+
+    @staticmethod
+    def _slots(present: set[int], ndim: int) -> str:
+        """``[:, None, :]``: the axes an array fills in an ``ndim`` broadcast."""
+        if present == set(range(ndim)):
+            return ""
+        return "[" + ", ".join(":" if d in present else "None" for d in range(ndim)) + "]"
+
+    def _reduce(self, fn: str, expr) -> str:
+        return f"np.{fn}({self._print(expr.args[0])}, axis={int(expr.args[1])})"
+
+    def _print_AxisSum(self, expr):
+        axis = int(expr.args[1])
+        plan = einsum_spec(expr.args[0], axis)
+        if plan is None:
+            return self._reduce("sum", expr)
+        spec, ops, keep = plan
+        ndim = int(next(iter(expr.args[0].atoms(Place))).args[2])
+        args = ", ".join(self._print(name) for name, _ in ops)
+        out_axes = [d for d in range(ndim) if d != axis]
+        present = {out_axes.index(q) for q in keep}
+        return f'np.einsum("{spec}", {args})' + self._slots(present, ndim - 1)
+
+    def _print_Einsum(self, expr):
+        spec, slots, *ops = expr.args
+        args = ", ".join(self._print(o) for o in ops)
+        return f'np.einsum("{spec.name}", {args}){slots.name}'
+
+    def _print_AxisMax(self, expr):
+        return self._reduce("max", expr)
+
+    def _print_AxisMin(self, expr):
+        return self._reduce("min", expr)
+
+    def _print_ShareMax(self, expr):
+        self.helpers.add("_share_max")
+        return f"_share_max({self._print(expr.args[0])}, {int(expr.args[1])})"
+
+    def _print_ShareMin(self, expr):
+        self.helpers.add("_share_max")
+        return f"_share_max(-{self._atom(expr.args[0])}, {int(expr.args[1])})"
+
+    def _print_Full(self, expr):
+        shape = ", ".join(self._print(s) for s in expr.args[1]) + (
+            "," if len(expr.args[1]) == 1 else ""
+        )
+        return f"np.broadcast_to({self._print(expr.args[0])}, ({shape})).copy()"
+
+    def _arange(self, size, pos, ndim) -> str:
+        shape = ["1"] * int(ndim)
+        shape[int(pos)] = self._print(size)
+        return f"np.arange({self._print(size)}).reshape({', '.join(shape)})"
+
+    def _print_Arange(self, expr):
+        return self._arange(*expr.args)
+
+    def _print_Delta(self, expr):
+        a, pa, b, pb, ndim = expr.args
+        return f"({self._arange(a, pa, ndim)} == {self._arange(b, pb, ndim)})"
+
+    # -- (channels, [height,] width) arrays: conv, pooling, flatten (calculus/conv_form.py) --
+    def _tuple(self, t) -> str:
+        vals = [str(int(v)) for v in t]
+        return f"({vals[0]},)" if len(vals) == 1 else f"({', '.join(vals)})"
+
+    def _print_Windows(self, expr):
+        self.helpers.add("_conv")
+        a, k, s, p, fill = expr.args
+        args = f"{self._print(a)}, {self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)}"
+        return f"_windows({args}{', -np.inf' if fill == 1 else ''})"
+
+    def _print_Correlate(self, expr):
+        return f"_correlate({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_CorrWeightGrad(self, expr):
+        return f"_correlate_weight_grad({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_CorrInputGrad(self, expr):
+        self.helpers.add("_conv")
+        g, w, s, p, size = expr.args
+        return (
+            f"_correlate_input_grad({self._print(g)}, {self._print(w)}, "
+            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
+        )
+
+    def _print_ChannelBias(self, expr):
+        return (
+            f"{self._print(expr.args[0])}.reshape({', '.join(['-1'] + ['1'] * int(expr.args[1]))})"
+        )
+
+    def _print_ChannelSum(self, expr):
+        axes = ", ".join(str(a) for a in range(2, 2 + int(expr.args[1])))
+        return f"{self._atom(expr.args[0])}.sum(axis=(0, {axes}))"
+
+    def _print_WindowSum(self, expr):
+        self.helpers.add("_conv")
+        a, k, st, p = expr.args
+        return f"_sum_pool({self._print(a)}, {self._tuple(k)}, {self._tuple(st)}, {self._tuple(p)})"
+
+    def _print_WindowMax(self, expr):
+        self.helpers.add("_conv")
+        a, k, st, p = expr.args
+        return f"_max_pool({self._print(a)}, {self._tuple(k)}, {self._tuple(st)}, {self._tuple(p)})"
+
+    def _print_WindowSumGrad(self, expr):
+        self.helpers.add("_conv")
+        g, k, s, p, size = expr.args
+        return (
+            f"_sum_pool_grad({self._print(g)}, {self._tuple(k)}, {self._tuple(s)}, "
+            f"{self._tuple(p)}, {self._tuple(size)})"
+        )
+
+    def _print_WindowMaxGrad(self, expr):
+        self.helpers.add("_conv")
+        g, a, k, s, p, size, top = expr.args
+        return (
+            f"_max_pool_grad({self._print(g)}, {self._print(a)}, {self._print(top)}, "
+            f"{self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
+        )
+
+    def _print_Flatten(self, expr):
+        a = self._atom(expr.args[0])
+        return f"{a}.reshape({a}.shape[0], -1)"
+
+    def _print_Unflatten(self, expr):
+        shape = ", ".join(str(int(v)) for v in expr.args[1])
+        return f"{self._atom(expr.args[0])}.reshape(-1, {shape})"
 
     def _print_Float(self, expr):
         return repr(float(expr))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sympy as sp
 
 from symgrad.calculus.forward_values import pull_out
+from symgrad.calculus.index_arithmetic import contract_affine
 
 
 def contract(expr: sp.Expr) -> sp.Expr:
@@ -79,7 +80,12 @@ def _contract_sum(body: sp.Expr, var: sp.Symbol, lo: sp.Expr, hi: sp.Expr) -> sp
             continue
         d = _delta_on(t, var)
         if d is None:
-            kept.append(t)
+            # The index may sit inside an index expression (a[h*s + kh]): solve for it.
+            solved = contract_affine(t, var, lo, hi)
+            if solved is None:
+                kept.append(t)
+            else:
+                done.append(_flatten_delta_powers(solved))
             continue
         other = d.args[1] if d.args[0] == var else d.args[0]
         rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if f is not d])

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import MatVec, Outer, SumAll, TMatVec
+from symgrad.calculus.conv_form import BATCH_SUMMED
+from symgrad.calculus.einsum import lower
+from symgrad.calculus.matrix_form import Comp, MatVec, Once, Outer, SumAll, TMatVec
 
 #: The batch size.
 N = sp.Symbol("N", integer=True, positive=True)
@@ -48,11 +50,40 @@ class BOuter(sp.Function):
     nargs = 2
 
 
-BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter)
+class BatchSum(sp.Function):
+    """The sum over the samples of the batch of a component fallback (``Comp``)."""
+
+    nargs = 1
+
+    def _latex(self, printer):
+        return r"\sum_{s} " + printer.parenthesize(self.args[0], 1000)
+
+    def _sympystr(self, printer):
+        return f"sum_s({printer._print(self.args[0])})"
+
+
+def lower_fallbacks(expr: sp.Expr) -> sp.Expr:
+    """Lower every component fallback in a batched expression to array operations."""
+    if not expr.has(Comp, Once):
+        return expr
+    expr = expr.replace(
+        lambda e: isinstance(e, BatchSum) and isinstance(e.args[0], Comp),
+        lambda e: lower(e.args[0], sample_sum=True),
+    )
+    expr = expr.replace(
+        lambda e: isinstance(e, Once),
+        lambda e: lower(e.args[0], batched=False) if isinstance(e.args[0], Comp) else e.args[0],
+    )
+    return expr.replace(lambda e: isinstance(e, Comp), lambda e: lower(e))
+
+
+BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter, BatchSum)
 
 
 def batch(expr: sp.Expr) -> sp.Expr:
     """Translate a per-sample matrix expression to the batched row-major layout."""
+    if isinstance(expr, Comp):  # no neat matrix form: kept in components (see einsum.py)
+        return expr
     if isinstance(expr, MatVec):
         return BMatMul(batch(expr.args[1]), expr.args[0], sp.S.One)
     if isinstance(expr, TMatVec):
@@ -70,6 +101,13 @@ def batch_param_grad(expr: sp.Expr) -> sp.Expr:
     """A parameter gradient summed over the samples of the batch."""
     terms = []
     for t in sp.Add.make_args(expr):
+        if isinstance(t, Once):  # a penalty's gradient: once per batch
+            terms.append(t)
+            continue
+        if t.has(Comp):
+            comps = [f for f in sp.Mul.make_args(t) if isinstance(f, Comp)]
+            terms.append(t / comps[0] * BatchSum(comps[0]))
+            continue
         outer = [f for f in sp.Mul.make_args(t) if isinstance(f, Outer)]
         rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if not isinstance(f, Outer)])
         if len(outer) == 1:
@@ -94,6 +132,8 @@ def _vectors(expr: sp.Expr) -> tuple:
 def batched_step(step) -> sp.Expr:
     """The batched form of a backward step (a :class:`~symgrad.derivation.Step`)."""
     if step.kind == "param":
+        if step.matrix.has(*BATCH_SUMMED):  # conv gradients are summed over samples already
+            return step.matrix
         return batch_param_grad(step.matrix)
     out = batch(step.matrix)
     return out / N if step.seed else out

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
+from typing import Any
 
 import sympy as sp
 
-from symgrad.calculus.reverse import Derivation
 from symgrad.errors import DerivationError
 
 
@@ -57,15 +57,91 @@ class SumAll(sp.Function):
     nargs = 1
 
 
+class Comp(sp.Function):
+    """The general fallback: a component expression with no neat matrix form.
+
+    Args are ``(expr, Tuple(free indices), Tuple(their ranges), Tuple(parameter names))``.
+    Documents show it in component form; the batched layout lowers it to NumPy
+    broadcasting, reductions and ``einsum`` (``calculus/einsum.py``), so it still runs.
+    """
+
+    nargs = 4
+
+    @property
+    def expr(self) -> sp.Expr:
+        return self.args[0]
+
+    def _latex(self, printer):
+        return printer._print(self.args[0])
+
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
+
+class Once(sp.Function):
+    """A term of a parameter gradient added once per batch, not summed over samples (the
+    gradient of a penalty such as weight decay)."""
+
+    nargs = 1
+
+    def _latex(self, printer):
+        return printer._print(self.args[0])
+
+    def _sympystr(self, printer):
+        return printer._print(self.args[0])
+
+
 MATRIX_OPS = (MatVec, TMatVec, Outer, SumAll)
 
 
-def matrix_pass(d: Derivation) -> Derivation:
+def matrix_pass(d: Any) -> Any:
     """The matrix-form stage, over a whole derivation: every forward equation and every
-    step gets its per-sample matrix form (component expressions are left as they are)."""
-    forward = tuple(replace(f, matrix=to_matrix(f.component, (f.stage.index,))) for f in d.forward)
-    steps = tuple(replace(s, matrix=to_matrix(s.component, s.indices)) for s in d.steps)
+    step gets its per-sample matrix form (component expressions are left as they are).
+    ``d`` is a :class:`~symgrad.calculus.reverse.Derivation` (not imported: the chain-rule
+    stage reads the conv tensor form, which is built on this module's vocabulary).
+    Where a contraction has no neat matrix form, the component fallback ``Comp`` stands in."""
+    names = sp.Tuple(*(sp.Symbol(p) for p in d.network.param_names))
+    # (channels, h, w) quantities already carry their tensor form (calculus/conv_form.py)
+    forward = tuple(
+        f
+        if f.matrix is not None
+        else replace(
+            f,
+            matrix=matrix_or_component(f.component, (f.stage.index,), (f.stage.width,), names),
+        )
+        for f in d.forward
+    )
+    steps = tuple(
+        s if s.matrix is not None else replace(s, matrix=_step_matrix(s, names)) for s in d.steps
+    )
     return replace(d, forward=forward, steps=steps)
+
+
+def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
+    """A step's matrix form; a penalty's part of a parameter gradient is added once per
+    batch (``Once``), and a scalar parameter's gradient stays in components."""
+    pen = getattr(s, "penalty", None)
+    data = s.component
+    if pen is not None:
+        data = sp.expand(data - pen, mul=False, power_exp=False, log=False, multinomial=False)
+    if s.kind == "param" and not s.indices:
+        m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
+    else:
+        m = matrix_or_component(data, s.indices, s.shape, names) if not data.is_zero else sp.S.Zero
+    if pen is None:
+        return m
+    return m + Once(matrix_or_component(pen, s.indices, s.shape, names))
+
+
+def matrix_or_component(
+    expr: sp.Expr, free: tuple[sp.Symbol, ...], shape: tuple[sp.Expr, ...], names: sp.Tuple
+) -> sp.Expr:
+    """``to_matrix`` where a neat matrix form exists, else the component fallback ``Comp``
+    (``names``: the network's parameters, which have no sample axis)."""
+    try:
+        return to_matrix(expr, tuple(free))
+    except DerivationError:
+        return Comp(expr, sp.Tuple(*free), sp.Tuple(*shape), names)
 
 
 @lru_cache(maxsize=4096)

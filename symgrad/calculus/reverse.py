@@ -21,13 +21,36 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.conv_form import tensor_form
 from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
 from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
-_PARAM_IDX = (P, Q, R)
+_PARAM_IDX = (P, Q, R, idx("s_"))
+#: Indices of an input element of a (channels, [height,] width) quantity, and their names.
+_TENSOR_IDX = (K, idx("k2_"), idx("k3_"))
+_TENSOR_NAMES = {2: ("c", "w"), 3: ("c", "h", "w")}
+
+
+def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The free indices of a stage's output component (one per axis)."""
+    return stage.indices or (stage.index,)
+
+
+def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
+    shape = stage.shape or (stage.width,)
+    return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
+
+
+def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The indices of one input element (``K`` for a vector)."""
+    return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
+
+
+def _is_tensor(stage: Stage) -> bool:
+    return bool(stage.indices or stage.in_shape)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +102,12 @@ class Step:
     needed: bool = True
     unfused: sp.Expr | None = None  # the component form before the loss gradient was fused in
     param: Param | None = None
+    #: (layer, upstream adjoint) of every consumer when a quantity feeds several layers
+    #: (a DAG): the component is the sum of their contributions. Empty for a chain.
+    contributions: tuple[tuple[int, str], ...] = ()
+    #: the gradient of the network's penalty term (weight decay), already in ``component``;
+    #: added once per batch, not per sample.
+    penalty: sp.Expr | None = None
 
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
@@ -149,7 +178,15 @@ def _apply_identities(expr: sp.Expr, net: Network) -> sp.Expr:
 def _structure(local: sp.Expr, stage: Stage) -> str:
     if local.is_zero:
         return "zero"
-    if has_delta(local, stage.index, K):
+    if _is_tensor(stage):
+        pairs = list(zip(_out_index(stage), _in_index(stage), strict=False))
+        if (
+            stage.indices
+            and stage.shape == stage.in_shape
+            and all(has_delta(local, a, b) for a, b in pairs)
+        ):
+            return "diagonal"
+    elif has_delta(local, stage.index, K):
         return "diagonal"
     if not local.has(stage.inp):
         return "linear"
@@ -168,6 +205,8 @@ class _Calculus:
     local: sp.Expr
     comp: sp.Expr
     structure: str
+    #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
+    extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
 #: Per-stage calculus memoised by the stage's shape (least recently used entries are
@@ -176,18 +215,34 @@ _CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
 _CACHE_SIZE = 256
 
 
+def _param_wrt(p: Param) -> sp.Expr:
+    pidx = _PARAM_IDX[: len(p.shape)]
+    return p.base[pidx] if pidx else p.base
+
+
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    # ``rewrite`` states derivatives in a vector stage's forward values; a (channels, h, w)
+    # stage keeps its local derivatives as they are.
+    rw = (lambda e, _s: e) if _is_tensor(stage) else rewrite
+    g_out = g[_out_index(stage)]
+    limits = _out_limits(stage)
+
+    def adjoint(local: sp.Expr) -> sp.Expr:
+        return pull_out(contract(sp.Sum(g_out * local, *limits)))
+
     params = []
     for p in stage.params:
-        pidx = _PARAM_IDX[: len(p.shape)]
-        wrt = p.base[pidx] if pidx else p.base
-        local = rewrite(_local(stage.body, wrt), stage)
-        comp = contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1)))
-        params.append((local, pull_out(comp)))
-    local_raw = _local(stage.body, stage.inp[K])
-    local = rewrite(local_raw, stage)
-    comp = pull_out(contract(sp.Sum(g[stage.index] * local, (stage.index, 0, stage.width - 1))))
-    return _Calculus(tuple(params), local, comp, _structure(local_raw, stage))
+        local = rw(_local(stage.body, _param_wrt(p)), stage)
+        params.append((local, adjoint(local)))
+    local_raw = _local(stage.body, stage.inp[_in_index(stage)])
+    local = rw(local_raw, stage)
+    extra = []
+    for base, _ in stage.extra:
+        lo = rw(_local(stage.body, base[K]), stage)
+        extra.append((lo, adjoint(lo)))
+    return _Calculus(
+        tuple(params), local, adjoint(local), _structure(local_raw, stage), tuple(extra)
+    )
 
 
 def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
@@ -200,10 +255,19 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         g: sp.IndexedBase("_g", real=True),
     }
     for n_, p in enumerate(stage.params):
-        ren[p.base] = sp.IndexedBase(f"_p{n_}", real=True)
-    wren = {stage.in_width: sp.Symbol("_win", integer=True, positive=True)}
-    if stage.width != stage.in_width:
-        wren[stage.width] = sp.Symbol("_wout", integer=True, positive=True)
+        ren[p.base] = (
+            sp.Symbol(f"_p{n_}", real=True)
+            if isinstance(p.base, sp.Symbol)
+            else sp.IndexedBase(f"_p{n_}", real=True)
+        )
+    for n_, (base, _) in enumerate(stage.extra):
+        ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
+    wren: dict[sp.Basic, sp.Basic] = {}
+    for n_, w in enumerate(
+        dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])
+    ):
+        if not w.is_Integer:
+            wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
     ren.update(wren)
     cstage = Stage(
         ren[stage.out],
@@ -219,8 +283,17 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
             for p in stage.params
         ),
         stage.index,
+        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
     )
-    key = (cstage.body, cstage.width, cstage.in_width, tuple(p.shape for p in cstage.params))
+    if _is_tensor(stage):  # concrete shapes: nothing to share between layers
+        return _compute(stage, g)
+    key = (
+        cstage.body,
+        cstage.width,
+        cstage.in_width,
+        tuple(p.shape for p in cstage.params),
+        cstage.extra,
+    )
     if key in _CACHE:
         _CACHE.move_to_end(key)
     else:
@@ -234,6 +307,27 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         c.local.xreplace(back),
         c.comp.xreplace(back),
         c.structure,
+        tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.extra),
+    )
+
+
+def _penalty_grad(net: Network, p: Param) -> sp.Expr | None:
+    """d(penalty)/d p[p, q, ...], contracted (None when the penalty does not involve p)."""
+    if net.penalty is None or not net.penalty.has(p.base):
+        return None
+    return pull_out(contract(sp.diff(net.penalty, _param_wrt(p))))
+
+
+def _fan_in_note(name: str, quantity: str, contributions: tuple[tuple[int, str], ...]) -> str:
+    """``da1 receives contributions from layers 2 and 4 ...``: why an adjoint is a sum."""
+    layers = sorted({lay for lay, _ in contributions})
+    said = str(layers[0])
+    if len(layers) > 1:
+        said = ", ".join(str(lay) for lay in layers[:-1]) + f" and {layers[-1]}"
+    what = ", ".join(u for _, u in contributions)
+    return (
+        f"fan-in: {name} receives contributions from layers {said}: {quantity} is read in "
+        f"{len(contributions)} places, so their gradients ({what}) add up"
     )
 
 
@@ -242,7 +336,16 @@ def reverse_accumulate(net: Network) -> Derivation:
     forward values, in derive-as-you-go order. The matrix form is the next stage
     (:func:`symgrad.calculus.matrix_form.matrix_pass`); :func:`symgrad.derive` runs both."""
     notes: list[str] = []
-    forward = tuple(Forward(stage=s, component=s.body) for s in net.stages)
+    # (channels, h, w) stages get their tensor form (W ⋆ a) here; the matrix-form pass
+    # fills in the rest.
+    forward = tuple(
+        Forward(
+            stage=s,
+            component=s.body,
+            matrix=tensor_form(s.body, _out_index(s), s.shape) if _is_tensor(s) else None,
+        )
+        for s in net.stages
+    )
     steps: list[Step] = []
     out = net.output
     C = net.output_width
@@ -270,6 +373,10 @@ def reverse_accumulate(net: Network) -> Derivation:
     )
     loss_step_index = 0
 
+    # Contributions to each quantity's adjoint from the stages that read it. Stages are
+    # walked in reverse evaluation order, so when stage si is done every consumer of the
+    # previous stage's output has contributed: its adjoint is complete and can be stated.
+    pending: dict[sp.IndexedBase, list[tuple[Stage, str, sp.Expr]]] = {}
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
@@ -278,11 +385,16 @@ def reverse_accumulate(net: Network) -> Derivation:
         calc = _stage_calculus(stage, g)
         for p, (local, comp) in zip(stage.params, calc.params, strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
+            pen = _penalty_grad(net, p)
+            if pen is not None:
+                comp = comp + pen
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
+            outs = _out_index(stage)
+            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
             steps.append(
                 Step(
                     grad=grad_name(p.name),
@@ -291,20 +403,28 @@ def reverse_accumulate(net: Network) -> Derivation:
                     kind="param",
                     indices=free,
                     component=comp_c,
-                    local=canonical(local, (stage.index, *pidx), ("i", *names)),
-                    local_indices=(idx("i"), *free),
+                    local=canonical(local, (*outs, *pidx), (*onames, *names)),
+                    local_indices=(*(idx(nm) for nm in onames), *free),
                     jacobian="param",
                     upstream=upstream,
                     stage=stage,
                     shape=p.shape,
                     param=p,
+                    penalty=_finish(pen, pidx, names) if pen is not None else None,
+                    matrix=tensor_form(comp_c, free, p.shape, param=True)
+                    if _is_tensor(stage)
+                    else None,
                 )
             )
-        wrt = stage.inp[K]
+        for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
+            pending.setdefault(base, []).append((stage, upstream, comp_x))
+        wrt = stage.inp[_in_index(stage)]
         local, comp, structure = calc.local, calc.comp, calc.structure
+        others = pending.pop(stage.inp, [])
         fused = False
         unfused = None
-        if upstream == loss_name and si == len(net.stages) - 1 and not stage.params:
+        last = upstream == loss_name and si == len(net.stages) - 1
+        if last and not stage.params and not others:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = cancel_scalar(rewrite(cand, stage))
@@ -315,8 +435,33 @@ def reverse_accumulate(net: Network) -> Derivation:
                 if net.loss.identities:
                     notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
-        comp_c = _finish(comp, (K,), FREE_NAMES)
-        free = (sp.Symbol("i", integer=True),)
+        contributions: tuple[tuple[int, str], ...] = ()
+        if others:
+            comp = comp + sp.Add(*(c for _, _, c in others))
+            contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
+            notes.append(_fan_in_note(name, str(stage.inp), contributions))
+        kin = _in_index(stage)
+        matrix = None
+        if _is_tensor(stage):
+            # (channels, h, w) quantities: free indices c, h, w; the local derivative's
+            # output indices keep their own names, its input indices are primed.
+            fnames = _TENSOR_NAMES[len(kin)] if stage.in_shape else FREE_NAMES
+            outs = _out_index(stage)
+            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
+            lnames = (*onames, *(nm + "'" for nm in fnames))
+            comp_c = _finish(comp, kin, fnames)
+            free = tuple(idx(nm) for nm in fnames)
+            local_c = canonical(local, (*outs, *kin), lnames)
+            local_idx = tuple(idx(nm) for nm in lnames)
+            if stage.in_shape:
+                matrix = tensor_form(comp_c, free, stage.in_shape)
+            gshape = stage.in_shape or (stage.in_width,)
+        else:
+            comp_c = _finish(comp, (K,), FREE_NAMES)
+            free = (sp.Symbol("i", integer=True),)
+            local_c = canonical(local, (stage.index, K), ("i", "k"))
+            local_idx = (idx("i"), idx("k"))
+            gshape = (stage.in_width,)
         steps.append(
             Step(
                 grad=name,
@@ -325,16 +470,18 @@ def reverse_accumulate(net: Network) -> Derivation:
                 kind="input",
                 indices=free,
                 component=comp_c,
-                local=canonical(local, (stage.index, K), ("i", "k")),
-                local_indices=(idx("i"), idx("k")),
+                local=local_c,
+                local_indices=local_idx,
                 jacobian=structure,
                 upstream=upstream,
                 stage=stage,
-                shape=(stage.in_width,),
+                shape=gshape,
+                matrix=matrix,
                 seed=fused,
                 fused=fused,
                 needed=si > 0,
                 unfused=unfused,
+                contributions=contributions,
             )
         )
         upstream = name

@@ -145,6 +145,8 @@ def to_dot(d: Derivation) -> str:
     lines.append("")
     for st in net.stages:
         lines.append(f"  {_q(str(st.inp))} -> {_q(st.name)} [{_FORWARD}];")
+        for base, _ in st.extra:  # skip connections (residual blocks): a DAG
+            lines.append(f"  {_q(str(base))} -> {_q(st.name)} [{_FORWARD}];")
         for p in st.params:
             lines.append(f"  {_q(p.name)} -> {_q(st.name)} [{_FORWARD}];")
     lines.append(f'  {_q(out)} -> "L" [{_FORWARD}];')
@@ -160,6 +162,10 @@ def to_dot(d: Derivation) -> str:
         else:  # pragma: no cover - every non-loss step has a stage
             continue
         lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(_label(s, d, names))}];")
+    for st in net.stages:  # a skip connection's share of an adjoint (the shares add up)
+        for base, _ in st.extra:
+            share = _q(f"+ to d{base}")
+            lines.append(f"  {_q(st.name)} -> {_q(str(base))} [{_INPUT}, label={share}];")
     lines += [
         "",
         "  // legend",

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 import sympy as sp
 from sympy.printing.latex import LatexPrinter, accepted_latex_functions, translate
 
+from symgrad.calculus.index_arithmetic import one_based
 from symgrad.calculus.layout import BATCHED_OPS, BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.ir.ops import op_of
@@ -262,12 +263,13 @@ class SymgradLatexPrinter(LatexPrinter):
         return self._q(str(expr.label))
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
-        indices = [self._print(i) for i in expr.indices]
+        # indices count from 1 in the documents: index arithmetic is shifted to match
+        indices = [self._print(one_based(i)) for i in expr.indices]
         return self._q(str(expr.base.label), indices)
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp=None) -> str:
         # An Iverson bracket, never a delta: the error vector delta^[l] owns that glyph.
-        tex = r"[%s = %s]" % tuple(self._print(a) for a in expr.args)
+        tex = r"[%s = %s]" % tuple(self._print(one_based(a)) for a in expr.args)
         return tex + "^{%s}" % exp if exp else tex
 
     def _print_NumberSymbol(self, expr: sp.NumberSymbol) -> str:
@@ -304,6 +306,9 @@ class SymgradLatexPrinter(LatexPrinter):
         if body.is_Add:
             return tex + paren(self._print(body))
         return tex + self._print(body)
+
+    def _print_MaxOver(self, expr) -> str:
+        return expr._latex(self)
 
     # -- functions ----------------------------------------------------------------------
     def _print_Function(self, expr: sp.Function, exp: str | None = None) -> str:

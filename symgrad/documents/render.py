@@ -614,7 +614,12 @@ class _Doc:
                 (
                     f"Network {net.name}: input ",
                     M(
-                        r"\mathbf{x} \in \mathbb{R}^{%s}" % latex(net.input_width),
+                        r"\mathbf{x} \in \mathbb{R}^{%s}"
+                        % (
+                            r" \times ".join(map(str, net.input_shape))
+                            if net.input_shape
+                            else latex(net.input_width)
+                        ),
                         f"x in R^{net.input_width}",
                     ),
                     f", {net.n_layers} layer(s), loss {net.loss.name}. Stages: "
@@ -745,7 +750,12 @@ class _Doc:
         if self.comp:
             s.items.append(Item("label", ("Component form",)))
             eqs = [
-                Eq((self.q(f.stage.name, "component", ["i"]), self.ex(f.component)))
+                Eq(
+                    (
+                        self.q(f.stage.name, "component", _free_names(f.stage)),
+                        self.ex(f.component),
+                    )
+                )
                 for f in self.d.forward
             ]
             s.items.append(Item("math", eqs=tuple(eqs)))
@@ -1019,6 +1029,9 @@ class _Doc:
             )
             s.items.append(Item("para", (text,)))
         out, inp = stage.name, st.wrt
+        if stage.indices or stage.in_shape:
+            self.tensor_step(st, s)
+            return
         if self.comp:
             s.items.append(Item("label", ("Local derivative",)))
             leqs, why = self._local_why(st, ["k"])
@@ -1144,6 +1157,9 @@ class _Doc:
             what = "parameter gradient"
         s = self._step_section(st, what)
         names = [str(i) for i in st.indices]
+        if stage.indices or stage.in_shape:
+            self.tensor_step(st, s)
+            return
         if self.comp:
             s.items.append(Item("label", ("Local derivative",)))
             leqs, why = self._local_why(st, names)
@@ -1532,6 +1548,35 @@ class _Doc:
             )
         )
 
+    def tensor_step(self, st: Step, s) -> None:
+        """A step of a (channels, [height,] width) stage (conv, pooling, flatten): its local
+        derivative and the contracted gradient, whose deltas were solved through the index
+        arithmetic (bracketed range conditions), then the correlation form."""
+        stage = st.stage
+        assert stage is not None and st.local is not None
+        names = [str(i) for i in st.indices]
+        if self.comp:
+            s.items.append(Item("label", ("Component form (positions outside a quantity are 0)",)))
+            nl = len(st.local_indices) - len(names)
+            lo, li = st.local_indices[:nl], st.local_indices[nl:]
+            local = Eq(
+                (
+                    self.local_name(
+                        stage.name, st.wrt, [str(i) for i in lo], [str(i) for i in li], "component"
+                    ),
+                    self.ex(st.local),
+                )
+            )
+            eq = Eq((*self._grad_lhs(st, "component", names), self.ex(st.component)))
+            s.items.append(Item("math", eqs=(local, eq)))
+        if self.mat:
+            s.items.append(Item("label", ("Correlation form, per sample and batched",)))
+            eqs = (
+                Eq((*self._grad_lhs(st, "vector", []), self.ex(st.matrix, "vector"))),
+                Eq((*self._grad_lhs(st, "batched", []), self.ex(batched_step(st), "batched"))),
+            )
+            s.items.append(Item("math", eqs=eqs))
+
     def summary(self) -> None:
         s = self.section(["Summary: the backward pass as computed"])
         steps = [st for st in self.d.steps if st.needed]
@@ -1587,6 +1632,11 @@ def _apply_sum_identity(expr: sp.Expr, net) -> sp.Expr:
             lambda e: sp.S.One,
         )
     )
+
+
+def _free_names(stage) -> list[str]:
+    """The free indices of a stage's component form: ``i``, or ``c, h, w``."""
+    return [str(i) for i in stage.indices] if stage.indices else ["i"]
 
 
 def _dedupe(sides: list[M]) -> list[M]:

@@ -12,6 +12,10 @@ Grammar (Python precedence and associativity)::
     power   := primary ('**' unary)?          # right-associative, exponent a constant
     primary := NUMBER | NAME | NAME '[' INDEX (',' INDEX)* ']'
              | FUNC '(' expr (',' expr)* ')' | 'sum' '(' expr ',' INDEX ')' | '(' expr ')'
+             | ('max' | 'min') '(' expr ',' INDEX ')'    # a reduction over the index
+
+``max(u, v)`` with two expressions is the elementwise maximum; when the last of two
+arguments is a declared index name, ``max(a[j], j)`` is the maximum over that index.
 
 Every bad input raises :class:`~symgrad.errors.SpecError` with a one-line message.
 Sizes are bounded (characters, tokens, nesting, exponents, constants) so that no input
@@ -34,6 +38,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.ir.ops import SPEC_FUNCTIONS
+from symgrad.ir.reductions import ReduceMax, ReduceMin
 
 MAX_CHARS = 4000
 MAX_TOKENS = 1000
@@ -250,6 +255,8 @@ class _Parser:
         if self.at("("):
             if name == "sum":
                 return self.sum(tok)
+            if name in ("max", "min") and self.reduction_index() is not None:
+                return self.sum(tok, ReduceMax if name == "max" else ReduceMin)
             if name in SPEC_FUNCTIONS:
                 return self.call(tok)
             if name in self.scalars or name in self.arrays:
@@ -324,7 +331,24 @@ class _Parser:
         # exponential time on nested input (tanh(tanh(...) - x) - x ...): keep calls as written.
         return self.build(tok, lambda *a: fn(*a, evaluate=False), *args)
 
-    def sum(self, tok: _Token) -> sp.Expr:
+    def reduction_index(self) -> str | None:
+        """The index name when the call ahead is ``(expr, INDEX)`` with INDEX declared."""
+        k, level = self.pos + 1, 0
+        while (t := self.tokens[k]).kind != "end":
+            if t.kind == "op" and level == 0 and t.text in ",)]":
+                break
+            if t.kind == "op":
+                level += (t.text in "([") - (t.text in ")]")
+            k += 1
+        if t.text != "," or k + 2 >= len(self.tokens):
+            return None
+        name, close = self.tokens[k + 1], self.tokens[k + 2]
+        if name.kind == "name" and name.text in self.indices and close.text == ")":
+            return name.text
+        return None
+
+    def sum(self, tok: _Token, reduce: type | None = None) -> sp.Expr:
+        """``sum(body, j)``, or with ``reduce`` the reduction ``max(body, j)``/``min``."""
         self.enter(self.expect("("))
         # The index argument binds names in the body: find it first, after the comma
         # at this nesting level.
@@ -336,7 +360,7 @@ class _Parser:
                 level += (t.text in "([") - (t.text in ")]")
             k += 1
         if t.text == ")":
-            self.fail(_SUM_ARITY)
+            self.fail(_SUM_ARITY if reduce is None else f"{tok.text}() needs 2 arguments")
         if t.text != ",":
             self.unexpected(t)
         name = self.index_token(
@@ -356,6 +380,10 @@ class _Parser:
         self.expect(")")
         self.depth -= 1
         sym, width = self.indices[name]
+        if reduce is not None:
+            if not body.has(sym):
+                self.fail(f"{tok.text}(..., {name}): the expression does not use index {name!r}")
+            return self.build(tok, lambda b: reduce(b, sym, width - 1), body, fold=False)
         return self.build(tok, lambda b: sp.Sum(b, (sym, 0, width - 1)), body, fold=False)
 
 

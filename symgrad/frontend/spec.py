@@ -28,6 +28,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
+from symgrad.ir import conv as C
 from symgrad.ir import layers as L
 from symgrad.ir.network import Network
 
@@ -40,11 +41,18 @@ MAX_UNITS = 1_000_000
 #: Longest name (network, custom activation, loss or map layer).
 MAX_NAME = 64
 
-TOP_KEYS = ("name", "input", "loss", "layer")
+TOP_KEYS = ("name", "input", "loss", "layer", "sizes", "penalty")
 DENSE_KEYS = ("type", "units", "activation", "bias")
-MAP_KEYS = ("type", "expr", "name")
+MAP_KEYS = ("type", "expr", "name", "params", "units")
+#: Most axes of a map parameter.
+MAX_PARAM_AXES = 4
+#: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
+RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "sum")
 CUSTOM_KEYS = ("name", "expr")
-LAYER_TYPES = ("dense", "map")
+NORM_TYPES = ("layernorm", "rmsnorm")
+LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
+CONV_KEYS = ("type", "channels", "kernel", "stride", "padding", "activation", "bias")
+POOL_KEYS = ("type", "kernel", "stride", "padding")
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SIMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -56,10 +64,10 @@ _REQUIRED_HINTS = {
     "layer": "at least one [[layer]] table",
 }
 _MAP_ONLY_HINTS = {
-    "units": "its output width equals its input width",
     "activation": "add a dense layer for an activation, or write it into the map's expr",
-    "bias": "a map layer has no parameters",
+    "bias": 'declare its own parameters with params = { b = ["n"] }',
 }
+_LAYER_OUT = re.compile(r"[az]([1-9][0-9]*)")
 
 
 # -- small helpers ---------------------------------------------------------------------
@@ -218,12 +226,13 @@ class _Checker:
         return name, expr
 
     # -- the schema ----------------------------------------------------------------------
-    def document(self, doc: Mapping[str, Any]) -> tuple[str, int, list[L.Dense | L.Map], Any]:
+    def document(self, doc: Mapping[str, Any]) -> tuple[str, int | tuple[int, ...], list[Any], Any]:
         self.keys(doc, TOP_KEYS, None)
-        for key in TOP_KEYS:
+        for key in ("name", "input", "loss", "layer"):
             self.required(doc, key, None, _REQUIRED_HINTS[key])
         name = self.name(doc["name"], "name", "the network name")
-        width = self.positive_int(doc["input"], "input", "input")
+        width = self.input(doc["input"])
+        self.sizes = self.size_table(doc.get("sizes", {}))
         raw_layers = doc["layer"]
         if isinstance(raw_layers, dict):
             self.fail("layer", "must be an array of tables: write [[layer]], not [layer]")
@@ -235,11 +244,41 @@ class _Checker:
             self.fail("layer", "a network needs at least one layer (the layer list is empty)")
         if len(raw_layers) > MAX_LAYERS:
             self.fail("layer", f"too many layers: {len(raw_layers)} (at most {MAX_LAYERS})")
+        # Arrays a later map may read: the input and every earlier layer's output; and
+        # every parameter by name (for the penalty).
+        self.outputs: dict[str, int] = {"x": 0}
+        self.param_names: dict[str, int] = {}
         built = [self.layer(raw, number) for number, raw in enumerate(raw_layers, start=1)]
         loss = self.loss(doc["loss"], raw_layers)
+        self.penalty = self.penalty_expr(doc["penalty"]) if "penalty" in doc else None
         return name, width, built, loss
 
-    def layer(self, raw: object, number: int) -> L.Dense | L.Map:
+    def size_table(self, value: object) -> dict[str, sp.Symbol]:
+        """``sizes = { h = 16 }``: named widths (Symbols with concrete values)."""
+        if not isinstance(value, dict):
+            self.fail("sizes", f"must be a table {{ name = width }}, got {_type_name(value)}")
+        out: dict[str, sp.Symbol] = {}
+        self.size_values: dict[sp.Symbol, int] = {}
+        for key, width in value.items():
+            field = _key_field("sizes", key)
+            nm = self.name(key, field, "a size name")
+            if nm in RESERVED or _LAYER_OUT.fullmatch(nm):
+                self.fail(field, f"size name {nm!r} is reserved in expressions")
+            sym = sp.Symbol(nm, integer=True, positive=True)
+            self.size_values[sym] = self.positive_int(width, field, "a size")
+            out[nm] = sym
+        return out
+
+    def units(self, value: object, field: str) -> int | sp.Symbol:
+        """A positive integer or the name of a size."""
+        if isinstance(value, str):
+            if value not in self.sizes:
+                known = ", ".join(sorted(self.sizes)) or "none declared in sizes"
+                self.fail(field, f"unknown size {_show(value)} (sizes: {known})")
+            return self.sizes[value]
+        return self.positive_int(value, field, "units")
+
+    def layer(self, raw: object, number: int) -> Any:
         field = f"layer[{number}]"
         if not isinstance(raw, dict):
             self.fail(field, f"each layer must be a table, got {_type_name(raw)}")
@@ -254,8 +293,106 @@ class _Checker:
                 f"unknown layer type {_show(kind)} ({hint}known: {', '.join(LAYER_TYPES)})",
             )
         if kind == "map":
-            return self.map_layer(raw, field)
-        return self.dense_layer(raw, field)
+            built: Any = self.map_layer(raw, field, number)
+        elif kind in NORM_TYPES:
+            self.keys(raw, ("type",), field)
+            built = L.LayerNorm() if kind == "layernorm" else L.RMSNorm()
+            self.param_names[f"gamma{number}"] = 1
+            if kind == "layernorm":
+                self.param_names[f"beta{number}"] = 1
+        elif kind in C.CONV_TYPES + C.POOL_TYPES or kind == "flatten":
+            built = self.conv_layer(raw, field, kind)
+            if kind in C.CONV_TYPES:
+                self.param_names[f"W{number}"] = 2 + int(kind[-2])
+                if built.bias:
+                    self.param_names[f"b{number}"] = 1
+            return built
+        else:
+            built = self.dense_layer(raw, field)
+            self.param_names[f"W{number}"] = 2
+            if built.bias:
+                self.param_names[f"b{number}"] = 1
+            if built.activation != "identity":
+                self.outputs[f"z{number}"] = number
+        self.outputs[f"a{number}"] = number
+        return built
+
+    # -- conv nets (input = [channels, height, width]) ------------------------------------
+    def input(self, value: object) -> int | tuple[int, ...]:
+        """``input = 3`` (features) or ``input = [1, 8, 8]`` ((channels, [height,] width))."""
+        if isinstance(value, list):
+            if not 2 <= len(value) <= 3:
+                self.fail(
+                    "input",
+                    "an input shape is [channels, width] or [channels, height, width], "
+                    f"got {len(value)} entries",
+                )
+            for n, v in enumerate(value):
+                self.positive_int(v, f"input[{n}]", "each input shape entry")
+            return tuple(value)
+        return self.positive_int(value, "input", "input")
+
+    def window(self, value: object, field: str, what: str, nd: int, low: int) -> tuple[int, ...]:
+        """An int or ``nd`` ints (a kernel, stride or padding), each at least ``low``."""
+        vals = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) != nd:
+            self.fail(field, f"{what} must be an integer or a list of {nd}, got {len(value)}")
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, int):
+                self.fail(field, f"{what} must be an integer, got {_type_name(v)} ({_show(v)})")
+            if v < low:
+                self.fail(field, f"{what} must be at least {low}, got {v}")
+            if v > MAX_UNITS:
+                self.fail(field, f"{what} is too large: {v}")
+        return tuple(vals) * (nd if len(vals) == 1 else 1)
+
+    def conv_layer(self, raw: Mapping[str, Any], field: str, kind: str) -> Any:
+        if kind == "flatten":
+            self.keys(raw, ("type",), field)
+            return C.Flatten()
+        nd = int(kind[-2])
+        if kind in C.CONV_TYPES:
+            self.keys(raw, CONV_KEYS, field)
+            channels = self.positive_int(
+                self.required(raw, "channels", field, "the output channels, e.g. channels = 8"),
+                f"{field}.channels",
+                "channels",
+            )
+            kernel = self.window(
+                self.required(raw, "kernel", field, "the kernel size, e.g. kernel = 3"),
+                f"{field}.kernel",
+                "kernel",
+                nd,
+                1,
+            )
+            bias = raw.get("bias", True)
+            if not isinstance(bias, bool):
+                self.fail(f"{field}.bias", f"bias must be true or false, got {_show(bias)}")
+            return C.Conv(
+                channels,
+                kernel,
+                self.window(raw.get("stride", 1), f"{field}.stride", "stride", nd, 1),
+                self.window(raw.get("padding", 0), f"{field}.padding", "padding", nd, 0),
+                self.activation(raw.get("activation", "identity"), f"{field}.activation"),
+                bias,
+                nd,
+            )
+        self.keys(raw, POOL_KEYS, field)
+        kernel = self.window(
+            self.required(raw, "kernel", field, "the window size, e.g. kernel = 2"),
+            f"{field}.kernel",
+            "kernel",
+            nd,
+            1,
+        )
+        stride = raw.get("stride")
+        return C.Pool(
+            kind[:3],
+            kernel,
+            None if stride is None else self.window(stride, f"{field}.stride", "stride", nd, 1),
+            self.window(raw.get("padding", 0), f"{field}.padding", "padding", nd, 0),
+            nd,
+        )
 
     def dense_layer(self, raw: Mapping[str, Any], field: str) -> L.Dense:
         elsewhere = {
@@ -263,10 +400,9 @@ class _Checker:
             "name": "key 'name' is only allowed on a map layer",
         }
         self.keys(raw, DENSE_KEYS, field, elsewhere)
-        units = self.positive_int(
+        units = self.units(
             self.required(raw, "units", field, "the layer's width, e.g. units = 4"),
             f"{field}.units",
-            "units",
         )
         bias = raw.get("bias", True)
         if not isinstance(bias, bool):
@@ -298,7 +434,7 @@ class _Checker:
             f"activation must be a name or a {{ name, expr }} table, got {_type_name(value)}",
         )
 
-    def map_layer(self, raw: Mapping[str, Any], field: str) -> L.Map:
+    def map_layer(self, raw: Mapping[str, Any], field: str, number: int) -> L.Map:
         elsewhere = {
             key: f"key {key!r} is not allowed on a map layer ({why})"
             for key, why in _MAP_ONLY_HINTS.items()
@@ -307,15 +443,92 @@ class _Checker:
         name = "map"
         if "name" in raw:
             name = self.name(raw["name"], f"{field}.name", "map layer name")
+        units = self.units(raw["units"], f"{field}.units") if "units" in raw else None
+        params = self.map_params(raw.get("params", {}), f"{field}.params", number)
         text = self.required(raw, "expr", field, 'the component form, e.g. expr = "tanh(a[i])"')
+        # Arrays: the previous output a, the input x and earlier outputs a<l>/z<l> (one
+        # index), the map's own parameters (their declared number of indices).
+        shaped: dict[str, sp.IndexedBase] = {"a": L.a}
+        plain: dict[sp.Basic, sp.Basic] = {}
+        for out in self.outputs:
+            shaped[out] = sp.IndexedBase(out, shape=(1,))
+            plain[shaped[out]] = sp.IndexedBase(out, real=True)
+        scalars: dict[str, sp.Expr] = {"n": L.n, **self.sizes}
+        for pname, (base, shape) in params.items():
+            if isinstance(base, sp.Symbol):
+                scalars[pname] = base
+            else:
+                shaped[pname] = sp.IndexedBase(pname, shape=(1,) * len(shape))
+                plain[shaped[pname]] = base
         expr = self.expression(
             text,
             f"{field}.expr",
-            arrays={"a": L.a},
+            arrays=shaped,
+            scalars=scalars,
             indices={"i": (L.i, L.n), "j": (L.j, L.n), "k": (L.k, L.n)},
             free_indices=("i",),
         )
-        return L.Map(expr, name=name)
+        expr = expr.xreplace(plain)
+        for pname, (base, _) in params.items():
+            if not expr.has(base):
+                self.fail(f"{field}.params.{pname}", f"parameter {pname!r} is not used in expr")
+            self.param_names[f"{pname}{number}"] = len(params[pname][1])
+        return L.Map(expr, name=name, units=units, params=dict(params.values()))
+
+    def map_params(
+        self, value: object, field: str, number: int
+    ) -> dict[str, tuple[sp.IndexedBase | sp.Symbol, tuple[sp.Expr | int, ...]]]:
+        """``params = { g = ["n"], T = [] }``: name -> shape ("n", a size name or ints)."""
+        if not isinstance(value, dict):
+            self.fail(field, f"must be a table {{ name = [shape] }}, got {_type_name(value)}")
+        out: dict[str, tuple[sp.IndexedBase | sp.Symbol, tuple[sp.Expr | int, ...]]] = {}
+        for key, shape in value.items():
+            f = _key_field(field, key)
+            nm = self.name(key, f, "a parameter name")
+            if nm in RESERVED or nm in self.sizes or _LAYER_OUT.fullmatch(nm):
+                self.fail(f, f"parameter name {nm!r} is reserved or names a size")
+            if not isinstance(shape, list):
+                self.fail(
+                    f, f'a shape must be an array such as ["n"] or [], got {_type_name(shape)}'
+                )
+            if len(shape) > MAX_PARAM_AXES:
+                self.fail(f, f"at most {MAX_PARAM_AXES} axes, got {len(shape)}")
+            dims: list[sp.Expr | int] = []
+            for pos, dim in enumerate(shape):
+                where = f"{f}[{pos}]"
+                if isinstance(dim, str):
+                    if dim == "n":
+                        dims.append(L.n)
+                    elif dim in self.sizes:
+                        dims.append(self.sizes[dim])
+                    else:
+                        known = ", ".join(["n", *sorted(self.sizes)])
+                        self.fail(where, f"unknown width {_show(dim)} (use {known} or an integer)")
+                else:
+                    dims.append(self.positive_int(dim, where, "a dimension"))
+            base: sp.IndexedBase | sp.Symbol = (
+                sp.IndexedBase(nm, real=True) if dims else sp.Symbol(nm, real=True)
+            )
+            out[nm] = (base, tuple(dims))
+        return out
+
+    def penalty_expr(self, value: object) -> sp.Expr:
+        """``penalty = "1e-4 * W1[p, q]**2"``: each term summed over its free indices."""
+        arrays = {
+            nm: sp.IndexedBase(nm, shape=(1,) * axes)
+            for nm, axes in self.param_names.items()
+            if axes
+        }
+        scalars: dict[str, sp.Expr] = {
+            nm: sp.Symbol(nm, real=True) for nm, axes in self.param_names.items() if not axes
+        }
+        scalars.update(self.sizes)
+        names = ("p", "q", "r", "s", "i", "j", "k")
+        indices = {nm: (sp.Symbol(nm, integer=True), sp.Symbol("_w")) for nm in names}
+        expr = self.expression(
+            value, "penalty", arrays=arrays, scalars=scalars, indices=indices, free_indices=names
+        )
+        return expr.xreplace({b: sp.IndexedBase(b.label, real=True) for b in arrays.values()})
 
     def loss(self, value: object, raw_layers: list[Any]) -> str | tuple[str, sp.Expr]:
         if isinstance(value, str):
@@ -363,7 +576,12 @@ def _located(exc: SpecError, file: str) -> SpecError:
         return exc.at(file=file)
     m = re.match(r"layer (\d+): (.*)", exc.message)
     if m:
-        return SpecError(m.group(2), file=file, field=f"layer[{m.group(1)}]")
+        field = "expr" if "index" in m.group(2) or "takes" in m.group(2) else None
+        where = f"layer[{m.group(1)}]" + (f".{field}" if field else "")
+        return SpecError(m.group(2), file=file, field=where)
+    m = re.match(r"penalty: (.*)", exc.message)
+    if m:
+        return SpecError(m.group(1), file=file, field="penalty")
     field = "loss" if "loss" in exc.message else None
     return SpecError(exc.message, file=file, field=field)
 
@@ -376,9 +594,18 @@ def spec_from_dict(doc: Mapping[str, Any], *, file: str = "<spec>") -> Network:
         file: the name used in messages and stored as ``Network.source``.
     """
     shown = _display_path(file)
-    name, width, layers, loss = _Checker(shown).document(doc)
+    checker = _Checker(shown)
+    name, width, layers, loss = checker.document(doc)
     try:
-        return L.build(name, width, layers, loss, source=file)
+        return L.build(
+            name,
+            width,
+            layers,
+            loss,
+            source=file,
+            sizes=checker.size_values,
+            penalty=checker.penalty,
+        )
     except SpecError as exc:
         raise _located(exc, shown) from None
 

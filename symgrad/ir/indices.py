@@ -63,3 +63,18 @@ def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]
 
     # Dummies first: a free index may take a name a dummy had before.
     return walk(expr, 0).xreplace(mapping)
+
+
+def one_based(e: sp.Expr) -> sp.Expr:
+    """An index expression as the documents show it, with every index counting from 1.
+
+    A position ``p = s h + kh - pad`` of 0-based indices is ``p + 1 = s (h - 1) + kh - pad``
+    in 1-based ones. Plain indices and numbers are left alone; widths (positive symbols)
+    are not indices and are not shifted.
+    """
+    if not e.args or not e.free_symbols:
+        return e
+    shift = {v: v - 1 for v in e.free_symbols if v.is_integer and not v.is_positive}
+    if not shift:
+        return e
+    return sp.expand(e.xreplace(shift) + 1)

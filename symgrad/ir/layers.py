@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir import naming
+from symgrad.ir import conv, naming
 from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
@@ -85,15 +85,71 @@ class Map:
 
     ``expr`` uses ``a[.]``, the free index ``i``, bound indices in ``sp.Sum(.., (j, 0, n - 1))``,
     the input width ``n``, the output width ``m`` and its own parameters (IndexedBases
-    listed in ``params`` with their shapes in ``n``, ``m`` or integers). The
-    parameter ``g`` of layer 3 is named ``g3``.
+    listed in ``params`` with their shapes in ``n``, ``m`` or integers; a Symbol with
+    shape ``()`` is a scalar parameter). The parameter ``g`` of layer 3 is named ``g3``.
+    It may also read any earlier output by name: ``x`` (the input), ``a2`` (the output
+    of layer 2), ``z2`` (its pre-activation): residual blocks and skip connections.
     """
 
     expr: sp.Expr
     name: str = "map"
-    units: int | sp.Symbol | None = None
-    params: Mapping[sp.IndexedBase, tuple[sp.Expr | int, ...]] = field(default_factory=dict)
+    units: int | sp.Expr | None = None
+    params: Mapping[sp.IndexedBase | sp.Symbol, tuple[sp.Expr | int, ...]] = field(
+        default_factory=dict
+    )
     init: Mapping[str, str] = field(default_factory=dict)
+
+
+#: PyTorch's default epsilon of its norm layers.
+NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """``torch.nn.LayerNorm(n)`` over one sample's features: ``gamma * (a - mu) /
+    sqrt(var + eps) + beta``, mean and (biased) variance written as sums. Sugar over a map:
+    the engine sees only the component form."""
+
+    eps: float = NORM_EPS
+
+
+@dataclass(frozen=True)
+class RMSNorm:
+    """``torch.nn.RMSNorm(n)``: ``gamma * a / sqrt(mean(a**2) + eps)`` (no shift)."""
+
+    eps: float = NORM_EPS
+
+
+NORMS = (LayerNorm, RMSNorm)
+
+
+def layernorm_body(
+    inp: sp.IndexedBase, gamma: sp.IndexedBase, beta: sp.IndexedBase, w: sp.Expr, eps: float
+) -> sp.Expr:
+    """The textbook LayerNorm component form (nested sums: the mean inside the variance)."""
+    mu = sp.Sum(inp[j], (j, 0, w - 1)) / w
+    var = sp.Sum((inp[k] - mu) ** 2, (k, 0, w - 1)) / w
+    return gamma[i] * (inp[i] - mu) / sp.sqrt(var + sp.Float(eps)) + beta[i]
+
+
+def rmsnorm_body(inp: sp.IndexedBase, gamma: sp.IndexedBase, w: sp.Expr, eps: float) -> sp.Expr:
+    """The RMSNorm component form."""
+    return gamma[i] * inp[i] / sp.sqrt(sp.Sum(inp[j] ** 2, (j, 0, w - 1)) / w + sp.Float(eps))
+
+
+def _norm(layer: LayerNorm | RMSNorm, l: int, inp, w_in) -> list[Stage]:
+    gamma = sp.IndexedBase(naming.param("gamma", l).name, real=True)
+    params = [Param(gamma.name, gamma, (w_in,), "ones", w_in)]
+    if isinstance(layer, LayerNorm):
+        beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
+        params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
+        body = layernorm_body(inp, gamma, beta, w_in, layer.eps)
+        label = "layernorm"
+    else:
+        body = rmsnorm_body(inp, gamma, w_in, layer.eps)
+        label = "rmsnorm"
+    out = sp.IndexedBase(naming.act(l).name, real=True)
+    return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params))]
 
 
 def _softmax_body(inp: sp.IndexedBase, w: sp.Expr) -> sp.Expr:
@@ -137,37 +193,148 @@ def _dense(layer: Dense, l: int, inp, w_in, sizes) -> list[Stage]:
     return stages
 
 
-def _map(layer: Map, l: int, inp, w_in, sizes) -> list[Stage]:
+def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
     w = w_in if layer.units is None else _width(layer.units, l, sizes)
     repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
     params = []
     for base, shape in layer.params.items():
         pname = naming.param(base.name, l).name
-        new = sp.IndexedBase(pname, real=True)
+        new: sp.IndexedBase | sp.Symbol
+        if isinstance(base, sp.Symbol):
+            if tuple(shape):
+                raise SpecError(f"layer {l}: parameter {base.name} is a Symbol: its shape is ()")
+            new = sp.Symbol(pname, real=True)
+        else:
+            new = sp.IndexedBase(pname, real=True)
         repl[base] = new
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
     body = sp.sympify(layer.expr).xreplace(repl)
-    stray = {b.base.label for b in body.atoms(sp.Indexed)} - {
-        inp.label,
-        *(p.base.label for p in params),
-    }
+    # Earlier outputs named in the expression (x, a2, z2): matched by name, so that a
+    # user's IndexedBase("a2") means the network's own array of that name.
+    own = {inp.label, *(p.base.label for p in params if isinstance(p.base, sp.IndexedBase))}
+    extra: dict[sp.IndexedBase, sp.Expr] = {}
+    swap: dict[sp.Basic, sp.Basic] = {}
+    stray = []
+    for ind in body.atoms(sp.Indexed):
+        if ind.base.label in own:
+            continue
+        found = outputs.get(str(ind.base.label))
+        if found is None:
+            stray.append(str(ind.base.label))
+            continue
+        base, bw = found
+        swap[ind.base] = base
+        if base != inp:
+            extra[base] = bw
     if stray:
-        names = ", ".join(sorted(str(s) for s in stray))
+        names = ", ".join(sorted(set(stray)))
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
-    return [
-        Stage(
-            sp.IndexedBase(naming.act(l).name, real=True),
-            inp,
-            w,
-            w_in,
-            body,
-            l,
-            "map",
-            layer.name,
-            tuple(params),
-        )
-    ]
+    body = body.xreplace(swap)
+    scalars = {p.base for p in params if isinstance(p.base, sp.Symbol)}
+    widths = set(sizes) | {w_in, w}
+    labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
+    loose = {
+        s_
+        for s_ in body.free_symbols
+        if not isinstance(s_, sp.Indexed | sp.IndexedBase)
+        and s_ not in labels
+        and s_ not in scalars
+        and s_ not in widths
+        and s_ != I
+        and not s_.is_integer
+    }
+    if loose:
+        names = ", ".join(sorted(str(s_) for s_ in loose))
+        raise SpecError(f"layer {l}: map expression uses undeclared names: {names}")
+    stage = Stage(
+        sp.IndexedBase(naming.act(l).name, real=True),
+        inp,
+        w,
+        w_in,
+        body,
+        l,
+        "map",
+        layer.name,
+        tuple(params),
+        extra=tuple(extra.items()),
+    )
+    _check_shapes(stage, sizes)
+    return [stage]
+
+
+def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
+    """Every index that subscripts an array runs over that array's dimension."""
+
+    def val(e: sp.Expr) -> sp.Expr:
+        return sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()})
+
+    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {b: (w,) for b, w in stage.inputs}
+    dims.update({p.base: p.shape for p in stage.params})
+    ranges: dict[sp.Symbol, sp.Expr] = {stage.index: stage.width}
+
+    def walk(e: sp.Basic, rng: dict[sp.Symbol, sp.Expr]) -> None:
+        if isinstance(e, sp.Sum):
+            inner = dict(rng)
+            for var, lo, hi in e.limits:
+                inner[var] = hi - lo + 1
+            walk(e.function, inner)
+            return
+        if isinstance(e, sp.Indexed):
+            shape = dims.get(e.base)
+            if shape is None:
+                return
+            if len(shape) != len(e.indices):
+                raise SpecError(
+                    f"layer {stage.layer}: {e.base} takes {len(shape)} "
+                    f"ind{'ex' if len(shape) == 1 else 'ices'}, got {len(e.indices)}"
+                )
+            for pos, (ix, dim) in enumerate(zip(e.indices, shape, strict=True)):
+                if ix in rng and val(rng[ix]) != val(dim):
+                    raise SpecError(
+                        f"layer {stage.layer}: index {ix} runs to {val(rng[ix])} but axis {pos} "
+                        f"of {e.base} has size {val(dim)}"
+                    )
+            return
+        for arg in e.args:
+            walk(arg, rng)
+
+    walk(stage.body, ranges)
+
+
+def _penalty(expr: sp.Expr, params: Sequence[Param]) -> sp.Expr:
+    """Each additive term of ``expr`` summed over its free indices (ranges from the
+    parameter axes they subscript): ``1e-4 * W1[p, q]**2`` is weight decay on W1."""
+    by_name = {p.name: p for p in params}
+    swap: dict[sp.Basic, sp.Basic] = {}
+    for atom in expr.atoms(sp.Indexed, sp.Symbol):
+        base = atom.base if isinstance(atom, sp.Indexed) else atom
+        name = str(base.label) if isinstance(base, sp.IndexedBase) else str(base)
+        if isinstance(atom, sp.Symbol) and (atom.is_integer or name not in by_name):
+            continue
+        if name not in by_name:
+            raise SpecError(f"penalty: unknown parameter {name} (known: {', '.join(by_name)})")
+        swap[base] = by_name[name].base
+    expr = expr.xreplace(swap)
+    out = sp.S.Zero
+    for term in sp.Add.make_args(sp.expand(expr, mul=False, power_exp=False)):
+        ranges: dict[sp.Symbol, sp.Expr] = {}
+        for ind in term.atoms(sp.Indexed):
+            p = next(q for q in params if q.base == ind.base)
+            if len(p.shape) != len(ind.indices):
+                raise SpecError(
+                    f"penalty: {p.name} takes {len(p.shape)} indices, got {len(ind.indices)}"
+                )
+            for ix, dim in zip(ind.indices, p.shape, strict=True):
+                if ix in ranges and ranges[ix] != dim:
+                    raise SpecError(f"penalty: index {ix} runs over axes of different sizes")
+                ranges[ix] = dim
+        bound = {v for s_ in term.atoms(sp.Sum) for v, *_ in s_.limits}
+        for ix in sorted(ranges, key=str):
+            if ix not in bound:
+                term = sp.Sum(term, (ix, 0, ranges[ix] - 1))
+        out += term
+    return out
 
 
 def is_softmax(stage: Stage) -> bool:
@@ -213,40 +380,82 @@ def make_loss(
 
 def build(
     name: str,
-    input: int | sp.Symbol,
-    layers: Sequence[Dense | Map],
+    input: int | sp.Symbol | Sequence[int],
+    layers: Sequence[Dense | Map | LayerNorm | RMSNorm | conv.Conv | conv.Pool | conv.Flatten],
     loss: str | tuple[str, sp.Expr] | Callable[[sp.Symbol, sp.Symbol], sp.Expr],
     *,
     source: str = "<python>",
+    sizes: Mapping[str | sp.Symbol, int] | None = None,
+    penalty: sp.Expr | None = None,
 ) -> Network:
     """Assemble a :class:`Network` from layer sugar.
 
     Args:
         name: a Python identifier (used for generated code).
-        input: number of input features (or a Symbol).
-        layers: ``Dense`` and ``Map`` layers, numbered from 1 in order.
+        input: number of input features (or a Symbol), or a (channels, [height,] width)
+            shape for conv nets.
+        layers: ``Dense``, ``Map``, ``Conv``, ``Pool`` and ``Flatten`` layers, numbered
+            from 1 in order.
         loss: "mse", "bce", "cross_entropy", or ``(name, expr)`` with ``expr`` in the
             Symbols ``symgrad.yhat_s`` and ``symgrad.y_s``, or a callable ``l(yhat, y)``.
+        sizes: concrete values of named widths used as ``units`` or in expressions.
+        penalty: a term in the parameters (``1e-4 * W1[p, q]**2``) added once to the batch
+            loss, each additive term summed over its free indices.
     """
     if not name.isidentifier():
         raise SpecError(f"name '{name}' is not a Python identifier")
     if not layers:
         raise SpecError("a network needs at least one layer")
-    sizes: dict[sp.Symbol, int] = {}
-    w_in = _width(input, 0, sizes)
+    known: dict[sp.Symbol, int] = {}
+    for key, value in (sizes or {}).items():
+        sym = key if isinstance(key, sp.Symbol) else sp.Symbol(key, integer=True, positive=True)
+        known[sym] = int(value)
+    # conv nets: a (channels, [height,] width) input shape (see ir/conv.py)
+    input_shape = conv.input_shape(input)
+    w_in = _width(conv.prod(input_shape) if input_shape else input, 0, known)
     inp = sp.IndexedBase("x", real=True)
     stages: list[Stage] = []
-    cur, cur_w = inp, w_in
+    cur, cur_w, cur_shape = inp, w_in, input_shape
+    outputs: dict[str, tuple[sp.IndexedBase, sp.Expr]] = {"x": (inp, w_in)}
     for l, layer in enumerate(layers, start=1):
-        if isinstance(layer, Dense):
-            new = _dense(layer, l, cur, cur_w, sizes)
+        if isinstance(layer, conv.LAYERS):
+            act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
+            new = conv.stages_of(layer, l, cur, cur_shape, act)
+        elif cur_shape:
+            raise SpecError(
+                f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
+                f"got shape {list(cur_shape)} (add a flatten layer before it)"
+            )
+        elif isinstance(layer, Dense):
+            new = _dense(layer, l, cur, cur_w, known)
         elif isinstance(layer, Map):
-            new = _map(layer, l, cur, cur_w, sizes)
+            new = _map(layer, l, cur, cur_w, known, outputs)
+        elif isinstance(layer, NORMS):
+            new = _norm(layer, l, cur, cur_w)
         else:
             raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
+        cur_shape = conv.stage_shape(new[-1])
+        if not cur_shape:  # vectors only: a map reads earlier outputs by name
+            for st in new:
+                outputs[str(st.out)] = (st.out, st.width)
+            outputs[naming.act(l).name] = (cur, cur_w)
+    if cur_shape:
+        raise SpecError("the last layer's output must be a vector (end with flatten and dense)")
     if callable(loss) and not isinstance(loss, str | tuple):
         loss = ("custom", loss(yhat_s, y_s))
     lobj = make_loss(loss, cur, cur_w, stages[-1])
-    return Network(name, tuple(stages), lobj, sizes, inp, len(layers), source)
+    params = [p for s in stages for p in s.params]
+    pen = _penalty(sp.sympify(penalty), params) if penalty is not None else None
+    return Network(
+        name,
+        tuple(stages),
+        lobj,
+        known,
+        inp,
+        len(layers),
+        source,
+        penalty=pen,
+        input_shape=input_shape,
+    )

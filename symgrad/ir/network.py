@@ -1,4 +1,4 @@
-"""Stage 1, the component-form IR: a network is a chain of component-form maps and a loss.
+"""Stage 1, the component-form IR: a network is a DAG of component-form maps and a loss.
 
 Every stage states one output component ``y[i]`` as a SymPy expression of its input
 ``x[.]`` and its own parameters, with ``i`` free and every other index bound by a
@@ -9,7 +9,7 @@ which one it is looking at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -22,7 +22,7 @@ class Param:
     """A trainable parameter: ``name`` (e.g. ``W2``), its base and its symbolic shape."""
 
     name: str
-    base: sp.IndexedBase
+    base: sp.IndexedBase | sp.Symbol  # a Symbol for a 0-dim (scalar) parameter
     shape: tuple[sp.Expr, ...]
     init: str = "glorot"  # "glorot" (uniform, torch.nn.Linear-like), "zeros", "ones"
     fan_in: sp.Expr | None = None
@@ -42,10 +42,25 @@ class Stage:
     label: str  # "dense", "sigmoid", "softmax", a custom name ...
     params: tuple[Param, ...] = ()
     index: sp.Symbol = I
+    #: Earlier outputs (or the input ``x``) the body reads besides ``inp``, with their
+    #: widths: residual blocks and skip connections make the network a DAG.
+    extra: tuple[tuple[sp.IndexedBase, sp.Expr], ...] = ()
+    # A (channels, [height,] width) quantity: one free index per axis (empty for a vector,
+    # whose free index is ``index``); ``in_shape`` likewise for the input. ``attrs`` records
+    # the hyper-parameters a layer was built with (for the independent references only).
+    indices: tuple[sp.Symbol, ...] = ()
+    shape: tuple[sp.Expr, ...] = ()
+    in_shape: tuple[sp.Expr, ...] = ()
+    attrs: tuple = ()
 
     @property
     def name(self) -> str:
         return str(self.out)
+
+    @property
+    def inputs(self) -> tuple[tuple[sp.IndexedBase, sp.Expr], ...]:
+        """Every array the body reads (``inp`` first) with its width."""
+        return ((self.inp, self.in_width), *self.extra)
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,12 @@ class Loss:
 
 @dataclass(frozen=True)
 class Network:
-    """An ordered chain of stages ending in a loss, with concrete sizes when known."""
+    """Stages in evaluation order (each reads earlier outputs) ending in a loss, with
+    concrete sizes when known.
+
+    ``penalty`` is a scalar expression of the parameters (weight decay) added once to the
+    batch loss; its free indices were summed when it was built.
+    """
 
     name: str
     stages: tuple[Stage, ...]
@@ -79,6 +99,8 @@ class Network:
     input: sp.IndexedBase = sp.IndexedBase("x", real=True)
     n_layers: int = 0
     source: str = "<python>"
+    penalty: sp.Expr | None = None
+    input_shape: tuple[int, ...] = ()  # (channels, [height,] width) of a conv net's input
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -125,6 +147,4 @@ class Network:
         new = dict(self.sizes)
         for k, v in sizes.items():
             new[sp.Symbol(k, integer=True, positive=True)] = int(v)
-        return Network(
-            self.name, self.stages, self.loss, new, self.input, self.n_layers, self.source
-        )
+        return replace(self, sizes=new)

@@ -305,8 +305,10 @@ def _shapes(d: Derivation, net: Network) -> dict[str, tuple[int, ...]]:
 
 
 def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: Network):
-    arrays = {nm: sp.IndexedBase(nm, shape=shp) for nm, shp in shapes.items()}
-    scalars = {str(s): sp.Integer(v) for s, v in net.sizes.items()}
+    arrays = {nm: sp.IndexedBase(nm, shape=shp) for nm, shp in shapes.items() if shp}
+    scalars: dict[str, sp.Expr] = {str(s): sp.Integer(v) for s, v in net.sizes.items()}
+    # 0-dim parameters (a learnable temperature) are written bare
+    scalars.update({nm: sp.Symbol(nm, real=True) for nm, shp in shapes.items() if not shp})
     free_names = [str(f) for f in target.free]
     if target.accept_i and "i" not in free_names:
         free_names.append("i")

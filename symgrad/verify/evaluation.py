@@ -16,9 +16,10 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
-from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
 from symgrad.ir.ops import OPS
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
 #: NumPy callables of every registered op (ir/ops.py), for the numeric evaluators.
 NUMPY_FUNCS = {op.func: op.numeric for op in OPS.values()}
@@ -101,6 +102,22 @@ def eval_component(
             if str(e) in env:
                 return _Axes(env[str(e)], ())
             raise DerivationError(f"cannot evaluate symbol {e}")
+        if isinstance(e, ReduceMax | ReduceMin | ArgMax | ArgMin):
+            body, var, hi = e.args
+            if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
+                sub = ev(body)
+                if var not in sub.axes:
+                    return _Axes(np.ones(()), ())
+                ax = sub.axes.index(var)
+                ext = sub.arr.max if isinstance(e, ArgMax) else sub.arr.min
+                hit = (sub.arr == ext(axis=ax, keepdims=True)).astype(float)
+                return _Axes(hit / hit.sum(axis=ax, keepdims=True), sub.axes)
+            sub = _ev_with(body, {**ranges, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            red = sub.arr.max if isinstance(e, ReduceMax) else sub.arr.min
+            return _Axes(red(axis=ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             body = e.function
             inner = dict(ranges)
@@ -164,6 +181,15 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return np.asarray(env[e.name], dtype=float)
         if isinstance(e, sp.Symbol):
             return float(sizes[e]) if e in sizes else np.asarray(env[e.name], dtype=float)
+        if isinstance(e, Comp):  # no neat matrix form: evaluated in components
+            expr, free, shape, _ = e.args
+            rng = {
+                f: int(sp.sympify(w).xreplace({k: sp.Integer(v) for k, v in sizes.items()}))
+                for f, w in zip(free, shape, strict=True)
+            }
+            return eval_component(expr, env, sizes, tuple(free), rng)
+        if isinstance(e, Once):  # a penalty's part of a gradient (per sample: as it is)
+            return ev(e.args[0])
         if isinstance(e, MatVec):
             return ev(e.args[0]) @ ev(e.args[1])
         if isinstance(e, TMatVec):
@@ -210,6 +236,8 @@ def run_derivation(
                 f.component, env, sizes, (s.index,), {s.index: net.size(s.width)}
             )
     loss = float(eval_component(d.loss, env, sizes))
+    if net.penalty is not None:  # added once to the batch loss: once to one sample's too
+        loss += float(eval_component(net.penalty, env, sizes))
     for st in d.steps:
         if form == "matrix":
             val = eval_matrix(st.matrix, env, sizes)

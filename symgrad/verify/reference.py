@@ -20,6 +20,7 @@ from symgrad.errors import SpecError
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
 from symgrad.ir.ops import OPS
+from symgrad.ir.reductions import ReduceMax, ReduceMin
 
 _BATCH = sp.Symbol("_n_batch_")
 
@@ -65,7 +66,29 @@ class _Ops:
     def maximum(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
 
+    def amax(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def layer_norm(self, a: Any, gamma: Any, beta: Any, eps: float) -> Any:
+        """The library's own LayerNorm over the last axis (None: evaluate the component form)."""
+        return None
+
+    def rms_norm(self, a: Any, gamma: Any, eps: float) -> Any:
+        """The library's own RMSNorm over the last axis (None: evaluate the component form)."""
+        return None
+
+    def amin(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
     def minimum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def conv(self, a: Any, W: Any, b: Any, stride: tuple, padding: tuple) -> Any:
+        """torch's cross-correlation (conv1d/2d) on (n, C, *spatial) tensors."""
+        raise NotImplementedError
+
+    def pool(self, kind: str, a: Any, kernel: tuple, stride: tuple, padding: tuple) -> Any:
+        """Max or average pooling (torch's: zeros counted in the average)."""
         raise NotImplementedError
 
     def dense(self, a: Any, W: Any, b: Any) -> Any:
@@ -118,6 +141,15 @@ class _TorchOps(_Ops):
     def const(self, v):
         return self.t.tensor(float(v), dtype=self.t.float64)
 
+    def conv(self, a, W, b, stride, padding):
+        f = self.F.conv1d if len(stride) == 1 else self.F.conv2d
+        return f(a, W, b, stride=stride, padding=padding)
+
+    def pool(self, kind, a, kernel, stride, padding):
+        nd = len(kernel)
+        f = getattr(self.F, f"{kind}_pool{nd}d")
+        return f(a, kernel, stride=stride, padding=padding)
+
     def asarray(self, a):
         return self.t.tensor(np.array(a, dtype=np.float64), dtype=self.t.float64)
 
@@ -147,6 +179,18 @@ class _TorchOps(_Ops):
 
     def maximum(self, a, b):
         return self.t.maximum(a, b)
+
+    def amax(self, t, axis):
+        return self.t.amax(t, dim=axis)  # ties share the gradient equally
+
+    def layer_norm(self, a, gamma, beta, eps):
+        return self.F.layer_norm(a, (a.shape[-1],), gamma, beta, eps)
+
+    def rms_norm(self, a, gamma, eps):
+        return self.F.rms_norm(a, (a.shape[-1],), gamma, eps)
+
+    def amin(self, t, axis):
+        return self.t.amin(t, dim=axis)
 
     def minimum(self, a, b):
         return self.t.minimum(a, b)
@@ -208,6 +252,23 @@ class _JaxOps(_Ops):
     def const(self, v):
         return self.np.asarray(float(v), dtype=self.np.float64)
 
+    def conv(self, a, W, b, stride, padding):
+        nd = len(stride)
+        spec = ("NCH", "OIH", "NCH") if nd == 1 else ("NCHW", "OIHW", "NCHW")
+        out = self.jax.lax.conv_general_dilated(
+            a, W, stride, [(p, p) for p in padding], dimension_numbers=spec
+        )
+        return out if b is None else out + self.np.reshape(b, (-1, *[1] * nd))
+
+    def pool(self, kind, a, kernel, stride, padding):
+        lax = self.jax.lax
+        dims, strides = (1, 1, *kernel), (1, 1, *stride)
+        pads = [(0, 0), (0, 0), *[(p, p) for p in padding]]
+        if kind == "max":
+            return lax.reduce_window(a, -self.np.inf, lax.max, dims, strides, pads)
+        area = float(np.prod(kernel))
+        return lax.reduce_window(a, 0.0, lax.add, dims, strides, pads) / area
+
     def asarray(self, a):
         return self.np.asarray(np.asarray(a, dtype=np.float64))
 
@@ -237,6 +298,12 @@ class _JaxOps(_Ops):
 
     def maximum(self, a, b):
         return self.np.maximum(a, b)
+
+    def amax(self, t, axis):
+        return self.np.max(t, axis=axis)
+
+    def amin(self, t, axis):
+        return self.np.min(t, axis=axis)
 
     def minimum(self, a, b):
         return self.np.minimum(a, b)
@@ -350,6 +417,14 @@ def eval_tensor(
             if str(e) in env:
                 return _Named(env[str(e)], (_BATCH,) if str(e) in batched else ())
             raise SpecError(f"cannot evaluate symbol {e}")
+        if isinstance(e, ReduceMax | ReduceMin):
+            body, var, hi = e.args
+            sub = ev(body, {**rng, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            reduce = ops.amax if isinstance(e, ReduceMax) else ops.amin
+            return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
         if isinstance(e, sp.Sum):
             inner = dict(rng)
             for var, lo, hi in e.limits:
@@ -411,6 +486,8 @@ def _dense_body(stage: Stage) -> sp.Expr | None:
     """The body a plain dense stage has (None if ``stage`` is not one)."""
     if not 1 <= len(stage.params) <= 2 or len(stage.params[0].shape) != 2:
         return None
+    if len(stage.params) == 2 and len(stage.params[1].shape) != 1:
+        return None
     W = stage.params[0].base
     j = sp.Symbol("j", integer=True)
     body = sp.Sum(W[stage.index, j] * stage.inp[j], (j, 0, stage.in_width - 1))
@@ -419,13 +496,36 @@ def _dense_body(stage: Stage) -> sp.Expr | None:
     return body
 
 
+def _conv_layer(stage: Stage) -> dict | None:
+    """The hyper-parameters of a conv, pooling or flatten stage whose body is exactly the
+    one its layer writes (None otherwise: such a stage is evaluated from its body)."""
+    from symgrad.ir import conv as C
+
+    attrs = dict(stage.attrs)
+    op = attrs.get("op")
+    if op is None:
+        return None
+    if op == "flatten":
+        want = C.flatten_body(stage.inp, tuple(int(s) for s in stage.in_shape), stage.index)
+    elif op.startswith("conv"):
+        W = stage.params[0].base
+        b = stage.params[1].base if len(stage.params) == 2 else None
+        cin = int(stage.in_shape[0])
+        want = C.conv_body(stage.inp, W, b, cin, attrs["kernel"], attrs["stride"], attrs["padding"])
+    else:
+        kind = op[:3]
+        want = C.pool_body(kind, stage.inp, attrs["kernel"], attrs["stride"], attrs["padding"])
+    return attrs if stage.body == want else None
+
+
 def _builtin_activation(stage: Stage) -> str | None:
     """The named activation whose expression ``stage`` computes, found by comparing
     expressions (never by the stage's label), or None."""
     if stage.width != stage.in_width:
         return None
+    at = stage.indices or (stage.index,)  # one index per axis for (channels, h, w) stages
     for name, expr in ACTIVATIONS.items():
-        if stage.body == expr.xreplace({x: stage.inp[stage.index]}):
+        if stage.body == expr.xreplace({x: stage.inp[at]}):
             return name
     return None
 
@@ -443,6 +543,24 @@ _BUILTIN_LOSS = {
 }
 
 
+def _norm_layer(stage: Stage) -> tuple[str, float] | None:
+    """``("layernorm" | "rmsnorm", eps)`` when the stage's body is exactly that norm of its
+    input with its own parameters (compared as expressions, never by name)."""
+    from symgrad.ir.layers import layernorm_body, rmsnorm_body
+
+    ps = [p.base for p in stage.params]
+    if stage.extra or stage.width != stage.in_width or len(ps) not in (1, 2):
+        return None
+    for f in stage.body.atoms(sp.Float):
+        eps = float(f)
+        w = stage.in_width
+        if len(ps) == 2 and stage.body == layernorm_body(stage.inp, ps[0], ps[1], w, eps):
+            return "layernorm", eps
+        if len(ps) == 1 and stage.body == rmsnorm_body(stage.inp, ps[0], w, eps):
+            return "rmsnorm", eps
+    return None
+
+
 def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, Y):
     """``(yhat, loss)`` of ``net`` in the library of ``ops`` (params, X, Y are its tensors)."""
     n = int(X.shape[0])
@@ -454,9 +572,26 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
     cur = X
     for s in net.stages:
         dense = _dense_body(s)
+        layer = _conv_layer(s)
         if dense is not None and s.body == dense:
             b = params[s.params[1].name] if len(s.params) == 2 else None
             out = ops.dense(cur, params[s.params[0].name], b)
+        elif layer is not None and layer["op"] == "flatten":
+            out = ops.reshape(cur, (n, -1))
+        elif layer is not None and layer["op"].startswith("conv"):
+            b = params[s.params[1].name] if len(s.params) == 2 else None
+            out = ops.conv(cur, params[s.params[0].name], b, layer["stride"], layer["padding"])
+        elif layer is not None:
+            k, st, pd = layer["kernel"], layer["stride"], layer["padding"]
+            out = ops.pool(layer["op"][:3], cur, k, st, pd)
+        elif (norm := _norm_layer(s)) is not None and (
+            out := (
+                ops.layer_norm(cur, params[s.params[0].name], params[s.params[1].name], norm[1])
+                if norm[0] == "layernorm"
+                else ops.rms_norm(cur, params[s.params[0].name], norm[1])
+            )
+        ) is not None:
+            pass  # the library's own norm layer
         elif (act := _builtin_activation(s)) in ops.acts:
             out = ops.acts[act](cur)  # the library's own activation
         elif _is_softmax(s):
@@ -479,6 +614,8 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
     else:  # a custom loss: the mean over samples of the per-sample loss
         per = eval_tensor(ops, loss.body, env, batched, sizes, (), {}, n)
         value = ops.mean(per)
+    if net.penalty is not None:  # once per batch: the same for every sample, so its mean
+        value = value + ops.mean(eval_tensor(ops, net.penalty, env, batched, sizes, (), {}, n))
     return cur, value
 
 

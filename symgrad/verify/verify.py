@@ -222,7 +222,7 @@ def random_point(
     # A little noise: parameters initialised to constants (zeros, ones) hide transposes.
     for k in params:
         params[k] = params[k] + rng.normal(0.0, 0.1, params[k].shape)
-    X = rng.normal(0.0, 1.0, (batch, net.size(net.input_width)))
+    X = rng.normal(0.0, 1.0, (batch, *(net.input_shape or (net.size(net.input_width),))))
     Y = random_targets(net, batch, rng)
     return params, X, Y
 

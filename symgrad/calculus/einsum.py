@@ -1,0 +1,242 @@
+"""Stage 4c, the general fallback: a component expression lowered to batched NumPy.
+
+When a contraction has no neat matrix form (pairwise terms ``sum((a[j] - a[i])**2, j)``,
+max reductions, weight-decay gradients ...), the step keeps its component form
+(``matrix_form.Comp``) and this pass lowers it to array operations on the batch:
+every index in scope gets an axis after the sample axis, an array ``a[j]`` is placed
+on its axes with ``None`` elsewhere (broadcasting), ``Sum`` is a sum over its axis (a
+product of arrays summed over an index prints as one ``np.einsum``), ``max(e, j)`` a
+max over it. Elementwise functions stay SymPy functions, so they print with the same
+stable forms as everywhere else. No Python loop over samples or indices is emitted.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from symgrad.calculus.matrix_form import Comp
+from symgrad.errors import DerivationError
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
+
+#: The batch size (the same Symbol as ``layout.N``; layout imports this module).
+N = sp.Symbol("N", integer=True, positive=True)
+
+
+class Place(sp.Function):
+    """Array ``name`` on output axes ``positions`` of an ``ndim`` array (with a leading
+    sample axis when ``batched``): ``a1[:, None, :]``. Args (name, Tuple(pos), ndim, batched)."""
+
+    nargs = 4
+
+
+class Arange(sp.Function):
+    """An index used as a value: ``arange(size)`` on axis ``pos`` of ``ndim``."""
+
+    nargs = 3
+
+
+class Delta(sp.Function):
+    """KroneckerDelta between two axes: args (size_a, pos_a, size_b, pos_b, ndim)."""
+
+    nargs = 5
+
+
+class AxisSum(sp.Function):
+    """``np.sum(e, axis)``."""
+
+    nargs = 2
+
+
+class AxisMax(sp.Function):
+    """``np.max(e, axis)``."""
+
+    nargs = 2
+
+
+class AxisMin(sp.Function):
+    """``np.min(e, axis)``."""
+
+    nargs = 2
+
+
+class ShareMax(sp.Function):
+    """``[e == max(e, axis)] / #ties`` (the arg-max indicator, ties sharing equally)."""
+
+    nargs = 2
+
+
+class ShareMin(sp.Function):
+    """``[e == min(e, axis)] / #ties``."""
+
+    nargs = 2
+
+
+class Einsum(sp.Function):
+    """``np.einsum(spec, *operands)[slots]``: a product of arrays summed over an index.
+    Args (Symbol(spec), Symbol(slots), *operand names); atoms only, so CSE keeps it whole."""
+
+
+class Full(sp.Function):
+    """``e`` broadcast to ``shape`` (a fresh array): args (e, Tuple(shape))."""
+
+    nargs = 2
+
+
+LOWERED = (Place, Arange, Delta, AxisSum, AxisMax, AxisMin, ShareMax, ShareMin, Full, Einsum)
+
+
+def axis_sum(arg: sp.Expr, axis: sp.Integer) -> sp.Expr:
+    """``AxisSum(arg, axis)``, as one ``np.einsum`` when ``arg`` is a product of arrays."""
+    coeff, rest = arg.as_coeff_Mul() if arg.is_Mul else (sp.S.One, arg)
+    plan = einsum_spec(rest, int(axis))
+    if plan is None:
+        return AxisSum(arg, axis)
+    spec, ops, keep = plan
+    ndim = int(next(iter(rest.atoms(Place))).args[2])
+    out_axes = [d for d in range(ndim) if d != int(axis)]
+    present = {out_axes.index(q) for q in keep}
+    slots = ""
+    if present != set(range(ndim - 1)):
+        slots = "[" + ", ".join(":" if d in present else "None" for d in range(ndim - 1)) + "]"
+    return coeff * Einsum(sp.Symbol(spec), sp.Symbol(slots), *(name for name, _ in ops))
+
+
+def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.Expr:
+    """The batched array expression of ``comp``.
+
+    Args:
+        comp: the component fallback (expression, free indices, ranges, parameter names).
+        sample_sum: sum over the samples of the batch (a parameter gradient).
+        batched: the result has a sample axis (False for a penalty term: once per batch).
+    """
+    expr, free, shape, names = comp.args
+    params = {str(s) for s in names}
+    ctx = list(free)
+    rng = dict(zip(free, shape, strict=True))
+    per_sample = batched and any(str(t.base.label) not in params for t in expr.atoms(sp.Indexed))
+    out = _lower(expr, ctx, rng, params, batched)
+    lead = 1 if batched else 0
+    if sample_sum:
+        if per_sample:
+            out = axis_sum(out, sp.Integer(0))
+        else:  # the same for every sample: n times it
+            out = N * (axis_sum(out, sp.Integer(0)) if _is_array(out) else out)
+        full = tuple(shape)
+        lead = 0
+    else:
+        full = ((N,) if batched else ()) + tuple(shape)
+    present = {f for f in free if expr.has(f)}
+    partial = not _is_array(out) or present != set(free) or (lead and not per_sample)
+    if partial and full:
+        out = Full(out, sp.Tuple(*full))
+    return out
+
+
+def _is_array(e: sp.Expr) -> bool:
+    return bool(e.atoms(Place, Arange, Delta))
+
+
+def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    ndim = sp.Integer(len(ctx) + (1 if batched else 0))
+    lead = 1 if batched else 0
+    if e.is_Number:
+        return e
+    if isinstance(e, sp.Indexed):
+        name = str(e.base.label)
+        pos = []
+        for ix in e.indices:
+            if ix not in ctx:
+                raise DerivationError(f"cannot lower {e}: subscript {ix} is not an index in scope")
+            pos.append(sp.Integer(ctx.index(ix) + lead))
+        if len(set(pos)) != len(pos):
+            raise DerivationError(f"cannot lower {e}: a repeated index (a diagonal)")
+        mine = batched and name not in params
+        return Place(sp.Symbol(name), sp.Tuple(*pos), ndim, sp.Integer(int(mine)))
+    if isinstance(e, sp.KroneckerDelta):
+        a, b = e.args
+        if a in ctx and b in ctx:
+            return Delta(
+                rng[a],
+                sp.Integer(ctx.index(a) + lead),
+                rng[b],
+                sp.Integer(ctx.index(b) + lead),
+                ndim,
+            )
+        raise DerivationError(f"cannot lower {e}")
+    if isinstance(e, sp.Symbol):
+        if e in ctx:
+            return Arange(rng[e], sp.Integer(ctx.index(e) + lead), ndim)
+        return e
+    if isinstance(e, sp.Sum | ReduceMax | ReduceMin):
+        if isinstance(e, sp.Sum):
+            body, limits = e.function, list(e.limits)
+            # limits are innermost first: the outermost index enters the scope first
+            for var, lo, hi in limits[:-1]:
+                body = sp.Sum(body, (var, lo, hi))
+            var, lo, hi = limits[-1]
+        else:
+            body, var, hi = e.args
+            lo = sp.S.Zero
+        if lo != 0:
+            raise DerivationError(f"cannot lower {e}: sums start at 0")
+        if var in ctx:
+            raise DerivationError(f"cannot lower {e}: index {var} is already in scope")
+        size = hi - lo + 1
+        if isinstance(e, sp.Sum) and body.is_Mul and any(f.is_Add for f in body.args):
+            # sum_k (V[k, i] - c) d[k] -> sum_k V[k, i] d[k] - c sum_k d[k]: two einsums
+            # instead of one (n, i, k) broadcast
+            body = sp.expand(
+                body, deep=False, power_exp=False, power_base=False, log=False, multinomial=False
+            )
+        if isinstance(e, sp.Sum) and body.is_Add:  # a sum of sums: each may be one einsum
+            return sp.Add(
+                *(_lower(sp.Sum(t, (var, lo, hi)), ctx, rng, params, batched) for t in body.args)
+            )
+        if isinstance(e, sp.Sum) and body.is_Mul:  # factors free of var leave the sum
+            out = [f for f in body.args if not f.has(var)]
+            if out:
+                inside = sp.Mul(*[f for f in body.args if f.has(var)])
+                return _lower(sp.Mul(*out), ctx, rng, params, batched) * _lower(
+                    sp.Sum(inside, (var, lo, hi)), ctx, rng, params, batched
+                )
+        inner = _lower(body, [*ctx, var], {**rng, var: size}, params, batched)
+        if not body.has(var):
+            return inner * size if isinstance(e, sp.Sum) else inner
+        axis = sp.Integer(len(ctx) + lead)
+        if isinstance(e, sp.Sum):
+            return axis_sum(inner, axis)
+        return (AxisMax if isinstance(e, ReduceMax) else AxisMin)(inner, axis)
+    if isinstance(e, ArgMax | ArgMin):
+        body, var, _ = e.args
+        if var not in ctx:
+            raise DerivationError(f"cannot lower {e}: index {var} is not in scope")
+        inner = _lower(body, ctx, rng, params, batched)
+        axis = sp.Integer(ctx.index(var) + lead)
+        return (ShareMax if isinstance(e, ArgMax) else ShareMin)(inner, axis)
+    if not e.args:
+        return e
+    return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
+
+
+def einsum_spec(
+    arg: sp.Expr, axis: int
+) -> tuple[str, list[tuple[sp.Expr, list[int]]], list[int]] | None:
+    """For ``AxisSum(arg, axis)`` with ``arg`` a product of placed arrays: the einsum
+    subscripts, the operands with their output axes, and the output axes kept."""
+    factors = sp.Mul.make_args(arg)
+    places = [f for f in factors if isinstance(f, Place)]
+    if len(places) < 2 or len(places) != len(factors):
+        return None
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    ops = []
+    used: list[int] = []
+    subs = []
+    for p in places:
+        name, pos, ndim, mine = p.args
+        axes = ([0] if int(mine) else []) + [int(q) for q in pos]
+        subs.append("".join(letters[q] for q in axes))
+        ops.append((name, axes))
+        used.extend(q for q in axes if q not in used)
+    keep = sorted(q for q in used if q != axis)
+    spec = ",".join(subs) + "->" + "".join(letters[q] for q in keep)
+    return spec, ops, keep
