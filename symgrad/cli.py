@@ -579,9 +579,10 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     net = _load(args.spec)
+    from symgrad import pipeline
     from symgrad.documents.audit import audit_text
 
-    out.write(audit_text(net, source=args.spec))
+    out.write(audit_text(pipeline.derive(net), source=args.spec))
     return EXIT_OK
 
 

@@ -1,10 +1,11 @@
 """Printing stage: batched matrix expressions -> NumPy source text.
 
 A ``sympy.printing.numpy.NumPyPrinter`` subclass with one ``_print_<Class>`` per
-layout operator (``layout.py``) and per symgrad function (``functions.py``). Functions
-print in numerically stable forms (sigmoid through tanh, softplus through logaddexp,
-softmax and log-sum-exp with the max shifted out); the stable forms are identities,
-not derivative rules, so every derivative still comes from the derivation.
+layout operator (``layout.py``) and per node of the stability pass
+(``calculus/stability.py``: softmax and log-sum-exp with the row maximum shifted out,
+log-cosh, clamps); functions print from the op registry (``ir/ops.py``) in stable forms
+(sigmoid through tanh, softplus through log1p). Constants print as Python floats and
+selects keep the arrays' dtype, so float32 stays float32.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class SymgradNumPyPrinter(NumPyPrinter):
             self.helpers.add(op.helper)
         args = list(expr.args)
         if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
-            # Unevaluated: evaluating Max/Min compares every pair of terms (minutes for 8 terms).
+            # Both built unevaluated: an evaluated Max(Max(a, b), c) flattens back to
+            # Max(a, b, c) (and SymPy may recurse without end comparing its arguments).
             inner = expr.func(*args[:-1], evaluate=False)
             return self._print_op(op, expr.func(inner, args[-1], evaluate=False))
         fields: dict[str, str] = {}
