@@ -21,6 +21,7 @@ be written in a formula).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import sympy as sp
@@ -338,6 +339,32 @@ def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: 
     return expr, placeholders
 
 
+def _implicit_products(text: str) -> str:
+    """Juxtaposed factors in a component formula made explicit: ``a1[i](1 - a1[i])`` is
+    ``a1[i]*(1 - a1[i])``, ``2(a2[i] - y[i])`` is ``2*(a2[i] - y[i])``. A name directly
+    before ``(`` stays a call. Text the tokenizer rejects is left for the parser to report.
+    """
+    from symgrad.frontend.expr_parser import _tokenize
+
+    def fail(message: str) -> NoReturn:
+        raise SpecError(message, field="--formula")
+
+    if not isinstance(text, str):
+        return text
+    try:
+        toks = _tokenize(text, fail)
+    except SpecError:
+        return text
+    out, last = [], 0
+    for prev, tok in zip(toks, toks[1:], strict=False):
+        ends_factor = prev.kind == "num" or prev.text in ("]", ")")
+        starts_factor = tok.kind in ("name", "num") or tok.text == "("
+        if ends_factor and starts_factor:
+            out.append(text[last : tok.pos] + "*")
+            last = tok.pos
+    return "".join(out) + text[last:]
+
+
 def _free_symbols(expr: sp.Expr) -> set[sp.Symbol]:
     return {s for s in expr.free_symbols if s.is_integer and not s.is_positive}
 
@@ -447,7 +474,7 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     if isinstance(formula, str) and "[" not in formula:
         return _check_matrix(net, d, target, formula, seed)
     shapes = _shapes(d, net)
-    expr, placeholders = _parse(formula, target, shapes, net)
+    expr, placeholders = _parse(_implicit_products(formula), target, shapes, net)
     expr, problems = _bind_ranges(expr, placeholders, shapes)
     problems += _free_index_problems(expr, target, shapes)
     result = CheckResult(
