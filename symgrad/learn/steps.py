@@ -710,6 +710,7 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
         else:
             groups.append([s])
     report = StepsReport(file)
+    yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's (delta1 -> dz1)
     scales: dict[str, float] = {}  # adjoint -> the scale the learner uses (1, or N: no 1/N)
     for group in groups:
         name = group[0].target
@@ -742,6 +743,7 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
         if st is None:
             report.verdicts.append(LineVerdict(lines, name, shown, "yours"))
             continue
+        yours.setdefault(st.grad, name)
         wants = [p.targets[st.grad] for p in points]
         verdict = LineVerdict(lines, name, shown, "wrong", grad=st.grad)
         if gots is not None:
@@ -761,7 +763,7 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
                 verdict.status = "right (per-sample scale: without the 1/N of the batch mean)"
                 scales[name] = float(BATCH)
         if verdict.status == "wrong":
-            verdict.should_be = _should_be(st)
+            verdict.should_be = _in_your_names(_should_be(st), yours)
             if gots is None:
                 verdict.problem = f"the shapes do not fit: {shape_problem}"
             else:
@@ -784,6 +786,14 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
     done = {v.grad for v in report.verdicts if v.grad}
     report.missing = [s.grad for s in d.steps if s.kind == "param" and s.grad not in done]
     return report
+
+
+def _in_your_names(text: str, yours: Mapping[str, str]) -> str:
+    """symgrad's formula with the learner's names for the gradients (``delta1`` -> ``dz1``)."""
+    for grad, name in yours.items():
+        if grad != name:
+            text = re.sub(rf"\b{re.escape(grad)}\b", name, text)
+    return text
 
 
 def _per_sample_scale(gots: list[Any], wants: list[np.ndarray]) -> bool:
@@ -815,7 +825,8 @@ def _shape_note(got: Any, want: np.ndarray, grad: str) -> str | None:
     g = np.shape(got)
     if g == want.shape or np.size(got) == want.size:
         return None
-    return f"yours has shape {_shape_text(got)}; {grad} has shape {_shape_text(want)}"
+    have = "is a number" if not g else f"has shape {_shape_text(got)}"
+    return f"yours {have}; {grad} has shape {_shape_text(want)}"
 
 
 def _counterexample(gots: list[Any], wants: list[np.ndarray]) -> str | None:
@@ -868,7 +879,12 @@ def _variants(e: tuple, names: Mapping[str, list[tuple[str, str]]]) -> Iterator[
         yield ("bin", e[1], e[3], e[2]), f"the order of a difference: {unparse(e)} is reversed"
     if kind == "reduce":
         axis = e[3].get("axis")
-        if axis is not None:
+        if axis is None:
+            yield (
+                ("reduce", e[1], e[2], {**e[3], "axis": 0}),
+                ("a sum over everything: sum over the samples only, with axis=0"),
+            )
+        else:
             kw = {**e[3], "axis": 1 - axis if axis in (0, 1) else 0}
             yield (
                 ("reduce", e[1], e[2], kw),
