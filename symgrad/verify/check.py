@@ -15,7 +15,16 @@ array dimension the summation index subscripts.
 ``dx``, and ``da2``, the loss gradient dL/dyhat), a quantity (``W2``, ``z1``, ``dL/dW2``),
 or a local derivative ``da1/dz1``: the local Jacobian of one stage (free index ``i`` for
 an elementwise stage; ``i`` and ``k`` for a full Jacobian, whose Kronecker deltas cannot
-be written in a formula).
+be written in a formula), a whole layer's Jacobian ``da2/da1`` (the product of its stages'),
+or a layer's derivative by its own parameter ``dz1/dW1`` (given at ``p = i``).
+
+The verdict is OK, WRONG or AMBIGUOUS: a matrix-notation formula that mixes ``*`` and
+juxtaposition is read both ways, and one that is right only with juxtaposition binding
+tighter is ambiguous, not wrong. A wrong formula gets a counterexample (in components and
+as whole vectors / matrices) and hints that name the slip: a wrong shape (a matrix where a
+vector is due), a constant factor and which way, a flipped sign, a transpose, ``z`` used
+where ``a = f(z)`` belongs (found by evaluating the formula again with the values swapped),
+a missing activation-derivative factor.
 """
 
 from __future__ import annotations
