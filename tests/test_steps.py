@@ -16,12 +16,14 @@ from catalogue import catalogue
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from symgrad import Dense, build
 from symgrad.cli import main
 from symgrad.errors import SpecError
 from symgrad.learn.steps import check_steps, parse_steps, unparse
 from symgrad.verify.check import check_formula
 
 NETS = catalogue()
+NETS["square"] = build("square", 3, [Dense(3, "sigmoid"), Dense(3, "sigmoid")], "mse")
 HERE = Path(__file__).parent / "steps"
 FILES = sorted(HERE.glob("*.py"))
 EXAMPLES = Path(__file__).parent.parent / "examples"

@@ -921,9 +921,11 @@ def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, st
     for name in forward:
         for other in forward:
             if other != name and np.shape(env.get(name, 0.0)) == np.shape(env.get(other, 0.0)):
-                out.setdefault(name, []).append(
-                    (other, f"the wrong layer's value: {name} where {other} belongs")
-                )
+                for case in (str.lower, str.upper):
+                    used, right = case(name), case(other)
+                    out.setdefault(used, []).append(
+                        (right, f"the wrong layer's value: {used} where {right} belongs")
+                    )
     out.setdefault("Y", []).append(("yhat", "Y where yhat belongs"))
     out.setdefault("y", []).append(("yhat", "y where yhat belongs"))
     return out
