@@ -268,3 +268,17 @@ def test_jacobian_python_api():
     assert formula_text(expr) == "x[q]" and free == ("i", "q")
     with pytest.raises(SpecError):
         jacobian(SEED, "dz1/dW2")
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula", "right"),
+    [
+        ("dW2", "delta2^T a1", "delta2 a1^T"),
+        ("da1", "W2 delta2", "W2^T delta2"),
+        ("da1", "delta2^T W2", "W2^T delta2"),
+    ],
+)
+def test_a_transposed_or_swapped_product_gets_the_right_one_named(grad, formula, right):
+    res = check_formula(SEED, grad, formula)
+    assert res.verdict == "WRONG"
+    assert f"a transpose or the order of a product: {right} is right" in res.hints

@@ -585,6 +585,10 @@ def _check_matrix(
             return result
         result.problem, result.counterexample = first.problem, first.counterexample
         result.hints = _hints(lambda env: evaluate_tree(tree, env), envs, wants, target, net, d)
+        if not result.hints:
+            edit = _one_edit(tree, envs, wants, target)
+            if edit:
+                result.hints.append(edit)
         return result
     result.ambiguous = True
     result.readings = [
@@ -770,6 +774,36 @@ def _hints(fn, envs, wants, target: _Target, net: Network, d: Derivation) -> lis
         ):
             hints.append(f"an extra factor d{st.name}/d{st.inp} = {shown}: drop it")
     return hints
+
+
+def _one_edit(tree, envs, wants, target: _Target) -> str | None:
+    """A transpose or a product's order that, changed, makes a matrix formula right:
+    ``delta2^T a1`` for dW2 is ``delta2 a1^T`` (per sample, vectors are columns)."""
+    from symgrad.verify.matrix_formula import evaluate_tree, show
+
+    def t(e):
+        return e[1] if e[0] == "T" else ("T", e)
+
+    def variants(e):
+        if e[0] == "T":
+            yield e[1]
+        if e[0] == "name":
+            yield ("T", e)
+        if e[0] == "mm":
+            yield ("mm", e[1], e[3], e[2])
+            yield ("mm", e[1], t(e[2]), t(e[3]))
+            yield ("mm", e[1], t(e[3]), t(e[2]))
+        for k, child in enumerate(e):
+            if isinstance(child, tuple) and child and isinstance(child[0], str):
+                for v in variants(child):
+                    yield (*e[:k], v, *e[k + 1 :])
+
+    for variant in variants(tree):
+        if _judge(lambda env, v=variant: evaluate_tree(v, env), envs, wants, target).ok:
+            return (
+                f"a transpose or the order of a product: {show(variant, explicit=False)} is right"
+            )
+    return None
 
 
 def _factor(gots: list[np.ndarray], wants: list[np.ndarray]) -> float | None:
