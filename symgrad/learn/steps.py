@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from symgrad.errors import SpecError
+from symgrad.ir.naming import adjoint_name, split
 from symgrad.ir.network import Network
 
 MAX_CHARS = 20_000
@@ -499,16 +500,12 @@ def unparse(e: tuple) -> str:
 
 
 def _aliases(grad: str, wrt: str, kind: str) -> list[str]:
-    """The names a learner may give a derived gradient."""
-    names = [grad, "d" + wrt]
-    if wrt.startswith("z") and wrt[1:].isdigit():
-        names += [f"dZ{wrt[1:]}", f"delta{wrt[1:]}", f"dz{wrt[1:]}"]
-    if wrt.startswith("a") and wrt[1:].isdigit():
-        names.append(f"dA{wrt[1:]}")
+    """The names a learner may give a derived gradient: symgrad's (``delta2``), ``dz2``, and
+    the upper-case batch spelling ``dZ2`` (``dA1``, ``dX``); ``dyhat`` for the loss's."""
+    base, layer = split(wrt)
+    names = [grad, adjoint_name(wrt), "d" + wrt, "d" + base.upper() + layer]
     if kind == "loss":
         names += ["dyhat", "dYhat", "dy_hat"]
-    if wrt == "x":
-        names.append("dX")
     return list(dict.fromkeys(names))
 
 
