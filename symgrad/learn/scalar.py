@@ -429,7 +429,7 @@ class ScalarResult:
         md += [f"- `{t}`" for t in s["fd"]] + [""]
         md += ["Chain rule on the expression graph:", "", "```"]
         md += [*s["forward"], "", *s["backward"], "```", ""]
-        md += ["| h | " + " | ".join(f"estimate d{v} | error" for v in self.variables) + " |"]
+        md += ["| h | " + " | ".join(f"estimate df/d{v} | error" for v in self.variables) + " |"]
         md += ["|---" * (1 + 2 * len(self.variables)) + "|"]
         for h, est in self.table:
             cells = [
