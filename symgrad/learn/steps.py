@@ -80,8 +80,15 @@ NP_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "dot": np.dot,
 }
 NP_REDUCE = ("sum", "mean")
-#: Helpers a learner may call bare (their definitions are not read: these are the meanings).
-BARE = {"sigmoid": lambda v: 0.5 + 0.5 * np.tanh(0.5 * v)}
+#: Functions a learner may call bare, as symgrad's documents print them (a helper's
+#: definition in the file is not read: these are the meanings).
+BARE: dict[str, Callable[[np.ndarray], Any]] = {
+    "sigmoid": lambda v: 0.5 + 0.5 * np.tanh(0.5 * v),
+    "step": lambda v: (v > 0).astype(float),
+    "rowsum": lambda v: np.sum(v, axis=-1, keepdims=True),
+    "colsum": lambda v: np.sum(v, axis=0),
+    **{k: f for k, f in NP_UNARY.items() if k not in ("ones_like", "zeros_like", "square")},
+}
 
 
 class StepsInputError(SpecError):
@@ -358,8 +365,9 @@ class _Parser:
                     if len(args) != 1 or kwargs:
                         raise self.fail(f"{t.text}() takes one argument")
                     return ("bare", t.text, args[0])
+                allowed = ", ".join([*BARE, "len"])
                 raise self.fail(
-                    f"function {t.text!r} is not allowed (use np.exp, np.tanh, ..., sigmoid, len)"
+                    f"function {t.text!r} is not allowed (use np.exp, np.tanh, ... or {allowed})"
                 )
             if t.text in ("True", "False", "None"):
                 raise self.fail(f"{t.text} is not a value here")
@@ -690,6 +698,8 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
     stmts = parse_steps(text, file=file)
     net, d = _derivation(net, seed)
     by_alias: dict[str, Any] = {}
+    for step in d.steps:  # symgrad's own names first: dA2 of a parameter A2 beats da2's alias
+        by_alias[step.grad] = step
     for step in d.steps:
         for a in _aliases(step.grad, step.wrt, step.kind):
             by_alias.setdefault(a, step)
