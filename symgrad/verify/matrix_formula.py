@@ -11,7 +11,7 @@ with NumPy on per-sample values, vectors being columns:
 - ``@`` or juxtaposition (``W2^T delta2``) for the matrix product; ``^T`` or ``.T`` transposes;
   two columns side by side (``a1(1 - a1)``, an implicit product) multiply elementwise, the
   only product that fits them;
-- functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid`` elementwise, and
+- functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid step sign`` elementwise, and
   ``outer(u, v)``, ``dot(u, v)``, ``sum(v)``, ``diag(v)``.
 
 Shape slips are answered as such: ``a1^T delta2`` for ``dL/dW2`` is "a 1 x 1, expected 2 x 4".
@@ -54,6 +54,9 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sin": np.sin,
     "cos": np.cos,
     "sigmoid": _sigmoid,
+    # as symgrad prints derivatives at kinks: step(z) = [z > 0] (relu'), sign(z) (abs')
+    "step": lambda v: (v > 0).astype(float),
+    "sign": np.sign,
 }
 SPECIAL = ("outer", "dot", "sum", "diag")
 
