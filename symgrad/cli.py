@@ -74,6 +74,7 @@ examples:
   symgrad derive examples/softmax_classifier.toml --to latex -o derivation.tex
   symgrad derive examples/custom.toml --to latex --fragment -o body.tex
   symgrad derive examples/seed_net.toml --graph graph.svg
+  symgrad derive examples/seed_net.toml --to html -o page.html
   symgrad derive my_nets.py:net --to markdown
 
 Files written with -o and --graph start with a 'symgrad:generated' comment line; an
@@ -226,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--to",
-        choices=("latex", "markdown", "text"),
+        choices=("latex", "markdown", "text", "html"),
         default="text",
-        help="output format (default: text)",
+        help="output format (default: text); html: one self-contained page (math, graph "
+        "and the generated code, no network needed to view it)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument(
@@ -426,7 +428,13 @@ def _load(spec: str):
     return pipeline.parse(spec)
 
 
-_FORMATS = {"latex": "latex", "markdown": "markdown", "text": "text", "dot": "dot"}
+_FORMATS = {
+    "latex": "latex",
+    "markdown": "markdown",
+    "text": "text",
+    "dot": "dot",
+    "html": "html",
+}
 
 
 def _with_marker(text: str, to: str, source: str) -> str:
@@ -438,7 +446,12 @@ def _with_marker(text: str, to: str, source: str) -> str:
     marked = with_marker(text, fmt)
     first, rest = marked.split("\n", 1)
     note = comment(fmt, f"from {source}")
-    line = {"latex": f"% {note}", "markdown": f"<!-- {note} -->", "dot": f"// {note}"}
+    line = {
+        "latex": f"% {note}",
+        "markdown": f"<!-- {note} -->",
+        "html": f"<!-- {note} -->",
+        "dot": f"// {note}",
+    }
     return f"{first}\n{line.get(fmt, f'# {note}')}\n{rest}"
 
 
@@ -469,10 +482,17 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise SpecError("standard output is closed: write to a file with -o FILE")
     if args.hvp and args.to == "latex":
         raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
+    if args.hvp and args.to == "html":
+        raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
     from symgrad import pipeline
 
     c = pipeline.compile(args.spec)
-    text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+    if args.to == "html":
+        from symgrad.documents.html import render_html
+
+        text = render_html(c.derivation, form=args.form)
+    else:
+        text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
     if args.hvp:
         from symgrad.documents.hvp import render_hvp
 
