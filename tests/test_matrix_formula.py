@@ -132,3 +132,12 @@ def test_every_step_in_matrix_notation_as_printed_checks(name):
     for step in derive(net).steps:
         res = check_formula(net, step.grad, TextPrinter().doprint(step.matrix))
         assert res.ok, res.format()
+
+
+def test_iverson_brackets_as_symgrad_prints_them():
+    bce = catalogue()["bce"]  # relu hidden layer
+    assert check_formula(bce, "delta1", "da1 * [z1 > 0]").ok
+    assert check_formula(bce, "delta1", "da1 * step(z1)").ok
+    assert not check_formula(bce, "delta1", "da1 * [z1 < 0]").ok
+    with pytest.raises(SpecError, match="expected a comparison"):
+        check_formula(bce, "delta1", "da1 * [z1]")

@@ -352,6 +352,14 @@ class _Parser:
             self.expect(")")
             self.depth -= 1
             return e
+        if t.text == "[":  # an Iverson bracket, as symgrad prints relu': [z1 > 0]
+            self.nest()
+            e = self.compare()
+            if e[0] != "bin" or e[1] not in (">", "<", ">=", "<=", "=="):
+                raise self.fail("[...] holds a comparison, as in [z1 > 0] (lists are not allowed)")
+            self.expect("]")
+            self.depth -= 1
+            return e
         if t.kind == "name":
             if t.text == "np" and self.peek().text == ".":
                 self.take()

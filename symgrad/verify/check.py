@@ -29,6 +29,7 @@ a missing activation-derivative factor.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -348,6 +349,9 @@ def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: 
     return expr, placeholders
 
 
+_SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\s*\[")
+
+
 def _implicit_products(text: str) -> str:
     """Juxtaposed factors in a component formula made explicit: ``a1[i](1 - a1[i])`` is
     ``a1[i]*(1 - a1[i])``, ``2(a2[i] - y[i])`` is ``2*(a2[i] - y[i])``. A name directly
@@ -480,7 +484,9 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     """
     net, d = _derivation(net, seed)
     target = _resolve(d, net, grad)
-    if isinstance(formula, str) and "[" not in formula:
+    # Component form subscripts a name (a1[i]); a bracket after an operator is matrix
+    # notation's Iverson bracket (da1*[z1 > 0]).
+    if isinstance(formula, str) and not _SUBSCRIPT.search(formula):
         return _check_matrix(net, d, target, formula, seed)
     shapes = _shapes(d, net)
     expr, placeholders = _parse(_implicit_products(formula), target, shapes, net)
