@@ -2,7 +2,8 @@
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
 stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate
-code, or verify code or a formula.
+code, or verify code or a formula. ``scalar`` and ``exercise`` (:mod:`symgrad.learn`) are
+for learners: a scalar expression explored step by step, and worksheets with answer keys.
 
 Exit codes: 0 success; 1 a verification mismatch (or a wrong formula for ``check``);
 2 bad input: a spec, argument or file error, printed as one line
