@@ -310,3 +310,14 @@ def test_graph_draws_skip_connections():
     dot = render_graph(derive(net))
     assert '"a1" -> "a3"' in dot and '"x" -> "a3"' in dot  # forward skip edges
     assert '"a3" -> "a1"' in dot  # the skip connection's share of da1 flows back
+
+
+def test_documents_show_components_per_sample_and_einsum_batched():
+    from symgrad.pipeline import render_document
+
+    net, _ = module("resblock")
+    text = render_document(derive(net), to="text")
+    assert "max_j(a3[j])" in text  # component form of the max reduction
+    assert 'einsum("' in text  # the batched array program of the fallback
+    latex = render_document(derive(net), to="latex")
+    assert r"\texttt{einsum(" in latex and r"share\_max" in latex
