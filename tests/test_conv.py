@@ -307,3 +307,11 @@ def test_cli_verify_and_derive_a_conv_spec(tmp_path, capsys):
     module = tmp_path / "cnn.py"
     assert main(["codegen", str(spec), "-o", str(module), "--optimizer", "adam"]) == 0
     assert main(["verify", str(spec), "--module", str(module)]) == 0
+
+
+@pytest.mark.parametrize("kw", [{"target": "torch"}, {"target": "jax"}, {"hvp": True}])
+def test_other_targets_refuse_conv_nets_with_one_line(kw):
+    from symgrad.pipeline import generate_code
+
+    with pytest.raises(SpecError, match="does not support conv, pooling or flatten"):
+        generate_code(loads_spec(SPEC), **kw)

@@ -310,3 +310,76 @@ def test_graph_draws_skip_connections():
     dot = render_graph(derive(net))
     assert '"a1" -> "a3"' in dot and '"x" -> "a3"' in dot  # forward skip edges
     assert '"a3" -> "a1"' in dot  # the skip connection's share of da1 flows back
+
+
+def test_documents_show_components_per_sample_and_einsum_batched():
+    from symgrad.pipeline import render_document
+
+    net, _ = module("resblock")
+    text = render_document(derive(net), to="text")
+    assert "max_j(a3[j])" in text  # component form of the max reduction
+    assert 'einsum("' in text  # the batched array program of the fallback
+    latex = render_document(derive(net), to="latex")
+    assert r"\texttt{einsum(" in latex and r"share\_max" in latex
+
+
+CONV_MIX_TOML = """
+name = "convmix"
+input = [1, 7, 7]
+loss = "cross_entropy"
+penalty = "1e-3 * W1[p, q, r, s]**2"
+
+[[layer]]
+type = "conv2d"
+channels = 3
+kernel = 3
+padding = 1
+stride = 2
+activation = "relu"
+
+[[layer]]
+type = "maxpool2d"
+kernel = 2
+
+[[layer]]
+type = "flatten"
+
+[[layer]]
+units = 5
+activation = "tanh"
+
+[[layer]]
+type = "layernorm"
+
+[[layer]]
+type = "map"
+expr = "a[i] + a4[i] * g[i]"
+params = { g = ["n"] }
+
+[[layer]]
+units = 3
+activation = "softmax"
+"""
+
+
+def test_conv_net_with_weight_decay_norm_and_skip_verifies():
+    """The new constructs compose with the conv layers (issue #12's other half)."""
+    from symgrad.verify.verify import verify_network
+
+    net = loads_spec(CONV_MIX_TOML, file="convmix.toml")
+    assert net.penalty is not None and net.penalty.has(net.params[0].base)
+    report = verify_network(net, against=("fd", "torch"))
+    assert report.ok, report
+
+
+def test_python_api_errors_name_the_layer():
+    from symgrad.errors import SpecError
+
+    later = sp.IndexedBase("a3", real=True)
+    with pytest.raises(SpecError, match="layer 2: map expression uses undeclared arrays: a3"):
+        build("bad", 3, [Dense(4), Map(a[i] + later[i]), Dense(2)], "mse")
+    with pytest.raises(SpecError, match="penalty: unknown parameter V9"):
+        build("bad", 3, [Dense(2)], "mse", penalty=sp.IndexedBase("V9")[i] ** 2)
+    x_ = sp.IndexedBase("x", real=True)
+    with pytest.raises(SpecError, match="index i runs to 4 but axis 0 of x has size 3"):
+        build("bad", 3, [Dense(4), Map(a[i] + x_[i])], "mse")

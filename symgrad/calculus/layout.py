@@ -19,7 +19,7 @@ from __future__ import annotations
 import sympy as sp
 
 from symgrad.calculus.conv_form import BATCH_SUMMED
-from symgrad.calculus.einsum import lower
+from symgrad.calculus.einsum import Batched, lower
 from symgrad.calculus.matrix_form import Comp, MatVec, Once, Outer, SumAll, TMatVec, rebuild
 
 #: The batch size.
@@ -50,26 +50,11 @@ class BOuter(sp.Function):
     nargs = 2
 
 
-class BatchSum(sp.Function):
-    """The sum over the samples of the batch of a component fallback (``Comp``)."""
-
-    nargs = 1
-
-    def _latex(self, printer):
-        return r"\sum_{s} " + printer.parenthesize(self.args[0], 1000)
-
-    def _sympystr(self, printer):
-        return f"sum_s({printer._print(self.args[0])})"
-
-
 def lower_fallbacks(expr: sp.Expr) -> sp.Expr:
     """Lower every component fallback in a batched expression to array operations."""
-    if not expr.has(Comp, Once):
+    if not expr.has(Comp, Once, Batched):
         return expr
-    expr = expr.replace(
-        lambda e: isinstance(e, BatchSum) and isinstance(e.args[0], Comp),
-        lambda e: lower(e.args[0], sample_sum=True),
-    )
+    expr = expr.replace(lambda e: isinstance(e, Batched), lambda e: e.lowered())
     expr = expr.replace(
         lambda e: isinstance(e, Once),
         lambda e: lower(e.args[0], batched=False) if isinstance(e.args[0], Comp) else e.args[0],
@@ -77,13 +62,13 @@ def lower_fallbacks(expr: sp.Expr) -> sp.Expr:
     return expr.replace(lambda e: isinstance(e, Comp), lambda e: lower(e))
 
 
-BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter, BatchSum)
+BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter)
 
 
 def batch(expr: sp.Expr) -> sp.Expr:
     """Translate a per-sample matrix expression to the batched row-major layout."""
-    if isinstance(expr, Comp):  # no neat matrix form: kept in components (see einsum.py)
-        return expr
+    if isinstance(expr, Comp):  # no neat matrix form: its array program (see einsum.py)
+        return Batched(expr, sp.S.Zero)
     if isinstance(expr, MatVec):
         return BMatMul(batch(expr.args[1]), expr.args[0], sp.S.One)
     if isinstance(expr, TMatVec):
@@ -106,7 +91,7 @@ def batch_param_grad(expr: sp.Expr) -> sp.Expr:
             continue
         if t.has(Comp):
             comps = [f for f in sp.Mul.make_args(t) if isinstance(f, Comp)]
-            terms.append(t / comps[0] * BatchSum(comps[0]))
+            terms.append(t / comps[0] * Batched(comps[0], sp.S.One))
             continue
         outer = [f for f in sp.Mul.make_args(t) if isinstance(f, Outer)]
         rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if not isinstance(f, Outer)])
