@@ -42,6 +42,7 @@ from symgrad.ir.layers import (
     yhat_s,
 )
 from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.learn.scalar import scalar
 from symgrad.pipeline import compile, derive, generate
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "k",
     "m",
     "n",
+    "scalar",
     "x",
     "y_s",
     "yhat_s",

@@ -59,6 +59,7 @@ examples:
   symgrad codegen examples/seed_net.toml -o seed_net.py     # a NumPy module
   symgrad verify examples/seed_net.toml                     # check that module's gradients
   symgrad check examples/seed_net.toml --grad W2 --formula "..."
+  symgrad scalar "3*x**2 - 4*x + 5" --at x=3                # the scalar explorer
   symgrad audit examples/seed_net.toml                      # numerical hazards per statement
 
 exit codes: 0 ok, 1 verification mismatch, 2 bad input.
@@ -72,6 +73,7 @@ examples:
   symgrad derive examples/softmax_classifier.toml --to latex -o derivation.tex
   symgrad derive examples/custom.toml --to latex --fragment -o body.tex
   symgrad derive examples/seed_net.toml --graph graph.svg
+  symgrad derive examples/seed_net.toml --to html -o page.html
   symgrad derive my_nets.py:net --to markdown
 
 Files written with -o and --graph start with a 'symgrad:generated' comment line; an
@@ -109,6 +111,7 @@ examples:
   symgrad check examples/seed_net.toml --grad delta1 --formula "(W2^T delta2) * a1 * (1 - a1)"
   symgrad check examples/seed_net.toml --grad da1/dz1 --formula "z1*(1 - z1)"   # wrong: a1(1 - a1)
   symgrad check examples/seed_net.toml --grad dW2 --formula "delta2[p]*a1[q]"
+  symgrad check examples/seed_net.toml --steps my_backward.py   # a whole backward pass
 
 NAME is a derived quantity: a parameter gradient (dW2, db1, or just W2), a delta
 (delta1 = dL/dz1), an activation gradient (da1), dx, or a local derivative (da1/dz1).
@@ -116,7 +119,34 @@ The formula is per sample, in matrix notation (vectors are columns; * or ⊙ ele
 juxtaposition or @ the matrix product, ^T or .T a transpose; outer, dot, sum, diag)
 or in component form with subscripts (free index i for vectors, p, q for matrices,
 sums as sum(expr, k)). Exit code 0 means it equals the derived gradient, 1 that it
-does not: the report shows the derived formula and a numeric counterexample.
+does not (or that it is right under only one reading of * versus juxtaposition:
+AMBIGUOUS): the report shows the derived formula, a numeric counterexample and hints.
+
+--steps FILE checks a whole backward pass: NumPy assignments in the batched form of
+the generated code (rows are samples: X, Y, z1, a1, ..., yhat, W1, b1, ..., N the batch
+size), e.g. "delta2 = ...", "dW2 = delta2.T @ a1", with intermediates of your own. The
+file is parsed, never executed. Exit 0: every step right; 1: the first wrong line is
+shown with what it should be, the likely slip and a counterexample.
+"""
+
+
+_SCALAR_EPILOG = """\
+examples:
+  symgrad scalar "3*x**2 - 4*x + 5" --at x=3                 # 14, and 14.003 with h = 0.001
+  symgrad scalar "a*b + c" --at a=2,b=-3,c=10 --graph d.svg  # -3, 2, 1, and the graph
+  symgrad scalar "tanh(w*x + b)" --at w=0.5,x=2,b=-1 --h 1e-6
+  symgrad scalar -- "-x**2" --at x=1                         # '--' before a leading minus
+
+EXPR uses numbers, + - * / **, and exp log sqrt abs tanh cosh sinh sin cos sigmoid
+max min; every other name is a variable and needs a value in --at.
+"""
+
+
+_EXERCISE_EPILOG = """\
+examples:
+  symgrad exercise --seed 3 -o ex3                  # ex3/worksheet.md, ex3/answers.md ...
+  symgrad exercise --seed 3 --blank dW1 -o ex3
+  symgrad check ex3/network.toml --grad delta1 --formula "..."   # grade your answer
 """
 
 
@@ -196,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--to",
-        choices=("latex", "markdown", "text"),
+        choices=("latex", "markdown", "text", "html"),
         default="text",
-        help="output format (default: text)",
+        help="output format (default: text); html: one self-contained page (math, graph "
+        "and the generated code, no network needed to view it)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument(
@@ -216,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="overwrite FILE (and the graph files) even if symgrad did not write them",
+    )
+    p.add_argument(
+        "--hvp",
+        action="store_true",
+        help="also show the Hessian-vector derivation (the R-operator of every step; "
+        "text and markdown)",
     )
     p.set_defaults(run=_cmd_derive)
 
@@ -239,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sgd", "momentum", "adam"),
         default=None,
         help="also emit a training step with this optimizer",
+    )
+    p.add_argument(
+        "--target",
+        choices=("numpy", "torch", "jax", "cupy"),
+        default="numpy",
+        help="the array library of the module (default: numpy); torch and jax modules "
+        "plug the derived backward passes into autograd",
+    )
+    p.add_argument(
+        "--hvp",
+        action="store_true",
+        help="also emit hvp(params, X, Y, V) and ggnvp(params, X, Y, V) (second order)",
     )
     p.set_defaults(run=_cmd_codegen)
 
@@ -292,16 +341,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grad",
         metavar="NAME",
-        required=True,
         help="the gradient to check, e.g. dW2, delta1, da1 or da1/dz1",
     )
     p.add_argument(
         "--formula",
         metavar="TEXT",
-        required=True,
         help='your formula, e.g. "delta2 a1^T" or "delta2[p]*a1[q]"',
     )
+    p.add_argument(
+        "--steps",
+        metavar="BACKWARD.py",
+        help="instead of one formula: a whole backward pass, NumPy assignments in the "
+        "batched form (rows are samples), checked line by line; never executed",
+    )
     p.set_defaults(run=_cmd_check)
+
+    p = sub.add_parser(
+        "scalar",
+        help="derivatives of a scalar expression at a point, step by step",
+        description="The scalar explorer: the partial derivatives of EXPR symbolically, "
+        "their values at the point, forward finite differences and how their error "
+        "depends on h, and the chain rule on the expression graph (micrograd-style).",
+        epilog=_SCALAR_EPILOG,
+        formatter_class=formatter,
+    )
+    p.add_argument("expr", metavar="EXPR", help='the expression, e.g. "3*x**2 - 4*x + 5"')
+    p.add_argument(
+        "--at",
+        metavar="x=3,...",
+        default="",
+        help="a value for every variable of EXPR, e.g. a=2,b=-3,c=10",
+    )
+    p.add_argument(
+        "--h", type=float, default=1e-3, help="the finite-difference step (default: 0.001)"
+    )
+    p.add_argument(
+        "--graph",
+        metavar="FILE",
+        help="also write the expression graph with each node's value and gradient: "
+        "FILE.dot, or FILE.svg / FILE.png (rendered with Graphviz 'dot'; the .dot is "
+        "always written)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace graph files symgrad did not write (and an existing PNG)",
+    )
+    p.set_defaults(run=_cmd_scalar)
+
+    p = sub.add_parser(
+        "exercise",
+        help="a random small network with one backward step blanked, and its answer key",
+        description="Write an exercise: a random small network (network.toml) with one "
+        "step of its backward pass blanked (worksheet.md, worksheet.tex) and the answer "
+        "key with the full derivation (answers.md, answers.tex). The same seed writes "
+        "the same files; grade an answer with 'symgrad check DIR/network.toml'.",
+        epilog=_EXERCISE_EPILOG,
+        formatter_class=formatter,
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="which exercise (default: 0)")
+    p.add_argument("--blank", metavar="STEP", help="the step to blank, e.g. delta1 or dW2")
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder to write")
+    p.set_defaults(run=_cmd_exercise)
 
     p = sub.add_parser(
         "audit",
@@ -326,7 +427,13 @@ def _load(spec: str):
     return pipeline.parse(spec)
 
 
-_FORMATS = {"latex": "latex", "markdown": "markdown", "text": "text", "dot": "dot"}
+_FORMATS = {
+    "latex": "latex",
+    "markdown": "markdown",
+    "text": "text",
+    "dot": "dot",
+    "html": "html",
+}
 
 
 def _with_marker(text: str, to: str, source: str) -> str:
@@ -338,7 +445,12 @@ def _with_marker(text: str, to: str, source: str) -> str:
     marked = with_marker(text, fmt)
     first, rest = marked.split("\n", 1)
     note = comment(fmt, f"from {source}")
-    line = {"latex": f"% {note}", "markdown": f"<!-- {note} -->", "dot": f"// {note}"}
+    line = {
+        "latex": f"% {note}",
+        "markdown": f"<!-- {note} -->",
+        "html": f"<!-- {note} -->",
+        "dot": f"// {note}",
+    }
     return f"{first}\n{line.get(fmt, f'# {note}')}\n{rest}"
 
 
@@ -367,10 +479,23 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_writable(args.output, force=force)
     elif out is None:
         raise SpecError("standard output is closed: write to a file with -o FILE")
+    if args.hvp and args.to == "latex":
+        raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
+    if args.hvp and args.to == "html":
+        raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
     from symgrad import pipeline
 
     c = pipeline.compile(args.spec)
-    text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+    if args.to == "html":
+        from symgrad.documents.html import render_html
+
+        text = render_html(c.derivation, form=args.form)
+    else:
+        text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+    if args.hvp:
+        from symgrad.documents.hvp import render_hvp
+
+        text = text.rstrip("\n") + "\n\n" + render_hvp(c.derivation, args.to)
     dot_text = None
     if graph_fmt:
         from symgrad.documents.graph import render_graph
@@ -408,7 +533,10 @@ def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     check_writable(args.output, force=args.force)
     from symgrad import pipeline
 
-    code = pipeline.compile(args.spec).code(optimizer=args.optimizer)
+    if args.optimizer is not None and args.target != "numpy":
+        raise SpecError(f"--optimizer is only for --target numpy, not {args.target}")
+    c = pipeline.compile(args.spec)
+    code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
     return EXIT_OK
@@ -443,6 +571,16 @@ def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.steps is not None:
+        if args.grad is not None or args.formula is not None:
+            raise SpecError("give either --steps FILE or --grad NAME --formula TEXT, not both")
+        return _cmd_check_steps(args, out)
+    missing = [f for f, v in (("--grad", args.grad), ("--formula", args.formula)) if v is None]
+    if missing:  # worded as argparse words it: they were required before --steps existed
+        raise SpecError(
+            f"the following arguments are required: {', '.join(missing)} "
+            "(check needs --grad NAME and --formula TEXT, or --steps FILE)"
+        )
     net = _load(args.spec)
     from symgrad.verify.check import check_formula
 
@@ -450,6 +588,49 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = result.format()
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if result.ok else EXIT_MISMATCH
+
+
+def _cmd_check_steps(args: argparse.Namespace, out: TextIO) -> int:
+    path = Path(args.steps)
+    if not path.is_file():
+        raise SpecError("no such file", field="--steps", file=args.steps)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("not a UTF-8 text file", field="--steps", file=args.steps) from None
+    net = _load(args.spec)
+    from symgrad.learn.steps import check_steps
+
+    report = check_steps(net, text, file=args.steps)
+    text = report.format()
+    out.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _cmd_exercise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from symgrad.learn.exercise import make_exercise, write_exercise
+
+    ex = make_exercise(args.seed, args.blank)
+    for path in write_exercise(ex, args.output):
+        print(f"wrote {path}", file=err)
+    print(f"exercise {args.seed}: derive {ex.blank.grad}; see {args.output}/worksheet.md", file=out)
+    return EXIT_OK
+
+
+def _cmd_scalar(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from symgrad.learn.scalar import parse_point, scalar
+
+    result = scalar(args.expr, parse_point(args.at), h=args.h)
+    out.write(result.format())
+    if args.graph:
+        written = result.write_graph(args.graph, force=args.force)
+        for path in written:
+            print(f"wrote {path}", file=err)
+        if Path(args.graph).suffix.lower() != ".dot" and str(Path(args.graph)) not in written:
+            print(
+                f"note: Graphviz 'dot' is not available, so {args.graph} was not rendered", file=err
+            )
+    return EXIT_OK
 
 
 # -- entry point -----------------------------------------------------------------------

@@ -69,20 +69,18 @@ def generate_code(
     target: str = "numpy",
     optimizer: str | None = None,
     source: str | None = None,
+    hvp: bool = False,
 ) -> str:
     """Stages 5-6: layout, the target-free program and the backend's printer + template.
 
-    ``d`` may be a network (derived first, through :func:`derive`'s memo).
+    ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is
+    numpy, torch, jax or cupy; ``hvp`` adds ``hvp`` and ``ggnvp`` (second order).
     """
-    from symgrad.backends.codegen import generate
+    from symgrad.backends.emit import generate
 
-    if target != "numpy":
-        from symgrad.errors import SpecError
-
-        raise SpecError(f"unknown target '{target}' (known: numpy)")
     if isinstance(d, Network):
         d = derive(d)
-    return generate(d, optimizer=optimizer, source=source)
+    return generate(d, optimizer=optimizer, source=source, target=target, hvp=hvp)
 
 
 #: The Python API's name for :func:`generate_code`.
@@ -113,9 +111,11 @@ class Compilation:
     derivation: Derivation
     source: str
 
-    def code(self, *, target: str = "numpy", optimizer: str | None = None) -> str:
+    def code(
+        self, *, target: str = "numpy", optimizer: str | None = None, hvp: bool = False
+    ) -> str:
         d, src = self.derivation, self.source
-        return generate_code(d, target=target, optimizer=optimizer, source=src)
+        return generate_code(d, target=target, optimizer=optimizer, source=src, hvp=hvp)
 
     def document(self, *, to: str = "text", form: str = "both", standalone: bool = True) -> str:
         return render_document(self.derivation, to=to, form=form, standalone=standalone)

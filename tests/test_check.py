@@ -140,3 +140,127 @@ def test_unknown_gradient_raises_spec_error(grad):
 def test_formula_text_prints_the_input_syntax():
     step = derive(SEED).step("da1")
     assert formula_text(step.component) == "sum(W2[k, i]*delta2[k], k)"
+
+
+# -- the learner's view: shape verdicts, ambiguity, names, hints, layer Jacobians ----------
+
+
+def test_a_matrix_where_a_vector_is_due_is_rejected_and_said_so():
+    res = check_formula(SEED, "db2", "diag(delta2)")
+    assert not res.ok and res.verdict == "WRONG"
+    assert "matrix where a vector is due" in res.problem
+    # a diagonal Jacobian may still be written with diag()
+    assert check_formula(SEED, "da1/dz1", "diag(a1 * (1 - a1))").ok
+
+
+def test_star_versus_juxtaposition_is_ambiguous_not_wrong():
+    res = check_formula(SEED, "delta1", "a1 * (1 - a1) * W2^T delta2")
+    assert not res.ok and res.ambiguous and res.verdict == "AMBIGUOUS"
+    text = res.format()
+    assert "((a1 * (1 - a1)) * W2^T) delta2" in text  # the left-to-right reading
+    assert "(a1 * (1 - a1)) * (W2^T delta2)" in text  # the right one
+    assert text.splitlines()[-1].startswith("AMBIGUOUS:") and "WRONG" not in text
+    # wrong under both readings stays WRONG
+    res = check_formula(SEED, "delta1", "a1 * a1 * W2^T delta2")
+    assert res.verdict == "WRONG"
+    # with the parentheses written it is simply right
+    assert check_formula(SEED, "delta1", "a1 * (1 - a1) * (W2^T delta2)").ok
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula"),
+    [
+        ("da2", "2*(yhat - y)/n_2"),
+        ("da2", "2*(yhat[i] - y[i])/n_2"),
+        ("delta1", "a1(1 - a1) * (W2^T delta2)"),
+        ("da1/dz1", "a1(1 - a1)"),
+        ("delta2", "da2 * yhat(1 - yhat)"),
+    ],
+)
+def test_names_symgrad_prints_and_implicit_products_are_accepted(grad, formula):
+    res = check_formula(SEED, grad, formula)
+    assert res.ok, res.format()
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula", "hint"),
+    [
+        ("dW2", "8 * delta2 a1^T", "yours is 8x the true dW2"),
+        ("dW2", "delta2 a1^T / 8", "yours is 1/8 of the true dW2"),
+        ("dW2", "-delta2 a1^T", "the sign is flipped"),
+        ("da2", "2*(yhat - y)", "is a 1/n_2 = 1/2 missing?"),
+        ("da1/dz1", "z1*(1 - z1)", "you used z1 where a1 = f(z1) belongs"),
+        ("da1/dz1", "z1[i]*(1 - z1[i])", "you used z1 where a1 = f(z1) belongs"),
+        ("delta1", "W2^T delta2", "a factor is missing: yours times da1/dz1"),
+        ("delta1", "da1[i]", "a factor is missing: yours times da1/dz1"),
+    ],
+)
+def test_wrong_formulas_get_the_slip_named(grad, formula, hint):
+    res = check_formula(SEED, grad, formula)
+    assert res.verdict == "WRONG"
+    assert any(hint in h for h in res.hints), res.format()
+    assert f"hint: {hint}" in res.format() or hint in res.format()
+
+
+def test_transpose_hint_on_square_layers():
+    res = check_formula(SQUARE, "dW2", "a1 delta2^T")
+    assert "yours is the transpose of dW2" in res.hints
+    res = check_formula(SQUARE, "dW2", "delta2[q]*a1[p]")
+    assert "yours is the transpose of dW2" in res.hints
+
+
+def test_counterexample_is_shown_in_matrix_notation_too():
+    text = check_formula(SEED, "da1/dz1", "z1[i]*(1 - z1[i])").format()
+    assert "the same point in matrix notation:" in text
+    assert "yours   = [[" in text and "derived = [[" in text
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula"),
+    [
+        ("da2/da1", "diag(a2 * (1 - a2)) W2"),
+        ("da2/da1", "a2[i]*(1 - a2[i])*W2[i, k]"),
+        ("da2/dz1", "diag(a2*(1 - a2)) W2 diag(a1*(1 - a1))"),
+        ("dz2/dz1", "W2 diag(a1*(1 - a1))"),
+    ],
+)
+def test_whole_layer_jacobians(grad, formula):
+    res = check_formula(SEED, grad, formula)
+    assert res.ok, res.format()
+    assert "Jacobian" in res.meaning
+
+
+def test_whole_layer_jacobian_slip():
+    res = check_formula(SEED, "da2/da1", "W2 diag(a2 * (1 - a2))")
+    assert not res.ok and "shapes do not fit" in res.format()
+    res = check_formula(SEED, "da2/da1", "W2")
+    assert not res.ok and res.counterexample
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula", "ok"),
+    [
+        ("dz1/dW1", "x[q]", True),
+        ("dz1/dW1", "x^T", True),  # the row every i shares
+        ("dz2/dW2", "a1[q]", True),
+        ("dz2/db2", "1", True),
+        ("dz2/dW2", "z1[q]", False),
+        ("dz1/dW1", "x", False),  # a column where a row is due
+    ],
+)
+def test_layer_output_by_its_own_parameter(grad, formula, ok):
+    res = check_formula(SEED, grad, formula)
+    assert res.ok is ok, res.format()
+    assert "[i == p]" in res.meaning
+
+
+def test_jacobian_python_api():
+    from symgrad.verify.check import jacobian
+
+    expr, free, meaning = jacobian(SEED, "da2/da1")
+    assert free == ("i", "k") and "Jacobian" in meaning
+    assert formula_text(expr) == "(1 - a2[i])*W2[i, k]*a2[i]"
+    expr, free, _ = jacobian(SEED, "dz1/dW1")
+    assert formula_text(expr) == "x[q]" and free == ("i", "q")
+    with pytest.raises(SpecError):
+        jacobian(SEED, "dz1/dW2")

@@ -380,13 +380,13 @@ def test_codegen_force_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_codegen_failure_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("symgrad.backends.codegen")
+    module = types.ModuleType("symgrad.backends.emit")
 
-    def generate(net: object, *, optimizer: str | None = None, source: object = None) -> str:
+    def generate(net: object, *, optimizer: str | None = None, **_: object) -> str:
         raise DerivationError("cannot generate code for node Bar")
 
     module.generate = generate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.backends.codegen", module)
+    monkeypatch.setitem(sys.modules, "symgrad.backends.emit", module)
     code, _, err = run_main(["codegen", SEED, "-o", str(tmp_path / "m.py")], capsys)
     assert code == 2
     assert_one_error_line(err, "cannot generate code for node Bar")
@@ -396,15 +396,15 @@ def test_codegen_failure_leaves_no_file(
 def test_codegen_passes_the_optimizer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = types.ModuleType("symgrad.backends.codegen")
+    module = types.ModuleType("symgrad.backends.emit")
     seen: list[str | None] = []
 
-    def generate(net: object, *, optimizer: str | None = None, source: object = None) -> str:
+    def generate(net: object, *, optimizer: str | None = None, **_: object) -> str:
         seen.append(optimizer)
         return f"# {MARKER}; do not edit\n"
 
     module.generate = generate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "symgrad.backends.codegen", module)
+    monkeypatch.setitem(sys.modules, "symgrad.backends.emit", module)
     for opt in ("sgd", "momentum", "adam"):
         assert (
             run_main(["codegen", SEED, "-o", str(tmp_path / "m.py"), "--optimizer", opt], capsys)[0]

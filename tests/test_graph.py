@@ -56,26 +56,51 @@ def test_forward_edges_solid(seed_dot):
         assert all("dashed" not in attrs for attrs in e[(src, dst)])
 
 
-def test_backward_edges_dashed_red_and_labelled(seed_dot):
+def test_backward_edges_coloured_and_labelled_in_math(seed_dot):
     e = _edges(seed_dot)
-    expected = {
-        ("a2", "z2"): "delta2",
-        ("z2", "W2"): "dW2",
-        ("z2", "b2"): "db2",
-        ("z2", "a1"): "da1",
-        ("a1", "z1"): "delta1",
-        ("z1", "W1"): "dW1",
-        ("z1", "b1"): "db1",
+    blue = {
+        ("a2", "z2"): "δ⁽²⁾",
+        ("z2", "a1"): "∂L/∂a⁽¹⁾",
+        ("a1", "z1"): "δ⁽¹⁾",
+        ("z1", "x"): "∂L/∂x",
     }
-    for (src, dst), label in expected.items():
+    red = {
+        ("z2", "W2"): "∂L/∂W⁽²⁾ = δ⁽²⁾ a⁽¹⁾ᵀ",
+        ("z2", "b2"): "∂L/∂b⁽²⁾ = δ⁽²⁾",
+        ("z1", "W1"): "∂L/∂W⁽¹⁾ = δ⁽¹⁾ xᵀ",
+        ("z1", "b1"): "∂L/∂b⁽¹⁾ = δ⁽¹⁾",
+    }
+    for (src, dst), label in blue.items():
         (attrs,) = e[(src, dst)]
-        assert 'style="dashed"' in attrs and "red" in attrs
+        assert 'style="dashed"' in attrs and "blue3" in attrs and "red" not in attrs
+        assert f'label="{label}' in attrs
+    for (src, dst), label in red.items():
+        (attrs,) = e[(src, dst)]
+        assert 'style="dashed"' in attrs and "red3" in attrs
         assert f'label="{label}"' in attrs
-    # adjoints the code never forms: the fused loss gradient and dx
+    # local Jacobians on the backward edges
+    assert "J = ∂a⁽¹⁾/∂z⁽¹⁾ = diag(a⁽¹⁾·(1 − a⁽¹⁾))" in e[("a1", "z1")][0]
+    assert "J = ∂z⁽²⁾/∂a⁽¹⁾ = W⁽²⁾" in e[("z2", "a1")][0]
     (loss_edge,) = e[("L", "a2")]
-    assert "dashed" in loss_edge and "da2" in loss_edge and "red" not in loss_edge
-    (dx_edge,) = e[("z1", "x")]
-    assert "dx" in dx_edge and "red" not in dx_edge
+    assert "dashed" in loss_edge and "∂L/∂a⁽²⁾" in loss_edge
+    # no code-generation details, no ASCII adjoint names
+    assert "not formed" not in seed_dot
+    assert 'label="delta' not in seed_dot and 'label="dW' not in seed_dot
+
+
+def test_shapes_and_legend(seed_dot):
+    assert 'label="z⁽¹⁾ ∈ ℝ⁴\\ndense"' in seed_dot
+    assert 'label="W⁽¹⁾\\n4×3"' in seed_dot
+    assert 'label="x\\nℝ³"' in seed_dot
+    assert "cluster_legend" in seed_dot
+    assert "input Jacobian" in seed_dot and "parameter gradient" in seed_dot
+
+
+def test_cross_entropy_loss_node_is_compact():
+    net = build("sm", 3, [Dense(3, "softmax")], "cross_entropy")
+    dot = to_dot(derive(net))
+    (line,) = [ln for ln in dot.splitlines() if ln.strip().startswith('"L" [')]
+    assert "doublecircle" not in line and "shape=box" in line
 
 
 def test_no_bias_and_map_layer():
@@ -87,8 +112,8 @@ def test_no_bias_and_map_layer():
     assert {"z1", "a1", "a2", "z3", "W1", "W3"} <= nodes
     e = _edges(dot)
     assert ("a1", "a2") in e and ("a2", "z3") in e and ("z3", "L") in e
-    assert any('label="da1"' in attrs for attrs in e[("a2", "a1")])
-    assert 'label="a2\\nl2norm"' in dot
+    assert any('label="∂L/∂a⁽¹⁾' in attrs for attrs in e[("a2", "a1")])
+    assert 'label="a⁽²⁾ ∈ ℝ⁴\\nl2norm"' in dot
 
 
 def test_render_graph_without_dot(monkeypatch, tmp_path, seed_dot):
@@ -103,7 +128,7 @@ def test_render_graph_svg(tmp_path, seed_dot):
     out = tmp_path / "g.svg"
     assert render_graph(seed_dot, out) is True
     svg = out.read_text(encoding="utf-8")
-    assert "<svg" in svg and "delta2" in svg and "W1" in svg
+    assert "<svg" in svg and "δ⁽²⁾" in svg and "W⁽¹⁾" in svg
 
 
 def test_render_graph_bad_source(tmp_path):

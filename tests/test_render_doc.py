@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sympy as sp
+from catalogue import catalogue
 
 from symgrad import Dense, Map, a, build, derive, i, j, n, x, y_s, yhat_s
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum
@@ -158,7 +159,7 @@ def test_matrix_operators():
     assert latex(RowSum(u), "batched") == r"A^{[1]} \mathbf{1}"
     assert latex(ColSum(v), "batched") == r"\mathbf{1}^{\top} \Delta^{[2]}"
     assert latex(BOuter(v, u), "batched") == r"\Delta^{[2]\top} A^{[1]}"
-    assert latex(u / N, "batched") == r"\frac{1}{n} A^{[1]}"
+    assert latex(u / N, "batched") == r"\frac{1}{N} A^{[1]}"
 
 
 def test_component_printing():
@@ -167,7 +168,7 @@ def test_component_printing():
     n2 = sp.Symbol("n_2", integer=True, positive=True)
     s = sp.Sum(W[k, i] * d[k], (k, 0, n2 - 1))
     assert latex(s) == r"\sum_{k=1}^{n_{2}} \delta^{[2]}_{k} W^{[2]}_{ki}"
-    assert latex(sp.KroneckerDelta(i, k)) == r"\delta_{ik}"
+    assert latex(sp.KroneckerDelta(i, k)) == r"[i = k]"
     from symgrad.ir.ops import sigmoid, step
 
     z = sp.IndexedBase("z1")
@@ -182,7 +183,7 @@ def test_component_printing():
 def test_sigmoid_derivative_in_forward_values(seed_tex):
     step = _section(seed_tex, r"\delta^{[1]} = ")
     # the local Jacobian of the sigmoid, written in the forward value a = sigma(z)
-    assert r"&= a^{[1]}_{i} (1 - a^{[1]}_{i}) \delta_{ik}" in step
+    assert r"&= a^{[1]}_{i} (1 - a^{[1]}_{i}) [i = k]" in step
     assert (
         r"\frac{\partial \mathcal{L}}{\partial a^{[1]}_{k}} a^{[1]}_{k} (1 - a^{[1]}_{k})" in step
     )
@@ -213,7 +214,7 @@ def test_fused_seed_step(seed_tex):
         r"\frac{\partial \mathcal{L}}{\partial a^{[2]}_{k}} a^{[2]}_{k} (1 - a^{[2]}_{k})" in step
     )
     assert r"\frac{2}{n_{2}} a^{[2]}_{k} (1 - a^{[2]}_{k}) (a^{[2]}_{k} - y_{k})" in step
-    assert r"\frac{2}{n \, n_{2}} A^{[2]} \odot (1 - A^{[2]}) \odot (A^{[2]} - Y)" in step
+    assert r"\frac{2}{N \, n_{2}} A^{[2]} \odot (1 - A^{[2]}) \odot (A^{[2]} - Y)" in step
 
 
 def test_loss_uses_yhat(seed_tex):
@@ -254,7 +255,8 @@ def test_dx_shown_last_and_marked(seed_tex):
 
 
 def test_step_order_follows_derivation(seed, seed_tex):
-    heads = re.findall(r"\\subsection\*\{(.*)\}", seed_tex)
+    backward = seed_tex[seed_tex.index("Backward pass") : seed_tex.index("Summary per sample")]
+    heads = re.findall(r"\\subsection\*\{(.*)\}", backward)
     assert len(heads) == len(seed.steps)
     for head, step in zip(heads, seed.steps, strict=True):
         base = step.wrt.rstrip("0123456789")
@@ -265,10 +267,7 @@ def test_step_order_follows_derivation(seed, seed_tex):
 def test_softmax_full_jacobian(smce_tex):
     step = _section(smce_tex, r"\delta^{[2]} = ")
     assert "full Jacobian" in step
-    assert (
-        r"\frac{\partial a^{[2]}_{i}}{\partial z^{[2]}_{k}} &= a^{[2]}_{i} \delta_{ik} "
-        r"- a^{[2]}_{i} a^{[2]}_{k}" in step
-    )
+    assert r"&= a^{[2]}_{i} [i = k] - a^{[2]}_{i} a^{[2]}_{k}" in step
     assert r"\operatorname{diag}(\mathbf{a}^{[2]}) - \mathbf{a}^{[2]} \mathbf{a}^{[2]\top}" in step
 
 
@@ -278,10 +277,11 @@ def test_cross_entropy_fused_delta(smce_tex):
     assert (
         r"\sum_{i=1}^{n_{2}} \frac{\partial \mathcal{L}}{\partial a^{[2]}_{i}} a^{[2]}_{i}" in step
     )
-    assert r"\delta^{[2]}_{k} = a^{[2]}_{k} - y_{k}" in step
+    # line by line: -y_k + a_k sum_i y_i, then sum_i y_i = 1
+    assert r"= a^{[2]}_{k} \sum_{i=1}^{n_{2}} y_{i} - y_{k} = a^{[2]}_{k} - y_{k}" in step
     assert r"= \mathbf{a}^{[2]} - \mathbf{y}" in step
-    assert r"\frac{1}{n} (A^{[2]} - Y)" in step
-    assert r"$\sum_k y_k = 1$" in step  # the derivation's note
+    assert r"\frac{1}{N} (A^{[2]} - Y)" in step
+    assert r"$\sum_i y_i = 1$" in step  # the identity, named where it is used
 
 
 def test_forms_select_content(seed):
@@ -290,7 +290,7 @@ def test_forms_select_content(seed):
     assert r"\odot" not in comp and r"\Delta" not in comp
     assert r"\delta^{[2]}_{k}" in comp
     assert r"\odot" in mat and r"\Delta^{[2]}" in mat
-    assert r"\delta_{ik}" not in mat
+    assert r"[i = k]" not in mat
     assert "Chain rule, component form" not in mat
 
 
@@ -411,3 +411,183 @@ def test_pdflatex_compiles(net, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
     assert "Overfull \\hbox" not in log
+
+
+def _pdflatex(tex: str, tmp_path: Path) -> str:
+    """Compile ``tex``; return the log (asserting success)."""
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        pytest.skip("pdflatex is not installed")
+    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
+    proc = subprocess.run(
+        [exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    log = (tmp_path / "doc.log").read_text(encoding="utf-8", errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    return log
+
+
+def scalar_function():
+    """No parameters: a scalar function of the input as a map (with the constant pi)."""
+    return build("scalar_fn", 1, [Map(sp.sin(a[i]) * sp.pi + a[i] ** 2, name="f")], "mse")
+
+
+def test_parameter_free_network_compiles(tmp_path):
+    d = derive(scalar_function())
+    tex = render(d, "latex")
+    assert r"\text{\Pi}" not in tex and r"\pi" in tex
+    assert "no parameters" in tex
+    summary = _section(tex, "Summary: the backward pass")
+    assert r"\partial X}" in summary  # the input gradient is the result
+    log = _pdflatex(tex, tmp_path)
+    assert "Overfull \\hbox" not in log
+    for form in ("component", "matrix"):
+        assert r"\begin{align*}" + "\n\n" not in render(d, "latex", form=form)
+
+
+def test_constants_print_as_math():
+    assert latex(sp.pi) == r"\pi"
+    assert latex(sp.sqrt(sp.pi)) == r"\sqrt{\pi}"
+    assert latex(sp.E) == "e"
+
+
+@pytest.mark.parametrize("net", [seed_net, softmax_ce, deep_custom], ids=lambda f: f.__name__)
+def test_kronecker_delta_never_shares_the_error_glyph(net):
+    """The Kronecker delta is a bracket [i = k]; delta always carries a layer: delta^[l]."""
+    tex = render(derive(net()), "latex")
+    assert r"\delta_{" not in tex
+    for m in re.finditer(r"\\(?:boldsymbol\{)?\\delta\}?(.{0,3})", tex):
+        assert m.group(1).startswith("^{["), tex[m.start() - 40 : m.end() + 40]
+    assert "[i = k]" in tex
+
+
+def test_batch_size_is_capital_n_everywhere(seed):
+    tex, md, txt = render(seed, "latex"), render(seed, "markdown"), render(seed, "text")
+    for doc in (tex, md):
+        assert r"\frac{1}{N} \sum_{s=1}^{N}" in doc
+        assert r"{n \, " not in doc and r"\frac{1}{n}" not in doc
+    assert "batch of N samples" in txt
+
+
+def test_uniform_headings_and_applicable_notes(seed_tex):
+    heads = re.findall(r"\\subsection\*\{(.*)\}", seed_tex)
+    assert sum("(weight gradient)" in h for h in heads) == 2
+    assert sum("(bias gradient)" in h for h in heads) == 2
+    assert not any("parameter gradient" in h for h in heads)
+    assert "Iverson" not in seed_tex  # no ReLU in this network
+    bce = render(derive(build("b", 2, [Dense(3, "relu"), Dense(1, "sigmoid")], "bce")), "latex")
+    assert "Iverson" in bce
+    intro = _section(seed_tex, "Network and notation")
+    assert intro.count("adjoint of a quantity") == 1 and "called the error" in intro
+
+
+def test_why_lines(seed_tex, smce_tex):
+    d1 = _section(seed_tex, r"\delta^{[1]} = ")
+    # derived from the definition, then rewritten in the forward value a = sigma(z)
+    assert r"\sigma(z^{[1]}_{i}) (1 - \sigma(z^{[1]}_{i}))" in d1 or (
+        r"(1 - \sigma(z^{[1]}_{i})) \sigma(z^{[1]}_{i})" in d1
+    )
+    # sigma' derived once from sigma's definition, at its first use (the output layer)
+    d2 = _section(seed_tex, r"\delta^{[2]} = ")
+    assert r"\sigma'(x)" in d2 and r"\frac{1}{1 + e^{- x}}" in d2
+    assert r"\sigma'(x)" not in d1 and seed_tex.count(r"\sigma'(x)") == 1
+    assert "kills every term" in d1
+    assert "Hadamard" in d1 and "its own transpose" in d1
+    assert r"\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]}))^{\top}" in d1
+    sm = _section(smce_tex, r"\delta^{[2]} = ")
+    # the softmax Jacobian derived from the quotient, not stated
+    assert r"\frac{\partial}{\partial z^{[2]}_{k}} \left(\frac{e^{z^{[2]}_{i}}}" in sm
+    dw = _section(seed_tex, r"\partial W^{[2]}$ (weight")
+    assert r"\sum_{s=1}^{N} \left(\boldsymbol{\delta}^{[2]} \mathbf{a}^{[1]\top}\right)^{(s)}" in dw
+    assert "lives in the batched adjoints" in dw
+
+
+def test_bp1_to_bp4_by_name(seed_tex):
+    box = _section(seed_tex, "Summary per sample")
+    for name in ("BP1", "BP2", "BP3", "BP4"):
+        assert r"\text{" + name + "}" in box
+    assert (
+        r"(W^{[l+1]\top} \boldsymbol{\delta}^{[l+1]}) \odot f'(\mathbf{z}^{[l]})" in box
+    )  # the general recursion, in a frame
+    assert r"\begin{summarybox}" in box and r"\end{summarybox}" in box
+    box = _section(seed_tex, "BP1-BP4 for this network")
+    # this network's BP2: the pass back substituted into the activation step
+    assert (
+        r"\text{BP2}\quad \boldsymbol{\delta}^{[1]} &= \left(W^{[2]\top} \boldsymbol{\delta}^{[2]}"
+        r"\right) \odot" in box
+    )
+    assert r"\begin{enumerate}" in box and "Pass back" in box and "Repeat" in box
+    assert seed_tex.index("Summary per sample") < seed_tex.index("Summary: the backward pass")
+
+
+def test_text_wrapped_ordered_and_without_sympy_names():
+    d = derive(deep_custom())
+    txt = render(d, "text", width=72)
+    for line in txt.splitlines():
+        assert len(line) <= 72 or " " not in line.strip(), line
+    assert "Abs" not in txt and "abs(" in txt
+    seed_txt = render(derive(seed_net()), "text", width=200)
+    assert "da1[k]*(1 - a1[k])*a1[k]" in seed_txt  # upstream first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(catalogue()))
+def test_pdflatex_compiles_catalogue(name, tmp_path):
+    tex = render(derive(catalogue()[name]), "latex")
+    log = _pdflatex(tex, tmp_path)
+    assert "Overfull \\hbox" not in log, name
+
+
+def test_layer_jacobians_view(seed_tex):
+    view = _section(seed_tex, "Layer by layer")
+    # whole-layer input Jacobian (blue): diag(f'(z)) W
+    assert (
+        r"\textcolor{blue}{\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]})) "
+        r"W^{[1]}}" in view
+    )
+    # parameter Jacobian (red) and dL/dtheta_l as the product chain
+    assert r"\textcolor{red}{" in view
+    assert (
+        r"\frac{\partial \mathcal{L}}{\partial W^{[1]}} &= \left(\frac{\partial \mathcal{L}}"
+        r"{\partial \mathbf{a}^{[2]}}\right)^{\top} \textcolor{blue}{J^{[2]}} \textcolor{red}"
+        in view
+    )
+    assert r"\usepackage{xcolor}" in seed_tex
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").rglob("*.toml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_pdflatex_compiles_examples(spec, tmp_path):
+    from symgrad import pipeline
+
+    tex = render(pipeline.derive(pipeline.parse(str(spec))), "latex")
+    log = _pdflatex(tex, tmp_path)
+    assert "Overfull \\hbox" not in log, spec.name
+
+
+def test_bp_tags_follow_structure_not_names():
+    """BP1/BP2 mark errors (adjoints of a pre-activation), wherever they come from."""
+    relu_out = render(derive(build("r", 3, [Dense(4, "relu"), Dense(2)], "mse")), "text", width=200)
+    box = relu_out[relu_out.index("For this network") :]
+    assert "BP1  delta2 = " in box  # the loss gradient itself is the output error
+    assert "BP2  delta1 = (W2.T @ delta2)*[z1 > 0]" in box
+    deep = render(derive(deep_custom()), "text", width=200)
+    box = deep[deep.index("For this network") :]
+    assert "    dL/da1 = " in box and "BP2  dL/da1" not in box  # a map layer: no BP name
+
+
+def test_loss_gradient_derived_from_the_loss(seed_tex):
+    grad = _section(seed_tex, "(loss gradient)")
+    # the loss's summation index is renamed out of the way of the free index i
+    assert (
+        r"\frac{\partial}{\partial \hat{y}_{i}} \left(\frac{1}{n_{2}} \sum_{j=1}^{n_{2}} "
+        r"(\hat{y}_{j} - y_{j})^{2}\right)" in grad
+    )
+    assert r"2 (\hat{y}_{j} - y_{j}) [i = j]" in grad and "kills every term" in grad

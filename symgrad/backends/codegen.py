@@ -17,6 +17,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from symgrad import __version__
+from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.numpy_printer import (
     LogSumExp,
     Softmax,
@@ -24,6 +25,7 @@ from symgrad.backends.numpy_printer import (
     recognise,
 )
 from symgrad.backends.pyformat import respace
+from symgrad.backends.torch_printer import TorchPrinter
 from symgrad.calculus.conv_form import VIEWS
 from symgrad.calculus.einsum import LOWERED, lower
 from symgrad.calculus.layout import (
@@ -57,10 +59,25 @@ from symgrad.files import marker_line
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network
 from symgrad.ir.plain import plain
-from symgrad.templating import environment
 
 LINE = 88
 OPTIMIZERS = ("sgd", "momentum", "adam")
+#: Each target's spelling of "broadcast a value to a full array in the working dtype".
+_FULL = {
+    "numpy": "np.full({shape}, {value}, dtype=X.dtype)",
+    "cupy": "cp.full({shape}, {value}, dtype=X.dtype)",
+    "torch": "torch.full({shape}, {value}, dtype=X.dtype, device=X.device)",
+    "jax": "jnp.full({shape}, {value}, dtype=X.dtype)",
+}
+
+#: Code-generation targets: the printer class and the module template of each. Only the
+#: NumPy and CuPy printers write into buffers (in-place updates, ``out=``).
+TARGETS: dict[str, tuple[type[SymgradNumPyPrinter], str]] = {
+    "numpy": (SymgradNumPyPrinter, "module.py.j2"),
+    "torch": (TorchPrinter, "torch_module.py.j2"),
+    "jax": (JaxPrinter, "jax_module.py.j2"),
+    "cupy": (CupyPrinter, "cupy_module.py.j2"),
+}
 
 
 @dataclass(frozen=True)
@@ -79,9 +96,10 @@ def _names(net: Network) -> dict[str, str]:
 
 
 class _Printer:
-    def __init__(self, net: Network):
+    def __init__(self, net: Network, target: str = "numpy"):
         self.net = net
-        self.p = SymgradNumPyPrinter(_names(net))
+        self.p = TARGETS[target][0](_names(net))
+        self.inplace = target in ("numpy", "cupy")
         self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
         self.params = set(net.param_names)
@@ -144,7 +162,10 @@ class _Printer:
         """``target = fresh; target op= rest``: one array allocated instead of one per operator.
 
         Only when some operand is a freshly computed array of the full shape (never a bare
-        variable, which in-place updates would corrupt)."""
+        variable, which in-place updates would corrupt), and only for targets whose arrays
+        may be written (not tensors saved for autograd, not immutable JAX arrays)."""
+        if not self.inplace:
+            return None
         if isinstance(expr, sp.Function) and len(expr.args) == 1:
             arg = expr.args[0]
             if arg.is_Symbol or not self._is_full(arg) or isinstance(arg, VIEWS):
@@ -483,12 +504,16 @@ def _prepare(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
 
 
 def build_context(
-    d: Derivation, *, optimizer: str | None = None, source: str | None = None
+    d: Derivation,
+    *,
+    optimizer: str | None = None,
+    source: str | None = None,
+    target: str = "numpy",
 ) -> dict:
-    """Everything the module template needs, printed."""
+    """Everything the module template needs, printed with ``target``'s printer."""
     prog = build_program(d)
     net = prog.derivation.network
-    pr = _Printer(net)
+    pr = _Printer(net, target)
     items = [(it.target, it.expr, it.comment) for it in prog.items]
     n_forward = sum(it.section == "forward" for it in prog.items)
     n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
@@ -500,14 +525,16 @@ def build_context(
             blocks[k].append(
                 Statement(
                     last.target,
-                    f"np.full({it.widen}, {last.target}, dtype=X.dtype)",
+                    _FULL[target].format(shape=it.widen, value=last.target),
                     uses=frozenset({last.target, "X"}),
                 )
             )
     loss_value = pr.code(pr.prepare(total))
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
-    flat = _reuse_dead_buffers([s for b in blocks for s in b], live, owned)
+    flat = [s for b in blocks for s in b]
+    if pr.inplace:
+        flat = _reuse_dead_buffers(flat, live, owned)
     n_f = sum(len(b) for b in blocks[:n_forward])
     n_l = sum(len(b) for b in blocks[:n_loss])
     forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]
@@ -565,17 +592,6 @@ def _sha256(src: str, net: Network) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     text = repr([(s.name, sp.srepr(s.body)) for s in net.stages]) + sp.srepr(net.loss.body)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def generate(
-    net: Network | Derivation, *, optimizer: str | None = None, source: str | None = None
-) -> str:
-    """The source text of the standalone NumPy module for ``net``."""
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
-    d = net if isinstance(net, Derivation) else stable_derivation(net)[0]
-    ctx = build_context(d, optimizer=optimizer, source=source)
-    return environment().get_template("module.py.j2").render(**ctx)
 
 
 def load_module(code: str, name: str = "symgrad_generated"):

@@ -1,31 +1,101 @@
 """Printing: derivation -> Graphviz DOT of the computational graph (forward and backward).
 
 :func:`to_dot` draws the chain of a :class:`~symgrad.derivation.Derivation`: the input
-``x``, every stage output (``z1``, ``a1``, ...), the parameters as side branches feeding
-their stage (``W1``, ``b1`` -> ``z1``), the target ``y`` and the loss ``L``. Forward edges
-are solid; the backward flow of the adjoints runs along dashed red edges labelled with
-the adjoint's name (``delta2``, ``dW2``, ...), grey where the code does not form that
-adjoint (the fused loss gradient, ``dx``). :func:`render_graph` runs the ``dot`` program
-when it is installed.
+``x``, every stage output (``z⁽¹⁾``, ``a⁽¹⁾``, ...), the parameters as side branches
+feeding their stage (``W⁽¹⁾``, ``b⁽¹⁾`` -> ``z⁽¹⁾``), the target ``y`` and the loss
+``L``, each node with its shape (``ℝ⁴``, ``4×3``). Forward edges are solid black. The
+backward flow runs along dashed edges labelled in math (``δ⁽¹⁾``, ``∂L/∂W⁽¹⁾``) with
+the local Jacobian the adjoint is multiplied by: blue where an adjoint passes to a
+layer's input (the input Jacobian, ``diag(f'(z)) W``), red where it becomes a parameter
+gradient (the parameter Jacobian), as in the documents' layer-by-layer view. A legend
+explains the colours. Node ids stay the IR names (``z1``, ``W1``) so that the DOT is
+easy to script against. :func:`render_graph` runs the ``dot`` program when installed.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from symgrad.calculus.reverse import Derivation
+import sympy as sp
+
+from symgrad.calculus.reverse import Derivation, Step
+from symgrad.documents.latex_printer import split_name
 from symgrad.escape import dot_string
 
 _FORWARD = 'color="black"'
-_BACKWARD = 'style="dashed", color="red3", fontcolor="red3", constraint=false'
-_UNUSED = 'style="dashed", color="gray55", fontcolor="gray40", constraint=false'
+#: The adjoint passed back to a stage's input: the input Jacobian (blue).
+_INPUT = 'style="dashed", color="blue3", fontcolor="blue3", constraint=false'
+#: The adjoint turned into a parameter gradient: the parameter Jacobian (red).
+_PARAM = 'style="dashed", color="red3", fontcolor="red3", constraint=false'
+#: The loss gradient, the seed of the backward pass.
+_SEED = 'style="dashed", color="gray30", fontcolor="gray20", constraint=false'
+
+_SUP = str.maketrans("0123456789-+()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺⁽⁾")
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+#: A line break inside a DOT label (kept out of f-string expressions: Python 3.11).
+NL = "\n"
+_GREEK = {"delta": "δ", "Delta": "Δ", "sigma": "σ", "gamma": "γ", "beta": "β"}
 
 
 def _q(s: str) -> str:
-    """A DOT quoted string (every name is user-controlled: see :mod:`symgrad.escape`)."""
+    """A DOT quoted string (every name is user-controlled: see :mod:`symgrad.escape`);
+    a newline becomes DOT's centred line break."""
     return dot_string(s)
+
+
+def math_name(name: str) -> str:
+    """``delta1`` -> ``δ⁽¹⁾``, ``dW2`` -> ``∂L/∂W⁽²⁾``, ``a1`` -> ``a⁽¹⁾``, ``x`` -> ``x``."""
+    adjoint, base, layer = split_name(name)
+    kernel = _GREEK.get(base, base) + (f"({layer})".translate(_SUP) if layer else "")
+    return "∂L/∂" + kernel if adjoint else kernel
+
+
+def _size(w: sp.Expr, sizes: dict, sup: bool = False) -> str:
+    v = sp.sympify(w).xreplace({k: sp.Integer(n) for k, n in sizes.items()})
+    if v.is_Integer:
+        return str(v).translate(_SUP) if sup else str(v)
+    return re.sub(r"n_(\d+)", lambda m: "n" + m.group(1).translate(_SUB), str(v))
+
+
+def _math_text(text: str, names: set[str]) -> str:
+    """Plain-text math (``diag(a2*(1 - a2))``, ``W2.T @ delta2``) in Unicode."""
+    text = re.sub(
+        r"[A-Za-z_]\w*",
+        lambda m: math_name(m.group(0)) if m.group(0) in names else m.group(0),
+        text,
+    )
+    text = re.sub(r"outer\(([^(),]+), ([^(),]+)\)", r"\1 \2ᵀ", text)
+    return text.replace(".T", "ᵀ").replace(" @ ", " ").replace("*", "·").replace(" - ", " − ")
+
+
+def _jacobian_text(st: Step, d: Derivation, names: set[str]) -> str:
+    """The local Jacobian of an input step as a whole-layer matrix, in Unicode."""
+    from symgrad.documents.render import _jacobian_matrix, _text
+
+    if st.local is None:
+        return ""
+    jm = _jacobian_matrix(st.local, d.network, st.jacobian == "diagonal")
+    if jm is None:
+        return ""
+    return _math_text(_text(jm), names)
+
+
+def _label(st: Step, d: Derivation, names: set[str]) -> str:
+    own = math_name(st.grad)
+    if st.kind == "loss":
+        return own
+    if st.kind == "param":
+        if st.matrix is not None:
+            from symgrad.documents.render import _text
+
+            return f"{own} = {_math_text(_text(st.matrix), names)}"
+        return own
+    jac = _jacobian_text(st, d, names)
+    out = st.stage.name if st.stage is not None else ""
+    return own + (f"{NL}J = ∂{math_name(out)}/∂{math_name(st.wrt)} = {jac}" if jac else "")
 
 
 def to_dot(d: Derivation) -> str:
@@ -36,34 +106,42 @@ def to_dot(d: Derivation) -> str:
 
     Returns:
         A ``digraph`` laid out left to right: nodes ``x``, each stage output, the
-        parameters, ``y`` and ``L``; solid forward edges, dashed red backward edges
-        labelled with the adjoints (``da2``, ``delta2``, ``dW2``, ``db2``, ``da1`` ...).
+        parameters, ``y`` and ``L`` (labelled in math with their shapes); solid forward
+        edges; dashed backward edges labelled with the adjoints and local Jacobians, blue
+        to a stage's input, red to a parameter; and a legend.
     """
     net = d.network
+    sizes = dict(net.sizes)
     out = str(net.output)
+    names = {str(net.input), str(net.loss.target.label), *(st.name for st in net.stages)}
+    names |= {p.name for p in net.params} | {st.grad for st in d.steps}
+    names |= {"d" + st.wrt for st in d.steps}
     lines = [
         f"digraph {_q(net.name)} {{",
         "  rankdir=LR;",
-        '  graph [fontname="Helvetica", nodesep=0.35, ranksep=0.6];',
+        '  graph [fontname="Helvetica", nodesep=0.35, ranksep=0.7];',
         '  node [fontname="Helvetica", fontsize=12];',
         '  edge [fontname="Helvetica", fontsize=10];',
         "",
         "  // forward graph",
         f'  {_q(str(net.input))} [shape=box, style=filled, fillcolor="lightgray", '
-        f"label={_q(str(net.input))}];",
+        f"label={_q(math_name(str(net.input)) + NL + 'ℝ' + _size(net.input_width, sizes, True))}];",
     ]
     for st in net.stages:
-        label = _q(st.name)[1:-1] + "\\n" + _q(st.label)[1:-1]
-        lines.append(f'  {_q(st.name)} [shape=ellipse, label="{label}"];')
+        label = f"{math_name(st.name)} ∈ ℝ{_size(st.width, sizes, True)}{NL}{st.label}"
+        lines.append(f"  {_q(st.name)} [shape=ellipse, label={_q(label)}];")
         for p in st.params:
+            shape = "×".join(_size(w, sizes) for w in p.shape) or "1"
             lines.append(
                 f'  {_q(p.name)} [shape=box, style="rounded,filled", fillcolor="lightyellow", '
-                f"label={_q(p.name)}];"
+                f"label={_q(math_name(p.name) + NL + shape)}];"
             )
     target = str(net.loss.target.label)
-    lines.append(f'  {_q(target)} [shape=box, style=filled, fillcolor="lightgray"];')
-    loss_label = _q(net.loss.name)[1:-1]
-    lines.append(f'  "L" [shape=doublecircle, label="L\\n{loss_label}"];')
+    lines.append(
+        f'  {_q(target)} [shape=box, style=filled, fillcolor="lightgray", '
+        f"label={_q(target + NL + 'ℝ' + _size(net.output_width, sizes, True))}];"
+    )
+    lines.append(f'  "L" [shape=box, style="rounded,bold", label={_q("L" + NL + net.loss.name)}];')
     lines.append("")
     for st in net.stages:
         lines.append(f"  {_q(str(st.inp))} -> {_q(st.name)} [{_FORWARD}];")
@@ -76,20 +154,35 @@ def to_dot(d: Derivation) -> str:
     lines.append("")
     lines.append("  // backward flow of the adjoints")
     for s in d.steps:
-        style = _BACKWARD if s.needed else _UNUSED
-        label = s.grad if s.needed else f"{s.grad} (not formed)"
         if s.kind == "loss":
-            src, dst = "L", s.wrt
+            src, dst, style = "L", s.wrt, _SEED
         elif s.stage is not None:
             src, dst = s.stage.name, s.wrt
+            style = _PARAM if s.kind == "param" else _INPUT
         else:  # pragma: no cover - every non-loss step has a stage
             continue
-        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(label)}];")
+        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(_label(s, d, names))}];")
     for st in net.stages:  # a skip connection's share of an adjoint (the shares add up)
         for base, _ in st.extra:
             share = _q(f"+ to d{base}")
-            lines.append(f"  {_q(st.name)} -> {_q(str(base))} [{_BACKWARD}, label={share}];")
-    lines.append("}")
+            lines.append(f"  {_q(st.name)} -> {_q(str(base))} [{_INPUT}, label={share}];")
+    lines += [
+        "",
+        "  // legend",
+        "  subgraph cluster_legend {",
+        '    label="legend"; fontsize=10; color="gray70";',
+        '    "legend" [shape=plaintext, fontsize=10, label=<<TABLE BORDER="0" CELLSPACING="2">'
+        '<TR><TD ALIGN="LEFT">── forward: values</TD></TR>'
+        '<TR><TD ALIGN="LEFT"><FONT COLOR="blue3">- - adjoint to a layer input '
+        "(input Jacobian J)</FONT></TD></TR>"
+        '<TR><TD ALIGN="LEFT"><FONT COLOR="red3">- - parameter gradient '
+        "(parameter Jacobian)</FONT></TD></TR>"
+        '<TR><TD ALIGN="LEFT"><FONT COLOR="gray20">- - loss gradient (the seed)</FONT></TD></TR>'
+        '<TR><TD ALIGN="LEFT">δ⁽ˡ⁾ = ∂L/∂z⁽ˡ⁾ (the error); ∂L/∂a = Jᵀ times the '
+        "adjoint above</TD></TR></TABLE>>];",
+        "  }",
+        "}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -138,4 +231,20 @@ def render_graph(dot: str, path: str | Path, fmt: str = "svg", *, force: bool = 
     return True
 
 
-__all__ = ["render_graph", "to_dot"]
+def svg_of(dot: str) -> str | None:
+    """The SVG text of DOT source (for inlining into a page), or None without ``dot``."""
+    exe = shutil.which("dot")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [exe, "-Tsvg"], input=dot.encode("utf-8"), capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode("utf-8")
+
+
+__all__ = ["math_name", "render_graph", "svg_of", "to_dot"]

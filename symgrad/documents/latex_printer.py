@@ -7,8 +7,8 @@ derivation is stated in, chosen by the ``notation`` setting:
 ``"component"``
     index notation: ``W2[k, i]`` -> ``W^{[2]}_{ki}``, ``delta2[k]`` -> ``\\delta^{[2]}_{k}``,
     ``da1[i]`` -> ``\\frac{\\partial \\mathcal{L}}{\\partial a^{[1]}_{i}}``,
-    ``KroneckerDelta(i, k)`` -> ``\\delta_{ik}`` (the Kronecker delta has two lower indices
-    and no layer, the adjoint ``\\delta^{[l]}`` always carries its layer), sums as
+    ``KroneckerDelta(i, k)`` -> ``[i = k]`` (an Iverson bracket: the Kronecker delta never
+    shares the glyph of the error vector ``\\delta^{[l]}``), sums as
     ``\\sum_{k=1}^{n_{2}}`` (the 0-based ranges of the IR are shown 1-based, as in textbooks).
 ``"vector"``
     per-sample column vectors (``matrix_form``): ``Vec`` symbols bold (``\\mathbf{a}^{[1]}``,
@@ -43,8 +43,8 @@ NOTATIONS = ("component", "vector", "batched")
 
 #: The loss, as printed everywhere.
 LOSS = r"\mathcal{L}"
-#: The batch size, as printed in the batched form.
-BATCH_SIZE = "n"
+#: The batch size, as printed in the batched form (capital: the widths are ``n_l``).
+BATCH_SIZE = "N"
 
 
 class Diag(sp.Function):
@@ -268,8 +268,23 @@ class SymgradLatexPrinter(LatexPrinter):
         return self._q(str(expr.base.label), indices)
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp=None) -> str:
-        tex = r"\delta_{%s}" % _join_indices(self._print(one_based(a)) for a in expr.args)
-        return paren(tex) + "^{%s}" % exp if exp else tex
+        # An Iverson bracket, never a delta: the error vector delta^[l] owns that glyph.
+        tex = r"[%s = %s]" % tuple(self._print(one_based(a)) for a in expr.args)
+        return tex + "^{%s}" % exp if exp else tex
+
+    def _print_NumberSymbol(self, expr: sp.NumberSymbol) -> str:
+        # SymPy's constants print themselves through ``_latex``; the own printmethod above
+        # bypasses it, and the generic fallback gave ``\text{\Pi}`` (does not compile).
+        known = {"Pi": r"\pi", "Exp1": "e", "EulerGamma": r"\gamma", "GoldenRatio": r"\phi"}
+        name = type(expr).__name__
+        if name in known:
+            return known[name]
+        return r"\mathrm{%s}" % name
+
+    _print_Pi = _print_NumberSymbol
+    _print_Exp1 = _print_NumberSymbol
+    _print_EulerGamma = _print_NumberSymbol
+    _print_GoldenRatio = _print_NumberSymbol
 
     def _print_Float(self, expr: sp.Float) -> str:
         s = format(float(expr), ".6g")

@@ -17,13 +17,18 @@ when that is not enough) into ``align*`` (LaTeX) or ``aligned`` (Markdown) lines
 from __future__ import annotations
 
 import contextlib
+import html
 import re
+import shutil
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
+from symgrad.calculus.contraction import contract
+from symgrad.calculus.forward_values import pull_out
 from symgrad.calculus.layout import N, batch, batched_step
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
 from symgrad.calculus.reverse import DISPLAY, Derivation, Step
@@ -39,6 +44,7 @@ from symgrad.documents.latex_printer import (
 )
 from symgrad.errors import DerivationError
 from symgrad.escape import latex_text
+from symgrad.ir.network import Stage
 from symgrad.ir.plain import PlainTextPrinter
 from symgrad.templating import environment
 
@@ -53,6 +59,8 @@ LINE_WIDTH = 68.0
 
 _I = sp.Symbol("i", integer=True)
 _K = sp.Symbol("k", integer=True)
+#: Indices free for renaming a summation index out of the way (``j`` first).
+_SPARE = tuple(sp.Symbol(c, integer=True) for c in "jmtuvw")
 
 _ALIASES = {"tex": "latex", "md": "markdown", "txt": "text", "plain": "text"}
 
@@ -94,6 +102,25 @@ class TextPrinter(PlainTextPrinter):
     def _print_Diag(self, expr: Diag) -> str:
         return "diag(%s)" % self._print(expr.args[0])
 
+    def _print_step(self, expr: sp.Expr) -> str:
+        return "[%s > 0]" % self._print(expr.args[0])
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        """Upstream adjoints first (``da1 * a1 * (1 - a1)``): the chain rule's reading order."""
+        if expr.could_extract_minus_sign() or any(f.is_Rational for f in expr.args):
+            return super()._print_Mul(expr)
+        factors = list(sp.Mul.make_args(expr))
+        if any(isinstance(f, sp.Pow) and f.exp.is_negative for f in factors):
+            return super()._print_Mul(expr)
+        first = [f for f in factors if _text_adjoint(f)]
+        last = [f for f in factors if isinstance(f, sp.KroneckerDelta)]  # brackets last
+        if not first and not last:
+            return super()._print_Mul(expr)
+        rest = [f for f in factors if not _text_adjoint(f) and f not in last]
+        return "*".join(
+            self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in first + rest + last
+        )
+
     def _print_BMatMul(self, expr: sp.Expr) -> str:
         V, W, t = expr.args
         return "%s @ %s%s" % (self._op(V), self._print(W), ".T" if t != 0 else "")
@@ -106,6 +133,15 @@ class TextPrinter(PlainTextPrinter):
 
     def _print_BOuter(self, expr: sp.Expr) -> str:
         return "%s.T @ %s" % (self._op(expr.args[0]), self._op(expr.args[1]))
+
+
+def _text_adjoint(f: sp.Expr) -> bool:
+    names = {str(b.base.label) for b in f.atoms(sp.Indexed)} | {v.name for v in f.atoms(Vec)}
+    if isinstance(f, sp.Indexed | Vec):
+        names = {str(f.base.label) if isinstance(f, sp.Indexed) else f.name}
+    else:
+        return False
+    return any(split_name(n)[0] or split_name(n)[1] == "delta" for n in names)
 
 
 def _text(expr: sp.Basic) -> str:
@@ -148,6 +184,7 @@ class Item:
     kind: str
     parts: tuple[Part, ...] = ()
     eqs: tuple[Eq, ...] = ()
+    entries: tuple[tuple[Part, ...], ...] = ()  # a numbered list (kind "list")
 
 
 @dataclass
@@ -155,6 +192,8 @@ class Section:
     title: tuple[Part, ...]
     level: int
     items: list[Item] = field(default_factory=list)
+    anchor: str = ""  # an id for links (the HTML page links code lines to steps)
+    boxed: bool = False  # set off in a frame (the per-sample summary)
 
 
 @dataclass(frozen=True)
@@ -168,6 +207,8 @@ class RenderedSection:
     title: str
     level: int
     items: tuple[RenderedItem, ...]
+    anchor: str = ""
+    boxed: bool = False
 
 
 # line breaking lives in latex_breaking.py
@@ -226,22 +267,80 @@ def _esc_md(s: str) -> str:
     return re.sub(r"([_*`\\$<>#|\[\]])", r"\\\1", s.replace("&", "&amp;"))
 
 
+def _esc(p: str, to: str) -> str:
+    if to == "text":
+        return p
+    if to == "latex":
+        return _esc_latex(p)
+    if to == "html":
+        return html.escape(p, quote=False)
+    return _esc_md(p)
+
+
 def _inline(parts: Sequence[Part], to: str) -> str:
     out = []
     for p in parts:
         if isinstance(p, M):
-            out.append(p.txt if to == "text" else f"${p.tex}$")
+            if to == "text":
+                out.append(p.txt)
+            elif to == "html":
+                out.append('<span class="math">%s</span>' % html.escape(p.tex, quote=False))
+            else:
+                out.append(f"${p.tex}$")
         elif isinstance(p, T):
             out.append(_inline([p.plain if to == "text" else p.rich], to))
         else:
-            out.append(p if to == "text" else _esc_latex(p) if to == "latex" else _esc_md(p))
+            out.append(_esc(p, to))
     return "".join(out)
 
 
-def _display(eqs: Sequence[Eq], to: str) -> str:
+#: Plain-text output width when no terminal says otherwise (tests, pipes).
+TEXT_WIDTH = 100
+
+
+def text_width() -> int:
+    """The terminal's width (``COLUMNS`` or the tty), at least 40 columns."""
+    return max(40, shutil.get_terminal_size((TEXT_WIDTH, 24)).columns)
+
+
+def _wrap(
+    text: str, width: int, indent: str = "", hang: str = "    ", protect: bool = False
+) -> str:
+    """Word-wrap one line with a hanging indent; never breaks inside a word, and prefers
+    the top level: spaces inside parentheses and brackets do not break."""
+    protected, depth = [], 0
+    text = re.sub(r"\b(sum_\w+|sum_\{[^}]*\}) ", "\\1\x00", text)  # a sum keeps its body
+    for c in text:
+        depth += c in "([{"
+        depth -= c in ")]}"
+        protected.append("\x00" if protect and c == " " and depth > 0 else c)
+    filled = textwrap.fill(
+        "".join(protected),
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent + hang,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    if protect and any(len(ln) > width for ln in filled.splitlines()):
+        return _wrap(text, width, indent, hang)  # a parenthesis wider than a line
+    return filled.replace("\x00", " ")
+
+
+def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
     if to == "text":
-        return "\n".join("    " + " = ".join(s.txt for s in e.sides) for e in eqs)
+        return "\n".join(
+            _wrap(" = ".join(s.txt for s in e.sides), width, "    ", "        ", protect=True)
+            for e in eqs
+        )
     lines = [ln for e in eqs for ln in equation_lines(e)]
+    if to == "html":
+        body = (
+            lines[0].replace("&", "", 1)
+            if len(lines) == 1
+            else ("\\begin{aligned}\n" + LINE_SEP.join(lines) + "\n\\end{aligned}")
+        )
+        return '<div class="math display">%s</div>' % html.escape(body, quote=False)
     if len(lines) == 1:
         body = lines[0].replace("&", "", 1)
         return f"\\[\n{body}\n\\]" if to == "latex" else f"$$\n{body}\n$$"
@@ -251,16 +350,36 @@ def _display(eqs: Sequence[Eq], to: str) -> str:
     return f"$$\n\\begin{{aligned}}\n{inner}\n\\end{{aligned}}\n$$"
 
 
-def _render_model(sections: Sequence[Section], to: str) -> list[RenderedSection]:
+def _list(entries: Sequence[Sequence[Part]], to: str, width: int = TEXT_WIDTH) -> str:
+    texts = [_inline(e, to) for e in entries]
+    if to == "text":
+        return "\n".join(_wrap(f"{n}. {t}", width, "", "   ") for n, t in enumerate(texts, 1))
+    if to == "latex":
+        items = "\n".join(r"\item " + t for t in texts)
+        return "\\begin{enumerate}\n" + items + "\n\\end{enumerate}"
+    if to == "html":
+        return "<ol>" + "".join(f"<li>{t}</li>" for t in texts) + "</ol>"
+    return "\n".join(f"{n}. {t}" for n, t in enumerate(texts, 1))
+
+
+def _render_model(
+    sections: Sequence[Section], to: str, width: int = TEXT_WIDTH
+) -> list[RenderedSection]:
     out = []
     for s in sections:
         items = []
         for it in s.items:
             if it.kind == "math":
-                items.append(RenderedItem("math", _display(it.eqs, to)))
+                if not it.eqs:  # an empty display does not compile
+                    continue
+                items.append(RenderedItem("math", _display(it.eqs, to, width)))
+            elif it.kind == "list":
+                items.append(RenderedItem("para", _list(it.entries, to, width)))
+            elif to == "text" and it.kind == "para":
+                items.append(RenderedItem("para", _wrap(_inline(it.parts, to), width, "", "")))
             else:
                 items.append(RenderedItem(it.kind, _inline(it.parts, to)))
-        out.append(RenderedSection(_inline(s.title, to), s.level, tuple(items)))
+        out.append(RenderedSection(_inline(s.title, to), s.level, tuple(items), s.anchor, s.boxed))
     return out
 
 
@@ -320,6 +439,37 @@ def _note_parts(note: str, capital: bool = True) -> tuple[Part, ...]:
     return (*text, ".")
 
 
+def _deltas(e: sp.Basic) -> list[sp.KroneckerDelta]:
+    return sorted(e.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
+
+
+def _sum_over(var: sp.Symbol, e: sp.Expr) -> bool:
+    return any(var in s.variables for s in e.atoms(sp.Sum))
+
+
+def _is_additive(st: Step) -> bool:
+    """A parameter that enters its stage additively (``z_i = ... + b_i``): local = [i = p]."""
+    return st.local is not None and isinstance(st.local, sp.KroneckerDelta)
+
+
+def _is_weight(st: Step) -> bool:
+    """A matrix parameter entering linearly in the input: ``dz_i/dW_pq = [i = p] in_q``."""
+    if st.local is None or st.param is None or len(st.param.shape) != 2:
+        return False
+    ds = [f for f in sp.Mul.make_args(st.local) if isinstance(f, sp.KroneckerDelta)]
+    rest = [f for f in sp.Mul.make_args(st.local) if not isinstance(f, sp.KroneckerDelta)]
+    return len(ds) == 1 and len(rest) == 1 and isinstance(rest[0], sp.Indexed)
+
+
+def _own_functions(body: sp.Expr, arg: sp.Expr) -> list[sp.Function]:
+    """symgrad's own activation functions applied to ``arg`` (``sigma(z_i)``)."""
+    out = []
+    for f in body.atoms(sp.Function):
+        if f.args == (arg,) and type(f).__module__.startswith("symgrad."):
+            out.append(f)
+    return sorted(out, key=sp.default_sort_key)
+
+
 class _Doc:
     """Builds the sections of the document for one derivation."""
 
@@ -330,6 +480,8 @@ class _Doc:
         self.params = tuple(self.net.param_names)
         self.yhat = str(self.net.output)
         self.sections: list[Section] = []
+        self.has_params = bool(self.net.params)
+        self.explained: set[type] = set()  # activation functions whose derivative is shown
 
     # -- printing helpers ---------------------------------------------------------------
     @property
@@ -379,10 +531,18 @@ class _Doc:
         ti = inp + (f"[{','.join(ii)}]" if ii else "")
         return M(r"\frac{\partial %s}{\partial %s}" % (o, i), f"d({to})/d({ti})")
 
-    def section(self, title: Iterable[Part], level: int = 1) -> Section:
-        s = Section(tuple(title), level)
+    def section(self, title: Iterable[Part], level: int = 1, anchor: str = "") -> Section:
+        s = Section(tuple(title), level, anchor=anchor)
         self.sections.append(s)
         return s
+
+    def _uses(self, cls: type) -> bool:
+        exprs: list[sp.Basic] = [f.component for f in self.d.forward]
+        for st in self.d.steps:
+            exprs.append(st.component)
+            if st.local is not None:
+                exprs.append(st.local)
+        return any(e.atoms(cls) for e in exprs)
 
     # -- content ------------------------------------------------------------------------
     def build(self) -> list[Section]:
@@ -390,6 +550,8 @@ class _Doc:
         self.forward()
         self.loss()
         self.backward()
+        self.summary_per_sample()
+        self.layer_jacobians()
         self.summary()
         self.notes()
         return self.sections
@@ -403,15 +565,46 @@ class _Doc:
             for n in rest:
                 s.items.append(Item("para", _note_parts(n)))
 
+    def _width_parts(self) -> list[Part]:
+        """``n_0 = 3`` (input), then each layer's output width, by layer number."""
+        net = self.net
+        parts: list[Part] = ["Widths: ", M(r"%s = " % latex(net.input_width), "")]
+        sizes = {str(k): v for k, v in net.sizes.items()}
+
+        def val(w: sp.Expr) -> str:
+            v = sp.sympify(w).xreplace({k: sp.Integer(n) for k, n in net.sizes.items()})
+            return str(v)
+
+        parts = [
+            "Widths: ",
+            M(
+                r"%s = %s" % (latex(net.input_width), val(net.input_width)),
+                f"{net.input_width} = {val(net.input_width)}",
+            ),
+            " (the input)",
+        ]
+        by_layer: dict[int, Stage] = {}
+        for st in net.stages:
+            by_layer[st.layer] = st  # the layer's last stage: its output
+        for layer, st in sorted(by_layer.items()):
+            w = st.width
+            parts.append(f"; layer {layer}: ")
+            parts.append(M(r"%s = %s" % (latex(w), val(w)), f"{w} = {val(w)}"))
+            own = str(w) == f"n_{layer}"
+            if not own and str(w) in sizes:
+                parts.append(" (keeps the width of its input)")
+        parts.append(". ")
+        parts += [
+            M("n_l", "n_l"),
+            " is the width of the output of layer ",
+            M("l", "l"),
+            "; a layer that keeps its input's width shares its symbol.",
+        ]
+        return parts
+
     def intro(self) -> None:
         net = self.net
         s = self.section(["Network and notation"])
-        sizes = sorted(net.sizes.items(), key=lambda kv: str(kv[0]))
-        size_parts: list[Part] = []
-        for n, (sym, val) in enumerate(sizes):
-            if n:
-                size_parts.append(", ")
-            size_parts.append(M(f"{latex(sym)} = {val}", f"{sym} = {val}"))
         layers = []
         for st in net.stages:
             layers.append(f"{st.name}: {st.label} ({st.kind})")
@@ -432,10 +625,10 @@ class _Doc:
                     f", {net.n_layers} layer(s), loss {net.loss.name}. Stages: "
                     + "; ".join(layers)
                     + ".",
-                    *((" Sizes: ", *size_parts, ".") if size_parts else ()),
                 ),
             )
         )
+        s.items.append(Item("para", tuple(self._width_parts())))
         pparts: list[Part] = ["Parameters: "]
         for n, p in enumerate(net.params):
             if n:
@@ -446,8 +639,19 @@ class _Doc:
         pparts.append(".")
         if net.params:
             s.items.append(Item("para", tuple(pparts)))
-        L = len(net.stages)
-        last = net.stages[L - 1].out if L else net.input
+        else:
+            s.items.append(
+                Item(
+                    "para",
+                    (
+                        "The network has no parameters: it is a function of its input, and "
+                        "the gradient of interest is the one with respect to the input, ",
+                        M(r"\partial %s / \partial \mathbf{x}" % LOSS, "dL/dx"),
+                        ".",
+                    ),
+                )
+            )
+        last = net.output
         conv: list[Part] = [
             "Layer ",
             M("l", "l"),
@@ -457,23 +661,39 @@ class _Doc:
             M(r"a^{[l]}", "a<l>"),
             " (activation); the network output is ",
             M(r"\hat{y} = %s" % quantity(str(last)), f"yhat = {last}"),
-            ", the target ",
+            " (written ",
+            M(r"\hat{y}", "yhat"),
+            " in the loss, ",
+            M(quantity(str(last)), str(last)),
+            " in the backward pass), the target ",
             M("y", "y"),
-            ". Adjoints are ",
+            ". The adjoint of a quantity ",
+            M("u", "u"),
+            " is ",
+            M(r"\partial %s / \partial u" % LOSS, "dL/du"),
+            ", how the loss changes with ",
+            M("u", "u"),
+            "; the adjoint of a pre-activation is called the error, ",
             M(r"\delta^{[l]} = \partial %s / \partial z^{[l]}" % LOSS, "delta<l> = dL/dz<l>"),
-            " and ",
-            M(r"\partial %s / \partial a^{[l]}" % LOSS, "da<l> = dL/da<l>"),
-            "; ",
-            M(r"[z > 0]", "[z > 0]"),
-            " is an Iverson bracket (1 if true, else 0).",
+            ". The backward pass computes adjoints from the loss back to the input.",
         ]
-        if self.comp:
+        if self._uses(sp.KroneckerDelta) and self.comp:
             conv += [
                 " In component form ",
-                M(r"\delta_{ik}", "[i==k]"),
-                " is the Kronecker delta and indices run from 1 to the layer width ",
-                M("n_l", "n_l"),
-                ".",
+                M(r"[i = k]", "[i == k]"),
+                " is 1 if ",
+                M("i = k", "i = k"),
+                " and 0 otherwise (the Kronecker delta, written as a bracket so that ",
+                M(r"\delta", "delta"),
+                " always means an error), and indices run from 1 to the layer width.",
+            ]
+        from symgrad.ir.ops import step as _step
+
+        if self._uses(_step):
+            conv += [
+                " ",
+                M(r"[z > 0]", "[z > 0]"),
+                " is an Iverson bracket (1 if true, else 0).",
             ]
         s.items.append(Item("para", tuple(conv)))
         if self.mat:
@@ -500,14 +720,20 @@ class _Doc:
                             "dL/dz = (da/dz)^T dL/da",
                         ),
                         ". Batched form: a batch of ",
-                        M("n", "N"),
+                        M("N", "N"),
                         " samples in the rows of ",
                         M(
-                            r"X \in \mathbb{R}^{n \times %s}" % latex(net.input_width),
+                            r"X \in \mathbb{R}^{N \times %s}" % latex(net.input_width),
                             f"X (N x {net.input_width})",
                         ),
                         " (likewise ",
                         M(r"Z^{[l]}, A^{[l]}, Y", "Z, A, Y"),
+                        "; row ",
+                        M("s", "s"),
+                        " is sample ",
+                        M("s", "s"),
+                        ", written ",
+                        M(r"\mathbf{a}^{(s)}", "a(s)"),
                         "), ",
                         M(r"\mathbf{1}", "1"),
                         " is a vector of ones (a column such as ",
@@ -578,7 +804,7 @@ class _Doc:
                 bm = None
             sides = [
                 Lm,
-                M(r"\frac{1}{n} \sum_{s=1}^{n} %s^{(s)}" % LOSS, "mean_s L(s)"),
+                M(r"\frac{1}{N} \sum_{s=1}^{N} %s^{(s)}" % LOSS, "mean_s L(s)"),
             ]
             if bm is not None:
                 sides.append(bm)
@@ -614,8 +840,11 @@ class _Doc:
             return [M(f"{lhs} = {adj}", f"{st.grad} = dL/d{st.wrt}"), f" ({what})"]
         return [M(adj, f"dL/d{st.wrt}"), f" ({what})"]
 
+    def _step_section(self, st: Step, what: str) -> Section:
+        return self.section(self._title(st, what), 2, anchor=f"step-{st.grad}")
+
     def loss_step(self, st: Step) -> None:
-        s = self.section(self._title(st, "loss gradient"), 2)
+        s = self._step_section(st, "loss gradient")
         if not st.needed:
             s.items.append(
                 Item(
@@ -628,12 +857,32 @@ class _Doc:
             )
         if self.comp:
             s.items.append(Item("label", ("Component form",)))
-            sides = (
+            out = self.net.output
+            raw = None
+            loss = self.d.loss
+            # the loss's own summation index must not be the derivative's free index i
+            dummies = {lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits}
+            if _I in dummies:
+                loss = loss.xreplace({_I: next(j for j in _SPARE if j not in dummies)})
+            with contextlib.suppress(Exception):  # a display aid only
+                raw = sp.diff(loss, out[_I])
+            sides = [
                 self.dq(st.wrt, "component", ["i"]),
                 M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
-                self.ex(st.component, yhat=True),
-            )
-            s.items.append(Item("math", eqs=(Eq(sides),)))
+            ]
+            if raw is not None and raw.has(sp.KroneckerDelta):
+                sides.append(
+                    M(
+                        r"\frac{\partial}{\partial \hat{y}_{i}} %s"
+                        % paren(latex(loss, yhat=self.yhat)),
+                        f"d/dyhat[i] ({_text(loss)})",
+                    )
+                )
+                sides.append(self.ex(raw, yhat=True))
+            sides.append(self.ex(st.component, yhat=True))
+            s.items.append(Item("math", eqs=(Eq(tuple(_dedupe(sides))),)))
+            if raw is not None and raw.has(sp.KroneckerDelta):
+                s.items.append(Item("para", self._kronecker_text(raw, "i", keep_sum=True)))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample and batched",)))
             eqs = (
@@ -641,6 +890,37 @@ class _Doc:
                 Eq((self.dq(st.wrt, "batched"), self.ex(batched_step(st), "batched", yhat=True))),
             )
             s.items.append(Item("math", eqs=eqs))
+            if self.has_params:
+                s.items.append(
+                    Item(
+                        "para",
+                        (
+                            "The batched form carries the ",
+                            M(r"\frac{1}{N}", "1/N"),
+                            " of the mean over the batch; every adjoint computed from it "
+                            "inherits it.",
+                        ),
+                    )
+                )
+
+    def _kronecker_text(self, e: sp.Expr, survivor: str, keep_sum: bool = False) -> tuple:
+        ds = _deltas(e)
+        if not ds:
+            return ()
+        br = ds[0]
+        a_, b_ = (latex(x) for x in br.args)
+        dummy = a_ if a_ != survivor else b_
+        return (
+            "The bracket ",
+            M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]"),
+            " is zero unless ",
+            M(f"{a_} = {b_}", f"{a_} = {b_}"),
+            ", so it kills every term of the sum over ",
+            M(dummy, dummy),
+            " but one: the sum collapses to the term ",
+            M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+            ".",
+        )
 
     def _chain(self, st: Step, oi: str, ii: Sequence[str]) -> tuple[M, M]:
         """``sum_i up_i d out_i / d in_k`` and the same with the local derivative substituted."""
@@ -658,6 +938,79 @@ class _Doc:
         subst = self.ex(sp.Sum(g[_I] * st.local, (_I, 0, stage.width - 1)))
         return chain, subst
 
+    def _local_why(self, st: Step, ii: Sequence[str]) -> tuple[list[Eq], list[Item]]:
+        """The local derivative derived from the stage's definition: ``d/dz_k sigma(z_i) =
+        sigma(z_i)(1 - sigma(z_i)) [i = k] = a_i (1 - a_i) [i = k]``, plus the derivative of
+        any of symgrad's own activation functions from its definition in exponentials."""
+        stage = st.stage
+        assert stage is not None and st.local is not None
+        name = self.local_name(stage.name, st.wrt, ["i"], ii, "component")
+        wrt_sym = st.param.base if st.param is not None else stage.inp
+        raw_wrt = wrt_sym[tuple(st.local_indices[1:])] if st.local_indices[1:] else wrt_sym
+        eqs: list[Eq] = []
+        items: list[Item] = []
+        raw = None
+        with contextlib.suppress(Exception):  # a display aid: fall back to the bare result
+            raw = contract(sp.diff(stage.body, raw_wrt))
+        body = self.ex(stage.body)
+        d_tex = latex(raw_wrt)
+        sides = [
+            name,
+            M(
+                r"\frac{\partial}{\partial %s} %s" % (d_tex, paren(body.tex)),
+                f"d/d{_text(raw_wrt)} ({body.txt})",
+            ),
+        ]
+        if raw is not None:
+            sides.append(self.ex(raw))
+        sides.append(self.ex(st.local))
+        eqs.append(Eq(tuple(_dedupe(sides))))
+        if raw is not None and raw != st.local and st.kind == "input":
+            items.append(
+                Item(
+                    "para",
+                    (
+                        "The last form reads the forward values: ",
+                        M(
+                            r"%s = %s" % (quantity(stage.name, "component", ["i"]), body.tex),
+                            f"{stage.name}[i] = {body.txt}",
+                        ),
+                        ", so the backward pass reuses what the forward pass stored.",
+                    ),
+                )
+            )
+        for f in _own_functions(stage.body, stage.inp[_I]):
+            if type(f) in self.explained:
+                continue
+            self.explained.add(type(f))
+            items.extend(self._function_why(type(f)))
+        return eqs, items
+
+    def _function_why(self, fn: type) -> list[Item]:
+        x = sp.Symbol("x", real=True)
+        fx = fn(x)
+        with contextlib.suppress(Exception):
+            definition = fx.rewrite(sp.exp)
+            if definition == fx or definition.has(fn):
+                return []
+            dd = sp.diff(definition, x)
+            fd = sp.diff(fx, x)
+            if sp.simplify(dd - fd.rewrite(sp.exp)) != 0:
+                return []
+            f_tex = latex(fx)
+            prime = f_tex.replace("(", "'(", 1)
+            f_txt = _text(fx)
+            prime_txt = f_txt.replace("(", "'(", 1)
+            eqs = (
+                Eq((M(f_tex, f_txt), self.ex(definition))),
+                Eq((M(prime, prime_txt), self.ex(dd), self.ex(fd))),
+            )
+            return [
+                Item("para", ("Why: from the definition of the activation,",)),
+                Item("math", eqs=eqs),
+            ]
+        return []
+
     def input_step(self, st: Step) -> None:
         stage = st.stage
         assert stage is not None
@@ -666,35 +1019,38 @@ class _Doc:
             "full": f"through {stage.label}: full Jacobian",
             "linear": f"through {stage.label}: linear, the Jacobian is a weight matrix",
         }.get(st.jacobian, f"through {stage.label}")
-        s = self.section(self._title(st, kind), 2)
+        s = self._step_section(st, kind)
         if not st.needed:
-            s.items.append(
-                Item(
-                    "para",
-                    (
-                        "Not needed to train the parameters, so the generated code does "
-                        "not compute it; shown for completeness.",
-                    ),
-                )
+            text = (
+                "Not needed to train the parameters, so the generated code does "
+                "not compute it; shown for completeness."
+                if self.has_params
+                else "The network has no parameters: this input gradient is the result."
             )
+            s.items.append(Item("para", (text,)))
         out, inp = stage.name, st.wrt
         if stage.indices or stage.in_shape:
             self.tensor_step(st, s)
             return
         if self.comp:
+            s.items.append(Item("label", ("Local derivative",)))
+            leqs, why = self._local_why(st, ["k"])
+            s.items.append(Item("math", eqs=tuple(leqs)))
+            s.items.extend(why)
             s.items.append(Item("label", ("Chain rule, component form",)))
             chain, subst = self._chain(st, "i", ["k"])
             lhs = self._grad_lhs(st, "component", ["k"])
-            local = Eq((self.local_name(out, inp, ["i"], ["k"], "component"), self.ex(st.local)))
             if st.fused and st.unfused is not None:
-                eq = Eq((*lhs, chain, subst, self.ex(_swap_ik(st.unfused))))
-                s.items.append(Item("math", eqs=(local, eq)))
-                s.items.append(Item("para", self._fused_text(st)))
-                fused = Eq((lhs[0], self.ex(_swap_ik(st.component))))
-                s.items.append(Item("math", eqs=(fused,)))
+                eq = Eq(tuple(_dedupe([*lhs, chain, subst, self.ex(_swap_ik(st.unfused))])))
+                s.items.append(Item("math", eqs=(eq,)))
+                if st.local is not None and st.local.has(sp.KroneckerDelta):
+                    s.items.append(Item("para", self._kronecker_text(st.local, "k")))
+                s.items.extend(self._fused_lines(st, lhs[0]))
             else:
                 eq = Eq(tuple(_dedupe([*lhs, chain, subst, self.ex(_swap_ik(st.component))])))
-                s.items.append(Item("math", eqs=(local, eq)))
+                s.items.append(Item("math", eqs=(eq,)))
+                if st.local is not None and st.local.has(sp.KroneckerDelta):
+                    s.items.append(Item("para", self._kronecker_text(st.local, "k")))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample",)))
             eqs = []
@@ -705,34 +1061,50 @@ class _Doc:
             up = self.q(st.upstream or "", "vector")
             lhs = self._grad_lhs(st, "vector", [])
             sides: list[M] = list(lhs)
+            sides.append(
+                M(r"\left(%s\right)^{\top} %s" % (J.tex, up.tex), f"({J.txt}).T @ {up.txt}")
+            )
             if st.jacobian == "diagonal" and jm is not None:
                 eqs.append(Eq((J, self.ex(jm, "vector"))))
                 jt = self.ex(jm, "vector").tex
-                sides.append(
-                    M(
-                        r"%s %s" % (paren(jt) if jm.is_Add else jt, up.tex),
-                        f"{_text(jm)} @ {up.txt}",
-                    )
-                )
-            else:
-                if jm is not None:
-                    eqs.append(Eq((J, self.ex(jm, "vector"))))
-                sides.append(
-                    M(r"\left(%s\right)^{\top} %s" % (J.tex, up.tex), f"({J.txt}).T @ {up.txt}")
-                )
+                jtp = paren(jt) if jm.is_Add else jt
+                sides.append(M(r"%s^{\top} %s" % (jtp, up.tex), f"{_text(jm)}.T @ {up.txt}"))
+                sides.append(M(r"%s %s" % (jtp, up.tex), f"{_text(jm)} @ {up.txt}"))
+            elif jm is not None:
+                eqs.append(Eq((J, self.ex(jm, "vector"))))
             if st.fused and st.unfused is not None:
                 with contextlib.suppress(DerivationError):  # no matrix form: skip that side
                     sides.append(self.ex(to_matrix(st.unfused, (_I,)), "vector"))
             sides.append(self.ex(st.matrix, "vector"))
             eqs.append(Eq(tuple(_dedupe(sides))))
             s.items.append(Item("math", eqs=tuple(eqs)))
+            if st.jacobian == "diagonal" and jm is not None:
+                s.items.append(
+                    Item(
+                        "para",
+                        (
+                            "A diagonal matrix is its own transpose, and multiplying a vector "
+                            "by a diagonal matrix scales each entry: the matrix product "
+                            "becomes the elementwise (Hadamard) product ",
+                            M(r"\odot", "*"),
+                            ".",
+                        ),
+                    )
+                )
             s.items.append(Item("label", ("Batched",)))
             blhs = self._grad_lhs(st, "batched", [])
             s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(batched_step(st), "batched"))),)))
 
-    def _fused_text(self, st: Step) -> tuple[Part, ...]:
+    def _fused_lines(self, st: Step, lhs: M) -> list[Item]:
+        """The loss gradient substituted into the step, then simplified line by line:
+        ``-y_k + a_k sum_i y_i``, then ``sum_i y_i = 1`` gives ``a_k - y_k``."""
         loss_step = next((x for x in self.d.steps if x.kind == "loss"), None)
+        assert st.unfused is not None
+        final = _swap_ik(st.component)
+        items: list[Item] = []
         parts: list[Part] = ["Substituting the loss gradient "]
+        lines: list[M] = []
+        identity_used = False
         if loss_step is not None:
             parts.append(
                 M(
@@ -741,42 +1113,440 @@ class _Doc:
                     f"{loss_step.grad}[i] = {_text(loss_step.component)}",
                 )
             )
-        parts.append(" (fused: the code never forms it) and simplifying")
-        notes = [n for n in self.d.notes if "y_k" in n]
-        for n in notes:
-            note = n[len("used ") :] if n.startswith("used ") else n
-            parts.append(", using ")
-            parts.extend(_note_parts(note, capital=False)[:-1])
-            parts.append(",")
-        parts.append(" gives:")
-        return tuple(parts)
+            up = st.upstream
+            with contextlib.suppress(Exception):  # a display aid: fall back to the result
+                un = _swap_ik(st.unfused)
+                s1 = un.replace(
+                    lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == up,
+                    lambda e: loss_step.component.xreplace({_I: e.indices[0]}),
+                )
+                s2 = sp.expand(
+                    pull_out(
+                        sp.expand(s1).replace(
+                            lambda e: isinstance(e, sp.Sum),
+                            lambda e: sp.Sum(sp.expand(e.function), *e.limits),
+                        )
+                    )
+                )
+                # the expanded form when it is the shorter one (softmax + cross-entropy:
+                # -y_k + a_k sum_i y_i), else the substitution as it stands
+                lines.append(self.ex(s2 if sp.count_ops(s2) < sp.count_ops(s1) else s1))
+                s3 = _apply_sum_identity(s2, self.net)
+                if s3 != s2:
+                    identity_used = True
+                    lines.append(self.ex(s3))
+        parts.append(" (fused: the code never forms it)")
+        if identity_used:
+            parts.append(" and using ")
+            parts.append(M(r"\sum_i y_i = 1", "sum_i y_i = 1"))
+            parts.append(" (targets are one-hot or probabilities)")
+        parts.append(":")
+        items.append(Item("para", tuple(parts)))
+        eq = Eq(tuple(_dedupe([lhs, *lines, self.ex(final)])))
+        items.append(Item("math", eqs=(eq,)))
+        return items
 
     def param_step(self, st: Step) -> None:
         stage = st.stage
         assert stage is not None
-        p = st.param
-        what = "weight gradient" if p is not None and len(p.shape) == 2 else "parameter gradient"
-        s = self.section(self._title(st, what), 2)
+        if _is_weight(st):
+            what = "weight gradient"
+        elif _is_additive(st):
+            what = "bias gradient"
+        else:
+            what = "parameter gradient"
+        s = self._step_section(st, what)
         names = [str(i) for i in st.indices]
         if stage.indices or stage.in_shape:
             self.tensor_step(st, s)
             return
         if self.comp:
+            s.items.append(Item("label", ("Local derivative",)))
+            leqs, why = self._local_why(st, names)
+            s.items.append(Item("math", eqs=tuple(leqs)))
+            s.items.extend(why)
             s.items.append(Item("label", ("Chain rule, component form",)))
             chain, subst = self._chain(st, "i", names)
             lhs = self._grad_lhs(st, "component", names)
-            local = Eq(
-                (self.local_name(stage.name, st.wrt, ["i"], names, "component"), self.ex(st.local))
-            )
             eq = Eq(tuple(_dedupe([*lhs, chain, subst, self.ex(st.component)])))
-            s.items.append(Item("math", eqs=(local, eq)))
+            s.items.append(Item("math", eqs=(eq,)))
+            if st.local is not None and st.local.has(sp.KroneckerDelta):
+                s.items.append(Item("para", self._kronecker_text(st.local, names[0])))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample",)))
             lhs = self._grad_lhs(st, "vector", [])
             s.items.append(Item("math", eqs=(Eq((*lhs, self.ex(st.matrix, "vector"))),)))
             s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
             blhs = self._grad_lhs(st, "batched", [])
-            s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(batched_step(st), "batched"))),)))
+            per = self.ex(st.matrix, "vector")
+            sides = [
+                *blhs,
+                self.ex(batched_step(st), "batched"),
+                M(
+                    r"\sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
+                    f"sum_s ({per.txt})(s)",
+                ),
+            ]
+            s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
+            s.items.append(
+                Item(
+                    "para",
+                    (
+                        "The parameter is shared by all samples, so its gradient is the sum "
+                        "of the per-sample gradients (row ",
+                        M("s", "s"),
+                        " of a batched matrix is sample ",
+                        M("s", "s"),
+                        "). The ",
+                        M(r"\frac{1}{N}", "1/N"),
+                        " of the mean loss is not repeated here: it lives in the batched "
+                        "adjoints, where the loss gradient put it.",
+                    ),
+                )
+            )
+
+    # -- the layer-by-layer view ----------------------------------------------------------
+    def _layers(self) -> list[list[Stage]]:
+        """The stages grouped by layer number, in forward order."""
+        groups: dict[int, list[Stage]] = {}
+        for st in self.net.stages:
+            groups.setdefault(st.layer, []).append(st)
+        return [groups[k] for k in sorted(groups)]
+
+    def _stage_jacobian(self, stage: Stage) -> M | None:
+        """The whole-stage matrix ``d out / d in`` (``diag(a (1 - a))``, ``W``)."""
+        for st in self.d.steps:
+            if st.kind == "input" and st.stage is stage and st.local is not None:
+                jm = _jacobian_matrix(st.local, self.net, st.jacobian == "diagonal")
+                if jm is None:
+                    return None
+                m = self.ex(jm, "vector")
+                return M(paren(m.tex) if jm.is_Add else m.tex, _text(jm))
+        return None
+
+    @staticmethod
+    def _param_jacobian_name(out: str, param: str, matrix: bool) -> M:
+        o = quantity(out, "vector")
+        p = quantity(param, "vector", matrix=matrix)
+        return M(r"\frac{\partial %s}{\partial %s}" % (o, p), f"d{out}/d{param}")
+
+    def layer_jacobians(self) -> None:
+        if not (self.mat and self.has_params):
+            return
+        layers = self._layers()
+        s = self.section(["Layer by layer: the Jacobians"])
+        s.items.append(
+            Item(
+                "para",
+                (
+                    "Seen whole, layer ",
+                    M("l", "l"),
+                    " is a function ",
+                    M(
+                        r"\mathbf{a}^{[l]} = f_l(\mathbf{a}^{[l-1]}; \theta_l)",
+                        "a<l> = f_l(a<l-1>; theta_l)",
+                    ),
+                    " with two Jacobians: with respect to its input (",
+                    M(r"\textcolor{blue}{\text{blue}}", "J<l>"),
+                    ", the one the adjoint is passed back through) and with respect to its "
+                    "parameters (",
+                    M(r"\textcolor{red}{\text{red}}", "da<l>/dtheta"),
+                    "). The gradient of a parameter is the loss gradient times the input "
+                    "Jacobians of the layers above it times its own parameter Jacobian.",
+                ),
+            )
+        )
+        eqs: list[Eq] = []
+        names: list[str] = []
+        for group in layers:
+            first, last = group[0], group[-1]
+            out, inp = last.name, str(first.inp)
+            names.append(out)
+            factors = [self._stage_jacobian(st) for st in reversed(group)]
+            lhs = self.local_name(out, inp, [], [], "vector")
+            sides = [M(r"J^{[%s]} = %s" % (first.layer, lhs.tex), f"J{first.layer} = {lhs.txt}")]
+            if all(f is not None for f in factors):
+                tex = " ".join(f.tex for f in factors if f is not None)
+                txt = " @ ".join(f.txt for f in factors if f is not None)
+                sides.append(M(r"\textcolor{blue}{%s}" % tex, txt))
+            eqs.append(Eq(tuple(sides)))
+            for k, st in enumerate(group):
+                for p in st.params:
+                    after = [self._stage_jacobian(x) for x in reversed(group[k + 1 :])]
+                    own = self._param_jacobian_name(out, p.name, len(p.shape) != 1)
+                    pm = quantity(p.name, "vector", matrix=len(p.shape) != 1)
+                    pstep = next(
+                        (x for x in self.d.steps if x.kind == "param" and x.param == p), None
+                    )
+                    # an additive parameter (z = ... + b): dz/db is the identity
+                    additive = pstep is not None and _is_additive(pstep)
+                    dz = (
+                        ""
+                        if additive and after
+                        else r"\frac{\partial %s}{\partial %s}" % (quantity(st.name, "vector"), pm)
+                    )
+                    if all(f is not None for f in after):
+                        tex = " ".join(f.tex for f in after if f is not None)
+                        txt = " @ ".join(f.txt for f in after if f is not None)
+                        body = " ".join(x for x in (tex, dz) if x)
+                        body_txt = " @ ".join(
+                            x for x in (txt, f"d{st.name}/d{p.name}" if dz else "") if x
+                        )
+                        rhs = M(r"\textcolor{red}{%s}" % body, body_txt)
+                        eqs.append(Eq((own, rhs)))
+        s.items.append(Item("math", eqs=tuple(eqs)))
+        # the product chain for each parameter
+        chain_eqs: list[Eq] = []
+        L = len(layers)
+        for li, group in enumerate(layers):
+            out = group[-1].name
+            for st in group:
+                for p in st.params:
+                    above = [r"J^{[%s]}" % layers[m][0].layer for m in range(L - 1, li, -1)]
+                    above_txt = [f"J{layers[m][0].layer}" for m in range(L - 1, li, -1)]
+                    own = self._param_jacobian_name(out, p.name, len(p.shape) != 1)
+                    lhs = self.dq(p.name, "vector")
+                    top = quantity("d" + str(self.net.output), "vector")
+                    tex = r"%s^{\top} %s%s" % (
+                        paren(top),
+                        r"\textcolor{blue}{%s} " % " ".join(above) if above else "",
+                        r"\textcolor{red}{%s}" % own.tex,
+                    )
+                    txt = " ".join([f"dL/d{self.net.output}^T", *above_txt, own.txt])
+                    chain_eqs.append(Eq((lhs, M(tex, txt))))
+        s.items.append(Item("label", ("Each parameter's gradient as a product chain",)))
+        s.items.append(Item("math", eqs=tuple(chain_eqs)))
+        s.items.append(
+            Item(
+                "para",
+                (
+                    "Read right to left, the chain is the forward sensitivity of the output "
+                    "to the parameter; read left to right it is the backward pass: the "
+                    "adjoint ",
+                    M(r"\partial %s / \partial \mathbf{a}^{[L]}" % LOSS, "dL/da<L>"),
+                    " is multiplied by one transposed Jacobian per layer, and each "
+                    "intermediate product is an adjoint the backward pass reuses for every "
+                    "parameter below it. A parameter Jacobian such as ",
+                    M(r"\partial \mathbf{z} / \partial W", "dz/dW"),
+                    " is a three-index array (",
+                    M(
+                        r"\partial z_i / \partial W_{pq} = [i = p]\, a_q",
+                        "dz_i/dW_pq = [i == p] a_q",
+                    ),
+                    "); contracted with the adjoint it gives the outer product of BP4.",
+                ),
+            )
+        )
+
+    # -- summaries ----------------------------------------------------------------------
+    def _bp_tag(self, st: Step) -> str:
+        """Nielsen's name of a step, from its structure (never from a layer's name)."""
+        if st.kind == "param":
+            if _is_weight(st):
+                return "BP4"
+            if _is_additive(st):
+                return "BP3"
+            return ""
+        if st.kind == "loss" or (
+            st.kind == "input" and st.jacobian in ("diagonal", "full") and st.stage is not None
+        ):
+            # an error delta<l>: the adjoint of a quantity that enters an affine stage
+            # linearly (the pre-activation z = W a + b), whatever the stage is called
+            below = [x for x in self.d.steps if x.upstream == st.grad and x.kind == "input"]
+            if not below or below[0].jacobian != "linear":
+                return ""
+            if st.kind == "loss" or st.stage is self.net.stages[-1]:
+                return "BP1"
+            return "BP2"
+        return ""
+
+    def _pass_back(self, st: Step) -> Step | None:
+        """The linear step that feeds ``st`` (``da1 = W2^T delta2`` for ``delta1``)."""
+        for x in self.d.steps:
+            if x.grad == st.upstream and x.kind == "input" and x.jacobian == "linear":
+                return x
+        return None
+
+    def summary_per_sample(self) -> None:
+        if not self.has_params:
+            return
+        s = self.section(
+            ["Summary per sample: the four equations of backpropagation"], anchor="bp-summary"
+        )
+        s.boxed = True
+        general = (
+            Eq(
+                (
+                    M(r"\text{BP1}\quad \boldsymbol{\delta}^{[L]}", "BP1  delta<L>"),
+                    M(
+                        r"\nabla_{\mathbf{a}^{[L]}} %s \odot f'(\mathbf{z}^{[L]})" % LOSS,
+                        "dL/da<L> * f'(z<L>)",
+                    ),
+                )
+            ),
+            Eq(
+                (
+                    M(r"\text{BP2}\quad \boldsymbol{\delta}^{[l]}", "BP2  delta<l>"),
+                    M(
+                        r"(W^{[l+1]\top} \boldsymbol{\delta}^{[l+1]}) \odot f'(\mathbf{z}^{[l]})",
+                        "(W<l+1>.T @ delta<l+1>) * f'(z<l>)",
+                    ),
+                )
+            ),
+            Eq(
+                (
+                    M(
+                        r"\text{BP3}\quad \frac{\partial %s}{\partial \mathbf{b}^{[l]}}" % LOSS,
+                        "BP3  dL/db<l>",
+                    ),
+                    M(r"\boldsymbol{\delta}^{[l]}", "delta<l>"),
+                )
+            ),
+            Eq(
+                (
+                    M(
+                        r"\text{BP4}\quad \frac{\partial %s}{\partial W^{[l]}}" % LOSS,
+                        "BP4  dL/dW<l>",
+                    ),
+                    M(r"\boldsymbol{\delta}^{[l]} \mathbf{a}^{[l-1]\top}", "delta<l> @ a<l-1>.T"),
+                )
+            ),
+        )
+        s.items.append(
+            Item(
+                "para",
+                (
+                    "For layers ",
+                    M(
+                        r"\mathbf{z}^{[l]} = W^{[l]} \mathbf{a}^{[l-1]} + \mathbf{b}^{[l]}",
+                        "z<l> = W<l> a<l-1> + b<l>",
+                    ),
+                    ", ",
+                    M(r"\mathbf{a}^{[l]} = f(\mathbf{z}^{[l]})", "a<l> = f(z<l>)"),
+                    " with an elementwise ",
+                    M("f", "f"),
+                    ", the backward pass is four equations (Nielsen's BP1-BP4): the error "
+                    "at the output (BP1), the error of a layer from the next one (BP2, "
+                    "the recursion), and the bias and weight gradients from the error "
+                    "(BP3, BP4). A full Jacobian (softmax, a map layer) replaces the "
+                    "factor ",
+                    M(r"f'(z)", "f'(z)"),
+                    " by a product with the transposed Jacobian.",
+                ),
+            )
+        )
+        if not self.mat:
+            general = (
+                Eq(
+                    (
+                        M(r"\text{BP1}\quad \delta^{[L]}_{k}", "BP1  delta<L>[k]"),
+                        M(
+                            r"\frac{\partial %s}{\partial a^{[L]}_{k}} f'(z^{[L]}_{k})" % LOSS,
+                            "dL/da<L>[k] f'(z<L>[k])",
+                        ),
+                    )
+                ),
+                Eq(
+                    (
+                        M(r"\text{BP2}\quad \delta^{[l]}_{k}", "BP2  delta<l>[k]"),
+                        M(
+                            r"\Big(\sum_{i} W^{[l+1]}_{ik} \delta^{[l+1]}_{i}\Big) f'(z^{[l]}_{k})",
+                            "(sum_i W<l+1>[i,k] delta<l+1>[i]) f'(z<l>[k])",
+                        ),
+                    )
+                ),
+                Eq(
+                    (
+                        M(
+                            r"\text{BP3}\quad \frac{\partial %s}{\partial b^{[l]}_{p}}" % LOSS,
+                            "BP3  dL/db<l>[p]",
+                        ),
+                        M(r"\delta^{[l]}_{p}", "delta<l>[p]"),
+                    )
+                ),
+                Eq(
+                    (
+                        M(
+                            r"\text{BP4}\quad \frac{\partial %s}{\partial W^{[l]}_{pq}}" % LOSS,
+                            "BP4  dL/dW<l>[p,q]",
+                        ),
+                        M(r"\delta^{[l]}_{p} a^{[l-1]}_{q}", "delta<l>[p] a<l-1>[q]"),
+                    )
+                ),
+            )
+        s.items.append(Item("math", eqs=general))
+        # the box holds the four general equations; this network's instances can be long
+        # (one line per step) and follow outside it, where a page may break
+        s = self.section(["BP1-BP4 for this network, and the recipe"], 2, anchor="bp-network")
+        if self.mat:
+            s.items.append(Item("label", ("For this network",)))
+            eqs: list[Eq] = []
+            for st in self.d.steps:
+                if not st.needed:
+                    continue
+                tag = self._bp_tag(st)
+                if st.kind == "input" and st.jacobian == "linear":
+                    nxt = [x for x in self.d.steps if x.upstream == st.grad]
+                    if nxt and self._bp_tag(nxt[0]) == "BP2":
+                        continue  # shown inside BP2
+                lhs = self._grad_lhs(st, "vector", [])[0]
+                rhs = st.matrix
+                if rhs is None:  # no matrix form: components only
+                    continue
+                if tag == "BP2":
+                    pb = self._pass_back(st)
+                    if pb is not None and pb.matrix is not None:
+                        rhs = rhs.xreplace({Vec(pb.grad): _Grouped(pb.matrix)})
+                label = r"\text{%s}\quad " % tag if tag else ""
+                eqs.append(
+                    Eq(
+                        (
+                            M(label + lhs.tex, (tag + "  " if tag else "") + lhs.txt),
+                            self.ex(rhs, "vector"),
+                        )
+                    )
+                )
+            s.items.append(Item("math", eqs=tuple(eqs)))
+        s.items.append(Item("label", ("The recipe, layer by layer",)))
+        s.items.append(
+            Item(
+                "list",
+                entries=(
+                    (
+                        "Loss gradient: ",
+                        M(r"\partial %s / \partial \hat{\mathbf{y}}" % LOSS, "dL/dyhat"),
+                        ".",
+                    ),
+                    (
+                        "Back through the activation: ",
+                        M(r"\boldsymbol{\delta}^{[l]}", "delta<l>"),
+                        " from the adjoint of ",
+                        M(r"\mathbf{a}^{[l]}", "a<l>"),
+                        " (BP1 at the output, BP2 below it).",
+                    ),
+                    (
+                        "Weight gradient: ",
+                        M(r"\boldsymbol{\delta}^{[l]} \mathbf{a}^{[l-1]\top}", "delta<l> a<l-1>^T"),
+                        " (BP4).",
+                    ),
+                    ("Bias gradient: ", M(r"\boldsymbol{\delta}^{[l]}", "delta<l>"), " (BP3)."),
+                    (
+                        "Pass back: ",
+                        M(
+                            r"\partial %s / \partial \mathbf{a}^{[l-1]} = "
+                            r"W^{[l]\top} \boldsymbol{\delta}^{[l]}" % LOSS,
+                            "dL/da<l-1> = W<l>^T delta<l>",
+                        ),
+                        ".",
+                    ),
+                    (
+                        "Repeat steps 2-5 for layer ",
+                        M("l - 1", "l-1"),
+                        ", down to layer 1.",
+                    ),
+                ),
+            )
+        )
 
     def tensor_step(self, st: Step, s) -> None:
         """A step of a (channels, [height,] width) stage (conv, pooling, flatten): its local
@@ -810,6 +1580,8 @@ class _Doc:
     def summary(self) -> None:
         s = self.section(["Summary: the backward pass as computed"])
         steps = [st for st in self.d.steps if st.needed]
+        if not self.has_params:  # no parameters: the input gradient is the result
+            steps += [st for st in self.d.steps if not st.needed and st.kind == "input"][-1:]
         if self.mat:
             s.items.append(Item("label", ("Batched (the generated code)",)))
             eqs = []
@@ -822,14 +1594,49 @@ class _Doc:
             eqs = []
             for st in steps:
                 idx = [str(i) for i in st.indices]
+                if st.kind == "input":
+                    idx = ["k"]
+                    expr = _swap_ik(st.component)
+                else:
+                    expr = st.component
                 lhs = self._grad_lhs(st, "component", idx)
-                eqs.append(Eq((lhs[0], self.ex(st.component))))
+                eqs.append(Eq((lhs[0], self.ex(expr))))
             s.items.append(Item("math", eqs=tuple(eqs)))
 
 
 def _free_names(stage) -> list[str]:
     """The free indices of a stage's component form: ``i``, or ``c, h, w``."""
     return [str(i) for i in stage.indices] if stage.indices else ["i"]
+
+
+class _Grouped(sp.Function):
+    """Parentheses kept around a substituted sub-expression (display only)."""
+
+    nargs = 1
+
+    def _symgrad_latex(self, printer) -> str:
+        return r"\left(%s\right)" % printer._print(self.args[0])
+
+    def _sympystr(self, printer) -> str:
+        return "(%s)" % printer._print(self.args[0])
+
+
+def _apply_sum_identity(expr: sp.Expr, net) -> sp.Expr:
+    """``sum_i y_i = 1`` where the loss declares it (targets one-hot or probabilities)."""
+    if not any(kind == "sum_y_is_1" for kind, _ in net.loss.identities):
+        return expr
+    y = net.loss.target
+    return sp.expand(
+        expr.replace(
+            lambda e: (
+                isinstance(e, sp.Sum)
+                and e.function == y[e.limits[0][0]]
+                and e.limits[0][1] == 0
+                and e.limits[0][2] == net.loss.width - 1
+            ),
+            lambda e: sp.S.One,
+        )
+    )
 
 
 def _dedupe(sides: list[M]) -> list[M]:
@@ -859,7 +1666,21 @@ def _title(d: Derivation, to: str) -> str:
     return f"Backpropagation for {name}"
 
 
-def render(d: Derivation, to: str = "markdown", form: str = "both", standalone: bool = True) -> str:
+def rendered_sections(
+    d: Derivation, to: str, form: str = "both", width: int | None = None
+) -> list[RenderedSection]:
+    """The document's sections printed for one target (``"html"`` included: the page
+    builder in ``documents/html.py`` lays them out)."""
+    return _render_model(_Doc(d, form).build(), to, width or text_width())
+
+
+def render(
+    d: Derivation,
+    to: str = "markdown",
+    form: str = "both",
+    standalone: bool = True,
+    width: int | None = None,
+) -> str:
     """Render a derivation as lecture notes.
 
     Args:
@@ -869,6 +1690,7 @@ def render(d: Derivation, to: str = "markdown", form: str = "both", standalone: 
             or ``"both"``.
         standalone: a complete document (LaTeX: ``\\documentclass`` ... ``\\end{document}``;
             Markdown: with its title) rather than a fragment to paste.
+        width: text output only: the line width (default: the terminal's width).
 
     Returns:
         The document text.
@@ -881,7 +1703,7 @@ def render(d: Derivation, to: str = "markdown", form: str = "both", standalone: 
         raise ValueError(f"unknown target {to!r} (known: {', '.join(TARGETS)})")
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r} (known: {', '.join(FORMS)})")
-    sections = _render_model(_Doc(d, form).build(), to)
+    sections = rendered_sections(d, to, form, width)
     template = environment().get_template(_TEMPLATES[to])
     return template.render(
         title=_title(d, to),

@@ -387,6 +387,30 @@ class _Parser:
         return self.build(tok, lambda b: sp.Sum(b, (sym, 0, width - 1)), body, fold=False)
 
 
+def scalar_names(text: str, *, field: str | None = None) -> tuple[str, ...]:
+    """The variable names of a free scalar expression, in order of first appearance.
+
+    Every name that is not called is a variable (``a*b + c`` gives
+    ``a, b, c``). Used by the scalar explorer, whose variables are the expression's own
+    names; the expression itself is then parsed by :func:`parse_expression` as usual.
+    """
+
+    def fail(message: str) -> NoReturn:
+        raise SpecError(message, field=field)
+
+    if not isinstance(text, str):
+        fail(f"expected a string expression, got {type(text).__name__}")
+    if len(text) > MAX_CHARS:
+        fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
+    tokens = _tokenize(text, fail)
+    names = (
+        t.text
+        for t, after in zip(tokens, tokens[1:], strict=False)
+        if t.kind == "name" and after.text != "("  # a call: a function, never a variable
+    )
+    return tuple(dict.fromkeys(names))
+
+
 def parse_expression(
     text: str,
     *,

@@ -73,6 +73,17 @@ class CheckResult:
     alternative: str | None = None
     problem: str | None = None
     counterexample: dict = field(default_factory=dict)
+    #: Likely slips, in words ("yours is 8x the true gradient", "z1 where a1 belongs").
+    hints: list[str] = field(default_factory=list)
+    #: For an ambiguous formula: (how it is read, what that reading gives), one per reading.
+    readings: list[tuple[str, str]] = field(default_factory=list)
+    ambiguous: bool = False
+
+    @property
+    def verdict(self) -> str:
+        """``OK``, ``AMBIGUOUS`` (right under one reading of ``*`` versus juxtaposition
+        only) or ``WRONG``."""
+        return "OK" if self.ok else "AMBIGUOUS" if self.ambiguous else "WRONG"
 
     def format(self) -> str:
         ix = ", ".join(self.indices)
@@ -90,6 +101,16 @@ class CheckResult:
                 f"(at {self.points} random points, rel tol {TOL:.0e})"
             )
             return "\n".join(lines)
+        if self.ambiguous:
+            lines.append("  * and juxtaposition can be read two ways here:")
+            for how, what in self.readings:
+                lines.append(f"    {how}: {what}")
+            right = next((how for how, what in self.readings if what.startswith("right")), "")
+            lines.append(
+                f"AMBIGUOUS: your formula is right only when read as {right.split(': ')[-1]}; "
+                "write those parentheses"
+            )
+            return "\n".join(lines)
         if self.problem:
             lines.append(f"  {self.problem}")
         ce = self.counterexample
@@ -102,11 +123,19 @@ class CheckResult:
             )
             if ce.get("values"):
                 lines.append(f"    where {ce['values']}")
+            if ce.get("matrix"):
+                lines.append("  the same point in matrix notation:")
+                lines.extend(f"    {t}" for t in ce["matrix"])
+        lines.extend(f"  hint: {h}" for h in self.hints)
         lines.append(f"WRONG: your formula for {self.grad} differs from the derivation")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()
+
+    def _repr_markdown_(self) -> str:
+        """The notebook display: the verdict in bold, the report as a code block."""
+        return f"**{self.verdict}**\n\n```\n{self.format()}\n```\n"
 
 
 @dataclass(frozen=True)
@@ -121,6 +150,8 @@ class _Target:
     alternative: sp.Expr | None = None
     accept_i: bool = False  # a one-index parameter gradient: i may stand for p
     matrix: sp.Expr | None = None  # the per-sample matrix form, for matrix-notation formulas
+    jacobian: bool = False  # a local derivative: a diagonal Jacobian may be written diag(v)
+    rows_alike: bool = False  # every row the same (dz1/dW1 at p = i is x^T in each row)
 
 
 def _stage_by_names(net: Network, out: str, inp: str) -> Stage | None:
@@ -169,9 +200,71 @@ def _step_target(net: Network, st: Step) -> _Target:
     return _Target(st.grad, st.component, st.indices, ranges, meaning, alt, accept_i, st.matrix)
 
 
+def _chain_target(net: Network, text: str, out: str, inp: str) -> _Target | None:
+    """A whole layer's (or several stages') Jacobian ``d out[i]/d inp[k]``: the product of
+    the stages' local Jacobians, contracted (``da2/da1 = diag(f'(z2)) W2``)."""
+    names = [s.name for s in net.stages]
+    starts = [n for n, s in enumerate(net.stages) if str(s.inp) == inp]
+    if out not in names or not starts or starts[0] > names.index(out):
+        return None
+    first, last = starts[0], names.index(out)
+    i, k = idx("i"), idx("k")
+    jac: sp.Expr | None = None
+    for n in range(first, last + 1):
+        st = net.stages[n]
+        m = sp.Dummy("m", integer=True)
+        body = st.body.xreplace({st.index: i})
+        local = rewrite(contract(sp.diff(body, st.inp[m])), _reindexed(st, i))
+        if jac is None:
+            jac = local.xreplace({m: k})
+        else:  # d(out_n)[i]/d(inp)[k] = sum_m d(out_n)[i]/d(out_{n-1})[m] * J[m, k]
+            prev = jac.xreplace({i: m})
+            jac = contract(sp.Sum(local * prev, (m, 0, st.in_width - 1)))
+    assert jac is not None
+    w_out, w_in = net.size(net.stages[last].width), net.size(net.stages[first].in_width)
+    meaning = f"the Jacobian d{out}[i]/d{inp}[k] through {last - first + 1} stages (per sample)"
+    return _Target(text, jac, (i, k), {i: w_out, k: w_in}, meaning, jacobian=True)
+
+
+def _param_target(net: Network, text: str, out: str, inp: str) -> _Target | None:
+    """``dz1/dW1``: a layer output's derivative by its own parameter.
+
+    The full tensor ``dz1[i]/dW1[p, q] = [i == p] x[q]`` has a Kronecker delta that no
+    formula can write, so the formula asked for is its value on the diagonal ``p = i``
+    (free indices ``i`` and ``q``), the textbook ``dz_i/dW_iq = x_q``; off it, it is 0.
+    """
+    stage = next((s for s in net.stages if s.name == out), None)
+    param = next((p for p in (stage.params if stage else ()) if p.name == inp), None)
+    if stage is None or param is None:
+        return None
+    i = idx("i")
+    pidx = tuple(idx(nm) for nm in ("p", "q", "r")[: len(param.shape)])
+    wrt = param.base[pidx] if pidx else param.base
+    body = stage.body.xreplace({stage.index: i})
+    local = rewrite(contract(sp.diff(body, wrt)), _reindexed(stage, i))
+    if not pidx or not local.has(sp.KroneckerDelta):
+        return None
+    diag = contract(local.xreplace({pidx[0]: i}))
+    free = (i, *pidx[1:])
+    widths = (stage.width, *param.shape[1:])
+    ranges = {f: net.size(w) for f, w in zip(free, widths, strict=True)}
+    names = ", ".join(str(f) for f in pidx)
+    meaning = (
+        f"the local derivative d{out}[i]/d{inp}[{names}] = [i == p] * (this), given at "
+        f"p = i: free indices {', '.join(str(f) for f in free)}; it is 0 for p != i"
+    )
+    return _Target(text, diag, free, ranges, meaning, jacobian=True, rows_alike=len(free) == 2)
+
+
 def _local_target(net: Network, text: str, out: str, inp: str) -> _Target:
     stage = _stage_by_names(net, out, inp)
     if stage is None:
+        by_param = _param_target(net, text, out, inp)
+        if by_param is not None:
+            return by_param
+        chained = _chain_target(net, text, out, inp)
+        if chained is not None:
+            return chained
         pairs = ", ".join(f"d{s.name}/d{s.inp}" for s in net.stages)
         raise SpecError(
             f"no stage computes {out} from {inp} (local derivatives here: {pairs})",
@@ -183,11 +276,11 @@ def _local_target(net: Network, text: str, out: str, inp: str) -> _Target:
     if stage.kind == "elementwise":
         local = rewrite(contract(sp.diff(body, stage.inp[i])), _reindexed(stage, i))
         meaning = f"the local derivative d{out}[i]/d{inp}[i] ({stage.label}, diagonal Jacobian)"
-        return _Target(text, local, (i,), {i: w_out}, meaning)
+        return _Target(text, local, (i,), {i: w_out}, meaning, jacobian=True)
     k = idx("k")
     local = rewrite(contract(sp.diff(body, stage.inp[k])), _reindexed(stage, i))
     meaning = f"the local Jacobian d{out}[i]/d{inp}[k] ({stage.label})"
-    return _Target(text, local, (i, k), {i: w_out, k: w_in}, meaning)
+    return _Target(text, local, (i, k), {i: w_out, k: w_in}, meaning, jacobian=True)
 
 
 def _reindexed(stage: Stage, i: sp.Symbol) -> Stage:
@@ -207,6 +300,7 @@ def _shapes(d: Derivation, net: Network) -> dict[str, tuple[int, ...]]:
         shapes[p.name] = net.shape(p)
     for st in d.steps:
         shapes[st.grad] = tuple(net.size(w) for w in st.shape)
+    shapes["yhat"] = shapes[str(net.output)]  # the name the documents use for the output
     return shapes
 
 
@@ -307,6 +401,9 @@ def _random_env(d: Derivation, net: Network, rng: np.random.Generator) -> dict[s
     x = rng.normal(0.0, 1.0, net.size(net.input_width))
     y = random_targets(net, 1, rng)[0]
     _, env = run_derivation(d, params, x, y)
+    env["yhat"] = env[str(net.output)]
+    for sym, value in net.sizes.items():  # widths by name (n_2), as symgrad prints them
+        env.setdefault(str(sym), np.array(float(value)))
     return env
 
 
@@ -325,6 +422,20 @@ def _derivation(net: Network, seed: int) -> tuple[Network, Derivation]:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (net, sized, d)
     return sized, d
+
+
+def jacobian(net: Network, name: str) -> tuple[sp.Expr, tuple[str, ...], str]:
+    """A derived quantity or a local / whole-layer derivative, as ``check`` reads ``--grad``.
+
+    ``jacobian(net, "da2/da1")`` gives ``((1 - a2[i])*W2[i, k]*a2[i], ("i", "k"), meaning)``;
+    ``"dz1/dW1"`` gives ``x[q]`` at ``p = i``; ``"delta1"`` the derived step.
+
+    Raises:
+        SpecError: ``name`` names nothing in this network.
+    """
+    net, d = _derivation(net, 0)
+    target = _resolve(d, net, name)
+    return target.expr, tuple(str(f) for f in target.free), target.meaning
 
 
 def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> CheckResult:
@@ -356,9 +467,10 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
         return result
     rng = np.random.default_rng(seed)
     sizes = dict(net.sizes)
+    envs = [_random_env(d, net, rng) for _ in range(POINTS)]
+    wants = [eval_component(target.expr, env, sizes, target.free, target.ranges) for env in envs]
     for point in range(1, POINTS + 1):
-        env = _random_env(d, net, rng)
-        want = eval_component(target.expr, env, sizes, target.free, target.ranges)
+        env, want = envs[point - 1], wants[point - 1]
         try:
             with np.errstate(all="ignore"):
                 got = eval_component(expr, env, sizes, target.free, target.ranges)
@@ -386,16 +498,29 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
         "yours": float(got[pos]),
         "derived": float(want[pos]),
         "values": _values_used(expr, target, env, index),
+        "matrix": _matrix_lines(np.asarray(got), want),
     }
+    result.hints = _hints(
+        lambda e: eval_component(expr, e, sizes, target.free, target.ranges),
+        envs,
+        wants,
+        target,
+        net,
+        d,
+    )
     return result
 
 
 def _check_matrix(
     net: Network, d: Derivation, target: _Target, formula: str, seed: int
 ) -> CheckResult:
-    """``check_formula`` for matrix notation (``delta2 a1^T``): per sample, vectors as columns."""
+    """``check_formula`` for matrix notation (``delta2 a1^T``): per sample, vectors as columns.
+
+    A formula that mixes ``*`` and juxtaposition is read both ways (left to right, and
+    juxtaposition first); when only the second reading is right the verdict is AMBIGUOUS.
+    """
     from symgrad.documents.render import TextPrinter
-    from symgrad.verify.matrix_formula import FormulaShapeError, evaluate
+    from symgrad.verify.matrix_formula import evaluate_tree, parse, show
 
     shown = TextPrinter().doprint(target.matrix) if target.matrix is not None else None
     result = CheckResult(
@@ -409,45 +534,242 @@ def _check_matrix(
         alternative=formula_text(target.expr) if shown else None,
     )
     rng = np.random.default_rng(seed)
+    envs = [_random_env(d, net, rng) for _ in range(POINTS)]
     sizes = dict(net.sizes)
-    for point in range(1, POINTS + 1):
-        env = _random_env(d, net, rng)
-        want = eval_component(target.expr, env, sizes, target.free, target.ranges)
+    wants = [eval_component(target.expr, env, sizes, target.free, target.ranges) for env in envs]
+    tree, juxtaposed = parse(formula, envs[0], field="--formula")
+    trees = [tree]
+    if juxtaposed:
+        tight, _ = parse(formula, envs[0], field="--formula", juxtaposition_first=True)
+        if show(tight) != show(tree):
+            trees.append(tight)
+    verdicts = [_judge(lambda env, t=t: evaluate_tree(t, env), envs, wants, target) for t in trees]
+    first = verdicts[0]
+    if first.ok or len(verdicts) == 1 or not verdicts[1].ok:
+        if first.ok:
+            result.ok, result.points = True, POINTS
+            return result
+        result.problem, result.counterexample = first.problem, first.counterexample
+        result.hints = _hints(lambda env: evaluate_tree(tree, env), envs, wants, target, net, d)
+        return result
+    result.ambiguous = True
+    result.readings = [
+        (f"read left to right, {show(trees[0])}", f"wrong: {first.problem or 'other numbers'}"),
+        (
+            f"juxtaposition binding tighter, {show(trees[1])}",
+            f"right: equals the derived {target.name}",
+        ),
+    ]
+    return result
+
+
+@dataclass
+class _Verdict:
+    ok: bool
+    problem: str | None = None
+    counterexample: dict = field(default_factory=dict)
+
+
+def _fit(
+    got: np.ndarray, want: np.ndarray, target: _Target
+) -> tuple[np.ndarray | None, str | None]:
+    """``got`` in ``want``'s layout, or the reason the shapes do not fit."""
+    if want.ndim == 1 and got.shape == (want.shape[0], want.shape[0]) and want.shape[0] > 1:
+        if not target.jacobian:
+            n = want.shape[0]
+            return None, (
+                f"your formula is a {n} x {n} matrix where a vector is due: {target.name} is "
+                f"a column vector ({n} x 1); diag(v) is a matrix, v itself is the vector"
+            )
+        return got, "diagonal"
+    if want.ndim == 1 and got.shape == (want.shape[0], 1):
+        got = got[:, 0]
+    if target.rows_alike and want.ndim == 2 and got.shape == (1, want.shape[1]):
+        got = np.broadcast_to(got, want.shape)  # x^T: the row every i shares
+    if got.size == 1 and want.size != 1:
+        got = np.broadcast_to(got.reshape(()), want.shape)
+    if got.shape != want.shape:
+        kind = "a column vector" if want.ndim == 1 else "a matrix"
+        expect = f"{want.shape[0]} x 1" if want.ndim == 1 else " x ".join(map(str, want.shape))
+        have = " x ".join(map(str, got.shape))
+        return None, f"your formula is {have}; {target.name} is {kind} of shape {expect}"
+    return got, None
+
+
+def _judge(fn, envs, wants, target: _Target) -> _Verdict:
+    """Evaluate ``fn`` at every point and compare with the derived values."""
+    from symgrad.verify.matrix_formula import FormulaShapeError
+
+    for point, (env, want) in enumerate(zip(envs, wants, strict=True), start=1):
         try:
-            got = evaluate(formula, env, field="--formula")
+            with np.errstate(all="ignore"):
+                raw = fn(env)
         except FormulaShapeError as exc:
-            result.problem = f"the shapes do not fit: {exc}"
-            return result
-        if want.ndim == 1 and got.shape == (want.shape[0], want.shape[0]) and want.shape[0] > 1:
+            return _Verdict(False, f"the shapes do not fit: {exc}")
+        got, note = _fit(np.asarray(raw, dtype=float), want, target)
+        if got is None:
+            return _Verdict(False, note)
+        if note == "diagonal":
             want = np.diag(want)  # a diagonal Jacobian written as diag(...)
-        elif want.ndim == 1 and got.shape == (want.shape[0], 1):
-            got = got[:, 0]
-        if got.size == 1 and want.size != 1:
-            got = np.broadcast_to(got.reshape(()), want.shape)
-        if got.shape != want.shape:
-            kind = "a column vector" if want.ndim == 1 else "a matrix"
-            expect = f"{want.shape[0]} x 1" if want.ndim == 1 else " x ".join(map(str, want.shape))
-            have = " x ".join(map(str, got.shape))
-            result.problem = f"your formula is {have}; {target.name} is {kind} of shape {expect}"
-            return result
-        scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-300)
-        with np.errstate(invalid="ignore"):
-            diff = np.abs(got - want)
-        diff = np.where(np.isfinite(diff), diff, np.inf)
-        if want.size and float(np.max(diff)) > TOL * scale:
+        diff = _diff(got, want)
+        if want.size and float(np.max(diff)) > TOL * _scale(want):
             pos = np.unravel_index(int(np.argmax(diff)), want.shape)
             names = [str(f) for f in target.free] if want.ndim == len(target.free) else ["i", "k"]
-            result.counterexample = {
-                "point": point,
-                "index": {n: int(v) for n, v in zip(names, pos, strict=False)},
-                "yours": float(got[pos]),
-                "derived": float(want[pos]),
-                "values": "",
-            }
-            return result
-        result.points = point
-    result.ok = True
-    return result
+            return _Verdict(
+                False,
+                None,
+                {
+                    "point": point,
+                    "index": {n: int(v) for n, v in zip(names, pos, strict=False)},
+                    "yours": float(got[pos]),
+                    "derived": float(want[pos]),
+                    "values": "",
+                    "matrix": _matrix_lines(got, want),
+                },
+            )
+    return _Verdict(True)
+
+
+def _scale(want: np.ndarray) -> float:
+    return max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-300)
+
+
+def _diff(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got - want)
+    return np.where(np.isfinite(diff), diff, np.inf)
+
+
+def _close(got, want) -> bool:
+    got = np.asarray(got, dtype=float)
+    return got.shape == want.shape and float(
+        np.max(_diff(got, want), initial=0.0)
+    ) <= 1e-7 * _scale(want)
+
+
+def _matrix_lines(got: np.ndarray, want: np.ndarray) -> list[str]:
+    """Both values at the counterexample as whole vectors / matrices (small ones only)."""
+    if got.size > 48:
+        return []
+
+    def text(a: np.ndarray) -> str:
+        a = a.reshape(-1, 1) if a.ndim == 1 else a
+        return np.array2string(a, precision=4, suppress_small=True, max_line_width=200).replace(
+            "\n", ""
+        )
+
+    return [f"yours   = {text(got)}", f"derived = {text(want)}"]
+
+
+def _hints(fn, envs, wants, target: _Target, net: Network, d: Derivation) -> list[str]:
+    """Name the likely slip: a constant factor (which way), a transpose, z used where a
+    belongs (or a where z belongs), a missing activation-derivative factor."""
+    from symgrad.verify.matrix_formula import FormulaShapeError
+
+    def values(swap: dict[str, str] | None = None) -> list[np.ndarray] | None:
+        out = []
+        for env, want in zip(envs, wants, strict=True):
+            e = env if not swap else {**env, **{k: env[v] for k, v in swap.items()}}
+            try:
+                with np.errstate(all="ignore"):
+                    got = np.asarray(fn(e), dtype=float)
+            except (FormulaShapeError, DerivationError, KeyError, IndexError, ValueError):
+                return None
+            if want.ndim == 1 and got.shape == (want.shape[0], 1):
+                got = got[:, 0]
+            out.append(got)
+        return out
+
+    hints: list[str] = []
+    gots = values()
+    if gots is None:
+        return hints
+    square = any(w.ndim == 2 and w.shape[0] > 1 and w.shape[1] > 1 for w in wants)
+    if square and all(
+        g.shape == w.T.shape and _close(g.T, w) for g, w in zip(gots, wants, strict=True)
+    ):
+        hints.append(f"yours is the transpose of {target.name}")
+    if all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):
+        factor = _factor(gots, wants)
+        if factor is not None:
+            hints.append(_factor_words(factor, target, net))
+    pairs = [
+        (s.name, str(s.inp))
+        for s in net.stages
+        if s.kind == "elementwise" and str(s.inp) in envs[0] and s.name in envs[0]
+    ]
+    for a_name, z_name in pairs:
+        for used, belongs in ((z_name, a_name), (a_name, z_name)):
+            swapped = values({used: belongs})
+            if swapped is not None and all(
+                _close(g, w) for g, w in zip(swapped, wants, strict=True)
+            ):
+                how = f"{a_name} = f({z_name})" if belongs == a_name else belongs
+                hints.append(
+                    f"you used {used} where {how} belongs: with {belongs} in place of "
+                    f"{used} your formula is right"
+                )
+    for st in net.stages:
+        if st.kind != "elementwise" or len(wants[0].shape) != 1:
+            continue
+        if wants[0].shape[0] != net.size(st.width):
+            continue
+        local = _local_target(net, f"d{st.name}/d{st.inp}", st.name, str(st.inp))
+        if len(local.free) != 1:
+            continue
+        shown = formula_text(local.expr).replace("[i]", "")
+        factors = [
+            eval_component(local.expr, env, dict(net.sizes), local.free, local.ranges)
+            for env in envs
+        ]
+        if all(
+            g.shape == w.shape and _close(g * f, w)
+            for g, f, w in zip(gots, factors, wants, strict=True)
+        ):
+            hints.append(
+                f"a factor is missing: yours times d{st.name}/d{st.inp} = {shown} "
+                f"(elementwise) is right"
+            )
+        elif all(
+            g.shape == w.shape and _close(g, w * f)
+            for g, f, w in zip(gots, factors, wants, strict=True)
+        ):
+            hints.append(f"an extra factor d{st.name}/d{st.inp} = {shown}: drop it")
+    return hints
+
+
+def _factor(gots: list[np.ndarray], wants: list[np.ndarray]) -> float | None:
+    """The constant c with yours = c * derived at every point, if there is one (c != 1)."""
+    ratios = []
+    for g, w in zip(gots, wants, strict=True):
+        mask = np.abs(w) > 1e-9 * _scale(w)
+        if not mask.any() or not np.all(np.isfinite(g)):
+            return None
+        if np.any(np.abs(g[~mask]) > 1e-9 * _scale(w)):
+            return None
+        ratios.append(g[mask] / w[mask])
+    r = np.concatenate(ratios)
+    c = float(np.median(r))
+    if c == 0 or not np.allclose(r, c, rtol=1e-7, atol=0) or np.isclose(c, 1.0, rtol=1e-9):
+        return None
+    return c
+
+
+def _factor_words(c: float, target: _Target, net: Network) -> str:
+    if np.isclose(c, -1.0):
+        return f"the sign is flipped: yours is -1 times the true {target.name}"
+    widths = {int(v): str(k) for k, v in net.sizes.items()}
+    base = f"yours is {c:.6g}x the true {target.name}"
+    inv = 1.0 / c
+    if abs(c - round(c)) < 1e-9 and abs(round(c)) > 1:
+        name = widths.get(int(abs(round(c))))
+        extra = f": is a 1/{name} = 1/{abs(round(c))} missing?" if name else ""
+        return base + extra
+    if abs(inv - round(inv)) < 1e-9 and abs(round(inv)) > 1:
+        base = f"yours is 1/{abs(round(inv))} of the true {target.name} ({c:.6g}x)"
+        name = widths.get(int(abs(round(inv))))
+        return base + (f": divided by {name} once too often?" if name else "")
+    return base
 
 
 def _values_used(expr, target: _Target, env, index: dict[str, int]) -> str:
@@ -467,4 +789,4 @@ def _values_used(expr, target: _Target, env, index: dict[str, int]) -> str:
     return ", ".join(out)
 
 
-__all__ = ["CheckResult", "check_formula", "formula_text"]
+__all__ = ["CheckResult", "check_formula", "formula_text", "jacobian"]

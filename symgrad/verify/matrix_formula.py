@@ -9,6 +9,8 @@ with NumPy on per-sample values, vectors being columns:
   ``x``, ``y``) and numbers;
 - ``+ - / **`` and ``*`` or ``⊙`` elementwise (shapes must match; a scalar broadcasts);
 - ``@`` or juxtaposition (``W2^T delta2``) for the matrix product; ``^T`` or ``.T`` transposes;
+  two columns side by side (``a1(1 - a1)``, an implicit product) multiply elementwise, the
+  only product that fits them;
 - functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid`` elementwise, and
   ``outer(u, v)``, ``dot(u, v)``, ``sum(v)``, ``diag(v)``.
 
@@ -18,7 +20,7 @@ Shape slips are answered as such: ``a1^T delta2`` for ``dL/dW2`` is "a 1 x 1, ex
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,15 +96,34 @@ def tokenize(text: str, *, field: str | None = None) -> list[_Tok]:
     return out
 
 
-class _Parser:
-    """Recursive descent straight to NumPy values (the formula is evaluated as it is read)."""
+# The formula's tree: ("num", value) ("name", name) ("neg", x) ("T", x) ("pow", x, exponent)
+# ("call", fn, args) ("ew", op, a, b) for + - * / elementwise, ("mm", op, a, b) for @ and
+# juxtaposition (op "@" or " ").
+Node = tuple
 
-    def __init__(self, toks: list[_Tok], env: Mapping[str, np.ndarray], field: str | None):
+
+class _Parser:
+    """Recursive descent to a small tree; :func:`_eval` evaluates it, :func:`show` prints it.
+
+    ``juxtaposition_first`` reads juxtaposition as binding tighter than ``*`` (so
+    ``a1 * (1 - a1) * W2^T delta2`` is ``a1 * (1 - a1) * (W2^T delta2)``); by default
+    ``*``, ``/``, ``@`` and juxtaposition share one level and group left to right.
+    """
+
+    def __init__(
+        self,
+        toks: list[_Tok],
+        names: Collection[str],
+        field: str | None,
+        juxtaposition_first: bool = False,
+    ):
         self.toks = toks
         self.i = 0
-        self.env = env
+        self.names = names
         self.field = field
         self.depth = 0
+        self.tight = juxtaposition_first
+        self.juxtaposed = False  # whether the formula uses juxtaposition at all
 
     # -- helpers ---------------------------------------------------------------------
     def peek(self) -> _Tok:
@@ -128,51 +149,57 @@ class _Parser:
             raise self.fail(f"formula nested deeper than {MAX_DEPTH}")
 
     # -- grammar ---------------------------------------------------------------------
-    def parse(self) -> np.ndarray:
+    def parse(self) -> Node:
         value = self.expr()
         t = self.peek()
         if t.kind != "end":
             raise self.fail(f"unexpected {t.text!r} at position {t.pos}")
         return value
 
-    def expr(self) -> np.ndarray:
+    def expr(self) -> Node:
         value = self.term()
         while self.peek().text in ("+", "-"):
             op = self.take().text
-            rhs = self.term()
-            value = _elementwise(value, rhs, np.add if op == "+" else np.subtract, op)
+            value = ("ew", op, value, self.term())
         return value
 
     def _starts_primary(self, t: _Tok) -> bool:
         return t.kind in ("num", "name") or t.text == "("
 
-    def term(self) -> np.ndarray:
-        value = self.unary()
+    def term(self) -> Node:
+        operand = self.juxt if self.tight else self.unary
+        value = operand()
         while True:
             t = self.peek()
             if t.text in ("*", "⊙", "/"):
                 self.take()
-                rhs = self.unary()
-                fn = np.divide if t.text == "/" else np.multiply
-                value = _elementwise(value, rhs, fn, t.text)
+                value = ("ew", "/" if t.text == "/" else "*", value, operand())
             elif t.text == "@":
                 self.take()
-                value = _matmul(value, self.unary())
+                value = ("mm", "@", value, operand())
             elif self._starts_primary(t):  # juxtaposition: W2^T delta2
-                value = _matmul(value, self.unary())
+                self.juxtaposed = True
+                value = ("mm", " ", value, operand())
             else:
                 return value
 
-    def unary(self) -> np.ndarray:
+    def juxt(self) -> Node:
+        value = self.unary()
+        while self._starts_primary(self.peek()):
+            self.juxtaposed = True
+            value = ("mm", " ", value, self.unary())
+        return value
+
+    def unary(self) -> Node:
         if self.peek().text in ("-", "+"):
             op = self.take().text
             self.nest()
             v = self.unary()
             self.depth -= 1
-            return -v if op == "-" else v
+            return ("neg", v) if op == "-" else v
         return self.power()
 
-    def power(self) -> np.ndarray:
+    def power(self) -> Node:
         base = self.postfix()
         if self.peek().text != "**":
             return base
@@ -187,23 +214,22 @@ class _Parser:
         e = sign * float(t.text)
         if abs(e) > MAX_EXPONENT:
             raise self.fail(f"exponent {e:g} is too large (at most {MAX_EXPONENT:g})")
-        with np.errstate(all="ignore"):
-            return np.power(base, e)
+        return ("pow", base, e)
 
-    def postfix(self) -> np.ndarray:
+    def postfix(self) -> Node:
         value = self.primary()
         while self.peek().text in ("^T", ".T"):
             self.take()
-            value = value.T
+            value = ("T", value)
         return value
 
-    def primary(self) -> np.ndarray:
+    def primary(self) -> Node:
         t = self.take()
         if t.kind == "num":
             v = float(t.text)
             if not np.isfinite(v):
                 raise self.fail(f"number {t.text} at position {t.pos} is not finite")
-            return np.array([[v]])
+            return ("num", v)
         if t.text == "(":
             self.nest()
             inner = self.expr()
@@ -211,17 +237,17 @@ class _Parser:
             self.depth -= 1
             return inner
         if t.kind == "name":
-            if self.peek().text == "(":
+            # a1(1 - a1): a quantity before a parenthesis is an implicit product, not a call
+            if self.peek().text == "(" and t.text not in self.names:
                 return self.call(t)
-            if t.text in self.env:
-                arr = np.asarray(self.env[t.text], dtype=float)
-                return arr.reshape(-1, 1) if arr.ndim == 1 else arr
-            allowed = ", ".join(sorted(self.env))
+            if t.text in self.names:
+                return ("name", t.text)
+            allowed = ", ".join(sorted(self.names))
             raise self.fail(f"unknown name {t.text!r} at position {t.pos} (allowed: {allowed})")
         found = repr(t.text) if t.kind != "end" else "the end of the formula"
         raise self.fail(f"unexpected {found} at position {t.pos}")
 
-    def call(self, name: _Tok) -> np.ndarray:
+    def call(self, name: _Tok) -> Node:
         fn = name.text
         if fn not in ELEMENTWISE and fn not in SPECIAL:
             allowed = ", ".join([*ELEMENTWISE, *SPECIAL])
@@ -237,16 +263,86 @@ class _Parser:
         want = 2 if fn in ("outer", "dot") else 1
         if len(args) != want:
             raise self.fail(f"{fn}() takes {want} argument(s), got {len(args)}")
+        return ("call", fn, tuple(args))
+
+
+def _eval(node: Node, env: Mapping[str, np.ndarray]) -> np.ndarray:
+    kind = node[0]
+    if kind == "num":
+        return np.array([[node[1]]])
+    if kind == "name":
+        arr = np.asarray(env[node[1]], dtype=float)
+        return arr.reshape(-1, 1) if arr.ndim == 1 else arr.reshape(1, 1) if arr.ndim == 0 else arr
+    if kind == "neg":
+        return -_eval(node[1], env)
+    if kind == "T":
+        return _eval(node[1], env).T
+    if kind == "pow":
         with np.errstate(all="ignore"):
-            if fn in ELEMENTWISE:
-                return ELEMENTWISE[fn](args[0])
-        if fn == "outer":
-            return _matmul(_column(args[0], "outer"), _column(args[1], "outer").T)
-        if fn == "dot":
-            return _matmul(_column(args[0], "dot").T, _column(args[1], "dot"))
-        if fn == "sum":
-            return np.array([[float(np.sum(args[0]))]])
-        return np.diagflat(_column(args[0], "diag"))
+            return np.power(_eval(node[1], env), node[2])
+    if kind == "ew":
+        fns = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
+        return _elementwise(_eval(node[2], env), _eval(node[3], env), fns[node[1]], node[1])
+    if kind == "mm":
+        a, b = _eval(node[2], env), _eval(node[3], env)
+        if node[1] == " " and a.shape == b.shape and a.ndim == 2 and a.shape[1] == 1:
+            # a1(1 - a1), two columns side by side: only the elementwise product fits
+            return _elementwise(a, b, np.multiply, "*")
+        return _matmul(a, b)
+    fn, args = node[1], [_eval(a, env) for a in node[2]]
+    with np.errstate(all="ignore"):
+        if fn in ELEMENTWISE:
+            return ELEMENTWISE[fn](args[0])
+    if fn == "outer":
+        return _matmul(_column(args[0], "outer"), _column(args[1], "outer").T)
+    if fn == "dot":
+        return _matmul(_column(args[0], "dot").T, _column(args[1], "dot"))
+    if fn == "sum":
+        return np.array([[float(np.sum(args[0]))]])
+    return np.diagflat(_column(args[0], "diag"))
+
+
+_LEVEL = {"ew+": 1, "ew-": 1, "ew*": 2, "ew/": 2, "mm@": 2, "mm ": 2}
+
+
+def show(node: Node, *, explicit: bool = True) -> str:
+    """The tree as text; with ``explicit`` every product is parenthesised (shows a reading)."""
+    kind = node[0]
+    if kind == "num":
+        v = node[1]
+        return str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:g}"
+    if kind == "name":
+        return node[1]
+    if kind == "neg":
+        return f"-{_wrap(node[1], explicit)}"
+    if kind == "T":
+        return f"{_wrap(node[1], explicit)}^T"
+    if kind == "pow":
+        return f"{_wrap(node[1], explicit)}**{show(('num', node[2]))}"
+    if kind == "call":
+        return f"{node[1]}({', '.join(show(a, explicit=explicit) for a in node[2])})"
+    op = " " if node[1] == " " else f" {node[1]} "
+    left, right = node[2], node[3]
+    lt, rt = show(left, explicit=explicit), show(right, explicit=explicit)
+    level = _LEVEL[f"{kind}{node[1]}"]
+    if _is_binary(left) and (explicit and level == 2 or _level(left) < level):
+        lt = f"({lt})"
+    if _is_binary(right) and (explicit and level == 2 or _level(right) <= level):
+        rt = f"({rt})"
+    return f"{lt}{op}{rt}"
+
+
+def _is_binary(node: Node) -> bool:
+    return node[0] in ("ew", "mm")
+
+
+def _level(node: Node) -> int:
+    return _LEVEL[f"{node[0]}{node[1]}"]
+
+
+def _wrap(node: Node, explicit: bool) -> str:
+    text = show(node, explicit=explicit)
+    return f"({text})" if _is_binary(node) or node[0] == "neg" else text
 
 
 def _shape(a: np.ndarray) -> str:
@@ -288,11 +384,39 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b
 
 
-def evaluate(text: str, env: Mapping[str, np.ndarray], *, field: str | None = None) -> np.ndarray:
+def parse(
+    text: str,
+    names: Collection[str],
+    *,
+    field: str | None = None,
+    juxtaposition_first: bool = False,
+) -> tuple[Node, bool]:
+    """Parse a formula; returns the tree and whether it uses juxtaposition.
+
+    Raises:
+        SpecError: the text is not a formula (bad token, unknown name, ...).
+    """
+    p = _Parser(tokenize(text, field=field), names, field, juxtaposition_first)
+    return p.parse(), p.juxtaposed
+
+
+def evaluate_tree(node: Node, env: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The value of a parsed formula (raises FormulaShapeError when shapes do not fit)."""
+    return _eval(node, env)
+
+
+def evaluate(
+    text: str,
+    env: Mapping[str, np.ndarray],
+    *,
+    field: str | None = None,
+    juxtaposition_first: bool = False,
+) -> np.ndarray:
     """The value of a matrix-notation formula (vectors as columns).
 
     Raises:
         SpecError: the text is not a formula (bad token, unknown name, ...).
         FormulaShapeError: the shapes of the formula's terms do not fit together.
     """
-    return _Parser(tokenize(text, field=field), env, field).parse()
+    tree, _ = parse(text, env, field=field, juxtaposition_first=juxtaposition_first)
+    return _eval(tree, env)

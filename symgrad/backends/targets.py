@@ -1,0 +1,299 @@
+"""Code generation stage, other targets: the programs beyond "loss -> parameter gradients".
+
+One derivation, many targets. ``codegen.build_context`` prints the target-free program
+(forward, loss, backward: SymPy expressions after CSE and the stable forms) with the
+target's printer; this module adds what the PyTorch and JAX modules and ``--hvp`` need:
+
+- the **loss program with the input gradient** ``dx`` (so ``LossFunction`` and the JAX
+  ``custom_vjp`` can pass a gradient to whatever produced ``X``), split from the rest;
+- the **vector-Jacobian program**: the backward pass of the network *output* from an
+  incoming ``G = dL/dyhat``. It is derived, not assembled: the network with the linear
+  "loss" ``sum_i G[i] yhat[i]`` has exactly ``dL/dyhat = G``, and its derivation is the
+  VJP (summed over the samples, not averaged: ``G`` already carries the batch's weights);
+- the **tangent programs** of ``--hvp`` (``calculus/forward.py``): ``hvp`` is the
+  R-operator of the loss program's backward pass, ``ggnvp`` pushes ``V`` forward to
+  ``R{yhat} = J V``, applies the loss Hessian in the output (the R-operator of
+  ``dL/dyhat``) and pulls the result back with the vector-Jacobian program.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import sympy as sp
+
+from symgrad.backends.codegen import (
+    Statement,
+    _comment,
+    _Printer,
+    build_context,
+    comment_text,
+)
+from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
+from symgrad.calculus.layout import N, batch, batch_param_grad, batched_step
+from symgrad.calculus.matrix_form import Mat, Vec, matrix_pass
+from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
+from symgrad.errors import SpecError
+from symgrad.ir.network import Loss, Network
+from symgrad.ir.plain import PlainTextPrinter
+
+#: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
+G = sp.IndexedBase("G", real=True)
+
+Item = tuple[str, sp.Expr, tuple[str, ...]]
+_NAME = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+class MatrixText(PlainTextPrinter):
+    """Batched matrix formulas for comments: ``R{z1} = X @ RW1.T + Rb1``."""
+
+    def _print_Symbol(self, expr):
+        return {"x": "X", "y": "Y", "N": "n"}.get(expr.name, expr.name)
+
+    _print_Vec = _print_Symbol
+    _print_Mat = _print_Symbol
+
+    def _op(self, e: sp.Expr) -> str:
+        text = self._print(e)
+        return text if e.is_Symbol or isinstance(e, sp.Function) else f"({text})"
+
+    def _print_BMatMul(self, expr):
+        v, w, t = expr.args
+        return f"{self._op(v)} @ {self._print(w)}{'.T' if t != 0 else ''}"
+
+    def _print_BOuter(self, expr):
+        return f"{self._op(expr.args[0])}.T @ {self._op(expr.args[1])}"
+
+    def _print_RowSum(self, expr):
+        return f"rowsum({self._print(expr.args[0])})"
+
+    def _print_ColSum(self, expr):
+        return f"colsum({self._print(expr.args[0])})"
+
+
+def matrix_text(expr: sp.Expr) -> str:
+    """One batched expression as plain text (for comments and ``derive --hvp``)."""
+    return MatrixText().doprint(expr)
+
+
+def with_input_grad(d: Derivation) -> Derivation:
+    """The derivation with ``dL/dx`` computed (code usually skips it: nothing reads it)."""
+    inp = str(d.network.input)
+    steps = tuple(
+        replace(s, needed=True) if s.kind == "input" and s.wrt == inp else s for s in d.steps
+    )
+    return replace(d, steps=steps)
+
+
+def derive(net: Network) -> Derivation:
+    """Stages 3-4 for the derived networks of the VJP and the tangents (the driver, which
+    sits above the backends, runs the same two calls)."""
+    return matrix_pass(reverse_accumulate(net))
+
+
+def vjp_network(net: Network) -> Network:
+    """``net`` with the linear "loss" ``sum_i G[i] yhat[i]``: its gradients are the VJP."""
+    out, C = net.output, net.output_width
+    i = net.stages[-1].index
+    body = sp.Sum(G[i] * out[i], (i, 0, C - 1))
+    loss = Loss("vjp", body, out, G, C)
+    return Network(net.name, net.stages, loss, net.sizes, net.input, net.n_layers, net.source)
+
+
+def _vjp_expr(step: Step) -> sp.Expr:
+    """A VJP step, batched: summed over the samples (no 1/n at the seed)."""
+    return batch_param_grad(step.matrix) if step.kind == "param" else batch(step.matrix)
+
+
+def _forward_items(d: Derivation) -> list[Item]:
+    return [
+        (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
+        for f in d.forward
+    ]
+
+
+def _flat(blocks: list[list[Statement]]) -> list[Statement]:
+    return [s for b in blocks for s in b]
+
+
+def _split_input_grad(stmts: list[Statement], params: list[str]) -> tuple[list, list]:
+    """The statements of the parameter gradients, and those of ``dx`` (the last block)."""
+    grads = {"d" + p for p in params}
+    last = max((k for k, s in enumerate(stmts) if s.target in grads), default=-1)
+    return stmts[: last + 1], stmts[last + 1 :]
+
+
+def _uses(stmts: list[Statement]) -> set[str]:
+    return set().union(*(s.uses for s in stmts)) if stmts else set()
+
+
+def _saved(forward: list[Statement], backward: list[Statement]) -> list[str]:
+    """Forward values the backward statements read (saved for autograd, JAX residuals)."""
+    used = _uses(backward)
+    return [s.target for s in forward if s.target in used]
+
+
+def _keep(inputs: list[str], forward: list[Statement], backward: list[Statement]) -> list[str]:
+    """Inputs and forward values the backward statements read, in that order."""
+    used = _uses(backward)
+    return [x for x in inputs if x in used] + _saved(forward, backward)
+
+
+def _printer(net: Network, target: str, names: dict[str, str] | None = None) -> _Printer:
+    pr = _Printer(net, target)
+    pr.p.names.update(names or {})
+    return pr
+
+
+def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
+    """Drop statements whose value nothing reads (a program shared between passes, e.g. a
+    loss-gradient step that the tangent program only needs the tangent of)."""
+    live = set(outputs)
+    kept: list[Statement] = []
+    for st in reversed(stmts):
+        if st.target in live:
+            kept.append(st)
+            # The printed code, not only ``uses``: split statements read their own temporaries.
+            live |= st.uses | set(_NAME.findall(" ".join((st.code, *st.inplace))))
+    return kept[::-1]
+
+
+def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
+    """forward(params, X) and its backward from G: the statements and what to save."""
+    net = d.network
+    vd = with_input_grad(derive(vjp_network(net)))
+    items = _forward_items(d)
+    n_fwd = len(items)
+    for step in vd.steps:
+        if step.needed:
+            items.append((step.grad, _vjp_expr(step), _comment(vd, step)))
+    pr = _printer(net, target, {"G": "G"})
+    blocks = pr.program(items)
+    helpers |= pr.p.helpers
+    fwd = _flat(blocks[:n_fwd])
+    back, dx = _split_input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
+    return {
+        "forward": fwd,
+        "backward": back,
+        "input_grad": dx,
+        "saved": _keep(["X", *net.param_names], fwd, back + dx),
+        "uses": sorted(_uses(back + dx)),
+    }
+
+
+def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
+    """The Hessian-vector program: the batched forward and backward passes of the loss,
+    each statement followed by its R-operator statement; returns the items and, per
+    parameter, the variable holding ``(H V)[param]``."""
+    net = d.network
+    tan: dict[sp.Symbol, sp.Expr] = {}
+    for p in net.params:
+        sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
+        tan[sym] = tangent_symbol(sym)
+    items: list[Item] = []
+
+    def add(name: str, expr: sp.Expr, comment: tuple[str, ...], primal: bool = True) -> None:
+        if primal:  # a parameter gradient itself is not needed, only its tangent
+            items.append((name, expr, comment))
+        r = tangent(expr, tan)
+        if r != 0:
+            rname = tangent_name(name)
+            items.append((rname, r, (f"R{{{name}}} = {matrix_text(r)}",)))
+            tan[Vec(name)] = Vec(rname)
+
+    for name, expr, comment in _forward_items(d):
+        add(name, expr, comment)
+    for step in d.steps:
+        if step.needed:
+            add(step.grad, batched_step(step), _comment(d, step), step.kind != "param")
+    out = {}
+    for p in net.params:
+        g = "d" + p.name
+        out[p.name] = tangent_name(g) if Vec(tangent_name(g)) in tan.values() else ""
+    return items, out
+
+
+def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
+    """The Gauss-Newton program: ``R{yhat} = J V`` forward, ``U = H_L R{yhat}`` (the
+    R-operator of dL/dyhat, the output's loss gradient), then ``J^T U`` by the
+    vector-Jacobian program."""
+    net = d.network
+    tan: dict[sp.Symbol, sp.Expr] = {}
+    for p in net.params:
+        sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
+        tan[sym] = tangent_symbol(sym)
+    items: list[Item] = []
+    for name, expr, comment in _forward_items(d):
+        items.append((name, expr, comment))
+        r = tangent(expr, tan)
+        if r != 0:
+            rname = tangent_name(name)
+            items.append((rname, r, (f"R{{{name}}} = {matrix_text(r)}",)))
+            tan[Vec(name)] = Vec(rname)
+    seed = next(s for s in d.steps if s.kind == "loss")
+    u = tangent(batch(seed.matrix) / N, tan)
+    items.append(("U", u, (f"U = H_L J V = R{{{seed.grad}}} (the loss Hessian in the output)",)))
+    vd = derive(vjp_network(net))
+    gvec = Vec("G")
+    for step in vd.steps:
+        if step.needed:
+            items.append(
+                (step.grad, _vjp_expr(step).xreplace({gvec: Vec("U")}), _comment(vd, step))
+            )
+    return items, {p: "d" + p for p in net.param_names}
+
+
+def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
+    net = d.network
+    hitems, hout = tangent_program(d)
+    gitems, gout = ggn_program(d)
+    hpr, gpr = _printer(net, target), _printer(net, target)
+    hstmts = dead_code(_flat(hpr.program(hitems)), set(hout.values()))
+    gstmts = dead_code(_flat(gpr.program(gitems)), set(gout.values()))
+    helpers |= hpr.p.helpers | gpr.p.helpers
+    return {
+        "hvp": {"statements": hstmts, "out": hout, "uses": sorted(_uses(hstmts))},
+        "ggnvp": {"statements": gstmts, "out": gout, "uses": sorted(_uses(gstmts))},
+    }
+
+
+def target_context(
+    d: Derivation,
+    target: str,
+    *,
+    optimizer: str | None = None,
+    source: str | None = None,
+    hvp: bool = False,
+) -> dict:
+    """Everything a target's module template needs, printed with the target's printer."""
+    if optimizer is not None and target != "numpy":
+        raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
+    autodiff = target in ("torch", "jax")
+    ctx = build_context(
+        with_input_grad(d) if autodiff else d, optimizer=optimizer, source=source, target=target
+    )
+    ctx["target"] = target
+    helpers = set(ctx["helpers"])
+    names = list(d.network.param_names)
+    if autodiff:
+        back, dx = _split_input_grad(ctx["backward"], names)
+        fwd = ctx["forward"] + ctx["loss_statements"]
+        ctx["backward"], ctx["input_grad"] = back, dx
+        ctx["loss_saved"] = _keep(["X", "Y", *names], fwd, back + dx)
+        ctx["loss_uses"] = sorted(_uses(back + dx))
+        ctx["vjp"] = _vjp_program(d, target, helpers)
+    ctx.update(_second_order(d, target, helpers) if hvp else {"hvp": None, "ggnvp": None})
+    ctx["helpers"] = sorted(helpers)
+    return ctx
+
+
+__all__ = [
+    "G",
+    "ggn_program",
+    "matrix_text",
+    "tangent_program",
+    "target_context",
+    "vjp_network",
+    "with_input_grad",
+]

@@ -1,0 +1,640 @@
+"""The scalar explorer: derivatives of a one-line expression, step by step, micrograd-style.
+
+``scalar("3*x**2 - 4*x + 5", at={"x": 3})`` is the first lesson of every backprop course
+done with symgrad: the derivative symbolically (6x - 4), its value at the point (14), the
+forward finite-difference estimate (f(3.001) - f(3))/0.001 = 14.003, a table of how the
+forward-difference error shrinks with h until round-off takes over, and the chain rule
+on the expression graph: every node's value on the way forward and its gradient
+(upstream gradient times local derivative, summed over the node's uses) on the way back.
+
+The expression is read by the whitelist parser of :mod:`symgrad.frontend.expr_parser`
+(never eval/sympify). Its structure is kept as written (``a - b`` is ``a + (-1)*b``
+and ``a/b`` is ``a * b**-1``, as in micrograd), so the graph shows the learner's own
+expression rather than SymPy's canonical form. Values are computed in float64 with
+:mod:`math`, so the finite differences show real round-off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import sympy as sp
+
+from symgrad.errors import SpecError
+from symgrad.files import atomic_write, check_writable, with_marker
+from symgrad.frontend.expr_parser import _Parser, _tokenize, scalar_names
+from symgrad.ir.ops import sigmoid
+
+#: Scalar expressions are short; the bound keeps symbolic simplification fast.
+MAX_CHARS = 500
+MAX_VARIABLES = 12
+#: Step sizes of the error table: 1e-1 down to 1e-12.
+TABLE_STEPS = tuple(10.0**-k for k in range(1, 13))
+#: Expressions larger than this (operation count) are not passed to sp.simplify.
+SIMPLIFY_LIMIT = 60
+EXPR_FIELD = "EXPR"
+
+
+class _StructuredParser(_Parser):
+    """The whitelist parser, building arithmetic unevaluated so the tree stays as written.
+
+    Constant sub-expressions still fold (``2*3`` is 6): the parent class does that.
+    """
+
+    def build(self, tok: Any, fn: Callable[..., sp.Expr], *args: sp.Expr, fold: bool = True):
+        if all(a.is_Number for a in args):
+            return super().build(tok, fn, *args, fold=fold)
+        with sp.evaluate(False):
+            return super().build(tok, fn, *args, fold=False)
+
+
+def _fmt(v: float) -> str:
+    """A value as a learner reads it: 14, 14.003, -3, 1.5e-08."""
+    if math.isnan(v):
+        return "nan"
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.6g}"
+
+
+def _fmt_h(h: float) -> str:
+    return f"{h:.0e}" if h < 1e-3 else _fmt(h)
+
+
+# -- float64 evaluation of the tree ---------------------------------------------------------
+
+_FLOAT_FUNCS: dict[type, Callable[[float], float]] = {
+    sp.exp: math.exp,
+    sp.log: math.log,
+    sp.Abs: abs,
+    sp.tanh: math.tanh,
+    sp.cosh: math.cosh,
+    sp.sinh: math.sinh,
+    sp.sin: math.sin,
+    sp.cos: math.cos,
+    sigmoid: lambda v: 0.5 + 0.5 * math.tanh(0.5 * v),
+}
+
+
+def _float(expr: sp.Expr, point: Mapping[sp.Symbol, float]) -> float:
+    """``expr`` at ``point`` in float64 arithmetic (raises ValueError/OverflowError)."""
+    if expr.is_Symbol:
+        return point[expr]
+    if expr.is_Number:
+        return float(expr)
+    args = [_float(a, point) for a in expr.args]
+    if isinstance(expr, sp.Add):
+        return math.fsum(args) if len(args) > 2 else args[0] + args[1]
+    if isinstance(expr, sp.Mul):
+        out = 1.0
+        for v in args:
+            out *= v
+        return out
+    if isinstance(expr, sp.Pow):
+        base, exp = args
+        if base == 0.0 and exp < 0:
+            raise ValueError("division by zero")
+        value = base**exp
+        if isinstance(value, complex):
+            raise ValueError("a negative number to a fractional power")
+        return float(value)
+    if isinstance(expr, sp.Max):
+        return max(args)
+    if isinstance(expr, sp.Min):
+        return min(args)
+    fn = _FLOAT_FUNCS.get(type(expr))
+    if fn is None:  # not reachable from the whitelist; a clear error all the same
+        raise ValueError(f"cannot evaluate {type(expr).__name__}")
+    return fn(args[0])
+
+
+def _safe_float(expr: sp.Expr, point: Mapping[sp.Symbol, float]) -> float:
+    try:
+        value = _float(expr, point)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+# -- the expression graph ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the expression graph.
+
+    Attributes:
+        name: ``x`` for a variable, ``n1, n2 ...`` for intermediate results, ``f`` for the
+            whole expression, the number itself for a constant.
+        expr: the sub-expression (as written).
+        op: ``var``, ``const``, ``+``, ``*``, ``**``, or a function name.
+        definition: the node in terms of its children's names (``n2 = 3*n1``).
+        children: indices of the children in :attr:`ScalarResult.nodes`.
+        value: the forward value at the point.
+        grad: df/d(node) at the point (None for constants).
+        grad_expr: df/d(node) symbolically (in the variables).
+        locals: for each child, the local derivative d(node)/d(child) (symbolic, numeric).
+    """
+
+    name: str
+    expr: sp.Expr
+    op: str
+    definition: str
+    children: tuple[int, ...]
+    value: float
+    grad: float | None
+    grad_expr: sp.Expr | None
+    locals: tuple[tuple[sp.Expr, float], ...]
+
+
+def _op(expr: sp.Expr) -> str:
+    if expr.is_Symbol:
+        return "var"
+    if expr.is_Number:
+        return "const"
+    if isinstance(expr, sp.Add):
+        return "+"
+    if isinstance(expr, sp.Mul):
+        return "*"
+    if isinstance(expr, sp.Pow):
+        return "**"
+    return str(expr.func).lower() if expr.func is not sp.Abs else "abs"
+
+
+def _definition(expr: sp.Expr, names: list[str]) -> str:
+    op = _op(expr)
+    if op in ("+", "*"):
+        return f" {op} ".join(names)
+    if op == "**":
+        return f"{names[0]}**{names[1]}"
+    return f"{op}({', '.join(names)})"
+
+
+def _local_derivatives(expr: sp.Expr) -> tuple[sp.Expr, ...]:
+    """d(node)/d(child_k) for each child, in terms of the children (evaluated SymPy)."""
+    dummies = [sp.Dummy(f"u{k}", real=True) for k in range(len(expr.args))]
+    node = expr.func(*dummies)
+    back = {u: a.doit() for u, a in zip(dummies, expr.args, strict=True)}
+    return tuple(_tidy(sp.diff(node, u).xreplace(back)) for u in dummies)
+
+
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """A readable form, cheaply: like terms collected (``sp.simplify`` can take a minute on
+    ``sqrt(x**2 + y**2)*cosh(x - y)/(1 + abs(y))``, and a learner waits for every node)."""
+    if sp.count_ops(expr) > SIMPLIFY_LIMIT:
+        return expr
+    forms = [expr]
+    for rewrite in (lambda e: sp.factor_terms(sp.together(e)), sp.expand):
+        with suppress(Exception):  # rewriting can fail on Heaviside/Max corner cases
+            forms.append(rewrite(expr))
+    return min(forms, key=sp.count_ops)  # the shortest; ties go to the form as derived
+
+
+def _topological(root: sp.Expr) -> list[sp.Expr]:
+    """Distinct sub-expressions, children before parents (identical ones merged)."""
+    order: list[sp.Expr] = []
+    seen: set[sp.Expr] = set()
+    stack: list[tuple[sp.Expr, bool]] = [(root, False)]
+    while stack:
+        e, done = stack.pop()
+        if done:
+            if e not in seen:
+                seen.add(e)
+                order.append(e)
+            continue
+        if e in seen:
+            continue
+        stack.append((e, True))
+        stack.extend((a, False) for a in reversed(e.args))
+    return order
+
+
+def _build_graph(
+    root: sp.Expr, point: Mapping[sp.Symbol, float]
+) -> tuple[tuple[Node, ...], dict[sp.Symbol, sp.Expr]]:
+    order = _topological(root)
+    pos = {e: k for k, e in enumerate(order)}
+    names: list[str] = []
+    counter = 0
+    for e in order:
+        if e.is_Symbol:  # a variable keeps its name, even when it is all of f
+            names.append(str(e))
+        elif e is root or e == root:
+            names.append("f")
+            names.append(str(e))
+        elif e.is_Number:
+            names.append(_fmt(float(e)))
+        else:
+            counter += 1
+            names.append(f"n{counter}")
+    values = [_safe_float(e, point) for e in order]
+    local = [_local_derivatives(e) if e.args else () for e in order]
+    num_point = {s: sp.Float(v) for s, v in point.items()}
+    local_values = [tuple(_safe_sympy_float(d, num_point) for d in loc) for loc in local]
+    # Backward: reverse topological order; each node passes grad * local to its children.
+    grad_expr: list[sp.Expr] = [sp.S.Zero] * len(order)
+    grad_val = [0.0] * len(order)
+    grad_expr[-1], grad_val[-1] = sp.S.One, 1.0
+    for k in range(len(order) - 1, -1, -1):
+        for c, d, dv in zip(order[k].args, local[k], local_values[k], strict=True):
+            ci = pos[c]
+            grad_expr[ci] = grad_expr[ci] + grad_expr[k] * d
+            grad_val[ci] += grad_val[k] * dv
+    nodes = []
+    for k, e in enumerate(order):
+        const = e.is_Number
+        nodes.append(
+            Node(
+                name=names[k],
+                expr=e,
+                op=_op(e),
+                definition=_definition(e, [names[pos[a]] for a in e.args]) if e.args else "",
+                children=tuple(pos[a] for a in e.args),
+                value=values[k],
+                grad=None if const else grad_val[k],
+                grad_expr=None if const else _tidy(grad_expr[k]),
+                locals=tuple(zip(local[k], local_values[k], strict=True)),
+            )
+        )
+    return tuple(nodes), {e: grad_expr[pos[e]] for e in order if e.is_Symbol}
+
+
+def _safe_sympy_float(expr: sp.Expr, point: Mapping[sp.Symbol, sp.Expr]) -> float:
+    try:
+        value = complex(expr.xreplace(point).evalf(17))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return math.nan
+    return value.real if value.imag == 0 and math.isfinite(value.real) else math.nan
+
+
+# -- the result --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalarResult:
+    """Everything the explorer found; ``format()`` (text), ``markdown()`` and ``to_dot()``
+    show it, and a notebook displays it as Markdown.
+
+    Attributes:
+        text: the expression as written.
+        expr: the expression (SymPy, evaluated form).
+        variables: the variable names, in order of first appearance.
+        point: the value of each variable.
+        h: the finite-difference step.
+        value: f at the point.
+        derivatives: df/dv symbolically, per variable.
+        gradient: df/dv at the point.
+        fd: the forward difference (f(v + h) - f(v))/h per variable.
+        table: (h, {variable: forward-difference estimate}) for h = 1e-1 ... 1e-12.
+        nodes: the expression graph, children before parents; the last node is f.
+    """
+
+    text: str
+    expr: sp.Expr
+    variables: tuple[str, ...]
+    point: dict[str, float]
+    h: float
+    value: float
+    derivatives: dict[str, sp.Expr]
+    gradient: dict[str, float]
+    fd: dict[str, float]
+    table: tuple[tuple[float, dict[str, float]], ...]
+    nodes: tuple[Node, ...]
+
+    # -- summaries ------------------------------------------------------------------------
+    def best_h(self, var: str) -> float | None:
+        """The table's step with the smallest forward-difference error for ``var``."""
+        errs = [(abs(est[var] - self.gradient[var]), h) for h, est in self.table]
+        errs = [(e, h) for e, h in errs if math.isfinite(e)]
+        return min(errs)[1] if errs else None
+
+    def _at(self) -> str:
+        return ", ".join(f"{v} = {_fmt(self.point[v])}" for v in self.variables)
+
+    def _lines(self) -> dict[str, list[str]]:
+        """The text of each section (shared by format and markdown)."""
+        var = self.variables
+        deriv = [f"df/d{v} = {sp.sstr(self.derivatives[v])}" for v in var]
+        values = [f"f = {_fmt(self.value)}"] + [f"df/d{v} = {_fmt(self.gradient[v])}" for v in var]
+        fd = [
+            f"df/d{v} ~ (f({v} + h) - f({v}))/h = {_fmt(self.fd[v])}"
+            f"   (error {_fmt(self.fd[v] - self.gradient[v])})"
+            for v in var
+        ]
+        fwd, bwd = [], []
+        width = max((len(n.name) for n in self.nodes), default=1)
+        for n in self.nodes:
+            if n.op == "var":
+                fwd.append(f"{n.name:<{width}} = {_fmt(n.value)}   (input)")
+            elif n.op != "const":
+                fwd.append(f"{n.name:<{width}} = {n.definition} = {_fmt(n.value)}")
+        parents: dict[int, list[int]] = {}
+        for k, n in enumerate(self.nodes):
+            for c in n.children:
+                parents.setdefault(c, [])
+                if k not in parents[c]:
+                    parents[c].append(k)
+        for k in range(len(self.nodes) - 1, -1, -1):
+            n = self.nodes[k]
+            if n.grad is None:
+                continue
+            if not parents.get(k):
+                bwd.append(f"grad({n.name}) = 1")
+                continue
+            terms, nums = [], []
+            for pk in parents[k]:
+                p = self.nodes[pk]
+                for c, (dsym, dval) in zip(p.children, p.locals, strict=True):
+                    if c != k:
+                        continue
+                    assert p.grad is not None
+                    terms.append(f"grad({p.name}) * d{p.name}/d{n.name}")
+                    nums.append(f"{_fmt(p.grad)} * {_fmt(dval)}")
+                    if not dsym.is_Number:
+                        nums[-1] += f" [d{p.name}/d{n.name} = {sp.sstr(dsym)}]"
+            bwd.append(
+                f"grad({n.name}) = {' + '.join(terms)} = {' + '.join(nums)} = {_fmt(n.grad)}"
+            )
+        table = []
+        head = ["h".rjust(7)] + [
+            f"(f({v}+h) - f({v}))/h".rjust(22) + "  error".rjust(10) for v in var
+        ]
+        table.append("  ".join(head))
+        for h, est in self.table:
+            row = [_fmt_h(h).rjust(7)]
+            for v in var:
+                err = est[v] - self.gradient[v]
+                row.append(f"{est[v]:22.12g}  {abs(err):9.1e}")
+            table.append("  ".join(row))
+        notes = []
+        for v in var:
+            best = self.best_h(v)
+            if best == TABLE_STEPS[0]:
+                notes.append(
+                    f"df/d{v}: no truncation error (f is linear in {v}): every error is "
+                    "round-off, and it grows as h shrinks."
+                )
+            elif best is not None:
+                notes.append(
+                    f"df/d{v}: the error shrinks in proportion to h (truncation) down to "
+                    f"h = {best:.0e}; below that round-off in f(x + h) - f(x) takes over."
+                )
+        return {
+            "derivatives": deriv,
+            "values": values,
+            "fd": fd,
+            "forward": fwd,
+            "backward": bwd,
+            "table": table,
+            "notes": notes,
+        }
+
+    def format(self) -> str:
+        """The explorer's report as plain text (what ``symgrad scalar`` prints)."""
+        s = self._lines()
+        out = [f"f({', '.join(self.variables)}) = {self.text.strip()}", ""]
+        out += ["Derivatives (symbolic):", *(f"  {t}" for t in s["derivatives"]), ""]
+        out += [f"At {self._at()}:", *(f"  {t}" for t in s["values"]), ""]
+        out += [f"Forward differences, h = {_fmt(self.h)}:", *(f"  {t}" for t in s["fd"]), ""]
+        out += [
+            "Chain rule on the expression graph (micrograd-style):",
+            "  forward pass, each node's value:",
+            *(f"    {t}" for t in s["forward"]),
+            "  backward pass, grad(node) = df/dnode = the sum over the node's uses of "
+            "grad(user) * (local derivative):",
+            *(f"    {t}" for t in s["backward"]),
+            "",
+            "How the forward-difference error depends on h:",
+            *(f"  {t}" for t in s["table"]),
+            *(f"  {t}" for t in s["notes"]),
+        ]
+        return "\n".join(out) + "\n"
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def markdown(self) -> str:
+        """The report as Markdown (the notebook display)."""
+        s = self._lines()
+        md = [f"**f({', '.join(self.variables)}) = `{self.text.strip()}`**", ""]
+        md += ["Derivatives: " + "; ".join(f"`{t}`" for t in s["derivatives"]), ""]
+        md += [f"At {self._at()}: " + "; ".join(f"`{t}`" for t in s["values"]), ""]
+        md += [f"Forward differences (h = {_fmt(self.h)}):", ""]
+        md += [f"- `{t}`" for t in s["fd"]] + [""]
+        md += ["Chain rule on the expression graph:", "", "```"]
+        md += [*s["forward"], "", *s["backward"], "```", ""]
+        md += ["| h | " + " | ".join(f"estimate d{v} | error" for v in self.variables) + " |"]
+        md += ["|---" * (1 + 2 * len(self.variables)) + "|"]
+        for h, est in self.table:
+            cells = [
+                f"{est[v]:.12g} | {abs(est[v] - self.gradient[v]):.1e}" for v in self.variables
+            ]
+            md.append(f"| {_fmt_h(h)} | " + " | ".join(cells) + " |")
+        md += ["", *s["notes"]]
+        return "\n".join(md) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def to_dot(self) -> str:
+        """The expression graph in Graphviz DOT: a record per value (name, value, gradient)
+        and a small node per operation, as micrograd draws it."""
+        out = [
+            "digraph scalar {",
+            "  rankdir=LR;",
+            '  node [fontname="Helvetica", fontsize=11];',
+        ]
+        for k, n in enumerate(self.nodes):
+            grad = "" if n.grad is None else f" | grad {_fmt(n.grad)}"
+            label = f"{{ {_dot_escape(n.name)} | value {_fmt(n.value)}{grad} }}"
+            if n.op == "const":
+                label = _dot_escape(n.name)
+            fill = ', style=filled, fillcolor="#e8f0fe"' if n.op == "var" else ""
+            if n.name == "f":
+                fill = ', style=filled, fillcolor="#fde8e8"'
+            out.append(f'  v{k} [shape=record, label="{label}"{fill}];')
+            if n.children:
+                out.append(f'  v{k}_op [shape=circle, label="{_dot_escape(n.op)}"];')
+                out.append(f"  v{k}_op -> v{k};")
+                for c in dict.fromkeys(n.children):
+                    out.append(f"  v{c} -> v{k}_op;")
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+    def write_graph(self, path: str | os.PathLike[str], *, force: bool = False) -> list[str]:
+        """Write the graph: ``FILE.dot`` always, and ``FILE.svg`` / ``FILE.png`` when asked
+        for and Graphviz ``dot`` is installed. Returns the files written.
+
+        Raises:
+            SpecError: not a .dot/.svg/.png name, or a file symgrad did not write (or, for
+                a PNG, any existing file) is in the way and ``force`` is not given.
+        """
+        return write_graph(self.to_dot(), path, force=force)
+
+
+def _dot_escape(text: str) -> str:
+    out = text
+    for ch in '\\"{}|<>':
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def write_graph(dot: str, path: str | os.PathLike[str], *, force: bool = False) -> list[str]:
+    """Write DOT source beside ``path`` and render ``path`` (.svg or .png) with Graphviz.
+
+    Both go through :mod:`symgrad.files` (atomic, marked, never clobbering a file symgrad
+    did not write); every target is checked before anything is written.
+    """
+    from symgrad.documents.graph import render_graph
+
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in ("dot", "svg", "png"):
+        raise SpecError(
+            f"expected a .dot, .svg or .png file name, got {str(path)!r}", field="--graph"
+        )
+    folder = target.parent
+    if not folder.is_dir():
+        raise SpecError(
+            f"cannot write {target}: folder {str(folder)!r} does not exist", field="--graph"
+        )
+    dot_path = target.with_suffix(".dot")
+    check_writable(dot_path, force=force, fmt="dot")
+    if fmt != "dot":
+        check_writable(target, force=force, fmt=fmt)
+    atomic_write(dot_path, with_marker(dot, "dot"), force=force, fmt="dot")
+    written = [str(dot_path)]
+    if fmt != "dot" and render_graph(dot, target, fmt, force=force):
+        written.append(str(target))
+    return written
+
+
+# -- the entry point -----------------------------------------------------------------------
+
+
+def parse_point(text: str) -> dict[str, float]:
+    """``"x=3,y=-2.5"`` -> ``{"x": 3.0, "y": -2.5}`` (the ``--at`` option)."""
+    point: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, eq, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not name.isidentifier() or not value:
+            raise SpecError(f"expected NAME=VALUE, got {part.strip()!r}", field="--at")
+        try:
+            number = float(value)  # a float literal only: float() never evaluates code
+        except ValueError:
+            raise SpecError(f"{name}: {value!r} is not a number", field="--at") from None
+        if not math.isfinite(number):
+            raise SpecError(f"{name}: {value!r} is not a finite number", field="--at")
+        if name in point:
+            raise SpecError(f"{name} is given twice", field="--at")
+        point[name] = number
+    return point
+
+
+def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3) -> ScalarResult:
+    """Explore the derivatives of a scalar expression at a point.
+
+    Args:
+        expr: the expression, e.g. ``"3*x**2 - 4*x + 5"`` or ``"a*b + c"``: numbers,
+            ``+ - * / **``, and ``exp log sqrt abs tanh cosh sinh sin cos sigmoid max min``.
+            Every other name is a variable.
+        at: a value for every variable, e.g. ``{"x": 3}``.
+        h: the forward-difference step.
+
+    Returns:
+        A :class:`ScalarResult`; print it, or display it in a notebook.
+
+    Raises:
+        SpecError: the expression cannot be read, a variable has no value, a value names
+            no variable, or f is not defined at the point.
+    """
+    if not isinstance(expr, str):
+        raise SpecError(
+            f"expected a string expression, got {type(expr).__name__}", field=EXPR_FIELD
+        )
+    if len(expr) > MAX_CHARS:
+        raise SpecError(
+            f"expression is too long ({len(expr)} characters, at most {MAX_CHARS})",
+            field=EXPR_FIELD,
+        )
+    at = dict(at or {})
+    if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+        raise SpecError(f"the step must be a positive number, got {h!r}", field="--h")
+    names = scalar_names(expr, field=EXPR_FIELD)
+    if len(names) > MAX_VARIABLES:
+        raise SpecError(
+            f"too many variables ({len(names)}, at most {MAX_VARIABLES})", field=EXPR_FIELD
+        )
+    symbols = {n: sp.Symbol(n, real=True) for n in names}
+
+    def fail(message: str) -> NoReturn:
+        raise SpecError(message, field=EXPR_FIELD)
+
+    tree = _StructuredParser(
+        _tokenize(expr, fail), fail, scalars=symbols, arrays={}, indices={}, free_indices=()
+    ).parse()
+    if tree.is_Number or not names:
+        fail("the expression is a constant (nothing to differentiate)")
+    missing = [n for n in names if n not in at]
+    if missing:
+        want = ",".join(f"{n}=..." for n in missing)
+        raise SpecError(
+            f"no value for {', '.join(missing)} (give --at {want}; the variables are "
+            f"{', '.join(names)})",
+            field="--at",
+        )
+    extra = [n for n in at if n not in names]
+    if extra:
+        raise SpecError(
+            f"{', '.join(extra)} is not a variable of the expression (its variables: "
+            f"{', '.join(names)})",
+            field="--at",
+        )
+    point = {symbols[n]: float(at[n]) for n in names}
+    try:
+        value = _float(tree, point)
+    except (ValueError, OverflowError, ZeroDivisionError) as exc:
+        raise SpecError(
+            f"f is not defined at {', '.join(f'{n}={_fmt(at[n])}' for n in names)} ({exc})",
+            field="--at",
+        ) from None
+    if not math.isfinite(value):
+        raise SpecError("f is not finite at the point", field="--at")
+    nodes, _ = _build_graph(tree, point)
+    evaluated = tree.doit()
+    derivatives = {n: _tidy(sp.diff(evaluated, symbols[n])) for n in names}
+    by_name = {n.name: n for n in nodes}
+    gradient = {n: float(by_name[n].grad or 0.0) for n in names}
+
+    def forward_diff(name: str, step: float) -> float:
+        moved = dict(point)
+        moved[symbols[name]] = point[symbols[name]] + step
+        return (_safe_float(tree, moved) - value) / step
+
+    fd = {n: forward_diff(n, h) for n in names}
+    table = tuple((s, {n: forward_diff(n, s) for n in names}) for s in TABLE_STEPS)
+    return ScalarResult(
+        text=expr,
+        expr=evaluated,
+        variables=names,
+        point={n: float(at[n]) for n in names},
+        h=float(h),
+        value=value,
+        derivatives=derivatives,
+        gradient=gradient,
+        fd=fd,
+        table=table,
+        nodes=nodes,
+    )
+
+
+__all__ = ["Node", "ScalarResult", "parse_point", "scalar", "write_graph"]

@@ -1,0 +1,4 @@
+# net: seed
+# expect: wrong 4 1/N twice
+delta2 = (a2 - Y) * a2 * (1 - a2) / N
+dW2 = delta2.T @ a1 / N

@@ -1,0 +1,7 @@
+# net: bce
+# expect: wrong 6 missing Hadamard factor
+delta2 = (yhat - Y) / (N * n_2)
+dW2 = delta2.T @ a1
+da1 = delta2 @ W2
+delta1 = da1
+dW1 = delta1.T @ X

@@ -1,0 +1,209 @@
+"""``symgrad check SPEC --steps FILE``: a whole hand-written backward pass, line by line.
+
+Every file under ``tests/steps/`` says in its header which catalogue network it is for and
+what the checker must answer: ``# expect: right``, or ``# expect: wrong LINE SLIP`` (the
+first wrong step starts at LINE and the likely slip named contains SLIP). The references
+are the derivation evaluated on random batches; the slips were written by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from catalogue import catalogue
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from symgrad.cli import main
+from symgrad.errors import SpecError
+from symgrad.learn.steps import check_steps, parse_steps, unparse
+from symgrad.verify.check import check_formula
+
+NETS = catalogue()
+HERE = Path(__file__).parent / "steps"
+FILES = sorted(HERE.glob("*.py"))
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def _header(path: Path) -> tuple[str, str]:
+    text = path.read_text()
+    net = re.search(r"^# net: (\w+)$", text, re.M)
+    expect = re.search(r"^# expect: (.+)$", text, re.M)
+    assert net and expect, f"{path.name}: header lines '# net:' and '# expect:' missing"
+    return net.group(1), expect.group(1).strip()
+
+
+def test_the_collection_is_big_enough():
+    kinds = [_header(p)[1].split()[0] for p in FILES]
+    assert kinds.count("right") >= 10 and kinds.count("wrong") >= 15
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_each_file_gets_its_verdict(path):
+    net_name, expect = _header(path)
+    report = check_steps(NETS[net_name], path.read_text(), file=path.name)
+    text = report.format()
+    if expect == "right":
+        assert report.ok, text
+        assert text.splitlines()[-1].startswith("OK: all")
+        return
+    _, line, slip = expect.split(" ", 2)
+    first = report.first_wrong
+    assert first is not None, text
+    assert first.lines[0] == int(line), text
+    assert first.slip is not None and slip in first.slip, text
+    assert first.should_be, text
+    assert f"WRONG: line {line}" in text.splitlines()[-1]
+    # the steps before the first wrong one are all judged right (or the learner's own)
+    for v in report.verdicts[: report.verdicts.index(first)]:
+        assert v.status != "wrong"
+
+
+def test_equivalent_forms_say_so():
+    report = check_steps(NETS["seed"], (HERE / "r10_transposed_forms.py").read_text())
+    statuses = {v.name: v.status for v in report.verdicts}
+    assert statuses["dW2"] == "right (equivalent)"
+    head = "delta2 = (a2 - Y) * a2 * (1 - a2) / N\n"
+    assert check_steps(NETS["seed"], head + "dW2 = delta2.T @ a1\n").verdicts[1].status == "right"
+    keep = check_steps(NETS["seed"], head + "db2 = np.sum(delta2, axis=0, keepdims=True)\n")
+    assert "kept axis" in keep.verdicts[1].status
+
+
+def test_per_sample_scale_is_named():
+    report = check_steps(NETS["seed"], (HERE / "r02_per_sample_scale.py").read_text())
+    first = next(v for v in report.verdicts if v.name == "delta2")
+    assert first.status.startswith("right (per-sample scale")
+
+
+def test_a_wrong_line_shows_counterexample_and_fix():
+    report = check_steps(NETS["seed"], (HERE / "w03_z_for_a.py").read_text())
+    text = report.format()
+    # (the factors' order depends on how SymPy cached the product: either reading is right)
+    assert re.search(r"should be: delta1 = (a1\*da1\*\(1 - a1\)|da1\*\(1 - a1\)\*a1)", text)
+    assert "with that fixed: delta1 = da1 * a1 * (1 - a1)" in text
+    assert re.search(r"counterexample: random batch \d, entry \[\d, \d\]: yours = ", text)
+    # the line after it is judged with the right delta1 in place of the learner's
+    assert report.verdicts[-1].name == "dW1" and report.verdicts[-1].status == "right"
+
+
+def test_notebook_display():
+    report = check_steps(NETS["seed"], (HERE / "w05_sign.py").read_text())
+    assert (
+        report._repr_markdown_().startswith("```\n") and "likely slip" in report._repr_markdown_()
+    )
+    res = check_formula(NETS["seed"], "db2", "diag(delta2)")
+    assert res._repr_markdown_().startswith("**WRONG**")
+
+
+def test_missing_gradients_are_listed():
+    text = "delta2 = (a2 - Y) * a2 * (1 - a2) / N\ndW2 = delta2.T @ a1\n"
+    report = check_steps(NETS["seed"], text)
+    assert report.ok and set(report.missing) == {"db2", "dW1", "db1"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("import os\n", "expected an assignment"),
+        ("dW2 = __import__('os')\n", "unexpected character"),
+        ("dW2 = delta2.T @ a1; x = 1\n", "unexpected character ';'"),
+        ("dW2 = eval('1')\n", "unexpected character"),
+        ("dW2 = open(a1)\n", "function 'open' is not allowed"),
+        ("dW2 = np.linalg.inv(W2)\n", "np.linalg is not allowed"),
+        ("dW2 = a1.__class__\n", "attribute .__class__ is not allowed"),
+        ("dW2 = a1[0]\n", "unexpected '['"),
+        ("dW2 = lambda: 1\n", "unexpected character ':'"),
+        ("dW2 = delta9.T @ a1\n", "'delta9' is not defined"),
+        ("# nothing\n", "no assignments found"),
+        ("dW2 = a1 ** a1\n", "an exponent must be a number"),
+        ("dW2 = (a1\n", "expected ')'"),
+    ],
+)
+def test_bad_files_are_one_line_errors(text, message):
+    with pytest.raises(SpecError) as info:
+        check_steps(NETS["seed"], text, file="mine.py")
+    line = info.value.line()
+    assert "\n" not in line and line.startswith("mine.py: ")
+    assert message in line
+
+
+def test_parse_and_unparse_round_trip():
+    text = "d = -(a - b) * c.T @ np.exp(x).sum(axis=0, keepdims=True) / (n * m) ** 2\n"
+    (stmt,) = parse_steps(text)
+    again = parse_steps(f"d = {unparse(stmt.expr)}\n")[0]
+    assert again.expr == stmt.expr
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    spec = str(EXAMPLES / "seed_net.toml")
+    right = str(HERE / "r01_generated_form.py")
+    wrong = str(HERE / "w03_z_for_a.py")
+    assert main(["check", spec, "--steps", right]) == 0
+    assert "OK: all 7 checked steps are right" in capsys.readouterr().out
+    assert main(["check", spec, "--steps", wrong]) == 1
+    out = capsys.readouterr().out
+    assert "likely slip: z1 where a1 = f(z1) belongs" in out
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nos.system('ls')\n")
+    assert main(["check", spec, "--steps", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("symgrad: error: ") and err.count("\n") == 1
+    assert main(["check", spec, "--steps", str(tmp_path / "none.py")]) == 2
+    assert main(["check", spec, "--steps", right, "--grad", "dW2"]) == 2
+    assert main(["check", spec]) == 2
+    assert "--grad NAME and --formula TEXT" in capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [*"aXWN()+-*/@.,=<>[]0123 \n#", "delta2", "np", ".T", ".sum", "axis", "**", "exp"]
+        ),
+        max_size=40,
+    ).map("".join)
+    | st.text(max_size=80)
+)
+def test_the_reader_never_runs_anything_and_fails_cleanly(text):
+    try:
+        stmts = parse_steps(text)
+    except SpecError as exc:
+        assert "\n" not in exc.line()
+    else:
+        assert all(isinstance(s.expr, tuple) for s in stmts)
+
+
+LINES = st.sampled_from(
+    [
+        "delta2 = (a2 - Y) * a2 * (1 - a2) / N",
+        "dW2 = delta2.T @ a1",
+        "db2 = delta2.sum(axis=0)",
+        "db2 = delta2.sum(axis=1, keepdims=True)",
+        "da1 = delta2 @ W2",
+        "da1 = delta2 @ W2.T",
+        "delta1 = np.where(z1 > 0, da1, 0)",
+        "delta1 = np.where(X > 0, da1, b1)",
+        "delta1 = da1 * a1 * (1 - a1)",
+        "dW1 = np.outer(delta1, X)",
+        "dW1 = delta1.T @ X / len(b1)",
+        "t = X.shape[3]",
+        "t = np.log(-a1) / 0",
+        "db1 = np.maximum(delta1, W1).mean(axis=5)",
+        "delta1 *= W1",
+        "dx = delta1 @ W1",
+        "dyhat = 2 * (yhat - Y) / (N * n_2) ** -2",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(LINES, min_size=1, max_size=6))
+def test_any_mix_of_lines_gets_a_report_or_one_clean_error(lines):
+    try:
+        report = check_steps(NETS["seed"], "\n".join(lines) + "\n")
+    except SpecError as exc:
+        assert "\n" not in exc.line()
+    else:
+        assert report.format()
