@@ -249,6 +249,7 @@ def main(argv=None) -> Path:
         "Goal (issue #12): torch / symgrad >= 1 at n <= 32 and >= 1/1.5 = 0.67 at n = 256.",
         "",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "conv-results.md"
     path.write_text("\n".join(lines))
     print(f"wrote {path}", file=sys.stderr)

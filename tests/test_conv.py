@@ -8,6 +8,9 @@ within 1e-4 relative.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -232,3 +235,83 @@ def test_large_batches_take_the_blocked_im2col_path():
     """Above 2**16 window elements the windows are copied per kernel offset: same numbers."""
     layers = [Conv(3, 3, stride=2, padding=1, activation="relu"), Flatten(), L.Dense(2)]
     check_against_torch(layers, [2, 9, 9], batches=(300,))
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
+def test_generated_conv_module_is_ruff_clean(tmp_path):
+    layers = [
+        Conv(3, (3, 2), stride=2, padding=1, activation="tanh"),
+        Pool("max", 2, stride=1),
+        Pool("avg", (1, 3)),
+        Flatten(),
+        L.Dense(2, "softmax"),
+    ]
+    path = tmp_path / "cnn.py"
+    path.write_text(generate(L.build("cnn", [2, 7, 6], layers, "cross_entropy")))
+    for cmd in (["check"], ["format", "--check", "--diff"]):
+        res = subprocess.run(
+            ["ruff", *cmd, "--isolated", "--no-cache", str(path)], capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+SPEC_1D = """
+name = "seq"
+input = [2, 9]
+loss = "mse"
+
+[[layer]]
+type = "conv1d"
+channels = 3
+kernel = 3
+stride = 2
+padding = 1
+activation = "tanh"
+
+[[layer]]
+type = "avgpool1d"
+kernel = 1
+
+[[layer]]
+type = "flatten"
+
+[[layer]]
+units = 2
+"""
+
+
+def test_toml_conv1d_and_avgpool1d_build_the_python_api_network():
+    net = loads_spec(SPEC_1D)
+    layers = [
+        Conv(3, 3, stride=2, padding=1, activation="tanh", dims=1),
+        Pool("avg", 1, dims=1),
+        Flatten(),
+        L.Dense(2),
+    ]
+    same = L.build("seq", [2, 9], layers, "mse")
+    assert [s.body for s in net.stages] == [s.body for s in same.stages]
+    check_against_torch(layers, [2, 9])
+
+
+def test_cli_verify_and_derive_a_conv_spec(tmp_path, capsys):
+    from symgrad.cli import main
+
+    spec = tmp_path / "cnn.toml"
+    spec.write_text(SPEC)
+    assert main(["verify", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "W1" in out
+    doc = tmp_path / "d.md"
+    assert main(["derive", str(spec), "--to", "markdown", "-o", str(doc)]) == 0
+    assert r"\star" in doc.read_text()
+    module = tmp_path / "cnn.py"
+    assert main(["codegen", str(spec), "-o", str(module), "--optimizer", "adam"]) == 0
+    assert main(["verify", str(spec), "--module", str(module)]) == 0
+
+
+@pytest.mark.parametrize("kw", [{"target": "torch"}, {"target": "jax"}, {"hvp": True}])
+def test_other_targets_refuse_conv_nets_with_one_line(kw):
+    from symgrad.pipeline import generate_code
+
+    with pytest.raises(SpecError, match="does not support conv, pooling or flatten"):
+        generate_code(loads_spec(SPEC), **kw)

@@ -44,9 +44,10 @@ def test_pooling_matches_torch(case):
     check_against_torch(layers, shape)
 
 
-@pytest.mark.parametrize("kernel,stride", [(2, None), (3, 1)])
-def test_maxpool_ties_go_to_the_first_maximum_as_in_torch(kernel, stride):
-    """Inputs with many equal values (and relu zeros): the gradient goes where torch's does."""
+@pytest.mark.parametrize("kernel,stride,n", [(2, None, 8), (2, None, 200), (3, 1, 8)])
+def test_maxpool_ties_go_to_the_first_maximum_as_in_torch(kernel, stride, n):
+    """Small and large batches take different code paths (windows as axes, or a loop over
+    window offsets); both must route ties like torch."""
     layers = [
         Conv(2, 1, activation="relu"),
         Pool("max", kernel, stride=stride),
@@ -59,7 +60,6 @@ def test_maxpool_ties_go_to_the_first_maximum_as_in_torch(kernel, stride):
     params["W1"] = np.abs(params["W1"]) + 0.5
     params["b1"] = np.zeros_like(params["b1"])
     rng = np.random.default_rng(1)
-    n = 8
     X = rng.integers(-1, 2, size=(n, *net.input_shape)).astype(float)  # ties everywhere
     Y = rng.normal(size=(n, 2))
     want_loss, want = torch_grads(layers, "mse", params, X, Y)

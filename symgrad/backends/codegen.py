@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -334,6 +335,18 @@ def _free(stage) -> str:
     return ", ".join(str(s) for s in stage.indices) if stage.indices else str(stage.index)
 
 
+def _wrap_comment(lines: tuple[str, ...], width: int = 94) -> tuple[str, ...]:
+    """Comment lines broken at spaces so that ``    # line`` stays within 100 columns
+    (conv nets' formulas are long); continuation lines are indented."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+            continue
+        out.extend(textwrap.wrap(line, width, subsequent_indent="    ", break_long_words=False))
+    return tuple(out)
+
+
 def _comment(d: Derivation, step) -> tuple[str, ...]:
     idx = ", ".join(str(s) for s in step.indices)
     lhs = f"dL/d{step.wrt}[{idx}]"
@@ -535,6 +548,7 @@ def build_context(
     flat = [s for b in blocks for s in b]
     if pr.inplace:
         flat = _reuse_dead_buffers(flat, live, owned)
+    flat = [replace(st, comment=_wrap_comment(st.comment)) for st in flat]
     n_f = sum(len(b) for b in blocks[:n_forward])
     n_l = sum(len(b) for b in blocks[:n_loss])
     forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]

@@ -296,10 +296,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_WindowMaxGrad(self, expr):
         self.helpers.add("_conv")
-        g, a, k, s, p, size = expr.args
+        g, a, k, s, p, size, top = expr.args
         return (
-            f"_max_pool_grad({self._print(g)}, {self._print(a)}, {self._tuple(k)}, "
-            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
+            f"_max_pool_grad({self._print(g)}, {self._print(a)}, {self._print(top)}, "
+            f"{self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
         )
 
     def _print_Flatten(self, expr):

@@ -156,9 +156,11 @@ class WindowMax(sp.Function):
 
 
 class WindowMaxGrad(sp.Function):
-    """``δ`` routed to each window's (first) arg-max: ``(δ, a, kernel, stride, padding, size)``."""
+    """``δ`` routed to each window's (first) arg-max:
+    ``(δ, a, kernel, stride, padding, size, WindowMax(a, ...))`` (the forward maxima are an
+    argument, so the code reuses the forward pass's)."""
 
-    nargs = 6
+    nargs = 7
 
     def _sympystr(self, printer):
         g, a, k, s, p = self.args[:5]
@@ -425,15 +427,10 @@ class _Reader:
         if g.indices[0] != self.free[0]:
             raise self.fail(g)
         strides, pads, kernel = self._transposed(inds, tuple(g.indices[1:]))
-        a = am.args[0].body
-        return WindowMaxGrad(
-            Vec(str(g.base.label)),
-            Vec(str(a.base.label)),
-            _ints(kernel),
-            _ints(strides),
-            _ints(pads),
-            _ints(self.shape[1:]),
-        )
+        a = Vec(str(am.args[0].body.base.label))
+        k, s, p = _ints(kernel), _ints(strides), _ints(pads)
+        top = WindowMax(a, k, s, p)
+        return WindowMaxGrad(Vec(str(g.base.label)), a, k, s, p, _ints(self.shape[1:]), top)
 
 
 def _flatten_sum(e: sp.Expr) -> tuple[list[sp.Expr], list[tuple]]:

@@ -269,6 +269,7 @@ class SymgradLatexPrinter(LatexPrinter):
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp=None) -> str:
         # An Iverson bracket, never a delta: the error vector delta^[l] owns that glyph.
+        # (indices count from 1 in the documents: index arithmetic is shifted to match)
         tex = r"[%s = %s]" % tuple(self._print(one_based(a)) for a in expr.args)
         return tex + "^{%s}" % exp if exp else tex
 

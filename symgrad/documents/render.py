@@ -1604,11 +1604,6 @@ class _Doc:
             s.items.append(Item("math", eqs=tuple(eqs)))
 
 
-def _free_names(stage) -> list[str]:
-    """The free indices of a stage's component form: ``i``, or ``c, h, w``."""
-    return [str(i) for i in stage.indices] if stage.indices else ["i"]
-
-
 class _Grouped(sp.Function):
     """Parentheses kept around a substituted sub-expression (display only)."""
 
@@ -1637,6 +1632,11 @@ def _apply_sum_identity(expr: sp.Expr, net) -> sp.Expr:
             lambda e: sp.S.One,
         )
     )
+
+
+def _free_names(stage) -> list[str]:
+    """The free indices of a stage's component form: ``i``, or ``c, h, w``."""
+    return [str(i) for i in stage.indices] if stage.indices else ["i"]
 
 
 def _dedupe(sides: list[M]) -> list[M]:

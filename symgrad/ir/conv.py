@@ -135,8 +135,10 @@ class ArgMaxIs(sp.Function):
         )
 
     def _sympystr(self, printer):
+        m = self.args[0]
         offs = ", ".join(printer._print(a) for a in self.args[1:])
-        return f"[({offs}) = argmax {printer._print(self.args[0])}]"
+        under = ", ".join(str(v) for v in m.variables)
+        return f"[({offs}) = argmax_({under}) {printer._print(m.body)}]"
 
 
 def out_size(size: int, k: int, s: int, p: int, layer: int, axis: str) -> int:
