@@ -2,7 +2,8 @@
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
 stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate
-code, or verify code or a formula.
+code, or verify code or a formula. ``scalar`` and ``exercise`` (:mod:`symgrad.learn`) are
+for learners: a scalar expression explored step by step, and worksheets with answer keys.
 
 Exit codes: 0 success; 1 a verification mismatch (or a wrong formula for ``check``);
 2 bad input: a spec, argument or file error, printed as one line
@@ -327,6 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--batch", type=_positive, default=4, help="batch size (default: 4)")
+    p.add_argument(
+        "--timeout",
+        type=_positive,
+        default=60,
+        metavar="SECONDS",
+        help="time limit for everything --module does (default: 60); it runs in a child "
+        "process, so a module that exits or hangs is a failure, not a crash",
+    )
+    p.add_argument(
+        "--targets",
+        choices=("real", "positive", "unit", "onehot", "probabilities"),
+        default=None,
+        help="the domain targets Y are drawn from (default: the spec's 'targets', else "
+        "what the loss needs: probabilities for cross_entropy, (0, 1) for bce, else real)",
+    )
     p.set_defaults(run=_cmd_verify)
 
     p = sub.add_parser(
@@ -430,10 +446,14 @@ def _load(spec: str):
 _FORMATS = {
     "latex": "latex",
     "markdown": "markdown",
+    "html": "html",
     "text": "text",
     "dot": "dot",
-    "html": "html",
+    "python": "python",
 }
+#: Comment opener and closer per format, for the line after the marker.
+_COMMENT = {"latex": ("% ", ""), "markdown": ("<!-- ", " -->"), "html": ("<!-- ", " -->")}
+_COMMENT |= {"dot": ("// ", ""), "text": ("# ", ""), "python": ("# ", "")}
 
 
 def _with_marker(text: str, to: str, source: str) -> str:
@@ -444,14 +464,8 @@ def _with_marker(text: str, to: str, source: str) -> str:
         return text
     marked = with_marker(text, fmt)
     first, rest = marked.split("\n", 1)
-    note = comment(fmt, f"from {source}")
-    line = {
-        "latex": f"% {note}",
-        "markdown": f"<!-- {note} -->",
-        "html": f"<!-- {note} -->",
-        "dot": f"// {note}",
-    }
-    return f"{first}\n{line.get(fmt, f'# {note}')}\n{rest}"
+    opener, closer = _COMMENT[fmt]
+    return f"{first}\n{opener}{comment(fmt, f'from {source}')}{closer}\n{rest}"
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -556,6 +570,8 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         symbolic=args.symbolic,
         seed=args.seed,
         batch=args.batch,
+        timeout=float(args.timeout),
+        targets=args.targets,
     )
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")
@@ -564,9 +580,10 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     net = _load(args.spec)
+    from symgrad import pipeline
     from symgrad.documents.audit import audit_text
 
-    out.write(audit_text(net, source=args.spec))
+    out.write(audit_text(pipeline.derive(net), source=args.spec))
     return EXIT_OK
 
 

@@ -108,3 +108,27 @@ def test_cli_audit_bad_spec_is_one_line_exit_2(tmp_path, capsys):
     assert main(["audit", str(spec)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("symgrad: error: ") and err.count("\n") == 1
+
+
+def test_audit_does_not_report_denominators_bounded_away_from_0():
+    # softsign's 1/(1 + abs(z)) and the L2 norm's 1/sqrt(sum(a**2) + 1e-6) cannot reach 0;
+    # a step's 1 - step(z) is exact.
+    report = audit(catalogue()["custom"])
+    assert not [h for e in report.entries for h in e.hazards if h[0] == "division"]
+    acts = audit(catalogue()["acts"])
+    assert not [h for e in acts.entries for h in e.hazards if "step" in h[1]]
+
+
+def test_readme_audit_example_is_what_audit_prints(tmp_path, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Numerical stability", 1)[1].split("\n## ", 1)[0]
+    spec = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    excerpt = section.split("it prints (excerpt):\n\n```\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "audit_demo.toml"
+    path.write_text(spec)
+    assert main(["audit", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for line in excerpt.splitlines():
+        assert line in out, line

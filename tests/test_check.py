@@ -113,7 +113,6 @@ def test_every_derived_step_checks_against_itself(name):
     "formula",
     [
         "delta2[p]*a1[q",
-        "delta2[p] a1[q]",
         "__import__('os')",
         "delta2[p].T",
         "foo(delta2[p])",
@@ -175,9 +174,14 @@ def test_star_versus_juxtaposition_is_ambiguous_not_wrong():
         ("delta1", "a1(1 - a1) * (W2^T delta2)"),
         ("da1/dz1", "a1(1 - a1)"),
         ("delta2", "da2 * yhat(1 - yhat)"),
+        ("da1/dz1", "a1[i](1 - a1[i])"),
+        ("da2", "2(yhat[i] - y[i])/n_2"),
+        ("dW2", "delta2[p] a1[q]"),
+        ("delta1", "da1[i] a1[i](1 - a1[i])"),
     ],
 )
 def test_names_symgrad_prints_and_implicit_products_are_accepted(grad, formula):
+    # (the component form reads juxtaposed factors as products as well)
     res = check_formula(SEED, grad, formula)
     assert res.ok, res.format()
 
@@ -264,3 +268,17 @@ def test_jacobian_python_api():
     assert formula_text(expr) == "x[q]" and free == ("i", "q")
     with pytest.raises(SpecError):
         jacobian(SEED, "dz1/dW2")
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula", "right"),
+    [
+        ("dW2", "delta2^T a1", "delta2 a1^T"),
+        ("da1", "W2 delta2", "W2^T delta2"),
+        ("da1", "delta2^T W2", "W2^T delta2"),
+    ],
+)
+def test_a_transposed_or_swapped_product_gets_the_right_one_named(grad, formula, right):
+    res = check_formula(SEED, grad, formula)
+    assert res.verdict == "WRONG"
+    assert f"a transpose or the order of a product: {right} is right" in res.hints

@@ -463,6 +463,8 @@ def test_verify_wiring(
         "symbolic": False,
         "seed": 0,
         "batch": 4,
+        "timeout": 60.0,
+        "targets": None,
     }
     hand = tmp_path / "hand.py"
     hand.write_text("PARAM_NAMES = ()\n")
@@ -476,6 +478,8 @@ def test_verify_wiring(
         "symbolic": True,
         "seed": 7,
         "batch": 3,
+        "timeout": 60.0,
+        "targets": None,
     }
 
 

@@ -106,3 +106,42 @@ def test_the_reader_only_ever_returns_an_array_or_its_own_errors(text):
     else:
         assert isinstance(out, np.ndarray)
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                reason="bilinear's text prints a1 ⊙ (A2 a1) as 'a1*A2 @ a1', which reads "
+                "(a1*A2) @ a1 left to right",
+                strict=False,
+            ),
+        )
+        if n == "bilinear"
+        else n
+        for n in sorted(catalogue())
+    ],
+)
+def test_every_step_in_matrix_notation_as_printed_checks(name):
+    from symgrad.documents.render import TextPrinter
+    from symgrad.pipeline import derive
+
+    net = catalogue()[name]
+    from symgrad.calculus.matrix_form import Comp
+
+    for step in derive(net).steps:
+        if step.matrix.has(Comp):  # no neat matrix form: printed in components (#12)
+            continue
+        res = check_formula(net, step.grad, TextPrinter().doprint(step.matrix))
+        assert res.ok, res.format()
+
+
+def test_iverson_brackets_as_symgrad_prints_them():
+    bce = catalogue()["bce"]  # relu hidden layer
+    assert check_formula(bce, "delta1", "da1 * [z1 > 0]").ok
+    assert check_formula(bce, "delta1", "da1 * step(z1)").ok
+    assert not check_formula(bce, "delta1", "da1 * [z1 < 0]").ok
+    with pytest.raises(SpecError, match="expected a comparison"):
+        check_formula(bce, "delta1", "da1 * [z1]")

@@ -263,3 +263,21 @@ def test_os_environment_untouched_by_hostile_names() -> None:
     # A sanity check that none of the payloads above ran: no file 'pwned' in the cwd.
     assert not os.path.exists("pwned")
     assert sys.modules.get("hostile_mod") is None
+
+
+@pytest.mark.parametrize("to", ["latex", "markdown", "html", "text", "dot", "python"])
+def test_every_format_gets_its_own_marker_and_an_inert_source_line(to: str) -> None:
+    from symgrad.cli import _with_marker
+    from symgrad.files import marker_line
+
+    fmt = "python" if to == "python" else to
+    for source in HOSTILE:
+        text = _with_marker("BODY\n", to, source)
+        lines = text.split("\n")
+        assert lines[0] == marker_line(fmt)
+        assert lines[2] == "BODY"  # the source stayed on its one comment line
+        if to in ("markdown", "html"):
+            p = _Collector()
+            p.feed(text)
+            p.close()
+            assert len(p.comments) == 2 and p.tags == []

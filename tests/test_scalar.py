@@ -228,3 +228,9 @@ def test_any_text_gives_a_report_or_one_clean_error(text):
         assert "\n" not in exc.line()
     else:
         assert isinstance(r.format(), str)
+
+
+def test_the_step_h_is_used(capsys):
+    assert main(["scalar", "3*x**2 - 4*x + 5", "--at", "x=3", "--h", "1e-6"]) == 0
+    out = capsys.readouterr().out
+    assert "Forward differences, h = 1e-06:" in out and "= 14.000003" in out

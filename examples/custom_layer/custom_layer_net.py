@@ -28,6 +28,7 @@ OUTPUT_SIZE = 3
 
 # -- argument checks (CONTRACT section 5): every public function validates its inputs, so
 # NumPy never broadcasts a wrong shape into a plausible-looking number.
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_params(params: dict[str, np.ndarray], what: str = "params") -> type:
@@ -44,11 +45,11 @@ def _check_params(params: dict[str, np.ndarray], what: str = "params") -> type:
     dtype = None
     for name in PARAM_NAMES:
         p = params[name]
-        shape = tuple(getattr(p, "shape", np.shape(p)))
+        shape = p.shape if isinstance(p, np.ndarray) else np.shape(p)
         if shape != PARAM_SHAPES[name]:
             raise ValueError(f"{what}[{name!r}] has shape {shape}, expected {PARAM_SHAPES[name]}")
         dt = getattr(p, "dtype", None)
-        if dt not in (np.float32, np.float64):
+        if dt not in _FLOATS:
             raise ValueError(f"{what}[{name!r}] has dtype {dt}, expected float32 or float64")
         if dtype is not None and dt != dtype:
             raise ValueError(f"{what}[{name!r}] has dtype {dt}, the others {dtype}: use one dtype")
@@ -68,7 +69,7 @@ def _check_array(what: str, value: object, shape: tuple[int, ...], dtype: type) 
             hint = f"; integer class labels must be one-hot rows: np.eye({OUTPUT_SIZE})[labels]"
         raise ValueError(f"{what} has shape {arr.shape}, expected {shape}{hint}")
     arr = arr.astype(dtype, copy=False)
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise ValueError(f"{what} contains inf or nan; every value must be finite")
     return arr
 
@@ -88,9 +89,9 @@ def _check(
     # Cross-entropy's gradient assumes each target row is a distribution: otherwise it
     # would not match the returned loss, so such targets are refused, not just warned of.
     tol = 1e-4 if dtype == np.float32 else 1e-6
-    bad = np.flatnonzero((Y < 0).any(axis=1) | (np.abs(Y.sum(axis=1) - 1) > tol))
-    if bad.size:
-        r = int(bad[0])
+    sums = Y.sum(axis=1)
+    if Y.min() < 0 or np.abs(sums - 1).max() > tol:
+        r = int(np.flatnonzero((Y < 0).any(axis=1) | (np.abs(sums - 1) > tol))[0])
         raise ValueError(
             f"Y row {r} is not a probability vector (non-negative, summing to 1): "
             f"it sums to {float(Y[r].sum()):.6g}, min {float(Y[r].min()):.6g}"
@@ -124,7 +125,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     b3 = params["b3"]
     z1 = X @ W1.T
     z1 += b1
-    t1 = 1 / (abs(z1) + 1)
+    t1 = 1 / (np.abs(z1) + 1)
     a1 = t1 * z1
     t2 = 1 / np.sqrt((a1**2).sum(axis=1, keepdims=True) + 1e-06)
     a2 = t2 * a1
@@ -157,8 +158,8 @@ def loss_and_grads(
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
     z1 = X @ W1.T
     z1 += b1
-    t1 = 1 / (abs(z1) + 1)
-    # a1[i] = z1[i]/(Abs(z1[i]) + 1)
+    t1 = 1 / (np.abs(z1) + 1)
+    # a1[i] = z1[i]/(abs(z1[i]) + 1)
     a1 = t1 * z1
     t2 = 1 / np.sqrt((a1**2).sum(axis=1, keepdims=True) + 1e-06)
     # a2[i] = a1[i]/sqrt(sum_j a1[j]**2 + 1.0e-6)
@@ -194,7 +195,7 @@ def loss_and_grads(
     # (through l2norm: full Jacobian)
     da1 = -a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2
     da1 *= t2
-    # dL/dz1[i] = (-sign(z1[i])*a1[i] + 1)*da1[i]/(Abs(z1[i]) + 1)
+    # dL/dz1[i] = (-sign(z1[i])*a1[i] + 1)*da1[i]/(abs(z1[i]) + 1)
     # (through softsign: diagonal Jacobian)
     delta1 = -a1 * np.sign(z1) + 1
     delta1 *= t1

@@ -1,9 +1,12 @@
 """Code generation stage: derivation -> standalone NumPy module (via ``templates/module.py.j2``).
 
-Every statement is printed from the derivation's expressions: the forward equations,
-the loss (with stable rewrites of log-softmax and log-sigmoid, which are identities),
-and each backward step's batched matrix form (``layout.batched_step``). The template
-only loops over the printed statements and formats them.
+First the target-free program (:func:`build_program`): the forward equations, the loss
+and each backward step's batched matrix form (``layout.batched_step``), with the stability
+rules of ``calculus/stability.py`` applied to the layer bodies and the loss before the
+derivation and to every batched expression after it. Every choice is made from the
+expressions, never from a layer's or a loss's name. Then the NumPy printer prints it (one
+CSE over the whole program, in-place updates) and the template only loops over the
+printed statements and formats them. Other backends can print the same ``Program``.
 """
 
 from __future__ import annotations

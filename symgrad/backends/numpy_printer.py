@@ -1,10 +1,11 @@
 """Printing stage: batched matrix expressions -> NumPy source text.
 
 A ``sympy.printing.numpy.NumPyPrinter`` subclass with one ``_print_<Class>`` per
-layout operator (``layout.py``) and per symgrad function (``functions.py``). Functions
-print in numerically stable forms (sigmoid through tanh, softplus through logaddexp,
-softmax and log-sum-exp with the max shifted out); the stable forms are identities,
-not derivative rules, so every derivative still comes from the derivation.
+layout operator (``layout.py``) and per node of the stability pass
+(``calculus/stability.py``: softmax and log-sum-exp with the row maximum shifted out,
+log-cosh, clamps); functions print from the op registry (``ir/ops.py``) in stable forms
+(sigmoid through tanh, softplus through log1p). Constants print as Python floats and
+selects keep the arrays' dtype, so float32 stays float32.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
             self.helpers.add(op.helper)
         args = list(expr.args)
         if "{1}" in op.numpy and len(args) > 2:  # n-ary max/min: fold left
-            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+            # Both built unevaluated: an evaluated Max(Max(a, b), c) flattens back to
+            # Max(a, b, c) (and SymPy may recurse without end comparing its arguments).
+            inner = expr.func(*args[:-1], evaluate=False)
+            return self._print_op(op, expr.func(inner, args[-1], evaluate=False))
         fields: dict[str, str] = {}
         for n_, a in enumerate(args):
             fields[str(n_)] = self._print(a)
@@ -108,6 +112,12 @@ class SymgradNumPyPrinter(NumPyPrinter):
     def _print_LogSumExp(self, expr):
         self.helpers.add("_logsumexp")
         return f"_logsumexp({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        # np.heaviside keeps float32 (SymPy's default np.select of [0, 0.5, 1] is float64);
+        # H(0) = 1/2 as SymPy defines it, which is also torch.maximum's split gradient at ties.
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        return f"np.heaviside({self._print(expr.args[0])}, {float(h0)!r})"
 
     def _print_Total(self, expr):
         return f"np.sum({self._print(expr.args[0])})"

@@ -98,6 +98,10 @@ def _contract_sum(body: sp.Expr, var: sp.Symbol, lo: sp.Expr, hi: sp.Expr) -> sp
 
 def has_delta(expr: sp.Expr, a: sp.Symbol, b: sp.Symbol) -> bool:
     """Whether every additive term of ``expr`` carries the factor KroneckerDelta(a, b)."""
-    terms = sp.Add.make_args(sp.expand_mul(expr))
     target = sp.KroneckerDelta(a, b)
+    # The common case without expanding (expand_mul of a deeply nested derivative is
+    # exponential): every top-level term already has the factor.
+    if all(target in sp.Mul.make_args(t) for t in sp.Add.make_args(expr)):
+        return True
+    terms = sp.Add.make_args(sp.expand_mul(expr))
     return bool(terms) and all(target in sp.Mul.make_args(t) for t in terms if not t.is_zero)

@@ -69,9 +69,26 @@ def rewrite(expr: sp.Expr, stage: Stage) -> sp.Expr:
     return expr
 
 
+#: cancel_scalar leaves alone expressions with functions nested deeper than this ...
+MAX_CANCEL_NESTING = 3
+#: ... or with more operations than this (bounded time on hostile input).
+MAX_CANCEL_OPS = 200
+
+
+def _nesting(expr: sp.Expr) -> int:
+    """How deeply functions (tanh, exp, Max ...) are nested in ``expr``."""
+    if not expr.args:
+        return 0
+    inner = max(_nesting(a) for a in expr.args)
+    return inner + (1 if isinstance(expr, sp.Function | sp.Max | sp.Min) else 0)
+
+
 def cancel_scalar(expr: sp.Expr) -> sp.Expr:
     """Cancel common factors of a rational expression, treating every Sum as a frozen atom
     (SymPy's simplifiers are not run on Sums); kept only when it is cheaper."""
+    if _nesting(expr) > MAX_CANCEL_NESTING or sp.count_ops(expr) > MAX_CANCEL_OPS:
+        # Polynomial gcds over nested functions take minutes and rarely simplify anything.
+        return expr
     sums = {e: sp.Dummy("S") for e in expr.atoms(sp.Sum)}
     thaw = {v: k for k, v in sums.items()}
     frozen = expr.xreplace(sums)

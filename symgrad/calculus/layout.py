@@ -20,7 +20,7 @@ import sympy as sp
 
 from symgrad.calculus.conv_form import BATCH_SUMMED
 from symgrad.calculus.einsum import Batched, lower
-from symgrad.calculus.matrix_form import Comp, MatVec, Once, Outer, SumAll, TMatVec
+from symgrad.calculus.matrix_form import Comp, MatVec, Once, Outer, SumAll, TMatVec, rebuild
 
 #: The batch size.
 N = sp.Symbol("N", integer=True, positive=True)
@@ -79,7 +79,7 @@ def batch(expr: sp.Expr) -> sp.Expr:
         raise ValueError("an outer product is only batched as a parameter gradient")
     if not expr.args:
         return expr
-    return expr.func(*[batch(a) for a in expr.args])
+    return rebuild(expr, [batch(a) for a in expr.args])  # no assumption queries
 
 
 def batch_param_grad(expr: sp.Expr) -> sp.Expr:

@@ -239,7 +239,7 @@ def _vec(e: sp.Expr, k: sp.Symbol) -> sp.Expr:
         if e == k:
             raise DerivationError(f"no matrix form: the index {k} is used as a value")
         return e
-    return e.func(*[_vec(a, k) for a in e.args])
+    return rebuild(e, [_vec(a, k) for a in e.args])
 
 
 def _hi(e: sp.Sum) -> sp.Expr:
@@ -262,4 +262,13 @@ def _scalar(e: sp.Expr) -> sp.Expr:
         raise DerivationError(f"no matrix form for {e} (an index is left free)")
     if not e.args:
         return e
-    return e.func(*[_scalar(a) for a in e.args])
+    return rebuild(e, [_scalar(a) for a in e.args])
+
+
+def rebuild(e: sp.Expr, args: list[sp.Expr]) -> sp.Expr:
+    """``e.func(*args)``; functions and max/min unevaluated: evaluating ``tanh(tanh(...))``
+    or ``Max`` of many terms asks SymPy's assumption system about every nested argument,
+    which takes minutes on deeply nested input (and the arguments are symbols here)."""
+    if isinstance(e, sp.Function | sp.Max | sp.Min) and not isinstance(e, MATRIX_OPS):
+        return e.func(*args, evaluate=False)
+    return e.func(*args)

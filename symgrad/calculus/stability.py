@@ -116,6 +116,31 @@ def _one_plus_exp(e: sp.Basic) -> sp.Expr | None:
     return other.args[0] if isinstance(other, sp.exp) else None
 
 
+def _log_c_plus_exp(e: sp.Basic) -> sp.Expr | None:
+    """log(c + d exp(v)) = log(c) + softplus(v + log(d/c)) for numbers c, d > 0."""
+    arg = e.args[0]
+    if not (arg.is_Add and len(arg.args) == 2):
+        return None
+    c = next((t for t in arg.args if t.is_number), None)
+    other = next((t for t in arg.args if not t.is_number), None)
+    if c is None or other is None or not c > 0:
+        return None
+    d, ex = other.as_coeff_Mul()
+    if not (isinstance(ex, sp.exp) and d > 0):
+        return None
+    shift = sp.log(d / c)
+    return sp.log(c) + F.softplus(ex.args[0] + shift)
+
+
+def _logaddexp(e: sp.Basic) -> sp.Expr | None:
+    """log(exp(u) + exp(v)) = u + softplus(v - u): both derivatives are sigmoids."""
+    arg = e.args[0]
+    if not (arg.is_Add and len(arg.args) == 2 and all(isinstance(t, sp.exp) for t in arg.args)):
+        return None
+    u, v = (t.args[0] for t in arg.args)
+    return u + F.softplus(v - u)
+
+
 def _is_log(e: sp.Basic) -> bool:
     return isinstance(e, sp.log | SafeLog)
 
@@ -144,6 +169,81 @@ def _exp_ratio(e: sp.Basic) -> sp.Expr | None:
         return None
     rest = [f for f in facs if f not in exps and f is not den]
     return sp.Mul(*rest) * F.sigmoid(v) ** c * F.sigmoid(-v) ** (k - c)
+
+
+def _exp_rational(e: sp.Basic) -> sp.Expr | None:
+    """A ratio of polynomials in ``E = exp(u)`` (``(1 + exp(u))/(2 + exp(u))``), rewritten
+    with ``exp(u) = sigmoid(u)/sigmoid(-u)`` and both sides multiplied by ``sigmoid(-u)**K``:
+    numerator and denominator become bounded; the denominator, whose coefficients are
+    >= 0 with non-zero ends, stays away from 0 (``sigmoid(u) + sigmoid(-u) = 1``)."""
+    if not e.is_Mul:
+        return None
+    facs = sp.Mul.make_args(e)
+    u = None
+    for f in facs:
+        if f.is_Pow and f.exp.is_Integer and f.exp < 0 and f.base.is_Add:
+            found = [a for t in f.base.args for a in sp.Mul.make_args(t) if isinstance(a, sp.exp)]
+            if found:
+                u = found[0].args[0]
+                break
+    if u is None:
+        return None
+    E = sp.Dummy("E", positive=True)
+
+    def power(q: sp.Basic) -> sp.Expr | None:
+        c = sp.cancel(q.args[0] / u) if isinstance(q, sp.exp) else None
+        return c if c is not None and c.is_Integer else None
+
+    inside: list[sp.Expr] = []
+    outside: list[sp.Expr] = []
+    for f in facs:
+        g = f.replace(lambda q: power(q) is not None, lambda q: E ** power(q))
+        (inside if g.has(E) else outside).append(g if g.has(E) else f)
+    num, den = sp.fraction(sp.together(sp.Mul(*inside)))
+    try:
+        pn, pd = sp.Poly(num, E), sp.Poly(den, E)
+    except sp.PolynomialError:
+        return None
+    k = max(pn.degree(), pd.degree())
+    cd = [pd.coeff_monomial(E**m) for m in range(k + 1)]
+    if k < 1 or not all(c.is_number and c >= 0 for c in cd) or cd[0] == 0 or cd[k] == 0:
+        return None
+    s, t = F.sigmoid(u), F.sigmoid(-u)
+    new_num = sp.Add(*[pn.coeff_monomial(E**m) * s**m * t ** (k - m) for m in range(k + 1)])
+    new_den = sp.Add(*[cd[m] * s**m * t ** (k - m) for m in range(k + 1)])
+    return sp.Mul(*outside) * new_num / new_den
+
+
+def _hyperbolic_ratio(e: sp.Basic) -> sp.Expr | None:
+    """A product with ``1/cosh(u)**k`` distributed over its sums, each ``sinh(u)/cosh(u)``
+    written ``tanh(u)``: no ``inf/inf`` when cosh and sinh overflow (|u| > 710)."""
+    if not e.is_Mul:
+        return None
+    us = [
+        f.base.args[0]
+        for f in sp.Mul.make_args(e)
+        if f.is_Pow and isinstance(f.base, sp.cosh) and f.exp.is_Integer and f.exp < 0
+    ]
+    if not us:
+        return None
+    u = us[0]
+    sh, ch = sp.sinh(u), sp.cosh(u)
+    if not e.has(sh) and not any(f.is_Add and f.has(ch) for f in sp.Mul.make_args(e)):
+        return None
+    expanded = sp.expand(
+        e, deep=False, power_exp=False, power_base=False, multinomial=False, log=False
+    )
+    out = []
+    for t in sp.Add.make_args(expanded):
+        d = t.as_powers_dict()
+        p_sh, p_ch = sp.sympify(d.get(sh, 0)), sp.sympify(d.get(ch, 0))
+        if not (p_sh.is_Integer and p_ch.is_Integer) or p_ch > 0:
+            return None  # cosh(u) left in a numerator: the rewrite would not help
+        if p_sh > 0 and p_ch < 0:
+            m = min(p_sh, -p_ch)
+            t = t * (sp.tanh(u) * ch / sh) ** m
+        out.append(t)
+    return sp.Add(*out)
 
 
 def _sigmoid_pow(e: sp.Basic) -> sp.Expr | None:
@@ -245,9 +345,9 @@ def _sum_of_squares(e: sp.Basic) -> bool:
 
 
 def _guard_sqrt(e: sp.Basic) -> sp.Expr | None:
-    # s**(-p) with s a sum of squares: clamped like torch.nn.functional.normalize's norm.
-    base = e.base
-    return ClampMin(base) ** e.exp
+    # s**(-p) with s a sum of squares: its root clamped at 1e-12, as
+    # torch.nn.functional.normalize clamps the norm (the gradient at 0 is then g / 1e-12).
+    return ClampMin(sp.sqrt(e.base)) ** (2 * e.exp)
 
 
 def _bounded_poly(p: sp.Expr) -> sp.Expr | None:
@@ -300,11 +400,19 @@ def _lse(e: sp.Basic) -> sp.Expr | None:
 
 SOFTPLUS = Rule(
     "softplus",
-    "log(1 + exp(u))",
-    "softplus(u) = max(u, 0) + log1p(exp(-|u|))",
+    "log(1 + exp(u))   (also log(c + d exp(u)), c, d > 0)",
+    "softplus(u) = max(u, 0) + log1p(exp(-|u|))   (log(c) + softplus(u + log(d/c)))",
     "exp(u) overflows for u > 709 (88 in float32): the log becomes inf, its gradient NaN",
-    lambda e: _is_log(e) and _one_plus_exp(e.args[0]) is not None,
-    lambda e: F.softplus(_one_plus_exp(e.args[0])),
+    lambda e: _is_log(e) and _log_c_plus_exp(e) is not None,
+    _log_c_plus_exp,
+)
+LOGADDEXP = Rule(
+    "logaddexp",
+    "log(exp(u) + exp(v))",
+    "u + softplus(v - u)",
+    "exp overflows for arguments > 709: log(inf), and inf/inf in the derivative",
+    lambda e: _is_log(e) and _logaddexp(e) is not None,
+    _logaddexp,
 )
 EXP_RATIO = Rule(
     "exp-ratio",
@@ -321,6 +429,22 @@ SIGMOID = Rule(
     "exp(-u) overflows for u < -709; its derivative exp(-u)/(1 + exp(-u))**2 is inf/inf",
     lambda e: e.is_Pow and e.exp.is_number and e.exp < 0 and _one_plus_exp(e.base) is not None,
     _sigmoid_pow,
+)
+EXP_RATIONAL = Rule(
+    "exp-rational",
+    "P(exp(u)) / Q(exp(u))   (polynomials, Q with positive coefficients)",
+    "P and Q in sigmoid(u) and sigmoid(-u), each term of the same degree",
+    "exp(u) overflows in numerator and denominator: inf / inf is NaN",
+    lambda e: _exp_rational(e) is not None,
+    _exp_rational,
+)
+HYPERBOLIC_RATIO = Rule(
+    "hyperbolic-ratio",
+    "(... sinh(u) ... + ... cosh(u) ...) / cosh(u)",
+    "the quotient distributed: ... tanh(u) ... + ...",
+    "sinh(u) and cosh(u) overflow for |u| > 710 (89 in float32): inf / inf is NaN",
+    lambda e: _hyperbolic_ratio(e) is not None,
+    _hyperbolic_ratio,
 )
 LOG_SIGMOID = Rule(
     "log-sigmoid",
@@ -398,8 +522,8 @@ HYPOT = Rule(
 )
 GUARD_SQRT = Rule(
     "sqrt-of-sum-guard",
-    "1 / sqrt(sum of squares)",
-    "1 / sqrt(max(sum of squares, 1e-12))",
+    "1 / sqrt(sum of squares)   (any negative power of it)",
+    "1 / max(sqrt(sum of squares), 1e-12), as torch.nn.functional.normalize",
     "the sum can be exactly 0: division by 0 (inf, then NaN)",
     lambda e: (
         e.is_Pow
@@ -432,10 +556,19 @@ LOG_THROUGH_OUTPUT = Rule(
 )
 
 #: Rules whose stable forms carry derivative rules: safe before the derivation.
-IR_RULES: tuple[Rule, ...] = (SOFTPLUS, EXP_RATIO, SIGMOID, LOG_SIGMOID, LOG_ONE_MINUS_SIGMOID)
+IR_RULES: tuple[Rule, ...] = (
+    SOFTPLUS,
+    LOGADDEXP,
+    EXP_RATIO,
+    SIGMOID,
+    EXP_RATIONAL,
+    LOG_SIGMOID,
+    LOG_ONE_MINUS_SIGMOID,
+)
 #: Rules for the batched program (forward, loss and backward expressions).
 PROGRAM_RULES: tuple[Rule, ...] = (
     *IR_RULES,
+    HYPERBOLIC_RATIO,
     LOG_COSH,
     LOGSUMEXP,
     SOFTMAX,
@@ -537,6 +670,23 @@ def _shifted(u: sp.Expr) -> bool:
     return any(isinstance(t, RowMax) for t in sp.Add.make_args(u)) or u.is_nonpositive is True
 
 
+def _nonnegative(t: sp.Expr) -> bool:
+    """Whether ``t`` is >= 0 by its structure (squares, abs, exp, sums of such ...)."""
+    if t.is_number:
+        return bool(t >= 0)
+    if t.is_nonnegative:
+        return True
+    if isinstance(t, sp.Abs | sp.exp | sp.cosh | F.sigmoid | F.softplus | F.relu):
+        return True
+    if t.is_Pow:
+        return bool(t.exp.is_number and (t.exp.is_even or not t.exp.is_integer)) or _nonnegative(
+            t.base
+        )
+    if isinstance(t, RowSum | sp.Sum) or t.is_Add or t.is_Mul:
+        return all(_nonnegative(a) for a in (t.args if not isinstance(t, sp.Sum) else [t.function]))
+    return False
+
+
 def _may_vanish(b: sp.Expr) -> bool:
     """Whether a denominator may reach 0 (it is not a clamp, a positive constant, ...)."""
     if isinstance(b, ClampMin) or b.is_positive is True or b.is_number:
@@ -546,9 +696,13 @@ def _may_vanish(b: sp.Expr) -> bool:
     if isinstance(b, RowSum) and isinstance(b.args[0], sp.exp):
         return False  # a sum of exponentials (of shifted arguments) is >= 1 or overflows
     if b.is_Add and any(t.is_number and t > 0 for t in b.args):
-        rest = [t for t in b.args if not t.is_number]
-        return not all(t.is_nonnegative or (t.is_Pow and t.exp == 2) for t in rest)
+        return not all(_nonnegative(t) for t in b.args)
     return not isinstance(b, sp.cosh | sp.exp)
+
+
+def _exact(t: sp.Expr) -> bool:
+    """A term whose values are exact small integers (a step, a sign): no cancellation."""
+    return all(f.is_number or isinstance(f, F.step | sp.sign) for f in sp.Mul.make_args(t))
 
 
 def hazards(expr: sp.Expr, data: Iterable[sp.Symbol] = ()) -> list[Hazard]:
@@ -591,12 +745,14 @@ def hazards(expr: sp.Expr, data: Iterable[sp.Symbol] = ()) -> list[Hazard]:
                 and len(rest) == 1
                 and (nums[0] > 0) == rest[0].could_extract_minus_sign()
                 and not rest[0].free_symbols <= data
+                and not _exact(rest[0])
             ):
                 out.append(
                     Hazard(
                         "cancellation",
                         e,
-                        "digits are lost where the two terms nearly cancel",
+                        "relative digits are lost where the terms nearly cancel (the absolute "
+                        "error stays at rounding level)",
                     )
                 )
     return out

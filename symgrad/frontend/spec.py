@@ -14,6 +14,7 @@ numbered from 1) or ``loss.expr``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import importlib.util
 import keyword
@@ -35,13 +36,17 @@ from symgrad.ir.network import Network
 #: Largest spec file read, in bytes.
 MAX_FILE_BYTES = 1_000_000
 #: Most layers a spec may declare.
-MAX_LAYERS = 1000
+MAX_LAYERS = L.MAX_LAYERS  # derive + codegen stay within seconds (bench/time_bounds.py)
 #: Largest width (input features or units) of one layer.
 MAX_UNITS = 1_000_000
 #: Longest name (network, custom activation, loss or map layer).
 MAX_NAME = 64
 
-TOP_KEYS = ("name", "input", "loss", "layer", "sizes", "penalty")
+TOP_KEYS = ("name", "input", "loss", "layer", "sizes", "penalty", "targets")
+#: Required top-level keys (``targets`` is optional).
+REQUIRED_KEYS = ("name", "input", "loss", "layer")
+#: ``targets = "..."``: the domain verify draws targets from (for custom losses).
+TARGET_DOMAINS = ("real", "positive", "unit", "onehot", "probabilities")
 DENSE_KEYS = ("type", "units", "activation", "bias")
 MAP_KEYS = ("type", "expr", "name", "params", "units")
 #: Most axes of a map parameter.
@@ -131,6 +136,7 @@ class _Checker:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.targets = "auto"
 
     def fail(self, field: str | None, message: str) -> NoReturn:
         raise SpecError(message, file=self.file, field=field)
@@ -228,8 +234,18 @@ class _Checker:
     # -- the schema ----------------------------------------------------------------------
     def document(self, doc: Mapping[str, Any]) -> tuple[str, int | tuple[int, ...], list[Any], Any]:
         self.keys(doc, TOP_KEYS, None)
-        for key in ("name", "input", "loss", "layer"):
+        for key in REQUIRED_KEYS:
             self.required(doc, key, None, _REQUIRED_HINTS[key])
+        self.targets = "auto"
+        if "targets" in doc:
+            text = self.string(doc["targets"], "targets", "targets")
+            if text not in TARGET_DOMAINS:
+                self.fail(
+                    "targets",
+                    f"unknown target domain {_show(text)} "
+                    f"(choose from {', '.join(TARGET_DOMAINS)})",
+                )
+            self.targets = text
         name = self.name(doc["name"], "name", "the network name")
         width = self.input(doc["input"])
         self.sizes = self.size_table(doc.get("sizes", {}))
@@ -597,7 +613,7 @@ def spec_from_dict(doc: Mapping[str, Any], *, file: str = "<spec>") -> Network:
     checker = _Checker(shown)
     name, width, layers, loss = checker.document(doc)
     try:
-        return L.build(
+        net = L.build(
             name,
             width,
             layers,
@@ -608,6 +624,7 @@ def spec_from_dict(doc: Mapping[str, Any], *, file: str = "<spec>") -> Network:
         )
     except SpecError as exc:
         raise _located(exc, shown) from None
+    return dataclasses.replace(net, targets=checker.targets)
 
 
 def loads_spec(text: str, *, file: str = "<string>") -> Network:

@@ -21,6 +21,10 @@ from symgrad.ir.indices import I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
 
+#: The most layers a network may have (spec files and the Python API alike): derive and
+#: codegen stay within seconds up to here (bench/time_bounds.py).
+MAX_LAYERS = 100
+
 # Placeholders for user-written component forms.
 a = sp.IndexedBase("a", real=True)
 i, j, k = idx("i"), idx("j"), idx("k")
@@ -406,6 +410,8 @@ def build(
         raise SpecError(f"name '{name}' is not a Python identifier")
     if not layers:
         raise SpecError("a network needs at least one layer")
+    if len(layers) > MAX_LAYERS:  # refused up front: the derivation would take minutes
+        raise SpecError(f"too many layers: {len(layers)} (at most {MAX_LAYERS})")
     known: dict[sp.Symbol, int] = {}
     for key, value in (sizes or {}).items():
         sym = key if isinstance(key, sp.Symbol) else sp.Symbol(key, integer=True, positive=True)

@@ -101,6 +101,8 @@ class Network:
     source: str = "<python>"
     penalty: sp.Expr | None = None
     input_shape: tuple[int, ...] = ()  # (channels, [height,] width) of a conv net's input
+    #: Domain of valid targets for verification (spec field ``targets``; "auto": from the loss).
+    targets: str = "auto"
 
     @property
     def params(self) -> tuple[Param, ...]:

@@ -93,7 +93,10 @@ def make_exercise(seed: int = 0, blank: str | None = None) -> Exercise:
     candidates = [s for s in d.steps if s.needed and _gradable(d, s)]
     names = [s.grad for s in candidates]
     if blank is None:
-        step = candidates[random.Random(seed * 7919 + 1).randrange(len(candidates))]
+        # A bias gradient is just the delta: draw among the steps that take some thought.
+        pool = [s for s in candidates if not (s.kind == "param" and len(s.indices) == 1)]
+        pool = pool or candidates
+        step = pool[random.Random(seed * 7919 + 1).randrange(len(pool))]
     elif blank in names:
         step = candidates[names.index(blank)]
     else:

@@ -54,13 +54,13 @@ class _StructuredParser(_Parser):
             return super().build(tok, fn, *args, fold=False)
 
 
-def _fmt(v: float) -> str:
-    """A value as a learner reads it: 14, 14.003, -3, 1.5e-08."""
+def _fmt(v: float, digits: int = 6) -> str:
+    """A value as a learner reads it: 14, 14.003, -3, 1.5e-08 (``digits`` significant)."""
     if math.isnan(v):
         return "nan"
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
-    return f"{v:.6g}"
+    return f"{v:.{digits}g}"
 
 
 def _fmt_h(h: float) -> str:
@@ -323,7 +323,7 @@ class ScalarResult:
         deriv = [f"df/d{v} = {sp.sstr(self.derivatives[v])}" for v in var]
         values = [f"f = {_fmt(self.value)}"] + [f"df/d{v} = {_fmt(self.gradient[v])}" for v in var]
         fd = [
-            f"df/d{v} ~ (f({v} + h) - f({v}))/h = {_fmt(self.fd[v])}"
+            f"df/d{v} ~ (f({v} + h) - f({v}))/h = {_fmt(self.fd[v], 10)}"
             f"   (error {_fmt(self.fd[v] - self.gradient[v])})"
             for v in var
         ]
@@ -429,7 +429,7 @@ class ScalarResult:
         md += [f"- `{t}`" for t in s["fd"]] + [""]
         md += ["Chain rule on the expression graph:", "", "```"]
         md += [*s["forward"], "", *s["backward"], "```", ""]
-        md += ["| h | " + " | ".join(f"estimate d{v} | error" for v in self.variables) + " |"]
+        md += ["| h | " + " | ".join(f"estimate df/d{v} | error" for v in self.variables) + " |"]
         md += ["|---" * (1 + 2 * len(self.variables)) + "|"]
         for h, est in self.table:
             cells = [

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from symgrad.errors import SpecError
+from symgrad.ir.naming import adjoint_name, split
 from symgrad.ir.network import Network
 
 MAX_CHARS = 20_000
@@ -79,8 +80,15 @@ NP_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "dot": np.dot,
 }
 NP_REDUCE = ("sum", "mean")
-#: Helpers a learner may call bare (their definitions are not read: these are the meanings).
-BARE = {"sigmoid": lambda v: 0.5 + 0.5 * np.tanh(0.5 * v)}
+#: Functions a learner may call bare, as symgrad's documents print them (a helper's
+#: definition in the file is not read: these are the meanings).
+BARE: dict[str, Callable[[np.ndarray], Any]] = {
+    "sigmoid": lambda v: 0.5 + 0.5 * np.tanh(0.5 * v),
+    "step": lambda v: (v > 0).astype(float),
+    "rowsum": lambda v: np.sum(v, axis=-1, keepdims=True),
+    "colsum": lambda v: np.sum(v, axis=0),
+    **{k: f for k, f in NP_UNARY.items() if k not in ("ones_like", "zeros_like", "square")},
+}
 
 
 class StepsInputError(SpecError):
@@ -344,6 +352,14 @@ class _Parser:
             self.expect(")")
             self.depth -= 1
             return e
+        if t.text == "[":  # an Iverson bracket, as symgrad prints relu': [z1 > 0]
+            self.nest()
+            e = self.compare()
+            if e[0] != "bin" or e[1] not in (">", "<", ">=", "<=", "=="):
+                raise self.fail("[...] holds a comparison, as in [z1 > 0] (lists are not allowed)")
+            self.expect("]")
+            self.depth -= 1
+            return e
         if t.kind == "name":
             if t.text == "np" and self.peek().text == ".":
                 self.take()
@@ -357,8 +373,9 @@ class _Parser:
                     if len(args) != 1 or kwargs:
                         raise self.fail(f"{t.text}() takes one argument")
                     return ("bare", t.text, args[0])
+                allowed = ", ".join([*BARE, "len"])
                 raise self.fail(
-                    f"function {t.text!r} is not allowed (use np.exp, np.tanh, ..., sigmoid, len)"
+                    f"function {t.text!r} is not allowed (use np.exp, np.tanh, ... or {allowed})"
                 )
             if t.text in ("True", "False", "None"):
                 raise self.fail(f"{t.text} is not a value here")
@@ -499,16 +516,12 @@ def unparse(e: tuple) -> str:
 
 
 def _aliases(grad: str, wrt: str, kind: str) -> list[str]:
-    """The names a learner may give a derived gradient."""
-    names = [grad, "d" + wrt]
-    if wrt.startswith("z") and wrt[1:].isdigit():
-        names += [f"dZ{wrt[1:]}", f"delta{wrt[1:]}", f"dz{wrt[1:]}"]
-    if wrt.startswith("a") and wrt[1:].isdigit():
-        names.append(f"dA{wrt[1:]}")
+    """The names a learner may give a derived gradient: symgrad's (``delta2``), ``dz2``, and
+    the upper-case batch spelling ``dZ2`` (``dA1``, ``dX``); ``dyhat`` for the loss's."""
+    base, layer = split(wrt)
+    names = [grad, adjoint_name(wrt), "d" + wrt, "d" + base.upper() + layer]
     if kind == "loss":
         names += ["dyhat", "dYhat", "dy_hat"]
-    if wrt == "x":
-        names.append("dX")
     return list(dict.fromkeys(names))
 
 
@@ -693,6 +706,8 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
     stmts = parse_steps(text, file=file)
     net, d = _derivation(net, seed)
     by_alias: dict[str, Any] = {}
+    for step in d.steps:  # symgrad's own names first: dA2 of a parameter A2 beats da2's alias
+        by_alias[step.grad] = step
     for step in d.steps:
         for a in _aliases(step.grad, step.wrt, step.kind):
             by_alias.setdefault(a, step)
@@ -710,6 +725,7 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
         else:
             groups.append([s])
     report = StepsReport(file)
+    yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's (delta1 -> dz1)
     scales: dict[str, float] = {}  # adjoint -> the scale the learner uses (1, or N: no 1/N)
     for group in groups:
         name = group[0].target
@@ -742,6 +758,7 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
         if st is None:
             report.verdicts.append(LineVerdict(lines, name, shown, "yours"))
             continue
+        yours.setdefault(st.grad, name)
         wants = [p.targets[st.grad] for p in points]
         verdict = LineVerdict(lines, name, shown, "wrong", grad=st.grad)
         if gots is not None:
@@ -761,7 +778,7 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
                 verdict.status = "right (per-sample scale: without the 1/N of the batch mean)"
                 scales[name] = float(BATCH)
         if verdict.status == "wrong":
-            verdict.should_be = _should_be(st)
+            verdict.should_be = _in_your_names(_should_be(st), yours)
             if gots is None:
                 verdict.problem = f"the shapes do not fit: {shape_problem}"
             else:
@@ -784,6 +801,14 @@ def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0
     done = {v.grad for v in report.verdicts if v.grad}
     report.missing = [s.grad for s in d.steps if s.kind == "param" and s.grad not in done]
     return report
+
+
+def _in_your_names(text: str, yours: Mapping[str, str]) -> str:
+    """symgrad's formula with the learner's names for the gradients (``delta1`` -> ``dz1``)."""
+    for grad, name in yours.items():
+        if grad != name:
+            text = re.sub(rf"\b{re.escape(grad)}\b", name, text)
+    return text
 
 
 def _per_sample_scale(gots: list[Any], wants: list[np.ndarray]) -> bool:
@@ -815,7 +840,8 @@ def _shape_note(got: Any, want: np.ndarray, grad: str) -> str | None:
     g = np.shape(got)
     if g == want.shape or np.size(got) == want.size:
         return None
-    return f"yours has shape {_shape_text(got)}; {grad} has shape {_shape_text(want)}"
+    have = "is a number" if not g else f"has shape {_shape_text(got)}"
+    return f"yours {have}; {grad} has shape {_shape_text(want)}"
 
 
 def _counterexample(gots: list[Any], wants: list[np.ndarray]) -> str | None:
@@ -868,7 +894,12 @@ def _variants(e: tuple, names: Mapping[str, list[tuple[str, str]]]) -> Iterator[
         yield ("bin", e[1], e[3], e[2]), f"the order of a difference: {unparse(e)} is reversed"
     if kind == "reduce":
         axis = e[3].get("axis")
-        if axis is not None:
+        if axis is None:
+            yield (
+                ("reduce", e[1], e[2], {**e[3], "axis": 0}),
+                ("a sum over everything: sum over the samples only, with axis=0"),
+            )
+        else:
             kw = {**e[3], "axis": 1 - axis if axis in (0, 1) else 0}
             yield (
                 ("reduce", e[1], e[2], kw),
@@ -905,9 +936,11 @@ def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, st
     for name in forward:
         for other in forward:
             if other != name and np.shape(env.get(name, 0.0)) == np.shape(env.get(other, 0.0)):
-                out.setdefault(name, []).append(
-                    (other, f"the wrong layer's value: {name} where {other} belongs")
-                )
+                for case in (str.lower, str.upper):
+                    used, right = case(name), case(other)
+                    out.setdefault(used, []).append(
+                        (right, f"the wrong layer's value: {used} where {right} belongs")
+                    )
     out.setdefault("Y", []).append(("yhat", "Y where yhat belongs"))
     out.setdefault("y", []).append(("yhat", "y where yhat belongs"))
     return out

@@ -15,12 +15,23 @@ array dimension the summation index subscripts.
 ``dx``, and ``da2``, the loss gradient dL/dyhat), a quantity (``W2``, ``z1``, ``dL/dW2``),
 or a local derivative ``da1/dz1``: the local Jacobian of one stage (free index ``i`` for
 an elementwise stage; ``i`` and ``k`` for a full Jacobian, whose Kronecker deltas cannot
-be written in a formula).
+be written in a formula), a whole layer's Jacobian ``da2/da1`` (the product of its stages'),
+or a layer's derivative by its own parameter ``dz1/dW1`` (given at ``p = i``).
+
+The verdict is OK, WRONG or AMBIGUOUS: a matrix-notation formula that mixes ``*`` and
+juxtaposition is read both ways, and one that is right only with juxtaposition binding
+tighter is ambiguous, not wrong. A wrong formula gets a counterexample (in components and
+as whole vectors / matrices) and hints that name the slip: a wrong shape (a matrix where a
+vector is due), a constant factor and which way, a flipped sign, a transpose, ``z`` used
+where ``a = f(z)`` belongs (found by evaluating the formula again with the values swapped),
+a missing activation-derivative factor.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import sympy as sp
@@ -340,6 +351,35 @@ def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: 
     return expr, placeholders
 
 
+_SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\s*\[")
+
+
+def _implicit_products(text: str) -> str:
+    """Juxtaposed factors in a component formula made explicit: ``a1[i](1 - a1[i])`` is
+    ``a1[i]*(1 - a1[i])``, ``2(a2[i] - y[i])`` is ``2*(a2[i] - y[i])``. A name directly
+    before ``(`` stays a call. Text the tokenizer rejects is left for the parser to report.
+    """
+    from symgrad.frontend.expr_parser import _tokenize
+
+    def fail(message: str) -> NoReturn:
+        raise SpecError(message, field="--formula")
+
+    if not isinstance(text, str):
+        return text
+    try:
+        toks = _tokenize(text, fail)
+    except SpecError:
+        return text
+    out, last = [], 0
+    for prev, tok in zip(toks, toks[1:], strict=False):
+        ends_factor = prev.kind == "num" or prev.text in ("]", ")")
+        starts_factor = tok.kind in ("name", "num") or tok.text == "("
+        if ends_factor and starts_factor:
+            out.append(text[last : tok.pos] + "*")
+            last = tok.pos
+    return "".join(out) + text[last:]
+
+
 def _free_symbols(expr: sp.Expr) -> set[sp.Symbol]:
     return {s for s in expr.free_symbols if s.is_integer and not s.is_positive}
 
@@ -446,10 +486,12 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     """
     net, d = _derivation(net, seed)
     target = _resolve(d, net, grad)
-    if isinstance(formula, str) and "[" not in formula:
+    # Component form subscripts a name (a1[i]); a bracket after an operator is matrix
+    # notation's Iverson bracket (da1*[z1 > 0]).
+    if isinstance(formula, str) and not _SUBSCRIPT.search(formula):
         return _check_matrix(net, d, target, formula, seed)
     shapes = _shapes(d, net)
-    expr, placeholders = _parse(formula, target, shapes, net)
+    expr, placeholders = _parse(_implicit_products(formula), target, shapes, net)
     expr, problems = _bind_ranges(expr, placeholders, shapes)
     problems += _free_index_problems(expr, target, shapes)
     result = CheckResult(
@@ -551,6 +593,10 @@ def _check_matrix(
             return result
         result.problem, result.counterexample = first.problem, first.counterexample
         result.hints = _hints(lambda env: evaluate_tree(tree, env), envs, wants, target, net, d)
+        if not result.hints:
+            edit = _one_edit(tree, envs, wants, target)
+            if edit:
+                result.hints.append(edit)
         return result
     result.ambiguous = True
     result.readings = [
@@ -736,6 +782,36 @@ def _hints(fn, envs, wants, target: _Target, net: Network, d: Derivation) -> lis
         ):
             hints.append(f"an extra factor d{st.name}/d{st.inp} = {shown}: drop it")
     return hints
+
+
+def _one_edit(tree, envs, wants, target: _Target) -> str | None:
+    """A transpose or a product's order that, changed, makes a matrix formula right:
+    ``delta2^T a1`` for dW2 is ``delta2 a1^T`` (per sample, vectors are columns)."""
+    from symgrad.verify.matrix_formula import evaluate_tree, show
+
+    def t(e):
+        return e[1] if e[0] == "T" else ("T", e)
+
+    def variants(e):
+        if e[0] == "T":
+            yield e[1]
+        if e[0] == "name":
+            yield ("T", e)
+        if e[0] == "mm":
+            yield ("mm", e[1], e[3], e[2])
+            yield ("mm", e[1], t(e[2]), t(e[3]))
+            yield ("mm", e[1], t(e[3]), t(e[2]))
+        for k, child in enumerate(e):
+            if isinstance(child, tuple) and child and isinstance(child[0], str):
+                for v in variants(child):
+                    yield (*e[:k], v, *e[k + 1 :])
+
+    for variant in variants(tree):
+        if _judge(lambda env, v=variant: evaluate_tree(v, env), envs, wants, target).ok:
+            return (
+                f"a transpose or the order of a product: {show(variant, explicit=False)} is right"
+            )
+    return None
 
 
 def _factor(gots: list[np.ndarray], wants: list[np.ndarray]) -> float | None:

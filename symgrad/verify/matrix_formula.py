@@ -11,7 +11,8 @@ with NumPy on per-sample values, vectors being columns:
 - ``@`` or juxtaposition (``W2^T delta2``) for the matrix product; ``^T`` or ``.T`` transposes;
   two columns side by side (``a1(1 - a1)``, an implicit product) multiply elementwise, the
   only product that fits them;
-- functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid`` elementwise, and
+- functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid step sign`` elementwise,
+  Iverson brackets ``[z1 > 0]`` (1 where true, else 0), and
   ``outer(u, v)``, ``dot(u, v)``, ``sum(v)``, ``diag(v)``.
 
 Shape slips are answered as such: ``a1^T delta2`` for ``dL/dW2`` is "a 1 x 1, expected 2 x 4".
@@ -35,7 +36,7 @@ MAX_EXPONENT = 64.0
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|\^T|\.T|[-+*/@(),⊙]))"
+    r"|(?P<op>\*\*|\^T|\.T|>=|<=|[-+*/@(),⊙\[\]<>]))"
 )
 
 
@@ -54,6 +55,9 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sin": np.sin,
     "cos": np.cos,
     "sigmoid": _sigmoid,
+    # as symgrad prints derivatives at kinks: step(z) = [z > 0] (relu'), sign(z) (abs')
+    "step": lambda v: (v > 0).astype(float),
+    "sign": np.sign,
 }
 SPECIAL = ("outer", "dot", "sum", "diag")
 
@@ -236,6 +240,17 @@ class _Parser:
             self.expect(")")
             self.depth -= 1
             return inner
+        if t.text == "[":  # an Iverson bracket, as symgrad prints relu': [z1 > 0]
+            self.nest()
+            left = self.expr()
+            op = self.take()
+            if op.text not in (">", "<", ">=", "<="):
+                found = repr(op.text) if op.kind != "end" else "the end"
+                raise self.fail(f"expected a comparison (>, <, >=, <=) in [...], found {found}")
+            right = self.expr()
+            self.expect("]")
+            self.depth -= 1
+            return ("cmp", op.text, left, right)
         if t.kind == "name":
             # a1(1 - a1): a quantity before a parenthesis is an implicit product, not a call
             if self.peek().text == "(" and t.text not in self.names:
@@ -280,6 +295,11 @@ def _eval(node: Node, env: Mapping[str, np.ndarray]) -> np.ndarray:
     if kind == "pow":
         with np.errstate(all="ignore"):
             return np.power(_eval(node[1], env), node[2])
+    if kind == "cmp":
+        fns_cmp = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal}
+        a, b = _eval(node[2], env), _eval(node[3], env)
+        _elementwise(a, b, np.subtract, node[1])  # the shapes must fit as for '-'
+        return fns_cmp[node[1]](a, b).astype(float)
     if kind == "ew":
         fns = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
         return _elementwise(_eval(node[2], env), _eval(node[3], env), fns[node[1]], node[1])
@@ -321,6 +341,8 @@ def show(node: Node, *, explicit: bool = True) -> str:
         return f"{_wrap(node[1], explicit)}**{show(('num', node[2]))}"
     if kind == "call":
         return f"{node[1]}({', '.join(show(a, explicit=explicit) for a in node[2])})"
+    if kind == "cmp":
+        return f"[{show(node[2], explicit=explicit)} {node[1]} {show(node[3], explicit=explicit)}]"
     op = " " if node[1] == " " else f" {node[1]} "
     left, right = node[2], node[3]
     lt, rt = show(left, explicit=explicit), show(right, explicit=explicit)

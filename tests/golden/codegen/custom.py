@@ -27,6 +27,7 @@ OUTPUT_SIZE = 2
 
 # -- argument checks (CONTRACT section 5): every public function validates its inputs, so
 # NumPy never broadcasts a wrong shape into a plausible-looking number.
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_params(params: dict[str, np.ndarray], what: str = "params") -> type:
@@ -45,13 +46,13 @@ def _check_params(params: dict[str, np.ndarray], what: str = "params") -> type:
     dtype = None
     for name in PARAM_NAMES:
         p = params[name]
-        shape = tuple(getattr(p, "shape", np.shape(p)))
+        shape = p.shape if isinstance(p, np.ndarray) else np.shape(p)
         if shape != PARAM_SHAPES[name]:
             raise ValueError(
                 f"{what}[{name!r}] has shape {shape}, expected {PARAM_SHAPES[name]}"
             )
         dt = getattr(p, "dtype", None)
-        if dt not in (np.float32, np.float64):
+        if dt not in _FLOATS:
             raise ValueError(
                 f"{what}[{name!r}] has dtype {dt}, expected float32 or float64"
             )
@@ -77,7 +78,7 @@ def _check_array(
         hint = ""
         raise ValueError(f"{what} has shape {arr.shape}, expected {shape}{hint}")
     arr = arr.astype(dtype, copy=False)
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise ValueError(f"{what} contains inf or nan; every value must be finite")
     return arr
 
