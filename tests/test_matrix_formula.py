@@ -141,7 +141,11 @@ def test_every_step_in_matrix_notation_as_printed_checks(name):
     from symgrad.pipeline import derive
 
     net = catalogue()[name]
+    from symgrad.calculus.matrix_form import Comp
+
     for step in derive(net).steps:
+        if step.matrix.has(Comp):  # no neat matrix form: printed in components (#12)
+            continue
         res = check_formula(net, step.grad, TextPrinter().doprint(step.matrix))
         assert res.ok, res.format()
 

@@ -226,6 +226,7 @@ class SymgradNumPyPrinter(NumPyPrinter):
         return self._reduce("min", expr)
 
     def _print_ShareMax(self, expr):
+        # the arg-max indicator, ties sharing equally (as torch.amax): the module's helper
         self.helpers.add("_share_max")
         return f"_share_max({self._print(expr.args[0])}, {int(expr.args[1])})"
 

@@ -51,6 +51,18 @@ class ReprefixPrinter(SymgradNumPyPrinter):
             fields[f"{n_}p"] = self._atom(a)
         return fill(template, fields)
 
+    # The component fallback's arg-max indicator (the NumPy module's helper _share_max),
+    # inline: ties share the gradient equally, as torch.amax.
+    def _share(self, e: str, k: int, ext: str) -> str:
+        hit = f"({e} == np.{ext}({e}, axis={k}, keepdims=True))"
+        return f"({hit} / np.sum({hit}, axis={k}, keepdims=True)).astype({e}.dtype)"
+
+    def _print_ShareMax(self, expr):
+        return self._share(self._atom(expr.args[0]), int(expr.args[1]), "max")
+
+    def _print_ShareMin(self, expr):
+        return self._share(self._atom(expr.args[0]), int(expr.args[1]), "min")
+
     # The NumPy module's helpers _log1p and _logcosh, inline (re-prefixed by doprint).
     def _print_SafeLog1p(self, expr):
         return f"np.maximum(np.log1p({self._print(expr.args[0])}), -100.0)"
@@ -90,6 +102,25 @@ class TorchPrinter(ReprefixPrinter):
 
     def _print_RowMax(self, expr):
         return f"{self._atom(expr.args[0])}.amax(1, keepdim=True)"
+
+    # The component fallback (calculus/einsum.py): torch's spellings where NumPy's differ.
+    def _print_AxisMax(self, expr):
+        return f"{self._atom(expr.args[0])}.amax({int(expr.args[1])})"
+
+    def _print_AxisMin(self, expr):
+        return f"{self._atom(expr.args[0])}.amin({int(expr.args[1])})"
+
+    def _share(self, e: str, k: int, ext: str) -> str:
+        hit = f"({e} == {e}.a{ext}({k}, keepdim=True)).to({e}.dtype)"
+        return f"({hit} / {hit}.sum({k}, keepdim=True))"
+
+    def _print_Full(self, expr):
+        shape = ", ".join(self._print(s) for s in expr.args[1])
+        return f"torch.as_tensor({self._print(expr.args[0])}).expand({shape}).clone()"
+
+    def _print_Place(self, expr):
+        text = super()._print_Place(expr)
+        return text.replace("np.transpose(", "torch.permute(")
 
     def _print_Softmax(self, expr):
         return f"torch.softmax({self._print(expr.args[0])}, 1)"

@@ -130,6 +130,10 @@ class Batched(sp.Function):
     def lowered(self) -> sp.Expr:
         return lower(self.args[0], sample_sum=bool(int(self.args[1])))
 
+    def _symgrad_tangent(self, R, tangents):
+        r = R(self.args[0])
+        return Batched(r, self.args[1]) if r != 0 else sp.S.Zero
+
     def _sympystr(self, printer):
         return printer._print(self.lowered())
 

@@ -114,6 +114,9 @@ def _R(e: sp.Expr, t: Mapping[sp.Basic, sp.Expr]) -> sp.Expr:
         return e.func(r) if r != 0 else sp.S.Zero
     if isinstance(e, _PIECEWISE_CONSTANT):
         return sp.S.Zero
+    rule = getattr(e, "_symgrad_tangent", None)
+    if rule is not None:  # a node that states its own rule (reductions, component fallbacks)
+        return rule(lambda x, tt=t: _R(x, tt), t)
     if isinstance(e, sp.Function):
         terms = []
         for k, a in enumerate(e.args, start=1):

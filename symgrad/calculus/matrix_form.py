@@ -71,6 +71,22 @@ class Comp(sp.Function):
     def expr(self) -> sp.Expr:
         return self.args[0]
 
+    def _symgrad_tangent(self, R, tangents):
+        """Forward mode (``calculus/forward.py``), in components: every array ``a1[j]``
+        varies as its tangent ``Ra1[j]``; the parameters' directions have no sample axis."""
+        expr, free, shape, names = self.args
+        comp: dict = dict(tangents)  # scalars (0-dim parameters) as they are
+        for sym, r in tangents.items():
+            if not isinstance(sym, sp.Symbol) or not isinstance(r, sp.Symbol):
+                continue
+            comp[sp.IndexedBase(sym.name, real=True)] = sp.IndexedBase(r.name, real=True)
+            comp[sp.Symbol(sym.name, real=True)] = sp.Symbol(r.name, real=True)
+        r = R(expr, comp)
+        if r == 0:
+            return sp.S.Zero
+        directions = [tangents[s] for s in tangents if str(s) in {str(n) for n in names}]
+        return Comp(r, free, shape, sp.Tuple(*names, *directions))
+
     def _latex(self, printer):
         return printer._print(self.args[0])
 
@@ -83,6 +99,10 @@ class Once(sp.Function):
     gradient of a penalty such as weight decay)."""
 
     nargs = 1
+
+    def _symgrad_tangent(self, R, tangents):
+        r = R(self.args[0])
+        return Once(r) if r != 0 else sp.S.Zero
 
     def _latex(self, printer):
         return printer._print(self.args[0])
@@ -114,6 +134,18 @@ def matrix_pass(d: Any) -> Any:
     steps = tuple(
         s if s.matrix is not None else replace(s, matrix=_step_matrix(s, names)) for s in d.steps
     )
+    # 0-dim parameters (a Symbol in components) are per-batch quantities like the others:
+    # a ``Vec`` in matrix forms, so that later passes (layout, forward mode) treat them so.
+    scalars = {p.base: Vec(p.name) for p in d.network.params if not p.shape and p.base.is_Symbol}
+    if scalars:
+        forward = tuple(
+            replace(f, matrix=f.matrix.xreplace(scalars)) if f.matrix is not None else f
+            for f in forward
+        )
+        steps = tuple(
+            replace(s, matrix=s.matrix.xreplace(scalars)) if s.matrix is not None else s
+            for s in steps
+        )
     return replace(d, forward=forward, steps=steps)
 
 

@@ -33,6 +33,15 @@ class _Reduce(sp.Function):
         pick = ArgMax if isinstance(self, ReduceMax) else ArgMin
         return sp.Sum(pick(body, var, hi) * d, (var, 0, hi))
 
+    def _symgrad_tangent(self, R, tangents):
+        """Forward mode: R{max_j f} = sum_j [j = argmax] R{f} (ties share, as the gradient)."""
+        body, var, hi = self.args
+        r = R(body)
+        if r == 0:
+            return sp.S.Zero
+        pick = ArgMax if isinstance(self, ReduceMax) else ArgMin
+        return sp.Sum(pick(body, var, hi) * r, (var, 0, hi))
+
     def _latex(self, printer):
         body, var, _ = self.args
         return rf"\{self.symbol}_{{{printer._print(var)}}} \left({printer._print(body)}\right)"
@@ -63,6 +72,9 @@ class _Pick(sp.Function):
     symbol = "argmax"
 
     def _eval_derivative(self, s):
+        return sp.S.Zero  # piecewise constant
+
+    def _symgrad_tangent(self, R, tangents):
         return sp.S.Zero  # piecewise constant
 
     def _latex(self, printer):
