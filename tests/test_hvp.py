@@ -25,16 +25,7 @@ from symgrad.pipeline import generate_code
 from symgrad.verify.verify import random_targets, rel_error
 
 NETS = catalogue()
-#: Catalogue networks that the torch/JAX/CuPy targets and the tangent (HVP) pass do not
-#: handle yet: skip connections (adjoint shares), max reductions, nested norm sums. A
-#: known gap, stated in the README's "Targets" section; the NumPy target handles them.
-TARGET_GAPS = {"maxshift", "residual", "rmsnorm_pairwise"}
-NAMES = [
-    pytest.param(n, marks=pytest.mark.xfail(reason="not yet supported by this target"))
-    if n in TARGET_GAPS
-    else n
-    for n in sorted(NETS)
-]
+NAMES = sorted(NETS)
 TOL = 1e-7
 
 

@@ -16,9 +16,6 @@ from symgrad.verify.matrix_formula import FormulaShapeError, evaluate
 
 SEED = catalogue()["seed"]  # 3 -> 4 sigmoid -> 2 sigmoid, mse
 
-#: Catalogue networks with component-form fallback steps (DAG, max reductions, norms).
-FALLBACK_NETS = {"maxshift", "residual", "rmsnorm_pairwise"}
-
 
 @pytest.mark.parametrize(
     "grad, formula",
@@ -123,15 +120,6 @@ def test_the_reader_only_ever_returns_an_array_or_its_own_errors(text):
             ),
         )
         if n == "bilinear"
-        else pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                reason="a step with no neat matrix form prints as components (sum_k ...), "
-                "which the matrix-notation reader does not accept yet",
-                strict=False,
-            ),
-        )
-        if n in FALLBACK_NETS
         else n
         for n in sorted(catalogue())
     ],
