@@ -339,3 +339,20 @@ def test_unknown_target_and_optimizer_elsewhere_are_errors():
         generate_code(NETS["seed"], target="tensorflow")
     with pytest.raises(SpecError, match="only for the numpy target"):
         generate_code(NETS["seed"], target="torch", optimizer="adam")
+
+
+@pytest.mark.parametrize("name", names(TORCH_VJP_GAPS))
+def test_every_target_returns_the_numpy_loss_value(name, jax64):
+    """The loss value (every term: a penalty is added once per batch) is the NumPy module's in
+    every target; a regression test for ``a + b / n`` printed without parentheses."""
+    pytest.importorskip("torch")
+    import torch
+
+    params, X, Y = point(name)
+    want = generated(name, "numpy")[1].loss(params, X, Y)
+    _, tmod = generated(name, "torch")
+    tp = {k: torch.tensor(v) for k, v in params.items()}
+    got_torch = float(tmod.loss(tp, torch.tensor(X), torch.tensor(Y)))
+    got_jax = float(generated(name, "jax")[1].loss(params, X, Y))
+    assert rel_error(got_torch, want)[1] <= TOL
+    assert rel_error(got_jax, want)[1] <= TOL
