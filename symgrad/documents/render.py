@@ -327,6 +327,24 @@ def _wrap(
     return filled.replace("\x00", " ")
 
 
+def _fit_line(line: str, width: float = LINE_WIDTH) -> str:
+    """A LaTeX line the breaker could not bring under the page width (a long component
+    form with no term boundary left to break at), scaled down to fit instead of running
+    into the margin. Only what follows the line's ``&=`` / ``&\\qquad`` is scaled."""
+    for mark in ("&= ", "&\\qquad "):
+        head, sep, rest = line.partition(mark)
+        if sep:
+            break
+    else:
+        return line
+    avail = max(width - visual_width(head) - 3.0, width * 0.55)
+    have = visual_width(rest)
+    if have <= avail * 0.95:
+        return line
+    scale = max(0.3, 0.85 * avail / have)
+    return f"{head}{sep}\\scalebox{{{scale:.2f}}}{{$\\displaystyle {rest}$}}"
+
+
 def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
     if to == "text":
         return "\n".join(
@@ -334,6 +352,8 @@ def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
             for e in eqs
         )
     lines = [ln for e in eqs for ln in equation_lines(e)]
+    if to == "latex":
+        lines = [_fit_line(ln) for ln in lines]
     if to == "html":
         body = (
             lines[0].replace("&", "", 1)
@@ -966,15 +986,17 @@ class _Doc:
         sides.append(self.ex(st.local))
         eqs.append(Eq(tuple(_dedupe(sides))))
         if raw is not None and raw != st.local and st.kind == "input":
+            out_tex = quantity(stage.name, "component", ["i"])
+            if visual_width(body.tex) <= 30:
+                value = M(r"%s = %s" % (out_tex, body.tex), f"{stage.name}[i] = {body.txt}")
+            else:  # too long for a line of prose: the forward pass shows the definition
+                value = M(out_tex, f"{stage.name}[i]")
             items.append(
                 Item(
                     "para",
                     (
                         "The last form reads the forward values: ",
-                        M(
-                            r"%s = %s" % (quantity(stage.name, "component", ["i"]), body.tex),
-                            f"{stage.name}[i] = {body.txt}",
-                        ),
+                        value,
                         ", so the backward pass reuses what the forward pass stored.",
                     ),
                 )
