@@ -216,7 +216,7 @@ class LossFunction(torch.autograd.Function):
         # Loss: the mean over samples of the per-sample loss.
         l1 = Y * (-t2 + z3 - torch.log(t4))
         ctx.save_for_backward(X, Y, W1, W2, W3, a1, t1, a2, a3)
-        return -torch.sum(l1) / n
+        return (-torch.sum(l1)) / n
 
     @staticmethod
     @torch.autograd.function.once_differentiable
