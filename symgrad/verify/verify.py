@@ -37,6 +37,7 @@ import numpy as np
 import sympy as sp
 
 from symgrad.errors import SpecError
+from symgrad.ir.layers import y_s
 from symgrad.ir.network import Network
 from symgrad.verify.reference import (
     backend,
@@ -418,7 +419,8 @@ def target_domain(net: Network, targets: str | None = None) -> str:
         return chosen
     if net.loss.requires_softmax or any(k == "sum_y_is_1" for k, _ in net.loss.identities):
         return "probabilities"
-    if net.loss.name == "bce":
+    elem = net.loss.elementwise
+    if elem is not None and elem.has(sp.log) and elem.has(1 - y_s):  # y and 1 - y: BCE-like
         return "unit"
     return "real"
 
