@@ -27,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from symgrad.calculus.matrix_form import matrix_pass
+from symgrad.calculus.program import Program, program
 from symgrad.calculus.reverse import Derivation, reverse_accumulate
 from symgrad.ir.network import Network
 
@@ -130,6 +131,10 @@ class Compilation:
 
     def graph(self) -> str:
         return render_graph(self.derivation)
+
+    def program(self) -> Program:
+        """The derivation as one program of equations (forward, loss, adjoints)."""
+        return program(self.derivation)
 
 
 def compile(spec: str | Network) -> Compilation:  # noqa: A001 - the driver's verb

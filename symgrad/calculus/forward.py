@@ -30,16 +30,12 @@ from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.matrix_form import Mat, Vec
 from symgrad.errors import DerivationError
 from symgrad.ir import ops as F
+from symgrad.ir.naming import tangent_name
 
 #: Functions whose derivative is zero almost everywhere (their kinks follow PyTorch).
 _PIECEWISE_CONSTANT = (F.step, sp.sign, sp.Heaviside)
 #: Linear structural operators: R{op(V)} = op(R{V}).
 _LINEAR = (RowSum, ColSum)
-
-
-def tangent_name(name: str) -> str:
-    """The tangent variable of ``name``: R{z1} is ``Rz1``, R{dW1} is ``RdW1``."""
-    return "R" + name
 
 
 def tangent_symbol(sym: sp.Symbol) -> sp.Symbol:

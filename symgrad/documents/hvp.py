@@ -8,11 +8,9 @@ what it is: the backward pass differentiated once more, along the direction V.
 
 from __future__ import annotations
 
-import sympy as sp
-
 from symgrad.backends.codegen import comment_text
 from symgrad.backends.targets import matrix_text, tangent_program
-from symgrad.calculus.forward import tangent, tangent_name
+from symgrad.calculus.program import program
 from symgrad.calculus.reverse import Derivation
 
 _INTRO = (
@@ -22,30 +20,19 @@ _INTRO = (
 )
 
 
+def _subscript(indices) -> str:
+    return f"[{', '.join(str(i) for i in indices)}]" if indices else ""
+
+
 def hvp_lines(d: Derivation) -> list[str]:
     """The HVP derivation as plain-text lines: each quantity's R-equation, component form
-    then batched matrix form."""
-    net = d.network
-    tan: dict[sp.Basic, sp.Expr] = {
-        p.base: sp.IndexedBase(tangent_name(p.name), real=True) for p in net.params
+    (the derivation's program differentiated once more, ``Program.tangent``) then batched
+    matrix form."""
+    comp = {
+        eq.target: f"{_subscript(eq.indices)} = {comment_text(eq.body)}"
+        for eq in program(d).tangent()
+        if eq.phase == "tangent"
     }
-    comp: dict[str, str] = {}
-    values: dict[sp.Expr, sp.Expr] = {}  # f'(u) in forward values, as the derivation writes
-    for f in d.forward:
-        values[f.component] = f.stage.out[f.stage.index]
-        r = tangent(f.component, tan).xreplace(values)
-        if r != 0:
-            tan[f.stage.out] = sp.IndexedBase(tangent_name(f.stage.name), real=True)
-            comp[tangent_name(f.stage.name)] = f"[i] = {comment_text(r)}"
-    for s in d.steps:
-        if not s.needed:
-            continue
-        r = tangent(s.component, tan).xreplace(values)
-        if r != 0:
-            name = sp.IndexedBase(s.grad, real=True)
-            tan[name] = sp.IndexedBase(tangent_name(s.grad), real=True)
-            idx = ", ".join(str(i) for i in s.indices)
-            comp[tangent_name(s.grad)] = f"[{idx}] = {comment_text(r)}"
     items, _ = tangent_program(d)
     lines = [_INTRO, ""]
     for target, expr, comment in items:

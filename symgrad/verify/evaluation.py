@@ -1,7 +1,8 @@
 """Numeric evaluation of the derivation itself (no generated code involved).
 
 ``eval_component`` evaluates a component-form expression for concrete arrays, with
-one array axis per free index; ``eval_matrix`` evaluates a per-sample matrix form.
+one array axis per free index (``grid.py``'s evaluator, on NumPy); ``eval_matrix``
+evaluates a per-sample matrix form.
 ``run_derivation`` runs the forward equations and every backward step of a
 :class:`~symgrad.derivation.Derivation` on one sample. Tests, ``verify --symbolic``
 and "check my derivation" use these to compare forms with each other and with
@@ -17,48 +18,19 @@ import sympy as sp
 from sympy.core.function import Application
 
 from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
+from symgrad.calculus.program import LOSS, Program, program
 from symgrad.errors import DerivationError
-from symgrad.ir.ops import OPS
-from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
-
-#: NumPy callables of every registered op (ir/ops.py), for the numeric evaluators.
-NUMPY_FUNCS = {op.func: op.numeric for op in OPS.values()}
+from symgrad.verify.grid import NUMPY, evaluate
 
 
 def _apply(func, args):
-    if func in NUMPY_FUNCS:
-        return NUMPY_FUNCS[func](*args)
+    if func in NUMPY.funcs:
+        return NUMPY.funcs[func](*args)
     if func is sp.Max:
         return np.maximum.reduce(np.broadcast_arrays(*args))
     if func is sp.Min:
         return np.minimum.reduce(np.broadcast_arrays(*args))
-    if func is sp.Heaviside:
-        h0 = args[1] if len(args) > 1 else 0.5
-        return np.heaviside(args[0], h0)
     raise DerivationError(f"no numeric rule for function {func}")
-
-
-class _Axes:
-    """An ndarray with one axis per index symbol."""
-
-    def __init__(self, arr, axes: tuple[sp.Symbol, ...]):
-        self.arr = np.asarray(arr, dtype=float)
-        self.axes = axes
-
-
-def _align(items: list[_Axes]) -> tuple[list[np.ndarray], tuple[sp.Symbol, ...]]:
-    axes: list[sp.Symbol] = []
-    for it in items:
-        for a in it.axes:
-            if a not in axes:
-                axes.append(a)
-    out = []
-    for it in items:
-        perm = [it.axes.index(a) for a in axes if a in it.axes]
-        arr = np.transpose(it.arr, perm) if it.axes else it.arr
-        shape = [arr.shape[perm.index(it.axes.index(a))] if a in it.axes else 1 for a in axes]
-        out.append(np.reshape(arr, shape) if it.axes else it.arr)
-    return out, tuple(axes)
 
 
 def eval_component(
@@ -68,107 +40,10 @@ def eval_component(
     free: tuple[sp.Symbol, ...] = (),
     ranges: Mapping[sp.Symbol, int] | None = None,
 ) -> np.ndarray:
-    """Evaluate a component expression; the result has one axis per symbol of ``free``."""
-    ranges = dict(ranges or {})
-
-    def size(e) -> int:
-        return int(sp.sympify(e).xreplace({k: sp.Integer(n) for k, n in sizes.items()}))
-
-    def ev(e) -> _Axes:
-        assert ranges is not None  # always a dict here (set above and by _ev_with)
-        sub: str | _Axes
-        axes: list[sp.Symbol] | tuple[sp.Symbol, ...]
-        if e.is_Number:
-            return _Axes(float(e), ())
-        if isinstance(e, sp.Indexed):
-            arr = np.asarray(env[str(e.base.label)], dtype=float)
-            ind = e.indices
-            if any(not isinstance(t, sp.Symbol) for t in ind):
-                raise DerivationError(f"cannot evaluate {e}: indices must be symbols")
-            if len(set(ind)) != len(ind):  # repeated index: a diagonal
-                letters = "abcdefgh"
-                sub = "".join(letters[list(dict.fromkeys(ind)).index(t)] for t in ind)
-                arr = np.einsum(f"{sub}->{''.join(dict.fromkeys(sub))}", arr)
-                ind = tuple(dict.fromkeys(ind))
-            return _Axes(arr, tuple(ind))
-        if isinstance(e, sp.KroneckerDelta):
-            a, b = e.args
-            return _Axes(np.eye(ranges[a], ranges[b]), (a, b))
-        if isinstance(e, sp.Symbol):
-            if e in ranges:
-                return _Axes(np.arange(ranges[e], dtype=float), (e,))
-            if e in sizes:
-                return _Axes(float(sizes[e]), ())
-            if str(e) in env:
-                return _Axes(env[str(e)], ())
-            raise DerivationError(f"cannot evaluate symbol {e}")
-        if isinstance(e, ReduceMax | ReduceMin | ArgMax | ArgMin):
-            body, var, hi = e.args
-            if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
-                sub = ev(body)
-                if var not in sub.axes:
-                    return _Axes(np.ones(()), ())
-                ax = sub.axes.index(var)
-                ext = sub.arr.max if isinstance(e, ArgMax) else sub.arr.min
-                hit = (sub.arr == ext(axis=ax, keepdims=True)).astype(float)
-                return _Axes(hit / hit.sum(axis=ax, keepdims=True), sub.axes)
-            sub = _ev_with(body, {**ranges, var: size(hi) + 1})
-            if var not in sub.axes:
-                return sub
-            ax = sub.axes.index(var)
-            red = sub.arr.max if isinstance(e, ReduceMax) else sub.arr.min
-            return _Axes(red(axis=ax), tuple(a for a in sub.axes if a != var))
-        if isinstance(e, sp.Sum):
-            body = e.function
-            inner = dict(ranges)
-            for var, lo, hi in e.limits:
-                if lo != 0:
-                    raise DerivationError(f"sums must start at 0: {e}")
-                inner[var] = size(hi) + 1
-            sub = _ev_with(body, inner)
-            arr, axes = sub.arr, list(sub.axes)
-            for var, _, _ in e.limits:
-                if var in axes:
-                    ax = axes.index(var)
-                    arr = arr.sum(axis=ax)
-                    axes.pop(ax)
-                else:
-                    arr = arr * inner[var]
-            return _Axes(arr, tuple(axes))
-        if e.is_Add or e.is_Mul:
-            parts = [ev(a) for a in e.args]
-            arrs, axes = _align(parts)
-            acc = arrs[0]
-            for arr in arrs[1:]:
-                acc = acc + arr if e.is_Add else acc * arr
-            return _Axes(acc, axes)
-        if e.is_Pow:
-            (b, x), axes = _align([ev(e.base), ev(e.exp)])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return _Axes(np.power(b, x), axes)
-        if isinstance(e, Application):  # functions, and Max / Min
-            parts = [ev(a) for a in e.args]
-            arrs, axes = _align(parts)
-            return _Axes(_apply(e.func, arrs), axes)
-        raise DerivationError(f"cannot evaluate {e!r}")
-
-    def _ev_with(e, rng) -> _Axes:
-        nonlocal ranges
-        saved = ranges
-        ranges = rng
-        try:
-            return ev(e)
-        finally:
-            ranges = saved
-
-    res = ev(expr)
-    arrs, axes = _align([res, *[_Axes(np.zeros(ranges[f]), (f,)) for f in free]])
-    out = np.broadcast_to(arrs[0], np.broadcast_shapes(*[a.shape for a in arrs]))
-    order = [axes.index(f) for f in free]
-    extra = [i for i, a in enumerate(axes) if a not in free]
-    if extra:
-        raise DerivationError(f"free indices {[axes[i] for i in extra]} not listed in {free}")
-    return np.array(np.transpose(out, order) if order else out, dtype=float)
+    """Evaluate a component expression in float64 (the grid evaluator of ``grid.py`` on
+    NumPy); the result has one axis per symbol of ``free``."""
+    arrays = {k: np.asarray(v, dtype=float) for k, v in env.items()}
+    return np.array(evaluate(NUMPY, expr, arrays, sizes, free, ranges), dtype=float)
 
 
 def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) -> np.ndarray:
@@ -214,37 +89,48 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
     return np.asarray(ev(expr), dtype=float)
 
 
+def run_program(
+    prog: Program,
+    env: Mapping[str, np.ndarray],
+    sizes: Mapping[sp.Symbol, int],
+    *,
+    form: str = "component",
+) -> dict[str, np.ndarray]:
+    """Evaluate every equation of ``prog`` in order, for one sample.
+
+    ``env`` holds the parameters (and, for a tangent program, their directions
+    ``R<param>``), the input and the target. Returns ``env`` extended by every target.
+    ``form="matrix"`` evaluates the per-sample matrix forms where equations have one.
+    """
+    out: dict[str, np.ndarray] = {k: np.asarray(v, dtype=float) for k, v in env.items()}
+
+    def size(e: sp.Expr) -> int:
+        return int(sp.sympify(e).xreplace({k: sp.Integer(v) for k, v in sizes.items()}))
+
+    for eq in prog:
+        shape = tuple(size(w) for w in eq.shape)
+        if form == "matrix" and eq.matrix is not None:
+            val = np.broadcast_to(eval_matrix(eq.matrix, out, sizes), shape).copy()
+        else:
+            rng = dict(zip(eq.indices, shape, strict=True))
+            val = eval_component(eq.body, out, sizes, eq.indices, rng)
+        out[eq.target] = val
+    return out
+
+
 def run_derivation(
     d, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, form="component"
 ):
-    """Forward and backward pass of one sample, evaluated from the derivation's expressions.
+    """Forward and backward pass of one sample, evaluated from the derivation's program
+    (:func:`symgrad.calculus.program.program`).
 
     Returns ``(loss, env)`` where ``env`` holds every forward value and every gradient
-    (per-sample, un-averaged: the loss of one sample).
+    (per-sample, un-averaged: the loss of one sample, its penalty added once).
     """
     net = d.network
-    sizes = dict(net.sizes)
-    env: dict[str, np.ndarray] = {**{k: np.asarray(v, float) for k, v in params.items()}}
+    env: dict[str, np.ndarray] = {k: np.asarray(v, float) for k, v in params.items()}
     env[str(net.input)] = np.asarray(x, float)
     env[str(net.loss.target)] = np.asarray(y, float)
-    for f in d.forward:
-        s = f.stage
-        if form == "matrix":
-            env[s.name] = eval_matrix(f.matrix, env, sizes)
-        else:
-            env[s.name] = eval_component(
-                f.component, env, sizes, (s.index,), {s.index: net.size(s.width)}
-            )
-    loss = float(eval_component(d.loss, env, sizes))
-    if net.penalty is not None:  # added once to the batch loss: once to one sample's too
-        loss += float(eval_component(net.penalty, env, sizes))
-    for st in d.steps:
-        if form == "matrix":
-            val = eval_matrix(st.matrix, env, sizes)
-            shape = tuple(net.size(w) for w in st.shape)
-            val = np.broadcast_to(val, shape).copy()
-        else:
-            rng = {ix: net.size(w) for ix, w in zip(st.indices, st.shape, strict=True)}
-            val = eval_component(st.component, env, sizes, st.indices, rng)
-        env[st.grad] = val  # inlined loss gradients and dx too (for display and checks)
+    env = run_program(program(d), env, net.sizes, form=form)
+    loss = float(env.pop(LOSS))
     return loss, env

@@ -9,64 +9,31 @@ tensor ops over the index grid, so autograd, not symgrad, does the differentiati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import sympy as sp
-from sympy.core.function import Application
 
 from symgrad.errors import SpecError
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
 from symgrad.ir.ops import OPS
-from symgrad.ir.reductions import ReduceMax, ReduceMin
-
-_BATCH = sp.Symbol("_n_batch_")
+from symgrad.verify.grid import ArrayOps, evaluate
 
 
-class _Ops:
-    """The tensor operations the reference needs, for one library (see the subclasses)."""
+class _Ops(ArrayOps):
+    """The tensor operations the reference needs, for one library (see the subclasses):
+    the grid evaluator's (``grid.ArrayOps``) and the library's own layers and losses."""
 
     name = ""
     funcs: dict = {}
     acts: dict = {}
 
-    # The interface the subclasses implement (tensors are the library's own type).
-    def const(self, v: float) -> Any:
-        raise NotImplementedError
-
     def asarray(self, a: Any) -> Any:
         raise NotImplementedError
 
     def to_numpy(self, t: Any) -> np.ndarray:
-        raise NotImplementedError
-
-    def transpose(self, t: Any, perm: Sequence[int]) -> Any:
-        raise NotImplementedError
-
-    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
-        raise NotImplementedError
-
-    def sum(self, t: Any, axis: int) -> Any:
-        raise NotImplementedError
-
-    def eye(self, n: int, m: int) -> Any:
-        raise NotImplementedError
-
-    def arange(self, n: int) -> Any:
-        raise NotImplementedError
-
-    def einsum(self, spec: str, t: Any) -> Any:
-        raise NotImplementedError
-
-    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
-        raise NotImplementedError
-
-    def maximum(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
-
-    def amax(self, t: Any, axis: int) -> Any:
         raise NotImplementedError
 
     def layer_norm(self, a: Any, gamma: Any, beta: Any, eps: float) -> Any:
@@ -76,12 +43,6 @@ class _Ops:
     def rms_norm(self, a: Any, gamma: Any, eps: float) -> Any:
         """The library's own RMSNorm over the last axis (None: evaluate the component form)."""
         return None
-
-    def amin(self, t: Any, axis: int) -> Any:
-        raise NotImplementedError
-
-    def minimum(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
 
     def conv(self, a: Any, W: Any, b: Any, stride: tuple, padding: tuple) -> Any:
         """torch's cross-correlation (conv1d/2d) on (n, C, *spatial) tensors."""
@@ -340,34 +301,6 @@ def backend(name: str) -> _Ops | None:
         return None
 
 
-class _Named:
-    """A tensor with one named axis per index symbol (``_BATCH`` is the sample axis)."""
-
-    __slots__ = ("axes", "t")
-
-    def __init__(self, t, axes: tuple[sp.Symbol, ...]):
-        self.t = t
-        self.axes = axes
-
-
-def _align(ops: _Ops, items: Sequence[_Named]):
-    axes: list[sp.Symbol] = []
-    for it in items:
-        for a in it.axes:
-            if a not in axes:
-                axes.append(a)
-    out = []
-    for it in items:
-        if not it.axes:
-            out.append(it.t)
-            continue
-        present = [a for a in axes if a in it.axes]
-        t = ops.transpose(it.t, [it.axes.index(a) for a in present])
-        shape = [t.shape[present.index(a)] if a in it.axes else 1 for a in axes]
-        out.append(ops.reshape(t, shape))
-    return out, tuple(axes)
-
-
 def eval_tensor(
     ops: _Ops,
     expr: sp.Expr,
@@ -378,108 +311,11 @@ def eval_tensor(
     ranges: Mapping[sp.Symbol, int],
     n: int,
 ):
-    """Evaluate a component expression with the library's ops over the index grid.
-
-    Arrays named in ``batched`` carry a leading sample axis. The result has shape
-    ``(n, *[ranges[f] for f in free])`` (differentiable in every array of ``env``).
-    """
-
-    def size(e) -> int:
-        return int(sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()}))
-
-    def ev(e, rng) -> _Named:
-        sub: str | _Named
-        if e.is_Number:
-            return _Named(ops.const(float(e)), ())
-        if isinstance(e, sp.Indexed):
-            name = str(e.base.label)
-            ind = tuple(e.indices)
-            if any(not isinstance(s, sp.Symbol) for s in ind):
-                raise SpecError(f"cannot evaluate {e}: subscripts must be index names")
-            t = env[name]
-            lead = (_BATCH,) if name in batched else ()
-            if len(set(ind)) != len(ind):  # a repeated index: the diagonal
-                letters = "bcdefgh"
-                uniq = list(dict.fromkeys(ind))
-                sub = "".join(letters[uniq.index(s)] for s in ind)
-                spec = ("a" if lead else "") + sub
-                t = ops.einsum(f"{spec}->{''.join(dict.fromkeys(spec))}", t)
-                ind = tuple(uniq)
-            return _Named(t, lead + ind)
-        if isinstance(e, sp.KroneckerDelta):
-            a, b = e.args
-            return _Named(ops.eye(rng[a], rng[b]), (a, b))
-        if isinstance(e, sp.Symbol):
-            if e in rng:
-                return _Named(ops.arange(rng[e]), (e,))
-            if e in sizes:
-                return _Named(ops.const(sizes[e]), ())
-            if str(e) in env:
-                return _Named(env[str(e)], (_BATCH,) if str(e) in batched else ())
-            raise SpecError(f"cannot evaluate symbol {e}")
-        if isinstance(e, ReduceMax | ReduceMin):
-            body, var, hi = e.args
-            sub = ev(body, {**rng, var: size(hi) + 1})
-            if var not in sub.axes:
-                return sub
-            ax = sub.axes.index(var)
-            reduce = ops.amax if isinstance(e, ReduceMax) else ops.amin
-            return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
-        if isinstance(e, sp.Sum):
-            inner = dict(rng)
-            for var, lo, hi in e.limits:
-                if lo != 0:
-                    raise SpecError(f"sums must start at 0: {e}")
-                inner[var] = size(hi) + 1
-            sub = ev(e.function, inner)
-            t, axes = sub.t, list(sub.axes)
-            for var, _, _ in e.limits:
-                if var in axes:
-                    ax = axes.index(var)
-                    t = ops.sum(t, ax)
-                    axes.pop(ax)
-                else:
-                    t = t * float(inner[var])
-            return _Named(t, tuple(axes))
-        if e.is_Add or e.is_Mul:
-            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
-            acc = ts[0]
-            for t in ts[1:]:
-                acc = acc + t if e.is_Add else acc * t
-            return _Named(acc, axes)
-        if e.is_Pow:
-            base = ev(e.base, rng)
-            if e.exp.is_Integer:
-                return _Named(base.t ** int(e.exp), base.axes)
-            if e.exp.is_Number:
-                return _Named(base.t ** float(e.exp), base.axes)
-            (b, p), axes = _align(ops, [base, ev(e.exp, rng)])
-            return _Named(b**p, axes)
-        if isinstance(e, Application):  # functions, and Max / Min
-            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
-            if e.func in ops.funcs:
-                return _Named(ops.funcs[e.func](*ts), axes)
-            if e.func in (sp.Max, sp.Min):
-                pick = ops.maximum if e.func is sp.Max else ops.minimum
-                acc = ts[0]
-                for t in ts[1:]:
-                    acc = pick(acc, t)
-                return _Named(acc, axes)
-            raise SpecError(f"the {ops.name} reference has no rule for function {e.func}")
-        raise SpecError(f"the {ops.name} reference cannot evaluate {e!r}")
-
-    res = ev(expr, dict(ranges))
-    want = (_BATCH, *free)
-    extra = [a for a in res.axes if a not in want]
-    if extra:
-        raise SpecError(f"free indices {extra} left in {expr}")
-    t = res.t
-    if res.axes:
-        t = ops.transpose(t, [res.axes.index(a) for a in want if a in res.axes])
-        present = [a for a in want if a in res.axes]
-        t = ops.reshape(t, [t.shape[present.index(a)] if a in res.axes else 1 for a in want])
-    shape = [n, *(ranges[f] for f in free)]
-    return ops.broadcast_to(t, shape)
+    """Evaluate a component expression with the library's ops over the index grid
+    (``grid.evaluate``). Arrays named in ``batched`` carry a leading sample axis; the
+    result has shape ``(n, *[ranges[f] for f in free])``, differentiable in every array
+    of ``env``."""
+    return evaluate(ops, expr, env, sizes, free, ranges, batched=batched, n=n, error=SpecError)
 
 
 def _dense_body(stage: Stage) -> sp.Expr | None:

@@ -1,0 +1,302 @@
+"""One evaluator of component-form expressions over the index grid, for any array library.
+
+A component expression (``Indexed`` entries, ``Sum`` and ``max``/``min`` reductions,
+Kronecker deltas, registered ops) is evaluated as arrays with one named axis per index
+symbol: products broadcast, sums reduce their axis. The array library is a parameter
+(:class:`ArrayOps`): NumPy evaluates the derivation itself (``verify/evaluation.py``,
+``check``), torch and JAX evaluate a network's maps and custom losses inside the
+independent autograd references (``verify/reference.py``) so that the library's autograd
+differentiates them. The evaluators differ only in the array library, so there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.core.function import Application
+
+from symgrad.errors import DerivationError
+from symgrad.ir.ops import OPS
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
+
+#: The sample axis of arrays that carry a batch (``batched`` in :func:`evaluate`).
+BATCH = sp.Symbol("_n_batch_")
+
+
+class ArrayOps:
+    """The array operations the grid evaluator needs, for one library."""
+
+    name = ""
+    #: SymPy function class -> the library's callable (every registered op at least).
+    funcs: dict = {}
+
+    def const(self, v: float) -> Any:
+        raise NotImplementedError
+
+    def transpose(self, t: Any, perm: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def reshape(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def sum(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def eye(self, n: int, m: int) -> Any:
+        raise NotImplementedError
+
+    def arange(self, n: int) -> Any:
+        raise NotImplementedError
+
+    def einsum(self, spec: str, t: Any) -> Any:
+        raise NotImplementedError
+
+    def broadcast_to(self, t: Any, shape: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def amax(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def amin(self, t: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+    def power(self, b: Any, p: Any) -> Any:
+        return b**p
+
+    def argmask(self, t: Any, axis: int, largest: bool) -> Any:
+        """Where ``t`` attains its max (min) along ``axis``, ties sharing 1 equally: the
+        derivative of a max reduction (``ArgMax``)."""
+        keep = [1 if k == axis else d for k, d in enumerate(t.shape)]
+        ext = self.reshape((self.amax if largest else self.amin)(t, axis), keep)
+        hit = (t == ext) * self.const(1.0)
+        return hit / self.reshape(self.sum(hit, axis), keep)
+
+
+class NumpyOps(ArrayOps):
+    """NumPy, in float64: the derivation's own evaluator."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self.funcs = {op.func: op.numeric for op in OPS.values()}
+        self.funcs[sp.Heaviside] = lambda x, h0=0.5: np.heaviside(x, h0)
+
+    def const(self, v):
+        return np.asarray(float(v))
+
+    def transpose(self, t, perm):
+        return np.transpose(t, perm) if perm else t
+
+    def reshape(self, t, shape):
+        return np.reshape(t, tuple(shape))
+
+    def sum(self, t, axis):
+        return np.sum(t, axis=axis)
+
+    def eye(self, n, m):
+        return np.eye(n, m)
+
+    def arange(self, n):
+        return np.arange(n, dtype=float)
+
+    def einsum(self, spec, t):
+        return np.einsum(spec, t)
+
+    def broadcast_to(self, t, shape):
+        return np.broadcast_to(t, tuple(shape))
+
+    def maximum(self, a, b):
+        return np.maximum(a, b)
+
+    def minimum(self, a, b):
+        return np.minimum(a, b)
+
+    def amax(self, t, axis):
+        return np.max(t, axis=axis)
+
+    def amin(self, t, axis):
+        return np.min(t, axis=axis)
+
+    def power(self, b, p):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.power(b, p)
+
+    def argmask(self, t, axis, largest):
+        ext = t.max if largest else t.min
+        hit = (t == ext(axis=axis, keepdims=True)).astype(float)
+        return hit / hit.sum(axis=axis, keepdims=True)
+
+
+NUMPY = NumpyOps()
+
+
+class _Named:
+    """An array with one named axis per index symbol (:data:`BATCH` is the sample axis)."""
+
+    __slots__ = ("axes", "t")
+
+    def __init__(self, t: Any, axes: tuple[sp.Symbol, ...]):
+        self.t = t
+        self.axes = axes
+
+
+def _align(ops: ArrayOps, items: Sequence[_Named]) -> tuple[list[Any], tuple[sp.Symbol, ...]]:
+    """The arrays transposed and reshaped to broadcast over the union of their axes."""
+    axes: list[sp.Symbol] = []
+    for it in items:
+        for a in it.axes:
+            if a not in axes:
+                axes.append(a)
+    out = []
+    for it in items:
+        if not it.axes:
+            out.append(it.t)
+            continue
+        present = [a for a in axes if a in it.axes]
+        t = ops.transpose(it.t, [it.axes.index(a) for a in present])
+        shape = [t.shape[present.index(a)] if a in it.axes else 1 for a in axes]
+        out.append(ops.reshape(t, shape))
+    return out, tuple(axes)
+
+
+def evaluate(
+    ops: ArrayOps,
+    expr: sp.Expr,
+    env: Mapping[str, Any],
+    sizes: Mapping[sp.Symbol, int],
+    free: tuple[sp.Symbol, ...] = (),
+    ranges: Mapping[sp.Symbol, int] | None = None,
+    *,
+    batched: frozenset[str] | set[str] = frozenset(),
+    n: int | None = None,
+    error: type[Exception] = DerivationError,
+) -> Any:
+    """Evaluate a component expression with ``ops`` over the index grid.
+
+    Args:
+        env: arrays by name (parameters, forward values, adjoints, ``x``, ``y``).
+        sizes: concrete values of the symbolic widths.
+        free: the free indices of ``expr``; the result has one axis per index, in order.
+        ranges: the extent of each free (or otherwise bound) index.
+        batched: names of arrays that carry a leading sample axis; with ``n`` given the
+            result has shape ``(n, *free extents)``.
+        error: the exception raised for what cannot be evaluated (its message names it).
+    """
+    rng0 = dict(ranges or {})
+
+    def size(e) -> int:
+        return int(sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()}))
+
+    def ev(e: sp.Expr, rng: dict[sp.Symbol, int]) -> _Named:
+        if e.is_Number:
+            return _Named(ops.const(float(e)), ())
+        if isinstance(e, sp.Indexed):
+            name = str(e.base.label)
+            ind = tuple(e.indices)
+            if any(not isinstance(s, sp.Symbol) for s in ind):
+                raise error(f"cannot evaluate {e}: subscripts must be index names")
+            if name not in env:
+                raise error(f"cannot evaluate {e}: no value for {name}")
+            t = env[name]
+            lead = (BATCH,) if name in batched else ()
+            if len(set(ind)) != len(ind):  # a repeated index: the diagonal
+                letters = "bcdefgh"
+                uniq = list(dict.fromkeys(ind))
+                pattern = "".join(letters[uniq.index(s)] for s in ind)
+                spec = ("a" if lead else "") + pattern
+                t = ops.einsum(f"{spec}->{''.join(dict.fromkeys(spec))}", t)
+                ind = tuple(uniq)
+            return _Named(t, lead + ind)
+        if isinstance(e, sp.KroneckerDelta):
+            a, b = e.args
+            return _Named(ops.eye(rng[a], rng[b]), (a, b))
+        if isinstance(e, sp.Symbol):
+            if e in rng:
+                return _Named(ops.arange(rng[e]), (e,))
+            if e in sizes:
+                return _Named(ops.const(sizes[e]), ())
+            if str(e) in env:
+                return _Named(env[str(e)], (BATCH,) if str(e) in batched else ())
+            raise error(f"cannot evaluate symbol {e}")
+        if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
+            body, var, _ = e.args
+            sub = ev(body, rng)
+            if var not in sub.axes:
+                return _Named(ops.const(1.0), ())
+            ax = sub.axes.index(var)
+            return _Named(ops.argmask(sub.t, ax, isinstance(e, ArgMax)), sub.axes)
+        if isinstance(e, ReduceMax | ReduceMin):
+            body, var, hi = e.args
+            sub = ev(body, {**rng, var: size(hi) + 1})
+            if var not in sub.axes:
+                return sub
+            ax = sub.axes.index(var)
+            reduce = ops.amax if isinstance(e, ReduceMax) else ops.amin
+            return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
+        if isinstance(e, sp.Sum):
+            inner = dict(rng)
+            for var, lo, hi in e.limits:
+                if lo != 0:
+                    raise error(f"sums must start at 0: {e}")
+                inner[var] = size(hi) + 1
+            sub = ev(e.function, inner)
+            t, left = sub.t, list(sub.axes)
+            for var, _, _ in e.limits:
+                if var in left:
+                    ax = left.index(var)
+                    t = ops.sum(t, ax)
+                    left.pop(ax)
+                else:
+                    t = t * float(inner[var])
+            return _Named(t, tuple(left))
+        if e.is_Add or e.is_Mul:
+            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
+            acc = ts[0]
+            for t in ts[1:]:
+                acc = acc + t if e.is_Add else acc * t
+            return _Named(acc, axes)
+        if e.is_Pow:
+            base = ev(e.base, rng)
+            if e.exp.is_Integer:
+                return _Named(ops.power(base.t, int(e.exp)), base.axes)
+            if e.exp.is_Number:
+                return _Named(ops.power(base.t, float(e.exp)), base.axes)
+            (b, p), axes = _align(ops, [base, ev(e.exp, rng)])
+            return _Named(ops.power(b, p), axes)
+        if isinstance(e, Application):  # functions, and Max / Min
+            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
+            if e.func in ops.funcs:
+                return _Named(ops.funcs[e.func](*ts), axes)
+            if e.func in (sp.Max, sp.Min):
+                pick = ops.maximum if e.func is sp.Max else ops.minimum
+                acc = ts[0]
+                for t in ts[1:]:
+                    acc = pick(acc, t)
+                return _Named(acc, axes)
+            raise error(f"the {ops.name} evaluator has no rule for function {e.func}")
+        raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
+
+    res = ev(expr, rng0)
+    want = (BATCH, *free) if n is not None else tuple(free)
+    extra = [a for a in res.axes if a not in want]
+    if extra:
+        raise error(f"free indices {extra} not listed in {free} (in {expr})")
+    t = res.t
+    if res.axes:
+        present = [a for a in want if a in res.axes]
+        t = ops.transpose(t, [res.axes.index(a) for a in present])
+        t = ops.reshape(t, [t.shape[present.index(a)] if a in res.axes else 1 for a in want])
+    lead = [n] if n is not None else []
+    return ops.broadcast_to(t, [*lead, *(rng0[f] for f in free)])
+
+
+__all__ = ["BATCH", "NUMPY", "ArrayOps", "NumpyOps", "evaluate"]
