@@ -621,3 +621,24 @@ def test_loss_gradient_derived_from_the_loss(seed_tex):
         r"(\hat{y}_{j} - y_{j})^{2}\right)" in grad
     )
     assert r"2 (\hat{y}_{j} - y_{j}) [i = j]" in grad and "kills every term" in grad
+
+
+def test_text_matrix_products_keep_numpy_precedence():
+    """In Python ``*`` and ``@`` share a level (left to right) and ``.T`` binds tightest:
+    a product printed as a factor, a power's base or a transposed operand is parenthesised."""
+    from symgrad.backends.targets import matrix_text
+    from symgrad.documents.render import TextPrinter
+
+    a1, da2, A2 = Vec("a1"), Vec("da2"), Mat("A2")
+    text = TextPrinter().doprint
+    assert text(a1 * MatVec(A2, a1)) == "a1*(A2 @ a1)"
+    assert text(-a1 * MatVec(A2, a1)) == "-a1*(A2 @ a1)"
+    assert text(MatVec(A2, a1) ** 2) == "(A2 @ a1)**2"
+    assert text(MatVec(A2, a1) + a1) == "a1 + A2 @ a1"  # a term needs none
+    assert text(MatVec(A2, MatVec(A2, a1))) == "A2 @ (A2 @ a1)"
+    assert text(BMatMul(a1 * da2, A2, 1)) == "(da2*a1) @ A2.T"  # upstream first
+    assert text(BOuter(a1 * da2, a1)) == "(da2*a1).T @ a1"
+    assert text(BOuter(RowSum(da2), a1)) == "rowsum(da2).T @ a1"
+    assert text(a1 * BMatMul(a1, A2, 1)) == "a1*(a1 @ A2.T)"
+    assert matrix_text(BOuter(BMatMul(a1, A2, 1), a1)) == "(a1 @ A2.T).T @ a1"
+    assert matrix_text(a1 * BMatMul(a1, A2, 0)) == "a1*(a1 @ A2)"

@@ -73,7 +73,13 @@ class TextPrinter(PlainTextPrinter):
     matrix products, ``.T`` for transposes, ``*`` elementwise."""
 
     def _op(self, e: sp.Expr) -> str:
-        return self.parenthesize(e, PRECEDENCE["Mul"], strict=True)
+        """An operand of ``@``: parenthesised unless a power, a call or an atom (in Python
+        ``*`` and ``@`` share a level, so ``a*b @ c`` would read ``(a*b) @ c``)."""
+        return self.parenthesize(e, PRECEDENCE["Mul"])
+
+    def _transposed(self, e: sp.Expr) -> str:
+        """``e.T``: ``e`` parenthesised unless a call or an atom (``.T`` binds tightest)."""
+        return self.parenthesize(e, PRECEDENCE["Pow"]) + ".T"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return "N" if expr == N else super()._print_Symbol(expr)
@@ -132,7 +138,7 @@ class TextPrinter(PlainTextPrinter):
         return "colsum(%s)" % self._print(expr.args[0])
 
     def _print_BOuter(self, expr: sp.Expr) -> str:
-        return "%s.T @ %s" % (self._op(expr.args[0]), self._op(expr.args[1]))
+        return "%s @ %s" % (self._transposed(expr.args[0]), self._op(expr.args[1]))
 
 
 def _text_adjoint(f: sp.Expr) -> bool:
