@@ -630,7 +630,8 @@ def _cmd_exercise(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ex = make_exercise(args.seed, args.blank)
     for path in write_exercise(ex, args.output):
         print(f"wrote {path}", file=err)
-    print(f"exercise {args.seed}: derive {ex.blank.grad}; see {args.output}/worksheet.md", file=out)
+    sheet = (Path(args.output) / "worksheet.md").as_posix()  # "ex3/" -> ex3/worksheet.md
+    print(f"exercise {args.seed}: derive {ex.blank.grad}; see {sheet}", file=out)
     return EXIT_OK
 
 

@@ -23,6 +23,17 @@ def test_same_seed_same_files(tmp_path, capsys):
     assert main(["exercise", "--seed", "3", "-o", str(a)]) == 0
 
 
+def test_a_trailing_slash_is_not_doubled(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["exercise", "--seed", "3", "-o", "ex3/"]) == 0
+    cap = capsys.readouterr()
+    assert "see ex3/worksheet.md" in cap.out
+    assert "wrote ex3/worksheet.md" in cap.err
+    assert "//" not in cap.out + cap.err
+    for name in FILES:
+        assert "ex3//" not in (tmp_path / "ex3" / name).read_text(), name
+
+
 def test_different_seeds_differ():
     specs = {make_exercise(s).spec for s in range(6)}
     assert len(specs) >= 4

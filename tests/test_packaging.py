@@ -21,6 +21,7 @@ def test_wheel_ships_the_templates(tmp_path):
             "wheel",
             "--no-deps",
             "--no-build-isolation",
+            "-v",  # the build backend's warnings are shown with -v only
             "-w",
             str(tmp_path),
             str(ROOT),
@@ -36,3 +37,12 @@ def test_wheel_ships_the_templates(tmp_path):
     assert "symgrad/templates/module.py.j2" in names
     assert "symgrad/templates/optimizer.py.j2" in names
     assert any(n.startswith("symgrad/templates/derivation") for n in names)
+    # the HTML page's KaTeX (script, style, licence and fonts), shipped beside the templates
+    html = "symgrad/templates/html/"
+    for name in ("katex.min.js", "katex.min.css", "KATEX_LICENSE"):
+        assert html + name in names, name
+    fonts = [n for n in names if n.startswith(html + "fonts/") and n.endswith(".woff2")]
+    shipped = {p.name for p in (ROOT / "templates" / "html" / "fonts").glob("*.woff2")}
+    assert {Path(n).name for n in fonts} == shipped and shipped
+    # every data folder is configured: setuptools warns of none left out of `packages`
+    assert "absent from the `packages` configuration" not in r.stdout + r.stderr

@@ -220,13 +220,12 @@ def test_any_mix_of_lines_gets_a_report_or_one_clean_error(lines):
         pytest.param(
             n,
             marks=pytest.mark.xfail(
-                reason="the batched text of dA2 (bilinear) is not NumPy precedence: "
-                "'x*y.T @ a1' transposes only y; #12's component fallbacks print "
-                "einsum(...) text the steps reader does not take yet",
+                reason="#12's component fallbacks print einsum(...) text the steps reader "
+                "does not take yet",
                 strict=False,
             ),
         )
-        if n in ("bilinear", "maxshift", "residual", "rmsnorm_pairwise")
+        if n in ("maxshift", "residual", "rmsnorm_pairwise")
         else n
         for n in sorted(NETS)
     ],

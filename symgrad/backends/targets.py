@@ -36,7 +36,7 @@ from symgrad.calculus.matrix_form import Mat, Vec, matrix_pass
 from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
 from symgrad.errors import SpecError
 from symgrad.ir.network import Loss, Network
-from symgrad.ir.plain import PlainTextPrinter
+from symgrad.ir.plain import PlainTextPrinter, has_top_level_matmul
 
 #: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
 G = sp.IndexedBase("G", real=True)
@@ -56,7 +56,8 @@ class MatrixText(PlainTextPrinter):
 
     def _op(self, e: sp.Expr) -> str:
         text = self._print(e)
-        return text if e.is_Symbol or isinstance(e, sp.Function) else f"({text})"
+        atomic = e.is_Symbol or isinstance(e, sp.Function)
+        return text if atomic and not has_top_level_matmul(text) else f"({text})"
 
     def _print_BMatMul(self, expr):
         v, w, t = expr.args

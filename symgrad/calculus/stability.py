@@ -425,7 +425,7 @@ EXP_RATIO = Rule(
 SIGMOID = Rule(
     "sigmoid",
     "1 / (1 + exp(-u))",
-    "sigmoid(u) = (1 + tanh(u/2)) / 2",
+    "sigmoid(u), exp's argument capped below overflow",
     "exp(-u) overflows for u < -709; its derivative exp(-u)/(1 + exp(-u))**2 is inf/inf",
     lambda e: e.is_Pow and e.exp.is_number and e.exp < 0 and _one_plus_exp(e.base) is not None,
     _sigmoid_pow,

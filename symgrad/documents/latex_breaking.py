@@ -36,6 +36,8 @@ _ARG1 = {
     r"\textit",
     r"\mathit",
 }
+#: A ``\\left``/``\\right`` delimiter around a fraction or a root (display style), in glyphs.
+_TALL_DELIMITER = 1.0
 _ZERO = {r"\left", r"\right", r"\displaystyle", r"\limits", r"\nolimits"}
 
 
@@ -45,6 +47,7 @@ class _Width:
     def __init__(self, tex: str) -> None:
         self.toks = [t for t in _TOKEN.findall(tex)]
         self.pos = 0
+        self.tall = 0  # fractions and roots met so far (a stretched delimiter grows round them)
 
     def _next(self) -> str | None:
         if self.pos >= len(self.toks):
@@ -74,18 +77,36 @@ class _Width:
             return _SCRIPT * self._arg()
         if t.startswith("\\") and len(t) > 1:
             if t in (r"\frac", r"\dfrac", r"\tfrac"):
+                self.tall += 1
                 return max(self._arg(), self._arg()) + 0.6
             if t == r"\sqrt":
+                self.tall += 1
                 return self._arg() + 1.2
             if t in _ARG1:
                 return self._arg()
+            if t == r"\left":
+                return self._stretched()
             if t in _ZERO:
-                d = self._next()
-                if d == "\\" or (d and d.startswith("\\") and len(d) > 1):
-                    return 0.6
-                return 0.0 if d == "." else 0.6
+                return self._delimiter(self._next(), False)
             return _WIDTHS.get(t, 1.0)
         return 1.0
+
+    @staticmethod
+    def _delimiter(d: str | None, tall: bool) -> float:
+        """A ``\\left``/``\\right`` delimiter: none for ``.``; wider around tall content."""
+        if d is None or d == ".":
+            return 0.0
+        return _TALL_DELIMITER if tall else 0.6
+
+    def _stretched(self) -> float:
+        """``\\left( ... \\right)``: a delimiter grows around fractions and roots (in display
+        style a fraction's parentheses are about a glyph wide, not the 0.6 of a plain one)."""
+        opening = self._next()
+        before = self.tall
+        inner = self.seq(until=r"\right")
+        closing = self._next()
+        tall = self.tall > before
+        return self._delimiter(opening, tall) + inner + self._delimiter(closing, tall)
 
     def seq(self, until: str | None = None) -> float:
         w = 0.0

@@ -73,7 +73,13 @@ class TextPrinter(PlainTextPrinter):
     matrix products, ``.T`` for transposes, ``*`` elementwise."""
 
     def _op(self, e: sp.Expr) -> str:
-        return self.parenthesize(e, PRECEDENCE["Mul"], strict=True)
+        """An operand of ``@``: parenthesised unless a power, a call or an atom (in Python
+        ``*`` and ``@`` share a level, so ``a*b @ c`` would read ``(a*b) @ c``)."""
+        return self.parenthesize(e, PRECEDENCE["Mul"])
+
+    def _transposed(self, e: sp.Expr) -> str:
+        """``e.T``: ``e`` parenthesised unless a call or an atom (``.T`` binds tightest)."""
+        return self.parenthesize(e, PRECEDENCE["Pow"]) + ".T"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return "N" if expr == N else super()._print_Symbol(expr)
@@ -132,7 +138,7 @@ class TextPrinter(PlainTextPrinter):
         return "colsum(%s)" % self._print(expr.args[0])
 
     def _print_BOuter(self, expr: sp.Expr) -> str:
-        return "%s.T @ %s" % (self._op(expr.args[0]), self._op(expr.args[1]))
+        return "%s @ %s" % (self._transposed(expr.args[0]), self._op(expr.args[1]))
 
 
 def _text_adjoint(f: sp.Expr) -> bool:
@@ -214,15 +220,20 @@ class RenderedSection:
 # line breaking lives in latex_breaking.py
 
 
-def equation_lines(eq: Eq, width: float = LINE_WIDTH) -> list[str]:
+def equation_lines(eq: Eq, width: float = LINE_WIDTH, left: float | None = None) -> list[str]:
     """The ``align``-ready lines of one equation: each has exactly one ``&`` before a
-    relation or a continuation sign."""
+    relation or a continuation sign.
+
+    ``left`` is the width of the block's left column (the widest left-hand side of the
+    ``align`` this equation is one row of: every row's right side starts after it); by
+    default this equation's own left-hand side."""
     sides = [s.tex for s in eq.sides]
     lhs, rhs = sides[0], sides[1:]
+    left = max(visual_width(lhs), left or 0.0)
     whole = f"{lhs} &= " + " = ".join(rhs)
-    if visual_width(whole) <= width:
+    if left + visual_width("= " + " = ".join(rhs)) <= width:
         return [whole]
-    avail = max(width - visual_width(lhs) - 3.0, width * 0.55)
+    avail = max(width - left - 3.0, width * 0.55)
     lines: list[str] = []
     cur = ""  # right of "&= " on the current line
     first = True
@@ -327,17 +338,25 @@ def _wrap(
     return filled.replace("\x00", " ")
 
 
-def _fit_line(line: str, width: float = LINE_WIDTH) -> str:
+def _left_column(lines: Sequence[str]) -> float:
+    """The width of an ``align`` block's left column: its widest text before a ``&``."""
+    return max((visual_width(ln.partition("&")[0]) for ln in lines), default=0.0)
+
+
+def _fit_line(line: str, width: float = LINE_WIDTH, left: float | None = None) -> str:
     """A LaTeX line the breaker could not bring under the page width (a long component
     form with no term boundary left to break at), scaled down to fit instead of running
-    into the margin. Only what follows the line's ``&=`` / ``&\\qquad`` is scaled."""
+    into the margin. Only what follows the line's ``&=`` / ``&\\qquad`` is scaled.
+
+    ``left`` is the width of the block's left column (by default this line's own left
+    side): ``align`` starts every row's right side after the widest left side."""
     for mark in ("&= ", "&\\qquad "):
         head, sep, rest = line.partition(mark)
         if sep:
             break
     else:
         return line
-    avail = max(width - visual_width(head) - 3.0, width * 0.55)
+    avail = max(width - max(visual_width(head), left or 0.0) - 3.0, width * 0.55)
     have = visual_width(rest)
     if have <= avail * 0.95:
         return line
@@ -351,9 +370,11 @@ def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
             _wrap(" = ".join(s.txt for s in e.sides), width, "    ", "        ", protect=True)
             for e in eqs
         )
-    lines = [ln for e in eqs for ln in equation_lines(e)]
+    left = max((visual_width(e.sides[0].tex) for e in eqs), default=0.0)
+    lines = [ln for e in eqs for ln in equation_lines(e, left=left)]
     if to == "latex":
-        lines = [_fit_line(ln) for ln in lines]
+        left = _left_column(lines)
+        lines = [_fit_line(ln, left=left) for ln in lines]
     if to == "html":
         body = (
             lines[0].replace("&", "", 1)

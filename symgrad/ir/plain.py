@@ -5,6 +5,7 @@ a sum reads the same everywhere. Each output subclasses it for its own sum synta
 from __future__ import annotations
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from symgrad.ir.ops import op_of
@@ -15,8 +16,18 @@ class PlainTextPrinter(StrPrinter):
 
     - a Kronecker delta is an Iverson bracket ``[i == k]`` (never a second "delta");
     - registered ops print by their registry name (``abs``, not SymPy's ``Abs``);
-    - sums print as ``sum_k body`` (subclasses choose another syntax).
+    - sums print as ``sum_k body`` (subclasses choose another syntax);
+    - a matrix product ``A @ v`` (however a subclass prints its nodes) is parenthesised as
+      an operand of ``*``, ``/``, ``**`` or another ``@``: in Python ``*`` and ``@`` share a
+      precedence level, so ``a1*A2 @ a1`` would read ``(a1*A2) @ a1``.
     """
+
+    def parenthesize(self, item: sp.Basic, level: int, strict: bool = False) -> str:
+        text: str = super().parenthesize(item, level, strict)
+        # at Add's level too: SymPy parenthesises a negative product's factors at that level
+        if level >= PRECEDENCE["Add"] and has_top_level_matmul(text):
+            return f"({text})"
+        return text
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
         a, b = (self._print(v) for v in expr.args)
@@ -40,9 +51,23 @@ class PlainTextPrinter(StrPrinter):
         return f"sum_{idx} {body}"
 
 
+def has_top_level_matmul(text: str) -> bool:
+    """Whether ``text`` has an ``@`` outside every bracket (a product that needs parentheses
+    to be one operand)."""
+    depth = 0
+    for c in text:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "@" and depth == 0:
+            return True
+    return False
+
+
 def plain(expr: sp.Basic) -> str:
     """``expr`` in plain text (see :class:`PlainTextPrinter`)."""
     return PlainTextPrinter().doprint(expr)
 
 
-__all__ = ["PlainTextPrinter", "plain"]
+__all__ = ["PlainTextPrinter", "has_top_level_matmul", "plain"]

@@ -548,7 +548,9 @@ def _points(net: Network, d, seed: int) -> list[_Point]:
         forward = [str(net.input), str(net.loss.target), *(s.name for s in net.stages)]
         for name in forward:
             env[name] = np.stack([r[name] for r in rows])
-            env[name.upper()] = env[name]
+            # the upper-case batch spelling (A1 for a1), unless a parameter has that name
+            # (bilinear's A2 is its matrix parameter, not the batch of a2)
+            env.setdefault(name.upper(), env[name])
         env["yhat"] = env["Yhat"] = env[str(net.output)]
         env["N"] = env["n"] = BATCH
         for sym, value in net.sizes.items():
@@ -933,11 +935,14 @@ def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, st
             out.setdefault(Z, []).append((A, f"{Z} where {A} = f({Z}) belongs (z for a)"))
             out.setdefault(A, []).append((Z, f"{A} where {Z} belongs (a for z)"))
     forward = [str(net.input), *(s.name for s in net.stages)]
+    params = {p.name for p in net.params}
     for name in forward:
         for other in forward:
             if other != name and np.shape(env.get(name, 0.0)) == np.shape(env.get(other, 0.0)):
                 for case in (str.lower, str.upper):
                     used, right = case(name), case(other)
+                    if used in params or right in params:  # bilinear's A2 is no batch of a2
+                        continue
                     out.setdefault(used, []).append(
                         (right, f"the wrong layer's value: {used} where {right} belongs")
                     )
