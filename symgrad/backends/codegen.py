@@ -334,7 +334,10 @@ def _loss_expression(net: Network, log: list[Applied] | None = None) -> sp.Expr:
 
 
 def _free(stage) -> str:
-    """The free indices a stage's component form is stated in (``i``, or ``c, h, w``)."""
+    """The free indices a stage's component form is stated in (``i``, ``s, i`` for a stage
+    that couples the samples, or ``c, h, w``)."""
+    if stage.sample is not None:
+        return f"{stage.sample}, {stage.index}"
     return ", ".join(str(s) for s in stage.indices) if stage.indices else str(stage.index)
 
 
@@ -495,7 +498,13 @@ def build_program(d: Derivation | Network) -> Program:
                 if full is not None:
                     items[-1] = replace(items[-1], widen=full)
             else:
-                shape = rows_of_shape(step.shape) if len(step.shape) > 1 else rows_of(step.shape[0])
+                shape = (
+                    rows_of(step.shape[-1])  # (N, width): the sample axis is the batch's
+                    if step.shape[0] == N
+                    else rows_of_shape(step.shape)
+                    if len(step.shape) > 1
+                    else rows_of(step.shape[0])
+                )
                 add(step.grad, expr, comment, "backward", comment[0], (), shape)
     return Program(d, tuple(items), total)
 

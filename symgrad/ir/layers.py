@@ -17,7 +17,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.ir import conv, naming
-from symgrad.ir.indices import I, idx, width
+from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
 
@@ -124,7 +124,17 @@ class RMSNorm:
     eps: float = NORM_EPS
 
 
-NORMS = (LayerNorm, RMSNorm)
+@dataclass(frozen=True)
+class BatchNorm:
+    """``torch.nn.BatchNorm1d(n)`` in training mode: ``gamma * (a - mu) / sqrt(var + eps) +
+    beta`` with the mean and (biased) variance of each feature over the samples of the
+    batch. The one layer that couples the samples: its component form carries the sample
+    index, ``a[s, i]``, and sums over the batch ``sum_t a[t, i] / N``."""
+
+    eps: float = NORM_EPS
+
+
+NORMS = (LayerNorm, RMSNorm, BatchNorm)
 
 
 def layernorm_body(
@@ -141,9 +151,40 @@ def rmsnorm_body(inp: sp.IndexedBase, gamma: sp.IndexedBase, w: sp.Expr, eps: fl
     return gamma[i] * inp[i] / sp.sqrt(sp.Sum(inp[j] ** 2, (j, 0, w - 1)) / w + sp.Float(eps))
 
 
-def _norm(layer: LayerNorm | RMSNorm, l: int, inp, w_in) -> list[Stage]:
+def batchnorm_body(
+    inp: sp.IndexedBase, gamma: sp.IndexedBase, beta: sp.IndexedBase, eps: float
+) -> sp.Expr:
+    """The training-mode BatchNorm component form ``out[s, i]``: per feature ``i``, the mean
+    and biased variance over the samples ``t, u`` of the batch (``BATCH`` of them)."""
+    t, u = idx("t"), idx("u")
+    mu = sp.Sum(inp[t, i], (t, 0, BATCH - 1)) / BATCH
+    var = sp.Sum((inp[u, i] - mu) ** 2, (u, 0, BATCH - 1)) / BATCH
+    return gamma[i] * (inp[SAMPLE, i] - mu) / sp.sqrt(var + sp.Float(eps)) + beta[i]
+
+
+def _norm(layer: LayerNorm | RMSNorm | BatchNorm, l: int, inp, w_in) -> list[Stage]:
     gamma = sp.IndexedBase(naming.param("gamma", l).name, real=True)
     params = [Param(gamma.name, gamma, (w_in,), "ones", w_in)]
+    out = sp.IndexedBase(naming.act(l).name, real=True)
+    if isinstance(layer, BatchNorm):
+        beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
+        params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
+        body = batchnorm_body(inp, gamma, beta, layer.eps)
+        return [
+            Stage(
+                out,
+                inp,
+                w_in,
+                w_in,
+                body,
+                l,
+                "map",
+                "batchnorm",
+                tuple(params),
+                attrs=(("norm", "batchnorm"), ("eps", layer.eps), ("training", True)),
+                sample=SAMPLE,
+            )
+        ]
     if isinstance(layer, LayerNorm):
         beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
         params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
@@ -152,7 +193,6 @@ def _norm(layer: LayerNorm | RMSNorm, l: int, inp, w_in) -> list[Stage]:
     else:
         body = rmsnorm_body(inp, gamma, w_in, layer.eps)
         label = "rmsnorm"
-    out = sp.IndexedBase(naming.act(l).name, real=True)
     return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params))]
 
 
@@ -385,7 +425,9 @@ def make_loss(
 def build(
     name: str,
     input: int | sp.Symbol | Sequence[int],
-    layers: Sequence[Dense | Map | LayerNorm | RMSNorm | conv.Conv | conv.Pool | conv.Flatten],
+    layers: Sequence[
+        Dense | Map | LayerNorm | RMSNorm | BatchNorm | conv.Conv | conv.Pool | conv.Flatten
+    ],
     loss: str | tuple[str, sp.Expr] | Callable[[sp.Symbol, sp.Symbol], sp.Expr],
     *,
     source: str = "<python>",
