@@ -51,13 +51,14 @@ def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]
     taken = set(names)
     pool = [n for n in DUMMY_NAMES if n not in taken]
 
-    def walk(e: sp.Expr, depth: int) -> sp.Expr:
+    def walk(e: sp.Expr, depth: int, bound: frozenset[str] = frozenset()) -> sp.Expr:
         if isinstance(e, sp.Sum):
             body = e.function
             limits = []
             for var, lo, hi in e.limits:
-                # a name no other symbol of the summand uses (inner dummies included)
-                used = {s.name for s in body.atoms(sp.Symbol)} - {var.name}
+                # a name no other symbol of the summand uses (inner dummies included) and
+                # no enclosing sum binds (an inner sum never shadows an outer one)
+                used = ({s.name for s in body.atoms(sp.Symbol)} - {var.name}) | bound
                 order = pool[depth % len(pool) :] + pool[: depth % len(pool)]
                 if hi == BATCH - 1:  # a sum over the samples of the batch: t, u, ...
                     order = [nm for nm in SAMPLE_NAMES if nm not in taken] + order
@@ -65,10 +66,11 @@ def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]
                 depth += 1
                 body = body.xreplace({var: new})
                 limits.append((new, lo, hi))
-            return sp.Sum(walk(body, depth), *limits)
+                bound = bound | {new.name}
+            return sp.Sum(walk(body, depth, bound), *limits)
         if not e.args:
             return e
-        return e.func(*[walk(a, depth) for a in e.args])
+        return e.func(*[walk(a, depth, bound) for a in e.args])
 
     # Dummies first: a free index may take a name a dummy had before.
     return walk(expr, 0).xreplace(mapping)
