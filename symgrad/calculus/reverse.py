@@ -22,7 +22,13 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.conv_form import tensor_form
-from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
+from symgrad.calculus.forward_values import (
+    cancel_scalar,
+    centre_samples,
+    pull_out,
+    rewrite,
+    tanh_from_ratio,
+)
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
 from symgrad.ir.naming import adjoint_name
@@ -245,7 +251,10 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     limits = _out_limits(stage)
 
     def adjoint(local: sp.Expr) -> sp.Expr:
-        return pull_out(contract(sp.Sum(g_out * local, *limits)))
+        out = pull_out(contract(sp.Sum(g_out * local, *limits)))
+        if stage.sample is not None:  # through batch statistics: centred on the batch mean
+            out = centre_samples(out, stage.inp, BATCH)
+        return out
 
     params = []
     for p in stage.params:
