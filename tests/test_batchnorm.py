@@ -141,7 +141,7 @@ def test_spec_rejects_unknown_keys_of_batchnorm():
 
 
 def test_batch_size_symbol_is_reserved():
-    spec = BN_TOML.replace('input = 4\n', 'input = 4\nsizes = { N = 5 }\n')
+    spec = BN_TOML.replace("input = 4\n", "input = 4\nsizes = { N = 5 }\n")
     with pytest.raises(SpecError, match="N"):
         loads_spec(spec, file="bn.toml")
 

@@ -1630,9 +1630,7 @@ class _Doc:
             s.items.append(Item("label", ("Local derivative (the sample index explicit)",)))
             s.items.append(Item("math", eqs=(Eq((loc, self.ex(local))),)))
             up = self.q(st.upstream, "component", oi)
-            chain = M(
-                r"%s %s %s" % (sums[0], up.tex, loc.tex), f"{sums[1]} {up.txt} * {loc.txt}"
-            )
+            chain = M(r"%s %s %s" % (sums[0], up.tex, loc.tex), f"{sums[1]} {up.txt} * {loc.txt}")
             s.items.append(Item("label", ("Chain rule over the batch, component form",)))
             lhs = self._grad_lhs(st, "component", names)
             s.items.append(Item("math", eqs=(Eq((*lhs, chain, self.ex(st.component))),)))
