@@ -399,3 +399,10 @@ def test_layernorm_unchanged_alongside():
     d = derive(net)
     assert [s.sample is None for s in net.stages] == [True, True, False, True]
     assert [str(i) for i in d.step("da2").indices] == ["s", "i"]
+
+
+def test_check_refuses_with_one_line():
+    from symgrad.verify.check import check_formula
+
+    with pytest.raises(SpecError, match="couples the samples"):
+        check_formula(loads_spec(BN_TOML, file="bn.toml"), "dW3", "delta3 a2^T")
