@@ -406,3 +406,53 @@ def test_check_refuses_with_one_line():
 
     with pytest.raises(SpecError, match="couples the samples"):
         check_formula(loads_spec(BN_TOML, file="bn.toml"), "dW3", "delta3 a2^T")
+
+
+# -- a user's component-form map may couple the samples too --------------------------------
+
+U = sp.Symbol("u", integer=True)
+GAIN = sp.IndexedBase("g", real=True)
+MEAN = sp.Sum(sg.a[sg.t, sg.i], (sg.t, 0, sg.N - 1)) / sg.N
+VAR = sp.Sum((sg.a[U, sg.i] - MEAN) ** 2, (U, 0, sg.N - 1)) / sg.N
+
+
+def test_user_map_with_the_sample_index_verifies():
+    """Batch norm written by hand in component form: the same stage structure (the sample
+    index read from the expression, not from a layer name), checked by verify against the
+    reference evaluating its component form, and equal to the built-in layer."""
+    pytest.importorskip("torch")
+    body = GAIN[sg.i] * (sg.a[sg.s, sg.i] - MEAN) / sp.sqrt(VAR + sp.Float(1e-5))
+    mine = build(
+        "mine", 3, [Dense(4, "tanh"), sg.Map(body, name="mybn", params={GAIN: (sg.n,)})], "mse"
+    )
+    assert mine.stages[2].sample == sg.s
+    report = verify_network(mine, batch=5)
+    assert report.ok, report.format()
+    builtin = build("builtin", 3, [Dense(4, "tanh"), BatchNorm()], "mse")
+    params, X, Y = point(builtin, 6, seed=8)
+    params["beta2"] = np.zeros_like(params["beta2"])  # the hand-written map has no shift
+    got = load_module(generate_code(mine), "bn_mine").loss_and_grads(
+        {"W1": params["W1"], "b1": params["b1"], "g2": params["gamma2"]}, X, Y
+    )
+    want = load_module(generate_code(builtin), "bn_builtin").loss_and_grads(params, X, Y)
+    assert rel_error(got[0], want[0])[1] <= 1e-12
+    assert rel_error(got[1]["g2"], want[1]["gamma2"])[1] <= 1e-10
+    assert rel_error(got[1]["W1"], want[1]["W1"])[1] <= 1e-10
+
+
+def test_user_map_centring_on_the_batch():
+    pytest.importorskip("torch")
+    net = build("centre", 3, [Dense(4, "tanh"), sg.Map(sg.a[sg.s, sg.i] - MEAN), Dense(2)], "mse")
+    assert verify_network(net, batch=3).ok
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (sg.a[sg.i] - MEAN, "takes a sample index first"),
+        (sg.a[sg.s, sg.i] * GAIN[sg.s], "cannot take a sample index"),
+    ],
+)
+def test_user_map_with_the_sample_index_is_validated(body, match):
+    with pytest.raises(SpecError, match=match):
+        build("bad", 3, [Dense(4), sg.Map(body, params={GAIN: (sg.n,)}), Dense(2)], "mse")

@@ -30,6 +30,10 @@ a = sp.IndexedBase("a", real=True)
 i, j, k = idx("i"), idx("j"), idx("k")
 n = sp.Symbol("n", integer=True, positive=True)
 m = sp.Symbol("m", integer=True, positive=True)
+#: A map that couples the samples (batch statistics) reads its input as ``a[s, i]``: ``s``
+#: is the sample index, ``t`` a sample summed over, ``N`` the batch size.
+s, t = SAMPLE, idx("t")
+N = BATCH
 x = sp.Symbol("x", real=True)
 yhat_s = sp.Symbol("yhat", real=True)
 y_s = sp.Symbol("y", real=True)
@@ -275,6 +279,9 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         names = ", ".join(sorted(set(stray)))
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
     body = body.xreplace(swap)
+    sample = SAMPLE if _reads_samples(body) else None
+    if sample is not None:
+        _check_sample_map(body, l, {inp, *extra}, stage_params=params)
     scalars = {p.base for p in params if isinstance(p.base, sp.Symbol)}
     widths = set(sizes) | {w_in, w}
     labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
@@ -286,6 +293,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         and s_ not in scalars
         and s_ not in widths
         and s_ != I
+        and s_ != BATCH
         and not s_.is_integer
     }
     if loose:
@@ -302,9 +310,54 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         layer.name,
         tuple(params),
         extra=tuple(extra.items()),
+        sample=sample,
     )
     _check_shapes(stage, sizes)
     return [stage]
+
+
+def _reads_samples(body: sp.Expr) -> bool:
+    """Whether a map's body states the samples itself: the sample index ``s`` free, or a sum
+    over the batch (upper limit ``N - 1``)."""
+    return SAMPLE in body.free_symbols or any(
+        hi == BATCH - 1 for e in body.atoms(sp.Sum) for _, _, hi in e.limits
+    )
+
+
+def _check_sample_map(body: sp.Expr, l: int, arrays: set, stage_params: list[Param]) -> None:
+    """A map that couples the samples reads only its input, always subscripted by a sample
+    first (``a[s, i]``, or ``a[t, i]`` with ``t`` summed over the batch)."""
+    if len(arrays) > 1:
+        raise SpecError(
+            f"layer {l}: a map that couples the samples (reads the sample index s) may read "
+            "only its input a"
+        )
+    pnames = {p.base for p in stage_params}
+
+    def walk(e: sp.Basic, samples: frozenset) -> None:
+        if isinstance(e, sp.Sum):
+            inner = set(samples)
+            for var, _, hi in e.limits:
+                if hi == BATCH - 1:
+                    inner.add(var)
+            walk(e.function, frozenset(inner))
+            return
+        if isinstance(e, sp.Indexed):
+            first = e.indices[0]
+            if e.base in pnames:
+                if any(ix in samples for ix in e.indices):
+                    raise SpecError(f"layer {l}: parameter {e.base} cannot take a sample index")
+                return
+            if e.base in arrays and (len(e.indices) != 2 or first not in samples):
+                raise SpecError(
+                    f"layer {l}: in a map that couples the samples, {e.base} takes a sample "
+                    f"index first (a[s, i], or a[t, i] summed over t up to N - 1), got {e}"
+                )
+            return
+        for arg in e.args:
+            walk(arg, samples)
+
+    walk(body, frozenset({SAMPLE}))
 
 
 def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
@@ -313,9 +366,12 @@ def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
     def val(e: sp.Expr) -> sp.Expr:
         return sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()})
 
-    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {b: (w,) for b, w in stage.inputs}
+    lead: tuple[sp.Expr, ...] = (BATCH,) if stage.sample is not None else ()
+    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {b: (*lead, w) for b, w in stage.inputs}
     dims.update({p.base: p.shape for p in stage.params})
     ranges: dict[sp.Symbol, sp.Expr] = {stage.index: stage.width}
+    if stage.sample is not None:
+        ranges[stage.sample] = BATCH
 
     def walk(e: sp.Basic, rng: dict[sp.Symbol, sp.Expr]) -> None:
         if isinstance(e, sp.Sum):

@@ -17,6 +17,7 @@ import sympy as sp
 from sympy.core.function import Application
 
 from symgrad.errors import SpecError
+from symgrad.ir.indices import BATCH
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
 from symgrad.ir.ops import OPS
@@ -622,10 +623,12 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
             pass  # the library's own norm layer
         elif (bn_eps := _batch_norm_layer(s)) is not None:
             out = ops.batch_norm(cur, params[s.params[0].name], params[s.params[1].name], bn_eps)
-        elif s.sample is not None:
-            raise SpecError(
-                f"layer {s.layer}: the reference cannot evaluate a stage that couples the "
-                "samples unless it is the built-in batchnorm"
+        elif s.sample is not None:  # a map that couples the samples: its sample index is
+            # the arrays' own first axis (none of them gets an implicit one)
+            w = net.size(s.width)
+            body = s.body.xreplace({s.sample: _BATCH})
+            out = eval_tensor(
+                ops, body, env, set(), {**sizes, BATCH: n}, (s.index,), {s.index: w}, n
             )
         elif (act := _builtin_activation(s)) in ops.acts:
             out = ops.acts[act](cur)  # the library's own activation
