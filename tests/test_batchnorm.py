@@ -199,6 +199,7 @@ def test_latex_compiles(tmp_path):
     )
     log = (tmp_path / "doc.log").read_text(encoding="utf-8", errors="replace")
     assert proc.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log
 
 
 # -- the generated NumPy code against PyTorch --------------------------------------------

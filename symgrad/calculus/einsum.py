@@ -139,6 +139,10 @@ class Batched(sp.Function):
         return printer._print(self.lowered())
 
     def _latex(self, printer):
+        if samples_explicit(self.args[0]):
+            # the sample index is the rows' axis: the component form is the batched form,
+            # and typeset it breaks across lines where a long array program cannot
+            return printer._print(self.args[0])
         text = str(self.lowered())  # NumPy-like text: only _ { } % # & $ need escaping
         for ch in "_{}%#&$":
             text = text.replace(ch, "\\" + ch)
