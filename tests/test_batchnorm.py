@@ -457,3 +457,28 @@ def test_user_map_centring_on_the_batch():
 def test_user_map_with_the_sample_index_is_validated(body, match):
     with pytest.raises(SpecError, match=match):
         build("bad", 3, [Dense(4), sg.Map(body, params={GAIN: (sg.n,)}), Dense(2)], "mse")
+
+
+def test_batchnorm_on_the_input_vjp_and_input_gradient():
+    """BatchNorm reading x: the input gradient dx (the VJP of the torch and JAX modules) is
+    the step through the coupled stage, with the sample index the rows' axis."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    net = build("bn_first", 3, [BatchNorm(), Dense(2, "tanh")], "mse")
+    loss_err, errs = max_errors(net, 5)
+    assert loss_err <= TOL and max(errs.values()) <= TOL, errs
+    params, X, _ = point(net, 5, seed=6)
+    G = np.random.default_rng(6).normal(size=(5, 2))
+    Xr = torch.tensor(X, requires_grad=True)
+    p = {k: torch.tensor(v) for k, v in params.items()}
+    TF = torch.nn.functional
+    a1 = TF.batch_norm(Xr, None, None, p["gamma1"], p["beta1"], training=True, eps=1e-5)
+    (torch.tanh(a1 @ p["W2"].T + p["b2"]) * torch.tensor(G)).sum().backward()
+    tmod = load_module(generate_code(net, target="torch"), "bn_first_torch")
+    Xt = torch.tensor(X, requires_grad=True)
+    (tmod.forward(p, Xt) * torch.tensor(G)).sum().backward()
+    assert rel_error(Xt.grad.numpy(), Xr.grad.numpy())[1] <= TOL
+    jmod = load_module(generate_code(net, target="jax"), "bn_first_jax")
+    dx, _ = jmod.vjp(params, X, G)
+    assert rel_error(np.asarray(dx), Xr.grad.numpy())[1] <= TOL
