@@ -334,7 +334,10 @@ def _loss_expression(net: Network, log: list[Applied] | None = None) -> sp.Expr:
 
 
 def _free(stage) -> str:
-    """The free indices a stage's component form is stated in (``i``, or ``c, h, w``)."""
+    """The free indices a stage's component form is stated in (``i``, ``s, i`` for a stage
+    that couples the samples, or ``c, h, w``)."""
+    if stage.sample is not None:
+        return f"{stage.sample}, {stage.index}"
     return ", ".join(str(s) for s in stage.indices) if stage.indices else str(stage.index)
 
 
@@ -457,7 +460,12 @@ def build_program(d: Derivation | Network) -> Program:
             "forward",
             formula,
             ir_logs[f.stage.name],
-            rows_of_shape(f.stage.shape) if f.stage.shape else rows_of(f.stage.width),
+            # a stage that couples the samples is lowered with its sample axis: full already
+            None
+            if f.stage.sample is not None
+            else rows_of_shape(f.stage.shape)
+            if f.stage.shape
+            else rows_of(f.stage.width),
         )
     # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
     # (the stable log-softmax and log-sigmoid forms are recognised first).
@@ -495,7 +503,14 @@ def build_program(d: Derivation | Network) -> Program:
                 if full is not None:
                     items[-1] = replace(items[-1], widen=full)
             else:
-                shape = rows_of_shape(step.shape) if len(step.shape) > 1 else rows_of(step.shape[0])
+                # (N, width), the sample index explicit: lowered with its sample axis, full
+                shape = (
+                    None
+                    if step.shape[0] == N
+                    else rows_of_shape(step.shape)
+                    if len(step.shape) > 1
+                    else rows_of(step.shape[0])
+                )
                 add(step.grad, expr, comment, "backward", comment[0], (), shape)
     return Program(d, tuple(items), total)
 
@@ -579,6 +594,8 @@ def build_context(
         "output_size": net.size(net.output_width),
         "output": net.output.name if net.stages else "X",
         "forward": forward,
+        # a forward statement reads the batch size (a stage that couples the samples)
+        "forward_n": any("n" in st.uses for st in forward),
         "loss_statements": loss_statements,
         "loss_value": loss_value,
         "backward": backward,

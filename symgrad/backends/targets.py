@@ -26,6 +26,7 @@ import sympy as sp
 from symgrad.backends.codegen import (
     Statement,
     _comment,
+    _free,
     _Printer,
     build_context,
     comment_text,
@@ -129,7 +130,11 @@ def _vjp_comment(d: Derivation, step: Step, seed: str = "G") -> tuple[str, ...]:
 
 def _forward_items(d: Derivation) -> list[Item]:
     return [
-        (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
+        (
+            f.stage.name,
+            batch(f.matrix),
+            (f"{f.stage.name}[{_free(f.stage)}] = {comment_text(f.component)}",),
+        )
         for f in d.forward
     ]
 
@@ -151,7 +156,7 @@ def _uses(stmts: list[Statement]) -> set[str]:
 
 def _saved(forward: list[Statement], backward: list[Statement]) -> list[str]:
     """Forward values the backward statements read (saved for autograd, JAX residuals)."""
-    used = _uses(backward)
+    used = _uses(backward) - {s.target for s in backward}  # not what it recomputes
     return [s.target for s in forward if s.target in used]
 
 
@@ -159,6 +164,22 @@ def _keep(inputs: list[str], forward: list[Statement], backward: list[Statement]
     """Inputs and forward values the backward statements read, in that order."""
     used = _uses(backward)
     return [x for x in inputs if x in used] + _saved(forward, backward)
+
+
+def _recompute_scalars(
+    forward: list[Statement], backward: list[Statement]
+) -> tuple[list[Statement], list[Statement]]:
+    """Forward statements that compute a number from the batch size and constants only
+    (``t1 = 1 / n``, for a stage that couples the samples) are not tensors torch can save:
+    the backward pass recomputes those it reads. Returns (forward, backward)."""
+    scalar: dict[str, Statement] = {}
+    for st in forward:
+        if not st.inplace and st.uses <= set(scalar) | {"n"}:
+            scalar[st.target] = st
+    used = _uses(backward)
+    if not scalar or not used & set(scalar):
+        return forward, backward
+    return forward, list(scalar.values()) + backward
 
 
 def _printer(net: Network, target: str, names: dict[str, str] | None = None) -> _Printer:
@@ -194,12 +215,15 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
     back, dx = _split_input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
+    if target == "torch":
+        fwd, back = _recompute_scalars(fwd, back)
     return {
         "forward": fwd,
         "backward": back,
         "input_grad": dx,
         "saved": _keep(["X", *net.param_names], fwd, back + dx),
         "uses": sorted(_uses(back + dx)),
+        "forward_uses": sorted(_uses(fwd)),  # "n" for a stage that couples the samples
     }
 
 
@@ -304,6 +328,8 @@ def target_context(
     if autodiff:
         back, dx = _split_input_grad(ctx["backward"], names)
         fwd = ctx["forward"] + ctx["loss_statements"]
+        if target == "torch":
+            fwd, back = _recompute_scalars(fwd, back)
         ctx["backward"], ctx["input_grad"] = back, dx
         ctx["loss_saved"] = _keep(["X", "Y", *names], fwd, back + dx)
         ctx["loss_uses"] = sorted(_uses(back + dx))

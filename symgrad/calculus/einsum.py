@@ -16,10 +16,11 @@ import sympy as sp
 
 from symgrad.calculus.matrix_form import Comp
 from symgrad.errors import DerivationError
+from symgrad.ir.indices import BATCH
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
 #: The batch size (the same Symbol as ``layout.N``; layout imports this module).
-N = sp.Symbol("N", integer=True, positive=True)
+N = BATCH
 
 
 def _slots(present: set[int], ndim: int) -> str:
@@ -138,6 +139,10 @@ class Batched(sp.Function):
         return printer._print(self.lowered())
 
     def _latex(self, printer):
+        if samples_explicit(self.args[0]):
+            # the sample index is the rows' axis: the component form is the batched form,
+            # and typeset it breaks across lines where a long array program cannot
+            return printer._print(self.args[0])
         text = str(self.lowered())  # NumPy-like text: only _ { } % # & $ need escaping
         for ch in "_{}%#&$":
             text = text.replace(ch, "\\" + ch)
@@ -174,6 +179,11 @@ def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.E
         batched: the result has a sample axis (False for a penalty term: once per batch).
     """
     expr, free, shape, names = comp.args
+    if batched and samples_explicit(comp):
+        # a component form that subscripts its arrays by sample (a stage that couples the
+        # samples): the sample index is the arrays' own first axis, its sums over the
+        # batch already there; no implicit sample axis is added and none is summed over
+        batched, sample_sum = False, False
     params = {str(s) for s in names}
     ctx = list(free)
     rng = dict(zip(free, shape, strict=True))
@@ -194,6 +204,15 @@ def lower(comp: Comp, *, sample_sum: bool = False, batched: bool = True) -> sp.E
     if partial and full:
         out = Full(out, sp.Tuple(*full))
     return out
+
+
+def samples_explicit(comp: Comp) -> bool:
+    """Whether ``comp`` states the samples of the batch itself: its first free index runs
+    over the batch (``out[s, i]``), or it sums over the batch (``sum_t g[t, p]``)."""
+    expr, _, shape, _ = comp.args
+    if len(shape) and shape[0] == N:
+        return True
+    return any(hi == N - 1 for e in expr.atoms(sp.Sum) for _, _, hi in e.limits)
 
 
 def _is_array(e: sp.Expr) -> bool:

@@ -111,3 +111,72 @@ def tanh_from_ratio(expr: sp.Expr) -> sp.Expr:
         return e
 
     return expr.replace(lambda e: e.is_Mul and e.has(sp.sinh), fix)
+
+
+def centre_samples(expr: sp.Expr, inp: sp.IndexedBase, n: sp.Expr) -> sp.Expr:
+    """``expr`` with the sample-indexed input ``inp[t, k]`` written through its values
+    centred on the batch mean, ``inp[t, k] = c[t, k] + mean_k`` (an identity), where
+    ``sum_t c[t, k] = 0``: the mean cancels from a gradient through batch statistics, which
+    then reads ``(inp[t, k] - mean_k)`` as the textbook does. ``n`` is the batch size (sums
+    over the samples run to ``n - 1``). Kept only when it makes the expression smaller."""
+    c = sp.IndexedBase("_centred", real=True)
+    mean = sp.IndexedBase("_mean", real=True)
+
+    def is_mean_sum(e: sp.Basic) -> bool:
+        if not isinstance(e, sp.Sum) or len(e.limits) != 1:
+            return False
+        var, lo, hi = e.limits[0]
+        f = e.function
+        return (
+            lo == 0
+            and hi == n - 1
+            and isinstance(f, sp.Indexed)
+            and f.base == inp
+            and f.indices[0] == var
+            and not any(ix.has(var) for ix in f.indices[1:])
+        )
+
+    new = expr.replace(is_mean_sum, lambda e: n * mean[e.function.indices[1:]])
+    new = new.replace(
+        lambda e: isinstance(e, sp.Indexed) and e.base == inp,
+        lambda e: c[e.indices] + mean[e.indices[1:]],
+    )
+    new = _sample_sums(new, c, n, 0)
+    new = sp.expand(new, power_base=False, power_exp=False, log=False, multinomial=False)
+    new = _sample_sums(new, c, n, 0)
+    back: dict[sp.Basic, sp.Basic] = {}
+    for e in new.atoms(sp.Indexed):
+        if e.base == c:
+            t = sp.Dummy("t", integer=True)
+            rest = e.indices[1:]
+            back[e] = inp[e.indices] - sp.Sum(inp[(t, *rest)], (t, 0, n - 1)) / n
+        elif e.base == mean:
+            t = sp.Dummy("t", integer=True)
+            back[e] = sp.Sum(inp[(t, *e.indices)], (t, 0, n - 1)) / n
+    new = sp.factor_terms(new.xreplace(back))
+    return new if sp.count_ops(new) < sp.count_ops(expr) else expr
+
+
+def _sample_sums(expr: sp.Expr, c: sp.IndexedBase, n: sp.Expr, depth: int) -> sp.Expr:
+    """Sums over the samples made linear and canonical: summands expanded and split, factors
+    free of the sample index pulled out, ``sum_t c[t, k] = 0``, ``sum_t u = n u`` for ``u``
+    free of ``t``, and the dummy named by nesting depth (equal sums compare equal)."""
+    if not expr.args:
+        return expr
+    if isinstance(expr, sp.Sum) and len(expr.limits) == 1 and expr.limits[0][2] == n - 1:
+        var, lo, hi = expr.limits[0]
+        fresh = sp.Symbol(f"_t{depth}", integer=True)
+        body = _sample_sums(expr.function.xreplace({var: fresh}), c, n, depth + 1)
+        body = sp.expand(body, power_base=False, power_exp=False, log=False, multinomial=False)
+        out = []
+        for term in sp.Add.make_args(body):
+            dep = [f for f in sp.Mul.make_args(term) if f.has(fresh)]
+            indep = sp.Mul(*[f for f in sp.Mul.make_args(term) if not f.has(fresh)])
+            if not dep:
+                out.append(n * indep)
+            elif len(dep) == 1 and isinstance(dep[0], sp.Indexed) and dep[0].base == c:
+                continue  # the centred values sum to zero over the batch
+            else:
+                out.append(indep * sp.Sum(sp.Mul(*dep), (fresh, lo, hi)))
+        return sp.Add(*out)
+    return expr.func(*[_sample_sums(a, c, n, depth) for a in expr.args])

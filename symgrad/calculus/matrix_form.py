@@ -23,6 +23,7 @@ from typing import Any
 import sympy as sp
 
 from symgrad.errors import DerivationError
+from symgrad.ir.indices import BATCH
 
 
 class Vec(sp.Symbol):
@@ -125,10 +126,7 @@ def matrix_pass(d: Any) -> Any:
     forward = tuple(
         f
         if f.matrix is not None
-        else replace(
-            f,
-            matrix=matrix_or_component(f.component, (f.stage.index,), (f.stage.width,), names),
-        )
+        else replace(f, matrix=_forward_matrix(f.component, f.stage, names))
         for f in d.forward
     )
     steps = tuple(
@@ -149,14 +147,30 @@ def matrix_pass(d: Any) -> Any:
     return replace(d, forward=forward, steps=steps)
 
 
+def _forward_matrix(component: sp.Expr, stage: Any, names: sp.Tuple) -> sp.Expr:
+    """A forward equation's matrix form; a stage that couples the samples stays in
+    components, its sample index first (``Comp`` over (N, width): the batch axis)."""
+    if stage.sample is not None:
+        return Comp(
+            component,
+            sp.Tuple(stage.sample, stage.index),
+            sp.Tuple(BATCH, stage.width),
+            names,
+        )
+    return matrix_or_component(component, (stage.index,), (stage.width,), names)
+
+
 def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
     """A step's matrix form; a penalty's part of a parameter gradient is added once per
-    batch (``Once``), and a scalar parameter's gradient stays in components."""
+    batch (``Once``), and a scalar parameter's gradient stays in components, as do the
+    gradients through a stage that couples the samples (they carry sums over the batch)."""
     pen = getattr(s, "penalty", None)
     data = s.component
     if pen is not None:
         data = sp.expand(data - pen, mul=False, power_exp=False, log=False, multinomial=False)
-    if s.kind == "param" and not s.indices:
+    if s.stage is not None and s.stage.sample is not None and s.kind != "loss":
+        m = Comp(data, sp.Tuple(*s.indices), sp.Tuple(*s.shape), names)
+    elif s.kind == "param" and not s.indices:
         m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
     else:
         m = matrix_or_component(data, s.indices, s.shape, names) if not data.is_zero else sp.S.Zero

@@ -22,6 +22,7 @@ import sympy as sp
 from symgrad.calculus.forward import tangent
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.errors import DerivationError
+from symgrad.ir.indices import BATCH
 from symgrad.ir.naming import Quantity, primal_name, split, tangent_name
 
 #: The loss's name in the program.
@@ -72,6 +73,9 @@ class Equation:
     of: str | None = None
     matrix: sp.Expr | None = None
     needed: bool = True
+    #: for a stage that couples the samples (batch norm): its sample index, which the body
+    #: reads across the batch (``z1[t, i]`` under a sum over ``t``); None per sample.
+    sample: sp.Symbol | None = None
     step: Step | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -186,6 +190,7 @@ class Program:
                     body=r,
                     of=eq.target,
                     needed=eq.needed,
+                    sample=eq.sample,
                     step=eq.step,
                 )
             )
@@ -212,6 +217,8 @@ def program(d: Derivation) -> Program:
         s = f.stage
         idx = tuple(s.indices) or (s.index,)
         shape = tuple(s.shape) or (s.width,)
+        if s.sample is not None:
+            idx, shape = (s.sample, s.index), (BATCH, s.width)
         eqs.append(
             Equation(
                 target=s.name,
@@ -221,6 +228,7 @@ def program(d: Derivation) -> Program:
                 shape=shape,
                 body=f.component,
                 matrix=f.matrix,
+                sample=s.sample,
             )
         )
     loss = d.loss if net.penalty is None else d.loss + net.penalty
@@ -246,6 +254,7 @@ def program(d: Derivation) -> Program:
                 of=st.wrt,
                 matrix=st.matrix,
                 needed=st.needed,
+                sample=st.stage.sample if st.stage is not None else None,
                 step=st,
             )
         )

@@ -22,9 +22,15 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.conv_form import tensor_form
-from symgrad.calculus.forward_values import cancel_scalar, pull_out, rewrite, tanh_from_ratio
+from symgrad.calculus.forward_values import (
+    cancel_scalar,
+    centre_samples,
+    pull_out,
+    rewrite,
+    tanh_from_ratio,
+)
 from symgrad.errors import DerivationError
-from symgrad.ir.indices import FREE_NAMES, PARAM_NAMES, K, P, Q, R, canonical, idx
+from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
 from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
@@ -35,18 +41,31 @@ _TENSOR_NAMES = {2: ("c", "w"), 3: ("c", "h", "w")}
 
 
 def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
-    """The free indices of a stage's output component (one per axis)."""
+    """The free indices of a stage's output component (one per axis; the sample index
+    first for a stage that couples the samples)."""
+    if stage.sample is not None:
+        return (stage.sample, stage.index)
     return stage.indices or (stage.index,)
 
 
 def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
-    shape = stage.shape or (stage.width,)
+    shape = (BATCH, stage.width) if stage.sample is not None else stage.shape or (stage.width,)
     return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
 
 
 def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
-    """The indices of one input element (``K`` for a vector)."""
+    """The indices of one input element (``K`` for a vector, ``(T, K)`` for a stage that
+    couples the samples: input element ``k`` of sample ``t``)."""
+    if stage.sample is not None:
+        return (T, K)
     return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
+
+
+def _out_names(stage: Stage) -> tuple[str, ...]:
+    """The display names of a stage's output indices."""
+    if stage.sample is not None:
+        return ("s", "i")
+    return _TENSOR_NAMES[len(stage.indices)] if stage.indices else ("i",)
 
 
 def _is_tensor(stage: Stage) -> bool:
@@ -188,7 +207,7 @@ def _structure(local: sp.Expr, stage: Stage) -> str:
             and all(has_delta(local, a, b) for a, b in pairs)
         ):
             return "diagonal"
-    elif has_delta(local, stage.index, K):
+    elif stage.sample is None and has_delta(local, stage.index, K):
         return "diagonal"
     if not local.has(stage.inp):
         return "linear"
@@ -225,12 +244,17 @@ def _param_wrt(p: Param) -> sp.Expr:
 def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     # ``rewrite`` states derivatives in a vector stage's forward values; a (channels, h, w)
     # stage keeps its local derivatives as they are.
-    rw = (lambda e, _s: e) if _is_tensor(stage) else rewrite
+    # A stage that couples the samples keeps them as they are too (its output carries the
+    # sample index, which the forward-value identities do not).
+    rw = (lambda e, _s: e) if _is_tensor(stage) or stage.sample is not None else rewrite
     g_out = g[_out_index(stage)]
     limits = _out_limits(stage)
 
     def adjoint(local: sp.Expr) -> sp.Expr:
-        return pull_out(contract(sp.Sum(g_out * local, *limits)))
+        out = pull_out(contract(sp.Sum(g_out * local, *limits)))
+        if stage.sample is not None:  # through batch statistics: centred on the batch mean
+            out = centre_samples(out, stage.inp, BATCH)
+        return out
 
     params = []
     for p in stage.params:
@@ -286,6 +310,7 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         ),
         stage.index,
         extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+        sample=stage.sample,
     )
     if _is_tensor(stage):  # concrete shapes: nothing to share between layers
         return _compute(stage, g)
@@ -295,6 +320,7 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         cstage.in_width,
         tuple(p.shape for p in cstage.params),
         cstage.extra,
+        cstage.sample,
     )
     if key in _CACHE:
         _CACHE.move_to_end(key)
@@ -396,7 +422,7 @@ def reverse_accumulate(net: Network) -> Derivation:
             comp_c = _finish(comp, pidx, names)
             free = tuple(sp.Symbol(nm, integer=True) for nm in names)
             outs = _out_index(stage)
-            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
+            onames = _out_names(stage)
             steps.append(
                 Step(
                     grad=grad_name(p.name),
@@ -423,10 +449,16 @@ def reverse_accumulate(net: Network) -> Derivation:
         wrt = stage.inp[_in_index(stage)]
         local, comp, structure = calc.local, calc.comp, calc.structure
         others = pending.pop(stage.inp, [])
+        if others and stage.sample is not None:
+            raise DerivationError(
+                f"{stage.inp} feeds layers {stage.layer} and "
+                f"{', '.join(str(s_.layer) for s_, _, _ in others)}: a quantity read by a "
+                "stage that couples the samples cannot feed other layers yet"
+            )
         fused = False
         unfused = None
         last = upstream == loss_name and si == len(net.stages) - 1
-        if last and not stage.params and not others:
+        if last and not stage.params and not others and stage.sample is None:
             g_expr = g_loss.xreplace({K: stage.index})
             cand = _apply_identities(_through(stage, g_expr, wrt), net)
             cand = cancel_scalar(rewrite(cand, stage))
@@ -458,6 +490,13 @@ def reverse_accumulate(net: Network) -> Derivation:
             if stage.in_shape:
                 matrix = tensor_form(comp_c, free, stage.in_shape)
             gshape = stage.in_shape or (stage.in_width,)
+        elif stage.sample is not None:
+            # the adjoint of sample s's input: every sample t of the batch contributes
+            comp_c = _finish(comp, (T, K), ("s", "i"))
+            free = (idx("s"), idx("i"))
+            local_c = canonical(local, (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
+            local_idx = (idx("s"), idx("i"), idx("t"), idx("k"))
+            gshape = (BATCH, stage.in_width)
         else:
             comp_c = _finish(comp, (K,), FREE_NAMES)
             free = (sp.Symbol("i", integer=True),)

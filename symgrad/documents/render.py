@@ -44,6 +44,7 @@ from symgrad.documents.latex_printer import (
 )
 from symgrad.errors import DerivationError
 from symgrad.escape import latex_text
+from symgrad.ir.indices import idx as idx_
 from symgrad.ir.network import Stage
 from symgrad.ir.plain import PlainTextPrinter
 from symgrad.templating import environment
@@ -1075,6 +1076,9 @@ class _Doc:
         if stage.indices or stage.in_shape:
             self.tensor_step(st, s)
             return
+        if stage.sample is not None:
+            self.sample_step(st, s)
+            return
         if self.comp:
             s.items.append(Item("label", ("Local derivative",)))
             leqs, why = self._local_why(st, ["k"])
@@ -1202,6 +1206,9 @@ class _Doc:
         names = [str(i) for i in st.indices]
         if stage.indices or stage.in_shape:
             self.tensor_step(st, s)
+            return
+        if stage.sample is not None:
+            self.sample_step(st, s)
             return
         if self.comp:
             s.items.append(Item("label", ("Local derivative",)))
@@ -1620,6 +1627,58 @@ class _Doc:
             )
             s.items.append(Item("math", eqs=eqs))
 
+    def sample_step(self, st: Step, s) -> None:
+        """A step through a stage that couples the samples (batch norm in training mode):
+        the sample index is explicit, and the chain rule sums over every sample of the
+        batch as well as every component, since each output depends on every sample."""
+        stage = st.stage
+        assert stage is not None and st.local is not None and st.upstream is not None
+        names = [str(i) for i in st.indices]
+        w, n = latex(stage.width), latex(N)
+        if st.kind == "input":
+            # d(out[t, k]) / d(in[s, i]): the output indices summed over, the input's free
+            sw, iw, tw, kw = (idx_(nm) for nm in ("s", "i", "t", "k"))
+            local = st.local.xreplace({sw: tw, iw: kw, tw: sw, kw: iw})
+            oi, ii = ["t", "k"], names
+            loc = self.local_name(stage.name, st.wrt, oi, ii, "component")
+            sums = (r"\sum_{t=1}^{%s} \sum_{k=1}^{%s}" % (n, w), "sum_t sum_k")
+        else:
+            local = st.local
+            oi, ii = ["s", "i"], names
+            loc = self.local_name(stage.name, st.wrt, oi, ii, "component")
+            sums = (r"\sum_{s=1}^{%s} \sum_{i=1}^{%s}" % (n, w), "sum_s sum_i")
+        if self.comp:
+            s.items.append(Item("label", ("Local derivative (the sample index explicit)",)))
+            s.items.append(Item("math", eqs=(Eq((loc, self.ex(local))),)))
+            up = self.q(st.upstream, "component", oi)
+            chain = M(r"%s %s %s" % (sums[0], up.tex, loc.tex), f"{sums[1]} {up.txt} * {loc.txt}")
+            s.items.append(Item("label", ("Chain rule over the batch, component form",)))
+            lhs = self._grad_lhs(st, "component", names)
+            s.items.append(Item("math", eqs=(Eq((*lhs, chain, self.ex(st.component))),)))
+            s.items.append(
+                Item(
+                    "para",
+                    (
+                        f"The mean and the variance of {stage.label} are sums over the ",
+                        M(n, str(N)),
+                        " samples of the batch, so every output depends on every sample: "
+                        "the chain rule sums over the samples ",
+                        M(oi[0], oi[0]),
+                        " as well as the components, and the gradient carries the sums over "
+                        "the batch. "
+                        + (
+                            "No further sum over the samples is added in the batched code."
+                            if st.kind == "param"
+                            else "In the batched code the sample index is the rows' axis."
+                        ),
+                    ),
+                )
+            )
+        if self.mat:
+            s.items.append(Item("label", ("Batched: the sums over the batch are over the rows",)))
+            eqs = (Eq((*self._grad_lhs(st, "batched", []), self.ex(batched_step(st), "batched"))),)
+            s.items.append(Item("math", eqs=eqs))
+
     def summary(self) -> None:
         s = self.section(["Summary: the backward pass as computed"])
         steps = [st for st in self.d.steps if st.needed]
@@ -1637,7 +1696,9 @@ class _Doc:
             eqs = []
             for st in steps:
                 idx = [str(i) for i in st.indices]
-                if st.kind == "input":
+                if st.kind == "input" and st.stage is not None and st.stage.sample is not None:
+                    expr = st.component  # (s, i): the sample index explicit
+                elif st.kind == "input":
                     idx = ["k"]
                     expr = _swap_ik(st.component)
                 else:
@@ -1678,7 +1739,10 @@ def _apply_sum_identity(expr: sp.Expr, net) -> sp.Expr:
 
 
 def _free_names(stage) -> list[str]:
-    """The free indices of a stage's component form: ``i``, or ``c, h, w``."""
+    """The free indices of a stage's component form: ``i``, ``s, i`` (a stage that couples
+    the samples), or ``c, h, w``."""
+    if stage.sample is not None:
+        return [str(stage.sample), "i"]
     return [str(i) for i in stage.indices] if stage.indices else ["i"]
 
 

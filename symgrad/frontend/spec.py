@@ -52,9 +52,9 @@ MAP_KEYS = ("type", "expr", "name", "params", "units")
 #: Most axes of a map parameter.
 MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
-RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "sum")
+RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "N", "sum")
 CUSTOM_KEYS = ("name", "expr")
-NORM_TYPES = ("layernorm", "rmsnorm")
+NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
 LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
 CONV_KEYS = ("type", "channels", "kernel", "stride", "padding", "activation", "bias")
 POOL_KEYS = ("type", "kernel", "stride", "padding")
@@ -312,9 +312,10 @@ class _Checker:
             built: Any = self.map_layer(raw, field, number)
         elif kind in NORM_TYPES:
             self.keys(raw, ("type",), field)
-            built = L.LayerNorm() if kind == "layernorm" else L.RMSNorm()
+            norms = {"layernorm": L.LayerNorm, "rmsnorm": L.RMSNorm, "batchnorm": L.BatchNorm}
+            built = norms[kind]()
             self.param_names[f"gamma{number}"] = 1
-            if kind == "layernorm":
+            if kind != "rmsnorm":
                 self.param_names[f"beta{number}"] = 1
         elif kind in C.CONV_TYPES + C.POOL_TYPES or kind == "flatten":
             built = self.conv_layer(raw, field, kind)

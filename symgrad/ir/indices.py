@@ -17,16 +17,23 @@ def width(layer: int) -> sp.Symbol:
 
 #: The free output index every stage states its component form in.
 I = idx("i")
+#: The batch size: the range of the sample index of a stage that couples the samples.
+BATCH = sp.Symbol("N", integer=True, positive=True)
+#: The sample index such a stage states its output in (``out[s, i]``).
+SAMPLE = idx("s")
 #: Indices used while differentiating (fresh, never in user input).
 K = idx("k_")
 P = idx("p_")
 Q = idx("q_")
 R = idx("r_")
+T = idx("t_")  # the sample of an input element of a stage that couples the samples
 
 #: Display names: free indices of vectors, of parameter gradients, and summation dummies.
 FREE_NAMES = ("i",)
 PARAM_NAMES = ("p", "q", "r", "s")
 DUMMY_NAMES = ("k", "j", "m", "l", "t", "u", "v", "w")
+#: Summation dummies over the samples of the batch (sums with upper limit ``BATCH - 1``).
+SAMPLE_NAMES = ("t", "u", "v", "w")
 
 
 def indices_of(expr: sp.Expr) -> set[sp.Symbol]:
@@ -44,22 +51,26 @@ def canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]
     taken = set(names)
     pool = [n for n in DUMMY_NAMES if n not in taken]
 
-    def walk(e: sp.Expr, depth: int) -> sp.Expr:
+    def walk(e: sp.Expr, depth: int, bound: frozenset[str] = frozenset()) -> sp.Expr:
         if isinstance(e, sp.Sum):
             body = e.function
             limits = []
             for var, lo, hi in e.limits:
-                # a name no other symbol of the summand uses (inner dummies included)
-                used = {s.name for s in body.atoms(sp.Symbol)} - {var.name}
+                # a name no other symbol of the summand uses (inner dummies included) and
+                # no enclosing sum binds (an inner sum never shadows an outer one)
+                used = ({s.name for s in body.atoms(sp.Symbol)} - {var.name}) | bound
                 order = pool[depth % len(pool) :] + pool[: depth % len(pool)]
+                if hi == BATCH - 1:  # a sum over the samples of the batch: t, u, ...
+                    order = [nm for nm in SAMPLE_NAMES if nm not in taken] + order
                 new = idx(next(nm for nm in order if nm not in used))
                 depth += 1
                 body = body.xreplace({var: new})
                 limits.append((new, lo, hi))
-            return sp.Sum(walk(body, depth), *limits)
+                bound = bound | {new.name}
+            return sp.Sum(walk(body, depth, bound), *limits)
         if not e.args:
             return e
-        return e.func(*[walk(a, depth) for a in e.args])
+        return e.func(*[walk(a, depth, bound) for a in e.args])
 
     # Dummies first: a free index may take a name a dummy had before.
     return walk(expr, 0).xreplace(mapping)

@@ -17,7 +17,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.ir import conv, naming
-from symgrad.ir.indices import I, idx, width
+from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
 
@@ -30,6 +30,10 @@ a = sp.IndexedBase("a", real=True)
 i, j, k = idx("i"), idx("j"), idx("k")
 n = sp.Symbol("n", integer=True, positive=True)
 m = sp.Symbol("m", integer=True, positive=True)
+#: A map that couples the samples (batch statistics) reads its input as ``a[s, i]``: ``s``
+#: is the sample index, ``t`` a sample summed over, ``N`` the batch size.
+s, t = SAMPLE, idx("t")
+N = BATCH
 x = sp.Symbol("x", real=True)
 yhat_s = sp.Symbol("yhat", real=True)
 y_s = sp.Symbol("y", real=True)
@@ -124,7 +128,17 @@ class RMSNorm:
     eps: float = NORM_EPS
 
 
-NORMS = (LayerNorm, RMSNorm)
+@dataclass(frozen=True)
+class BatchNorm:
+    """``torch.nn.BatchNorm1d(n)`` in training mode: ``gamma * (a - mu) / sqrt(var + eps) +
+    beta`` with the mean and (biased) variance of each feature over the samples of the
+    batch. The one layer that couples the samples: its component form carries the sample
+    index, ``a[s, i]``, and sums over the batch ``sum_t a[t, i] / N``."""
+
+    eps: float = NORM_EPS
+
+
+NORMS = (LayerNorm, RMSNorm, BatchNorm)
 
 
 def layernorm_body(
@@ -141,9 +155,40 @@ def rmsnorm_body(inp: sp.IndexedBase, gamma: sp.IndexedBase, w: sp.Expr, eps: fl
     return gamma[i] * inp[i] / sp.sqrt(sp.Sum(inp[j] ** 2, (j, 0, w - 1)) / w + sp.Float(eps))
 
 
-def _norm(layer: LayerNorm | RMSNorm, l: int, inp, w_in) -> list[Stage]:
+def batchnorm_body(
+    inp: sp.IndexedBase, gamma: sp.IndexedBase, beta: sp.IndexedBase, eps: float
+) -> sp.Expr:
+    """The training-mode BatchNorm component form ``out[s, i]``: per feature ``i``, the mean
+    and biased variance over the samples ``t, u`` of the batch (``BATCH`` of them)."""
+    t, u = idx("t"), idx("u")
+    mu = sp.Sum(inp[t, i], (t, 0, BATCH - 1)) / BATCH
+    var = sp.Sum((inp[u, i] - mu) ** 2, (u, 0, BATCH - 1)) / BATCH
+    return gamma[i] * (inp[SAMPLE, i] - mu) / sp.sqrt(var + sp.Float(eps)) + beta[i]
+
+
+def _norm(layer: LayerNorm | RMSNorm | BatchNorm, l: int, inp, w_in) -> list[Stage]:
     gamma = sp.IndexedBase(naming.param("gamma", l).name, real=True)
     params = [Param(gamma.name, gamma, (w_in,), "ones", w_in)]
+    out = sp.IndexedBase(naming.act(l).name, real=True)
+    if isinstance(layer, BatchNorm):
+        beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
+        params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
+        body = batchnorm_body(inp, gamma, beta, layer.eps)
+        return [
+            Stage(
+                out,
+                inp,
+                w_in,
+                w_in,
+                body,
+                l,
+                "map",
+                "batchnorm",
+                tuple(params),
+                attrs=(("norm", "batchnorm"), ("eps", layer.eps), ("training", True)),
+                sample=SAMPLE,
+            )
+        ]
     if isinstance(layer, LayerNorm):
         beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
         params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
@@ -152,7 +197,6 @@ def _norm(layer: LayerNorm | RMSNorm, l: int, inp, w_in) -> list[Stage]:
     else:
         body = rmsnorm_body(inp, gamma, w_in, layer.eps)
         label = "rmsnorm"
-    out = sp.IndexedBase(naming.act(l).name, real=True)
     return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params))]
 
 
@@ -235,6 +279,9 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         names = ", ".join(sorted(set(stray)))
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
     body = body.xreplace(swap)
+    sample = SAMPLE if _reads_samples(body) else None
+    if sample is not None:
+        _check_sample_map(body, l, {inp, *extra}, stage_params=params)
     scalars = {p.base for p in params if isinstance(p.base, sp.Symbol)}
     widths = set(sizes) | {w_in, w}
     labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
@@ -246,6 +293,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         and s_ not in scalars
         and s_ not in widths
         and s_ != I
+        and s_ != BATCH
         and not s_.is_integer
     }
     if loose:
@@ -262,9 +310,54 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         layer.name,
         tuple(params),
         extra=tuple(extra.items()),
+        sample=sample,
     )
     _check_shapes(stage, sizes)
     return [stage]
+
+
+def _reads_samples(body: sp.Expr) -> bool:
+    """Whether a map's body states the samples itself: the sample index ``s`` free, or a sum
+    over the batch (upper limit ``N - 1``)."""
+    return SAMPLE in body.free_symbols or any(
+        hi == BATCH - 1 for e in body.atoms(sp.Sum) for _, _, hi in e.limits
+    )
+
+
+def _check_sample_map(body: sp.Expr, l: int, arrays: set, stage_params: list[Param]) -> None:
+    """A map that couples the samples reads only its input, always subscripted by a sample
+    first (``a[s, i]``, or ``a[t, i]`` with ``t`` summed over the batch)."""
+    if len(arrays) > 1:
+        raise SpecError(
+            f"layer {l}: a map that couples the samples (reads the sample index s) may read "
+            "only its input a"
+        )
+    pnames = {p.base for p in stage_params}
+
+    def walk(e: sp.Basic, samples: frozenset) -> None:
+        if isinstance(e, sp.Sum):
+            inner = set(samples)
+            for var, _, hi in e.limits:
+                if hi == BATCH - 1:
+                    inner.add(var)
+            walk(e.function, frozenset(inner))
+            return
+        if isinstance(e, sp.Indexed):
+            first = e.indices[0]
+            if e.base in pnames:
+                if any(ix in samples for ix in e.indices):
+                    raise SpecError(f"layer {l}: parameter {e.base} cannot take a sample index")
+                return
+            if e.base in arrays and (len(e.indices) != 2 or first not in samples):
+                raise SpecError(
+                    f"layer {l}: in a map that couples the samples, {e.base} takes a sample "
+                    f"index first (a[s, i], or a[t, i] summed over t up to N - 1), got {e}"
+                )
+            return
+        for arg in e.args:
+            walk(arg, samples)
+
+    walk(body, frozenset({SAMPLE}))
 
 
 def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
@@ -273,9 +366,12 @@ def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
     def val(e: sp.Expr) -> sp.Expr:
         return sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()})
 
-    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {b: (w,) for b, w in stage.inputs}
+    lead: tuple[sp.Expr, ...] = (BATCH,) if stage.sample is not None else ()
+    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {b: (*lead, w) for b, w in stage.inputs}
     dims.update({p.base: p.shape for p in stage.params})
     ranges: dict[sp.Symbol, sp.Expr] = {stage.index: stage.width}
+    if stage.sample is not None:
+        ranges[stage.sample] = BATCH
 
     def walk(e: sp.Basic, rng: dict[sp.Symbol, sp.Expr]) -> None:
         if isinstance(e, sp.Sum):
@@ -385,7 +481,9 @@ def make_loss(
 def build(
     name: str,
     input: int | sp.Symbol | Sequence[int],
-    layers: Sequence[Dense | Map | LayerNorm | RMSNorm | conv.Conv | conv.Pool | conv.Flatten],
+    layers: Sequence[
+        Dense | Map | LayerNorm | RMSNorm | BatchNorm | conv.Conv | conv.Pool | conv.Flatten
+    ],
     loss: str | tuple[str, sp.Expr] | Callable[[sp.Symbol, sp.Symbol], sp.Expr],
     *,
     source: str = "<python>",

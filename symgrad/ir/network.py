@@ -52,6 +52,11 @@ class Stage:
     shape: tuple[sp.Expr, ...] = ()
     in_shape: tuple[sp.Expr, ...] = ()
     attrs: tuple = ()
+    #: The sample index, for a stage that couples the samples of the batch (batch norm in
+    #: training mode): its output is ``out[sample, index]``, and every array it reads is
+    #: subscripted by a sample index first (``inp[sample, k]``, or a dummy of a sum over
+    #: the batch, ``Sum(inp[t, k], (t, 0, BATCH - 1))``). None: the batch is implicit.
+    sample: sp.Symbol | None = None
 
     @property
     def name(self) -> str:

@@ -456,6 +456,12 @@ def _derivation(net: Network, seed: int) -> tuple[Network, Derivation]:
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is net:
         return hit[1], hit[2]
+    coupled = [s.layer for s in net.stages if s.sample is not None]
+    if coupled:  # formulas are evaluated one sample at a time here
+        raise SpecError(
+            f"check does not support layer {coupled[0]} yet: it couples the samples "
+            "(batch statistics); use 'symgrad verify' for this network"
+        )
     sized = concrete_sizes(net, seed)
     d = derive(sized)
     if len(_CACHE) >= 8:

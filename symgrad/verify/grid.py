@@ -23,7 +23,7 @@ from symgrad.ir.ops import OPS
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
 #: The sample axis of arrays that carry a batch (``batched`` in :func:`evaluate`).
-BATCH = sp.Symbol("_n_batch_")
+SAMPLE_AXIS = sp.Symbol("_n_batch_")
 
 
 class ArrayOps:
@@ -140,7 +140,7 @@ NUMPY = NumpyOps()
 
 
 class _Named:
-    """An array with one named axis per index symbol (:data:`BATCH` is the sample axis)."""
+    """An array with one named axis per index symbol (:data:`SAMPLE_AXIS` is the sample axis)."""
 
     __slots__ = ("axes", "t")
 
@@ -207,7 +207,7 @@ def evaluate(
             if name not in env:
                 raise error(f"cannot evaluate {e}: no value for {name}")
             t = env[name]
-            lead = (BATCH,) if name in batched else ()
+            lead = (SAMPLE_AXIS,) if name in batched else ()
             if len(set(ind)) != len(ind):  # a repeated index: the diagonal
                 letters = "bcdefgh"
                 uniq = list(dict.fromkeys(ind))
@@ -225,7 +225,7 @@ def evaluate(
             if e in sizes:
                 return _Named(ops.const(sizes[e]), ())
             if str(e) in env:
-                return _Named(env[str(e)], (BATCH,) if str(e) in batched else ())
+                return _Named(env[str(e)], (SAMPLE_AXIS,) if str(e) in batched else ())
             raise error(f"cannot evaluate symbol {e}")
         if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
             body, var, _ = e.args
@@ -286,7 +286,7 @@ def evaluate(
         raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
 
     res = ev(expr, rng0)
-    want = (BATCH, *free) if n is not None else tuple(free)
+    want = (SAMPLE_AXIS, *free) if n is not None else tuple(free)
     extra = [a for a in res.axes if a not in want]
     if extra:
         raise error(f"free indices {extra} not listed in {free} (in {expr})")
@@ -299,4 +299,4 @@ def evaluate(
     return ops.broadcast_to(t, [*lead, *(rng0[f] for f in free)])
 
 
-__all__ = ["BATCH", "NUMPY", "ArrayOps", "NumpyOps", "evaluate"]
+__all__ = ["SAMPLE_AXIS", "NUMPY", "ArrayOps", "NumpyOps", "evaluate"]

@@ -16,10 +16,11 @@ import numpy as np
 import sympy as sp
 
 from symgrad.errors import SpecError
+from symgrad.ir.indices import BATCH
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
 from symgrad.ir.ops import OPS
-from symgrad.verify.grid import ArrayOps, evaluate
+from symgrad.verify.grid import SAMPLE_AXIS, ArrayOps, evaluate
 
 
 class _Ops(ArrayOps):
@@ -43,6 +44,11 @@ class _Ops(ArrayOps):
     def rms_norm(self, a: Any, gamma: Any, eps: float) -> Any:
         """The library's own RMSNorm over the last axis (None: evaluate the component form)."""
         return None
+
+    def batch_norm(self, a: Any, gamma: Any, beta: Any, eps: float) -> Any:
+        """Training-mode batch norm of an (n, features) tensor: each feature normalised by
+        its mean and biased variance over the batch."""
+        raise NotImplementedError
 
     def conv(self, a: Any, W: Any, b: Any, stride: tuple, padding: tuple) -> Any:
         """torch's cross-correlation (conv1d/2d) on (n, C, *spatial) tensors."""
@@ -150,6 +156,9 @@ class _TorchOps(_Ops):
     def rms_norm(self, a, gamma, eps):
         return self.F.rms_norm(a, (a.shape[-1],), gamma, eps)
 
+    def batch_norm(self, a, gamma, beta, eps):
+        return self.F.batch_norm(a, None, None, gamma, beta, training=True, eps=eps)
+
     def amin(self, t, axis):
         return self.t.amin(t, dim=axis)
 
@@ -212,6 +221,11 @@ class _JaxOps(_Ops):
 
     def const(self, v):
         return self.np.asarray(float(v), dtype=self.np.float64)
+
+    def batch_norm(self, a, gamma, beta, eps):
+        mu = self.np.mean(a, axis=0)
+        var = self.np.mean((a - mu) ** 2, axis=0)
+        return gamma * (a - mu) / self.np.sqrt(var + eps) + beta
 
     def conv(self, a, W, b, stride, padding):
         nd = len(stride)
@@ -397,6 +411,21 @@ def _norm_layer(stage: Stage) -> tuple[str, float] | None:
     return None
 
 
+def _batch_norm_layer(stage: Stage) -> float | None:
+    """The epsilon of a training-mode batch-norm stage (from the hyper-parameters it was
+    built with, its body checked to be exactly that norm), or None."""
+    from symgrad.ir.layers import batchnorm_body
+
+    attrs = dict(stage.attrs)
+    if attrs.get("norm") != "batchnorm" or not attrs.get("training") or len(stage.params) != 2:
+        return None
+    eps = float(attrs["eps"])
+    gamma, beta = (p.base for p in stage.params)
+    if stage.body != batchnorm_body(stage.inp, gamma, beta, eps):
+        return None
+    return eps
+
+
 def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, Y):
     """``(yhat, loss)`` of ``net`` in the library of ``ops`` (params, X, Y are its tensors)."""
     n = int(X.shape[0])
@@ -428,6 +457,15 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
             )
         ) is not None:
             pass  # the library's own norm layer
+        elif (bn_eps := _batch_norm_layer(s)) is not None:
+            out = ops.batch_norm(cur, params[s.params[0].name], params[s.params[1].name], bn_eps)
+        elif s.sample is not None:  # a map that couples the samples: its sample index is
+            # the arrays' own first axis (none of them gets an implicit one)
+            w = net.size(s.width)
+            body = s.body.xreplace({s.sample: SAMPLE_AXIS})
+            out = eval_tensor(
+                ops, body, env, set(), {**sizes, BATCH: n}, (s.index,), {s.index: w}, n
+            )
         elif (act := _builtin_activation(s)) in ops.acts:
             out = ops.acts[act](cur)  # the library's own activation
         elif _is_softmax(s):

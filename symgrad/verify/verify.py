@@ -881,6 +881,15 @@ def verify_network(
         raise SpecError(f"unknown reference {bad[0]!r} (choose from {', '.join(REFERENCES)})")
     if batch < 1:
         raise SpecError("batch must be a positive integer", field="--batch")
+    coupled = [s.layer for s in net.stages if s.sample is not None]
+    if batch < 2 and coupled:
+        # one sample is its own batch mean: the normalised value is 0 and the reference
+        # (torch's batch norm in training mode) refuses it; nothing would be tested
+        raise SpecError(
+            f"layer {coupled[0]} couples the samples (batch statistics): verify it with "
+            "a batch of at least 2",
+            field="--batch",
+        )
     if not timeout > 0:
         raise SpecError("the time limit must be positive", field="--timeout")
     if not net.is_concrete:
