@@ -445,7 +445,8 @@ class _Reader:
                     (
                         v
                         for v in divs
-                        if abs(v.args[1]) == d and sp.expand(e + v.args[0] / v.args[1]) == 0
+                        if abs(v.args[1]) == d
+                        and 0 in (sp.expand(d * e - v.args[0]), sp.expand(d * e + v.args[0]))
                     ),
                     None,
                 )

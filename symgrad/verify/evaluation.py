@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
+from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
 from symgrad.ir.ops import OPS
@@ -28,6 +29,11 @@ NUMPY_FUNCS = {op.func: op.numeric for op in OPS.values()}
 def _apply(func, args):
     if func in NUMPY_FUNCS:
         return NUMPY_FUNCS[func](*args)
+    if func is InRange:  # [lo <= e <= hi]
+        return ((args[1] <= args[0]) & (args[0] <= args[2])).astype(float)
+    if func is Divisible:  # [s | e]
+        with np.errstate(invalid="ignore"):
+            return (np.mod(args[0], args[1]) == 0).astype(float)
     if func is sp.Max:
         return np.maximum.reduce(np.broadcast_arrays(*args))
     if func is sp.Min:
@@ -84,7 +90,7 @@ def eval_component(
             arr = np.asarray(env[str(e.base.label)], dtype=float)
             ind = e.indices
             if any(not isinstance(t, sp.Symbol) for t in ind):
-                raise DerivationError(f"cannot evaluate {e}: indices must be symbols")
+                return computed_read(arr, ind)
             if len(set(ind)) != len(ind):  # repeated index: a diagonal
                 letters = "abcdefgh"
                 sub = "".join(letters[list(dict.fromkeys(ind)).index(t)] for t in ind)
@@ -93,7 +99,17 @@ def eval_component(
             return _Axes(arr, tuple(ind))
         if isinstance(e, sp.KroneckerDelta):
             a, b = e.args
-            return _Axes(np.eye(ranges[a], ranges[b]), (a, b))
+            if a in ranges and b in ranges:
+                return _Axes(np.eye(ranges[a], ranges[b]), (a, b))
+            (u, v), axes = _align([ev(a), ev(b)])  # an index expression: [a == b]
+            return _Axes(np.equal(u, v).astype(float), axes)
+        if type(e).__name__ == "MaxOver":  # max pooling: max of the body over its window
+            sub = _ev_with(e.body, {**ranges, **_box(e)})
+            keep = tuple(a for a in sub.axes if a not in e.variables)
+            red = tuple(sub.axes.index(v) for v in e.variables if v in sub.axes)
+            return _Axes(sub.arr.max(axis=red) if red else sub.arr, keep)
+        if type(e).__name__ == "ArgMaxIs":  # [offsets = the first arg-max of the window]
+            return argmax_is(e)
         if isinstance(e, sp.Symbol):
             if e in ranges:
                 return _Axes(np.arange(ranges[e], dtype=float), (e,))
@@ -151,6 +167,46 @@ def eval_component(
             arrs, axes = _align(parts)
             return _Axes(_apply(e.func, arrs), axes)
         raise DerivationError(f"cannot evaluate {e!r}")
+
+    def _box(m) -> dict[sp.Symbol, int]:
+        return {lim[0]: size(lim[2]) + 1 for lim in m.limits}
+
+    def computed_read(arr: np.ndarray, ind) -> _Axes:
+        """``a[s*h + d*k - p, ...]``: positions computed from the indices; a position
+        outside the array (zero padding) or not an integer reads 0."""
+        parts, axes = _align([ev(t) for t in ind])
+        parts = np.broadcast_arrays(*parts) if parts else parts
+        ok = np.ones(np.shape(parts[0]) if parts else (), dtype=bool)
+        pos = []
+        for part, n in zip(parts, arr.shape, strict=True):
+            rounded = np.rint(part)
+            ok &= (rounded == part) & (rounded >= 0) & (rounded < n)
+            pos.append(np.where(ok, rounded, 0).astype(int))
+        pos = [np.where(ok, q, 0) for q in pos]
+        return _Axes(np.where(ok, arr[tuple(pos)], 0.0), axes)
+
+    def argmax_is(e) -> _Axes:
+        m, offs = e.args[0], e.args[1:]
+        box = _box(m)
+        sub = _ev_with(m.body, {**ranges, **box})
+        arr, axes = sub.arr, list(sub.axes)
+        for v in m.variables:  # a window axis the body does not use: size it
+            if v not in axes:
+                arr = np.repeat(arr[..., None], box[v], axis=-1)
+                axes.append(v)
+        order = [a for a in axes if a not in m.variables] + list(m.variables)
+        arr = np.transpose(arr, [axes.index(a) for a in order])
+        lead = arr.shape[: len(order) - len(m.variables)]
+        first = np.argmax(arr.reshape(*lead, -1), axis=-1)  # row-major: the first maximum
+        flat = np.zeros((), dtype=float)
+        stride = 1
+        parts, off_axes = _align([ev(o) for o in offs])
+        for o, v in zip(reversed(parts), reversed(m.variables), strict=True):
+            flat = flat + o * stride
+            stride *= box[v]
+        win = tuple(order[: len(lead)])
+        (f, g), both = _align([_Axes(first, win), _Axes(flat, off_axes)])
+        return _Axes(np.equal(f, g).astype(float), both)
 
     def _ev_with(e, rng) -> _Axes:
         nonlocal ranges
@@ -225,12 +281,17 @@ def run_derivation(
     net = d.network
     sizes = dict(net.sizes)
     env: dict[str, np.ndarray] = {**{k: np.asarray(v, float) for k, v in params.items()}}
-    env[str(net.input)] = np.asarray(x, float)
+    x = np.asarray(x, float)
+    shape = tuple(getattr(net, "input_shape", ()) or ())
+    env[str(net.input)] = x.reshape(shape) if shape else x  # (channels, [height,] width)
     env[str(net.loss.target)] = np.asarray(y, float)
     for f in d.forward:
         s = f.stage
         if form == "matrix":
             env[s.name] = eval_matrix(f.matrix, env, sizes)
+        elif s.indices:  # a (channels, [height,] width) quantity: one index per axis
+            rng = {ix: int(n) for ix, n in zip(s.indices, s.shape, strict=True)}
+            env[s.name] = eval_component(f.component, env, sizes, tuple(s.indices), rng)
         else:
             env[s.name] = eval_component(
                 f.component, env, sizes, (s.index,), {s.index: net.size(s.width)}
