@@ -106,8 +106,8 @@ def eval_component(
         if type(e).__name__ == "MaxOver":  # max pooling: max of the body over its window
             sub = _ev_with(e.body, {**ranges, **_box(e)})
             keep = tuple(a for a in sub.axes if a not in e.variables)
-            red = tuple(sub.axes.index(v) for v in e.variables if v in sub.axes)
-            return _Axes(sub.arr.max(axis=red) if red else sub.arr, keep)
+            over = tuple(sub.axes.index(v) for v in e.variables if v in sub.axes)
+            return _Axes(sub.arr.max(axis=over) if over else sub.arr, keep)
         if type(e).__name__ == "ArgMaxIs":  # [offsets = the first arg-max of the window]
             return argmax_is(e)
         if isinstance(e, sp.Symbol):
@@ -174,8 +174,8 @@ def eval_component(
     def computed_read(arr: np.ndarray, ind) -> _Axes:
         """``a[s*h + d*k - p, ...]``: positions computed from the indices; a position
         outside the array (zero padding) or not an integer reads 0."""
-        parts, axes = _align([ev(t) for t in ind])
-        parts = np.broadcast_arrays(*parts) if parts else parts
+        aligned, axes = _align([ev(t) for t in ind])
+        parts = list(np.broadcast_arrays(*aligned))
         ok = np.ones(np.shape(parts[0]) if parts else (), dtype=bool)
         pos = []
         for part, n in zip(parts, arr.shape, strict=True):
@@ -188,7 +188,7 @@ def eval_component(
     def argmax_is(e) -> _Axes:
         m, offs = e.args[0], e.args[1:]
         box = _box(m)
-        sub = _ev_with(m.body, {**ranges, **box})
+        sub = _ev_with(m.body, {**(ranges or {}), **box})
         arr, axes = sub.arr, list(sub.axes)
         for v in m.variables:  # a window axis the body does not use: size it
             if v not in axes:
