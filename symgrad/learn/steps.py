@@ -671,7 +671,9 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
             raise _Shape(f"axis={axis} on an array with {v.ndim} axes")
         if isinstance(axis, tuple) and not all(-v.ndim <= a < v.ndim for a in axis):
             raise _Shape(f"axis={axis} on an array with {v.ndim} axes")
-        red = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}[e[1]]
+        red: Callable[..., Any] = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}[
+            e[1]
+        ]
         return red(v, axis=axis, keepdims=keep)
     if kind == "np":
         args = [np.asarray(_eval(a, env), dtype=float) for a in e[2]]
