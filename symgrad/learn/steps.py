@@ -81,6 +81,12 @@ NP_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "dot": np.dot,
 }
 NP_REDUCE = ("sum", "mean", "max", "min")
+REDUCERS: dict[str, Callable[..., Any]] = {
+    "sum": np.sum,
+    "mean": np.mean,
+    "max": np.max,
+    "min": np.min,
+}
 #: Functions a learner may call bare, as symgrad's documents print them (a helper's
 #: definition in the file is not read: these are the meanings).
 BARE: dict[str, Callable[[np.ndarray], Any]] = {
@@ -671,9 +677,7 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
             raise _Shape(f"axis={axis} on an array with {v.ndim} axes")
         if isinstance(axis, tuple) and not all(-v.ndim <= a < v.ndim for a in axis):
             raise _Shape(f"axis={axis} on an array with {v.ndim} axes")
-        red: Callable[..., Any] = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}[
-            e[1]
-        ]
+        red = REDUCERS[e[1]]
         return red(v, axis=axis, keepdims=keep)
     if kind == "np":
         args = [np.asarray(_eval(a, env), dtype=float) for a in e[2]]
