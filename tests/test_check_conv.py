@@ -142,3 +142,103 @@ def test_component_evaluation_of_conv_nets_matches_generated_code():
         assert loss == pytest.approx(want_loss, rel=1e-12)
         for k, g in grads.items():
             np.testing.assert_allclose(env["d" + k], g, rtol=1e-10, atol=1e-12)
+
+
+# -- check --steps on conv nets ---------------------------------------------------------------
+
+SMALL = L.build(
+    "cnn",
+    [1, 6, 6],
+    [Conv(2, 3, activation="tanh"), Pool("max", 2), Flatten(), L.Dense(3, "softmax")],
+    "cross_entropy",
+)
+BY_HAND = """\
+delta4 = (yhat - Y) / N
+dW4 = delta4.T @ a3
+db4 = delta4.sum(axis=0)
+da3 = delta4 @ W4
+da2 = da3.reshape(N, 2, 2, 2)
+up = np.repeat(np.repeat(da2, 2, axis=2), 2, axis=3)
+top = np.repeat(np.repeat(a2, 2, axis=2), 2, axis=3)
+da1 = up * (a1 == top)
+delta1 = da1 * (1 - a1**2)
+cols = np.lib.stride_tricks.sliding_window_view(X, (3, 3), axis=(2, 3))
+dW1 = np.einsum("nohw,nchwij->ocij", delta1, cols)
+db1 = delta1.sum(axis=(0, 2, 3))
+padded = np.pad(delta1, ((0, 0), (0, 0), (2, 2), (2, 2)))
+win = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))
+dX = np.einsum("nohwij,ocij->nchw", win, W1[:, :, ::-1, ::-1])
+"""
+
+
+def test_a_hand_written_conv_backward_pass_passes():
+    from symgrad.learn.steps import check_steps
+
+    report = check_steps(SMALL, BY_HAND)
+    assert report.ok, report.format()
+    checked = {v.grad for v in report.verdicts if v.grad}
+    assert {"da2", "da1", "delta1", "dW1", "db1", "dx"} <= checked
+    assert not report.missing
+
+
+@pytest.mark.parametrize(
+    "change,line,grad",
+    [
+        (("da1 = up * (a1 == top)", "da1 = up"), 8, "da1"),  # the error to every position
+        (("W1[:, :, ::-1, ::-1]", "W1"), 15, "dx"),  # the kernel not flipped
+        (("sum(axis=(0, 2, 3))", "sum(axis=(0, 2))"), 12, "db1"),  # a position axis kept
+        (("delta1 = da1 * (1 - a1**2)", "delta1 = da1 * (1 - z1**2)"), 9, "delta1"),
+    ],
+)
+def test_slips_in_a_conv_backward_pass_are_found(change, line, grad):
+    from symgrad.learn.steps import check_steps
+
+    text = BY_HAND.replace(*change)
+    assert text != BY_HAND
+    report = check_steps(SMALL, text)
+    first = report.first_wrong
+    assert first is not None and first.lines[0] == line and first.grad == grad, report.format()
+    assert first.should_be and (first.counterexample or first.problem)
+    if grad == "delta1":
+        assert first.slip and "z1" in first.slip
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        load_spec(DIGITS),
+        SEQ,
+        L.build(
+            "dil",
+            [1, 9, 9],
+            [
+                Conv(2, 3, stride=2, padding=1, dilation=2, activation="relu"),
+                Pool("avg", 2, stride=1),
+                Flatten(),
+                L.Dense(2),
+            ],
+            "mse",
+        ),
+    ],
+    ids=["digits", "conv1d", "dilated"],
+)
+def test_the_derivations_own_conv_steps_pass(net):
+    """``derive --form matrix``'s batched lines of a conv net, pasted as a steps file (the
+    array operations as the generated code calls them), are right."""
+    from symgrad.learn.steps import _should_be, check_steps
+    from symgrad.verify.check import _derivation
+
+    _, d = _derivation(net, 0)
+    text = "".join(f"{st.grad} = {_should_be(st)}\n" for st in d.steps)
+    report = check_steps(net, text)
+    assert report.ok, report.format()
+    assert all(v.status == "right" for v in report.verdicts), report.format()
+
+
+def test_the_digits_example_steps_file_passes(capsys):
+    from symgrad.cli import main
+
+    rc = main(["check", DIGITS, "--steps", "examples/digits_cnn/backward_steps.py"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "OK: all 9 checked steps are right" in out
