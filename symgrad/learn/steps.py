@@ -46,6 +46,7 @@ MAX_CHARS = 20_000
 MAX_LINES = 200
 MAX_TOKENS = 400  # per statement
 MAX_DEPTH = 40
+MAX_ELEMENTS = 10_000_000  # the largest array a file's call may make
 BATCH = 7  # a prime that is rarely a layer width, so a missing 1/N shows as a factor 7
 POINTS = 2
 RTOL = 1e-7
@@ -649,7 +650,11 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
         fn = _conv_helpers()[e[1]] if e[1] in CONV_HELPER_NAMES else CALLS[e[1]]
         args = [_intish(_eval(a, env)) for a in e[2]]
         kwargs = {k: _intish(_eval(v, env)) for k, v in e[3].items()}
-        return fn(*args, **kwargs)
+        _check_size(e[1], args)
+        out = fn(*args, **kwargs)
+        if np.size(out) > MAX_ELEMENTS:
+            raise _Shape(f"{e[1]}() gives {np.size(out)} elements (at most {MAX_ELEMENTS})")
+        return out
     if kind == "index":
         return np.asarray(_eval(e[1], env))[tuple(_subscript(i, env) for i in e[2])]
     if kind == "name":
@@ -690,6 +695,28 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
         return _binary_np(e[1], args[0], args[1])
     op, a, b = e[1], _eval(e[2], env), _eval(e[3], env)
     return _binary(op, a, b)
+
+
+def _check_size(fn: str, args: list[Any]) -> None:
+    """Refuse, before computing it, work or an array a file would make unreasonably large."""
+    n = 0
+    if fn == "repeat" and len(args) > 1:
+        n = int(np.size(args[0])) * int(np.max(np.abs(np.asarray(args[1], dtype=float)), initial=1))
+    elif fn == "pad" and len(args) > 1:
+        grow = 1 + int(np.sum(np.abs(np.asarray(args[1], dtype=float))))
+        n = int(np.size(args[0])) * grow * grow
+    elif fn == "broadcast_to" and len(args) > 1:
+        n = int(np.prod(np.asarray(args[1], dtype=float)))
+    elif fn == "tensordot" and len(args) > 1:
+        n = int(np.size(args[0])) * int(np.size(args[1]))
+    elif fn == "einsum" and args and isinstance(args[0], str) and "." not in args[0]:
+        dims: dict[str, int] = {}  # the work: one loop over every distinct index
+        for sub, op in zip(args[0].split("->")[0].split(","), args[1:], strict=False):
+            for letter, size in zip(sub, np.shape(op), strict=False):
+                dims[letter] = max(dims.get(letter, 1), int(size))
+        n = int(np.prod(list(dims.values()), dtype=float)) // 10
+    if n > MAX_ELEMENTS:
+        raise _Shape(f"{fn}() would make more than {MAX_ELEMENTS} elements")
 
 
 def _intish(v: Any) -> Any:
