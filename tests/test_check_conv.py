@@ -242,3 +242,26 @@ def test_the_digits_example_steps_file_passes(capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "OK: all 9 checked steps are right" in out
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_verify_symbolic_compares_a_conv_nets_matrix_and_component_forms(dilation):
+    """``verify --symbolic``: the tensor form (correlations, pooling, flatten, on one sample
+    through the generated code's helpers) against the component form."""
+    from symgrad.verify.verify import symbolic_rows
+
+    net = L.build(
+        "n",
+        [2, 9, 9],
+        [
+            Conv(3, 3, stride=2, padding=1, dilation=dilation, activation="relu"),
+            Pool("max", 2 if dilation == 2 else 1),
+            Conv(2, 1, bias=False),
+            Pool("avg", 1),
+            Flatten(),
+            L.Dense(2),
+        ],
+        "mse",
+    )
+    rows = symbolic_rows(net)
+    assert rows and all(r.ok for r in rows), [(r.name, r.ok) for r in rows]

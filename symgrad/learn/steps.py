@@ -41,6 +41,7 @@ import numpy as np
 from symgrad.errors import SpecError
 from symgrad.ir.naming import adjoint_name, split
 from symgrad.ir.network import Network
+from symgrad.templating import conv_helpers
 
 MAX_CHARS = 20_000
 MAX_LINES = 200
@@ -123,25 +124,6 @@ def _reshape(v: Any, *shape: Any) -> np.ndarray:
     return np.reshape(np.asarray(v, dtype=float), tuple(int(d) for d in dims))
 
 
-def _conv_helpers() -> dict[str, Callable[..., Any]]:
-    """The generated module's conv and pooling helpers (``_windows``, ``_correlate`` ...),
-    from the template the module is printed from, so a pasted line computes what the
-    generated code does."""
-    if not _CONV_HELPERS:
-        import itertools
-
-        from symgrad.templating import environment
-
-        code = environment().get_template("conv_helpers.py.j2").render()
-        space: dict[str, Any] = {"np": np, "itertools": itertools}
-        exec(
-            compile("from __future__ import annotations\n" + code, "<conv_helpers>", "exec"), space
-        )
-        _CONV_HELPERS.update({k: v for k, v in space.items() if k in CONV_HELPER_NAMES})
-    return _CONV_HELPERS
-
-
-_CONV_HELPERS: dict[str, Callable[..., Any]] = {}
 #: The generated module's helpers a line may call (as ``derive --form matrix`` and the
 #: generated code spell a conv net's steps).
 CONV_HELPER_NAMES = (
@@ -647,7 +629,7 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
     if kind == "tuple":
         return tuple(_intish(_eval(c, env)) for c in e[1])
     if kind == "call":
-        fn = _conv_helpers()[e[1]] if e[1] in CONV_HELPER_NAMES else CALLS[e[1]]
+        fn = conv_helpers()[e[1]] if e[1] in CONV_HELPER_NAMES else CALLS[e[1]]
         args = [_intish(_eval(a, env)) for a in e[2]]
         kwargs = {k: _intish(_eval(v, env)) for k, v in e[3].items()}
         _check_size(e[1], args)

@@ -16,11 +16,27 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
+from symgrad.calculus.conv_form import (
+    TENSOR_OPS,
+    ChannelBias,
+    ChannelSum,
+    Correlate,
+    CorrInputGrad,
+    CorrWeightGrad,
+    Flatten,
+    Unflatten,
+    WindowMax,
+    WindowMaxGrad,
+    WindowSum,
+    WindowSumGrad,
+    dilation_of,
+)
 from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
 from symgrad.errors import DerivationError
 from symgrad.ir.ops import OPS
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
+from symgrad.templating import conv_helpers
 
 #: NumPy callables of every registered op (ir/ops.py), for the numeric evaluators.
 NUMPY_FUNCS = {op.func: op.numeric for op in OPS.values()}
@@ -246,6 +262,8 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return eval_component(expr, env, sizes, tuple(free), rng)
         if isinstance(e, Once):  # a penalty's part of a gradient (per sample: as it is)
             return ev(e.args[0])
+        if isinstance(e, TENSOR_OPS):
+            return tensor_op(e)
         if isinstance(e, MatVec):
             return ev(e.args[0]) @ ev(e.args[1])
         if isinstance(e, TMatVec):
@@ -265,6 +283,53 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return np.power(ev(e.base), ev(e.exp))
         if isinstance(e, Application):  # functions, and Max / Min
             return _apply(e.func, [ev(a) for a in e.args])
+        raise DerivationError(f"cannot evaluate {e!r}")
+
+    def ints(t) -> tuple[int, ...]:
+        return tuple(int(v) for v in t)
+
+    def windows(w) -> np.ndarray:
+        a, k, st, p, fill = w.args[:5]
+        h = conv_helpers()
+        fv = -np.inf if int(fill) == 1 else 0.0
+        return h["_windows"](
+            ev(a)[None], ints(k), ints(st), ints(p), fv, dilation=dilation_of(w, 5, len(k))
+        )
+
+    def tensor_op(e) -> np.ndarray:
+        """A conv net's array operation on one sample: the generated code's helper, on a
+        batch of one."""
+        h = conv_helpers()
+        if isinstance(e, Correlate):
+            return h["_correlate"](windows(e.args[0]), ev(e.args[1]))[0]
+        if isinstance(e, CorrWeightGrad):
+            return h["_correlate_weight_grad"](ev(e.args[0])[None], windows(e.args[1]))
+        if isinstance(e, CorrInputGrad):
+            g, W, st, p, size = e.args[:5]
+            d = dilation_of(e, 5, len(st))
+            return h["_correlate_input_grad"](
+                ev(g)[None], ev(W), ints(st), ints(p), ints(size), dilation=d
+            )[0]
+        if isinstance(e, ChannelBias):
+            return ev(e.args[0]).reshape(-1, *[1] * int(e.args[1]))
+        if isinstance(e, ChannelSum):
+            return ev(e.args[0]).sum(axis=tuple(range(1, 1 + int(e.args[1]))))
+        if isinstance(e, Flatten):
+            return ev(e.args[0]).reshape(-1)
+        if isinstance(e, Unflatten):
+            return ev(e.args[0]).reshape(ints(e.args[1]))
+        if isinstance(e, WindowSum | WindowMax):
+            a, k, st, p = e.args
+            fn = h["_sum_pool"] if isinstance(e, WindowSum) else h["_max_pool"]
+            return fn(ev(a)[None], ints(k), ints(st), ints(p))[0]
+        if isinstance(e, WindowSumGrad):
+            g, k, st, p, size = e.args
+            return h["_sum_pool_grad"](ev(g)[None], ints(k), ints(st), ints(p), ints(size))[0]
+        if isinstance(e, WindowMaxGrad):
+            g, a, k, st, p, size, top = e.args
+            return h["_max_pool_grad"](
+                ev(g)[None], ev(a)[None], ev(top)[None], ints(k), ints(st), ints(p), ints(size)
+            )[0]
         raise DerivationError(f"cannot evaluate {e!r}")
 
     return np.asarray(ev(expr), dtype=float)
