@@ -108,22 +108,7 @@ def test_the_reader_only_ever_returns_an_array_or_its_own_errors(text):
     assert time.perf_counter() - t0 < 1.0
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                reason="bilinear's text prints a1 ⊙ (A2 a1) as 'a1*A2 @ a1', which reads "
-                "(a1*A2) @ a1 left to right",
-                strict=False,
-            ),
-        )
-        if n == "bilinear"
-        else n
-        for n in sorted(catalogue())
-    ],
-)
+@pytest.mark.parametrize("name", sorted(catalogue()))
 def test_every_step_in_matrix_notation_as_printed_checks(name):
     from symgrad.documents.render import TextPrinter
     from symgrad.pipeline import derive

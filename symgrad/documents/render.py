@@ -131,7 +131,9 @@ class TextPrinter(PlainTextPrinter):
     def parenthesize(self, item: sp.Basic, level: int, strict: bool = False) -> str:
         # a batched product prints with ``@``, which Python reads left to right with ``*``
         # and ``/``: as a factor it is parenthesised (``a1*(a1 @ A2.T)``)
-        if isinstance(item, BMatMul | BOuter) and getattr(self, "_in_mul", False):
+        if isinstance(item, BMatMul | BOuter | MatVec | TMatVec) and getattr(
+            self, "_in_mul", False
+        ):
             return "(%s)" % self._print(item)
         return super().parenthesize(item, level, strict)
 
