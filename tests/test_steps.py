@@ -145,6 +145,22 @@ def test_parse_and_unparse_round_trip():
     assert again.expr == stmt.expr
 
 
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'sum(-einsum("ab,ab->a", a3, da3)/T3, axis=0)',
+        "da2 - share_max(a1, axis=1)*sum(da2[:, None, :], axis=2)",
+        "np.lib.stride_tricks.sliding_window_view(X, (3, 3), axis=(2, 3))[..., ::-1, 0]",
+        "np.pad(d, ((0, 0), (0, 0), (2, 2), (2, 2))).reshape(N, -1).max(axis=(0, 1))",
+        "_windows(x, (3,), (1,), (0,), -np.inf, dilation=(2,))",
+    ],
+)
+def test_fallback_and_conv_syntax_round_trips(expr):
+    (stmt,) = parse_steps(f"d = {expr}\n")
+    again = parse_steps(f"d = {unparse(stmt.expr)}\n")[0]
+    assert again.expr == stmt.expr
+
+
 def test_cli_exit_codes(tmp_path, capsys):
     spec = str(EXAMPLES / "seed_net.toml")
     right = str(HERE / "r01_generated_form.py")
@@ -203,6 +219,14 @@ LINES = st.sampled_from(
         "delta1 *= W1",
         "dx = delta1 @ W1",
         "dyhat = 2 * (yhat - Y) / (N * n_2) ** -2",
+        'dW1 = np.einsum("ni,nj->ij", delta1, X)',
+        'db1 = einsum("ni->i", delta1)',
+        "t = a1[:, None, :] * a1[:, :, None]",
+        "da1 = sum(t, axis=2)",
+        "t = a1.reshape(N, -1)[::-1, 1:]",
+        "t = np.repeat(a1, 2, axis=0)",
+        "db2 = share_max(delta2, axis=1).max(axis=(0, 1))",
+        "t = broadcast_to(b1, (N, 4))",
     ]
 )
 
