@@ -265,3 +265,19 @@ def test_verify_symbolic_compares_a_conv_nets_matrix_and_component_forms(dilatio
     )
     rows = symbolic_rows(net)
     assert rows and all(r.ok for r in rows), [(r.name, r.ok) for r in rows]
+
+
+def test_a_dilated_input_error_in_component_form():
+    """Summed over the kernel offset (not the output position) a dilated conv's input error
+    needs no division: dx[c, w] = sum_{j, kw} W1[j, c, kw] delta1[j, w - d*kw + p]."""
+    net = L.build(
+        "d",
+        [2, 9],
+        [Conv(3, 3, dilation=2, padding=1, dims=1, activation="tanh"), Flatten(), L.Dense(2)],
+        "mse",
+    )
+    right = "sum(sum(W1[j, c, kw]*delta1[j, w - 2*kw + 1], j), kw)"
+    assert check_formula(net, "dx", right).ok
+    wrong = check_formula(net, "dx", right.replace("w - 2*kw + 1", "w + 2*kw - 1"))
+    assert not wrong.ok and wrong.counterexample is not None
+    assert check_formula(net, "dW1", "sum(delta1[p, w]*x[q, w + 2*r - 1], w)").ok
