@@ -63,15 +63,15 @@ def test_right_conv1d_formulas_pass(grad, formula):
 
 
 @pytest.mark.parametrize(
-    "grad,formula,hint",
+    "which,grad,formula,hint",
     [
-        ("dW1", "sum(sum(delta1[p, h, w]*x[q, h + s, w + r], h), w)", None),  # swapped offsets
-        ("dx", "sum(sum(W1[j, c, w + 2*k - 1]*delta1[j, k], j), k)", None),  # not transposed
-        ("delta1", "da1 * (1 - z1**2)", "z1 where a1"),
+        ("digits", "dW1", "sum(sum(delta1[p, h, w]*x[q, h + s, w + r], h), w)", None),  # swapped
+        ("seq", "dx", "sum(sum(W1[j, c, w + 2*k - 1]*delta1[j, k], j), k)", None),  # not flipped
+        ("seq", "delta1", "da1 * (1 - z1**2)", "z1 where a1"),
     ],
 )
-def test_wrong_conv_formulas_are_wrong(grad, formula, hint):
-    net = load_spec(DIGITS) if "h" in formula else SEQ
+def test_wrong_conv_formulas_are_wrong(which, grad, formula, hint):
+    net = load_spec(DIGITS) if which == "digits" else SEQ
     res = check_formula(net, grad, formula)
     assert not res.ok
     assert res.counterexample is not None
