@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -32,3 +34,18 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+@lru_cache(maxsize=1)
+def conv_helpers() -> dict[str, Callable[..., Any]]:
+    """The generated module's conv and pooling helpers (``_windows``, ``_correlate`` ...),
+    executed from the template the module is printed from (symgrad's own file, never user
+    input), so numeric checks compute exactly what generated code does."""
+    import itertools
+
+    import numpy as np
+
+    code = environment().get_template("conv_helpers.py.j2").render()
+    space: dict[str, Any] = {"np": np, "itertools": itertools}
+    exec(compile("from __future__ import annotations\n" + code, "<conv_helpers>", "exec"), space)
+    return {k: v for k, v in space.items() if k.startswith("_") and callable(v) and k[1] != "_"}

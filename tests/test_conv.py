@@ -37,7 +37,14 @@ def torch_loss(layers, loss, params, X, Y):
         if isinstance(lay, Conv):
             conv = TF.conv1d if lay.dims == 1 else TF.conv2d
             b = params.get(f"b{n}")
-            cur = conv(cur, params[f"W{n}"], b, stride=lay.stride, padding=lay.padding)
+            cur = conv(
+                cur,
+                params[f"W{n}"],
+                b,
+                stride=lay.stride,
+                padding=lay.padding,
+                dilation=lay.dilation,
+            )
             cur = ACTS[lay.activation](cur)
         elif isinstance(lay, Pool):
             pool = getattr(TF, f"{lay.kind}_pool{lay.dims}d")

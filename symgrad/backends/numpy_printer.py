@@ -259,9 +259,13 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_Windows(self, expr):
         self.helpers.add("_conv")
-        a, k, s, p, fill = expr.args
+        a, k, s, p, fill = expr.args[:5]
         args = f"{self._print(a)}, {self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)}"
-        return f"_windows({args}{', -np.inf' if fill == 1 else ''})"
+        return f"_windows({args}{', -np.inf' if fill == 1 else ''}{self._dilation(expr)})"
+
+    def _dilation(self, expr) -> str:
+        """``, dilation=(2,)`` for a node carrying a dilation (its optional 6th argument)."""
+        return f", dilation={self._tuple(expr.args[5])}" if len(expr.args) > 5 else ""
 
     def _print_Correlate(self, expr):
         return f"_correlate({self._print(expr.args[0])}, {self._print(expr.args[1])})"
@@ -271,10 +275,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_CorrInputGrad(self, expr):
         self.helpers.add("_conv")
-        g, w, s, p, size = expr.args
+        g, w, s, p, size = expr.args[:5]
         return (
             f"_correlate_input_grad({self._print(g)}, {self._print(w)}, "
-            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
+            f"{self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)}{self._dilation(expr)})"
         )
 
     def _print_ChannelBias(self, expr):

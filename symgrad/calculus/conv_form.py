@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.index_arithmetic import InRange, affine_parts
+from symgrad.calculus.index_arithmetic import Divisible, InRange, affine_parts
 from symgrad.calculus.matrix_form import Mat, Vec
 from symgrad.errors import DerivationError
 
@@ -36,11 +36,20 @@ def _ints(values) -> sp.Tuple:
     return sp.Tuple(*[sp.Integer(int(v)) for v in values])
 
 
-class Windows(sp.Function):
-    """``Windows(a, kernel, stride, padding, fill)``: every window the kernel reads, as an
-    (n, C, *out, *kernel) view of ``a`` padded with zeros (``fill`` 0) or -inf (``fill`` 1)."""
+def dilation_of(node: sp.Expr, at: int, nd: int) -> tuple[int, ...]:
+    """The dilation a node carries as its optional argument ``at`` (1 per axis if absent)."""
+    if len(node.args) > at:
+        return tuple(int(v) for v in node.args[at])
+    return (1,) * nd
 
-    nargs = 5
+
+class Windows(sp.Function):
+    """``Windows(a, kernel, stride, padding, fill[, dilation])``: every window the kernel
+    reads, as an (n, C, *out, *kernel) view of ``a`` padded with zeros (``fill`` 0) or -inf
+    (``fill`` 1); ``dilation`` (the spacing of the kernel's taps) is given only where it
+    is not 1, so dilation-free nodes are exactly what they were before it existed."""
+
+    nargs = (5, 6)
 
     def _sympystr(self, printer):
         return printer._print(self.args[0])
@@ -56,11 +65,12 @@ class Correlate(sp.Function):
 
     def _sympystr(self, printer):
         win, W = self.args
-        return f"corr({printer._print(W)}, {printer._print(win)}{_hyper(win.args[2], win.args[3])})"
+        hyper = _hyper(win.args[2], win.args[3], dilation_of(win, 5, len(win.args[1])))
+        return f"corr({printer._print(W)}, {printer._print(win)}{hyper})"
 
     def _latex(self, printer):
         win, W = self.args
-        return rf"{printer._print(W)} \star {_strided(printer, win)}"
+        return rf"{printer._print(W)} {_star(win)} {_strided(printer, win)}"
 
 
 class CorrWeightGrad(sp.Function):
@@ -70,25 +80,29 @@ class CorrWeightGrad(sp.Function):
 
     def _sympystr(self, printer):
         g, win = self.args
-        return f"corr({printer._print(g)}, {printer._print(win)}{_hyper(win.args[2], win.args[3])})"
+        hyper = _hyper(win.args[2], win.args[3], dilation_of(win, 5, len(win.args[1])))
+        return f"corr({printer._print(g)}, {printer._print(win)}{hyper})"
 
     def _latex(self, printer):
         g, win = self.args
-        return rf"{printer._print(g)} \star {_strided(printer, win)}"
+        return rf"{printer._print(g)} {_star(win)} {_strided(printer, win)}"
 
 
 class CorrInputGrad(sp.Function):
-    """``W ⋆ᵀ δ``: ``CorrInputGrad(δ, W, stride, padding, size)``, shape (n, C, *size)."""
+    """``W ⋆ᵀ δ``: ``CorrInputGrad(δ, W, stride, padding, size[, dilation])``, shape
+    (n, C, *size) (``dilation`` only where it is not 1, as for :class:`Windows`)."""
 
-    nargs = 5
+    nargs = (5, 6)
 
     def _sympystr(self, printer):
         g, W, s, p = self.args[:4]
-        return f"corr_T({printer._print(W)}, {printer._print(g)}{_hyper(s, p)})"
+        hyper = _hyper(s, p, dilation_of(self, 5, len(s)))
+        return f"corr_T({printer._print(W)}, {printer._print(g)}{hyper})"
 
     def _latex(self, printer):
         g, W = self.args[:2]
-        return rf"{printer._print(W)} \star^{{\top}} {printer._print(g)}"
+        d = dilation_of(self, 5, len(self.args[2]))
+        return rf"{printer._print(W)} {_star(None, d, top=True)} {printer._print(g)}"
 
 
 class ChannelBias(sp.Function):
@@ -205,14 +219,29 @@ def _t(values) -> str:
     return "x".join(str(int(v)) for v in values)
 
 
-def _hyper(stride, padding) -> str:
-    """``; stride 2, padding 1`` where they differ from 1 and 0 (plain-text forms)."""
+def _hyper(stride, padding, dilation=()) -> str:
+    """``; stride 2, padding 1, dilation 2`` where they differ from 1, 0 and 1 (plain-text
+    forms)."""
     out = []
     if any(int(v) != 1 for v in stride):
         out.append(f"stride {_t(stride)}")
     if any(int(v) != 0 for v in padding):
         out.append(f"padding {_t(padding)}")
+    if any(int(v) != 1 for v in dilation):
+        out.append(f"dilation {_t(dilation)}")
     return "; " + ", ".join(out) if out else ""
+
+
+def _star(win: sp.Expr | None, dilation: tuple[int, ...] = (), top: bool = False) -> str:
+    """``\\star`` (``\\star^{\\top}``), subscripted with the dilation where it is not 1:
+    ``W \\star_{d=2} a`` correlates with taps 2 apart."""
+    if win is not None:
+        dilation = dilation_of(win, 5, len(win.args[1]))
+    sub = ""
+    if any(int(v) != 1 for v in dilation):
+        vals = ", ".join(str(int(v)) for v in dilation)
+        sub = rf"_{{d={vals}}}" if len(dilation) == 1 else rf"_{{d=({vals})}}"
+    return r"\star" + sub + (r"^{\top}" if top else "")
 
 
 def _strided(printer, win: sp.Expr) -> str:
@@ -301,7 +330,7 @@ class _Reader:
         factors, limits = _flatten_sum(e)
         dummies = tuple(lim[0] for lim in limits)
         reads = [f for f in factors if isinstance(f, sp.Indexed)]
-        inds = [f for f in factors if isinstance(f, InRange)]
+        inds = [f for f in factors if isinstance(f, InRange | Divisible)]
         argmax = [f for f in factors if type(f).__name__ == "ArgMaxIs"]
         deltas = [f for f in factors if isinstance(f, sp.KroneckerDelta)]
         others = [f for f in factors if f not in reads + inds + argmax + deltas]
@@ -330,17 +359,26 @@ class _Reader:
         raise self.fail(e)
 
     def _window(self, a: sp.Indexed, kern: tuple, ksize: tuple, fill: int) -> sp.Expr:
-        """Windows(a, ...) read off ``a[., s h + kh - p, ...]`` (free h, kernel dummy kh)."""
-        strides, pads = [], []
+        """Windows(a, ...) read off ``a[., s h + d kh - p, ...]`` (free h, kernel dummy kh,
+        dilation d)."""
+        strides, pads, dils = [], [], []
         for pos, out_ix, kk in zip(a.indices[1:], self.free[1:], kern, strict=True):
             parts = affine_parts(pos, (out_ix, kk))
-            if parts is None or parts[0][kk] != 1 or parts[0][out_ix] < 1 or parts[1] > 0:
+            if parts is None or parts[0][kk] < 1 or parts[0][out_ix] < 1 or parts[1] > 0:
                 raise self.fail(a)
             strides.append(parts[0][out_ix])
             pads.append(-parts[1])
-        return Windows(
-            Vec(str(a.base.label)), _ints(ksize), _ints(strides), _ints(pads), sp.Integer(fill)
-        )
+            dils.append(parts[0][kk])
+        args = [Vec(str(a.base.label)), _ints(ksize), _ints(strides), _ints(pads), sp.Integer(fill)]
+        if any(d != 1 for d in dils):
+            args.append(_ints(dils))
+        return Windows(*args)
+
+    def _undilated(self, win: sp.Expr, e: sp.Expr) -> tuple:
+        """The first four arguments of a pooling window (pooling has no dilation)."""
+        if len(win.args) > 5:
+            raise self.fail(e)
+        return win.args[:4]
 
     def correlate(self, reads: list[sp.Indexed], limits) -> sp.Expr:
         W, a = sorted(reads, key=lambda r: -len(r.indices))
@@ -361,7 +399,7 @@ class _Reader:
         kern = tuple(next(s for s in pos.free_symbols if s in rng) for pos in a.indices[1:])
         if a.indices[0] != self.free[0]:
             raise self.fail(a)
-        return WindowSum(*self._window(a, kern, tuple(rng[k] for k in kern), 0).args[:4])
+        return WindowSum(*self._undilated(self._window(a, kern, tuple(rng[k] for k in kern), 0), a))
 
     def maxpool(self, m: sp.Expr) -> sp.Expr:
         a = m.body
@@ -369,7 +407,7 @@ class _Reader:
             raise self.fail(m)
         rng = {lim[0]: int(lim[2]) + 1 for lim in m.limits}
         kern = tuple(m.variables)
-        return WindowMax(*self._window(a, kern, tuple(rng[k] for k in kern), 1).args[:4])
+        return WindowMax(*self._undilated(self._window(a, kern, tuple(rng[k] for k in kern), 1), m))
 
     def weight_grad(self, reads: list[sp.Indexed], dummies) -> sp.Expr:
         # dW[p, q, r, s] = Sum_{h, w} g[p, h, w] a[q, s h + r - pad, s w + s - pad]
@@ -382,39 +420,70 @@ class _Reader:
         win = sub._window(a, tuple(kern), tuple(self.shape[2:]), 0)
         return CorrWeightGrad(Vec(str(g.base.label)), win)
 
-    def _transposed(self, inds: list[InRange], outs: tuple) -> tuple[list, list, list]:
-        """Stride, padding and kernel per axis from [0 <= h - s h' + p <= K-1] factors."""
-        strides, pads, kernel = [], [], []
+    def _transposed(self, inds: list, outs: tuple) -> tuple[list, list, list, list]:
+        """Stride, padding, kernel and dilation per axis from the range factors
+        ``[0 <= (h - s h' + p)/d <= K-1]`` (and, for a dilation ``d`` other than 1, the
+        divisibility factor ``[d | h - s h' + p]`` the kernel offset needs to exist)."""
+        ranges = [i for i in inds if isinstance(i, InRange)]
+        divs = [i for i in inds if isinstance(i, Divisible)]
+        strides, pads, kernel, dils = [], [], [], []
+        used: list = []
         for f, o in zip(self.free[1:], outs, strict=True):
-            ind = next((i for i in inds if i.args[0].has(f)), None)
+            ind = next((i for i in ranges if i.args[0].has(f)), None)
             if ind is None or ind.args[1] != 0:
                 raise self.fail(f)
-            parts = affine_parts(ind.args[0], (f, o))
+            e = sp.expand(ind.args[0])
+            cf = e.coeff(f, 1)
+            if not cf.is_Rational or cf <= 0 or (1 / cf).q != 1:
+                raise self.fail(ind)
+            d = int(1 / cf)
+            parts = affine_parts(sp.expand(d * e), (f, o))
             if parts is None or parts[0][f] != 1 or parts[0][o] >= 0:
                 raise self.fail(ind)
+            if d != 1:
+                div = next(
+                    (
+                        v
+                        for v in divs
+                        if abs(v.args[1]) == d
+                        and 0 in (sp.expand(d * e - v.args[0]), sp.expand(d * e + v.args[0]))
+                    ),
+                    None,
+                )
+                if div is None:
+                    raise self.fail(ind)
+                used.append(div)
             strides.append(-parts[0][o])
             pads.append(parts[1])
             kernel.append(int(ind.args[2]) + 1)
-        return strides, pads, kernel
+            dils.append(d)
+        if len(used) != len(divs):
+            raise self.fail(sp.Mul(*inds))
+        return strides, pads, kernel, dils
 
     def input_grad(self, reads, inds, dummies) -> sp.Expr:
-        # da[c, h, w] = Sum_{c', h', w'} W[c', c, h - s h' + p, ...] g[c', h', w'] [range]
+        # da[c, h, w] = Sum_{c', h', w'} W[c', c, (h - s h' + p)/d, ...] g[c', h', w'] [range]
         W, g = sorted(reads, key=lambda r: -len(r.indices))
         if W.indices[1] != self.free[0] or g.indices[0] != W.indices[0]:
             raise self.fail(sp.Mul(*reads))
-        strides, pads, _ = self._transposed(inds, tuple(g.indices[1:]))
-        return CorrInputGrad(
+        strides, pads, _, dils = self._transposed(inds, tuple(g.indices[1:]))
+        args = [
             Vec(str(g.base.label)),
             Mat(str(W.base.label)),
             _ints(strides),
             _ints(pads),
             _ints(self.shape[1:]),
-        )
+        ]
+        if any(d != 1 for d in dils):
+            args.append(_ints(dils))
+        return CorrInputGrad(*args)
 
     def sumpool_grad(self, g: sp.Indexed, inds) -> sp.Expr:
         if g.indices[0] != self.free[0]:
             raise self.fail(g)
-        strides, pads, kernel = self._transposed(inds, tuple(g.indices[1:]))
+        strides, pads, kernel, dils = self._transposed(inds, tuple(g.indices[1:]))
+        if any(d != 1 for d in dils):
+            raise self.fail(g)
         return WindowSumGrad(
             Vec(str(g.base.label)),
             _ints(kernel),
@@ -426,7 +495,9 @@ class _Reader:
     def maxpool_grad(self, g: sp.Indexed, am: sp.Expr, inds) -> sp.Expr:
         if g.indices[0] != self.free[0]:
             raise self.fail(g)
-        strides, pads, kernel = self._transposed(inds, tuple(g.indices[1:]))
+        strides, pads, kernel, dils = self._transposed(inds, tuple(g.indices[1:]))
+        if any(d != 1 for d in dils):
+            raise self.fail(g)
         a = Vec(str(am.args[0].body.base.label))
         k, s, p = _ints(kernel), _ints(strides), _ints(pads)
         top = WindowMax(a, k, s, p)

@@ -115,7 +115,7 @@ def solve_for(delta: sp.KroneckerDelta, var: sp.Symbol) -> tuple[sp.Expr, sp.Exp
         return -rest, sp.S.One
     if c == -1:
         return rest, sp.S.One
-    return -rest / c, Divisible(rest, c)
+    return -rest / c, Divisible(rest, abs(c))
 
 
 def _deltas_on(term: sp.Expr, var: sp.Symbol) -> list[sp.KroneckerDelta]:

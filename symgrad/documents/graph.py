@@ -129,6 +129,9 @@ def to_dot(d: Derivation) -> str:
     ]
     for st in net.stages:
         label = f"{math_name(st.name)} ∈ ℝ{_size(st.width, sizes, True)}{NL}{st.label}"
+        dil = dict(st.attrs).get("dilation", ())
+        if any(v != 1 for v in dil):  # a dilated conv says so (taps dil apart)
+            label += f", dilation {'×'.join(str(v) for v in dil)}"
         lines.append(f"  {_q(st.name)} [shape=ellipse, label={_q(label)}];")
         for p in st.params:
             shape = "×".join(_size(w, sizes) for w in p.shape) or "1"

@@ -29,7 +29,7 @@ from sympy.printing.precedence import PRECEDENCE
 
 from symgrad.calculus.contraction import contract
 from symgrad.calculus.forward_values import pull_out
-from symgrad.calculus.layout import N, batch, batched_step
+from symgrad.calculus.layout import BMatMul, BOuter, N, batch, batched_step
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec, to_matrix
 from symgrad.calculus.reverse import DISPLAY, Derivation, Step
 from symgrad.documents.latex_breaking import break_expression, split_terms, visual_width
@@ -114,6 +114,13 @@ class TextPrinter(PlainTextPrinter):
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         """Upstream adjoints first (``da1 * a1 * (1 - a1)``): the chain rule's reading order."""
+        saved, self._in_mul = getattr(self, "_in_mul", False), True
+        try:
+            return self._mul_text(expr)
+        finally:
+            self._in_mul = saved
+
+    def _mul_text(self, expr: sp.Mul) -> str:
         if expr.could_extract_minus_sign() or any(f.is_Rational for f in expr.args):
             return super()._print_Mul(expr)
         factors = list(sp.Mul.make_args(expr))
@@ -127,6 +134,22 @@ class TextPrinter(PlainTextPrinter):
         return "*".join(
             self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in first + rest + last
         )
+
+    def parenthesize(self, item: sp.Basic, level: int, strict: bool = False) -> str:
+        # a batched product prints with ``@``, which Python reads left to right with ``*``
+        # and ``/``: as a factor it is parenthesised (``a1*(a1 @ A2.T)``)
+        if isinstance(item, BMatMul | BOuter | MatVec | TMatVec) and getattr(
+            self, "_in_mul", False
+        ):
+            return "(%s)" % self._print(item)
+        return super().parenthesize(item, level, strict)
+
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        saved, self._in_mul = getattr(self, "_in_mul", False), False
+        try:
+            return super()._print_Add(expr, order)
+        finally:
+            self._in_mul = saved
 
     def _print_BMatMul(self, expr: sp.Expr) -> str:
         V, W, t = expr.args

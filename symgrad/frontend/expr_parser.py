@@ -105,6 +105,7 @@ class _Parser:
         self.indices: Mapping[str, tuple[sp.Symbol, sp.Expr]] = names["indices"]
         self.free = set(names["free_indices"])
         self.bound: list[str] = []  # indices bound by the enclosing sums
+        self.index_arithmetic: bool = names.get("index_arithmetic", False)
 
     # -- token helpers -------------------------------------------------------------
     def peek(self) -> _Token:
@@ -291,24 +292,63 @@ class _Parser:
 
     def subscript(self, tok: _Token) -> sp.Expr:
         self.enter(self.expect("["))
-        syms: list[sp.Symbol] = []
+        syms: list[sp.Expr] = []
         while True:
-            idx_tok = self.next()
-            name = self.index_token(idx_tok, "only index names are allowed inside brackets")
-            if name not in self.bound and name not in self.free:
-                where = f"at position {idx_tok.pos}"
-                self.fail(f"index {name!r} {where} is not declared free here (sum over it?)")
-            syms.append(self.indices[name][0])
+            syms.append(self.position())
             sep = self.next()
             if sep.text == "]" and sep.kind == "op":
                 break
             if sep.text != "," or sep.kind != "op":
-                self.fail(f"only index names are allowed inside brackets, found {_where(sep)}")
+                what = "index expressions" if self.index_arithmetic else "index names"
+                self.fail(f"only {what} are allowed inside brackets, found {_where(sep)}")
         self.depth -= 1
         base = self.arrays[tok.text]
         if base.shape is not None and len(base.shape) != len(syms):
             self.fail(f"array {tok.text!r} takes {len(base.shape)} indices, got {len(syms)}")
         return self.build(tok, lambda *s: base[s], *syms)
+
+    def index_name(self) -> sp.Symbol:
+        idx_tok = self.next()
+        name = self.index_token(idx_tok, "only index names are allowed inside brackets")
+        if name not in self.bound and name not in self.free:
+            where = f"at position {idx_tok.pos}"
+            self.fail(f"index {name!r} {where} is not declared free here (sum over it?)")
+        return self.indices[name][0]
+
+    def position(self) -> sp.Expr:
+        """One subscript: an index name, or (with ``index_arithmetic``) an affine index
+        expression such as ``2*h + r - 1`` (integer coefficients and constants)."""
+        if not self.index_arithmetic:
+            return self.index_name()
+        total: sp.Expr = sp.S.Zero
+        sign = 1
+        if self.at("-", "+"):
+            sign = -1 if self.next().text == "-" else 1
+        while True:
+            total += sign * self.index_term()
+            if not self.at("+", "-"):
+                return total
+            sign = -1 if self.next().text == "-" else 1
+
+    def index_term(self) -> sp.Expr:
+        tok = self.peek()
+        if tok.kind == "num":
+            self.next()
+            if not tok.text.isdigit() or len(tok.text) > 6:
+                self.fail(f"index expressions take small integers, found {_where(tok)}")
+            value = sp.Integer(int(tok.text))
+            if self.at("*"):
+                self.next()
+                return value * self.index_name()
+            return value
+        name = self.index_name()
+        if self.at("*"):
+            self.next()
+            num = self.next()
+            if num.kind != "num" or not num.text.isdigit() or len(num.text) > 6:
+                self.fail(f"index expressions take small integers, found {_where(num)}")
+            return name * int(num.text)
+        return name
 
     def call(self, tok: _Token) -> sp.Expr:
         self.enter(self.expect("("))
@@ -420,6 +460,7 @@ def parse_expression(
     free_indices: Collection[str] = (),
     file: str | None = None,
     field: str | None = None,
+    index_arithmetic: bool = False,
 ) -> sp.Expr:
     """Parse spec-expression ``text`` into a SymPy expression.
 
@@ -427,6 +468,8 @@ def parse_expression(
     index names (``a[i]``, ``A[i, j]``). ``indices`` maps an index name to its symbol
     and width; ``sum(e, j)`` sums ``j`` over ``0 .. width - 1``. An index may appear
     in a subscript only inside a sum over it or when listed in ``free_indices``.
+    ``index_arithmetic`` also allows affine index expressions in subscripts
+    (``x[q, h + r, 2*w + s - 1]``, as a conv layer reads its input).
     Raises :class:`SpecError` (located at ``file``/``field``) for any bad input.
     """
 
@@ -439,4 +482,6 @@ def parse_expression(
         fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
     tokens = _tokenize(text, fail)
     names = {"scalars": scalars, "arrays": arrays, "indices": indices}
-    return _Parser(tokens, fail, free_indices=free_indices, **names).parse()
+    return _Parser(
+        tokens, fail, free_indices=free_indices, index_arithmetic=index_arithmetic, **names
+    ).parse()

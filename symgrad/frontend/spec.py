@@ -56,7 +56,7 @@ RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", 
 CUSTOM_KEYS = ("name", "expr")
 NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
 LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
-CONV_KEYS = ("type", "channels", "kernel", "stride", "padding", "activation", "bias")
+CONV_KEYS = ("type", "channels", "kernel", "stride", "padding", "dilation", "activation", "bias")
 POOL_KEYS = ("type", "kernel", "stride", "padding")
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -393,6 +393,7 @@ class _Checker:
                 self.activation(raw.get("activation", "identity"), f"{field}.activation"),
                 bias,
                 nd,
+                self.window(raw.get("dilation", 1), f"{field}.dilation", "dilation", nd, 1),
             )
         self.keys(raw, POOL_KEYS, field)
         kernel = self.window(

@@ -2,10 +2,11 @@
 
 A quantity may have a shape ``(channels, [height,] width)``: its stage states one component
 ``out[c, h, w]`` with one free index per axis. Every layer here only writes that component
-expression with index arithmetic (``a[ci, h*s + kh - pad, w*s + kw - pad]``, zeros outside
-the input) and nothing here knows a derivative:
+expression with index arithmetic (``a[ci, h*s + kh*d - pad, w*s + kw*d - pad]``, zeros outside
+the input; ``d`` the dilation) and nothing here knows a derivative:
 
-    conv      z[c, h, w] = Sum_{ci,kh,kw} W[c, ci, kh, kw] a[ci, s h + kh - p, s w + kw - p] + b[c]
+    conv      z[c, h, w] = Sum_{ci,kh,kw} W[c, ci, kh, kw] a[ci, s h + d kh - p, s w + d kw - p]
+                           + b[c]
     avgpool   a[c, h, w] = Sum_{kh, kw} a'[c, s h + kh - p, s w + kw - p] / (KH KW)
     maxpool   a[c, h, w] = max_{kh, kw} a'[c, s h + kh - p, s w + kw - p]
     flatten   a[i] = Sum_{c, h, w} [i = c H W + h W + w] a'[c, h, w]
@@ -52,6 +53,7 @@ class Conv:
     activation: object = "identity"
     bias: bool = True
     dims: int = 2
+    dilation: int | tuple[int, ...] = 1
 
 
 @dataclass(frozen=True)
@@ -141,31 +143,38 @@ class ArgMaxIs(sp.Function):
         return f"[({offs}) = argmax_({under}) {printer._print(m.body)}]"
 
 
-def out_size(size: int, k: int, s: int, p: int, layer: int, axis: str) -> int:
-    """The output length of a window sweep; the sweep must tile the padded input exactly."""
-    if k > size + 2 * p:
+def out_size(size: int, k: int, s: int, p: int, layer: int, axis: str, d: int = 1) -> int:
+    """The output length of a window sweep, ``floor((size + 2p - d(k - 1) - 1)/s) + 1``
+    (torch's); the sweep must tile the padded input exactly (no position is dropped)."""
+    span = d * (k - 1) + 1  # the positions one window covers
+    if span > size + 2 * p:
+        what = f"kernel {k}" if d == 1 else f"kernel {k} with dilation {d} (span {span})"
         raise SpecError(
-            f"layer {layer}: kernel {k} is larger than the {axis} {size}"
+            f"layer {layer}: {what} is larger than the {axis} {size}"
             + (f" plus padding 2*{p}" if p else "")
         )
-    if (size + 2 * p - k) % s:
+    if (size + 2 * p - span) % s:
+        reach = f"{k}" if d == 1 else f"{d}*({k} - 1) - 1"
         raise SpecError(
-            f"layer {layer}: output {axis} ({size} + 2*{p} - {k})/{s} + 1 is not an integer "
-            f"(the last {(size + 2 * p - k) % s} input position(s) would be dropped); "
-            "change stride, padding or kernel"
+            f"layer {layer}: output {axis} ({size} + 2*{p} - {reach})/{s} + 1 is not an integer "
+            f"(the last {(size + 2 * p - span) % s} input position(s) would be dropped); "
+            "change stride, padding" + (" or kernel" if d == 1 else ", kernel or dilation")
         )
-    return (size + 2 * p - k) // s + 1
+    return (size + 2 * p - span) // s + 1
 
 
 def _spatial_names(nd: int) -> tuple[sp.Symbol, ...]:
     return (ROW, COL)[2 - nd :]
 
 
-def _window_read(inp: sp.IndexedBase, chan: sp.Expr, nd: int, s, p) -> tuple[sp.Expr, tuple]:
-    """``inp[chan, s h + kh - p, ...]`` and the kernel dummies it reads with."""
+def _window_read(
+    inp: sp.IndexedBase, chan: sp.Expr, nd: int, s, p, d=None
+) -> tuple[sp.Expr, tuple]:
+    """``inp[chan, s h + d kh - p, ...]`` and the kernel dummies it reads with."""
     spatial = _spatial_names(nd)
     kern = KERNEL[2 - nd :]
-    pos = [st * o + kk - pd for o, kk, st, pd in zip(spatial, kern, s, p, strict=True)]
+    d = d or (1,) * nd
+    pos = [st * o + dl * kk - pd for o, kk, st, pd, dl in zip(spatial, kern, s, p, d, strict=True)]
     return inp[(chan, *pos)], kern
 
 
@@ -177,10 +186,12 @@ def conv_body(
     kernel: tuple[int, ...],
     stride: tuple[int, ...],
     padding: tuple[int, ...],
+    dilation: tuple[int, ...] | None = None,
 ) -> sp.Expr:
-    """The component form of a cross-correlation (the torch conv layer)."""
+    """The component form of a cross-correlation (the torch conv layer; ``dilation`` the
+    spacing of the kernel's taps, 1 per axis by default)."""
     nd = len(kernel)
-    read, kern = _window_read(inp, IN_CHANNEL, nd, stride, padding)
+    read, kern = _window_read(inp, IN_CHANNEL, nd, stride, padding, dilation)
     limits = [(IN_CHANNEL, 0, in_channels - 1)] + [
         (kk, 0, k - 1) for kk, k in zip(kern, kernel, strict=True)
     ]
@@ -259,12 +270,17 @@ def conv_stages(layer: Conv, l: int, inp, in_shape: tuple[int, ...], activation)
     kernel = _pair(layer.kernel, nd, "kernel", l)
     stride = _pair(layer.stride, nd, "stride", l)
     padding = _pair(layer.padding, nd, "padding", l)
+    dilation = _pair(layer.dilation, nd, "dilation", l)
     if any(k < 1 for k in kernel) or any(s < 1 for s in stride) or any(p < 0 for p in padding):
         raise SpecError(f"layer {l}: kernel and stride must be >= 1 and padding >= 0")
+    if any(d < 1 for d in dilation):
+        raise SpecError(f"layer {l}: dilation must be >= 1, got {layer.dilation!r}")
     axes = ("height", "width")[2 - nd :]
     spatial = tuple(
-        out_size(n_, k, s, p, l, ax)
-        for n_, k, s, p, ax in zip(in_shape[1:], kernel, stride, padding, axes, strict=True)
+        out_size(n_, k, s, p, l, ax, d)
+        for n_, k, s, p, ax, d in zip(
+            in_shape[1:], kernel, stride, padding, axes, dilation, strict=True
+        )
     )
     cin = in_shape[0]
     W = sp.IndexedBase(f"W{l}", real=True)
@@ -274,9 +290,15 @@ def conv_stages(layer: Conv, l: int, inp, in_shape: tuple[int, ...], activation)
     params = [Param(f"W{l}", W, shape_w, "glorot", fan_in)]
     if b is not None:
         params.append(Param(f"b{l}", b, (sp.Integer(layer.channels),), "glorot", fan_in))
-    body = conv_body(inp, W, b, cin, kernel, stride, padding)
+    body = conv_body(inp, W, b, cin, kernel, stride, padding, dilation)
     out_shape = (layer.channels, *spatial)
-    attrs = (("op", f"conv{nd}d"), ("kernel", kernel), ("stride", stride), ("padding", padding))
+    attrs = (
+        ("op", f"conv{nd}d"),
+        ("kernel", kernel),
+        ("stride", stride),
+        ("padding", padding),
+        ("dilation", dilation),
+    )
     z = sp.IndexedBase(f"z{l}", real=True)
     stages = [
         _tensor_stage(z, inp, out_shape, in_shape, body, l, "affine", f"conv{nd}d", params, attrs)

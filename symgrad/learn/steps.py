@@ -41,11 +41,13 @@ import numpy as np
 from symgrad.errors import SpecError
 from symgrad.ir.naming import adjoint_name, split
 from symgrad.ir.network import Network
+from symgrad.templating import conv_helpers
 
 MAX_CHARS = 20_000
 MAX_LINES = 200
 MAX_TOKENS = 400  # per statement
 MAX_DEPTH = 40
+MAX_ELEMENTS = 10_000_000  # the largest array a file's call may make
 BATCH = 7  # a prime that is rarely a layer width, so a missing 1/N shows as a factor 7
 POINTS = 2
 RTOL = 1e-7
@@ -54,7 +56,8 @@ _TOKEN = re.compile(
     r"(?P<ws>[ \t]+)"
     r"|(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|>=|<=|==|[-+*/@]=|[-+*/@(),.\[\]=<>])"
+    r"|(?P<str>\"[A-Za-z,.>\- ]{0,80}\"|'[A-Za-z,.>\- ]{0,80}')"  # einsum subscripts
+    r"|(?P<op>\*\*|>=|<=|==|\.\.\.|[-+*/@]=|[-+*/@(),.:\[\]=<>])"
 )
 
 #: np.<name>(x): elementwise functions of one array.
@@ -79,7 +82,13 @@ NP_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "outer": np.outer,
     "dot": np.dot,
 }
-NP_REDUCE = ("sum", "mean")
+NP_REDUCE = ("sum", "mean", "max", "min")
+REDUCERS: dict[str, Callable[..., Any]] = {
+    "sum": np.sum,
+    "mean": np.mean,
+    "max": np.max,
+    "min": np.min,
+}
 #: Functions a learner may call bare, as symgrad's documents print them (a helper's
 #: definition in the file is not read: these are the meanings).
 BARE: dict[str, Callable[[np.ndarray], Any]] = {
@@ -89,6 +98,92 @@ BARE: dict[str, Callable[[np.ndarray], Any]] = {
     "colsum": lambda v: np.sum(v, axis=0),
     **{k: f for k, f in NP_UNARY.items() if k not in ("ones_like", "zeros_like", "square")},
 }
+
+
+def _share(v: np.ndarray, axis: int, pick: Callable[..., np.ndarray]) -> np.ndarray:
+    # the arg-max (arg-min) indicator along an axis, ties sharing it (symgrad's share_max)
+    hit = (v == pick(v, axis=axis, keepdims=True)).astype(float)
+    return hit / hit.sum(axis=axis, keepdims=True)
+
+
+def _einsum(spec: str, *ops: np.ndarray) -> np.ndarray:
+    if not isinstance(spec, str) or not re.fullmatch(r"[A-Za-z,.]*(->[A-Za-z.]*)?", spec):
+        raise ValueError('einsum takes its subscripts first, as in einsum("ij,ij->i", a, b)')
+    return np.einsum(spec, *[np.asarray(o, dtype=float) for o in ops])
+
+
+def _reduce_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def reduce(v: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return fn(np.asarray(v, dtype=float), axis=axis, keepdims=keepdims)
+
+    return reduce
+
+
+def _reshape(v: Any, *shape: Any) -> np.ndarray:
+    dims = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+    return np.reshape(np.asarray(v, dtype=float), tuple(int(d) for d in dims))
+
+
+#: The generated module's helpers a line may call (as ``derive --form matrix`` and the
+#: generated code spell a conv net's steps).
+CONV_HELPER_NAMES = (
+    "_windows",
+    "_correlate",
+    "_correlate_weight_grad",
+    "_correlate_input_grad",
+    "_sum_pool",
+    "_sum_pool_grad",
+    "_max_pool",
+    "_max_pool_grad",
+)
+
+#: Functions of several arguments (and keywords), callable bare as symgrad prints its
+#: component fallbacks (``einsum("ab,ab->a", a3, da3)``, ``sum(e, axis=2)``,
+#: ``share_max(a1, axis=1)``) or as ``np.<name>``.
+CALLS: dict[str, Callable[..., Any]] = {
+    "einsum": _einsum,
+    "sum": _reduce_fn(np.sum),
+    "max": _reduce_fn(np.max),
+    "min": _reduce_fn(np.min),
+    "share_max": lambda v, axis: _share(np.asarray(v, dtype=float), axis, np.max),
+    "share_min": lambda v, axis: _share(np.asarray(v, dtype=float), axis, np.min),
+    "broadcast_to": lambda v, shape: np.broadcast_to(v, shape),
+    "transpose": lambda v, axes=None: np.transpose(v, axes),
+    "reshape": _reshape,
+    "moveaxis": lambda v, a, b: np.moveaxis(v, a, b),
+    "pad": lambda v, widths: np.pad(np.asarray(v, dtype=float), widths),
+    "repeat": lambda v, k, axis=None: np.repeat(v, k, axis=axis),
+    "tensordot": lambda a, b, axes=2: np.tensordot(a, b, axes=axes),
+    "sliding_window_view": lambda v, shape, axis=None: np.lib.stride_tricks.sliding_window_view(
+        v, shape, axis=axis
+    ),
+}
+NP_CALLS = (
+    "einsum",
+    "broadcast_to",
+    "transpose",
+    "reshape",
+    "moveaxis",
+    "pad",
+    "repeat",
+    "tensordot",
+    "max",
+    "min",
+)
+BARE_CALLS: tuple[str, ...] = (
+    "einsum",
+    "sum",
+    "max",
+    "min",
+    "share_max",
+    "share_min",
+    "broadcast_to",
+    "transpose",
+    "sliding_window_view",
+    *CONV_HELPER_NAMES,
+)
+#: Keyword arguments the general calls take.
+CALL_KEYWORDS = ("axis", "keepdims", "dilation", "axes")
 
 
 class StepsInputError(SpecError):
@@ -224,7 +319,27 @@ class _Parser:
         e = self.compare()
         if self.peek().kind != "end":
             raise self.fail(f"unexpected {self.peek().text!r}")
+        self.strings_only_in_einsum(e)
         return e
+
+    def strings_only_in_einsum(self, e: Any) -> None:
+        """A quoted string is einsum's subscripts and nothing else."""
+        if not isinstance(e, tuple) or not e:
+            return
+        if e[0] == "str":
+            raise self.fail("a quoted string is allowed only as einsum's subscripts")
+        if e[0] == "call" and e[1] == "einsum":
+            if not e[2] or e[2][0][0] != "str":
+                raise self.fail('einsum takes its subscripts first: einsum("ij,ij->i", a, b)')
+            for a in e[2][1:]:
+                self.strings_only_in_einsum(a)
+            return
+        for c in e:
+            if isinstance(c, dict):
+                for v in c.values():
+                    self.strings_only_in_einsum(v)
+            else:
+                self.strings_only_in_einsum(c)
 
     def compare(self) -> tuple:
         e = self.arith()
@@ -273,8 +388,10 @@ class _Parser:
 
     def postfix(self) -> tuple:
         e = self.primary()
-        while self.peek().text == ".":
-            self.take()
+        while self.peek().text in (".", "["):
+            if self.take().text == "[":
+                e = ("index", e, self.subscripts())
+                continue
             t = self.take()
             if t.kind != "name":
                 raise self.fail("expected a name after '.'")
@@ -294,13 +411,59 @@ class _Parser:
                         raise self.fail(f".{t.text}() takes one axis: .{t.text}(axis=0)")
                     kwargs = {"axis": int(args[0][1]), **kwargs}
                 e = ("reduce", t.text, e, kwargs)
+            elif t.text in ("reshape", "transpose") and self.peek().text == "(":
+                args, kwargs = self.arguments(general=True)
+                if kwargs:
+                    raise self.fail(f".{t.text}() takes no keyword arguments")
+                e = ("call", t.text, (e, *args), {}, "method")
             else:
                 raise self.fail(
-                    f"attribute .{t.text} is not allowed (allowed: .T, .shape[k], .sum(), .mean())"
+                    f"attribute .{t.text} is not allowed (allowed: .T, .shape[k], .sum(), "
+                    ".mean(), .max(), .min(), .reshape(), .transpose())"
                 )
         return e
 
-    def arguments(self) -> tuple[list[tuple], dict[str, Any]]:
+    def subscripts(self) -> tuple:
+        """``[:, None, 1:3, ...]`` after an expression (the ``[`` taken): slices, None,
+        an ellipsis and integer positions, as NumPy indexes."""
+        self.nest()
+        items: list[tuple] = []
+        while True:
+            if self.peek().text == "None":
+                self.take()
+                items.append(("none",))
+            elif self.peek().text == "...":
+                self.take()
+                items.append(("ellipsis",))
+            else:
+                parts: list[tuple | None] = []
+                cur: tuple | None = None
+                while True:
+                    if self.peek().text in (":", ",", "]"):
+                        parts.append(cur)
+                        cur = None
+                        if self.peek().text != ":":
+                            break
+                        self.take()
+                        if len(parts) > 2:
+                            raise self.fail("a slice is start:stop:step")
+                        continue
+                    cur = self.arith()
+                if len(parts) == 1:
+                    if parts[0] is None:
+                        raise self.fail("empty subscript")
+                    items.append(("at", parts[0]))
+                else:
+                    items.append(("slice", *(parts + [None] * (3 - len(parts)))))
+            t = self.take()
+            if t.text == "]":
+                break
+            if t.text != ",":
+                raise self.fail(f"expected ',' or ']' in a subscript, found {t.text!r}")
+        self.depth -= 1
+        return tuple(items)
+
+    def arguments(self, general: bool = False) -> tuple[list[tuple], dict[str, Any]]:
         self.expect("(")
         self.nest()
         args: list[tuple] = []
@@ -310,7 +473,17 @@ class _Parser:
             if t.kind == "name" and self.toks[self.i + 1].text == "=":
                 self.take()
                 self.take()
-                kwargs[t.text] = self.keyword(t.text)
+                if general and t.text not in CALL_KEYWORDS:
+                    raise self.fail(
+                        f"keyword argument {t.text}= is not allowed "
+                        f"(allowed: {', '.join(CALL_KEYWORDS)})"
+                    )
+                if general and t.text == "keepdims":
+                    kwargs[t.text] = ("bool", self.keyword(t.text))
+                elif general:
+                    kwargs[t.text] = self.compare()
+                else:
+                    kwargs[t.text] = self.keyword(t.text)
             else:
                 if kwargs:
                     raise self.fail("positional argument after a keyword argument")
@@ -325,6 +498,16 @@ class _Parser:
 
     def keyword(self, name: str) -> Any:
         if name == "axis":
+            if self.peek().text == "(":  # a tuple of axes: axis=(0, 2, 3)
+                self.take()
+                axes = [self.keyword("axis")]
+                while self.peek().text == ",":
+                    self.take()
+                    if self.peek().text == ")":
+                        break
+                    axes.append(self.keyword("axis"))
+                self.expect(")")
+                return tuple(axes)
             neg = self.peek().text == "-"
             if neg:
                 self.take()
@@ -346,9 +529,19 @@ class _Parser:
             if not np.isfinite(v):
                 raise self.fail(f"number {t.text} is not finite")
             return ("num", v)
+        if t.kind == "str":
+            return ("str", t.text[1:-1])
         if t.text == "(":
             self.nest()
             e = self.compare()
+            if self.peek().text == ",":  # a tuple: a shape, kernel or padding, (3, 3)
+                items = [e]
+                while self.peek().text == ",":
+                    self.take()
+                    if self.peek().text == ")":
+                        break
+                    items.append(self.compare())
+                e = ("tuple", tuple(items))
             self.expect(")")
             self.depth -= 1
             return e
@@ -366,14 +559,28 @@ class _Parser:
                 fn = self.take()
                 if fn.kind != "name":
                     raise self.fail("expected a function name after 'np.'")
+                if fn.text == "inf" and self.peek().text != "(":
+                    return ("const", "np.inf")
+                if fn.text == "lib" and self.peek().text == ".":  # np.lib.stride_tricks...
+                    path = [fn.text]
+                    while self.peek().text == "." and len(path) < 3:
+                        self.take()
+                        path.append(self.take().text)
+                    if path != ["lib", "stride_tricks", "sliding_window_view"]:
+                        raise self.fail(f"np.{'.'.join(path)} is not allowed")
+                    return self.general_call("sliding_window_view", "np.lib.stride_tricks.")
+                if fn.text in NP_CALLS and fn.text not in NP_REDUCE:
+                    return self.general_call(fn.text, "np.")
                 return self.np_call(fn.text)
             if self.peek().text == "(":
+                if t.text in BARE_CALLS:
+                    return self.general_call(t.text, "")
                 if t.text in BARE or t.text == "len":
                     args, kwargs = self.arguments()
                     if len(args) != 1 or kwargs:
                         raise self.fail(f"{t.text}() takes one argument")
                     return ("bare", t.text, args[0])
-                allowed = ", ".join([*BARE, "len"])
+                allowed = ", ".join([*BARE, "len", *BARE_CALLS])
                 raise self.fail(
                     f"function {t.text!r} is not allowed (use np.exp, np.tanh, ... or {allowed})"
                 )
@@ -383,8 +590,14 @@ class _Parser:
         found = repr(t.text) if t.kind != "end" else "the end of the line"
         raise self.fail(f"unexpected {found}")
 
+    def general_call(self, fn: str, prefix: str) -> tuple:
+        """``einsum("ab,ab->a", a, b)``, ``sum(e, axis=2)``, ``np.reshape(e, (N, 4))``, a
+        conv helper ...: ("call", name, args, keywords, prefix as written)."""
+        args, kwargs = self.arguments(general=True)
+        return ("call", fn, tuple(args), kwargs, prefix)
+
     def np_call(self, fn: str) -> tuple:
-        allowed = sorted([*NP_UNARY, *NP_BINARY, *NP_REDUCE, "where"])
+        allowed = sorted([*NP_UNARY, *NP_BINARY, *NP_REDUCE, *NP_CALLS, "where"])
         if fn not in allowed:
             raise self.fail(f"np.{fn} is not allowed (allowed: {', '.join(allowed)})")
         if self.peek().text != "(":
@@ -407,6 +620,25 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
     kind = e[0]
     if kind == "num":
         return e[1]
+    if kind == "str":
+        return e[1]
+    if kind == "bool":
+        return e[1]
+    if kind == "const":
+        return np.inf
+    if kind == "tuple":
+        return tuple(_intish(_eval(c, env)) for c in e[1])
+    if kind == "call":
+        fn = conv_helpers()[e[1]] if e[1] in CONV_HELPER_NAMES else CALLS[e[1]]
+        args = [_intish(_eval(a, env)) for a in e[2]]
+        kwargs = {k: _intish(_eval(v, env)) for k, v in e[3].items()}
+        _check_size(e[1], args)
+        out = fn(*args, **kwargs)
+        if np.size(out) > MAX_ELEMENTS:
+            raise _Shape(f"{e[1]}() gives {np.size(out)} elements (at most {MAX_ELEMENTS})")
+        return out
+    if kind == "index":
+        return np.asarray(_eval(e[1], env))[tuple(_subscript(i, env) for i in e[2])]
     if kind == "name":
         if e[1] not in env:
             raise KeyError(e[1])
@@ -428,9 +660,12 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
     if kind == "reduce":
         v = np.asarray(_eval(e[2], env), dtype=float)
         axis, keep = e[3].get("axis"), e[3].get("keepdims", False)
-        if axis is not None and not -v.ndim <= axis < v.ndim:
+        if isinstance(axis, int) and not -v.ndim <= axis < v.ndim:
             raise _Shape(f"axis={axis} on an array with {v.ndim} axes")
-        return (np.sum if e[1] == "sum" else np.mean)(v, axis=axis, keepdims=keep)
+        if isinstance(axis, tuple) and not all(-v.ndim <= a < v.ndim for a in axis):
+            raise _Shape(f"axis={axis} on an array with {v.ndim} axes")
+        red = REDUCERS[e[1]]
+        return red(v, axis=axis, keepdims=keep)
     if kind == "np":
         args = [np.asarray(_eval(a, env), dtype=float) for a in e[2]]
         if e[1] in NP_UNARY:
@@ -442,6 +677,53 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
         return _binary_np(e[1], args[0], args[1])
     op, a, b = e[1], _eval(e[2], env), _eval(e[3], env)
     return _binary(op, a, b)
+
+
+def _check_size(fn: str, args: list[Any]) -> None:
+    """Refuse, before computing it, work or an array a file would make unreasonably large."""
+    n = 0
+    if fn == "repeat" and len(args) > 1:
+        n = int(np.size(args[0])) * int(np.max(np.abs(np.asarray(args[1], dtype=float)), initial=1))
+    elif fn == "pad" and len(args) > 1:
+        grow = 1 + int(np.sum(np.abs(np.asarray(args[1], dtype=float))))
+        n = int(np.size(args[0])) * grow * grow
+    elif fn == "broadcast_to" and len(args) > 1:
+        n = int(np.prod(np.asarray(args[1], dtype=float)))
+    elif fn == "tensordot" and len(args) > 1:
+        n = int(np.size(args[0])) * int(np.size(args[1]))
+    elif fn == "einsum" and args and isinstance(args[0], str) and "." not in args[0]:
+        dims: dict[str, int] = {}  # the work: one loop over every distinct index
+        for sub, op in zip(args[0].split("->")[0].split(","), args[1:], strict=False):
+            for letter, size in zip(sub, np.shape(op), strict=False):
+                dims[letter] = max(dims.get(letter, 1), int(size))
+        n = int(np.prod(list(dims.values()), dtype=float)) // 10
+    if n > MAX_ELEMENTS:
+        raise _Shape(f"{fn}() would make more than {MAX_ELEMENTS} elements")
+
+
+def _intish(v: Any) -> Any:
+    """Numbers are read as floats; a whole one is an int where a shape, axis or size is."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, tuple):
+        return tuple(_intish(c) for c in v)
+    return v
+
+
+def _subscript(item: tuple, env: Mapping[str, Any]) -> Any:
+    if item[0] == "none":
+        return None
+    if item[0] == "ellipsis":
+        return Ellipsis
+    if item[0] == "at":
+        return _index_int(_eval(item[1], env))
+    return slice(*[None if p is None else _index_int(_eval(p, env)) for p in item[1:]])
+
+
+def _index_int(v: Any) -> int:
+    if np.ndim(v) or float(v) != int(v):
+        raise _Shape(f"an index must be an integer, got {v!r}")
+    return int(v)
 
 
 def _shape_text(v: Any) -> str:
@@ -504,12 +786,40 @@ def unparse(e: tuple) -> str:
             return f"{go(x[2], 5)}.{x[1]}({kw})"
         if kind == "np":
             return f"np.{x[1]}({', '.join(go(a) for a in x[2])})"
+        if kind == "str":
+            return f'"{x[1]}"'
+        if kind == "bool":
+            return str(x[1])
+        if kind == "const":
+            return x[1]
+        if kind == "tuple":
+            inner = ", ".join(go(c) for c in x[1])
+            return f"({inner},)" if len(x[1]) == 1 else f"({inner})"
+        if kind == "call":
+            kws = [f"{k}={go(v)}" for k, v in x[3].items()]
+            if x[4] == "method":
+                rest = ", ".join([go(a) for a in x[2][1:]] + kws)
+                return f"{go(x[2][0], 5)}.{x[1]}({rest})"
+            return f"{x[4]}{x[1]}({', '.join([go(a) for a in x[2]] + kws)})"
+        if kind == "index":
+            return f"{go(x[1], 5)}[{', '.join(_unparse_item(i, go) for i in x[2])}]"
         p = prec[x[1]]
         right_ctx = p + 1 if x[1] != "**" else p
         s = f"{go(x[2], p if x[1] != '**' else p + 1)} {x[1]} {go(x[3], right_ctx)}"
         return f"({s})" if p < ctx else s
 
     return go(e)
+
+
+def _unparse_item(item: tuple, go: Callable[[tuple], str]) -> str:
+    if item[0] == "none":
+        return "None"
+    if item[0] == "ellipsis":
+        return "..."
+    if item[0] == "at":
+        return go(item[1])
+    a, b, c = ("" if p is None else go(p) for p in item[1:])
+    return f"{a}:{b}" + (f":{c}" if c else "")
 
 
 # -- the targets -----------------------------------------------------------------------------
@@ -569,10 +879,30 @@ _POINTS: dict[tuple[int, int], tuple[Any, list[_Point]]] = {}
 
 
 def _should_be(st) -> str:
+    """The step's batched formula, in the NumPy subset a steps file is read in."""
+    import sympy as sp
+
+    from symgrad.backends.numpy_printer import SymgradNumPyPrinter
+    from symgrad.calculus.conv_form import TENSOR_OPS
     from symgrad.calculus.layout import batched_step
     from symgrad.documents.render import TextPrinter
 
-    text = TextPrinter().doprint(batched_step(st))
+    class _StepsPrinter(TextPrinter):
+        """symgrad's text notation, with a conv net's array operations as the generated
+        code calls them (``_correlate_weight_grad(delta1, _windows(x, ...))``)."""
+
+        def _print(self, expr: Any, **kwargs: Any) -> str:
+            if isinstance(expr, TENSOR_OPS):  # before the nodes' own _sympystr
+                return SymgradNumPyPrinter()._print(expr)
+            return super()._print(expr, **kwargs)
+
+    e = batched_step(st)
+    if st.kind == "param" and st.indices:  # a penalty's part, W1[p, q]: the whole W1
+        e = e.replace(
+            lambda a: isinstance(a, sp.Indexed) and tuple(a.indices) == tuple(st.indices),
+            lambda a: sp.Symbol(str(a.base.label)),
+        )
+    text = _StepsPrinter().doprint(e)
     return re.sub(r"colsum\((\w+)\)", r"\1.sum(axis=0)", text)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import sympy as sp
 
 from symgrad.calculus.contraction import contract
+from symgrad.calculus.conv_form import TENSOR_OPS
 from symgrad.calculus.forward_values import rewrite
 from symgrad.calculus.reverse import Derivation, Step, grad_name
 from symgrad.errors import DerivationError, SpecError
@@ -52,6 +53,9 @@ from symgrad.verify.verify import concrete_sizes, random_targets
 TOL = 1e-9
 POINTS = 5
 SUM_INDICES = ("k", "j", "m", "l")
+#: More index names for conv nets, whose quantities have (channels, [height,] width) axes
+#: and whose formulas read positions such as ``x[q, h + r, w + s]``.
+TENSOR_INDICES = ("c", "h", "w", "u", "v", "ci", "kh", "kw")
 
 
 class _FormulaPrinter(PlainTextPrinter):
@@ -302,11 +306,11 @@ def _reindexed(stage: Stage, i: sp.Symbol) -> Stage:
 
 def _shapes(d: Derivation, net: Network) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {
-        str(net.input): (net.size(net.input_width),),
+        str(net.input): tuple(net.input_shape) or (net.size(net.input_width),),
         str(net.loss.target): (net.size(net.output_width),),
     }
-    for s in net.stages:
-        shapes[s.name] = (net.size(s.width),)
+    for s in net.stages:  # a conv net's quantities have one axis per index
+        shapes[s.name] = tuple(int(v) for v in s.shape) if s.shape else (net.size(s.width),)
     for p in net.params:
         shapes[p.name] = net.shape(p)
     for st in d.steps:
@@ -327,7 +331,8 @@ def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: 
     indices: dict[str, tuple[sp.Symbol, sp.Expr]] = {}
     for nm in free_names:
         indices[nm] = (idx(nm), sp.Integer(1))
-    for nm in SUM_INDICES:
+    tensor = bool(net.input_shape)
+    for nm in SUM_INDICES + (TENSOR_INDICES if tensor else ()):
         if nm in indices:
             continue
         ph = sp.Symbol(f"_range_{nm}", integer=True, positive=True)
@@ -340,6 +345,7 @@ def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: 
         indices=indices,
         free_indices=free_names,
         field="--formula",
+        index_arithmetic=tensor,
     )
     if target.accept_i:
         used = {s.name for s in _free_symbols(expr)}
@@ -440,7 +446,7 @@ def _random_env(d: Derivation, net: Network, rng: np.random.Generator) -> dict[s
     params = {p.name: rng.uniform(-1.0, 1.0, net.shape(p)) for p in net.params}
     x = rng.normal(0.0, 1.0, net.size(net.input_width))
     y = random_targets(net, 1, rng)[0]
-    _, env = run_derivation(d, params, x, y)
+    _, env = run_derivation(d, params, x, y)  # a conv net's x is reshaped to its input shape
     env["yhat"] = env[str(net.output)]
     for sym, value in net.sizes.items():  # widths by name (n_2), as symgrad prints them
         env.setdefault(str(sym), np.array(float(value)))
@@ -495,7 +501,18 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     # Component form subscripts a name (a1[i]); a bracket after an operator is matrix
     # notation's Iverson bracket (da1*[z1 > 0]).
     if isinstance(formula, str) and not _SUBSCRIPT.search(formula):
-        return _check_matrix(net, d, target, formula, seed)
+        try:
+            return _check_matrix(net, d, target, formula, seed)
+        except SpecError as exc:
+            if target.matrix is None or not target.matrix.has(*TENSOR_OPS):
+                raise
+            # a correlation, pooling or (un)flattening: no matrix notation to write it in
+            raise SpecError(
+                f"{exc.message}; {target.name} is a conv/pooling/flatten operation "
+                f"({formula_text(target.matrix)}), which check grades in component form: "
+                f"write it as e.g. {formula_text(target.expr)}",
+                field="--formula",
+            ) from None
     shapes = _shapes(d, net)
     expr, placeholders = _parse(_implicit_products(formula), target, shapes, net)
     expr, problems = _bind_ranges(expr, placeholders, shapes)

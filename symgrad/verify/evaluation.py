@@ -17,9 +17,25 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
+from symgrad.calculus.conv_form import (
+    TENSOR_OPS,
+    ChannelBias,
+    ChannelSum,
+    Correlate,
+    CorrInputGrad,
+    CorrWeightGrad,
+    Flatten,
+    Unflatten,
+    WindowMax,
+    WindowMaxGrad,
+    WindowSum,
+    WindowSumGrad,
+    dilation_of,
+)
 from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
 from symgrad.calculus.program import LOSS, Program, program
 from symgrad.errors import DerivationError
+from symgrad.templating import conv_helpers
 from symgrad.verify.grid import NUMPY, evaluate
 
 
@@ -65,6 +81,8 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return eval_component(expr, env, sizes, tuple(free), rng)
         if isinstance(e, Once):  # a penalty's part of a gradient (per sample: as it is)
             return ev(e.args[0])
+        if isinstance(e, TENSOR_OPS):
+            return tensor_op(e)
         if isinstance(e, MatVec):
             return ev(e.args[0]) @ ev(e.args[1])
         if isinstance(e, TMatVec):
@@ -84,6 +102,53 @@ def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) ->
             return np.power(ev(e.base), ev(e.exp))
         if isinstance(e, Application):  # functions, and Max / Min
             return _apply(e.func, [ev(a) for a in e.args])
+        raise DerivationError(f"cannot evaluate {e!r}")
+
+    def ints(t) -> tuple[int, ...]:
+        return tuple(int(v) for v in t)
+
+    def windows(w) -> np.ndarray:
+        a, k, st, p, fill = w.args[:5]
+        h = conv_helpers()
+        fv = -np.inf if int(fill) == 1 else 0.0
+        return h["_windows"](
+            ev(a)[None], ints(k), ints(st), ints(p), fv, dilation=dilation_of(w, 5, len(k))
+        )
+
+    def tensor_op(e) -> np.ndarray:
+        """A conv net's array operation on one sample: the generated code's helper, on a
+        batch of one."""
+        h = conv_helpers()
+        if isinstance(e, Correlate):
+            return h["_correlate"](windows(e.args[0]), ev(e.args[1]))[0]
+        if isinstance(e, CorrWeightGrad):
+            return h["_correlate_weight_grad"](ev(e.args[0])[None], windows(e.args[1]))
+        if isinstance(e, CorrInputGrad):
+            g, W, st, p, size = e.args[:5]
+            d = dilation_of(e, 5, len(st))
+            return h["_correlate_input_grad"](
+                ev(g)[None], ev(W), ints(st), ints(p), ints(size), dilation=d
+            )[0]
+        if isinstance(e, ChannelBias):
+            return ev(e.args[0]).reshape(-1, *[1] * int(e.args[1]))
+        if isinstance(e, ChannelSum):
+            return ev(e.args[0]).sum(axis=tuple(range(1, 1 + int(e.args[1]))))
+        if isinstance(e, Flatten):
+            return ev(e.args[0]).reshape(-1)
+        if isinstance(e, Unflatten):
+            return ev(e.args[0]).reshape(ints(e.args[1]))
+        if isinstance(e, WindowSum | WindowMax):
+            a, k, st, p = e.args
+            fn = h["_sum_pool"] if isinstance(e, WindowSum) else h["_max_pool"]
+            return fn(ev(a)[None], ints(k), ints(st), ints(p))[0]
+        if isinstance(e, WindowSumGrad):
+            g, k, st, p, size = e.args
+            return h["_sum_pool_grad"](ev(g)[None], ints(k), ints(st), ints(p), ints(size))[0]
+        if isinstance(e, WindowMaxGrad):
+            g, a, k, st, p, size, top = e.args
+            return h["_max_pool_grad"](
+                ev(g)[None], ev(a)[None], ev(top)[None], ints(k), ints(st), ints(p), ints(size)
+            )[0]
         raise DerivationError(f"cannot evaluate {e!r}")
 
     return np.asarray(ev(expr), dtype=float)
@@ -129,7 +194,9 @@ def run_derivation(
     """
     net = d.network
     env: dict[str, np.ndarray] = {k: np.asarray(v, float) for k, v in params.items()}
-    env[str(net.input)] = np.asarray(x, float)
+    x = np.asarray(x, float)
+    shape = tuple(net.input_shape or ())
+    env[str(net.input)] = x.reshape(shape) if shape else x  # (channels, [height,] width)
     env[str(net.loss.target)] = np.asarray(y, float)
     env = run_program(program(d), env, net.sizes, form=form)
     loss = float(env.pop(LOSS))

@@ -18,6 +18,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.function import Application
 
+from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.errors import DerivationError
 from symgrad.ir.ops import OPS
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
@@ -72,6 +73,15 @@ class ArrayOps:
     def power(self, b: Any, p: Any) -> Any:
         return b**p
 
+    def equal(self, a: Any, b: Any) -> Any:
+        """1 where ``a == b``, else 0 (an indicator ``[a = b]``)."""
+        return (a == b) * self.const(1.0)
+
+    def gather(self, arr: Any, positions: Sequence[Any]) -> Any:
+        """``arr[p0, p1, ...]`` at computed positions (index arithmetic such as
+        ``x[c, s*h + k - p]``); positions outside the array or not integers read 0."""
+        raise NotImplementedError(f"the {self.name} evaluator has no computed subscripts")
+
     def argmask(self, t: Any, axis: int, largest: bool) -> Any:
         """Where ``t`` attains its max (min) along ``axis``, ties sharing 1 equally: the
         derivative of a max reduction (``ArgMax``)."""
@@ -89,6 +99,8 @@ class NumpyOps(ArrayOps):
     def __init__(self) -> None:
         self.funcs = {op.func: op.numeric for op in OPS.values()}
         self.funcs[sp.Heaviside] = lambda x, h0=0.5: np.heaviside(x, h0)
+        self.funcs[InRange] = lambda e, lo, hi: ((lo <= e) & (e <= hi)).astype(float)
+        self.funcs[Divisible] = _divisible
 
     def const(self, v):
         return np.asarray(float(v))
@@ -130,10 +142,30 @@ class NumpyOps(ArrayOps):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.power(b, p)
 
+    def equal(self, a, b):
+        return np.equal(a, b).astype(float)
+
+    def gather(self, arr, positions):
+        parts = list(np.broadcast_arrays(*positions))
+        ok = np.ones(np.shape(parts[0]) if parts else (), dtype=bool)
+        pos = []
+        for part, n in zip(parts, arr.shape, strict=True):
+            rounded = np.rint(part)
+            ok &= (rounded == part) & (rounded >= 0) & (rounded < n)
+            pos.append(np.where(ok, rounded, 0).astype(int))
+        pos = [np.where(ok, q, 0) for q in pos]
+        return np.where(ok, arr[tuple(pos)], 0.0)
+
     def argmask(self, t, axis, largest):
         ext = t.max if largest else t.min
         hit = (t == ext(axis=axis, keepdims=True)).astype(float)
         return hit / hit.sum(axis=axis, keepdims=True)
+
+
+def _divisible(e: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``[s | e]``: 1 where ``e`` is a multiple of ``s``."""
+    with np.errstate(invalid="ignore"):
+        return (np.mod(e, s) == 0).astype(float)
 
 
 NUMPY = NumpyOps()
@@ -202,12 +234,18 @@ def evaluate(
         if isinstance(e, sp.Indexed):
             name = str(e.base.label)
             ind = tuple(e.indices)
-            if any(not isinstance(s, sp.Symbol) for s in ind):
-                raise error(f"cannot evaluate {e}: subscripts must be index names")
             if name not in env:
                 raise error(f"cannot evaluate {e}: no value for {name}")
             t = env[name]
             lead = (SAMPLE_AXIS,) if name in batched else ()
+            if any(not isinstance(s, sp.Symbol) for s in ind):  # a[s*h + d*k - p, ...]
+                if lead:
+                    raise error(f"cannot evaluate {e}: subscripts must be index names")
+                positions, axes = _align(ops, [ev(s, rng) for s in ind])
+                try:
+                    return _Named(ops.gather(t, positions), axes)
+                except NotImplementedError as exc:
+                    raise error(f"cannot evaluate {e}: {exc}") from exc
             if len(set(ind)) != len(ind):  # a repeated index: the diagonal
                 letters = "bcdefgh"
                 uniq = list(dict.fromkeys(ind))
@@ -218,7 +256,22 @@ def evaluate(
             return _Named(t, lead + ind)
         if isinstance(e, sp.KroneckerDelta):
             a, b = e.args
-            return _Named(ops.eye(rng[a], rng[b]), (a, b))
+            if a in rng and b in rng:
+                return _Named(ops.eye(rng[a], rng[b]), (a, b))
+            (u, v), axes = _align(ops, [ev(a, rng), ev(b, rng)])  # index expressions
+            return _Named(ops.equal(u, v), axes)
+        if type(e).__name__ == "MaxOver":  # max pooling: max of the body over its window
+            sub = ev(e.body, {**rng, **box(e)})
+            t, left = sub.t, list(sub.axes)
+            for v in e.variables:
+                if v in left:
+                    t = ops.amax(t, left.index(v))
+                    left.remove(v)
+            return _Named(t, tuple(left))
+        if type(e).__name__ == "ArgMaxIs":  # [offsets = the first arg-max of the window]
+            if not isinstance(ops, NumpyOps):
+                raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
+            return argmax_is(e, rng)
         if isinstance(e, sp.Symbol):
             if e in rng:
                 return _Named(ops.arange(rng[e]), (e,))
@@ -284,6 +337,34 @@ def evaluate(
                 return _Named(acc, axes)
             raise error(f"the {ops.name} evaluator has no rule for function {e.func}")
         raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
+
+    def box(m) -> dict[sp.Symbol, int]:
+        return {lim[0]: size(lim[2]) + 1 for lim in m.limits}
+
+    def argmax_is(e, rng: dict[sp.Symbol, int]) -> _Named:
+        """``[offsets == the window's first arg-max]`` (max pooling's derivative, ties to
+        the first maximum in row-major order as PyTorch), in NumPy."""
+        m, offs = e.args[0], e.args[1:]
+        window = box(m)
+        sub = ev(m.body, {**rng, **window})
+        arr, axes = np.asarray(sub.t, dtype=float), list(sub.axes)
+        for v in m.variables:  # a window axis the body does not use: size it
+            if v not in axes:
+                arr = np.repeat(arr[..., None], window[v], axis=-1)
+                axes.append(v)
+        order = [a for a in axes if a not in m.variables] + list(m.variables)
+        arr = np.transpose(arr, [axes.index(a) for a in order])
+        lead = arr.shape[: len(order) - len(m.variables)]
+        first = np.argmax(arr.reshape(*lead, -1), axis=-1)  # row-major: the first maximum
+        flat: Any = np.zeros((), dtype=float)
+        stride = 1
+        parts, off_axes = _align(ops, [ev(o, rng) for o in offs])
+        for o, v in zip(reversed(parts), reversed(m.variables), strict=True):
+            flat = flat + o * stride
+            stride *= window[v]
+        win = tuple(order[: len(lead)])
+        (f, g), both = _align(ops, [_Named(first, win), _Named(flat, off_axes)])
+        return _Named(np.equal(f, g).astype(float), both)
 
     res = ev(expr, rng0)
     want = (SAMPLE_AXIS, *free) if n is not None else tuple(free)

@@ -50,7 +50,9 @@ class _Ops(ArrayOps):
         its mean and biased variance over the batch."""
         raise NotImplementedError
 
-    def conv(self, a: Any, W: Any, b: Any, stride: tuple, padding: tuple) -> Any:
+    def conv(
+        self, a: Any, W: Any, b: Any, stride: tuple, padding: tuple, dilation: tuple | None = None
+    ) -> Any:
         """torch's cross-correlation (conv1d/2d) on (n, C, *spatial) tensors."""
         raise NotImplementedError
 
@@ -108,9 +110,10 @@ class _TorchOps(_Ops):
     def const(self, v):
         return self.t.tensor(float(v), dtype=self.t.float64)
 
-    def conv(self, a, W, b, stride, padding):
+    def conv(self, a, W, b, stride, padding, dilation=None):
         f = self.F.conv1d if len(stride) == 1 else self.F.conv2d
-        return f(a, W, b, stride=stride, padding=padding)
+        dilation = dilation or (1,) * len(stride)
+        return f(a, W, b, stride=stride, padding=padding, dilation=dilation)
 
     def pool(self, kind, a, kernel, stride, padding):
         nd = len(kernel)
@@ -227,11 +230,16 @@ class _JaxOps(_Ops):
         var = self.np.mean((a - mu) ** 2, axis=0)
         return gamma * (a - mu) / self.np.sqrt(var + eps) + beta
 
-    def conv(self, a, W, b, stride, padding):
+    def conv(self, a, W, b, stride, padding, dilation=None):
         nd = len(stride)
         spec = ("NCH", "OIH", "NCH") if nd == 1 else ("NCHW", "OIHW", "NCHW")
         out = self.jax.lax.conv_general_dilated(
-            a, W, stride, [(p, p) for p in padding], dimension_numbers=spec
+            a,
+            W,
+            stride,
+            [(p, p) for p in padding],
+            rhs_dilation=dilation or (1,) * nd,
+            dimension_numbers=spec,
         )
         return out if b is None else out + self.np.reshape(b, (-1, *[1] * nd))
 
@@ -361,7 +369,11 @@ def _conv_layer(stage: Stage) -> dict | None:
         W = stage.params[0].base
         b = stage.params[1].base if len(stage.params) == 2 else None
         cin = int(stage.in_shape[0])
-        want = C.conv_body(stage.inp, W, b, cin, attrs["kernel"], attrs["stride"], attrs["padding"])
+        dil = attrs.get("dilation", (1,) * len(attrs["kernel"]))
+        attrs["dilation"] = dil
+        want = C.conv_body(
+            stage.inp, W, b, cin, attrs["kernel"], attrs["stride"], attrs["padding"], dil
+        )
     else:
         kind = op[:3]
         want = C.pool_body(kind, stage.inp, attrs["kernel"], attrs["stride"], attrs["padding"])
@@ -445,7 +457,14 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
             out = ops.reshape(cur, (n, -1))
         elif layer is not None and layer["op"].startswith("conv"):
             b = params[s.params[1].name] if len(s.params) == 2 else None
-            out = ops.conv(cur, params[s.params[0].name], b, layer["stride"], layer["padding"])
+            out = ops.conv(
+                cur,
+                params[s.params[0].name],
+                b,
+                layer["stride"],
+                layer["padding"],
+                dilation=layer["dilation"],
+            )
         elif layer is not None:
             k, st, pd = layer["kernel"], layer["stride"], layer["padding"]
             out = ops.pool(layer["op"][:3], cur, k, st, pd)
