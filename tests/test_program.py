@@ -146,3 +146,74 @@ def test_one_grid_evaluator_for_numpy_and_torch(name):
         tenv = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in env.items()}
         got = evaluate(ops, eq.body, tenv, net.sizes, eq.indices, rng).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=eq.target)
+
+
+CONV_SPECS = {
+    "conv2d_maxpool": """
+name = "conv2d_maxpool"
+input = [1, 6, 6]
+loss = "cross_entropy"
+[[layer]]
+type = "conv2d"
+channels = 2
+kernel = 3
+padding = 1
+activation = "tanh"
+[[layer]]
+type = "maxpool2d"
+kernel = 2
+[[layer]]
+type = "flatten"
+[[layer]]
+type = "dense"
+units = 3
+activation = "softmax"
+""",
+    "conv1d_dilated_avgpool": """
+name = "conv1d_dilated_avgpool"
+input = [2, 9]
+loss = "mse"
+[[layer]]
+type = "conv1d"
+channels = 3
+kernel = 2
+dilation = 2
+stride = 1
+activation = "sigmoid"
+[[layer]]
+type = "avgpool1d"
+kernel = 7
+[[layer]]
+type = "flatten"
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_SPECS))
+def test_tangent_program_of_conv_nets(name):
+    """Convolution, dilation, max and average pooling: the differentiated program's H V
+    vs differences of its own gradients (float64, relative 1e-6)."""
+    from symgrad.frontend.spec import loads_spec
+
+    net = loads_spec(CONV_SPECS[name], file=f"{name}.toml")
+    prog = program(derive(net))
+    tprog = prog.tangent()
+    rng = np.random.default_rng(0)
+    params = {p.name: rng.normal(scale=0.5, size=net.shape(p)) for p in net.params}
+    direction = {tangent_name(k): rng.normal(size=v.shape) for k, v in params.items()}
+    x = rng.normal(size=net.input_shape)
+    y = np.full(net.size(net.output_width), 1.0 / net.size(net.output_width))
+    env = run_program(tprog, {**_env(net, params, x, y), **direction}, net.sizes)
+    h = 1e-5
+    shifted = [
+        run_program(
+            prog,
+            _env(net, {k: v + s * h * direction[tangent_name(k)] for k, v in params.items()}, x, y),
+            net.sizes,
+        )
+        for s in (1, -1)
+    ]
+    for p, eq in prog.gradients().items():
+        ref = (shifted[0][eq.target] - shifted[1][eq.target]) / (2 * h)
+        err = np.max(np.abs(env[tangent_name(eq.target)] - ref)) / max(np.max(np.abs(ref)), 1e-8)
+        assert err < 1e-6, (p, err)

@@ -22,6 +22,7 @@ import sympy as sp
 from symgrad.calculus.forward import tangent
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.errors import DerivationError
+from symgrad.ir.conv import MaxOver
 from symgrad.ir.indices import BATCH
 from symgrad.ir.naming import Quantity, primal_name, split, tangent_name
 
@@ -166,7 +167,12 @@ class Program:
                 )
         # f'(u) is written in forward values, as the derivation writes it (sigma(z1[i])
         # reads a1[i]): the same numbers, the form a learner recognises.
-        values = {eq.body: eq.lhs for eq in self.equations if eq.phase == "forward"}
+        # (A window max stays as it is: its arg-max indicator holds it by structure.)
+        values = {
+            eq.body: eq.lhs
+            for eq in self.equations
+            if eq.phase == "forward" and not eq.body.has(MaxOver)
+        }
         extra: list[Equation] = []
         for eq in self.equations:
             r = tangent(eq.body, tan).xreplace(values)

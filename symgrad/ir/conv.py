@@ -110,6 +110,17 @@ class MaxOver(sp.Expr):
         limits = [(u, lim[1], lim[2]) for u, lim in zip(fresh, self.limits, strict=True)]
         return sp.Sum(ArgMaxIs(self, *fresh) * d, *limits)
 
+    def _symgrad_tangent(self, R, tangents):
+        """Forward mode: R{max_k f(k)} = sum_u [u = argmax] R{f}(u), the same arg-max rule
+        as the gradient (the first maximum of the window)."""
+        fresh = [sp.Symbol(f"{v.name}_", integer=True) for v in self.variables]
+        body = self.body.xreplace(dict(zip(self.variables, fresh, strict=True)))
+        r = R(body)
+        if r == 0:
+            return sp.S.Zero
+        limits = [(u, lim[1], lim[2]) for u, lim in zip(fresh, self.limits, strict=True)]
+        return sp.Sum(ArgMaxIs(self, *fresh) * r, *limits)
+
     def _latex(self, printer):
         under = ", ".join(printer._print(v) for v in self.variables)
         return rf"\max_{{{under}}} {printer._print(self.body)}"
@@ -124,6 +135,10 @@ class ArgMaxIs(sp.Function):
 
     is_integer = True
     is_nonnegative = True
+
+    def _symgrad_tangent(self, R, tangents):
+        """Piecewise constant: its tangent is zero almost everywhere."""
+        return sp.S.Zero
 
     def _latex(self, printer):
         from symgrad.ir.indices import one_based  # documents count from 1
