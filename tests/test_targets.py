@@ -24,24 +24,7 @@ from symgrad.verify.reference import backend, reference_forward
 from symgrad.verify.verify import random_targets, rel_error, torch_reference
 
 NETS = catalogue()
-#: Catalogue networks a target does not handle yet (a known gap, stated in the README's
-#: "Targets" section; the NumPy target and --hvp handle them): the torch printer's
-#: broadcasting of the component fallback and the JAX residual (skip connection) program.
-TORCH_GAPS = {"maxshift", "residual", "rmsnorm_pairwise"}
-TORCH_VJP_GAPS = {"maxshift", "rmsnorm_pairwise"}
-JAX_GAPS = {"residual"}
-
-
-def names(gaps: set[str] = frozenset()) -> list:
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(reason="not yet supported by this target"))
-        if n in gaps
-        else n
-        for n in sorted(NETS)
-    ]
-
-
-NAMES = names()
+NAMES = sorted(NETS)
 TOL = 1e-7
 
 torch = pytest.importorskip("torch")
@@ -72,7 +55,7 @@ def tensors(params, dtype=torch.float64, grad=False):
 # -- torch --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", names(TORCH_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_matches_reference(name):
     _, mod = generated(name, "torch")
     params, X, Y = point(name)
@@ -95,7 +78,7 @@ def test_torch_matches_reference(name):
         assert rel_error(leaves[p].grad.numpy(), -2.5 * ref_grads[p])[1] <= TOL, p
 
 
-@pytest.mark.parametrize("name", names(TORCH_VJP_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_vjp_and_input_gradient_match_autograd(name):
     """NetworkFunction's backward (the derived VJP) and LossFunction's dL/dX against
     autograd through the reference network."""
@@ -126,7 +109,9 @@ def test_torch_vjp_and_input_gradient_match_autograd(name):
     assert rel_error(Xg2.grad.numpy(), want_dx.numpy())[1] <= TOL
 
 
-@pytest.mark.parametrize("name", ["seed", "softmax_ce", "custom", "bilinear", "gain"])
+@pytest.mark.parametrize(
+    "name", ["seed", "softmax_ce", "custom", "bilinear", "gain", "residual", "maxshift"]
+)
 def test_torch_gradcheck_loss_function(name):
     _, mod = generated(name, "torch")
     params, X, Y = point(name, seed=3, batch=3)
@@ -229,7 +214,7 @@ def jax64():
     return jax
 
 
-@pytest.mark.parametrize("name", names(JAX_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_jax_matches_reference(name, jax64):
     _, mod = generated(name, "jax")
     params, X, Y = point(name)
@@ -341,7 +326,7 @@ def test_unknown_target_and_optimizer_elsewhere_are_errors():
         generate_code(NETS["seed"], target="torch", optimizer="adam")
 
 
-@pytest.mark.parametrize("name", names(TORCH_VJP_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_every_target_returns_the_numpy_loss_value(name, jax64):
     """The loss value (every term: a penalty is added once per batch) is the NumPy module's in
     every target; a regression test for ``a + b / n`` printed without parentheses."""
@@ -356,3 +341,49 @@ def test_every_target_returns_the_numpy_loss_value(name, jax64):
     got_jax = float(generated(name, "jax")[1].loss(params, X, Y))
     assert rel_error(got_torch, want)[1] <= TOL
     assert rel_error(got_jax, want)[1] <= TOL
+
+
+PENALTY_SPEC = """
+name = "decay"
+input = 3
+loss = "mse"
+penalty = "1e-2 * W1[p, q]**2 + 1e-3 * b1[p]**4 + 1e-2 * g2[i]**2"
+
+[[layer]]
+units = 4
+activation = "tanh"
+
+[[layer]]
+type = "map"
+expr = "g[i] * sin(a[i])"
+params = { g = ["n"] }
+
+[[layer]]
+units = 2
+"""
+
+
+@pytest.mark.parametrize("scale", [2.5, -1.0])
+def test_penalty_gradient_is_scaled_by_the_incoming_gradient(scale, jax64):
+    """A penalty's gradient (added once per batch) is multiplied by the incoming gradient g
+    like the rest of the loss's, in LossFunction.backward and in the JAX custom_vjp."""
+    from symgrad.frontend.spec import loads_spec
+
+    net = loads_spec(PENALTY_SPEC)
+    rng = np.random.default_rng(5)
+    params = {p.name: rng.uniform(-0.8, 0.8, net.shape(p)) for p in net.params}
+    X, Y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    _, ref_loss, ref_grads = torch_reference(net, params, X, Y)
+    tmod = load_module(generate_code(net, target="torch"), "gen_torch_decay")
+    leaves = tensors(params, grad=True)
+    (scale * tmod.loss(leaves, X, Y)).backward()
+    for p in tmod.PARAM_NAMES:
+        assert rel_error(leaves[p].grad.numpy(), scale * ref_grads[p])[1] <= TOL, p
+    args = (torch.tensor(X, requires_grad=True), torch.tensor(Y))
+    leaf = tuple(tensors(params, grad=True)[k] for k in tmod.PARAM_NAMES)
+    assert torch.autograd.gradcheck(tmod.LossFunction.apply, (*args, *leaf))
+    jmod = load_module(generate_code(net, target="jax"), "gen_jax_decay")
+    g = jax64.grad(lambda p: scale * jmod.loss(p, X, Y))(params)
+    assert rel_error(float(jmod.loss(params, X, Y)), ref_loss)[1] <= TOL
+    for p in jmod.PARAM_NAMES:
+        assert rel_error(np.asarray(g[p]), scale * ref_grads[p])[1] <= TOL, p

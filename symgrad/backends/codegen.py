@@ -70,7 +70,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 _FULL = {
     "numpy": "np.full({shape}, {value}, dtype=X.dtype)",
     "cupy": "cp.full({shape}, {value}, dtype=X.dtype)",
-    "torch": "torch.full({shape}, {value}, dtype=X.dtype, device=X.device)",
+    # (torch.full takes a number only; the value may be a row or column tensor.)
+    "torch": "torch.as_tensor({value}, dtype=X.dtype, device=X.device).expand({shape})",
     "jax": "jnp.full({shape}, {value}, dtype=X.dtype)",
 }
 

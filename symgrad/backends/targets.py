@@ -31,8 +31,8 @@ from symgrad.backends.codegen import (
     comment_text,
 )
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
-from symgrad.calculus.layout import N, batch, batch_param_grad, batched_step
-from symgrad.calculus.matrix_form import Mat, Vec, matrix_pass
+from symgrad.calculus.layout import N, batch, batched_step
+from symgrad.calculus.matrix_form import Mat, Once, Vec, matrix_pass
 from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
 from symgrad.errors import SpecError
 from symgrad.ir.network import Loss, Network
@@ -99,8 +99,21 @@ G_LOSS = sp.Symbol("g")
 def with_loss_seed(d: Derivation) -> Derivation:
     """The derivation with the loss's incoming gradient ``g`` multiplied in where the loss
     enters (every later step is linear in that seed), instead of scaling each gradient."""
-    steps = tuple(replace(s, matrix=s.matrix * G_LOSS) if s.seed else s for s in d.steps)
+    steps = tuple(
+        replace(s, matrix=s.matrix * G_LOSS)
+        if s.seed
+        else replace(s, matrix=_scale_once(s.matrix))
+        if s.matrix is not None and s.matrix.has(Once)
+        else s
+        for s in d.steps
+    )
     return replace(d, steps=steps)
+
+
+def _scale_once(expr: sp.Expr) -> sp.Expr:
+    """A penalty's part of a parameter gradient (``Once``, added once per batch) does not
+    pass through the seed: ``g`` multiplies it inside ``Once`` (the layout keeps it whole)."""
+    return expr.replace(lambda e: isinstance(e, Once), lambda e: Once(G_LOSS * e.args[0]))
 
 
 def vjp_network(net: Network) -> Network:
@@ -114,7 +127,7 @@ def vjp_network(net: Network) -> Network:
 
 def _vjp_expr(step: Step) -> sp.Expr:
     """A VJP step, batched: summed over the samples (no 1/n at the seed)."""
-    return batch_param_grad(step.matrix) if step.kind == "param" else batch(step.matrix)
+    return batched_step(step) if step.kind == "param" else batch(step.matrix)
 
 
 def _vjp_comment(d: Derivation, step: Step, seed: str = "G") -> tuple[str, ...]:
