@@ -387,3 +387,76 @@ def test_penalty_gradient_is_scaled_by_the_incoming_gradient(scale, jax64):
     assert rel_error(float(jmod.loss(params, X, Y)), ref_loss)[1] <= TOL
     for p in jmod.PARAM_NAMES:
         assert rel_error(np.asarray(g[p]), scale * ref_grads[p])[1] <= TOL, p
+
+
+_PMAP_SCRIPT = """
+import sys
+import numpy as np
+import jax
+jax.config.update("jax_enable_x64", True)
+from symgrad.backends.codegen import load_module
+from symgrad.pipeline import generate_code
+sys.path.insert(0, sys.argv[2])
+from catalogue import catalogue
+
+assert jax.local_device_count() == 2, jax.devices()
+net = catalogue()[sys.argv[1]]
+mod = load_module(generate_code(net, target="jax", hvp=True), "gen_jax_pmap")
+params = mod.init_params(0)
+rng = np.random.default_rng(0)
+X = rng.normal(size=(2, 3, net.size(net.input_width)))
+Y = np.eye(net.size(net.output_width))[rng.integers(0, net.size(net.output_width), (2, 3))]
+# data parallel: parameters replicated, one shard of the batch per device, gradients averaged
+step = jax.pmap(
+    lambda p, x, y: jax.lax.pmean(jax.grad(mod.loss)(p, x, y), "d"),
+    axis_name="d", in_axes=(None, 0, 0),
+)
+got = step(params, X, Y)
+want = jax.grad(mod.loss)(params, X.reshape(6, -1), Y.reshape(6, -1))
+err = max(float(np.max(np.abs(got[k][1] - want[k]))) for k in mod.PARAM_NAMES)
+assert err < 1e-12, err
+for f in (mod.forward, lambda p, x: mod.vjp(p, x, np.ones((3, Y.shape[-1])))[0]):
+    out = jax.pmap(f, in_axes=(None, 0))(params, X)
+    assert np.allclose(out[1], f(params, X[1]), rtol=1e-12, atol=1e-14)
+hv = jax.pmap(mod.hvp, in_axes=(None, 0, 0, None))(params, X, Y, params)
+one = mod.hvp(params, X[0], Y[0], params)
+assert all(np.allclose(hv[k][0], one[k], rtol=1e-12, atol=1e-14) for k in mod.PARAM_NAMES)
+print("pmap ok", err)
+"""
+
+
+@pytest.mark.parametrize("name", ["softmax_ce", "residual"])
+def test_jax_pmap_over_two_host_devices(name):
+    """The JAX module's loss, gradients, forward, VJP and HVP under ``jax.pmap`` (two CPU
+    devices forced by XLA_FLAGS, in a subprocess): data-parallel gradients averaged with
+    ``pmean`` equal the whole batch's."""
+    pytest.importorskip("jax")
+    import os
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    res = subprocess.run(
+        [sys.executable, "-c", _PMAP_SCRIPT, name, os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "pmap ok" in res.stdout
+
+
+def test_jax_vmap_of_forward_vjp_and_hvp(jax64):
+    _, mod = generated("softmax_map", "jax")
+    code = generate_code(NETS["softmax_map"], target="jax", hvp=True)
+    hmod = load_module(code, "gen_jax_vmap_hvp")
+    params, X, Y = point("softmax_map", batch=6)
+    Xs, Ys = X.reshape(2, 3, -1), Y.reshape(2, 3, -1)
+    out = jax64.vmap(mod.forward, in_axes=(None, 0))(params, Xs)
+    assert rel_error(np.asarray(out[1]), np.asarray(mod.forward(params, Xs[1])))[1] <= TOL
+    G = np.ones((3, Y.shape[1]))
+    dx = jax64.vmap(lambda x: mod.vjp(params, x, G)[0])(Xs)
+    assert rel_error(np.asarray(dx[0]), np.asarray(mod.vjp(params, Xs[0], G)[0]))[1] <= TOL
+    hv = jax64.vmap(hmod.hvp, in_axes=(None, 0, 0, None))(params, Xs, Ys, params)
+    one = hmod.hvp(params, Xs[1], Ys[1], params)
+    for k in mod.PARAM_NAMES:
+        assert rel_error(np.asarray(hv[k][1]), np.asarray(one[k]))[1] <= TOL, k

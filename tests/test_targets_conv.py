@@ -202,3 +202,47 @@ def test_cupy_conv_module_compiles(case):
 def test_hvp_refuses_conv_nets_with_one_line():
     with pytest.raises(SpecError, match="--hvp does not support conv, pooling or flatten"):
         generate_code(network("digits_cnn"), target="torch", hvp=True)
+
+
+@pytest.mark.parametrize(
+    "case,batch", [("digits_cnn", 3), ("digits_cnn", 200)] + [(c, 3) for c in CASES]
+)
+def test_cupy_conv_code_on_numpy_standing_in(case, batch, monkeypatch):
+    """The CuPy module's helpers (the NumPy ones on ``cp``) run with NumPy standing in for
+    CuPy: the same values as the NumPy module, small and large batches (both code paths).
+    (The real thing runs in test_targets.py where cupy and a GPU are.)"""
+    monkeypatch.setitem(__import__("sys").modules, "cupy", np)
+    mod = load_module(generate_code(network(case), target="cupy"), "gen_cupy_on_numpy")
+    params, X, Y = point(case, batch=batch)
+    want_loss, want = generated(case, "numpy").loss_and_grads(params, X, Y)
+    value, grads = mod.loss_and_grads(params, X, Y)
+    assert rel_error(float(value), want_loss)[1] <= 1e-12
+    for k in want:
+        assert rel_error(grads[k], want[k])[1] <= 1e-12, k
+
+
+def _gpu() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    import cupy
+
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no driver, no device: skip
+        return False
+
+
+@pytest.mark.skipif(not _gpu(), reason="needs cupy and a CUDA GPU")
+@pytest.mark.parametrize("case", NAMES)
+def test_cupy_conv_matches_reference(case):
+    import cupy as cp
+
+    mod = load_module(generate_code(network(case), target="cupy"), "gen_cupy_conv")
+    params, X, Y = point(case)
+    _, ref_loss, ref = torch_reference(network(case), params, X, Y)
+    value, grads = mod.loss_and_grads({k: cp.asarray(v) for k, v in params.items()}, X, Y)
+    assert rel_error(float(value), ref_loss)[1] <= TOL
+    for k in mod.PARAM_NAMES:
+        assert rel_error(cp.asnumpy(grads[k]), ref[k])[1] <= TOL, k
