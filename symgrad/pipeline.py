@@ -80,11 +80,6 @@ def generate_code(
 
     if isinstance(d, Network):
         d = derive(d)
-    if hvp and any(s.indices or s.in_shape for s in d.network.stages):
-        # the R-operator (calculus/forward.py) has no rules for the conv and pooling helpers
-        from symgrad.errors import SpecError
-
-        raise SpecError("--hvp does not support conv, pooling or flatten layers yet")
     return generate(d, optimizer=optimizer, source=source, target=target, hvp=hvp)
 
 

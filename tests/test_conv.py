@@ -309,10 +309,10 @@ def test_cli_verify_and_derive_a_conv_spec(tmp_path, capsys):
     assert main(["verify", str(spec), "--module", str(module)]) == 0
 
 
-@pytest.mark.parametrize("target", ["numpy", "torch", "jax"])
-def test_hvp_refuses_conv_nets_with_one_line(target):
-    # (the torch, JAX and CuPy targets run conv nets: tests/test_targets_conv.py)
+def test_conv_spec_on_every_target_and_hvp():
+    # (values and gradients of conv nets on every target: tests/test_targets_conv.py)
     from symgrad.pipeline import generate_code
 
-    with pytest.raises(SpecError, match="--hvp does not support conv, pooling or flatten"):
-        generate_code(loads_spec(SPEC), target=target, hvp=True)
+    for target in ("numpy", "torch", "jax", "cupy"):
+        code = generate_code(loads_spec(SPEC), target=target, hvp=True)
+        assert "def hvp(" in code and "_correlate_input_grad" in code

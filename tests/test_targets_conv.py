@@ -14,7 +14,6 @@ import test_conv
 import test_pool
 
 from symgrad.backends.codegen import load_module
-from symgrad.errors import SpecError
 from symgrad.ir import layers as L
 from symgrad.ir.conv import Conv, Flatten, Pool
 from symgrad.pipeline import generate_code, parse
@@ -199,9 +198,63 @@ def test_cupy_conv_module_compiles(case):
     assert "np." not in code.split("def forward", 1)[1]
 
 
-def test_hvp_refuses_conv_nets_with_one_line():
-    with pytest.raises(SpecError, match="--hvp does not support conv, pooling or flatten"):
-        generate_code(network("digits_cnn"), target="torch", hvp=True)
+HVP_CASES = ["digits_cnn", "conv1d-avgpool1d", "conv2d-maxpool-pad", "conv:conv2d-stack-no-bias"]
+
+
+def _reference_flat(case: str, params, X, Y):
+    """The reference loss and output as torch functions of the flat parameter vector."""
+    net = network(case)
+    names = list(params)
+    shapes = [params[k].shape for k in names]
+    sizes = [int(np.prod(s)) for s in shapes]
+    Xt, Yt = torch.tensor(X), torch.tensor(Y)
+
+    def unflat(theta):
+        return {k: t.reshape(s) for k, t, s in zip(names, theta.split(sizes), shapes, strict=True)}
+
+    def run(theta):
+        return reference_forward(backend("torch"), net, unflat(theta), Xt, Yt)
+
+    flat = torch.cat([torch.tensor(params[k]).reshape(-1) for k in names])
+    return run, flat, unflat
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch", "jax"])
+@pytest.mark.parametrize("case", HVP_CASES)
+def test_conv_hvp_matches_torch_autograd(case, target, jax64):
+    """--hvp on conv nets: the R-operator through correlations, pooling (the tangent at
+    the arg-max) and flatten, against torch.autograd.functional.hvp of the reference."""
+    params, X, Y = point(case, batch=3, seed=6)
+    rng = np.random.default_rng(7)
+    V = {k: rng.normal(size=v.shape) for k, v in params.items()}
+    run, flat, unflat = _reference_flat(case, params, X, Y)
+    v = torch.cat([torch.tensor(V[k]).reshape(-1) for k in params])
+    want = unflat(torch.autograd.functional.hvp(lambda th: run(th)[1], flat, v)[1])
+    code = generate_code(network(case), target=target, hvp=True)
+    mod = load_module(code, f"gen_{target}_conv_hvp")
+    if target == "torch":
+        tp, tv = ({k: torch.tensor(x) for k, x in d.items()} for d in (params, V))
+        got = mod.hvp(tp, X, Y, tv)
+    elif target == "jax":
+        got = jax64.jit(mod.hvp)(params, X, Y, V)
+    else:
+        got = mod.hvp(params, X, Y, V)
+    for k in params:
+        assert rel_error(np.asarray(got[k]), want[k].numpy())[1] <= TOL, k
+    if target == "numpy":  # the Gauss-Newton product: J^T H_L J V
+        yhat = run(flat)[0].detach()
+        J = torch.func.jacrev(lambda th: run(th)[0])(flat).reshape(-1, flat.numel())
+        net = network(case)
+        Yt = torch.tensor(Y)
+        if net.loss.name == "cross_entropy":
+            lo = lambda yh: -(Yt * torch.log(yh)).sum(1).mean()  # noqa: E731
+        else:
+            lo = lambda yh: ((yh - Yt) ** 2).mean()  # noqa: E731
+        H = torch.func.hessian(lo)(yhat).reshape(yhat.numel(), yhat.numel())
+        gv = unflat(J.T @ (H @ (J @ v)))
+        got = mod.ggnvp(params, X, Y, V)
+        for k in params:
+            assert rel_error(got[k], gv[k].numpy())[1] <= TOL, k
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ import sympy as sp
 from symgrad.backends.codegen import (
     Statement,
     _comment,
+    _free,
     _Printer,
     build_context,
     comment_text,
@@ -141,7 +142,11 @@ def _vjp_comment(d: Derivation, step: Step, seed: str = "G") -> tuple[str, ...]:
 
 def _forward_items(d: Derivation) -> list[Item]:
     return [
-        (f.stage.name, batch(f.matrix), (f"{f.stage.name}[i] = {comment_text(f.component)}",))
+        (
+            f.stage.name,
+            batch(f.matrix),
+            (f"{f.stage.name}[{_free(f.stage)}] = {comment_text(f.component)}",),
+        )
         for f in d.forward
     ]
 
@@ -173,8 +178,10 @@ def _keep(inputs: list[str], forward: list[Statement], backward: list[Statement]
     return [x for x in inputs if x in used] + _saved(forward, backward)
 
 
-def _printer(net: Network, target: str, names: dict[str, str] | None = None) -> _Printer:
-    pr = _Printer(net, target)
+def _printer(
+    net: Network, target: str, names: dict[str, str] | None = None, inplace: bool | None = None
+) -> _Printer:
+    pr = _Printer(net, target, inplace)
     pr.p.names.update(names or {})
     return pr
 
@@ -201,7 +208,8 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     for step in vd.steps:
         if step.needed:
             items.append((step.grad, _vjp_expr(step), _vjp_comment(vd, step)))
-    pr = _printer(net, target, {"G": "G"})
+    # (torch: NetworkFunction's passes run with autograd off, so fresh tensors may be updated)
+    pr = _printer(net, target, {"G": "G"}, inplace=True if target == "torch" else None)
     blocks = pr.program(items)
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
@@ -215,15 +223,22 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     }
 
 
+def _param_tangents(net: Network, tan: dict[sp.Symbol, sp.Expr]) -> None:
+    """Each parameter's tangent, the direction ``V`` (``RW1``). A parameter is a ``Mat`` or a
+    ``Vec`` in the batched forms (conv weights and biases read as ``Mat``, the other
+    tensors as ``Vec``): both spellings map to the same tangent variable."""
+    for p in net.params:
+        for sym in (Mat(p.name), Vec(p.name)):
+            tan[sym] = tangent_symbol(sym)
+
+
 def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     """The Hessian-vector program: the batched forward and backward passes of the loss,
     each statement followed by its R-operator statement; returns the items and, per
     parameter, the variable holding ``(H V)[param]``."""
     net = d.network
     tan: dict[sp.Symbol, sp.Expr] = {}
-    for p in net.params:
-        sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
-        tan[sym] = tangent_symbol(sym)
+    _param_tangents(net, tan)
     items: list[Item] = []
 
     values: dict[sp.Expr, sp.Expr] = {}  # forward expression -> its variable (a1 for sigmoid(z1))
@@ -257,9 +272,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     vector-Jacobian program."""
     net = d.network
     tan: dict[sp.Symbol, sp.Expr] = {}
-    for p in net.params:
-        sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
-        tan[sym] = tangent_symbol(sym)
+    _param_tangents(net, tan)
     items: list[Item] = []
     values: dict[sp.Expr, sp.Expr] = {}
     for name, expr, comment in _forward_items(d):
@@ -309,7 +322,9 @@ def target_context(
         raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
     autodiff = target in ("torch", "jax")
     grad_d = with_loss_seed(with_input_grad(d)) if autodiff else d
-    ctx = build_context(grad_d, optimizer=optimizer, source=source, target=target)
+    # torch: LossFunction's passes (and loss_and_grads) run with autograd off
+    inplace = True if target == "torch" else None
+    ctx = build_context(grad_d, optimizer=optimizer, source=source, target=target, inplace=inplace)
     ctx["target"] = target
     helpers = set(ctx["helpers"])
     names = list(d.network.param_names)

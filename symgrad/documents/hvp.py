@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.backends.codegen import comment_text
+from symgrad.backends.codegen import _free, comment_text
 from symgrad.backends.targets import matrix_text, tangent_program
 from symgrad.calculus.forward import tangent, tangent_name
 from symgrad.calculus.reverse import Derivation
+from symgrad.ir.conv import ArgMaxIs
 
 _INTRO = (
     "Hessian-vector product, forward-over-reverse: the R-operator "
     "R{q} = d/dr q(theta + r V) at r = 0 applied to every step, with R{theta} = V "
     "for each parameter and R{x} = R{y} = 0. Then R{dL/dtheta} = H V."
 )
+
+
+def _in_values(r: sp.Expr, values: dict[sp.Expr, sp.Expr]) -> sp.Expr:
+    """``r`` with forward expressions written as the quantities holding them, except
+    inside an arg-max indicator (``[(u) = argmax_k f(k)]`` names the maximised body)."""
+    keep = {a: sp.Dummy() for a in r.atoms(ArgMaxIs)}
+    if not keep:
+        return r.xreplace(values)
+    return r.xreplace(keep).xreplace(values).xreplace({v: k for k, v in keep.items()})
 
 
 def hvp_lines(d: Derivation) -> list[str]:
@@ -33,14 +43,14 @@ def hvp_lines(d: Derivation) -> list[str]:
     values: dict[sp.Expr, sp.Expr] = {}  # f'(u) in forward values, as the derivation writes
     for f in d.forward:
         values[f.component] = f.stage.out[f.stage.index]
-        r = tangent(f.component, tan).xreplace(values)
+        r = _in_values(tangent(f.component, tan), values)
         if r != 0:
             tan[f.stage.out] = sp.IndexedBase(tangent_name(f.stage.name), real=True)
-            comp[tangent_name(f.stage.name)] = f"[i] = {comment_text(r)}"
+            comp[tangent_name(f.stage.name)] = f"[{_free(f.stage)}] = {comment_text(r)}"
     for s in d.steps:
         if not s.needed:
             continue
-        r = tangent(s.component, tan).xreplace(values)
+        r = _in_values(tangent(s.component, tan), values)
         if r != 0:
             name = sp.IndexedBase(s.grad, real=True)
             tan[name] = sp.IndexedBase(tangent_name(s.grad), real=True)

@@ -108,6 +108,15 @@ class MaxOver(sp.Expr):
         limits = [(u, lim[1], lim[2]) for u, lim in zip(fresh, self.limits, strict=True)]
         return sp.Sum(ArgMaxIs(self, *fresh) * d, *limits)
 
+    def _symgrad_tangent(self, R, tangents):
+        # R{max_k f(k)} = R{f} at the (first) arg-max, as the derivative above
+        fresh = [sp.Symbol(f"{v.name}_", integer=True) for v in self.variables]
+        r = R(self.body.xreplace(dict(zip(self.variables, fresh, strict=True))))
+        if r == 0:
+            return sp.S.Zero
+        limits = [(u, lim[1], lim[2]) for u, lim in zip(fresh, self.limits, strict=True)]
+        return sp.Sum(ArgMaxIs(self, *fresh) * r, *limits)
+
     def _latex(self, printer):
         under = ", ".join(printer._print(v) for v in self.variables)
         return rf"\max_{{{under}}} {printer._print(self.body)}"
@@ -122,6 +131,9 @@ class ArgMaxIs(sp.Function):
 
     is_integer = True
     is_nonnegative = True
+
+    def _symgrad_tangent(self, R, tangents):
+        return sp.S.Zero  # piecewise constant: the arg-max does not move along V
 
     def _latex(self, printer):
         from symgrad.ir.indices import one_based  # documents count from 1
