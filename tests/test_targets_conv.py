@@ -299,3 +299,18 @@ def test_cupy_conv_matches_reference(case):
     assert rel_error(float(value), ref_loss)[1] <= TOL
     for k in mod.PARAM_NAMES:
         assert rel_error(cp.asnumpy(grads[k]), ref[k])[1] <= TOL, k
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch", "jax", "cupy"])
+def test_conv_modules_are_lint_clean(target, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("ruff") is None:
+        pytest.skip("ruff is not installed")
+    path = tmp_path / f"cnn_{target}.py"
+    path.write_text(generate_code(network("conv1d-avgpool1d"), target=target, hvp=True))
+    res = subprocess.run(
+        ["ruff", "check", "--isolated", "--no-cache", str(path)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
