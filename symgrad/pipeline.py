@@ -81,14 +81,6 @@ def generate_code(
 
     if isinstance(d, Network):
         d = derive(d)
-    if (target != "numpy" or hvp) and any(s.indices or s.in_shape for s in d.network.stages):
-        # conv, pooling and flatten have NumPy helpers only (backends/numpy_printer.py)
-        from symgrad.errors import SpecError
-
-        what = "--hvp" if hvp else f"--target {target}"
-        raise SpecError(
-            f"{what} does not support conv, pooling or flatten layers yet (use --target numpy)"
-        )
     return generate(d, optimizer=optimizer, source=source, target=target, hvp=hvp)
 
 

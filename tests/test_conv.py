@@ -316,9 +316,10 @@ def test_cli_verify_and_derive_a_conv_spec(tmp_path, capsys):
     assert main(["verify", str(spec), "--module", str(module)]) == 0
 
 
-@pytest.mark.parametrize("kw", [{"target": "torch"}, {"target": "jax"}, {"hvp": True}])
-def test_other_targets_refuse_conv_nets_with_one_line(kw):
+def test_conv_spec_on_every_target_and_hvp():
+    # (values and gradients of conv nets on every target: tests/test_targets_conv.py)
     from symgrad.pipeline import generate_code
 
-    with pytest.raises(SpecError, match="does not support conv, pooling or flatten"):
-        generate_code(loads_spec(SPEC), **kw)
+    for target in ("numpy", "torch", "jax", "cupy"):
+        code = generate_code(loads_spec(SPEC), target=target, hvp=True)
+        assert "def hvp(" in code and "_correlate_input_grad" in code

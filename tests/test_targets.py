@@ -24,24 +24,7 @@ from symgrad.verify.reference import backend, reference_forward
 from symgrad.verify.verify import random_targets, rel_error, torch_reference
 
 NETS = catalogue()
-#: Catalogue networks a target does not handle yet (a known gap, stated in the README's
-#: "Targets" section; the NumPy target and --hvp handle them): the torch printer's
-#: broadcasting of the component fallback and the JAX residual (skip connection) program.
-TORCH_GAPS = {"maxshift", "residual", "rmsnorm_pairwise"}
-TORCH_VJP_GAPS = {"maxshift", "rmsnorm_pairwise"}
-JAX_GAPS = {"residual"}
-
-
-def names(gaps: set[str] = frozenset()) -> list:
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(reason="not yet supported by this target"))
-        if n in gaps
-        else n
-        for n in sorted(NETS)
-    ]
-
-
-NAMES = names()
+NAMES = sorted(NETS)
 TOL = 1e-7
 
 torch = pytest.importorskip("torch")
@@ -72,7 +55,7 @@ def tensors(params, dtype=torch.float64, grad=False):
 # -- torch --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", names(TORCH_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_matches_reference(name):
     _, mod = generated(name, "torch")
     params, X, Y = point(name)
@@ -95,7 +78,7 @@ def test_torch_matches_reference(name):
         assert rel_error(leaves[p].grad.numpy(), -2.5 * ref_grads[p])[1] <= TOL, p
 
 
-@pytest.mark.parametrize("name", names(TORCH_VJP_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_vjp_and_input_gradient_match_autograd(name):
     """NetworkFunction's backward (the derived VJP) and LossFunction's dL/dX against
     autograd through the reference network."""
@@ -126,7 +109,9 @@ def test_torch_vjp_and_input_gradient_match_autograd(name):
     assert rel_error(Xg2.grad.numpy(), want_dx.numpy())[1] <= TOL
 
 
-@pytest.mark.parametrize("name", ["seed", "softmax_ce", "custom", "bilinear", "gain"])
+@pytest.mark.parametrize(
+    "name", ["seed", "softmax_ce", "custom", "bilinear", "gain", "residual", "maxshift"]
+)
 def test_torch_gradcheck_loss_function(name):
     _, mod = generated(name, "torch")
     params, X, Y = point(name, seed=3, batch=3)
@@ -229,7 +214,7 @@ def jax64():
     return jax
 
 
-@pytest.mark.parametrize("name", names(JAX_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_jax_matches_reference(name, jax64):
     _, mod = generated(name, "jax")
     params, X, Y = point(name)
@@ -341,7 +326,7 @@ def test_unknown_target_and_optimizer_elsewhere_are_errors():
         generate_code(NETS["seed"], target="torch", optimizer="adam")
 
 
-@pytest.mark.parametrize("name", names(TORCH_VJP_GAPS))
+@pytest.mark.parametrize("name", NAMES)
 def test_every_target_returns_the_numpy_loss_value(name, jax64):
     """The loss value (every term: a penalty is added once per batch) is the NumPy module's in
     every target; a regression test for ``a + b / n`` printed without parentheses."""
@@ -356,3 +341,122 @@ def test_every_target_returns_the_numpy_loss_value(name, jax64):
     got_jax = float(generated(name, "jax")[1].loss(params, X, Y))
     assert rel_error(got_torch, want)[1] <= TOL
     assert rel_error(got_jax, want)[1] <= TOL
+
+
+PENALTY_SPEC = """
+name = "decay"
+input = 3
+loss = "mse"
+penalty = "1e-2 * W1[p, q]**2 + 1e-3 * b1[p]**4 + 1e-2 * g2[i]**2"
+
+[[layer]]
+units = 4
+activation = "tanh"
+
+[[layer]]
+type = "map"
+expr = "g[i] * sin(a[i])"
+params = { g = ["n"] }
+
+[[layer]]
+units = 2
+"""
+
+
+@pytest.mark.parametrize("scale", [2.5, -1.0])
+def test_penalty_gradient_is_scaled_by_the_incoming_gradient(scale, jax64):
+    """A penalty's gradient (added once per batch) is multiplied by the incoming gradient g
+    like the rest of the loss's, in LossFunction.backward and in the JAX custom_vjp."""
+    from symgrad.frontend.spec import loads_spec
+
+    net = loads_spec(PENALTY_SPEC)
+    rng = np.random.default_rng(5)
+    params = {p.name: rng.uniform(-0.8, 0.8, net.shape(p)) for p in net.params}
+    X, Y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    _, ref_loss, ref_grads = torch_reference(net, params, X, Y)
+    tmod = load_module(generate_code(net, target="torch"), "gen_torch_decay")
+    leaves = tensors(params, grad=True)
+    (scale * tmod.loss(leaves, X, Y)).backward()
+    for p in tmod.PARAM_NAMES:
+        assert rel_error(leaves[p].grad.numpy(), scale * ref_grads[p])[1] <= TOL, p
+    args = (torch.tensor(X, requires_grad=True), torch.tensor(Y))
+    leaf = tuple(tensors(params, grad=True)[k] for k in tmod.PARAM_NAMES)
+    assert torch.autograd.gradcheck(tmod.LossFunction.apply, (*args, *leaf))
+    jmod = load_module(generate_code(net, target="jax"), "gen_jax_decay")
+    g = jax64.grad(lambda p: scale * jmod.loss(p, X, Y))(params)
+    assert rel_error(float(jmod.loss(params, X, Y)), ref_loss)[1] <= TOL
+    for p in jmod.PARAM_NAMES:
+        assert rel_error(np.asarray(g[p]), scale * ref_grads[p])[1] <= TOL, p
+
+
+_PMAP_SCRIPT = """
+import sys
+import numpy as np
+import jax
+jax.config.update("jax_enable_x64", True)
+from symgrad.backends.codegen import load_module
+from symgrad.pipeline import generate_code
+sys.path.insert(0, sys.argv[2])
+from catalogue import catalogue
+
+assert jax.local_device_count() == 2, jax.devices()
+net = catalogue()[sys.argv[1]]
+mod = load_module(generate_code(net, target="jax", hvp=True), "gen_jax_pmap")
+params = mod.init_params(0)
+rng = np.random.default_rng(0)
+X = rng.normal(size=(2, 3, net.size(net.input_width)))
+Y = np.eye(net.size(net.output_width))[rng.integers(0, net.size(net.output_width), (2, 3))]
+# data parallel: parameters replicated, one shard of the batch per device, gradients averaged
+step = jax.pmap(
+    lambda p, x, y: jax.lax.pmean(jax.grad(mod.loss)(p, x, y), "d"),
+    axis_name="d", in_axes=(None, 0, 0),
+)
+got = step(params, X, Y)
+want = jax.grad(mod.loss)(params, X.reshape(6, -1), Y.reshape(6, -1))
+err = max(float(np.max(np.abs(got[k][1] - want[k]))) for k in mod.PARAM_NAMES)
+assert err < 1e-12, err
+for f in (mod.forward, lambda p, x: mod.vjp(p, x, np.ones((3, Y.shape[-1])))[0]):
+    out = jax.pmap(f, in_axes=(None, 0))(params, X)
+    assert np.allclose(out[1], f(params, X[1]), rtol=1e-12, atol=1e-14)
+hv = jax.pmap(mod.hvp, in_axes=(None, 0, 0, None))(params, X, Y, params)
+one = mod.hvp(params, X[0], Y[0], params)
+assert all(np.allclose(hv[k][0], one[k], rtol=1e-12, atol=1e-14) for k in mod.PARAM_NAMES)
+print("pmap ok", err)
+"""
+
+
+@pytest.mark.parametrize("name", ["softmax_ce", "residual"])
+def test_jax_pmap_over_two_host_devices(name):
+    """The JAX module's loss, gradients, forward, VJP and HVP under ``jax.pmap`` (two CPU
+    devices forced by XLA_FLAGS, in a subprocess): data-parallel gradients averaged with
+    ``pmean`` equal the whole batch's."""
+    pytest.importorskip("jax")
+    import os
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    res = subprocess.run(
+        [sys.executable, "-c", _PMAP_SCRIPT, name, os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "pmap ok" in res.stdout
+
+
+def test_jax_vmap_of_forward_vjp_and_hvp(jax64):
+    _, mod = generated("softmax_map", "jax")
+    code = generate_code(NETS["softmax_map"], target="jax", hvp=True)
+    hmod = load_module(code, "gen_jax_vmap_hvp")
+    params, X, Y = point("softmax_map", batch=6)
+    Xs, Ys = X.reshape(2, 3, -1), Y.reshape(2, 3, -1)
+    out = jax64.vmap(mod.forward, in_axes=(None, 0))(params, Xs)
+    assert rel_error(np.asarray(out[1]), np.asarray(mod.forward(params, Xs[1])))[1] <= TOL
+    G = np.ones((3, Y.shape[1]))
+    dx = jax64.vmap(lambda x: mod.vjp(params, x, G)[0])(Xs)
+    assert rel_error(np.asarray(dx[0]), np.asarray(mod.vjp(params, Xs[0], G)[0]))[1] <= TOL
+    hv = jax64.vmap(hmod.hvp, in_axes=(None, 0, 0, None))(params, Xs, Ys, params)
+    one = hmod.hvp(params, Xs[1], Ys[1], params)
+    for k in mod.PARAM_NAMES:
+        assert rel_error(np.asarray(hv[k][1]), np.asarray(one[k]))[1] <= TOL, k

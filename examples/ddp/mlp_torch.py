@@ -152,7 +152,8 @@ class NetworkFunction(torch.autograd.Function):
         X, W1, W2, W3, a1, t1, a2, a3 = ctx.saved_tensors
         # dL/dz3[i] = (G[i] - sum_k G[k]*a3[k])*a3[i]
         # (through softmax: full Jacobian, G = dL/dyhat fused in)
-        delta3 = a3 * (G - (G * a3).sum(1, keepdim=True))
+        delta3 = G - (G * a3).sum(1, keepdim=True)
+        delta3 *= a3
         # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
         dW3 = delta3.T @ a2
         # dL/db3[p] = delta3[p]  (summed over the batch)
@@ -162,7 +163,8 @@ class NetworkFunction(torch.autograd.Function):
         da2 = delta3 @ W3
         # dL/dz2[i] = (-sigmoid(z2[i])*a2[i] + sigmoid(z2[i]) + a2[i])*da2[i]
         # (through silu: diagonal Jacobian)
-        delta2 = da2 * (-t1 * a2 + t1 + a2)
+        delta2 = -t1 * a2 + t1 + a2
+        delta2 *= da2
         # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
         dW2 = delta2.T @ a1
         # dL/db2[p] = delta2[p]  (summed over the batch)
@@ -172,7 +174,8 @@ class NetworkFunction(torch.autograd.Function):
         da1 = delta2 @ W2
         # dL/dz1[i] = (1 - a1[i]**2)*da1[i]
         # (through tanh: diagonal Jacobian)
-        delta1 = da1 * (1 - a1**2)
+        delta1 = 1 - a1**2
+        delta1 *= da1
         # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
         dW1 = delta1.T @ X
         # dL/db1[p] = delta1[p]  (summed over the batch)
@@ -214,7 +217,8 @@ class LossFunction(torch.autograd.Function):
         # a3[i] = exp(z3[i])/sum_j exp(z3[j])
         a3 = t3 / t4
         # Loss: the mean over samples of the per-sample loss.
-        l1 = Y * (-t2 + z3 - torch.log(t4))
+        l1 = -t2 + z3 - torch.log(t4)
+        l1 *= Y
         ctx.save_for_backward(X, Y, W1, W2, W3, a1, t1, a2, a3)
         return (-torch.sum(l1)) / n
 
@@ -227,7 +231,9 @@ class LossFunction(torch.autograd.Function):
         # Backward pass: one statement per derived step.
         # dL/dz3[i] = a3[i] - y[i]
         # (through softmax: full Jacobian, fused with the loss)
-        delta3 = g * (a3 - Y) / n
+        delta3 = a3 - Y
+        delta3 *= g
+        delta3 /= n
         # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)
         dW3 = delta3.T @ a2
         # dL/db3[p] = delta3[p]  (summed over the batch)
@@ -237,7 +243,8 @@ class LossFunction(torch.autograd.Function):
         da2 = delta3 @ W3
         # dL/dz2[i] = (-sigmoid(z2[i])*a2[i] + sigmoid(z2[i]) + a2[i])*da2[i]
         # (through silu: diagonal Jacobian)
-        delta2 = da2 * (-t1 * a2 + t1 + a2)
+        delta2 = -t1 * a2 + t1 + a2
+        delta2 *= da2
         # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
         dW2 = delta2.T @ a1
         # dL/db2[p] = delta2[p]  (summed over the batch)
@@ -247,7 +254,8 @@ class LossFunction(torch.autograd.Function):
         da1 = delta2 @ W2
         # dL/dz1[i] = (1 - a1[i]**2)*da1[i]
         # (through tanh: diagonal Jacobian)
-        delta1 = da1 * (1 - a1**2)
+        delta1 = 1 - a1**2
+        delta1 *= da1
         # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)
         dW1 = delta1.T @ X
         # dL/db1[p] = delta1[p]  (summed over the batch)

@@ -70,7 +70,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 _FULL = {
     "numpy": "np.full({shape}, {value}, dtype=X.dtype)",
     "cupy": "cp.full({shape}, {value}, dtype=X.dtype)",
-    "torch": "torch.full({shape}, {value}, dtype=X.dtype, device=X.device)",
+    # (torch.full takes a number only; the value may be a row or column tensor.)
+    "torch": "torch.as_tensor({value}, dtype=X.dtype, device=X.device).expand({shape})",
     "jax": "jnp.full({shape}, {value}, dtype=X.dtype)",
 }
 
@@ -100,10 +101,15 @@ def _names(net: Network) -> dict[str, str]:
 
 
 class _Printer:
-    def __init__(self, net: Network, target: str = "numpy"):
+    def __init__(self, net: Network, target: str = "numpy", inplace: bool | None = None):
         self.net = net
         self.p = TARGETS[target][0](_names(net))
-        self.inplace = target in ("numpy", "cupy")
+        # In-place updates of a statement's own fresh array: NumPy and CuPy always; torch
+        # only where autograd is off (inside the autograd Functions' passes), and never
+        # for a sum (torch's V W^T + b is one fused addmm).
+        self.inplace = target in ("numpy", "cupy") if inplace is None else inplace
+        self.inplace_add = target != "torch"
+        self.buffers = target in ("numpy", "cupy")  # ``out=`` into dead buffers
         self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
         self.params = set(net.param_names)
@@ -178,7 +184,7 @@ class _Printer:
             if not _UFUNC_OUT.match(probe):
                 return None
             return self.code(arg), (f"= {probe[:-1]}, out={target})",)
-        if not (expr.is_Mul or expr.is_Add):
+        if not (expr.is_Mul or (expr.is_Add and self.inplace_add)):
             return None
         args = list(expr.args)
         fresh = next(
@@ -540,11 +546,13 @@ def build_context(
     optimizer: str | None = None,
     source: str | None = None,
     target: str = "numpy",
+    inplace: bool | None = None,
 ) -> dict:
-    """Everything the module template needs, printed with ``target``'s printer."""
+    """Everything the module template needs, printed with ``target``'s printer (``inplace``:
+    whether statements may update their own fresh arrays; by default NumPy and CuPy)."""
     prog = build_program(d)
     net = prog.derivation.network
-    pr = _Printer(net, target)
+    pr = _Printer(net, target, inplace)
     items = [(it.target, it.expr, it.comment) for it in prog.items]
     n_forward = sum(it.section == "forward" for it in prog.items)
     n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
@@ -564,7 +572,7 @@ def build_context(
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
     flat = [s for b in blocks for s in b]
-    if pr.inplace:
+    if pr.inplace and pr.buffers:
         flat = _reuse_dead_buffers(flat, live, owned)
     flat = [replace(st, comment=_wrap_comment(st.comment)) for st in flat]
     n_f = sum(len(b) for b in blocks[:n_forward])

@@ -316,6 +316,14 @@ class SymgradNumPyPrinter(NumPyPrinter):
             f"{self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)}, {self._tuple(size)})"
         )
 
+    def _print_WindowMaxTangent(self, expr):
+        self.helpers |= {"_conv", "_max_pool_pick"}
+        r, a, k, s, p, top = expr.args
+        return (
+            f"_max_pool_pick({self._print(r)}, {self._print(a)}, {self._print(top)}, "
+            f"{self._tuple(k)}, {self._tuple(s)}, {self._tuple(p)})"
+        )
+
     def _print_Flatten(self, expr):
         a = self._atom(expr.args[0])
         return f"{a}.reshape({a}.shape[0], -1)"

@@ -32,8 +32,8 @@ from symgrad.backends.codegen import (
     comment_text,
 )
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
-from symgrad.calculus.layout import N, batch, batch_param_grad, batched_step
-from symgrad.calculus.matrix_form import Mat, Vec, matrix_pass
+from symgrad.calculus.layout import N, batch, batched_step
+from symgrad.calculus.matrix_form import Mat, Once, Vec, matrix_pass
 from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
 from symgrad.errors import SpecError
 from symgrad.ir.network import Loss, Network
@@ -101,8 +101,21 @@ G_LOSS = sp.Symbol("g")
 def with_loss_seed(d: Derivation) -> Derivation:
     """The derivation with the loss's incoming gradient ``g`` multiplied in where the loss
     enters (every later step is linear in that seed), instead of scaling each gradient."""
-    steps = tuple(replace(s, matrix=s.matrix * G_LOSS) if s.seed else s for s in d.steps)
+    steps = tuple(
+        replace(s, matrix=s.matrix * G_LOSS)
+        if s.seed
+        else replace(s, matrix=_scale_once(s.matrix))
+        if s.matrix is not None and s.matrix.has(Once)
+        else s
+        for s in d.steps
+    )
     return replace(d, steps=steps)
+
+
+def _scale_once(expr: sp.Expr) -> sp.Expr:
+    """A penalty's part of a parameter gradient (``Once``, added once per batch) does not
+    pass through the seed: ``g`` multiplies it inside ``Once`` (the layout keeps it whole)."""
+    return expr.replace(lambda e: isinstance(e, Once), lambda e: Once(G_LOSS * e.args[0]))
 
 
 def vjp_network(net: Network) -> Network:
@@ -116,7 +129,7 @@ def vjp_network(net: Network) -> Network:
 
 def _vjp_expr(step: Step) -> sp.Expr:
     """A VJP step, batched: summed over the samples (no 1/n at the seed)."""
-    return batch_param_grad(step.matrix) if step.kind == "param" else batch(step.matrix)
+    return batched_step(step) if step.kind == "param" else batch(step.matrix)
 
 
 def _vjp_comment(d: Derivation, step: Step, seed: str = "G") -> tuple[str, ...]:
@@ -182,8 +195,10 @@ def _recompute_scalars(
     return forward, list(scalar.values()) + backward
 
 
-def _printer(net: Network, target: str, names: dict[str, str] | None = None) -> _Printer:
-    pr = _Printer(net, target)
+def _printer(
+    net: Network, target: str, names: dict[str, str] | None = None, inplace: bool | None = None
+) -> _Printer:
+    pr = _Printer(net, target, inplace)
     pr.p.names.update(names or {})
     return pr
 
@@ -210,7 +225,8 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     for step in vd.steps:
         if step.needed:
             items.append((step.grad, _vjp_expr(step), _vjp_comment(vd, step)))
-    pr = _printer(net, target, {"G": "G"})
+    # (torch: NetworkFunction's passes run with autograd off, so fresh tensors may be updated)
+    pr = _printer(net, target, {"G": "G"}, inplace=True if target == "torch" else None)
     blocks = pr.program(items)
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
@@ -227,15 +243,22 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     }
 
 
+def _param_tangents(net: Network, tan: dict[sp.Symbol, sp.Expr]) -> None:
+    """Each parameter's tangent, the direction ``V`` (``RW1``). A parameter is a ``Mat`` or a
+    ``Vec`` in the batched forms (conv weights and biases read as ``Mat``, the other
+    tensors as ``Vec``): both spellings map to the same tangent variable."""
+    for p in net.params:
+        for sym in (Mat(p.name), Vec(p.name)):
+            tan[sym] = tangent_symbol(sym)
+
+
 def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     """The Hessian-vector program: the batched forward and backward passes of the loss,
     each statement followed by its R-operator statement; returns the items and, per
     parameter, the variable holding ``(H V)[param]``."""
     net = d.network
     tan: dict[sp.Symbol, sp.Expr] = {}
-    for p in net.params:
-        sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
-        tan[sym] = tangent_symbol(sym)
+    _param_tangents(net, tan)
     items: list[Item] = []
 
     values: dict[sp.Expr, sp.Expr] = {}  # forward expression -> its variable (a1 for sigmoid(z1))
@@ -269,9 +292,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     vector-Jacobian program."""
     net = d.network
     tan: dict[sp.Symbol, sp.Expr] = {}
-    for p in net.params:
-        sym = Mat(p.name) if len(p.shape) == 2 else Vec(p.name)
-        tan[sym] = tangent_symbol(sym)
+    _param_tangents(net, tan)
     items: list[Item] = []
     values: dict[sp.Expr, sp.Expr] = {}
     for name, expr, comment in _forward_items(d):
@@ -321,7 +342,9 @@ def target_context(
         raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
     autodiff = target in ("torch", "jax")
     grad_d = with_loss_seed(with_input_grad(d)) if autodiff else d
-    ctx = build_context(grad_d, optimizer=optimizer, source=source, target=target)
+    # torch: LossFunction's passes (and loss_and_grads) run with autograd off
+    inplace = True if target == "torch" else None
+    ctx = build_context(grad_d, optimizer=optimizer, source=source, target=target, inplace=inplace)
     ctx["target"] = target
     helpers = set(ctx["helpers"])
     names = list(d.network.param_names)

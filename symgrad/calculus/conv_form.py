@@ -43,6 +43,25 @@ def dilation_of(node: sp.Expr, at: int, nd: int) -> tuple[int, ...]:
     return (1,) * nd
 
 
+def _linear(self, R, tangents):
+    """R{op(a, ...)} = op(R{a}, ...): the node is linear in its first argument (the rest
+    are sizes, or values it reads only through which entry is a window's maximum)."""
+    r = R(self.args[0])
+    return self.func(r, *self.args[1:]) if r != 0 else sp.S.Zero
+
+
+def _bilinear(self, R, tangents):
+    """R{op(u, v, ...)} = op(R{u}, v, ...) + op(u, R{v}, ...)."""
+    u, v, *rest = self.args
+    ru, rv = R(u), R(v)
+    parts = []
+    if ru != 0:
+        parts.append(self.func(ru, v, *rest))
+    if rv != 0:
+        parts.append(self.func(u, rv, *rest))
+    return sp.Add(*parts)
+
+
 class Windows(sp.Function):
     """``Windows(a, kernel, stride, padding, fill[, dilation])``: every window the kernel
     reads, as an (n, C, *out, *kernel) view of ``a`` padded with zeros (``fill`` 0) or -inf
@@ -50,6 +69,11 @@ class Windows(sp.Function):
     is not 1, so dilation-free nodes are exactly what they were before it existed."""
 
     nargs = (5, 6)
+
+    def _symgrad_tangent(self, R, tangents):
+        # linear in ``a``; the padding's tangent is 0 (a -inf fill is a constant too)
+        r = R(self.args[0])
+        return Windows(r, *self.args[1:4], sp.S.Zero, *self.args[5:]) if r != 0 else sp.S.Zero
 
     def _sympystr(self, printer):
         return printer._print(self.args[0])
@@ -62,6 +86,8 @@ class Correlate(sp.Function):
     """``W ⋆ a``: ``Correlate(Windows(a), W)``, shape (n, O, *out)."""
 
     nargs = 2
+
+    _symgrad_tangent = _bilinear
 
     def _sympystr(self, printer):
         win, W = self.args
@@ -77,6 +103,8 @@ class CorrWeightGrad(sp.Function):
     """``δ ⋆ a`` summed over samples: ``CorrWeightGrad(δ, Windows(a))``, shape (O, C, *k)."""
 
     nargs = 2
+
+    _symgrad_tangent = _bilinear
 
     def _sympystr(self, printer):
         g, win = self.args
@@ -94,6 +122,8 @@ class CorrInputGrad(sp.Function):
 
     nargs = (5, 6)
 
+    _symgrad_tangent = _bilinear
+
     def _sympystr(self, printer):
         g, W, s, p = self.args[:4]
         hyper = _hyper(s, p, dilation_of(self, 5, len(s)))
@@ -110,6 +140,8 @@ class ChannelBias(sp.Function):
 
     nargs = 2
 
+    _symgrad_tangent = _linear
+
     def _sympystr(self, printer):
         return printer._print(self.args[0])
 
@@ -123,6 +155,8 @@ class ChannelSum(sp.Function):
 
     nargs = 2
 
+    _symgrad_tangent = _linear
+
     def _sympystr(self, printer):
         return f"channel_sum({printer._print(self.args[0])})"
 
@@ -134,6 +168,8 @@ class WindowSum(sp.Function):
     """The sum over each window: ``WindowSum(a, kernel, stride, padding)`` (sum pooling)."""
 
     nargs = 4
+
+    _symgrad_tangent = _linear
 
     def _sympystr(self, printer):
         a, k, s, p = self.args
@@ -148,6 +184,8 @@ class WindowSumGrad(sp.Function):
 
     nargs = 5
 
+    _symgrad_tangent = _linear
+
     def _sympystr(self, printer):
         g, k, s, p = self.args[:4]
         return f"sumpool_T({printer._print(g)}, kernel {_t(k)}{_hyper(s, p)})"
@@ -161,6 +199,11 @@ class WindowMax(sp.Function):
 
     nargs = 4
 
+    def _symgrad_tangent(self, R, tangents):
+        # the tangent at each window's (first) arg-max: the arg-max is locally constant
+        r = R(self.args[0])
+        return WindowMaxTangent(r, *self.args, self) if r != 0 else sp.S.Zero
+
     def _sympystr(self, printer):
         a, k, s, p = self.args
         return f"maxpool({printer._print(a)}, kernel {_t(k)}{_hyper(s, p)})"
@@ -169,12 +212,37 @@ class WindowMax(sp.Function):
         return rf"\operatorname{{maxpool}}\left({printer._print(self.args[0])}\right)"
 
 
+class WindowMaxTangent(sp.Function):
+    """``R{maxpool(a)}``: each window's entry of ``r`` at the (first) arg-max of ``a``:
+    ``(r, a, kernel, stride, padding, WindowMax(a, ...))``."""
+
+    nargs = 6
+
+    _symgrad_tangent = _linear
+
+    def _sympystr(self, printer):
+        r, a, k, s, p = self.args[:5]
+        return (
+            f"maxpool_R({printer._print(r)} at the argmax of {printer._print(a)}, "
+            f"kernel {_t(k)}{_hyper(s, p)})"
+        )
+
+    def _latex(self, printer):
+        r, a = self.args[:2]
+        return (
+            rf"\operatorname{{maxpool}}^{{R}}_{{{printer._print(a)}}}"
+            rf"\left({printer._print(r)}\right)"
+        )
+
+
 class WindowMaxGrad(sp.Function):
     """``δ`` routed to each window's (first) arg-max:
     ``(δ, a, kernel, stride, padding, size, WindowMax(a, ...))`` (the forward maxima are an
     argument, so the code reuses the forward pass's)."""
 
     nargs = 7
+
+    _symgrad_tangent = _linear
 
     def _sympystr(self, printer):
         g, a, k, s, p = self.args[:5]
@@ -196,6 +264,8 @@ class Flatten(sp.Function):
 
     nargs = 1
 
+    _symgrad_tangent = _linear
+
     def _sympystr(self, printer):
         return f"vec({printer._print(self.args[0])})"
 
@@ -207,6 +277,8 @@ class Unflatten(sp.Function):
     """The inverse of :class:`Flatten`: ``Unflatten(δ, shape)``."""
 
     nargs = 2
+
+    _symgrad_tangent = _linear
 
     def _sympystr(self, printer):
         return f"unvec({printer._print(self.args[0])}, {_t(self.args[1])})"
@@ -263,6 +335,7 @@ TENSOR_OPS = (
     WindowSumGrad,
     WindowMax,
     WindowMaxGrad,
+    WindowMaxTangent,
     Flatten,
     Unflatten,
 )

@@ -55,11 +55,20 @@ def lower_fallbacks(expr: sp.Expr) -> sp.Expr:
     if not expr.has(Comp, Once, Batched):
         return expr
     expr = expr.replace(lambda e: isinstance(e, Batched), lambda e: e.lowered())
-    expr = expr.replace(
-        lambda e: isinstance(e, Once),
-        lambda e: lower(e.args[0], batched=False) if isinstance(e.args[0], Comp) else e.args[0],
-    )
+    expr = expr.replace(lambda e: isinstance(e, Once), _lower_once)
     return expr.replace(lambda e: isinstance(e, Comp), lambda e: lower(e))
+
+
+def _lower_once(e: sp.Expr) -> sp.Expr:
+    """A penalty's gradient (once per batch): a component factor is lowered unbatched (the
+    term may carry a scalar factor, the incoming gradient ``g`` of the generated autograd
+    wrappers)."""
+    return sp.Mul(
+        *(
+            lower(f, batched=False) if isinstance(f, Comp) else f
+            for f in sp.Mul.make_args(e.args[0])
+        )
+    )
 
 
 BATCHED_OPS = (BMatMul, RowSum, ColSum, BOuter)
