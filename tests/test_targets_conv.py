@@ -36,6 +36,15 @@ CASES = {
             L.Dense(3, "softmax"),
         ],
     ),
+    "conv-dilated": (  # dilation (2, 1) with stride 2 and padding, then a dilated conv1d-like sweep
+        [2, 9, 8],
+        [
+            Conv(3, (3, 2), stride=2, padding=1, dilation=(2, 1), activation="tanh"),
+            Conv(2, 2, dilation=2, activation="relu"),
+            Flatten(),
+            L.Dense(3, "softmax"),
+        ],
+    ),
     "conv2d-maxpool-pad": (
         [1, 7, 7],
         [
