@@ -45,7 +45,8 @@ def conv_helpers() -> dict[str, Callable[..., Any]]:
 
     import numpy as np
 
-    code = environment().get_template("conv_helpers.py.j2").render()
+    template = environment().get_template("conv_helpers.py.j2")
+    code = template.render(xp="np", helpers={"_max_pool_pick"})
     space: dict[str, Any] = {"np": np, "itertools": itertools}
     exec(compile("from __future__ import annotations\n" + code, "<conv_helpers>", "exec"), space)
     return {k: v for k, v in space.items() if k.startswith("_") and callable(v) and k[1] != "_"}
