@@ -268,6 +268,12 @@ class LossFunction(torch.autograd.Function):
         return (dx, None, dW1, db1, dW2, db2, dW3, db3)
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (torch >= 2.3 tells; before, never)."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    return bool(check is not None and check())
+
+
 class _LossWithGrads(torch.autograd.Function):
     """The batch loss with its parameter gradients computed in the same call (forward, loss
     and the derived backward pass at once, nothing but the gradients kept for autograd);
@@ -305,7 +311,12 @@ def loss(
     one call (_LossWithGrads) and ``.backward()`` only scales them."""
     X, Y = _check(params, X, Y)
     ps = [params[k] for k in PARAM_NAMES]
-    if torch.is_grad_enabled() and not X.requires_grad and any(p.requires_grad for p in ps):
+    if (
+        torch.is_grad_enabled()
+        and not X.requires_grad
+        and not _compiling()  # under torch.compile: its own graph of both passes
+        and any(p.requires_grad for p in ps)
+    ):
         return _LossWithGrads.apply(X, Y, *ps)
     return LossFunction.apply(X, Y, *ps)
 
