@@ -268,34 +268,6 @@ class LossFunction(torch.autograd.Function):
         return (dx, None, dW1, db1, dW2, db2, dW3, db3)
 
 
-def _compiling() -> bool:
-    """Whether torch.compile is tracing this call (torch >= 2.3 tells; before, never)."""
-    check = getattr(torch.compiler, "is_compiling", None)
-    return bool(check is not None and check())
-
-
-class _LossWithGrads(torch.autograd.Function):
-    """The batch loss with its parameter gradients computed in the same call (forward, loss
-    and the derived backward pass at once, nothing but the gradients kept for autograd);
-    backward scales them by the incoming g (the loss is linear in its seed). Used when the
-    parameters need gradients and X does not: one pass instead of two, fewer tensors saved."""
-
-    @staticmethod
-    def forward(
-        ctx, X: torch.Tensor, Y: torch.Tensor, *params: torch.Tensor
-    ) -> torch.Tensor:
-        inner = _Ctx()
-        value = LossFunction.forward(inner, X, Y, *params)
-        seed = torch.ones((), dtype=X.dtype, device=X.device)
-        ctx.save_for_backward(*LossFunction.backward(inner, seed)[2:])
-        return value
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        return (None, None, *(g * d for d in ctx.saved_tensors))
-
-
 def forward(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     """The network output yhat, shape (n, 4); differentiable (NetworkFunction)."""
     X, _ = _check(params, X)
@@ -306,19 +278,9 @@ def loss(
     params: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
 ) -> torch.Tensor:
     """The batch loss (cross_entropy, mean over the batch), a 0-dim tensor; ``.backward()``
-    runs the derived backward pass (LossFunction). When autograd records, the parameters
-    need gradients and X does not (training), the gradients are computed with the loss in
-    one call (_LossWithGrads) and ``.backward()`` only scales them."""
+    runs the derived backward pass (LossFunction)."""
     X, Y = _check(params, X, Y)
-    ps = [params[k] for k in PARAM_NAMES]
-    if (
-        torch.is_grad_enabled()
-        and not X.requires_grad
-        and not _compiling()  # under torch.compile: its own graph of both passes
-        and any(p.requires_grad for p in ps)
-    ):
-        return _LossWithGrads.apply(X, Y, *ps)
-    return LossFunction.apply(X, Y, *ps)
+    return LossFunction.apply(X, Y, *(params[k] for k in PARAM_NAMES))
 
 
 def loss_and_grads(
