@@ -30,6 +30,7 @@ import sympy as sp
 from symgrad.calculus.index_arithmetic import Divisible, InRange, affine_parts
 from symgrad.calculus.matrix_form import Mat, Vec
 from symgrad.errors import DerivationError
+from symgrad.ir.conv import ArgMaxIs, MaxOver
 
 
 def _ints(values) -> sp.Tuple:
@@ -367,7 +368,7 @@ class _Reader:
             return self.indexed(e)
         if isinstance(e, sp.Sum):
             return self.contraction(e)
-        if type(e).__name__ == "MaxOver":
+        if isinstance(e, MaxOver):
             return self.maxpool(e)
         if not e.args:
             if e in self.free:
@@ -404,7 +405,7 @@ class _Reader:
         dummies = tuple(lim[0] for lim in limits)
         reads = [f for f in factors if isinstance(f, sp.Indexed)]
         inds = [f for f in factors if isinstance(f, InRange | Divisible)]
-        argmax = [f for f in factors if type(f).__name__ == "ArgMaxIs"]
+        argmax = [f for f in factors if isinstance(f, ArgMaxIs)]
         deltas = [f for f in factors if isinstance(f, sp.KroneckerDelta)]
         others = [f for f in factors if f not in reads + inds + argmax + deltas]
         if any(f.has(*dummies) for f in others):

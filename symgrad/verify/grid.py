@@ -20,6 +20,7 @@ from sympy.core.function import Application
 
 from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.errors import DerivationError
+from symgrad.ir.conv import ArgMaxIs, MaxOver
 from symgrad.ir.ops import OPS
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
 
@@ -260,7 +261,7 @@ def evaluate(
                 return _Named(ops.eye(rng[a], rng[b]), (a, b))
             (u, v), axes = _align(ops, [ev(a, rng), ev(b, rng)])  # index expressions
             return _Named(ops.equal(u, v), axes)
-        if type(e).__name__ == "MaxOver":  # max pooling: max of the body over its window
+        if isinstance(e, MaxOver):  # max pooling: max of the body over its window
             sub = ev(e.body, {**rng, **box(e)})
             t, left = sub.t, list(sub.axes)
             for v in e.variables:
@@ -268,7 +269,7 @@ def evaluate(
                     t = ops.amax(t, left.index(v))
                     left.remove(v)
             return _Named(t, tuple(left))
-        if type(e).__name__ == "ArgMaxIs":  # [offsets = the first arg-max of the window]
+        if isinstance(e, ArgMaxIs):  # [offsets = the first arg-max of the window]
             if not isinstance(ops, NumpyOps):
                 raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
             return argmax_is(e, rng)
