@@ -402,11 +402,84 @@ def test_layernorm_unchanged_alongside():
     assert [str(i) for i in d.step("da2").indices] == ["s", "i"]
 
 
-def test_check_refuses_with_one_line():
+# -- check: a learner's batch-norm backward, graded on whole batches ----------------------
+
+T_MEAN = "sum(z1[t, i], t)/N"
+T_VAR = f"sum((z1[v, i] - {T_MEAN})**2, v)/N"
+T_XHAT_S = f"(z1[s, i] - {T_MEAN})/sqrt({T_VAR} + 1e-5)"
+T_XHAT_U = f"(z1[u, i] - {T_MEAN})/sqrt({T_VAR} + 1e-5)"
+T_DELTA1 = (
+    f"gamma2[i]/sqrt({T_VAR} + 1e-5) * (da2[s, i] - sum(da2[t, i], t)/N"
+    f" - {T_XHAT_S} * sum(da2[u, i]*{T_XHAT_U}, u)/N)"
+)
+
+
+@pytest.mark.parametrize(
+    ("grad", "formula", "ok"),
+    [
+        ("delta1", T_DELTA1, True),  # the textbook form, written with the batch's sums
+        ("delta1", f"gamma2[i]/sqrt({T_VAR} + 1e-5) * (da2[s, i] - sum(da2[t, i], t)/N)", False),
+        ("delta1", "gamma2[i]/sqrt(1e-5 + 1) * da2[s, i]", False),  # as if per sample
+        ("dbeta2", "sum(da2[t, p], t)", True),
+        ("dbeta2", "da2[s, p]", None),  # s is not free in a gradient summed over the batch
+        ("dW3", "delta3[p]*a2[q]", True),  # per-sample steps of the same network
+        ("db1", "delta1[p]", True),  # identically zero in exact arithmetic (ATOL)
+    ],
+)
+def test_check_grades_batch_norm_steps(grad, formula, ok):
     from symgrad.verify.check import check_formula
 
-    with pytest.raises(SpecError, match="couples the samples"):
-        check_formula(loads_spec(BN_TOML, file="bn.toml"), "dW3", "delta3 a2^T")
+    net = loads_spec(BN_TOML, file="bn.toml")
+    if ok is None:
+        with pytest.raises(SpecError, match="unknown index 's'"):
+            check_formula(net, grad, formula)
+        return
+    result = check_formula(net, grad, formula)
+    assert result.ok is ok, result.format()
+    if grad == "delta1":
+        assert "batch statistics" in result.meaning and result.indices == ("s", "i")
+
+
+def test_check_batch_norm_in_matrix_notation_is_one_line(tmp_path, capsys):
+    spec = tmp_path / "bn.toml"
+    spec.write_text(BN_TOML)
+    assert main(["check", str(spec), "--grad", "delta1", "--formula", "da2 gamma2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "component form, with the sample index s" in err
+
+
+STEPS = """import numpy as np
+
+delta4 = (a4 - Y) / N
+dW4 = delta4.T @ a3
+db4 = delta4.sum(axis=0)
+da3 = delta4 @ W4
+delta3 = da3 * (z3 > 0)
+dW3 = delta3.T @ a2
+db3 = delta3.sum(axis=0)
+da2 = delta3 @ W3
+mu = z1.mean(axis=0)
+var = ((z1 - mu) ** 2).mean(axis=0)
+xhat = (z1 - mu) / np.sqrt(var + 1e-5)
+dgamma2 = (da2 * xhat).sum(axis=0)
+dbeta2 = da2.sum(axis=0)
+delta1 = gamma2 / np.sqrt(var + 1e-5) * (da2 - da2.mean(axis=0) - xhat * (da2 * xhat).mean(axis=0))
+dW1 = delta1.T @ X
+db1 = delta1.sum(axis=0)
+"""
+
+
+def test_check_steps_on_a_batch_norm_backward(tmp_path, capsys):
+    spec = tmp_path / "bn.toml"
+    spec.write_text(BN_TOML)
+    right = tmp_path / "right.py"
+    right.write_text(STEPS)
+    assert main(["check", str(spec), "--steps", str(right)]) == 0
+    assert "OK: all" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.py"  # the xhat term of the batch-norm backward forgotten
+    wrong.write_text(STEPS.replace(" - xhat * (da2 * xhat).mean(axis=0))", ")"))
+    assert main(["check", str(spec), "--steps", str(wrong)]) == 1
+    assert "(delta1) is the first wrong step" in capsys.readouterr().out
 
 
 # -- a user's component-form map may couple the samples too --------------------------------

@@ -30,7 +30,7 @@ a missing activation-derivative factor.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 import numpy as np
@@ -39,23 +39,30 @@ import sympy as sp
 from symgrad.calculus.contraction import contract
 from symgrad.calculus.conv_form import TENSOR_OPS
 from symgrad.calculus.forward_values import rewrite
+from symgrad.calculus.program import program
 from symgrad.calculus.reverse import Derivation, Step, grad_name
 from symgrad.errors import DerivationError, SpecError
 from symgrad.frontend.expr_parser import parse_expression
-from symgrad.ir.indices import idx
+from symgrad.ir.indices import BATCH, SAMPLE, SAMPLE_NAMES, idx
 from symgrad.ir.network import Network, Stage
 from symgrad.ir.plain import PlainTextPrinter
 from symgrad.pipeline import derive
-from symgrad.verify.evaluation import eval_component, run_derivation
+from symgrad.verify.evaluation import eval_component, run_derivation, run_program_batch
 from symgrad.verify.verify import concrete_sizes, random_targets
 
 #: Agreement needed at every point, relative to the largest derived value.
 TOL = 1e-9
+#: Absolute agreement that always suffices: random points have O(1) values, so a derived
+#: value below this is a cancellation to zero (a bias before batch norm), not a number.
+ATOL = 1e-12
 POINTS = 5
 SUM_INDICES = ("k", "j", "m", "l")
 #: More index names for conv nets, whose quantities have (channels, [height,] width) axes
 #: and whose formulas read positions such as ``x[q, h + r, w + s]``.
 TENSOR_INDICES = ("c", "h", "w", "u", "v", "ci", "kh", "kw")
+#: Samples per random point for a network with a stage that couples the samples (batch
+#: norm): its steps are checked on a whole batch, the others on one sample of it.
+BATCH_SIZE = 3
 
 
 class _FormulaPrinter(PlainTextPrinter):
@@ -204,7 +211,9 @@ def _resolve(d: Derivation, net: Network, grad: str) -> _Target:
 
 def _step_target(net: Network, st: Step) -> _Target:
     ranges = {ix: net.size(w) for ix, w in zip(st.indices, st.shape, strict=True)}
-    if st.kind == "loss":
+    if st.component.has(BATCH):
+        meaning = f"dL/d{st.wrt} through batch statistics (sums over the batch; N its size)"
+    elif st.kind == "loss":
         meaning = f"dL/d{st.wrt}, the loss gradient (per sample)"
     elif st.kind == "param":
         meaning = f"dL/d{st.wrt} (per sample; code sums over the batch)"
@@ -304,7 +313,11 @@ def _reindexed(stage: Stage, i: sp.Symbol) -> Stage:
     return replace(stage, body=stage.body.xreplace({stage.index: i}), index=i)
 
 
-def _shapes(d: Derivation, net: Network) -> dict[str, tuple[int, ...]]:
+def _shapes(
+    d: Derivation, net: Network, batched: set[str] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Each name's shape for one sample, or (``batched``: the names with a sample axis)
+    with the batch's rows first, for the steps of a stage that couples the samples."""
     shapes: dict[str, tuple[int, ...]] = {
         str(net.input): tuple(net.input_shape) or (net.size(net.input_width),),
         str(net.loss.target): (net.size(net.output_width),),
@@ -314,12 +327,23 @@ def _shapes(d: Derivation, net: Network) -> dict[str, tuple[int, ...]]:
     for p in net.params:
         shapes[p.name] = net.shape(p)
     for st in d.steps:
-        shapes[st.grad] = tuple(net.size(w) for w in st.shape)
+        shape = tuple(net.size(w) for w in st.shape)
+        if SAMPLE in st.indices:  # a batch-norm step: its sample axis is the batch's rows
+            shape = tuple(v for v, ix in zip(shape, st.indices, strict=True) if ix != SAMPLE)
+        shapes[st.grad] = shape
     shapes["yhat"] = shapes[str(net.output)]  # the name the documents use for the output
+    if batched is not None:
+        shapes = {k: (BATCH_SIZE, *v) if k in batched else v for k, v in shapes.items()}
     return shapes
 
 
-def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: Network):
+def _parse(
+    text: str,
+    target: _Target,
+    shapes: dict[str, tuple[int, ...]],
+    net: Network,
+    samples: bool = False,
+):
     arrays = {nm: sp.IndexedBase(nm, shape=shp) for nm, shp in shapes.items() if shp}
     scalars: dict[str, sp.Expr] = {str(s): sp.Integer(v) for s, v in net.sizes.items()}
     # 0-dim parameters (a learnable temperature) are written bare
@@ -332,7 +356,8 @@ def _parse(text: str, target: _Target, shapes: dict[str, tuple[int, ...]], net: 
     for nm in free_names:
         indices[nm] = (idx(nm), sp.Integer(1))
     tensor = bool(net.input_shape)
-    for nm in SUM_INDICES + (TENSOR_INDICES if tensor else ()):
+    extra = (TENSOR_INDICES if tensor else ()) + (SAMPLE_NAMES if samples else ())
+    for nm in SUM_INDICES + extra:
         if nm in indices:
             continue
         ph = sp.Symbol(f"_range_{nm}", integer=True, positive=True)
@@ -442,7 +467,33 @@ def _free_index_problems(expr, target: _Target, shapes) -> list[str]:
     return out
 
 
+def _coupled(net: Network) -> bool:
+    """Whether a stage couples the samples (batch norm): its steps need a batch."""
+    return any(s.sample is not None for s in net.stages)
+
+
+def _random_batch(
+    d: Derivation, net: Network, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """A random batch of BATCH_SIZE samples through the derivation's program, and the
+    names that carry a sample axis."""
+    params = {p.name: rng.uniform(-1.0, 1.0, net.shape(p)) for p in net.params}
+    shape = tuple(net.input_shape) or (net.size(net.input_width),)
+    x = rng.normal(0.0, 1.0, (BATCH_SIZE, *shape))
+    y = random_targets(net, BATCH_SIZE, rng)
+    env = {**params, str(net.input): x, str(net.loss.target): y}
+    env, batched = run_program_batch(program(d), env, net.sizes, BATCH_SIZE)
+    env["yhat"] = env[str(net.output)]
+    batched.add("yhat")
+    for sym, value in net.sizes.items():
+        env.setdefault(str(sym), np.array(float(value)))
+    return env, batched
+
+
 def _random_env(d: Derivation, net: Network, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if _coupled(net):  # one sample of a batch (its statistics couple the samples)
+        env, batched = _random_batch(d, net, rng)
+        return {k: v[0] if k in batched else v for k, v in env.items()}
     params = {p.name: rng.uniform(-1.0, 1.0, net.shape(p)) for p in net.params}
     x = rng.normal(0.0, 1.0, net.size(net.input_width))
     y = random_targets(net, 1, rng)[0]
@@ -462,13 +513,9 @@ def _derivation(net: Network, seed: int) -> tuple[Network, Derivation]:
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is net:
         return hit[1], hit[2]
-    coupled = [s.layer for s in net.stages if s.sample is not None]
-    if coupled:  # formulas are evaluated one sample at a time here
-        raise SpecError(
-            f"check does not support layer {coupled[0]} yet: it couples the samples "
-            "(batch statistics); use 'symgrad verify' for this network"
-        )
     sized = concrete_sizes(net, seed)
+    if _coupled(sized):  # batch statistics: the steps through them are checked on a batch
+        sized = replace(sized, sizes={**sized.sizes, BATCH: BATCH_SIZE})
     d = derive(sized)
     if len(_CACHE) >= 8:
         _CACHE.pop(next(iter(_CACHE)))
@@ -498,8 +545,16 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     """
     net, d = _derivation(net, seed)
     target = _resolve(d, net, grad)
+    batch = _coupled(net) and target.expr.has(BATCH)  # a step through batch statistics
     # Component form subscripts a name (a1[i]); a bracket after an operator is matrix
     # notation's Iverson bracket (da1*[z1 > 0]).
+    if isinstance(formula, str) and not _SUBSCRIPT.search(formula) and batch:
+        raise SpecError(
+            f"{target.name} goes through batch statistics (sums over the batch): check grades "
+            f"it in component form, with the sample index s and N the batch size, e.g. "
+            f"{formula_text(target.expr)}",
+            field="--formula",
+        )
     if isinstance(formula, str) and not _SUBSCRIPT.search(formula):
         try:
             return _check_matrix(net, d, target, formula, seed)
@@ -513,8 +568,16 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
                 f"write it as e.g. {formula_text(target.expr)}",
                 field="--formula",
             ) from None
-    shapes = _shapes(d, net)
-    expr, placeholders = _parse(_implicit_products(formula), target, shapes, net)
+    rng = np.random.default_rng(seed)
+    envs: list[dict[str, np.ndarray]]
+    if batch:  # whole batches: the formula reads every row (z1[t, i] under a sum over t)
+        batches = [_random_batch(d, net, rng) for _ in range(POINTS)]
+        envs = [env for env, _ in batches]
+        shapes = _shapes(d, net, batches[0][1])
+    else:
+        envs = [_random_env(d, net, rng) for _ in range(POINTS)]
+        shapes = _shapes(d, net)
+    expr, placeholders = _parse(_implicit_products(formula), target, shapes, net, batch)
     expr, problems = _bind_ranges(expr, placeholders, shapes)
     problems += _free_index_problems(expr, target, shapes)
     result = CheckResult(
@@ -530,9 +593,7 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     if problems:
         result.problem = problems[0]
         return result
-    rng = np.random.default_rng(seed)
     sizes = dict(net.sizes)
-    envs = [_random_env(d, net, rng) for _ in range(POINTS)]
     wants = [eval_component(target.expr, env, sizes, target.free, target.ranges) for env in envs]
     for point in range(1, POINTS + 1):
         env, want = envs[point - 1], wants[point - 1]
@@ -547,7 +608,7 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
         with np.errstate(invalid="ignore"):
             diff = np.abs(got - want)
         diff = np.where(np.isfinite(diff), diff, np.inf)
-        if want.size and float(np.max(diff)) > TOL * scale:
+        if want.size and float(np.max(diff)) > TOL * scale + ATOL:
             bad = (point, env, got, want, diff)
             break
         result.points = point
@@ -681,7 +742,7 @@ def _judge(fn, envs, wants, target: _Target) -> _Verdict:
         if note == "diagonal":
             want = np.diag(want)  # a diagonal Jacobian written as diag(...)
         diff = _diff(got, want)
-        if want.size and float(np.max(diff)) > TOL * _scale(want):
+        if want.size and float(np.max(diff)) > TOL * _scale(want) + ATOL:
             pos = np.unravel_index(int(np.argmax(diff)), want.shape)
             names = [str(f) for f in target.free] if want.ndim == len(target.free) else ["i", "k"]
             return _Verdict(
@@ -711,9 +772,10 @@ def _diff(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 def _close(got, want) -> bool:
     got = np.asarray(got, dtype=float)
-    return got.shape == want.shape and float(
-        np.max(_diff(got, want), initial=0.0)
-    ) <= 1e-7 * _scale(want)
+    return (
+        got.shape == want.shape
+        and float(np.max(_diff(got, want), initial=0.0)) <= 1e-7 * _scale(want) + ATOL
+    )
 
 
 def _matrix_lines(got: np.ndarray, want: np.ndarray) -> list[str]:

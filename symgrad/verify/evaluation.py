@@ -35,6 +35,7 @@ from symgrad.calculus.conv_form import (
 from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
 from symgrad.calculus.program import LOSS, Program, program
 from symgrad.errors import DerivationError
+from symgrad.ir.indices import BATCH
 from symgrad.templating import conv_helpers
 from symgrad.verify.grid import NUMPY, evaluate
 
@@ -181,6 +182,42 @@ def run_program(
             val = eval_component(eq.body, out, sizes, eq.indices, rng)
         out[eq.target] = val
     return out
+
+
+def run_program_batch(
+    prog: Program,
+    env: Mapping[str, np.ndarray],
+    sizes: Mapping[sp.Symbol, int],
+    n: int,
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Evaluate ``prog`` on a batch of ``n`` samples, for networks with a stage that couples
+    the samples (batch norm): ``env`` holds the parameters and the batch's ``x`` and ``y``
+    (one row per sample).
+
+    A per-sample equation is evaluated for every sample at once (a leading sample axis);
+    an equation that reads across the batch is evaluated as written, its sample index
+    running over the rows. Returns the values and the names that carry a sample axis.
+    Adjoints are those of the per-sample losses (the batch gradient is their mean).
+    """
+    out: dict[str, np.ndarray] = {k: np.asarray(v, dtype=float) for k, v in env.items()}
+    batched = {name for name in out if name not in prog.params}
+    allsizes = {**sizes, BATCH: n}
+
+    def size(e: sp.Expr) -> int:
+        return int(sp.sympify(e).xreplace({k: sp.Integer(v) for k, v in allsizes.items()}))
+
+    for eq in prog:
+        shape = tuple(size(w) for w in eq.shape)
+        rng = dict(zip(eq.indices, shape, strict=True))
+        if eq.sample is None:
+            val = evaluate(NUMPY, eq.body, out, allsizes, eq.indices, rng, batched=batched, n=n)
+            batched.add(eq.target)
+        else:  # it subscripts every batch array with a sample index itself
+            val = evaluate(NUMPY, eq.body, out, allsizes, eq.indices, rng)
+            if eq.sample in eq.indices:
+                batched.add(eq.target)
+        out[eq.target] = np.array(val, dtype=float)
+    return out, batched
 
 
 def run_derivation(
