@@ -182,23 +182,11 @@ def test_derivation_time_does_not_blow_up():
 
 
 def test_latex_compiles(tmp_path):
-    import shutil
-    import subprocess
+    from test_render_doc import _pdflatex
 
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        pytest.skip("pdflatex is not installed")
-    tex = render_document(derive(loads_spec(BN_TOML, file="bn.toml")), to="latex")
-    (tmp_path / "doc.tex").write_text(tex, encoding="utf-8")
-    proc = subprocess.run(
-        [exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=180,
-        check=False,
+    log = _pdflatex(
+        render_document(derive(loads_spec(BN_TOML, file="bn.toml")), to="latex"), tmp_path
     )
-    log = (tmp_path / "doc.log").read_text(encoding="utf-8", errors="replace")
-    assert proc.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log
 
 
