@@ -1,15 +1,8 @@
 """symgrad: derive backpropagation symbolically and turn the derivation into code and documents.
 
-The compiler's stages live in folders named for them, driven by :mod:`symgrad.pipeline`
-(the output of each stage is the input of the next):
-
-1. ``frontend``: TOML specs and ``file.py:NAME`` -> the component-form IR (``ir``)
-2. ``ir``: networks as component-form equations; the op registry (``ir/ops.py``); naming
-3. ``calculus``: reverse accumulation in index notation, contraction, forward values,
-   the matrix form and the batched layout
-4. ``backends``: the target-free program printed into templates (NumPy, ...)
-5. ``documents``: LaTeX, Markdown, text and the graph
-6. ``verify``: generated or hand-written code against numerics; "check my derivation"
+The compiler's stages live in folders named for them and are driven by
+:mod:`symgrad.pipeline`, whose docstring lists them (parse, IR, derive, matrix form, layout,
+print, render, verify): the output of each stage is the input of the next.
 
 The Python API: :func:`derive`, :func:`generate`, :func:`compile`, and the layer sugar
 (:class:`Dense`, :class:`Map`, :func:`build`).
@@ -17,37 +10,92 @@ The Python API: :func:`derive`, :func:`generate`, :func:`compile`, and the layer
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from symgrad.calculus.reverse import Derivation, Forward, Step
-from symgrad.documents import render as _render  # noqa: F401 - registers notebook display
-from symgrad.errors import DerivationError, SpecError, SymgradError
-from symgrad.ir.layers import (
-    ACTIVATION_NAMES,
-    LOSS_NAMES,
-    Activation,
-    BatchNorm,
-    Dense,
-    LayerNorm,
-    Map,
-    N,
-    RMSNorm,
-    a,
-    build,
-    i,
-    j,
-    k,
-    m,
-    n,
-    s,
-    t,
-    x,
-    y_s,
-    yhat_s,
-)
-from symgrad.ir.network import Loss, Network, Param, Stage
-from symgrad.learn.scalar import scalar
-from symgrad.pipeline import compile, derive, generate
+from symgrad._version import __version__
+
+#: Public name -> the module that defines it. ``import symgrad`` stays cheap (the command
+#: line's start-up imports only what a command needs); the first public name a program
+#: reads loads the API, and with it the documents' notebook display.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("Derivation", "Forward", "Step"), "symgrad.calculus.reverse"),
+    **dict.fromkeys(("DerivationError", "SpecError", "SymgradError"), "symgrad.errors"),
+    **dict.fromkeys(
+        (
+            "ACTIVATION_NAMES",
+            "LOSS_NAMES",
+            "Activation",
+            "BatchNorm",
+            "Dense",
+            "LayerNorm",
+            "Map",
+            "N",
+            "RMSNorm",
+            "a",
+            "build",
+            "i",
+            "j",
+            "k",
+            "m",
+            "n",
+            "s",
+            "t",
+            "x",
+            "y_s",
+            "yhat_s",
+        ),
+        "symgrad.ir.layers",
+    ),  # fmt: skip
+    **dict.fromkeys(("Loss", "Network", "Param", "Stage"), "symgrad.ir.network"),
+    **dict.fromkeys(("compile", "derive", "generate"), "symgrad.pipeline"),
+    "scalar": "symgrad.learn.scalar",
+}
+
+if TYPE_CHECKING:
+    from symgrad.calculus.reverse import Derivation, Forward, Step
+    from symgrad.errors import DerivationError, SpecError, SymgradError
+    from symgrad.ir.layers import (
+        ACTIVATION_NAMES,
+        LOSS_NAMES,
+        Activation,
+        BatchNorm,
+        Dense,
+        LayerNorm,
+        Map,
+        N,
+        RMSNorm,
+        a,
+        build,
+        i,
+        j,
+        k,
+        m,
+        n,
+        s,
+        t,
+        x,
+        y_s,
+        yhat_s,
+    )
+    from symgrad.ir.network import Loss, Network, Param, Stage
+    from symgrad.learn.scalar import scalar
+    from symgrad.pipeline import compile, derive, generate
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'symgrad' has no attribute '{name}'")
+    importlib.import_module("symgrad.documents.render")  # registers the notebook display
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "ACTIVATION_NAMES",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from symgrad import __version__
+from symgrad._version import __version__
 from symgrad.errors import DerivationError, SpecError, SymgradError
 from symgrad.escape import comment
 from symgrad.files import atomic_write, check_writable, with_marker

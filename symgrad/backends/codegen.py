@@ -20,7 +20,7 @@ from pathlib import Path
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
-from symgrad import __version__
+from symgrad._version import __version__
 from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.numpy_printer import (
     LogSumExp,

@@ -1,0 +1,285 @@
+"""How long symgrad itself takes: every compiler stage timed on its own as networks grow.
+
+    python bench/compile_time.py            # the full run, writes bench/compile-time-results.md
+                                            # (and bench/compile_time.png with matplotlib)
+    python bench/compile_time.py --quick    # a smoke run (small networks, into a temp folder)
+
+Stages, each timed separately on one network (SymPy's cache and symgrad's derivation memo
+are cleared before each network, so the numbers are those of a fresh process after imports):
+
+- ``import``: ``python -c "import symgrad.cli"`` in a fresh interpreter (the CLI's start-up);
+- ``parse``: the spec file -> the component-form IR (:func:`symgrad.pipeline.parse`);
+- ``derive``: reverse accumulation with contraction and forward values;
+- ``matrix``: the matrix-form pass;
+- ``codegen:<target>``: layout, lowering, printing and the template, per target;
+- ``hvp``: the NumPy module with ``hvp`` and ``ggnvp``;
+- ``doc:<format>``: the derivation document (text, markdown, latex) and ``html`` (the page).
+
+The networks: tanh MLPs of width 16 and depth 1 to 100; depth-3 MLPs of width 4 to 4096;
+the bundled conv net and a batch-norm net; a self-attention block when its spec exists.
+The report names the dominant stage of each network and checks the budgets on the
+100-layer MLP (derive + text <= 2 s, codegen <= 3 s, HTML <= 4 s, import < 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import sympy as sp  # noqa: E402
+
+from symgrad import pipeline  # noqa: E402
+from symgrad.calculus.matrix_form import matrix_pass  # noqa: E402
+from symgrad.calculus.reverse import reverse_accumulate  # noqa: E402
+
+#: Budgets on the 2-core machine (seconds), for the 100-layer tanh MLP of width 16.
+BUDGETS = {"derive + text": 2.0, "codegen:numpy": 3.0, "html": 4.0, "import": 1.0}
+TARGETS = ("numpy", "torch", "jax", "cupy")
+DOCS = ("text", "markdown", "latex")
+
+
+@dataclass
+class Row:
+    """One network's stage times (seconds)."""
+
+    label: str
+    family: str
+    size: int
+    times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dominant(self) -> str:
+        return max(self.times, key=lambda k: self.times[k])
+
+
+def mlp_spec(depth: int, width: int, inputs: int | None = None) -> str:
+    """A TOML spec: ``depth`` tanh layers of ``width`` units, an mse loss."""
+    lines = [f'name = "mlp_{depth}x{width}"', f"input = {inputs or width}", 'loss = "mse"', ""]
+    for _ in range(depth):
+        lines += ["[[layer]]", f"units = {width}", 'activation = "tanh"', ""]
+    return "\n".join(lines)
+
+
+BATCHNORM_SPEC = """name = "bn_net"
+input = 8
+loss = "cross_entropy"
+
+[[layer]]
+units = 16
+activation = "identity"
+
+[[layer]]
+type = "batchnorm"
+
+[[layer]]
+type = "map"
+expr = "tanh(a[i])"
+
+[[layer]]
+units = 4
+activation = "softmax"
+"""
+
+
+def _fresh() -> None:
+    sp.core.cache.clear_cache()
+    pipeline._DERIVED.clear()
+    gc.collect()
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def time_stages(path: Path, *, full: bool) -> dict[str, float]:
+    """Every stage of ``path``'s network, timed once each (after a fresh cache)."""
+    _fresh()
+    times: dict[str, float] = {}
+    times["parse"], net = _timed(lambda: pipeline.parse(str(path)))
+    times["derive"], raw = _timed(lambda: reverse_accumulate(net))  # type: ignore[arg-type]
+    times["matrix"], d = _timed(lambda: matrix_pass(raw))  # type: ignore[arg-type]
+    pipeline._DERIVED[id(net)] = (net, d)  # the pipeline's memo, as a command would have it
+    targets = TARGETS if full else ("numpy",)
+    for target in targets:
+        try:
+            times[f"codegen:{target}"], _ = _timed(
+                lambda t=target: pipeline.generate_code(d, target=t)  # type: ignore[arg-type]
+            )
+        except Exception as e:  # noqa: BLE001 - a target that refuses a network is reported
+            print(f"  {path.name}: codegen {target}: {type(e).__name__}: {e}", file=sys.stderr)
+    if full:
+        times["hvp"], _ = _timed(lambda: pipeline.generate_code(d, hvp=True))  # type: ignore[arg-type]
+    for to in DOCS if full else ("text",):
+        times[f"doc:{to}"], _ = _timed(
+            lambda to=to: pipeline.render_document(d, to=to)  # type: ignore[arg-type]
+        )
+    if full:
+        from symgrad.documents.html import render_html
+
+        times["html"], _ = _timed(lambda: render_html(d))  # type: ignore[arg-type]
+    return times
+
+
+def import_time(repeats: int = 5) -> float:
+    """Median wall time of ``import symgrad.cli`` in a fresh interpreter."""
+    code = "import time; t=time.perf_counter(); import symgrad.cli; print(time.perf_counter()-t)"
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        runs.append(float(out.stdout.strip()))
+    return statistics.median(runs)
+
+
+def networks(tmp: Path, quick: bool) -> list[tuple[str, str, int, Path]]:
+    """(label, family, size, spec path) for every benchmarked network."""
+    depths = (1, 5, 25) if quick else (1, 5, 10, 25, 50, 100)
+    widths = (4, 64) if quick else (4, 16, 64, 512, 4096)
+    out = []
+    for depth in depths:
+        p = tmp / f"depth{depth}.toml"
+        p.write_text(mlp_spec(depth, 16))
+        out.append((f"tanh MLP depth {depth} (width 16)", "depth", depth, p))
+    for width in widths:
+        p = tmp / f"width{width}.toml"
+        p.write_text(mlp_spec(3, width))
+        out.append((f"tanh MLP width {width} (depth 3)", "width", width, p))
+    bn = tmp / "bn_net.toml"
+    bn.write_text(BATCHNORM_SPEC)
+    out.append(("batch-norm net", "layers", 0, bn))
+    cnn = ROOT / "examples/digits_cnn/digits_cnn.toml"
+    out.append(("conv net (examples/digits_cnn)", "layers", 0, cnn))
+    attention = ROOT / "examples/attention/attention.toml"
+    if attention.exists():
+        out.append(("self-attention block", "layers", 0, attention))
+    return out
+
+
+def report(rows: list[Row], imp: float, quick: bool) -> str:
+    stages = sorted({s for r in rows for s in r.times}, key=_stage_order)
+    head = ["network", *stages, "dominant"]
+    lines = [
+        "# Compile time, stage by stage",
+        "",
+        f"`python bench/compile_time.py{' --quick' if quick else ''}` on {platform.machine()},"
+        f" Python {platform.python_version()}, SymPy {sp.__version__}; seconds, one run each"
+        " after clearing SymPy's cache.",
+        "",
+        f"Start-up (`import symgrad.cli` in a fresh interpreter, median of 5): **{imp:.2f} s**.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in rows:
+        cells = [f"{r.times[s]:.3f}" if s in r.times else "" for s in stages]
+        lines.append(f"| {r.label} | " + " | ".join(cells) + f" | {r.dominant} |")
+    lines += ["", *budget_lines(rows, imp), "", *linearity_lines(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _stage_order(stage: str) -> tuple[int, str]:
+    order = ["parse", "derive", "matrix", "codegen", "hvp", "doc", "html"]
+    head = stage.split(":")[0]
+    return (order.index(head) if head in order else len(order), stage)
+
+
+def budget_lines(rows: list[Row], imp: float) -> list[str]:
+    deep = [r for r in rows if r.family == "depth" and r.size == 100]
+    if not deep:
+        return ["Budgets: checked on the full run only (the 100-layer MLP)."]
+    t = deep[0].times
+    measured = {
+        "derive + text": t["parse"] + t["derive"] + t["matrix"] + t["doc:text"],
+        "codegen:numpy": t.get("codegen:numpy", float("nan")),
+        "html": t.get("html", float("nan")),
+        "import": imp,
+    }
+    out = ["## Budgets (100-layer tanh MLP, width 16)", "", "| stage | measured | budget | |",
+           "|---|---|---|---|"]  # fmt: skip
+    for k, budget in BUDGETS.items():
+        ok = "met" if measured[k] <= budget else "**over**"
+        out.append(f"| {k} | {measured[k]:.2f} s | {budget:.0f} s | {ok} |")
+    return out
+
+
+def linearity_lines(rows: list[Row]) -> list[str]:
+    """Ratios between depths 25 and 100 (4 is linear) and widths 4 and the widest."""
+    out = ["## Growth", ""]
+    by_depth = {r.size: r for r in rows if r.family == "depth"}
+    if 25 in by_depth and 100 in by_depth:
+        a, b = by_depth[25].times, by_depth[100].times
+        ratios = ", ".join(f"{s} {b[s] / a[s]:.1f}x" for s in b if s in a and a[s] > 0)
+        out.append(f"Depth 25 -> 100 (4x the layers; 4.0x is linear): {ratios}.")
+    by_width = {r.size: r for r in rows if r.family == "width"}
+    if len(by_width) >= 2:
+        lo, hi = min(by_width), max(by_width)
+        a, b = by_width[lo].times, by_width[hi].times
+        ratios = ", ".join(f"{s} {b[s] / a[s]:.1f}x" for s in b if s in a and a[s] > 0)
+        out.append(f"Width {lo} -> {hi} (1.0x is flat): {ratios}.")
+    return out
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return
+    deep = sorted((r for r in rows if r.family == "depth"), key=lambda r: r.size)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for stage in sorted({s for r in deep for s in r.times}, key=_stage_order):
+        ax.plot([r.size for r in deep], [r.times.get(stage, float("nan")) for r in deep],
+                marker="o", label=stage)  # fmt: skip
+    ax.set_xlabel("depth (tanh layers of width 16)")
+    ax.set_ylabel("seconds")
+    ax.set_title("symgrad compile time per stage")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small networks, a smoke run")
+    ap.add_argument("--out", type=Path, help="folder for the results (default: bench/, or a "
+                    "temporary folder with --quick)")  # fmt: skip
+    args = ap.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="symgrad-bench-")) if args.quick else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, family, size, path in networks(Path(tmp), args.quick):
+            row = Row(label, family, size, time_stages(path, full=not args.quick))
+            print(f"{label}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.times.items()))
+            rows.append(row)
+    imp = import_time(3 if args.quick else 5)
+    text = report(rows, imp, args.quick)
+    (out / "compile-time-results.md").write_text(text)
+    if not args.quick:
+        plot(rows, out / "compile_time.png")
+    print(f"wrote {out / 'compile-time-results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
