@@ -49,6 +49,15 @@ from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.learn.scalar import scalar
 from symgrad.pipeline import compile, derive, generate
 
+
+def load_c(path, **options):  # type: ignore[no-untyped-def]
+    """Compile a file of ``symgrad codegen --target c`` with the system ``cc`` and load it
+    with the NumPy module's interface (``symgrad.backends.c_loader.load_c``)."""
+    from symgrad.backends.c_loader import load_c as _load_c
+
+    return _load_c(path, **options)
+
+
 __all__ = [
     "ACTIVATION_NAMES",
     "LOSS_NAMES",
@@ -78,6 +87,7 @@ __all__ = [
     "i",
     "j",
     "k",
+    "load_c",
     "m",
     "n",
     "s",

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sympy as sp
 
 from symgrad import __version__
 from symgrad.backends.c_lower import ONE, Buf, Shape, dim
-from symgrad.backends.c_names import c_comment, c_names, prefix_of
+from symgrad.backends.c_names import c_comment, c_names, c_paths, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer
 from symgrad.backends.c_printer import SymgradCPrinter
 from symgrad.backends.codegen import OPTIMIZERS, Statement, _Printer, build_program
 from symgrad.calculus.layout import N
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
-from symgrad.files import marker_line
+from symgrad.files import atomic_write, check_writable, marker_line
 from symgrad.ir.network import Network
 from symgrad.templating import environment
 
@@ -59,7 +60,9 @@ def _widened(text: str | None) -> Shape | None:
     """A widening shape written as shape code (``(X.shape[0], 5)``) as dimensions."""
     if text is None:
         return None
-    return tuple(N if t.startswith("X") else sp.Integer(t) for t in re.findall(r"X\.shape\[0\]|\d+", text))
+    return tuple(
+        N if t.startswith("X") else sp.Integer(t) for t in re.findall(r"X\.shape\[0\]|\d+", text)
+    )
 
 
 @dataclass
@@ -140,7 +143,9 @@ class Function:
 
     def dry_shape(self, expr: sp.Expr) -> Shape:
         lw = self.lw
-        probe = StatementLowerer(dict(lw.vars), SymgradCPrinter(lw.real, lw.printer.prefix), lw.real)
+        probe = StatementLowerer(
+            dict(lw.vars), SymgradCPrinter(lw.real, lw.printer.prefix), lw.real
+        )
         probe.counter = 10**6
         return probe.lower(expr).shape
 
@@ -293,7 +298,7 @@ def c_context(
     sizes = [ffn.workspace()[1], lfn.workspace()[1]]
     coeffs: dict[int, sp.Expr] = {}
     for s in sizes:
-        for deg, c in (_coeffs(s).items() if s != 0 else []):
+        for deg, c in _coeffs(s).items() if s != 0 else []:
             coeffs[deg] = max(coeffs.get(deg, sp.S.Zero), c)
     work = sum((c * N**deg for deg, c in coeffs.items()), sp.S.Zero)
     src = source or net.source or ""
@@ -338,4 +343,27 @@ def generate_c(
     )
 
 
-__all__ = ["c_context", "c_program", "generate_c", "prefix_of"]
+def write_c(
+    d: Derivation,
+    output: str,
+    *,
+    dtype: str = "float64",
+    optimizer: str | None = None,
+    source: str | None = None,
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """Generate and write ``<output>.c`` and ``<output>.h`` (each atomically; both are
+    checked before anything is generated, so a refusal leaves neither half-written)."""
+    src_path, hdr_path = c_paths(output)
+    marker = marker_line("dot")
+    for p in (src_path, hdr_path):
+        check_writable(p, force=force, marker=marker)
+    code, header = generate_c(
+        d, dtype=dtype, optimizer=optimizer, prefix=prefix_of(str(src_path)), source=source
+    )
+    atomic_write(hdr_path, header, force=force, marker=marker)
+    atomic_write(src_path, code, force=force, marker=marker)
+    return src_path, hdr_path
+
+
+__all__ = ["c_context", "c_program", "generate_c", "prefix_of", "write_c"]

@@ -96,7 +96,8 @@ class CModule:
         shp = ((ctypes.c_size_t * 4) * max(count, 1)).in_dll(lib, f"{prefix}_param_shapes")
         self.PARAM_NAMES: tuple[str, ...] = tuple(names[k].decode() for k in range(count))
         self.PARAM_SHAPES: dict[str, tuple[int, ...]] = {
-            nm: tuple(int(shp[k][d]) for d in range(ndim[k])) for k, nm in enumerate(self.PARAM_NAMES)
+            nm: tuple(int(shp[k][d]) for d in range(ndim[k]))
+            for k, nm in enumerate(self.PARAM_NAMES)
         }
         self._offsets = [int(offs[k]) for k in range(count)]
         self.param_count = sum(int(np.prod(s)) for s in self.PARAM_SHAPES.values())
@@ -161,7 +162,9 @@ class CModule:
         X = self._array("X", X, self.INPUT_SIZE)
         n = X.shape[0]
         out = np.empty((n, self.OUTPUT_SIZE), self.dtype)
-        self._forward(flat.ctypes.data, X.ctypes.data, n, out.ctypes.data, self._workspace(n).ctypes.data)
+        self._forward(
+            flat.ctypes.data, X.ctypes.data, n, out.ctypes.data, self._workspace(n).ctypes.data
+        )
         return out
 
     def loss_and_grads(

@@ -270,7 +270,11 @@ class Lowerer:
         """A contiguous buffer holding ``val`` (the buffer itself when ``val`` reads one)."""
         sym = val.expr
         r = self.refs.get(sym.name) if isinstance(sym, sp.Symbol) else None
-        if isinstance(r, Ref) and r.buf.shape == val.shape and r.axes == tuple(range(len(val.shape))):
+        if (
+            isinstance(r, Ref)
+            and r.buf.shape == val.shape
+            and r.axes == tuple(range(len(val.shape)))
+        ):
             return r.buf
         buf = self.target(val.shape) if val.shape else self.new_buf(())
         self.assign(buf, val)

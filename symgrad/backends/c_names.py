@@ -72,3 +72,15 @@ def prefix_of(path: str | None) -> str:
     if stem[0].isdigit() or stem in C_KEYWORDS or stem in MATH:
         stem = "net_" + stem
     return stem
+
+
+def c_paths(output: str) -> tuple[Path, Path]:
+    """The source and header a ``-o`` path names: ``net.c`` or ``net.h`` (either names
+    both), or a path without a suffix (``net`` -> ``net.c``, ``net.h``)."""
+    p = Path(output)
+    if p.suffix not in (".c", ".h", ""):
+        from symgrad.errors import SpecError
+
+        raise SpecError(f"the C target writes a .c and a .h file; -o {output} ends in {p.suffix}")
+    base = p.with_suffix("") if p.suffix else p
+    return base.with_name(base.name + ".c"), base.with_name(base.name + ".h")

@@ -199,7 +199,9 @@ class StatementLowerer(Lowerer):
                 continue
             self.used.add(buf.name)
             factors.append(self.place(Ref(buf, tuple(order.index(c) for c in sub))))
-        val = self.reduce(Val(sp.Mul(*factors), shape), set(range(len(out), len(order))), "+", False)
+        val = self.reduce(
+            Val(sp.Mul(*factors), shape), set(range(len(out), len(order))), "+", False
+        )
         marks = re.findall(r":|None", slots.name)
         if not marks:
             return val

@@ -49,7 +49,7 @@ C_OPS: dict[Any, str] = {
 }
 #: The helpers each spelling needs (emitted only when used: no unused static function).
 HELPERS = ("sign", "sigmoid", "step", "relu", "leaky_relu", "elu", "softplus", "logcosh")
-HELPERS += ("log", "log1p", "heaviside")
+HELPERS += ("log", "log1p", "heaviside", "sq")
 
 
 class SymgradCPrinter(C99CodePrinter):
@@ -148,7 +148,9 @@ class SymgradCPrinter(C99CodePrinter):
         if v == -0.5:
             return f"{self.lit(1)} / sqrt{self.suffix}({self._print(b)})"
         if v == 2:
-            return f"{par} * {par}" if b.is_Symbol else f"{self.prefix}_sq({self._print(b)})"
+            if b.is_Symbol:
+                return f"{par} * {par}"
+            return self._helper("sq", b)
         if v is not None and v == int(v) and v < 0:
             return f"{self.lit(1)} / {self.parenthesize(b ** int(-v), PRECEDENCE['Mul'])}"
         return f"pow{self.suffix}({self._print(b)}, {self._print(e)})"
