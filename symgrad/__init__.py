@@ -17,6 +17,8 @@ The Python API: :func:`derive`, :func:`generate`, :func:`compile`, and the layer
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from symgrad.calculus.reverse import Derivation, Forward, Step
@@ -50,7 +52,7 @@ from symgrad.learn.scalar import scalar
 from symgrad.pipeline import compile, derive, generate
 
 
-def load_c(path, **options):  # type: ignore[no-untyped-def]
+def load_c(path: str, **options: Any) -> Any:
     """Compile a file of ``symgrad codegen --target c`` with the system ``cc`` and load it
     with the NumPy module's interface (``symgrad.backends.c_loader.load_c``)."""
     from symgrad.backends.c_loader import load_c as _load_c

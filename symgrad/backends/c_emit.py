@@ -18,7 +18,7 @@ from pathlib import Path
 import sympy as sp
 
 from symgrad import __version__
-from symgrad.backends.c_lower import ONE, Buf, Shape, dim
+from symgrad.backends.c_lower import Buf, Shape, dim
 from symgrad.backends.c_names import c_comment, c_names, c_paths, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer
 from symgrad.backends.c_printer import SymgradCPrinter

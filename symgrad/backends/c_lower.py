@@ -22,27 +22,12 @@ anonymous temporaries of one statement share a scratch region after them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from symgrad.backends.c_printer import SymgradCPrinter
 from symgrad.calculus import conv_form
-from symgrad.calculus.einsum import (
-    Arange,
-    AxisMax,
-    AxisMin,
-    AxisSum,
-    Delta,
-    Einsum,
-    Full,
-    Place,
-    ShareMax,
-    ShareMin,
-)
-from symgrad.calculus.layout import N, BMatMul, BOuter, ColSum, RowSum
-from symgrad.calculus.stability import LogSumExp, RowMax, Softmax, Total
 from symgrad.errors import SpecError
 
 Shape = tuple[sp.Expr, ...]
@@ -208,9 +193,13 @@ class Lowerer:
             r = self.refs.get(s.name)
             if isinstance(r, Index):
                 return False
-            if isinstance(r, Ref) and r.buf.kind != "local":
-                if r.buf.shape != shape or r.axes != tuple(range(len(shape))):
-                    return False
+            identity = isinstance(r, Ref) and r.axes == tuple(range(len(shape)))
+            if (
+                isinstance(r, Ref)
+                and r.buf.kind != "local"
+                and (r.buf.shape != shape or not identity)
+            ):
+                return False
         return True
 
     def emit(self, lines: list[str]) -> None:

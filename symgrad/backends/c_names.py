@@ -15,19 +15,19 @@ from pathlib import Path
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 C_KEYWORDS = frozenset(
-    """auto break case char const continue default do double else enum extern float for goto
-    if inline int long register restrict return short signed sizeof static struct switch
-    typedef union unsigned void volatile while _Bool _Complex _Imaginary""".split()
+    """auto break case char const continue default do double else enum extern float for
+    goto if inline int long register restrict return short signed sizeof static struct
+    switch typedef union unsigned void volatile while _Bool _Complex _Imaginary""".split()  # noqa: SIM905 - a list of words
 )
 #: Names the generated functions use themselves (arguments, locals, loop indices).
 LOCALS = frozenset(
-    """params grads workspace scratch X Y n nr out acc k loss seed state lr
-    size_t uint64_t NULL HUGE_VAL HUGE_VALF""".split()
+    """params grads workspace scratch X Y n nr out acc k loss seed state lr size_t uint64_t
+    NULL HUGE_VAL HUGE_VALF""".split()  # noqa: SIM905 - a list of words
 )
 MATH = frozenset(
     """exp log sqrt fabs tanh cosh sinh sin cos tan fmax fmin pow log1p expm1 floor ceil
-    expf logf sqrtf fabsf tanhf coshf sinhf sinf cosf fmaxf fminf powf log1pf expm1f
-    abs div main errno assert""".split()
+    expf logf sqrtf fabsf tanhf coshf sinhf sinf cosf fmaxf fminf powf log1pf expm1f abs
+    div main errno assert""".split()  # noqa: SIM905 - a list of words
 )
 
 

@@ -14,7 +14,6 @@ import re
 
 import sympy as sp
 
-from symgrad.backends.c_printer import ELEMENTWISE_NODES
 from symgrad.backends.c_lower import (
     ONE,
     REFUSED,
@@ -25,6 +24,7 @@ from symgrad.backends.c_lower import (
     Val,
     dim,
 )
+from symgrad.backends.c_printer import ELEMENTWISE_NODES
 from symgrad.calculus.einsum import (
     Arange,
     AxisMax,
@@ -37,7 +37,7 @@ from symgrad.calculus.einsum import (
     ShareMax,
     ShareMin,
 )
-from symgrad.calculus.layout import N, BMatMul, BOuter, ColSum, RowSum
+from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.stability import LogSumExp, RowMax, Softmax, Total
 from symgrad.errors import SpecError
 from symgrad.ir.ops import op_of

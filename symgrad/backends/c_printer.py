@@ -48,8 +48,8 @@ C_OPS: dict[Any, str] = {
     F.softplus: "{p}_softplus({0})",
 }
 #: The helpers each spelling needs (emitted only when used: no unused static function).
-HELPERS = ("sign", "sigmoid", "step", "relu", "leaky_relu", "elu", "softplus", "logcosh")
-HELPERS += ("log", "log1p", "heaviside", "sq")
+HELPERS: tuple[str, ...] = ("sign", "sigmoid", "step", "relu", "leaky_relu", "elu", "softplus")
+HELPERS += ("logcosh", "log", "log1p", "heaviside", "sq")
 
 
 class SymgradCPrinter(C99CodePrinter):
