@@ -47,19 +47,19 @@ static void circle_mm_nt(size_t n, size_t m, size_t k, const double *restrict A,
         return;
     }
 #endif
+    const size_t k8 = k - k % 8; /* 8 partial sums: independent, vectorisable */
     for (size_t i = 0; i < n; ++i) {
         const double *restrict a = A + i * k;
         for (size_t j = 0; j < m; ++j) {
             const double *restrict b = B + j * k;
             double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            size_t p = 0;
-            for (; p + 8 <= k; p += 8) {
+            for (size_t p = 0; p < k8; p += 8) {
                 for (size_t q = 0; q < 8; ++q) {
                     s[q] += a[p + q] * b[p + q];
                 }
             }
             double t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-            for (; p < k; ++p) {
+            for (size_t p = k8; p < k; ++p) {
                 t += a[p] * b[p];
             }
             C[i * m + j] = t;
