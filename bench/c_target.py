@@ -27,6 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+# One thread per library (the C code is single-threaded; the machine has 2 shared cores):
+# set before NumPy and torch load their BLAS. --threads default leaves them alone.
+if "--threads" not in sys.argv:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -158,6 +164,9 @@ def torch_eager(key: str, params: dict, X: np.ndarray, Y: np.ndarray) -> Callabl
     import torch
     import torch.nn.functional as F  # noqa: N812
 
+    if os.environ.get("OMP_NUM_THREADS") == "1":
+        torch.set_num_threads(1)
+
     _, _, layers, loss = NETS[key]
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
@@ -250,7 +259,9 @@ def table(rows: list[dict]) -> list[str]:
             else:
                 cells.append("-")
         kib = r["workspace"] * 8 / 1024
-        lines.append(f"| {r['case']} | " + " | ".join(cells) + f" | {r['workspace']} ({kib:.1f} KiB) |")
+        lines.append(
+            f"| {r['case']} | " + " | ".join(cells) + f" | {r['workspace']} ({kib:.1f} KiB) |"
+        )
     return lines
 
 
@@ -276,7 +287,8 @@ def goals(rows: list[dict]) -> list[str]:
             best = min(r["C"], r.get("C + CBLAS", r["C"]))
             out.append(
                 f"- 784-256-256-10, n = {n}: C / hand-written NumPy = "
-                f"{best / r['hand-written NumPy']:.2f}" + (" (goal: at most 0.9)" if n == 32 else "")
+                f"{best / r['hand-written NumPy']:.2f}"
+                + (" (goal: at most 0.9)" if n == 32 else "")
             )
     return out
 
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter timings")
     ap.add_argument("--out", type=Path, default=None, help="also write the table here")
+    ap.add_argument("--threads", choices=("default",), help="leave BLAS threads at default")
     args = ap.parse_args(argv)
     if compiler() is None:
         print("no C compiler (cc): nothing to time")

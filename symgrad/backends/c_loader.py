@@ -107,32 +107,36 @@ class CModule:
         self._forward.argtypes, self._forward.restype = [_P, _P, _N, _P, _P], None
         self._lag = sym("loss_and_grads")
         self._lag.argtypes, self._lag.restype = [_P, _P, _P, _N, _P, _P], real
+        # (name, first, last, shape) of each parameter in the flat arrays
+        self._slots = [
+            (nm, off, off + int(np.prod(self.PARAM_SHAPES[nm])), self.PARAM_SHAPES[nm])
+            for nm, off in zip(self.PARAM_NAMES, self._offsets, strict=True)
+        ]
+        self._names = frozenset(self.PARAM_NAMES)
         self._flat = np.zeros(self.param_count, self.dtype)
+        self._flat_at = self._flat.ctypes.data
         self._work = np.zeros(0, self.dtype)
+        self._work_at = self._work.ctypes.data
+        self._work_n = 0
 
     # -- packing ---------------------------------------------------------------------
     def _pack(self, params: dict[str, np.ndarray]) -> np.ndarray:
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of arrays {self.PARAM_NAMES}")
-        if set(params) != set(self.PARAM_NAMES):
+        if params.keys() != self._names:
             raise ValueError(f"params has keys {sorted(params)}, expected {list(self.PARAM_NAMES)}")
         flat = self._flat
-        for name, off in zip(self.PARAM_NAMES, self._offsets, strict=True):
-            arr = np.asarray(params[name])
-            shape = self.PARAM_SHAPES[name]
-            if arr.shape != shape:
-                raise ValueError(f"params[{name!r}] has shape {arr.shape}, expected {shape}")
-            flat[off : off + arr.size] = arr.reshape(-1)
+        for name, first, last, shape in self._slots:
+            arr = params[name]
+            if np.shape(arr) != shape:
+                raise ValueError(f"params[{name!r}] has shape {np.shape(arr)}, expected {shape}")
+            flat[first:last] = np.ravel(arr)
         if not np.isfinite(flat).all():
             raise ValueError("params contain inf or nan; every value must be finite")
         return flat
 
     def _unpack(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for name, off in zip(self.PARAM_NAMES, self._offsets, strict=True):
-            shape = self.PARAM_SHAPES[name]
-            out[name] = flat[off : off + int(np.prod(shape))].reshape(shape)
-        return out
+        return {name: flat[first:last].reshape(shape) for name, first, last, shape in self._slots}
 
     def _array(self, what: str, value: Any, cols: int, n: int | None = None) -> np.ndarray:
         arr = np.ascontiguousarray(value, dtype=self.dtype)
@@ -143,11 +147,12 @@ class CModule:
             raise ValueError(f"{what} contains inf or nan; every value must be finite")
         return arr
 
-    def _workspace(self, n: int) -> np.ndarray:
-        need = int(self._ws_len(n))
-        if self._work.size < need:
-            self._work = np.zeros(need, self.dtype)
-        return self._work
+    def _workspace(self, n: int) -> int:
+        """The address of a workspace for batches of ``n`` (grown when too small)."""
+        if n > self._work_n:
+            self._work = np.zeros(max(int(self._ws_len(n)), 1), self.dtype)
+            self._work_at, self._work_n = self._work.ctypes.data, n
+        return self._work_at
 
     # -- the module interface -----------------------------------------------------------
     def init_params(self, seed: int = 0, dtype: Any = None) -> dict[str, np.ndarray]:
@@ -158,26 +163,24 @@ class CModule:
         return {k: v.astype(dtype or self.dtype) for k, v in out.items()}
 
     def forward(self, params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
-        flat = self._pack(params)
         X = self._array("X", X, self.INPUT_SIZE)
         n = X.shape[0]
         out = np.empty((n, self.OUTPUT_SIZE), self.dtype)
-        self._forward(
-            flat.ctypes.data, X.ctypes.data, n, out.ctypes.data, self._workspace(n).ctypes.data
-        )
+        self._pack(params)
+        self._forward(self._flat_at, X.ctypes.data, n, out.ctypes.data, self._workspace(n))
         return out
 
     def loss_and_grads(
         self, params: dict[str, np.ndarray], X: np.ndarray, Y: np.ndarray, grads: bool = True
     ) -> tuple[float, dict[str, np.ndarray]]:
-        flat = self._pack(params)
+        self._pack(params)
         X = self._array("X", X, self.INPUT_SIZE)
         n = X.shape[0]
         Y = self._array("Y", Y, self.OUTPUT_SIZE, n)
         g = np.empty(self.param_count, self.dtype) if grads else None
         gp = g.ctypes.data if g is not None else None
-        ws = self._workspace(n).ctypes.data
-        value = float(self._lag(flat.ctypes.data, X.ctypes.data, Y.ctypes.data, n, gp, ws))
+        ws = self._workspace(n)
+        value = float(self._lag(self._flat_at, X.ctypes.data, Y.ctypes.data, n, gp, ws))
         return value, (self._unpack(g) if g is not None else {})
 
     def loss(self, params: dict[str, np.ndarray], X: np.ndarray, Y: np.ndarray) -> float:
