@@ -67,7 +67,56 @@ static void circle_mm_nt(size_t n, size_t m, size_t k, const double *restrict A,
     }
 }
 
-/* C (n x m) = A (n x k) B (B: k x m): rows of B added into rows of C */
+/* C (n x m) = A' B (B: k x m), A' read through strides (A'[i][p] = A[i * si + p * sp]):
+   four rows by eight columns of C at a time, accumulated over p in order */
+static void circle_gemm(size_t n, size_t m, size_t k, const double *restrict A, size_t si,
+    size_t sp, const double *restrict B, double *restrict C)
+{
+    const size_t n4 = n - n % 4, m8 = m - m % 8;
+    for (size_t i = 0; i < n4; i += 4) {
+        for (size_t j = 0; j < m8; j += 8) {
+            double acc[4][8] = {{0}};
+            for (size_t p = 0; p < k; ++p) {
+                const double *restrict b = B + p * m + j;
+                for (size_t r = 0; r < 4; ++r) {
+                    const double a = A[(i + r) * si + p * sp];
+                    for (size_t q = 0; q < 8; ++q) {
+                        acc[r][q] += a * b[q];
+                    }
+                }
+            }
+            for (size_t r = 0; r < 4; ++r) {
+                for (size_t q = 0; q < 8; ++q) {
+                    C[(i + r) * m + j + q] = acc[r][q];
+                }
+            }
+        }
+        for (size_t r = 0; r < 4; ++r) {
+            for (size_t q = m8; q < m; ++q) {
+                double t = 0;
+                for (size_t p = 0; p < k; ++p) {
+                    t += A[(i + r) * si + p * sp] * B[p * m + q];
+                }
+                C[(i + r) * m + q] = t;
+            }
+        }
+    }
+    for (size_t i = n4; i < n; ++i) {
+        double *restrict c = C + i * m;
+        for (size_t j = 0; j < m; ++j) {
+            c[j] = 0;
+        }
+        for (size_t p = 0; p < k; ++p) {
+            const double a = A[i * si + p * sp];
+            const double *restrict b = B + p * m;
+            for (size_t j = 0; j < m; ++j) {
+                c[j] += a * b[j];
+            }
+        }
+    }
+}
+
+/* C (n x m) = A (n x k) B (B: k x m) */
 static void circle_mm_nn(size_t n, size_t m, size_t k, const double *restrict A,
     const double *restrict B, double *restrict C)
 {
@@ -78,19 +127,7 @@ static void circle_mm_nn(size_t n, size_t m, size_t k, const double *restrict A,
         return;
     }
 #endif
-    for (size_t i = 0; i < n; ++i) {
-        double *restrict c = C + i * m;
-        for (size_t j = 0; j < m; ++j) {
-            c[j] = 0;
-        }
-        for (size_t p = 0; p < k; ++p) {
-            const double a = A[i * k + p];
-            const double *restrict b = B + p * m;
-            for (size_t j = 0; j < m; ++j) {
-                c[j] += a * b[j];
-            }
-        }
-    }
+    circle_gemm(n, m, k, A, k, 1, B, C);
 }
 
 /* C (a x b) = U^T V (U: n x a, V: n x b), the sum over the rows of outer products */
@@ -104,19 +141,7 @@ static void circle_mm_tn(size_t n, size_t a, size_t b, const double *restrict U,
         return;
     }
 #endif
-    for (size_t i = 0; i < a; ++i) {
-        double *restrict c = C + i * b;
-        for (size_t j = 0; j < b; ++j) {
-            c[j] = 0;
-        }
-        for (size_t r = 0; r < n; ++r) {
-            const double u = U[r * a + i];
-            const double *restrict v = V + r * b;
-            for (size_t j = 0; j < b; ++j) {
-                c[j] += u * v[j];
-            }
-        }
-    }
+    circle_gemm(a, b, n, U, 1, a, V, C);
 }
 
 const char *const circle_param_names[6] = {
