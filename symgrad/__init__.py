@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Loss", "Network", "Param", "Stage"), "symgrad.ir.network"),
     **dict.fromkeys(("compile", "derive", "generate"), "symgrad.pipeline"),
     "scalar": "symgrad.learn.scalar",
+    "load_c": "symgrad.backends.c_loader",
 }
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
         yhat_s,
     )
     from symgrad.ir.network import Loss, Network, Param, Stage
+    from symgrad.backends.c_loader import load_c
     from symgrad.learn.scalar import scalar
     from symgrad.pipeline import compile, derive, generate
 
@@ -126,6 +128,7 @@ __all__ = [
     "i",
     "j",
     "k",
+    "load_c",
     "m",
     "n",
     "s",

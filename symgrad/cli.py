@@ -280,10 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--target",
-        choices=("numpy", "torch", "jax", "cupy"),
+        choices=("numpy", "torch", "jax", "cupy", "c"),
         default="numpy",
         help="the array library of the module (default: numpy); torch and jax modules "
-        "plug the derived backward passes into autograd",
+        "plug the derived backward passes into autograd; c writes NAME.c and NAME.h (C99)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="the C target's number type (default: float64)",
     )
     p.add_argument(
         "--hvp",
@@ -544,6 +550,8 @@ def _note(err: TextIO | None, text: str) -> None:
 
 
 def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.target == "c":
+        return _codegen_c(args, err)
     check_writable(args.output, force=args.force)
     from symgrad import pipeline
 
@@ -553,6 +561,22 @@ def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _codegen_c(args: argparse.Namespace, err: TextIO) -> int:
+    """``codegen --target c``: NAME.c and NAME.h (see ``backends/c_emit.py``)."""
+    from symgrad import pipeline
+    from symgrad.backends.c_emit import write_c
+
+    if args.hvp:
+        raise SpecError("--hvp is not available for --target c")
+    c = pipeline.compile(args.spec)
+    src, hdr = write_c(
+        c.derivation, args.output, dtype=args.dtype, optimizer=args.optimizer,
+        source=args.spec, force=args.force,
+    )  # fmt: skip
+    _note(err, f"wrote {src} and {hdr}")
     return EXIT_OK
 
 
