@@ -66,9 +66,7 @@ class RunnableBlocks:
                     yield test
                 continue
             region.parsed = source
-            region.evaluator = {"python": self.python, "bash": run_bash}.get(
-                language, run_console
-            )
+            region.evaluator = {"python": self.python, "bash": run_bash}.get(language, run_console)
             yield region
 
 

@@ -32,7 +32,11 @@ def on_files(files: Files, config) -> Files:  # noqa: ANN001 - MkDocs' hook sign
     for rel in PUBLISHED:
         if (ROOT / rel).is_file():
             files.append(
-                File(rel, src_dir=str(ROOT), dest_dir=config["site_dir"],
-                     use_directory_urls=config["use_directory_urls"])
+                File(
+                    rel,
+                    src_dir=str(ROOT),
+                    dest_dir=config["site_dir"],
+                    use_directory_urls=config["use_directory_urls"],
+                )
             )
     return files
