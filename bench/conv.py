@@ -3,7 +3,7 @@
     python bench/conv.py            # writes bench/conv-results.md
     python bench/conv.py --quick    # fewer repeats, into a temporary folder
 
-The network (CONTRACT section 5; issue #12's acceptance): 8x8x1 -> conv 3x3, 16 channels,
+The network: 8x8x1 -> conv 3x3, 16 channels,
 relu -> maxpool 2 -> flatten -> dense 10, softmax + cross-entropy. One call of
 ``loss_and_grads`` = forward, loss, backward and every gradient out, at n = 1, 32 and 256,
 all implementations timed round-robin in one process on the same arrays (``run.measure``):
@@ -246,7 +246,7 @@ def main(argv=None) -> Path:
         )
     lines += [
         "",
-        "Goal (issue #12): torch / symgrad >= 1 at n <= 32 and >= 1/1.5 = 0.67 at n = 256.",
+        "Goal: torch / symgrad >= 1 at n <= 32 and >= 1/1.5 = 0.67 at n = 256.",
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""How long the derivation of the new layers takes as networks grow (issue #12).
+"""How long the derivation of the new layers takes as networks grow.
 
     python bench/layers_scaling.py           # writes bench/layers_results.md
     python bench/layers_scaling.py --quick   # fewer sizes and repeats, prints only

@@ -54,8 +54,10 @@ class Example:
 
 
 def progress(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar over ``items`` on stderr: tqdm when installed, else a tiny one."""
-    if not enabled:
+    """A progress bar over ``items`` on stderr: tqdm when installed, else a tiny one.
+
+    Drawn only on a terminal: redrawn frames (``\\r``) would fill a log file or a pipe."""
+    if not enabled or not sys.stderr.isatty():
         yield from items
         return
     try:
@@ -143,6 +145,28 @@ def plot(history: dict[str, list[float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+#: What the digits examples need besides symgrad: (module, what to install)
+NEEDS = (("sklearn", "scikit-learn"), ("matplotlib", "matplotlib"))
+
+
+def require(needs: Sequence[tuple[str, str]], what: str) -> None:
+    """Stop with one line and exit status 2, before anything is written, when a package an
+    example needs is missing."""
+    missing = [pip for module, pip in needs if importlib.util.find_spec(module) is None]
+    if missing:
+        print(
+            f"{what} needs {' and '.join(missing)}: pip install -e '.[examples]' "
+            f"(or pip install {' '.join(missing)})",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def output_folder(name: str) -> Path:
+    """An example's own folder under the current directory (never the source tree)."""
+    return Path("symgrad-output") / name
+
+
 def parse_args(
     ex: Example, description: str, default_out: Path, argv: Sequence[str] | None
 ) -> argparse.Namespace:
@@ -152,7 +176,7 @@ def parse_args(
         "--out",
         type=Path,
         default=default_out,
-        help=f"folder for {ex.module}.py and training.png",
+        help=f"folder for {ex.module}.py and training.png (default: {default_out})",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling")
     p.add_argument("--batch-size", type=int, default=32)
@@ -167,6 +191,7 @@ def parse_args(
 def run(ex: Example, args: argparse.Namespace) -> dict[str, Any]:
     """Generate the module, train it, plot; returns the per-epoch history, the final test
     accuracy, the timings and the paths written."""
+    require(NEEDS, f"this example ({ex.module})")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     net = generate_module(ex.spec, args.out, ex.module)

@@ -1,4 +1,4 @@
-"""The ``symgrad`` command line: derive, codegen, verify, check and audit (CONTRACT section 3).
+"""The ``symgrad`` command line: derive, codegen, verify, check and audit.
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
 stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to",
         choices=("latex", "markdown", "text", "html"),
-        default="text",
-        help="output format (default: text); html: one self-contained page (math, graph "
+        default=None,
+        help="output format (default: text; with --graph and no -o, nothing is printed "
+        "unless --to is given); html: one self-contained page (math, graph "
         "and the generated code, no network needed to view it)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
@@ -480,6 +482,9 @@ def _same_file(a: str, b: str) -> bool:
 
 def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     graph_fmt = dot_path = None
+    # `derive --graph FILE` alone writes the graph; the text is printed only when asked for
+    show = args.output is None and (args.graph is None or args.to is not None)
+    args.to = args.to or "text"
     force = bool(getattr(args, "force", False))
     if args.graph:
         graph_fmt = Path(args.graph).suffix.lower().lstrip(".")
@@ -497,7 +502,7 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             check_writable(args.graph, force=force, fmt=graph_fmt)
     if args.output:
         check_writable(args.output, force=force)
-    elif out is None:
+    elif out is None and show:
         raise SpecError("standard output is closed: write to a file with -o FILE")
     if args.hvp and args.to == "latex":
         raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
@@ -510,6 +515,12 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from symgrad.documents.html import render_html
 
         text = render_html(c.derivation, form=args.form)
+        if shutil.which("dot") is None:
+            _note(
+                err,
+                "note: Graphviz 'dot' was not found, so the page has no graph "
+                "(install Graphviz, e.g. apt-get install graphviz, and run again)",
+            )
     else:
         text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
     if args.hvp:
@@ -524,7 +535,7 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.output:
         atomic_write(args.output, _with_marker(text, args.to, args.spec), force=force)
         _note(err, f"wrote {args.output}")
-    else:
+    elif show:
         out.write(text if text.endswith("\n") else text + "\n")
         out.flush()
     if graph_fmt and dot_path and dot_text is not None:

@@ -1,4 +1,4 @@
-"""``symgrad audit SPEC`` and its Python API (CONTRACT section 5, issue #11): for every
+"""``symgrad audit SPEC`` and its Python API: for every
 statement of the forward and backward program, the rewrites applied (before -> after) and
 the hazards that remain, with the statement's formula; exit 0."""
 

@@ -1,4 +1,4 @@
-"""``batchnorm`` in training mode (issue #12): the one layer that couples the samples.
+"""``batchnorm`` in training mode: the one layer that couples the samples.
 
 Its component form carries the sample index (``a2[s, i]``) and sums over the batch; the
 backward pass collects a term from every sample. Checked against PyTorch's own

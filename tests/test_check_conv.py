@@ -1,4 +1,4 @@
-"""``check --grad`` and ``check --steps`` on conv nets (issue #12).
+"""``check --grad`` and ``check --steps`` on conv nets.
 
 Component formulas may read computed positions (``x[q, h + r, w + s]``, zeros outside the
 input, as the layer reads it); conv quantities have axes (c, h, w). Matrix notation works

@@ -277,13 +277,25 @@ def test_derive_graph(
     svg = tmp_path / "g.svg"
     code, out, err = run_main(["derive", SEED, "--graph", str(svg)], capsys)
     assert code == 0
-    assert out.startswith("doc to=text")
+    assert out == ""  # --graph alone writes the graph, it does not also print the derivation
     dot = tmp_path / "g.dot"
     assert MARKER in dot.read_text().splitlines()[0]
     assert "digraph G" in dot.read_text()
     assert calls == [("digraph G { x -> z1 }\n", str(svg), "svg")]
     assert svg.exists() == rendered
     assert ("Graphviz 'dot' was not found" in err) == (not rendered)
+
+
+def test_derive_graph_with_to_also_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_render_doc(monkeypatch, [])
+    fake_graph(monkeypatch, True)
+    code, out, _ = run_main(
+        ["derive", SEED, "--to", "text", "--graph", str(tmp_path / "g.dot")], capsys
+    )
+    assert code == 0
+    assert out.startswith("doc to=text")
 
 
 def test_derive_graph_dot_only(
@@ -627,3 +639,18 @@ def test_atomic_write_keeps_the_mode(tmp_path: Path) -> None:
 def test_atomic_write_rejects_directories(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="is a directory"):
         atomic_write(tmp_path, "x")
+
+
+def test_derive_html_without_graphviz_says_the_graph_was_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name == "dot" else real_which(name, *a, **k)
+    )
+    page = tmp_path / "page.html"
+    code, out, err = run_main(["derive", SEED, "--to", "html", "-o", str(page)], capsys)
+    assert code == 0 and page.is_file() and out == ""
+    assert "Graphviz 'dot' was not found, so the page has no graph" in err

@@ -1,5 +1,5 @@
 """Generated code, run: every catalogue network against PyTorch autograd and finite
-differences, plus the module contract (CONTRACT section 4): names, shapes, dtypes,
+differences, plus the module's interface: names, shapes, dtypes,
 untouched inputs, finite values at logits of magnitude 1e3, lint-clean source, numpy only.
 """
 

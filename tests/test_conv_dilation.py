@@ -1,4 +1,4 @@
-"""Dilated conv layers (issue #12): ``x[c, s*i + d*k - p]``, torch's ``dilation=d``.
+"""Dilated conv layers: ``x[c, s*i + d*k - p]``, torch's ``dilation=d``.
 
 The generated NumPy module against PyTorch (float64 loss and every gradient within 1e-7
 relative at batch 1 and 16; float32 stays float32), the derivation's matrix form (the

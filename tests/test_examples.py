@@ -1,5 +1,9 @@
 """The examples (examples/digits, examples/custom_layer) and the benchmark's baseline.
 
+- every example: the committed outputs are what the code produces now
+  (``examples/regenerate.py --check``); the fast examples, run with their defaults in a
+  copy of the checkout, leave ``git status`` clean; a missing optional package is one line
+  and exit status 2, before anything is written;
 - digits: a shortened training run of ``examples/digits/train.py`` (its ``main``),
   which must lower the loss and write the plot and the generated module;
 - custom_layer: the committed generated module still implements the contract, agrees
@@ -11,6 +15,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from symgrad.frontend.spec import load_spec
 from symgrad.pipeline import generate
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 DIGITS = ROOT / "examples" / "digits"
 CUSTOM = ROOT / "examples" / "custom_layer"
 BENCH = ROOT / "bench"
@@ -34,8 +41,96 @@ def _import_file(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+# --------------------------------------------------------------------------- every example
+
+
+def test_committed_outputs_are_what_the_code_produces_now():
+    regenerate = _import_file(EXAMPLES / "regenerate.py", "examples_regenerate")
+    differences = regenerate.differences()
+    assert not differences, (
+        "committed example outputs are out of date; run python examples/regenerate.py:\n"
+        + "\n\n".join(differences)
+    )
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("command", "needs", "written"),
+    [
+        (["sh", "examples/scalar/make.sh"], (), "scalar/graph.dot"),
+        pytest.param(["sh", "examples/seed_net/make.sh"], (), "seed_net/page.html", marks=SLOW),
+        pytest.param(
+            ["sh", "examples/custom_layer/make.sh"], (), "custom_layer/derivation.md", marks=SLOW
+        ),
+        pytest.param(
+            ["python", "examples/digits/train.py", "--epochs", "1"],
+            ("sklearn", "matplotlib"),
+            "digits/training.png",
+            marks=SLOW,
+        ),
+        pytest.param(
+            ["python", "examples/digits_cnn/train.py", "--epochs", "1"],
+            ("sklearn", "matplotlib"),
+            "digits_cnn/training.png",
+            marks=SLOW,
+        ),
+    ],
+    ids=["scalar", "seed_net", "custom_layer", "digits", "digits_cnn"],
+)
+def test_examples_leave_the_checkout_clean(tmp_path, command, needs, written):
+    """Run with its defaults from the root of a fresh copy of the checkout, an example writes
+    into symgrad-output/ (which git ignores) and nothing else."""
+    from docs_checkout import checkout_copy, environment, porcelain
+
+    for module in needs:
+        pytest.importorskip(module)
+    repo = checkout_copy(tmp_path / "checkout")
+    env = environment(repo, tmp_path / "bin")
+    proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, (command, proc.stderr[-2000:])
+    assert "\r" not in proc.stderr  # no progress-bar frames when stderr is not a terminal
+    assert porcelain(repo) == ""
+    assert (repo / "symgrad-output" / written).is_file()
+
+
+@pytest.mark.parametrize(
+    ("script", "blocked", "install"),
+    [
+        ("digits/train.py", "sklearn", "scikit-learn"),
+        ("digits_cnn/train.py", "matplotlib", "matplotlib"),
+        ("ddp/train_ddp.py", "torch", "torch"),
+    ],
+)
+def test_a_missing_optional_package_is_one_line_and_exit_2(tmp_path, script, blocked, install):
+    run = (
+        f"import sys, runpy; sys.modules[{blocked!r}] = None; sys.argv = ['x', '--out', 'o'];"
+        f"runpy.run_path({str(EXAMPLES / script)!r}, run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and install in lines[0] and "pip install" in lines[0], lines
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_progress_bar_stays_off_a_pipe(capsys):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from _training import progress
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    assert list(progress([1, 2, 3], "epoch 1")) == [1, 2, 3]
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
 
 
 # --------------------------------------------------------------------------- digits

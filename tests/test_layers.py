@@ -363,7 +363,7 @@ activation = "softmax"
 
 
 def test_conv_net_with_weight_decay_norm_and_skip_verifies():
-    """The new constructs compose with the conv layers (issue #12's other half)."""
+    """The new constructs compose with the conv layers."""
     from symgrad.verify.verify import verify_network
 
     net = loads_spec(CONV_MIX_TOML, file="convmix.toml")

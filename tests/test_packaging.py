@@ -46,3 +46,29 @@ def test_wheel_ships_the_templates(tmp_path):
     assert {Path(n).name for n in fonts} == shipped and shipped
     # every data folder is configured: setuptools warns of none left out of `packages`
     assert "absent from the `packages` configuration" not in r.stdout + r.stderr
+
+
+def test_optional_dependencies_are_declared_as_ranges():
+    """`pip install -e '.[docs]'` (and .[test], .[examples]) work, with ranges, not pins."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    names = {
+        extra: {req.split("[")[0].split(">")[0].split("<")[0].split("=")[0] for req in reqs}
+        for extra, reqs in extras.items()
+    }
+    assert {"mkdocs", "mkdocs-material", "mkdocstrings"} <= names["docs"]
+    assert {"pytest", "pytest-xdist", "sybil", "hypothesis"} <= names["test"]
+    assert {"scikit-learn", "matplotlib", "torch"} <= names["examples"]
+    for extra, reqs in extras.items():
+        for req in reqs:
+            assert "==" not in req, f"{extra}: {req} is pinned; declare a range"
+
+
+def test_default_test_run_is_parallel_and_skips_slow_cases():
+    import tomllib
+
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    addopts = ini["tool"]["pytest"]["ini_options"]["addopts"]
+    assert '-m "not slow"' in addopts and "-n auto" in addopts

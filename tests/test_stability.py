@@ -1,4 +1,4 @@
-"""Numbers you can trust (issue #11): stability decided by structure, never by names.
+"""Numbers you can trust: stability decided by structure, never by names.
 
 - The rules of ``calculus/stability.py``, each on its own pattern.
 - A map named ``sigmoid`` whose body is another function, followed by ``bce``: loss and

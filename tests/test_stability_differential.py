@@ -1,5 +1,5 @@
-"""Differential test of the stability promise (issue #11), slow: Hypothesis draws custom
-activations, losses and map layers as spec text (the grammar of CONTRACT section 2, parsed
+"""Differential test of the stability promise, slow: Hypothesis draws custom
+activations, losses and map layers as spec text (the spec grammar, parsed
 by the whitelist parser), each paired with an independent PyTorch implementation built
 from torch's own stable primitives (``F.softplus``, ``torch.sigmoid``, ``F.logsigmoid``,
 ``torch.logsumexp``, ``F.log_softmax``, ``F.binary_cross_entropy_with_logits``). The
@@ -83,7 +83,7 @@ def activation(draw) -> tuple[Form, str]:
     form = Form("x", lambda t: t)
     # Two wrappers at most: three nested softsigns fused with an abs loss are expanded by the
     # derivation's loss fusion (cancel_scalar) into a degree-26 polynomial that overflows in
-    # float32 at |z| = 1e3 (reported to the integrator; a calculus issue, not a stable form).
+    # float32 at |z| = 1e3 (a known limit of the calculus, not of a stable form).
     names = draw(st.lists(st.sampled_from(sorted(WRAPS)), min_size=1, max_size=2))
     for n_, nm in enumerate(names):
         if n_ and names[n_ - 1] in LOG_WRAPS and nm in EXP_WRAPS:

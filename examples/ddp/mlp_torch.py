@@ -66,7 +66,7 @@ def _as(A: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(A, dtype=like.dtype, device=like.device)
 
 
-# -- argument checks (CONTRACT section 5): every public function validates its inputs, so
+# -- argument checks: every public function validates its inputs, so
 # torch never broadcasts a wrong shape into a plausible-looking number.
 
 

@@ -11,7 +11,8 @@ of rank 0 equal those of a single-process run over the full batches.
     python examples/ddp/train_ddp.py                # 20 steps, 2 processes
     python examples/ddp/train_ddp.py --steps 3 --world 2
 
-Needs torch (``pip install -e .[torch]``). Only 127.0.0.1 is used.
+Needs torch (``pip install -e '.[examples]'``): without it the script says so and exits
+with status 2. It writes no files. Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ import socket
 import sys
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
+if importlib.util.find_spec("torch") is None:
+    print(
+        "this example needs torch: pip install -e '.[examples]' (or pip install torch)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

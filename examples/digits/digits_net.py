@@ -26,7 +26,7 @@ INPUT_SIZE = 64
 OUTPUT_SIZE = 10
 
 
-# -- argument checks (CONTRACT section 5): every public function validates its inputs, so
+# -- argument checks: every public function validates its inputs, so
 # NumPy never broadcasts a wrong shape into a plausible-looking number.
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -41,28 +41,40 @@ def _check_params(params: dict[str, np.ndarray], what: str = "params") -> type:
     missing = [k for k in PARAM_NAMES if k not in params]
     extra = [k for k in params if k not in PARAM_SHAPES]
     if missing or extra:
-        raise ValueError(f"{what} has keys {sorted(params)}, expected {list(PARAM_NAMES)}")
+        raise ValueError(
+            f"{what} has keys {sorted(params)}, expected {list(PARAM_NAMES)}"
+        )
     dtype = None
     for name in PARAM_NAMES:
         p = params[name]
         shape = p.shape if isinstance(p, np.ndarray) else np.shape(p)
         if shape != PARAM_SHAPES[name]:
-            raise ValueError(f"{what}[{name!r}] has shape {shape}, expected {PARAM_SHAPES[name]}")
+            raise ValueError(
+                f"{what}[{name!r}] has shape {shape}, expected {PARAM_SHAPES[name]}"
+            )
         dt = getattr(p, "dtype", None)
         if dt not in _FLOATS:
-            raise ValueError(f"{what}[{name!r}] has dtype {dt}, expected float32 or float64")
+            raise ValueError(
+                f"{what}[{name!r}] has dtype {dt}, expected float32 or float64"
+            )
         if dtype is not None and dt != dtype:
-            raise ValueError(f"{what}[{name!r}] has dtype {dt}, the others {dtype}: use one dtype")
+            raise ValueError(
+                f"{what}[{name!r}] has dtype {dt}, the others {dtype}: use one dtype"
+            )
         dtype = dt
     return dtype or np.float64
 
 
-def _check_array(what: str, value: object, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+def _check_array(
+    what: str, value: object, shape: tuple[int, ...], dtype: type
+) -> np.ndarray:
     """``value`` as an array of ``dtype``; ValueError unless its shape is exactly ``shape``,
     it is real (not complex, text or objects) and finite."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{what} has dtype {arr.dtype}, expected real numbers ({np.dtype(dtype)})")
+        raise ValueError(
+            f"{what} has dtype {arr.dtype}, expected real numbers ({np.dtype(dtype)})"
+        )
     if arr.shape != shape:
         hint = ""
         if what == "Y" and arr.ndim == 1 and arr.dtype.kind in "iu":

@@ -7,11 +7,12 @@ calls only the module's ``loss_and_grads`` and ``step``. The data is scikit-lear
 bundled 8x8 digits (1797 images, no download). It saves ``OUT/training.png`` (loss and
 accuracy per epoch).
 
-    python examples/digits/train.py                 # 30 epochs, outputs next to this file
+    python examples/digits/train.py         # 30 epochs, into symgrad-output/digits/
     python examples/digits/train.py --epochs 5 --out /tmp/digits --seed 1
 
-Needs numpy, scikit-learn and matplotlib (``pip install -e .[examples]``); tqdm is
-used for the progress bar when installed.
+Needs scikit-learn and matplotlib (``pip install -e '.[examples]'``): without them it
+says so and exits with status 2 before writing anything. tqdm draws the progress bar
+when installed (on a terminal only).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # examples/_training.py: what both digits examples share
     sys.path.insert(0, str(HERE.parent))
 
-from _training import Example, parse_args, run  # noqa: E402
+from _training import Example, output_folder, parse_args, run  # noqa: E402
 
 
 def standardise(X_tr: np.ndarray, X_te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +49,9 @@ EXAMPLE = Example(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the example; returns the per-epoch history, the final test accuracy and timings."""
-    return run(EXAMPLE, parse_args(EXAMPLE, __doc__.split("\n\n")[0], HERE, argv))
+    return run(
+        EXAMPLE, parse_args(EXAMPLE, __doc__.split("\n\n")[0], output_folder("digits"), argv)
+    )
 
 
 if __name__ == "__main__":

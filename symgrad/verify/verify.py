@@ -1,8 +1,8 @@
 """Stage 5, verification: a module's gradients against references that share none of its code.
 
-``verify_network`` loads a module implementing CONTRACT section 4 (freshly generated, or
-any file: a hand-written backprop, an edited generated file) and checks it at a random
-point against
+``verify_network`` loads a module implementing the generated module's interface
+(freshly generated, or any file: a hand-written backprop, an edited generated file) and
+checks it at a random point against
 
 - central finite differences (a 4th-order 5-point stencil, float64) of ``module.loss``;
 - PyTorch autograd, and JAX autograd, of an *independent* implementation of the network
@@ -735,7 +735,7 @@ class _Local:
 def _check_api(mod: _Local | ModuleProcess, net: Network, report: VerifyReport) -> bool:
     missing = [a for a in API if a not in mod.attrs and a not in mod.funcs]
     if not report.check(
-        "api", not missing, f"module lacks {', '.join(missing)} (CONTRACT section 4)"
+        "api", not missing, f"module lacks {', '.join(missing)} (the generated module's interface)"
     ):
         return False
     not_callable = [a for a in API[2:] if a not in mod.funcs]
@@ -861,7 +861,7 @@ def verify_network(
 
     Args:
         net: the network (concrete widths).
-        module: a path to a Python file implementing CONTRACT section 4; None verifies
+        module: a path to a Python file implementing the generated module's interface; None verifies
             freshly generated code. A file is imported and called in a child process:
             whatever it does (exits, hangs, returns garbage) is a failure in the report.
         dtype: "float64", or "float32" to run the module in float32 (compared with the

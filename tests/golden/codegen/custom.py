@@ -25,7 +25,7 @@ INPUT_SIZE = 3
 OUTPUT_SIZE = 2
 
 
-# -- argument checks (CONTRACT section 5): every public function validates its inputs, so
+# -- argument checks: every public function validates its inputs, so
 # NumPy never broadcasts a wrong shape into a plausible-looking number.
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
