@@ -21,7 +21,7 @@ import pytest
 from symgrad import BatchNorm, Dense, build
 from symgrad.backends.c_emit import generate_c
 from symgrad.backends.c_loader import CModule, compiler, load_c
-from symgrad.backends.c_names import c_comment, c_names, c_paths, prefix_of
+from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.codegen import load_module
 from symgrad.backends.emit import generate
 from symgrad.cli import main
@@ -205,6 +205,7 @@ def test_names_and_comments_are_made_safe():
     for v in names.values():
         assert v.isidentifier() and v not in ("int", "exp", "n", "net_forward")
     assert "*/" not in c_comment("a */ b ??/ c")
+    assert c_string('a"\\?é') == r"a\042\134\077\303\251"
     assert prefix_of("out/My-Net.c") == "my_net" and prefix_of("3.c") == "net_3"
     assert c_paths("a/net.h") == (Path("a/net.c"), Path("a/net.h"))
 

@@ -19,7 +19,7 @@ import sympy as sp
 
 from symgrad import __version__
 from symgrad.backends.c_lower import Buf, Shape, dim
-from symgrad.backends.c_names import c_comment, c_names, c_paths, prefix_of
+from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer
 from symgrad.backends.c_printer import SymgradCPrinter
 from symgrad.backends.codegen import OPTIMIZERS, Statement, _Printer, build_program
@@ -283,6 +283,7 @@ def c_context(
             {
                 "name": p.name,
                 "cname": names[p.name],
+                "literal": c_string(p.name),
                 "dims": dims,
                 "shape": [int(v) for v in dims],
                 "size": size,

@@ -94,7 +94,9 @@ class CModule:
         offs = (ctypes.c_size_t * max(count, 1)).in_dll(lib, f"{prefix}_param_offsets")
         ndim = (ctypes.c_size_t * max(count, 1)).in_dll(lib, f"{prefix}_param_ndim")
         shp = ((ctypes.c_size_t * 4) * max(count, 1)).in_dll(lib, f"{prefix}_param_shapes")
-        self.PARAM_NAMES: tuple[str, ...] = tuple((names[k] or b"").decode() for k in range(count))
+        self.PARAM_NAMES: tuple[str, ...] = tuple(
+            (names[k] or b"").decode("utf-8") for k in range(count)
+        )
         self.PARAM_SHAPES: dict[str, tuple[int, ...]] = {
             nm: tuple(int(shp[k][d]) for d in range(ndim[k]))
             for k, nm in enumerate(self.PARAM_NAMES)
