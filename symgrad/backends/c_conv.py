@@ -61,7 +61,8 @@ class ConvLowerer(Lowerer):
     def correlate(self, e: sp.Expr) -> Val:
         win, w = e.args
         a, wb = self.buffer_of(win.args[0]), self.buffer_of(w)
-        sizes, spatial = self._geometry(a, *win.args[1:4], dilation_of(win, 5, len(win.args[1])))
+        k, st, p = win.args[1:4]
+        sizes, spatial = self._geometry(a, k, st, p, dilation_of(win, 5, len(k)))
         out = self.target((a.shape[0], wb.shape[0], *spatial))
         self.call("conv", [*sizes, dim(wb.shape[0])], [a, wb], out)
         return self.read(out)
@@ -69,7 +70,8 @@ class ConvLowerer(Lowerer):
     def corr_weight_grad(self, e: sp.Expr) -> Val:
         g, win = e.args
         gb, a = self.buffer_of(g), self.buffer_of(win.args[0])
-        sizes, _ = self._geometry(a, *win.args[1:4], dilation_of(win, 5, len(win.args[1])))
+        k, st, p = win.args[1:4]
+        sizes, _ = self._geometry(a, k, st, p, dilation_of(win, 5, len(k)))
         kernel = tuple(sp.Integer(v) for v in _ints(win.args[1]))
         out = self.target((gb.shape[1], a.shape[1], *kernel))
         self.call("conv_dw", [*sizes, dim(gb.shape[1])], [gb, a], out)
@@ -105,10 +107,12 @@ class ConvLowerer(Lowerer):
         return self.read(out)
 
     def window_sum(self, e: sp.Expr) -> Val:
-        return self._pool("sumpool", self.buffer_of(e.args[0]), *e.args[1:4], [])
+        a, k, s, p = e.args
+        return self._pool("sumpool", self.buffer_of(a), k, s, p, [])
 
     def window_max(self, e: sp.Expr) -> Val:
-        return self._pool("maxpool", self.buffer_of(e.args[0]), *e.args[1:4], [])
+        a, k, s, p = e.args
+        return self._pool("maxpool", self.buffer_of(a), k, s, p, [])
 
     def window_sum_grad(self, e: sp.Expr) -> Val:
         g, k, s, p, size = e.args

@@ -86,9 +86,9 @@ class CModule:
         real = ctypes.c_float if size == 4 else ctypes.c_double
         self.INPUT_SIZE = ctypes.c_size_t.in_dll(lib, f"{prefix}_input_size").value
         self.OUTPUT_SIZE = ctypes.c_size_t.in_dll(lib, f"{prefix}_output_size").value
-        ndim = ctypes.c_size_t.in_dll(lib, f"{prefix}_input_ndim").value
+        in_ndim = ctypes.c_size_t.in_dll(lib, f"{prefix}_input_ndim").value
         dims = (ctypes.c_size_t * 4).in_dll(lib, f"{prefix}_input_shape")
-        self.INPUT_SHAPE = tuple(int(dims[d]) for d in range(ndim))
+        self.INPUT_SHAPE = tuple(int(dims[d]) for d in range(in_ndim))
         ws = sym("workspace_len")
         ws.argtypes, ws.restype = [_N], _N
         self._ws_len = ws
