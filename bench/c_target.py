@@ -57,6 +57,7 @@ NETS = {
         "cross_entropy",
     ),
 }
+ROUNDS = 5
 CASES = [("seed", 1), ("seed", 32), ("deep", 32), ("mlp", 32), ("mlp", 256)]
 
 HARNESS = r"""
@@ -151,11 +152,15 @@ def cblas_flags() -> tuple[list[str], list[str]] | None:
     return (["-DNET_USE_CBLAS"], ["-lopenblas"]) if res.returncode == 0 else None
 
 
-def time_in_c(folder: Path, n: int, reps: int, extra: list[str], libs: list[str]) -> float:
+def build_c(folder: Path, extra: list[str], libs: list[str]) -> Path:
     exe = folder / ("bench_cblas" if extra else "bench")
     (folder / "harness.c").write_text(HARNESS)
     cmd = [compiler() or "cc", "-std=c99", "-O3", "-march=native", *extra, "net.c", "harness.c"]
     subprocess.run([*cmd, "-o", str(exe), *libs, "-lm"], cwd=folder, check=True)
+    return exe
+
+
+def time_in_c(exe: Path, n: int, reps: int) -> float:
     out = subprocess.run([str(exe), str(n), str(reps)], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[0])
 
@@ -236,11 +241,20 @@ def run_case(key: str, n: int, budget: float, reps: int, cblas) -> dict:
             assert abs(float(got) - ref_loss) <= 1e-9 * max(1.0, abs(ref_loss))
         except ImportError:
             pass
-        for name, fn in impls.items():
-            row[name] = median_us(fn, budget)
-        row["C"] = time_in_c(folder, n, reps, [], [])
+        exes = {"C": build_c(folder, [], [])}
         if cblas is not None:
-            row["C + CBLAS"] = time_in_c(folder, n, reps, *cblas)
+            exes["C + CBLAS"] = build_c(folder, *cblas)
+        # Rounds, each timing every implementation once: the machine's load changes
+        # between rounds, and each ratio is taken within one round.
+        samples: dict[str, list[float]] = {}
+        for _ in range(ROUNDS):
+            times = {name: median_us(fn, budget / ROUNDS) for name, fn in impls.items()}
+            times |= {name: time_in_c(exe, n, reps) for name, exe in exes.items()}
+            for name, t in times.items():
+                samples.setdefault(name, []).append(t)
+                ratio = t / times["hand-written NumPy"]
+                samples.setdefault("ratio " + name, []).append(ratio)
+        row |= {name: statistics.median(v) for name, v in samples.items()}
     return row
 
 
@@ -251,11 +265,10 @@ def table(rows: list[dict]) -> list[str]:
     head = "| case | " + " | ".join(COLUMNS) + " | workspace |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for r in rows:
-        base = r["hand-written NumPy"]
         cells = []
         for c in COLUMNS:
             if c in r:
-                cells.append(f"{r[c]:.3g} µs ({r[c] / base:.3g}x)")
+                cells.append(f"{r[c]:.3g} µs ({r['ratio ' + c]:.3g}x)")
             else:
                 cells.append("-")
         kib = r["workspace"] * 8 / 1024
@@ -271,7 +284,8 @@ def goals(rows: list[dict]) -> list[str]:
     if ("seed", 1) in by:
         r = by["seed", 1]
         out.append(
-            f"- seed network, n = 1: NumPy module / C = {r['NumPy module'] / r['C']:.0f}x "
+            f"- seed network, n = 1: NumPy module / C = "
+            f"{r['ratio NumPy module'] / r['ratio C']:.0f}x "
             "(goal: at least 20x)"
         )
     for key, n, what, goal in (
@@ -281,8 +295,7 @@ def goals(rows: list[dict]) -> list[str]:
     ):
         if (key, n) in by:
             r = by[key, n]
-            base = r["hand-written NumPy"]
-            parts = [f"{c} {r[c] / base:.2f}" for c in ("C", "C + CBLAS") if c in r]
+            parts = [f"{c} {r['ratio ' + c]:.2f}" for c in ("C", "C + CBLAS") if c in r]
             out.append(f"- {what}, n = {n}: time / hand-written NumPy: {', '.join(parts)}{goal}")
     return out
 
@@ -296,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if compiler() is None:
         print("no C compiler (cc): nothing to time")
         return 0
-    budget, reps = (0.3, 21) if args.quick else (1.0, 51)
+    budget, reps = (0.5, 7) if args.quick else (1.5, 15)
     cblas = cblas_flags()
     rows = [run_case(key, n, budget, reps, cblas) for key, n in CASES]
     threads = os.environ.get("OMP_NUM_THREADS", "default")
@@ -307,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({os.cpu_count()} CPUs, shared), Python {platform.python_version()}, "
         f"NumPy {np.__version__}, float64, BLAS threads: {threads}. Median time per "
         "`loss_and_grads` call (loss and every gradient); in brackets the ratio to the "
-        "hand-written NumPy (< 1: faster). C: timed in C (`-O3 -march=native`); C + CBLAS: "
-        "the same with `-DNET_USE_CBLAS` and OpenBLAS; C via load_c: the same C called from "
-        "Python through ctypes (with its argument checks). Workspace: "
+        "hand-written NumPy in the same round (< 1: faster; the median over "
+        f"{ROUNDS} rounds, each timing every implementation once). C: timed in C "
+        "(`-O3 -march=native`); C + CBLAS: the same with `-DNET_USE_CBLAS` and OpenBLAS; "
+        "C via load_c: the same C called from Python through ctypes (with its argument "
+        "checks). Workspace: "
         "`NET_WORKSPACE_LEN(n)` numbers (8 bytes each).",
         "",
         *table(rows),

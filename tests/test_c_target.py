@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import symgrad.ir.layers as L
 from symgrad import BatchNorm, Dense, build
 from symgrad.backends.c_emit import generate_c
 from symgrad.backends.c_loader import CModule, compiler, load_c
-from symgrad.backends.c_names import c_comment, c_names, c_paths, prefix_of
+from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.codegen import load_module
 from symgrad.backends.emit import generate
 from symgrad.cli import main
+from symgrad.ir.conv import Conv, Flatten, Pool
 from symgrad.pipeline import derive
 from symgrad.verify.verify import VerifyReport, _Local, _verify_module, random_point
 
@@ -37,6 +39,35 @@ STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 FAST = ("seed", "softmax_ce", "maxshift", "rmsnorm_pairwise")
 NETS = catalogue()
 NETS["batchnorm"] = build("bn", 3, [Dense(5, "tanh"), BatchNorm(), Dense(2, "tanh")], "mse")
+#: convolution and pooling (2-d and 1-d, stride, padding, dilation, no bias)
+CONV = {
+    "conv-maxpool": L.build(
+        "cm", [2, 8, 9], [Conv(5, (3, 2), activation="relu"), Pool("max", 2), Flatten(), Dense(4)],
+        "mse",
+    ),
+    "conv-sumpool-padded": L.build(
+        "cs", [2, 6, 6],
+        [Conv(3, 3, padding=1, activation="tanh"), Pool("sum", 2, stride=1, padding=1), Flatten(),
+         Dense(3, "softmax")],
+        "cross_entropy",
+    ),
+    "conv-dilated-strided": L.build(
+        "cd", [2, 9, 9],
+        [Conv(3, 3, dilation=2, activation="tanh"), Pool("max", 3, stride=2, padding=1),
+         Flatten(), Dense(2)],
+        "mse",
+    ),
+    "conv-stack-no-bias": L.build(
+        "cn", [2, 6, 6],
+        [Conv(3, 2, activation="relu"),
+         Conv(2, (2, 3), stride=(1, 2), padding=(1, 0), bias=False, activation="tanh"),
+         Flatten(), Dense(2)],
+        "mse",
+    ),
+    "conv1d": L.build("c1", [3, 9], [Conv(2, 3, stride=2, padding=1, dims=1), Flatten(),
+                                    Dense(2)], "mse"),
+}  # fmt: skip
+NETS.update(CONV)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,7 +99,7 @@ def assert_same(net, cmod: CModule, rtol: float, dtype=np.float64, batch: int = 
     assert np.max(np.abs(out - ref_out)) <= rtol * max(1.0, float(np.max(np.abs(ref_out))))
 
 
-@pytest.mark.parametrize("name", FAST + ("batchnorm",))
+@pytest.mark.parametrize("name", (*FAST, "batchnorm", "conv-maxpool", "conv1d"))
 def test_c_equals_the_numpy_module(name, tmp_path):
     assert_same(NETS[name], c_module(NETS[name], tmp_path), 1e-12)
 
@@ -152,8 +183,9 @@ def sanitized_run(net, tmp_path: Path, dtype: str = "float64") -> str:
     return res.stdout
 
 
-def test_sanitizers_on_one_network(tmp_path):
-    out = sanitized_run(NETS["maxshift"], tmp_path)
+@pytest.mark.parametrize("name", ["maxshift", "conv-dilated-strided"])
+def test_sanitizers_on_one_network(name, tmp_path):
+    out = sanitized_run(NETS[name], tmp_path)
     assert len(out.splitlines()) == 3
 
 
@@ -205,6 +237,7 @@ def test_names_and_comments_are_made_safe():
     for v in names.values():
         assert v.isidentifier() and v not in ("int", "exp", "n", "net_forward")
     assert "*/" not in c_comment("a */ b ??/ c")
+    assert c_string('a"\\?é') == r"a\042\134\077\303\251"
     assert prefix_of("out/My-Net.c") == "my_net" and prefix_of("3.c") == "net_3"
     assert c_paths("a/net.h") == (Path("a/net.c"), Path("a/net.h"))
 
@@ -241,13 +274,14 @@ def test_cli_refusals_are_one_line(argv, message, tmp_path, capsys, monkeypatch)
     assert not list(tmp_path.iterdir())
 
 
-def test_convolution_is_refused_by_name(tmp_path, capsys, monkeypatch):
+def test_the_digits_cnn_example_compiles_strictly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = str(ROOT / "examples" / "digits_cnn" / "digits_cnn.toml")
-    assert main(["codegen", spec, "--target", "c", "-o", "cnn.c"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "does not support convolution" in err and len(err.splitlines()) == 1
-    assert not list(tmp_path.iterdir())
+    assert main(["codegen", spec, "--target", "c", "-o", "cnn.c", "--optimizer", "sgd"]) == 0
+    cmod = load_c(tmp_path / "cnn.c", cflags=STRICT)
+    assert len(cmod.INPUT_SHAPE) == 3
+    X = np.random.default_rng(0).normal(size=(2, *cmod.INPUT_SHAPE))
+    assert cmod.forward(cmod.init_params(0), X).shape == (2, cmod.OUTPUT_SIZE)
 
 
 EXAMPLE = ROOT / "examples" / "c"

@@ -179,6 +179,8 @@ const size_t circle_param_shapes[6][4] = {
 const size_t circle_real_size = sizeof(double);
 const size_t circle_n_params = CIRCLE_N_PARAMS;
 const size_t circle_input_size = CIRCLE_INPUT_SIZE;
+const size_t circle_input_ndim = 1;
+const size_t circle_input_shape[4] = { 2, 0, 0, 0 };
 const size_t circle_output_size = CIRCLE_OUTPUT_SIZE;
 
 size_t circle_workspace_len(size_t max_batch)

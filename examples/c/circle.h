@@ -40,6 +40,8 @@ extern const size_t circle_param_shapes[6][4];
 extern const size_t circle_real_size;
 extern const size_t circle_n_params;
 extern const size_t circle_input_size;
+extern const size_t circle_input_ndim; /* X's shape per sample (channels, [height,] width) */
+extern const size_t circle_input_shape[4];
 extern const size_t circle_output_size;
 
 /* CIRCLE_WORKSPACE_LEN(max_batch) as a function. */

@@ -19,10 +19,11 @@ import sympy as sp
 
 from symgrad import __version__
 from symgrad.backends.c_lower import Buf, Shape, dim
-from symgrad.backends.c_names import c_comment, c_names, c_paths, prefix_of
+from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer
 from symgrad.backends.c_printer import SymgradCPrinter
 from symgrad.backends.codegen import OPTIMIZERS, Statement, _Printer, build_program
+from symgrad.calculus.conv_form import Windows
 from symgrad.calculus.layout import N
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
@@ -79,16 +80,21 @@ class Program:
 def c_program(d: Derivation | Network) -> Program:
     prog = build_program(d)
     net = prog.derivation.network
-    if net.input_shape:
-        raise SpecError("the C target does not support convolution layers yet; use --target numpy")
     pr = _ExprPrinter(net)
     blocks = pr.program([(it.target, it.expr, it.comment) for it in prog.items])
     exprs = iter(pr.exprs)
     out: dict[str, list[CStatement]] = {"forward": [], "loss": [], "backward": []}
+    # A convolution's windows are a way of reading its input, not an array: a temporary
+    # the elimination made of them is put back into the statements that read it.
+    views: dict[sp.Symbol, sp.Expr] = {}
     for it, block in zip(prog.items, blocks, strict=True):
         for k, st in enumerate(block):
+            expr = next(exprs).xreplace(views)
+            if isinstance(expr, Windows):
+                views[sp.Symbol(st.target)] = expr
+                continue
             shape = _widened(it.widen) if k == len(block) - 1 else None
-            out[it.section].append(CStatement(st.target, next(exprs), st.comment, shape))
+            out[it.section].append(CStatement(st.target, expr, st.comment, shape))
     total = pr.prepare(prog.total)
     return Program(net, out["forward"], out["loss"], out["backward"], total)
 
@@ -186,7 +192,8 @@ class _Layout:
 
     def lowerer(self) -> StatementLowerer:
         net = self.net
-        shape_in = (N, sp.Integer(net.size(net.input_width)))
+        dims = net.input_shape or (net.size(net.input_width),)
+        shape_in = (N, *(sp.Integer(v) for v in dims))
         shape_out = (N, sp.Integer(net.size(net.output_width)))
         bufs = {
             str(net.input): Buf("X", shape_in, "in"),
@@ -283,6 +290,7 @@ def c_context(
             {
                 "name": p.name,
                 "cname": names[p.name],
+                "literal": c_string(p.name),
                 "dims": dims,
                 "shape": [int(v) for v in dims],
                 "size": size,
@@ -314,7 +322,8 @@ def c_context(
         "dtype": dtype,
         "params": params,
         "param_count": offset,
-        "input_size": net.size(net.input_width),
+        "input_size": int(sp.Mul(*(net.input_shape or (net.size(net.input_width),)))),
+        "input_shape": list(net.input_shape or (net.size(net.input_width),)),
         "output_size": net.size(net.output_width),
         "forward": fwd,
         "loss_and_grads": lag,

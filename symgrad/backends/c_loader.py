@@ -86,6 +86,9 @@ class CModule:
         real = ctypes.c_float if size == 4 else ctypes.c_double
         self.INPUT_SIZE = ctypes.c_size_t.in_dll(lib, f"{prefix}_input_size").value
         self.OUTPUT_SIZE = ctypes.c_size_t.in_dll(lib, f"{prefix}_output_size").value
+        in_ndim = ctypes.c_size_t.in_dll(lib, f"{prefix}_input_ndim").value
+        dims = (ctypes.c_size_t * 4).in_dll(lib, f"{prefix}_input_shape")
+        self.INPUT_SHAPE = tuple(int(dims[d]) for d in range(in_ndim))
         ws = sym("workspace_len")
         ws.argtypes, ws.restype = [_N], _N
         self._ws_len = ws
@@ -94,7 +97,9 @@ class CModule:
         offs = (ctypes.c_size_t * max(count, 1)).in_dll(lib, f"{prefix}_param_offsets")
         ndim = (ctypes.c_size_t * max(count, 1)).in_dll(lib, f"{prefix}_param_ndim")
         shp = ((ctypes.c_size_t * 4) * max(count, 1)).in_dll(lib, f"{prefix}_param_shapes")
-        self.PARAM_NAMES: tuple[str, ...] = tuple((names[k] or b"").decode() for k in range(count))
+        self.PARAM_NAMES: tuple[str, ...] = tuple(
+            (names[k] or b"").decode("utf-8") for k in range(count)
+        )
         self.PARAM_SHAPES: dict[str, tuple[int, ...]] = {
             nm: tuple(int(shp[k][d]) for d in range(ndim[k]))
             for k, nm in enumerate(self.PARAM_NAMES)
@@ -138,10 +143,12 @@ class CModule:
     def _unpack(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         return {name: flat[first:last].reshape(shape) for name, first, last, shape in self._slots}
 
-    def _array(self, what: str, value: Any, cols: int, n: int | None = None) -> np.ndarray:
+    def _array(
+        self, what: str, value: Any, dims: tuple[int, ...], n: int | None = None
+    ) -> np.ndarray:
         arr = np.ascontiguousarray(value, dtype=self.dtype)
-        if arr.ndim != 2 or arr.shape[1] != cols or arr.shape[0] < 1 or (n and arr.shape[0] != n):
-            want = f"({n or 'n'}, {cols})"
+        if arr.shape[1:] != dims or arr.shape[0] < 1 or (n and arr.shape[0] != n):
+            want = f"({n or 'n'}, {', '.join(map(str, dims))})"
             raise ValueError(f"{what} has shape {arr.shape}, expected {want} with n >= 1")
         if not np.isfinite(arr).all():
             raise ValueError(f"{what} contains inf or nan; every value must be finite")
@@ -163,7 +170,7 @@ class CModule:
         return {k: v.astype(dtype or self.dtype) for k, v in out.items()}
 
     def forward(self, params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
-        X = self._array("X", X, self.INPUT_SIZE)
+        X = self._array("X", X, self.INPUT_SHAPE)
         n = X.shape[0]
         out = np.empty((n, self.OUTPUT_SIZE), self.dtype)
         self._pack(params)
@@ -174,9 +181,9 @@ class CModule:
         self, params: dict[str, np.ndarray], X: np.ndarray, Y: np.ndarray, grads: bool = True
     ) -> tuple[float, dict[str, np.ndarray]]:
         self._pack(params)
-        X = self._array("X", X, self.INPUT_SIZE)
+        X = self._array("X", X, self.INPUT_SHAPE)
         n = X.shape[0]
-        Y = self._array("Y", Y, self.OUTPUT_SIZE, n)
+        Y = self._array("Y", Y, (self.OUTPUT_SIZE,), n)
         g = np.empty(self.param_count, self.dtype) if grads else None
         gp = g.ctypes.data if g is not None else None
         ws = self._workspace(n)

@@ -32,21 +32,10 @@ from symgrad.errors import SpecError
 
 Shape = tuple[sp.Expr, ...]
 ONE = sp.S.One
-#: Layers the C target does not lower, by the node their batched form uses.
+#: Nodes the C target does not lower (they occur only in programs it does not print).
 REFUSED = {
-    conv_form.Windows: "convolution",
-    conv_form.Correlate: "convolution",
-    conv_form.CorrWeightGrad: "convolution",
-    conv_form.CorrInputGrad: "convolution",
-    conv_form.ChannelBias: "convolution",
-    conv_form.ChannelSum: "convolution",
-    conv_form.WindowSum: "pooling",
-    conv_form.WindowSumGrad: "pooling",
-    conv_form.WindowMax: "pooling",
-    conv_form.WindowMaxGrad: "pooling",
-    conv_form.WindowMaxTangent: "pooling",
-    conv_form.Flatten: "flatten",
-    conv_form.Unflatten: "flatten",
+    conv_form.Windows: "convolution windows outside a correlation",
+    conv_form.WindowMaxTangent: "max-pooling tangents",
 }
 
 

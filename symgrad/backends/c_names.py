@@ -84,3 +84,14 @@ def c_paths(output: str) -> tuple[Path, Path]:
         raise SpecError(f"the C target writes a .c and a .h file; -o {output} ends in {p.suffix}")
     base = p.with_suffix("") if p.suffix else p
     return base.with_name(base.name + ".c"), base.with_name(base.name + ".h")
+
+
+def c_string(text: str) -> str:
+    """``text`` as the contents of a C string literal: printable ASCII as is (but quotes,
+    backslashes and question marks, which could start a trigraph), every other UTF-8 byte
+    as an octal escape."""
+    out = []
+    for byte in text.encode("utf-8"):
+        ch = chr(byte)
+        out.append(ch if 32 <= byte < 127 and ch not in '"\\?' else f"\\{byte:03o}")
+    return "".join(out)

@@ -14,17 +14,18 @@ import re
 
 import sympy as sp
 
+from symgrad.backends.c_conv import ConvLowerer
 from symgrad.backends.c_lower import (
     ONE,
     REFUSED,
     Buf,
     Index,
-    Lowerer,
     Ref,
     Val,
     dim,
 )
 from symgrad.backends.c_printer import ELEMENTWISE_NODES
+from symgrad.calculus import conv_form as cf
 from symgrad.calculus.einsum import (
     Arange,
     AxisMax,
@@ -48,7 +49,7 @@ ELEMENTWISE = (*ELEMENTWISE_NODES, sp.Piecewise)
 NREAL = "nr"
 
 
-class StatementLowerer(Lowerer):
+class StatementLowerer(ConvLowerer):
     """Lowers one statement after another into the body of one C function."""
 
     def lower(self, e: sp.Expr) -> Val:
@@ -64,7 +65,7 @@ class StatementLowerer(Lowerer):
             return handler(self, e)
         if type(e) in REFUSED:
             raise SpecError(
-                f"the C target does not support {REFUSED[type(e)]} layers yet "
+                f"the C target does not support {REFUSED[type(e)]} "
                 f"({type(e).__name__}); use --target numpy"
             )
         if isinstance(e, sp.Function) and op_of(e) is None and not isinstance(e, ELEMENTWISE):
@@ -231,4 +232,15 @@ _NODES = {
     Delta: StatementLowerer.delta,
     Full: StatementLowerer.full,
     Einsum: StatementLowerer.einsum,
+    cf.Correlate: StatementLowerer.correlate,
+    cf.CorrWeightGrad: StatementLowerer.corr_weight_grad,
+    cf.CorrInputGrad: StatementLowerer.corr_input_grad,
+    cf.ChannelBias: StatementLowerer.channel_bias,
+    cf.ChannelSum: StatementLowerer.channel_sum,
+    cf.WindowSum: StatementLowerer.window_sum,
+    cf.WindowSumGrad: StatementLowerer.window_sum_grad,
+    cf.WindowMax: StatementLowerer.window_max,
+    cf.WindowMaxGrad: StatementLowerer.window_max_grad,
+    cf.Flatten: StatementLowerer.flatten,
+    cf.Unflatten: StatementLowerer.unflatten,
 }
