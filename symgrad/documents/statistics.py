@@ -31,6 +31,19 @@ _SD = sp.IndexedBase("_sd", real=True)
 _XHAT = sp.IndexedBase("_xhat", real=True)
 
 
+class _Epsilon(sp.Symbol):
+    """The constant under the root (its value is shown with the definitions)."""
+
+    def _symgrad_latex(self, printer) -> str:
+        return r"\epsilon"
+
+    def _sympystr(self, printer) -> str:
+        return "eps"
+
+
+EPS = _Epsilon("eps", positive=True)
+
+
 class _Stat(sp.Function):
     """A named statistic in a display (printed by name, never evaluated)."""
 
@@ -79,6 +92,55 @@ class Mean(sp.Function):
     def _sympystr(self, printer) -> str:
         body, var = self.args
         return "mean_%s(%s)" % (printer._print(var), printer._print(body))
+
+
+class Ordered(sp.Function):
+    """A sum printed in the order given (the upstream adjoint first, then the means)."""
+
+    def _symgrad_latex(self, printer) -> str:
+        return _ordered(self.args, printer)
+
+    def _sympystr(self, printer) -> str:
+        return _ordered(self.args, printer)
+
+
+def _ordered(terms: tuple[sp.Basic, ...], printer) -> str:
+    out = ""
+    for n, t in enumerate(terms):
+        neg = t.could_extract_minus_sign()
+        text = printer._print(-t if neg else t)
+        out += ("- " if neg else "+ ") + text if n else ("-" if neg else "") + text
+        out += " "
+    return out.strip()
+
+
+class Scaled(sp.Function):
+    """``coef (body)``: a factor kept in front of a parenthesised sum."""
+
+    nargs = 2
+
+    def _symgrad_latex(self, printer) -> str:
+        coef, body = self.args
+        return r"%s \left(%s\right)" % (printer._print(coef), printer._print(body))
+
+    def _sympystr(self, printer) -> str:
+        coef, body = self.args
+        return "%s*(%s)" % (printer.parenthesize(coef, 50), printer._print(body))
+
+
+def _textbook(e: sp.Expr) -> sp.Expr:
+    """``coef (g - mean(g) - x-hat mean(g x-hat))``: the sum's terms in the textbook's
+    order (fewest means first) behind its coefficient."""
+    factors = sp.Mul.make_args(e)
+    sums = [f for f in factors if isinstance(f, sp.Add)]
+    if len(sums) != 1:
+        return e
+    coef = sp.Mul(*[f for f in factors if f is not sums[0]])
+    terms = sorted(
+        sp.Add.make_args(sums[0]),
+        key=lambda t: (len(t.atoms(Mean)), len(t.atoms(XHat)), sp.default_sort_key(t)),
+    )
+    return Scaled(coef, Ordered(*terms))
 
 
 def _batch_sum(e: sp.Basic) -> bool:
@@ -157,7 +219,7 @@ class BatchStatistics:
     def _algebra(self, e: sp.Expr) -> sp.Expr:
         """``e`` in the placeholders: mean, variance, root, normalised input."""
         inp = self.stage.inp
-        e = self._variances(self._means(e))
+        e = sp.factor_terms(self._variances(self._means(pull_out(e))))
 
         def is_root(x: sp.Basic) -> bool:
             return isinstance(x, sp.Pow) and x.base.has(_VAR) and isinstance(x.base, sp.Add)
@@ -185,6 +247,17 @@ class BatchStatistics:
 
     @staticmethod
     def _display(e: sp.Expr) -> sp.Expr:
+        # an even power of the root is a power of the variance plus epsilon
+        e = e.replace(
+            lambda x: (
+                isinstance(x, sp.Pow)
+                and isinstance(x.base, sp.Indexed)
+                and x.base.base == _SD
+                and x.exp.is_Integer
+                and x.exp % 2 == 0
+            ),
+            lambda x: (_VAR[x.base.indices] + EPS) ** (x.exp / 2),
+        )
         return e.replace(
             lambda x: isinstance(x, sp.Indexed) and x.base in (_MU, _VAR, _SD, _XHAT),
             lambda x: {_MU: Mu, _VAR: Var, _SD: Sd, _XHAT: XHat}[x.base](*x.indices),
@@ -206,7 +279,7 @@ class BatchStatistics:
 
         means = sp.factor_terms(sp.expand(named.replace(_batch_sum, as_mean)))
         out = [self._display(named)]
-        shown = self._display(means)
+        shown = _textbook(self._display(means))
         if shown != out[0]:
             out.append(shown)
         return out
@@ -220,7 +293,7 @@ class BatchStatistics:
             Eq((doc.ex(Mu(i)), doc.ex(sp.Sum(x, (s, 0, N - 1)) / N))),
             Eq((doc.ex(Var(i)), doc.ex(sp.Sum((x - Mu(i)) ** 2, (s, 0, N - 1)) / N))),
             Eq((doc.ex(XHat(s, i)), doc.ex((x - Mu(i)) / Sd(i)))),
-            Eq((M(r"\epsilon", "eps"), doc.ex(self.eps))),
+            Eq((M(r"\epsilon", "eps"), M(f"{float(self.eps):g}", f"{float(self.eps):g}"))),
         )
         return [
             Item(

@@ -33,7 +33,7 @@ class PlainTextPrinter(StrPrinter):
     - a sum prints as ``sum_k (body)``: the parentheses say where the body ends, and a sum
       that is itself an operand is parenthesised (``(sum_j (exp(z2[j])))**2``);
     - matrix form: ``W2.T @ delta2``, ``outer(u, v)``, ``diag(v)``, ``sum(v)``; batched
-      form: ``A1 @ W2.T``, ``rowsum(V)``, ``colsum(V)``; ``[z > 0]`` for the step function;
+      form: ``A1 @ W2.T``, ``rowsum(V)``, ``colsum(V)``;
     - a matrix product is parenthesised as an operand of ``*``, ``/``, ``**`` or another
       ``@`` (``a1*(A2 @ W2)``), since Python reads ``a1*A2 @ W2`` as ``(a1*A2) @ W2``.
     """
@@ -83,9 +83,6 @@ class PlainTextPrinter(StrPrinter):
     _print_Abs = _print_Function
     _print_Max = _print_Function
     _print_Min = _print_Function
-
-    def _print_step(self, expr: sp.Expr) -> str:
-        return f"[{self._print(expr.args[0])} > 0]"
 
     def _print_Sum(self, expr: sp.Sum) -> str:
         heads = "".join(
@@ -165,9 +162,13 @@ class PlainTextPrinter(StrPrinter):
 
 
 class TextPrinter(PlainTextPrinter):
-    """The documents' plain text: adjoints first in a product (the chain rule's order)."""
+    """The documents' plain text: adjoints first in a product (the chain rule's order),
+    the step function as the Iverson bracket ``[z > 0]``."""
 
     adjoints_first = True
+
+    def _print_step(self, expr: sp.Expr) -> str:
+        return f"[{self._print(expr.args[0])} > 0]"
 
 
 def _is_adjoint(f: sp.Basic) -> bool:
