@@ -10,8 +10,10 @@ from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
+from symgrad.documents.latex_breaking import visual_width
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.model import Eq, Item, M
+from symgrad.documents.statistics import BatchStatistics
 from symgrad.documents.structure import (
     Grouped,
     bp_tag,
@@ -21,6 +23,14 @@ from symgrad.documents.structure import (
     swap_ik,
 )
 from symgrad.ir.network import Stage
+
+
+def _colour(colour: str, tex: str) -> str:
+    """``tex`` in colour; a product too long for one line is left black, so that the line
+    breaker can split it (a coloured group is one unbreakable box)."""
+    if visual_width(tex) > 60:
+        return tex
+    return r"\textcolor{%s}{%s}" % (colour, tex)
 
 
 class Summaries(DocBase):
@@ -79,7 +89,7 @@ class Summaries(DocBase):
                             f"J{first.layer} = {lhs.txt}",
                         ),
                         M(
-                            lambda prod=prod: r"\textcolor{blue}{%s}" % prod.tex,
+                            lambda prod=prod: _colour("blue", prod.tex),
                             lambda prod=prod: prod.txt,
                         ),
                     )
@@ -103,9 +113,7 @@ class Summaries(DocBase):
                     )
                 )
                 prod = self._product([f for f in after if f is not None], dz)
-                rhs = M(
-                    lambda prod=prod: r"\textcolor{red}{%s}" % prod.tex, lambda prod=prod: prod.txt
-                )
+                rhs = M(lambda prod=prod: _colour("red", prod.tex), lambda prod=prod: prod.txt)
                 eqs.append(Eq((own, rhs)))
         return eqs
 
@@ -157,13 +165,15 @@ class Summaries(DocBase):
             if pb is not None and pb.matrix is not None:
                 rhs = rhs.xreplace({Vec(pb.grad): Grouped(pb.matrix)})
         lhs = self.grad_lhs(st, "vector", [])[0]
+        shown = self.ex(rhs, "vector")
+        stats = BatchStatistics.of(st.stage) if st.stage is not None else None
+        if stats is not None and st.upstream is not None:  # in the named statistics
+            forms = stats.forms(st.component, st.upstream)
+            if forms:
+                lhs = self.grad_lhs(st, "component", [str(i) for i in st.indices])[0]
+                shown = self.ex(forms[-1])
         label = r"\text{%s}\quad " % tag if tag else ""
-        return Eq(
-            (
-                M(lambda: label + lhs.tex, (tag + "  " if tag else "") + lhs.txt),
-                self.ex(rhs, "vector"),
-            )
-        )
+        return Eq((M(lambda: label + lhs.tex, (tag + "  " if tag else "") + lhs.txt), shown))
 
     def summary_per_sample(self) -> None:
         if not self.has_params:

@@ -260,6 +260,24 @@ def split_factors(tex: str) -> list[str]:
     return [p for p in pieces if p]
 
 
+_OPEN = re.compile(r"^\\left[.(]\s*")
+_CLOSE = re.compile(r"\s*\\right[.)]$")
+
+
 def break_products(tex: str, avail: float) -> list[str]:
-    """Lines of one unbreakable-by-sum term, cut between the factors of its products."""
+    """Lines of one unbreakable-by-sum term, cut between the factors of its products. A
+    line already broken out of a group (``\\left. ... \\right.``) is cut inside it, each
+    line closing and reopening the group so that it balances on its own."""
+    head, tail = _OPEN.match(tex), _CLOSE.search(tex)
+    if head and tail and head.end() < tail.start():
+        inner = tex[head.end() : tail.start()]
+        lines = _pack(split_factors(inner), avail - 2)
+        if len(lines) > 1:
+            opening, closing = head.group(0).strip(), tail.group(0).strip()
+            out = []
+            for n, line in enumerate(lines):
+                left = opening if n == 0 else r"\left."
+                right = closing if n == len(lines) - 1 else r"\right."
+                out.append(f"{left} {line} {right}")
+            return out
     return _pack(split_factors(tex), avail)

@@ -473,6 +473,10 @@ class SymgradLatexPrinter(LatexPrinter):
                 body = r"\frac{1}{%s} %s" % (bottom, self._product(num))
                 if len(num) == 1 and not num[0].is_Add:
                     body = r"\frac{1}{%s} %s" % (bottom, paren(top))
+            elif len(top) > 60 and num:
+                # a long elementwise quotient: 1/den times the numerator, breakable at its
+                # terms (a stacked fraction cannot be broken across lines)
+                body = r"\frac{1}{%s} \odot %s" % (bottom, paren(top))
             else:
                 body = r"\frac{%s}{%s}" % (top, bottom)
         else:

@@ -169,16 +169,43 @@ def _fit_line(line: str, width: float = LINE_WIDTH, left: float | None = None) -
     avail = max(width - max(visual_width(head), left or 0.0) - 3.0, width * 0.55)
     if visual_width(rest) <= avail * 0.95:
         return [line]
-    pieces = break_products(rest, avail)
+    code = re.fullmatch(r"\\texttt\{(.*)\}", rest.strip(), re.S)
+    if code:  # code (a batched form with no mathematical notation): cut at its terms
+        pieces = [r"\texttt{%s}" % p for p in _code_terms(code.group(1), avail)]
+    else:
+        pieces = break_products(rest, avail * 0.9)
     out = []
     for n, piece in enumerate(pieces):
         h, s = (head, sep) if n == 0 else ("", "&\\qquad ")
         have = visual_width(piece)
         if have > avail * 0.95:
-            scale = max(MIN_SCALE, 0.95 * avail / have)
+            # the width estimate runs short on roots over fractions: a margin
+            scale = max(MIN_SCALE, 0.85 * avail / have)
             piece = f"\\scalebox{{{scale:.2f}}}{{$\\displaystyle {piece}$}}"
         out.append(f"{h}{s}{piece}")
     return out
+
+
+def _code_terms(code: str, avail: float) -> list[str]:
+    """Code cut at its top-level `` + `` / `` - `` into lines about ``avail`` wide."""
+    cuts, depth = [], 0
+    for n, c in enumerate(code):
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if depth == 0 and code[n : n + 3] in (" + ", " - "):
+            cuts.append(n)
+    pieces, last = [], 0
+    for c in cuts:
+        pieces.append(code[last:c].strip())
+        last = c
+    pieces.append(code[last:].strip())
+    lines: list[str] = []
+    for p in pieces:
+        if lines and len(lines[-1]) + len(p) < avail * 0.9:
+            lines[-1] += " " + p
+        else:
+            lines.append(p)
+    return lines
 
 
 def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
