@@ -24,7 +24,7 @@ from symgrad.escape import latex_text
 LINE_SEP = " \\\\[0.5ex]\n"
 
 #: Display lines wider than this (in estimated glyph widths) are broken.
-LINE_WIDTH = 68.0
+LINE_WIDTH = 76.0
 
 #: The smallest scale a display line is ever set at (below it math is hard to read).
 MIN_SCALE = 0.85
