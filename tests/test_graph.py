@@ -79,7 +79,7 @@ def test_backward_edges_coloured_and_labelled_in_math(seed_dot):
         assert 'style="dashed"' in attrs and "red3" in attrs
         assert f'label="{label}"' in attrs
     # local Jacobians on the backward edges
-    assert "J = ∂a⁽¹⁾/∂z⁽¹⁾ = diag(a⁽¹⁾·(1 − a⁽¹⁾))" in e[("a1", "z1")][0]
+    assert "J = ∂a⁽¹⁾/∂z⁽¹⁾ = diag(a⁽¹⁾⊙(1 − a⁽¹⁾))" in e[("a1", "z1")][0]
     assert "J = ∂z⁽²⁾/∂a⁽¹⁾ = W⁽²⁾" in e[("z2", "a1")][0]
     (loss_edge,) = e[("L", "a2")]
     assert "dashed" in loss_edge and "∂L/∂a⁽²⁾" in loss_edge

@@ -20,17 +20,10 @@ from symgrad import Dense, Map, a, build, derive, i, j, n, x, y_s, yhat_s
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.documents.latex_printer import latex, quantity
-from symgrad.documents.render import (
-    LINE_WIDTH,
-    Eq,
-    M,
-    break_expression,
-    equation_lines,
-    render,
-    render_fragment_for_jupyter,
-    split_terms,
-    visual_width,
-)
+from symgrad.documents.latex_breaking import break_expression, split_terms, visual_width
+from symgrad.documents.layout import LINE_WIDTH, equation_lines
+from symgrad.documents.model import Eq, M
+from symgrad.documents.render import render, render_fragment_for_jupyter
 
 GOLDEN = Path(__file__).parent / "golden" / "derivation"
 UPDATE = os.environ.get("SYMGRAD_UPDATE_GOLDEN", "") not in ("", "0")
@@ -200,11 +193,17 @@ def test_diagonal_step_matrix_form(seed_tex):
 
 
 def test_chain_rule_written_out(seed_tex):
-    step = _section(seed_tex, r"\delta^{[1]} = ")
+    step = _section(seed_tex, r"\delta^{[2]} = ")
     assert (
-        r"\sum_{i=1}^{n_{1}} \frac{\partial \mathcal{L}}{\partial a^{[1]}_{i}} "
-        r"\frac{\partial a^{[1]}_{i}}{\partial z^{[1]}_{k}}" in step
+        r"\sum_{i=1}^{n_{2}} \frac{\partial \mathcal{L}}{\partial a^{[2]}_{i}} "
+        r"\frac{\partial a^{[2]}_{i}}{\partial z^{[2]}_{k}}" in step
     )
+    # the multivariable chain rule is stated once, before the first step
+    assert seed_tex.count("multivariable chain rule") == 1
+    # the same kind of step in another layer refers back instead of repeating the derivation
+    d1 = _section(seed_tex, r"\delta^{[1]} = ")
+    assert "As for" in d1 and r"\delta^{[2]}" in d1
+    assert r"a^{[1]}_{i} (1 - a^{[1]}_{i}) [i = k]" in d1
 
 
 def test_fused_seed_step(seed_tex):
@@ -378,7 +377,7 @@ def test_stretched_delimiters_are_wider_round_fractions():
 def test_a_block_fits_after_its_widest_left_side():
     """``align`` starts every row's right side after the block's widest left side: a long
     row under a wide left-hand side is fitted against what is left of the line."""
-    from symgrad.documents.render import _display
+    from symgrad.documents.layout import _display
 
     wide = r"\text{BP3}\quad \frac{\partial \mathcal{L}}{\partial \boldsymbol{\gamma}^{[2]}}"
     body = r" ".join(rf"\frac{{1}}{{n_{{{k}}}}} a^{{[{k}]}}" for k in range(1, 12))
@@ -514,24 +513,30 @@ def test_uniform_headings_and_applicable_notes(seed_tex):
 
 
 def test_why_lines(seed_tex, smce_tex):
+    d2 = _section(seed_tex, r"\delta^{[2]} = ")
     d1 = _section(seed_tex, r"\delta^{[1]} = ")
     # derived from the definition, then rewritten in the forward value a = sigma(z)
-    assert r"\sigma(z^{[1]}_{i}) (1 - \sigma(z^{[1]}_{i}))" in d1 or (
-        r"(1 - \sigma(z^{[1]}_{i})) \sigma(z^{[1]}_{i})" in d1
+    assert r"\sigma(z^{[2]}_{i}) (1 - \sigma(z^{[2]}_{i}))" in d2 or (
+        r"(1 - \sigma(z^{[2]}_{i})) \sigma(z^{[2]}_{i})" in d2
     )
     # sigma' derived once from sigma's definition, at its first use (the output layer)
-    d2 = _section(seed_tex, r"\delta^{[2]} = ")
     assert r"\sigma'(x)" in d2 and r"\frac{1}{1 + e^{- x}}" in d2
     assert r"\sigma'(x)" not in d1 and seed_tex.count(r"\sigma'(x)") == 1
-    assert "kills every term" in d1
-    assert "Hadamard" in d1 and "its own transpose" in d1
+    assert "quotient rule" in d2
+    assert "collapses to the term" in d2
+    # explained once, at the first diagonal step
+    assert "Hadamard" in d2 and "its own transpose" in d2 and "its own transpose" not in d1
     assert r"\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]}))^{\top}" in d1
     sm = _section(smce_tex, r"\delta^{[2]} = ")
-    # the softmax Jacobian derived from the quotient, not stated
+    # the softmax Jacobian derived from the quotient, not stated; a sum remains
     assert r"\frac{\partial}{\partial z^{[2]}_{k}} \left(\frac{e^{z^{[2]}_{i}}}" in sm
+    assert "the other terms keep their sum" in sm and "collapses" not in sm
+    # softmax + cross-entropy: the probabilities cancel, and why fusing matters
+    assert "cancel" in sm and "underflow" in sm
     dw = _section(seed_tex, r"\partial W^{[2]}$ (weight")
     assert r"\sum_{s=1}^{N} \left(\boldsymbol{\delta}^{[2]} \mathbf{a}^{[1]\top}\right)^{(s)}" in dw
     assert "lives in the batched adjoints" in dw
+    assert "Common mistake" in dw and "symgrad check" in dw
 
 
 def test_bp1_to_bp4_by_name(seed_tex):
@@ -620,7 +625,7 @@ def test_loss_gradient_derived_from_the_loss(seed_tex):
         r"\frac{\partial}{\partial \hat{y}_{i}} \left(\frac{1}{n_{2}} \sum_{j=1}^{n_{2}} "
         r"(\hat{y}_{j} - y_{j})^{2}\right)" in grad
     )
-    assert r"2 (\hat{y}_{j} - y_{j}) [i = j]" in grad and "kills every term" in grad
+    assert r"2 (\hat{y}_{j} - y_{j}) [i = j]" in grad and "collapses to the term" in grad
 
 
 def test_text_matrix_products_keep_numpy_precedence():

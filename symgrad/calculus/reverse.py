@@ -127,6 +127,10 @@ class Step:
     #: the gradient of the network's penalty term (weight decay), already in ``component``;
     #: added once per batch, not per sample.
     penalty: sp.Expr | None = None
+    #: the local derivative before it is restated in forward values (indices as in
+    #: ``local``); the loss step's dl/dyhat[i] as ``sympy.diff`` gives it, its sums not yet
+    #: contracted. The documents show both forms.
+    local_raw: sp.Expr | None = None
 
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
@@ -228,6 +232,9 @@ class _Calculus:
     structure: str
     #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
     extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    #: the local derivatives as ``sympy.diff`` gives them, before they are restated in
+    #: forward values: the input's, then each parameter's (for the documents)
+    raw: tuple[sp.Expr, ...] = ()
 
 
 #: Per-stage calculus memoised by the stage's shape (least recently used entries are
@@ -257,8 +264,10 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         return out
 
     params = []
+    raw_params = []
     for p in stage.params:
-        local = rw(_local(stage.body, _param_wrt(p)), stage)
+        raw_params.append(_local(stage.body, _param_wrt(p)))
+        local = rw(raw_params[-1], stage)
         params.append((local, adjoint(local)))
     local_raw = _local(stage.body, stage.inp[_in_index(stage)])
     local = rw(local_raw, stage)
@@ -267,7 +276,12 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         lo = rw(_local(stage.body, base[K]), stage)
         extra.append((lo, adjoint(lo)))
     return _Calculus(
-        tuple(params), local, adjoint(local), _structure(local_raw, stage), tuple(extra)
+        tuple(params),
+        local,
+        adjoint(local),
+        _structure(local_raw, stage),
+        tuple(extra),
+        (local_raw, *raw_params),
     )
 
 
@@ -336,6 +350,7 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         c.comp.xreplace(back),
         c.structure,
         tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.extra),
+        tuple(r.xreplace(back) for r in c.raw),
     )
 
 
@@ -379,7 +394,8 @@ def reverse_accumulate(net: Network) -> Derivation:
     C = net.output_width
 
     # The loss gradient dl/dyhat[k].
-    g_loss = pull_out(contract(sp.diff(net.loss.body, out[K])))
+    raw_loss = sp.diff(net.loss.body, out[K])
+    g_loss = pull_out(contract(raw_loss))
     loss_name = grad_name(str(out))
     loss_comp = _finish(g_loss, (K,), FREE_NAMES)
     steps.append(
@@ -391,6 +407,7 @@ def reverse_accumulate(net: Network) -> Derivation:
             indices=(sp.Symbol("i", integer=True),),
             component=loss_comp,
             local=None,
+            local_raw=canonical(raw_loss, (K,), FREE_NAMES),
             local_indices=(),
             jacobian="loss",
             upstream=None,
@@ -411,7 +428,7 @@ def reverse_accumulate(net: Network) -> Derivation:
         g = sp.IndexedBase(upstream, real=True)
         # Parameters first (weight, bias), then pass to the stage's input.
         calc = _stage_calculus(stage, g)
-        for p, (local, comp) in zip(stage.params, calc.params, strict=True):
+        for p, (local, comp), raw in zip(stage.params, calc.params, calc.raw[1:], strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
             pen = _penalty_grad(net, p)
             if pen is not None:
@@ -432,6 +449,7 @@ def reverse_accumulate(net: Network) -> Derivation:
                     indices=free,
                     component=comp_c,
                     local=canonical(local, (*outs, *pidx), (*onames, *names)),
+                    local_raw=canonical(raw, (*outs, *pidx), (*onames, *names)),
                     local_indices=(*(idx(nm) for nm in onames), *free),
                     jacobian="param",
                     upstream=upstream,
@@ -486,6 +504,7 @@ def reverse_accumulate(net: Network) -> Derivation:
             comp_c = _finish(comp, kin, fnames)
             free = tuple(idx(nm) for nm in fnames)
             local_c = canonical(local, (*outs, *kin), lnames)
+            raw_c = canonical(calc.raw[0], (*outs, *kin), lnames)
             local_idx = tuple(idx(nm) for nm in lnames)
             if stage.in_shape:
                 matrix = tensor_form(comp_c, free, stage.in_shape)
@@ -495,12 +514,14 @@ def reverse_accumulate(net: Network) -> Derivation:
             comp_c = _finish(comp, (T, K), ("s", "i"))
             free = (idx("s"), idx("i"))
             local_c = canonical(local, (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
+            raw_c = canonical(calc.raw[0], (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
             local_idx = (idx("s"), idx("i"), idx("t"), idx("k"))
             gshape = (BATCH, stage.in_width)
         else:
             comp_c = _finish(comp, (K,), FREE_NAMES)
             free = (sp.Symbol("i", integer=True),)
             local_c = canonical(local, (stage.index, K), ("i", "k"))
+            raw_c = canonical(calc.raw[0], (stage.index, K), ("i", "k"))
             local_idx = (idx("i"), idx("k"))
             gshape = (stage.in_width,)
         steps.append(
@@ -512,6 +533,7 @@ def reverse_accumulate(net: Network) -> Derivation:
                 indices=free,
                 component=comp_c,
                 local=local_c,
+                local_raw=raw_c,
                 local_indices=local_idx,
                 jacobian=structure,
                 upstream=upstream,

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import sympy as sp
 
+from symgrad.calculus.conv_form import CorrInputGrad, Unflatten, WindowMaxGrad, WindowSumGrad
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.documents.latex_printer import split_name
+from symgrad.documents.structure import jacobian_matrix
 from symgrad.escape import dot_string
+from symgrad.ir.plain import TextPrinter
 
 _FORWARD = 'color="black"'
 #: The adjoint passed back to a stage's input: the input Jacobian (blue).
@@ -68,19 +71,37 @@ def _math_text(text: str, names: set[str]) -> str:
         text,
     )
     text = re.sub(r"outer\(([^(),]+), ([^(),]+)\)", r"\1 \2ᵀ", text)
-    return text.replace(".T", "ᵀ").replace(" @ ", " ").replace("*", "·").replace(" - ", " − ")
+    return text.replace(".T", "ᵀ").replace(" @ ", " ").replace("*", "⊙").replace(" - ", " − ")
 
 
 def _jacobian_text(st: Step, d: Derivation, names: set[str]) -> str:
     """The local Jacobian of an input step as a whole-layer matrix, in Unicode."""
-    from symgrad.documents.render import _jacobian_matrix, _text
-
     if st.local is None:
         return ""
-    jm = _jacobian_matrix(st.local, d.network, st.jacobian == "diagonal")
+    jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
     if jm is None:
-        return ""
+        return _tensor_jacobian(st)
     return _math_text(_text(jm), names)
+
+
+def _tensor_jacobian(st: Step) -> str:
+    """A conv net's step in words where its Jacobian has no matrix to print."""
+    forms = [f for f in (st.matrix,) if f is not None]
+    for cls, words in (
+        (Unflatten, "a permutation (reshape)"),
+        (WindowMaxGrad, "to each window's arg-max"),
+        (WindowSumGrad, "to every position of the window"),
+        (CorrInputGrad, "W ⋆ᵀ (transposed correlation)"),
+    ):
+        if any(f.atoms(cls) for f in forms):
+            return words
+    if st.jacobian == "diagonal" and st.local is not None:
+        return "diagonal: " + _text(st.local)
+    return ""
+
+
+def _text(e: sp.Basic) -> str:
+    return str(TextPrinter().doprint(e))
 
 
 def _label(st: Step, d: Derivation, names: set[str]) -> str:
@@ -89,8 +110,6 @@ def _label(st: Step, d: Derivation, names: set[str]) -> str:
         return own
     if st.kind == "param":
         if st.matrix is not None:
-            from symgrad.documents.render import _text
-
             return f"{own} = {_math_text(_text(st.matrix), names)}"
         return own
     jac = _jacobian_text(st, d, names)

@@ -99,11 +99,12 @@ def _code_html(
                     owner[j] = name
                 first[name] = f"code-L{k + 1}"
     out = []
+    backward_line = next((n for n, ln in enumerate(lines) if "# Backward pass" in ln), None)
     for n, line in enumerate(lines):
         text = html.escape(line, quote=False) or " "  # a blank line keeps its height
         if line.strip().startswith("#"):
             text = f'<span class="c">{text}</span>'
-        lid = f"code-L{n + 1}"
+        lid = "code-backward" if n == backward_line else f"code-L{n + 1}"
         name = owner[n]
         if name is None:
             out.append(f'<span class="ln" id="{lid}">{text}</span>')
@@ -113,7 +114,33 @@ def _code_html(
         if name in forward and name not in grads:
             cls = "ln"
         out.append(f'<a class="{cls}" id="{lid}" href="#{target}">{text}</a>')
-    return "".join(out), first
+    return "".join(_fold_checks(lines, out)), first
+
+
+def _fold_checks(lines: list[str], out: list[str]) -> list[str]:
+    """The argument-checking helpers (top-level ``def _check...``) folded away: the code
+    pane opens on the computation, and a click unfolds the checks."""
+    folded: list[str] = []
+    n = 0
+    while n < len(lines):
+        if not lines[n].startswith("def _check"):
+            folded.append(out[n])
+            n += 1
+            continue
+        end = n + 1
+        while end < len(lines) and (
+            not lines[end] or lines[end][0] in " )]" or lines[end].startswith("#")
+        ):
+            end += 1
+        while end > n + 1 and not lines[end - 1].strip():  # blank lines stay outside
+            end -= 1
+        name = lines[n][4:].split("(", 1)[0]
+        summary = html.escape(f"def {name}(...): argument checks, {end - n} lines", quote=False)
+        folded.append(
+            f'<details class="fold"><summary>{summary}</summary>{"".join(out[n:end])}</details>'
+        )
+        n = end
+    return folded
 
 
 def render_html(d: Derivation, form: str = "both", code: str | None = None) -> str:

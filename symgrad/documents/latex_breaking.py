@@ -203,11 +203,12 @@ def _pack(pieces: list[str], avail: float) -> list[str]:
     return chunks
 
 
-def break_expression(tex: str, avail: float) -> list[str]:
+def break_expression(tex: str, avail: float, depth: int = 0) -> list[str]:
     """Break one right-hand side into lines no wider than ``avail`` where possible.
 
     First at top-level ``+``/``-``; a term still too wide is broken inside its widest pair
-    of parentheses with ``\\right.``/``\\left.`` so every line balances on its own.
+    of parentheses with ``\\right.``/``\\left.`` so every line balances on its own, and
+    so on inwards (a few levels deep).
     """
     if visual_width(tex) <= avail:
         return [tex]
@@ -222,7 +223,8 @@ def break_expression(tex: str, avail: float) -> list[str]:
             continue
         a, b, opening = max(spans, key=lambda s: visual_width(chunk[s[0] : s[1]]))
         inner = chunk[a + opening : b - (opening + 1 if opening > 1 else 1)]
-        parts = _pack(split_terms(inner), avail - 2)
+        # recursively: a term of the group still too wide is broken inside its own group
+        parts = break_expression(inner, avail - 2, depth + 1) if depth < 4 else [inner]
         if len(parts) < 2:
             lines.append(chunk)
             continue
@@ -232,3 +234,50 @@ def break_expression(tex: str, avail: float) -> list[str]:
             right = r"\right)" + tail if n == len(parts) - 1 else r"\right."
             lines.append(f"{left} {p} {right}".strip())
     return lines
+
+
+_SUM_HEAD = re.compile(r"\\sum_\{[^{}]*\}\^\{[^{}]*\}$|\\sum_\{[^{}]*\}$")
+
+
+def split_factors(tex: str) -> list[str]:
+    """Split a product at its top-level spaces (between factors), never right after a sum's
+    head (a sum keeps its body) or an operator."""
+    cuts = []
+    for pos, depth in _scan(tex):
+        if depth or not tex[pos].isspace() or pos == 0:
+            continue
+        prev = tex[:pos].rstrip()
+        if not prev or prev[-1] in "=+-(&{," or prev.endswith((r"\odot", r"\cdot")):
+            continue
+        if _SUM_HEAD.search(prev):
+            continue
+        cuts.append(pos)
+    pieces, last = [], 0
+    for c in cuts:
+        pieces.append(tex[last:c].strip())
+        last = c
+    pieces.append(tex[last:].strip())
+    return [p for p in pieces if p]
+
+
+_OPEN = re.compile(r"^\\left[.(]\s*")
+_CLOSE = re.compile(r"\s*\\right[.)]$")
+
+
+def break_products(tex: str, avail: float) -> list[str]:
+    """Lines of one unbreakable-by-sum term, cut between the factors of its products. A
+    line already broken out of a group (``\\left. ... \\right.``) is cut inside it, each
+    line closing and reopening the group so that it balances on its own."""
+    head, tail = _OPEN.match(tex), _CLOSE.search(tex)
+    if head and tail and head.end() < tail.start():
+        inner = tex[head.end() : tail.start()]
+        lines = _pack(split_factors(inner), avail - 2)
+        if len(lines) > 1:
+            opening, closing = head.group(0).strip(), tail.group(0).strip()
+            out = []
+            for n, line in enumerate(lines):
+                left = opening if n == 0 else r"\left."
+                right = closing if n == len(lines) - 1 else r"\right."
+                out.append(f"{left} {line} {right}")
+            return out
+    return _pack(split_factors(tex), avail)

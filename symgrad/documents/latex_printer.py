@@ -218,8 +218,9 @@ class SymgradLatexPrinter(LatexPrinter):
 
     Settings (besides LatexPrinter's): ``notation`` (``"component"``, ``"vector"``,
     ``"batched"``), ``yhat`` (name of the network output, printed as ``\\hat{y}``; None
-    prints it as ``a^{[L]}``) and ``params`` (names of parameters: bias-like parameter
-    vectors are broadcast over the rows in the batched form).
+    prints it as ``a^{[L]}``), ``params`` (names of parameters: bias-like parameter
+    vectors are broadcast over the rows in the batched form) and ``zero_based`` (sums
+    written from 0 to n - 1, the convention of a document with index arithmetic).
     """
 
     # A printmethod of our own: symgrad's functions are printed here (plain parentheses),
@@ -230,6 +231,7 @@ class SymgradLatexPrinter(LatexPrinter):
         "notation": "component",
         "yhat": None,
         "params": (),
+        "zero_based": False,
     }
 
     def __init__(self, settings: dict | None = None) -> None:
@@ -259,18 +261,22 @@ class SymgradLatexPrinter(LatexPrinter):
     def _print_Mat(self, expr: Mat) -> str:
         return self._q(expr.name, matrix=True)
 
+    def _shift(self, i: sp.Expr) -> sp.Expr:
+        return i if self._settings["zero_based"] else one_based(i)
+
     def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
         return self._q(str(expr.label))
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
-        # indices count from 1 in the documents: index arithmetic is shifted to match
-        indices = [self._print(one_based(i)) for i in expr.indices]
+        # indices count from 1 in the documents (index arithmetic is shifted to match),
+        # from 0 in a document that says so
+        indices = [self._print(self._shift(i)) for i in expr.indices]
         return self._q(str(expr.base.label), indices)
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp=None) -> str:
         # An Iverson bracket, never a delta: the error vector delta^[l] owns that glyph.
         # (indices count from 1 in the documents: index arithmetic is shifted to match)
-        tex = r"[%s = %s]" % tuple(self._print(one_based(a)) for a in expr.args)
+        tex = r"[%s = %s]" % tuple(self._print(self._shift(a)) for a in expr.args)
         return tex + "^{%s}" % exp if exp else tex
 
     def _print_NumberSymbol(self, expr: sp.NumberSymbol) -> str:
@@ -299,7 +305,7 @@ class SymgradLatexPrinter(LatexPrinter):
         tex = ""
         for var, lo, hi in reversed(expr.limits):
             v = self._print(var)
-            if lo == 0:
+            if lo == 0 and not self._settings["zero_based"]:
                 tex += r"\sum_{%s=1}^{%s} " % (v, self._print(hi + 1))
             else:
                 tex += r"\sum_{%s=%s}^{%s} " % (v, self._print(lo), self._print(hi))
@@ -467,6 +473,10 @@ class SymgradLatexPrinter(LatexPrinter):
                 body = r"\frac{1}{%s} %s" % (bottom, self._product(num))
                 if len(num) == 1 and not num[0].is_Add:
                     body = r"\frac{1}{%s} %s" % (bottom, paren(top))
+            elif len(top) > 60 and num:
+                # a long elementwise quotient: 1/den times the numerator, breakable at its
+                # terms (a stacked fraction cannot be broken across lines)
+                body = r"\frac{1}{%s} \odot %s" % (bottom, paren(top))
             else:
                 body = r"\frac{%s}{%s}" % (top, bottom)
         else:
@@ -564,9 +574,12 @@ def latex(
     *,
     yhat: str | None = None,
     params: Iterable[str] = (),
+    zero_based: bool = False,
 ) -> str:
     """Print ``expr`` in symgrad's LaTeX notation (see :class:`SymgradLatexPrinter`)."""
-    printer = SymgradLatexPrinter({"notation": notation, "yhat": yhat, "params": tuple(params)})
+    printer = SymgradLatexPrinter(
+        {"notation": notation, "yhat": yhat, "params": tuple(params), "zero_based": zero_based}
+    )
     return printer.doprint(expr)
 
 

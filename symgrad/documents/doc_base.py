@@ -1,0 +1,173 @@
+# ruff: noqa: UP031 - %-formatting keeps LaTeX braces readable (no {{ }} doubling)
+"""The document builder's base: the derivation being written up, the printing helpers
+every section uses (expressions, quantity names, adjoints, local derivatives), and the
+record of what has been explained already, so that an explanation is given once and later
+steps refer back to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sympy as sp
+
+from symgrad.calculus.reverse import Derivation, Step
+from symgrad.documents.latex_printer import LOSS, latex, quantity, split_name
+from symgrad.documents.model import M, Part, Section
+from symgrad.ir.plain import TextPrinter
+
+
+class DocBase:
+    """State and printing helpers shared by the parts of a document."""
+
+    def __init__(self, d: Derivation, form: str) -> None:
+        self.d = d
+        self.net = d.network
+        self.form = form
+        self.params = tuple(self.net.param_names)
+        self.yhat = str(self.net.output)
+        self.sections: list[Section] = []
+        self.has_params = bool(self.params)
+        #: what has been explained, and the title of the step that explained it
+        self.explained: dict[object, Step | None] = {}
+        #: a document with index arithmetic (conv) counts from 0 everywhere
+        self.zero_based = any(st.indices or st.in_shape for st in self.net.stages)
+        self._text = TextPrinter()
+        self._memo: dict[tuple, M] = {}
+        self._atoms: dict[tuple, str] = {}
+        self._rank = {p.name: len(p.shape) for p in self.net.params}
+
+    # -- printing helpers ---------------------------------------------------------------
+    @property
+    def comp(self) -> bool:
+        return self.form in ("component", "both")
+
+    @property
+    def mat(self) -> bool:
+        return self.form in ("matrix", "both")
+
+    def text(self, e: sp.Basic) -> str:
+        return str(self._text.doprint(e))
+
+    def tex(self, e: sp.Basic, notation: str = "component", yhat: bool = False) -> str:
+        if e.is_Atom:  # indices and widths recur: printed once
+            key = (e, notation, yhat)
+            if key not in self._atoms:
+                self._atoms[key] = self._latex(e, notation, yhat)
+            return self._atoms[key]
+        return self._latex(e, notation, yhat)
+
+    def _latex(self, e: sp.Basic, notation: str, yhat: bool) -> str:
+        return latex(
+            e,
+            notation,
+            yhat=self.yhat if yhat else None,
+            params=self.params,
+            zero_based=self.zero_based,
+        )
+
+    def ex(self, e: sp.Expr, notation: str = "component", yhat: bool = False) -> M:
+        """``e`` as math, printed lazily and once per document."""
+        key = (e, notation, yhat)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = M(lambda: self.tex(e, notation, yhat), lambda: self.text(e), key=key)
+            self._memo[key] = hit
+        return hit
+
+    def q(
+        self,
+        name: str,
+        notation: str = "component",
+        idx: Sequence[str] = (),
+        yhat: bool = False,
+        matrix: bool = False,
+    ) -> M:
+        y = self.yhat if yhat else None
+        return M(
+            lambda: quantity(name, notation, idx, yhat=y, matrix=matrix),
+            name + (f"[{', '.join(idx)}]" if idx else ""),
+        )
+
+    def dq(self, name: str, notation: str = "component", idx: Sequence[str] = ()) -> M:
+        """dL/d(name); parameters are shared by the samples: never capitalised."""
+        if notation == "batched" and name in self.params:
+            notation = "vector"
+        matrix = self.is_matrix(name, notation)
+        return M(
+            lambda: quantity("d" + name, notation, idx, matrix=matrix),
+            f"dL/d{name}" + (f"[{', '.join(idx)}]" if idx else ""),
+        )
+
+    def is_matrix(self, name: str, notation: str) -> bool:
+        if notation == "component":
+            return False
+        return self._rank.get(name, 1) != 1
+
+    @staticmethod
+    def local_name(out: str, inp: str, oi: Sequence[str], ii: Sequence[str], notation: str) -> M:
+        """The local derivative ``d out_oi / d inp_ii``."""
+        to = out + (f"[{', '.join(oi)}]" if oi else "")
+        ti = inp + (f"[{', '.join(ii)}]" if ii else "")
+        return M(
+            lambda: (
+                r"\frac{\partial %s}{\partial %s}"
+                % (quantity(out, notation, oi), quantity(inp, notation, ii))
+            ),
+            f"d({to})/d({ti})",
+        )
+
+    def section(self, title: Iterable[Part], level: int = 1, anchor: str = "") -> Section:
+        s = Section(tuple(title), level, anchor=anchor)
+        self.sections.append(s)
+        return s
+
+    def uses(self, cls: type) -> bool:
+        exprs: list[sp.Basic] = [f.component for f in self.d.forward]
+        for st in self.d.steps:
+            exprs.append(st.component)
+            if st.local is not None:
+                exprs.append(st.local)
+        return any(e.atoms(cls) for e in exprs)
+
+    def once(self, what: object, where: Step | None) -> Step | bool | None:
+        """None the first time ``what`` is explained (recorded as explained at the step
+        ``where``); afterwards that step (True where none was recorded), to refer back to."""
+        if what in self.explained:
+            return self.explained[what] or True
+        self.explained[what] = where
+        return None
+
+    # -- step headings ------------------------------------------------------------------
+    def grad_lhs(self, st: Step, notation: str, idx: Sequence[str]) -> list[M]:
+        """``delta^{[2]}_k = dL/dz^{[2]}_k`` or just ``dL/da^{[1]}_k``."""
+        if st.kind == "param" and notation == "batched":
+            notation = "vector"
+        matrix = st.kind == "param" and self.is_matrix(st.wrt, notation)
+        adj = self.dq(st.wrt, notation, idx)
+        if st.grad == "d" + st.wrt:  # the adjoint's own name is dL/d(wrt)
+            return [adj]
+        return [self.q(st.grad, notation, idx, matrix=matrix), adj]
+
+    def step_name(self, st: Step) -> M:
+        """How a step is referred to: ``delta^{[2]}`` / ``dL/da^{[1]}``."""
+        _, base, _ = split_name(st.grad)
+        if base == "delta":
+            return M(quantity(st.grad, "component"), st.grad)
+        return M(
+            r"\partial %s / \partial %s" % (LOSS, quantity(st.wrt, "component")), f"dL/d{st.wrt}"
+        )
+
+    def step_title(self, st: Step, what: str) -> list[Part]:
+        _, base, _ = split_name(st.grad)
+        lhs = quantity(st.grad, "component")
+        adj = r"\partial %s / \partial %s" % (LOSS, quantity(st.wrt, "component"))
+        if base == "delta":
+            return [M(f"{lhs} = {adj}", f"{st.grad} = dL/d{st.wrt}"), f" ({what})"]
+        return [M(adj, f"dL/d{st.wrt}"), f" ({what})"]
+
+    def step_section(self, st: Step, what: str) -> Section:
+        return self.section(self.step_title(st, what), 2, anchor=f"step-{st.grad}")
+
+    def step_ref(self, st: Step) -> str:
+        return st.grad

@@ -1,0 +1,185 @@
+# ruff: noqa: UP031 - %-formatting keeps LaTeX braces readable (no {{ }} doubling)
+"""The document's front matter: the network and its notation (stated once for the whole
+document), the forward pass, the loss, and the notes at the end."""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from symgrad.calculus.layout import ColSum, N, batch
+from symgrad.calculus.matrix_form import Vec, to_matrix
+from symgrad.documents import prose
+from symgrad.documents.doc_base import DocBase
+from symgrad.documents.latex_printer import LOSS, quantity
+from symgrad.documents.model import Eq, Item, M, Part
+from symgrad.documents.structure import free_names
+from symgrad.errors import DerivationError
+from symgrad.ir.network import Stage
+from symgrad.ir.ops import step as step_fn
+
+
+def _note_parts(note: str) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    last = 0
+    for m in re.finditer(r"sum_k y_k = 1", note):
+        parts.append(note[last : m.start()])
+        parts.append(M(r"\sum_k y_k = 1", "sum_k y_k = 1"))
+        last = m.end()
+    parts.append(note[last:])
+    text = [p for p in parts if p != ""]
+    if text and isinstance(text[0], str):
+        text[0] = text[0][:1].upper() + text[0][1:]
+    return (*text, ".")
+
+
+class FrontMatter(DocBase):
+    """Network and notation, forward pass, loss, notes."""
+
+    def notes(self) -> None:
+        """The derivation's notes not already shown at the step that used them."""
+        fused = any(st.fused for st in self.d.steps)
+        rest = [n for n in self.d.notes if not (fused and "y_k" in n)]
+        if rest:
+            s = self.section(["Notes"])
+            for n in rest:
+                s.items.append(Item("para", _note_parts(n)))
+
+    def _width(self, w: sp.Expr) -> M:
+        """``n_1 = 4``, or just ``4`` for a width that is a number."""
+        v = sp.sympify(w).xreplace({k: sp.Integer(n) for k, n in self.net.sizes.items()})
+        if str(v) == str(w):
+            return M(str(v), str(v))
+        return M(r"%s = %s" % (self.tex(w), v), f"{w} = {v}")
+
+    def _width_parts(self) -> list[Part]:
+        """``n_0 = 3`` (input), then each layer's output width, by layer number."""
+        net = self.net
+        sizes = {str(k) for k in net.sizes}
+        parts: list[Part] = ["Widths: ", self._width(net.input_width), " (the input)"]
+        by_layer: dict[int, Stage] = {}
+        for st in net.stages:
+            by_layer[st.layer] = st  # the layer's last stage: its output
+        symbolic = False
+        for layer, st in sorted(by_layer.items()):
+            w = st.width
+            parts += [f"; layer {layer}: ", self._width(w)]
+            symbolic = symbolic or not sp.sympify(w).is_Integer
+            if str(w) != f"n_{layer}" and str(w) in sizes:
+                parts.append(" (keeps the width of its input)")
+        parts.append(". ")
+        if symbolic:
+            parts += [
+                M("n_l", "n_l"),
+                " is the width of the output of layer ",
+                M("l", "l"),
+                "; a layer that keeps its input's width shares its symbol.",
+            ]
+        return parts
+
+    def _network_parts(self) -> tuple[Part, ...]:
+        net = self.net
+        layers = "; ".join(f"{st.name}: {st.label} ({st.kind})" for st in net.stages)
+        shape = (
+            r" \times ".join(map(str, net.input_shape))
+            if net.input_shape
+            else self.tex(net.input_width)
+        )
+        return (
+            f"Network {net.name}: input ",
+            M(r"\mathbf{x} \in \mathbb{R}^{%s}" % shape, f"x in R^{net.input_width}"),
+            f", {net.n_layers} layer(s), loss {net.loss.name}. Stages: {layers}.",
+        )
+
+    def _param_parts(self) -> tuple[Part, ...]:
+        net = self.net
+        if not net.params:
+            return (
+                "The network has no parameters: it is a function of its input, and the "
+                "gradient of interest is the one with respect to the input, ",
+                M(r"\partial %s / \partial \mathbf{x}" % LOSS, "dL/dx"),
+                ".",
+            )
+        parts: list[Part] = ["Parameters: "]
+        for n, p in enumerate(net.params):
+            if n:
+                parts.append(", ")
+            shape = r" \times ".join(self.tex(w) for w in p.shape) or "1"
+            kern = quantity(p.name, "vector", matrix=len(p.shape) != 1)
+            parts.append(M(r"%s \in \mathbb{R}^{%s}" % (kern, shape), f"{p.name}: {p.shape}"))
+        parts.append(".")
+        return tuple(parts)
+
+    def intro(self) -> None:
+        s = self.section(["Network and notation"])
+        s.items.append(Item("para", self._network_parts()))
+        s.items.append(Item("para", tuple(self._width_parts())))
+        s.items.append(Item("para", self._param_parts()))
+        last = str(self.net.output)
+        conv = prose.notation_parts(quantity(last), last)
+        if self.uses(sp.KroneckerDelta) and self.comp:
+            conv += prose.index_parts(self.zero_based)
+        if self.uses(step_fn):
+            conv += [" ", M(r"[z > 0]", "[z > 0]"), " is an Iverson bracket (1 if true, else 0)."]
+        s.items.append(Item("para", tuple(conv)))
+        if self.mat:
+            w = self.net.input_width
+            s.items.append(Item("para", tuple(prose.matrix_parts(self.tex(w), str(w)))))
+
+    def forward(self) -> None:
+        s = self.section(["Forward pass"])
+        if self.comp:
+            s.items.append(Item("label", ("Component form",)))
+            eqs = [
+                Eq((self.q(f.stage.name, "component", free_names(f.stage)), self.ex(f.component)))
+                for f in self.d.forward
+            ]
+            s.items.append(Item("math", eqs=tuple(eqs)))
+        if self.mat:
+            s.items.append(Item("label", ("Matrix form, per sample",)))
+            eqs = [
+                Eq((self.q(f.stage.name, "vector"), self.ex(f.matrix, "vector")))
+                for f in self.d.forward
+            ]
+            s.items.append(Item("math", eqs=tuple(eqs)))
+            s.items.append(Item("label", ("Batched, samples as rows",)))
+            beqs = []
+            for f in self.d.forward:
+                try:
+                    b = batch(f.matrix)
+                except ValueError:
+                    continue
+                beqs.append(Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched"))))
+            s.items.append(Item("math", eqs=tuple(beqs)))
+
+    def _loss_matrix(self) -> sp.Expr | None:
+        try:
+            return to_matrix(self.d.loss, ())
+        except DerivationError:  # a loss without matrix form: components only
+            return None
+
+    def _batch_mean(self, m: sp.Expr) -> M | None:
+        try:
+            coef = sp.Mul(*[f for f in sp.Mul.make_args(m) if not f.atoms(Vec)])
+            rest = sp.Mul(*[f for f in sp.Mul.make_args(m) if f.atoms(Vec)])
+            return self.ex(coef * ColSum(batch(rest)) / N, "batched", yhat=True)
+        except (DerivationError, ValueError):
+            return None
+
+    def loss(self) -> None:
+        s = self.section(["Loss (", self.net.loss.name, ")"])
+        ell = M(r"\ell", "l")
+        if self.comp:
+            s.items.append(Item("label", ("Per sample, component form",)))
+            s.items.append(Item("math", eqs=(Eq((ell, self.ex(self.d.loss, yhat=True))),)))
+        m = self._loss_matrix()
+        if self.mat and m is not None:
+            s.items.append(Item("label", ("Per sample, matrix form",)))
+            s.items.append(Item("math", eqs=(Eq((ell, self.ex(m, "vector", yhat=True))),)))
+            s.items.append(Item("label", ("Batch mean",)))
+            sides = [M(LOSS, "L"), M(r"\frac{1}{N} \sum_{s=1}^{N} \ell^{(s)}", "mean_s l(s)")]
+            bm = self._batch_mean(m)
+            if bm is not None:
+                sides.append(bm)
+            s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))

@@ -1,0 +1,217 @@
+# ruff: noqa: UP031 - %-formatting keeps LaTeX braces readable (no {{ }} doubling)
+"""The "why" of a local derivative: the derivative of a stage's body from its definition,
+with the rules of differentiation it uses (sum, product, quotient, chain, a sum over an
+index, a piecewise function), the derivative of each activation function from its own
+definition (once per document), and the common mistakes a step invites (once each),
+pointing to ``symgrad check``. The derivative itself comes from the derivation
+(``Step.local_raw``, ``Step.local``); nothing is differentiated here except an activation
+function's definition in exponentials, to show where its derivative comes from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import sympy as sp
+
+from symgrad.calculus.reverse import Step
+from symgrad.documents import prose
+from symgrad.documents.doc_base import DocBase
+from symgrad.documents.latex_printer import paren, quantity
+from symgrad.documents.model import Eq, Item, M, Part, dedupe
+from symgrad.documents.structure import I, own_functions
+from symgrad.ir.ops import step as step_fn
+
+#: Rules of differentiation, in the order a sentence lists them.
+_RULES = ("sum", "product", "quotient", "power", "chain", "function", "index sum", "piecewise")
+_RULE_TEXT: dict[str, tuple[Part, ...]] = {
+    "sum": ("the sum rule (term by term)",),
+    "product": ("the product rule",),
+    "quotient": ("the quotient rule",),
+    "power": ("the power rule",),
+    "chain": ("the chain rule (outer derivative times inner derivative)",),
+    "function": (
+        "the derivative of a function of one entry (",
+        M(r"f(u_i)", "f(u[i])"),
+        " gives ",
+        M(r"f'(u_i)", "f'(u[i])"),
+        ") times ",
+        M(r"\partial u_i / \partial u_k = [i = k]", "du[i]/du[k] = [i == k]"),
+    ),
+    "index sum": (
+        "a sum over an index differentiated term by term, where ",
+        M(r"\partial u_j / \partial u_k = [j = k]", "du[j]/du[k] = [j == k]"),
+        " keeps only the term ",
+        M("j = k", "j = k"),
+    ),
+    "piecewise": ("a piecewise function differentiated piece by piece",),
+}
+
+
+def _is_piecewise(e: sp.Basic) -> bool:
+    return isinstance(e, sp.Abs | sp.Max | sp.Min | step_fn) or e.func.__name__ in (
+        "relu",
+        "leaky_relu",
+        "elu",
+    )
+
+
+def rules_used(body: sp.Basic, x: sp.Basic) -> list[str]:
+    """The rules of differentiation that d body / d x uses, read off the expression."""
+    found: set[str] = set()
+    base = x.base if isinstance(x, sp.Indexed) else x
+
+    def dep(e: sp.Basic) -> bool:
+        return e.has(base)
+
+    for e in sp.preorder_traversal(body):
+        if not isinstance(e, sp.Basic) or not dep(e):
+            continue
+        if isinstance(e, sp.Add) and sum(dep(a) for a in e.args) > 1:
+            found.add("sum")
+        elif isinstance(e, sp.Mul):
+            if sum(dep(a) for a in e.args) > 1:
+                neg = any(isinstance(a, sp.Pow) and a.exp.is_negative and dep(a) for a in e.args)
+                found.add("quotient" if neg else "product")
+        elif isinstance(e, sp.Pow) and dep(e.base) and not e.exp.has(base):
+            found.add("quotient" if e.exp == -1 else "power")
+            if not isinstance(e.base, sp.Indexed | sp.Symbol):
+                found.add("chain")
+        elif isinstance(e, sp.Sum) and dep(e.function):
+            found.add("index sum")
+        elif isinstance(e, sp.Function):
+            if _is_piecewise(e):
+                found.add("piecewise")
+            if any(dep(a) and not isinstance(a, sp.Indexed | sp.Symbol) for a in e.args):
+                found.add("chain")
+            elif not _is_piecewise(e):
+                found.add("function")
+    return [r for r in _RULES if r in found]
+
+
+def rules_sentence(rules: Sequence[str]) -> tuple[Part, ...]:
+    if not rules:
+        return ("The derivative of a term linear in the variable is its coefficient.",)
+    parts: list[Part] = ["Rules used: "]
+    for n, r in enumerate(rules):
+        if n:
+            parts.append(" and " if n == len(rules) - 1 else ", ")
+        parts.extend(_RULE_TEXT[r])
+    parts.append(".")
+    return tuple(parts)
+
+
+class LocalWhy(DocBase):
+    """Local derivatives shown with their reasons."""
+
+    def local_why(self, st: Step, ii: Sequence[str]) -> tuple[list[Eq], list[Item]]:
+        """``d/dz_k sigma(z_i) = sigma(z_i)(1 - sigma(z_i)) [i = k] = a_i (1 - a_i) [i = k]``
+        with the rules it uses, the forward values it reads, and each activation function's
+        derivative from its definition (once per document)."""
+        stage = st.stage
+        assert stage is not None and st.local is not None
+        name = self.local_name(stage.name, st.wrt, ["i"], ii, "component")
+        wrt_sym = st.param.base if st.param is not None else stage.inp
+        raw_wrt = wrt_sym[tuple(st.local_indices[1:])] if st.local_indices[1:] else wrt_sym
+        raw = st.local_raw
+        body = self.ex(stage.body)
+        sides = [
+            name,
+            M(
+                lambda: r"\frac{\partial}{\partial %s} %s" % (self.tex(raw_wrt), paren(body.tex)),
+                lambda: f"d/d{self.text(raw_wrt)} ({body.txt})",
+            ),
+        ]
+        if raw is not None:
+            sides.append(self.ex(raw))
+        sides.append(self.ex(st.local))
+        eqs = [Eq(tuple(dedupe(sides)))]
+        items: list[Item] = []
+        rules = rules_used(stage.body, raw_wrt)
+        if rules or st.kind == "input":
+            items.append(Item("para", rules_sentence(rules)))
+        if raw is not None and raw != st.local and st.kind == "input":
+            items.append(Item("para", self._forward_values(st)))
+            if st.jacobian == "diagonal":
+                items.extend(self._mistake_forward_values(st))
+        for f in own_functions(stage.body, stage.inp[I]):
+            if self.once(("function", type(f)), st) is None:
+                items.extend(self.function_why(type(f)))
+        return eqs, items
+
+    def _forward_values(self, st: Step) -> tuple[Part, ...]:
+        stage = st.stage
+        assert stage is not None
+        out_tex = quantity(stage.name, "component", ["i"])
+        body = self.ex(stage.body)
+        if sp.count_ops(stage.body) <= 6:
+            value = M(
+                lambda: r"%s = %s" % (out_tex, body.tex), lambda: f"{stage.name}[i] = {body.txt}"
+            )
+        else:  # too long for a line of prose: the forward pass shows the definition
+            value = M(out_tex, f"{stage.name}[i]")
+        return (
+            "The last form reads the forward values: ",
+            value,
+            ", so the backward pass reuses what the forward pass stored.",
+        )
+
+    def _mistake_forward_values(self, st: Step) -> list[Item]:
+        if self.once("mistake: forward values", st) is not None:
+            return []
+        return [
+            Item(
+                "para",
+                prose.mistake(
+                    "evaluating the derivative at the wrong quantity, such as z(1 - z) "
+                    "where the activation's a(1 - a) belongs (the derivative of the sigmoid "
+                    "is sigma(z)(1 - sigma(z)) = a(1 - a), in the output a, not the input z).",
+                    "",
+                ),
+            )
+        ]
+
+    def function_why(self, fn: type) -> list[Item]:
+        """An activation function's derivative from its definition: in exponentials with
+        the quotient/chain rule (sigmoid, tanh, softplus), or piece by piece (relu)."""
+        x = sp.Symbol("x", real=True)
+        fx = fn(x)
+        f_tex, f_txt = self.tex(fx), self.text(fx)
+        prime, prime_txt = f_tex.replace("(", "'(", 1), f_txt.replace("(", "'(", 1)
+        fd = sp.diff(fx, x)
+        definition = fx.rewrite(sp.exp)
+        if definition != fx and not definition.has(fn):
+            dd = sp.diff(definition, x)
+            with contextlib.suppress(Exception):
+                if sp.simplify(dd - fd.rewrite(sp.exp)) != 0:
+                    return []
+            eqs = (
+                Eq((M(f_tex, f_txt), self.ex(definition))),
+                Eq((M(prime, prime_txt), self.ex(dd), self.ex(fd))),
+            )
+            why = rules_sentence(rules_used(definition, x))
+            return [
+                Item(
+                    "para",
+                    (
+                        "Why: from the definition of the activation. ",
+                        *why,
+                    ),
+                ),
+                Item("math", eqs=eqs),
+            ]
+        if fd.has(step_fn):
+            return [
+                Item(
+                    "para",
+                    (
+                        "Why: the activation is piecewise (one formula for x > 0, another for "
+                        "x < 0); each piece is differentiated on its own, and ",
+                        M(r"[x > 0]", "[x > 0]"),
+                        " selects the piece (at 0 the derivative is taken from the left):",
+                    ),
+                ),
+                Item("math", eqs=(Eq((M(prime, prime_txt), self.ex(fd))),)),
+            ]
+        return []

@@ -1,0 +1,443 @@
+# ruff: noqa: UP031 - %-formatting keeps LaTeX braces readable (no {{ }} doubling)
+"""The backward pass, step by step: the loss gradient, each step through a stage to its
+input, each parameter gradient. A step shows its local derivative (with its reason,
+``doc_local``), the chain rule with that derivative substituted, and its matrix forms;
+an explanation that recurs (the chain rule, the Hadamard product, the batch's 1/N, a
+shared parameter's sum over the samples) is given at its first step only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import sympy as sp
+
+from symgrad.calculus.forward_values import pull_out
+from symgrad.calculus.layout import batched_step
+from symgrad.calculus.matrix_form import to_matrix
+from symgrad.calculus.reverse import Step
+from symgrad.documents import prose
+from symgrad.documents.doc_local import LocalWhy, rules_sentence, rules_used
+from symgrad.documents.doc_tensor import TensorSteps
+from symgrad.documents.latex_printer import paren, quantity
+from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
+from symgrad.documents.structure import (
+    SPARE,
+    I,
+    apply_sum_identity,
+    collapses,
+    deltas,
+    is_additive,
+    is_permutation,
+    is_weight,
+    jacobian_matrix,
+    swap_ik,
+)
+from symgrad.errors import DerivationError
+
+#: Placeholders for a stage's names (a step's pattern, see ``BackwardSteps._pattern``).
+_PH = tuple(sp.IndexedBase(f"_ph{n}", real=True) for n in range(12))
+_PH_SCALAR = tuple(sp.Symbol(f"_ps{n}", real=True) for n in range(10))
+_PH_WIDTH = tuple(sp.Symbol(f"_pw{n}", integer=True, positive=True) for n in range(2))
+
+
+class BackwardSteps(LocalWhy, TensorSteps):
+    """The backward-pass sections."""
+
+    def backward(self) -> None:
+        s = self.section(["Backward pass"])
+        if self.comp:
+            s.items.append(Item("para", tuple(prose.chain_rule_parts())))
+        for st in self.d.steps:
+            if st.kind == "loss":
+                self.loss_step(st)
+            elif st.kind == "param":
+                self.param_step(st)
+            else:
+                self.input_step(st)
+
+    # -- the loss gradient ----------------------------------------------------------------
+    def loss_step(self, st: Step) -> None:
+        s = self.step_section(st, "loss gradient")
+        if not st.needed:
+            s.items.append(
+                Item(
+                    "para",
+                    (
+                        "Not materialised in the code: it is substituted into the next "
+                        "step (fused).",
+                    ),
+                )
+            )
+        if self.comp:
+            s.items.append(Item("label", ("Component form",)))
+            loss = self.d.loss
+            # the loss's own summation index must not be the derivative's free index i
+            dummies = {lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits}
+            if I in dummies:
+                loss = loss.xreplace({I: next(j for j in SPARE if j not in dummies)})
+            yhat_i = self.net.output[I]
+            sides = [
+                self.dq(st.wrt, "component", ["i"]),
+                M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
+                M(
+                    lambda: (
+                        r"\frac{\partial}{\partial \hat{y}_{i}} %s"
+                        % paren(self.tex(loss, yhat=True))
+                    ),
+                    lambda: f"d/dyhat[i] ({self.text(loss)})",
+                ),
+            ]
+            raw = st.local_raw
+            if raw is not None:  # the sum's index as in the loss shown beside it
+                ours = [lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits]
+                theirs = [lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits]
+                if len(ours) == len(theirs) == 1:
+                    raw = raw.xreplace({theirs[0]: ours[0]})
+            if raw is not None and raw.has(sp.KroneckerDelta):
+                sides.append(self.ex(raw, yhat=True))
+            sides.append(self.ex(st.component, yhat=True))
+            s.items.append(Item("math", eqs=(Eq(tuple(dedupe(sides))),)))
+            s.items.append(Item("para", rules_sentence(rules_used(loss, yhat_i))))
+            if raw is not None and raw.has(sp.KroneckerDelta):
+                dummy = next(lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits)
+                s.items.append(Item("para", self.kronecker_text(raw, "i", dummy)))
+        if self.mat:
+            s.items.append(Item("label", ("Matrix form, per sample and batched",)))
+            eqs = (
+                Eq((self.dq(st.wrt, "vector"), self.ex(st.matrix, "vector", yhat=True))),
+                Eq((self.dq(st.wrt, "batched"), self.ex(batched_step(st), "batched", yhat=True))),
+            )
+            s.items.append(Item("math", eqs=eqs))
+            if self.has_params:
+                s.items.append(Item("para", tuple(prose.batch_mean_parts())))
+
+    # -- the chain rule ---------------------------------------------------------------------
+    def kronecker_text(self, local: sp.Expr, survivor: str, dummy_sym: sp.Symbol) -> tuple:
+        """What the bracket does to the chain rule's sum: it collapses the sum only where
+        every term carries it; otherwise it picks one term and a sum remains."""
+        ds = [d for d in deltas(local) if dummy_sym in d.free_symbols]
+        if not ds:
+            return ()
+        a_, b_ = (self.tex(x) for x in ds[0].args)
+        dummy = str(dummy_sym)
+        bracket = M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]")
+        if collapses(local, dummy_sym):
+            return (
+                "The bracket ",
+                bracket,
+                " is zero unless ",
+                M(f"{a_} = {b_}", f"{a_} = {b_}"),
+                ", and every term carries it: the sum over ",
+                M(dummy, dummy),
+                " collapses to the term ",
+                M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+                ".",
+            )
+        return (
+            "The bracket ",
+            bracket,
+            " picks the term ",
+            M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+            " out of the terms that carry it; the other terms keep their sum over ",
+            M(dummy, dummy),
+            ", because every output of the stage depends on every input.",
+        )
+
+    def chain(self, st: Step, oi: str, ii: Sequence[str]) -> tuple[M, M]:
+        """``sum_i up_i d out_i / d in_k`` and the same with the local derivative substituted."""
+        stage = st.stage
+        assert stage is not None and st.upstream is not None and st.local is not None
+        up = self.q(st.upstream, "component", [oi])
+        loc = self.local_name(stage.name, st.wrt, [oi], ii, "component")
+        lo = "0" if self.zero_based else "1"
+
+        def hi() -> str:
+            return self.tex(stage.width - 1 if self.zero_based else stage.width)
+
+        chain = M(
+            lambda: r"\sum_{%s=%s}^{%s} %s %s" % (oi, lo, hi(), up.tex, loc.tex),
+            f"sum_{oi} ({up.txt}*{loc.txt})",
+        )
+        g = sp.IndexedBase(st.upstream, real=True)
+        return chain, self.ex(sp.Sum(g[I] * st.local, (I, 0, stage.width - 1)))
+
+    @staticmethod
+    def _pattern(st: Step) -> tuple:
+        """A step's local derivative with its stage's names replaced by placeholders: equal
+        for the same kind of stage in another layer (a deep network repeats a few)."""
+        stage = st.stage
+        assert stage is not None and st.local is not None
+        ren: dict[sp.Basic, sp.Basic] = {stage.inp: _PH[0], stage.out: _PH[1]}
+        for n, p in enumerate(stage.params):
+            ren[p.base] = _PH_SCALAR[n] if isinstance(p.base, sp.Symbol) else _PH[2 + n]
+        for n, w in enumerate((stage.width, stage.in_width)):
+            if not sp.sympify(w).is_Integer:
+                ren[w] = _PH_WIDTH[n]
+        return (st.kind, st.jacobian, stage.kind, stage.label, st.local.xreplace(ren))
+
+    def _repeated(self, st: Step, names: list[str], final: sp.Expr, where: Step) -> list[Item]:
+        """A step like an earlier one: its local derivative and result, referring back to
+        the step where the derivation is shown."""
+        stage = st.stage
+        assert stage is not None and st.local is not None
+        loc = self.local_name(stage.name, st.wrt, ["i"], names, "component")
+        lhs = self.grad_lhs(st, "component", names)
+        return [
+            Item("label", ("As for ", self.step_name(where), ", with this layer's names")),
+            Item(
+                "math",
+                eqs=(
+                    Eq((loc, self.ex(st.local))),
+                    Eq(tuple(dedupe([*lhs, self.ex(final)]))),
+                ),
+            ),
+        ]
+
+    def _component_chain(self, st: Step, names: list[str], final: sp.Expr) -> list[Item]:
+        where = self.once(("step", self._pattern(st)), st)
+        if isinstance(where, Step):
+            return self._repeated(st, names, final, where)
+        items: list[Item] = [Item("label", ("Local derivative",))]
+        leqs, why = self.local_why(st, names)
+        items.append(Item("math", eqs=tuple(leqs)))
+        items.extend(why)
+        items.append(Item("label", ("Chain rule, component form",)))
+        chain, subst = self.chain(st, "i", names)
+        lhs = self.grad_lhs(st, "component", names)
+        items.append(Item("math", eqs=(Eq(tuple(dedupe([*lhs, chain, subst, self.ex(final)]))),)))
+        assert st.local is not None
+        if st.local.has(sp.KroneckerDelta):
+            text = self.kronecker_text(st.local, names[0], I)
+            if text:
+                items.append(Item("para", text))
+        return items
+
+    # -- through a stage to its input -------------------------------------------------------
+    def _input_kind(self, st: Step) -> str:
+        stage = st.stage
+        assert stage is not None
+        if is_permutation(st):
+            return f"through {stage.label}: a permutation, entries moved back"
+        return {
+            "diagonal": f"through {stage.label}: diagonal Jacobian",
+            "full": f"through {stage.label}: full Jacobian",
+            "linear": f"through {stage.label}: linear, the Jacobian is a weight matrix",
+        }.get(st.jacobian, f"through {stage.label}")
+
+    def input_step(self, st: Step) -> None:
+        stage = st.stage
+        assert stage is not None
+        s = self.step_section(st, self._input_kind(st))
+        if not st.needed:
+            text = (
+                "Not needed to train the parameters, so the generated code does not compute "
+                "it; shown for completeness."
+                if self.has_params
+                else "The network has no parameters: this input gradient is the result."
+            )
+            s.items.append(Item("para", (text,)))
+        if stage.indices or stage.in_shape:
+            self.tensor_step(st, s)
+            return
+        if stage.sample is not None:
+            self.sample_step(st, s)
+            return
+        if self.comp:
+            final = swap_ik(st.unfused if st.fused and st.unfused is not None else st.component)
+            s.items.extend(self._component_chain(st, ["k"], final))
+            if st.fused and st.unfused is not None:
+                s.items.extend(self.fused_lines(st, self.grad_lhs(st, "component", ["k"])[0]))
+        if self.mat:
+            self._input_matrix(st, s)
+
+    def _input_matrix(self, st: Step, s: Section) -> None:
+        stage = st.stage
+        assert stage is not None
+        s.items.append(Item("label", ("Matrix form, per sample",)))
+        eqs = []
+        J = self.local_name(stage.name, st.wrt, [], [], "vector")
+        jm = None
+        if st.local is not None:
+            jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
+        up = self.q(st.upstream or "", "vector")
+        sides: list[M] = [
+            *self.grad_lhs(st, "vector", []),
+            M(lambda: r"\left(%s\right)^{\top} %s" % (J.tex, up.tex), f"({J.txt}).T @ {up.txt}"),
+        ]
+        diagonal = st.jacobian == "diagonal" and jm is not None
+        if jm is not None:
+            jmm = self.ex(jm, "vector")
+            eqs.append(Eq((J, jmm)))
+        if diagonal and jm is not None:
+            jtp = (lambda: paren(jmm.tex)) if jm.is_Add else (lambda: jmm.tex)
+            jtx = (lambda: f"({jmm.txt})") if jm.is_Add else (lambda: jmm.txt)
+            sides.append(
+                M(lambda: r"%s^{\top} %s" % (jtp(), up.tex), lambda: f"{jtx()}.T @ {up.txt}")
+            )
+            sides.append(M(lambda: r"%s %s" % (jtp(), up.tex), lambda: f"{jtx()} @ {up.txt}"))
+        if st.fused and st.unfused is not None:
+            with contextlib.suppress(DerivationError):  # no matrix form: that side is left out
+                sides.append(self.ex(to_matrix(st.unfused, (I,)), "vector"))
+        sides.append(self.ex(st.matrix, "vector"))
+        eqs.append(Eq(tuple(dedupe(sides))))
+        s.items.append(Item("math", eqs=tuple(eqs)))
+        if diagonal:
+            where = self.once("hadamard", st)
+            if where is None:
+                s.items.append(Item("para", tuple(prose.hadamard_parts())))
+        if st.jacobian == "linear" and self.once("mistake: transpose", st) is None:
+            s.items.append(
+                Item(
+                    "para",
+                    prose.mistake(
+                        "forgetting the transpose. The adjoint goes back through the "
+                        "transposed weight matrix (the sum runs over the weight's first "
+                        "index, the output's); the shapes only fit for square layers "
+                        "otherwise, and then the result is silently wrong.",
+                        "",
+                    ),
+                )
+            )
+        s.items.append(Item("label", ("Batched",)))
+        blhs = self.grad_lhs(st, "batched", [])
+        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(batched_step(st), "batched"))),)))
+
+    # -- the loss gradient fused into the last stage ----------------------------------------
+    def _substituted(self, st: Step, loss_step: Step) -> list[M]:
+        """The loss gradient substituted, the cancellation, then the expanded form."""
+        assert st.unfused is not None and st.local is not None
+        lines: list[M] = []
+        g_i = loss_step.component  # in i
+        local = st.local
+        lines.append(
+            M(
+                lambda: r"\sum_{i} %s %s" % (paren(self.tex(g_i)), paren(self.tex(local))),
+                lambda: f"sum_i (({self.text(g_i)})*({self.text(local)}))",
+            )
+        )
+        up = st.upstream
+        un = swap_ik(st.unfused)
+        s1 = un.replace(
+            lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == up,
+            lambda e: loss_step.component.xreplace({I: e.indices[0]}),
+        )
+        s2 = sp.expand(
+            pull_out(
+                sp.expand(s1).replace(
+                    lambda e: isinstance(e, sp.Sum),
+                    lambda e: sp.Sum(sp.expand(e.function), *e.limits),
+                )
+            )
+        )
+        lines.append(self.ex(s1))
+        lines.append(self.ex(s2))
+        s3 = apply_sum_identity(s2, self.net)
+        if s3 != s2:
+            lines.append(self.ex(s3))
+        return lines
+
+    def fused_lines(self, st: Step, lhs: M) -> list[Item]:
+        """The loss gradient substituted into the step, the factors that cancel, then the
+        simplified form: ``-y_k + a_k sum_i y_i``, and ``sum_i y_i = 1`` gives ``a_k - y_k``."""
+        loss_step = next((x for x in self.d.steps if x.kind == "loss"), None)
+        assert st.unfused is not None
+        final = swap_ik(st.component)
+        if loss_step is None:
+            return []
+        parts: list[Part] = [
+            "Substituting the loss gradient ",
+            M(
+                lambda: (
+                    r"%s = %s"
+                    % (quantity(loss_step.grad, "component", ["i"]), self.tex(loss_step.component))
+                ),
+                lambda: f"{loss_step.grad}[i] = {self.text(loss_step.component)}",
+            ),
+            " (fused: the code never forms it)",
+        ]
+        lines = self._substituted(st, loss_step)
+        if any(kind == "sum_y_is_1" for kind, _ in self.net.loss.identities):
+            parts += [
+                " and using ",
+                M(r"\sum_i y_i = 1", "sum_i y_i = 1"),
+                " (targets are one-hot or probabilities)",
+            ]
+        parts.append(":")
+        items = [
+            Item("para", tuple(parts)),
+            Item("math", eqs=(Eq(tuple(dedupe([lhs, *lines, self.ex(final)]))),)),
+        ]
+        out = self.net.output
+        divides = any(
+            isinstance(p, sp.Pow) and p.exp.is_negative and p.base.has(out)
+            for p in sp.preorder_traversal(loss_step.component)
+        )
+        if divides and not any(
+            isinstance(p, sp.Pow) and p.exp.is_negative and p.base.has(out)
+            for p in sp.preorder_traversal(st.component)
+        ):
+            items.append(
+                Item(
+                    "para",
+                    (
+                        "The outputs the loss gradient divides by cancel against the factor "
+                        "the local derivative multiplies by. That is why the two steps are "
+                        "fused: computed apart, the loss gradient divides by a probability "
+                        "that can underflow to 0 (an infinite or wildly inaccurate "
+                        "gradient); fused, nothing is divided and the result is bounded.",
+                    ),
+                )
+            )
+        return items
+
+    # -- parameter gradients ---------------------------------------------------------------
+    def param_step(self, st: Step) -> None:
+        stage = st.stage
+        assert stage is not None
+        what = (
+            "weight gradient"
+            if is_weight(st)
+            else "bias gradient"
+            if is_additive(st)
+            else "parameter gradient"
+        )
+        s = self.step_section(st, what)
+        names = [str(i) for i in st.indices]
+        if stage.indices or stage.in_shape:
+            self.tensor_step(st, s)
+            return
+        if stage.sample is not None:
+            self.sample_step(st, s)
+            return
+        if self.comp:
+            s.items.extend(self._component_chain(st, names, st.component))
+        if self.mat:
+            s.items.append(Item("label", ("Matrix form, per sample",)))
+            lhs = self.grad_lhs(st, "vector", [])
+            per = self.ex(st.matrix, "vector")
+            s.items.append(Item("math", eqs=(Eq((*lhs, per)),)))
+            s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
+            sides = [
+                *self.grad_lhs(st, "batched", []),
+                self.ex(batched_step(st), "batched"),
+                M(
+                    lambda: r"\sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
+                    lambda: f"sum_s (({per.txt})(s))",
+                ),
+            ]
+            s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
+            if self.once("shared parameter", st) is None:
+                s.items.append(Item("para", tuple(prose.shared_param_parts())))
+                s.items.append(
+                    Item(
+                        "para",
+                        prose.mistake(
+                            "dividing by the batch size twice (once in the loss gradient, "
+                            "again in the parameter gradient): the gradient comes out N times "
+                            "too small.",
+                            "",
+                        ),
+                    )
+                )
