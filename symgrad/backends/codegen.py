@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -423,11 +424,19 @@ def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, li
     return (d if isinstance(d, Derivation) else _derive(net)), logs
 
 
-def build_program(d: Derivation | Network) -> Program:
+def build_program(
+    d: Derivation | Network, adjust: Callable[[Derivation], Derivation] | None = None
+) -> Program:
     """The target-free program: forward, loss and backward statements as batched SymPy
     expressions with every stability rule applied (``calculus/stability.py``). Backends
-    print it; nothing in it depends on what a layer or a loss is called."""
+    print it; nothing in it depends on what a layer or a loss is called.
+
+    ``adjust`` marks up the stabilised derivation before it is printed (the input
+    gradient, the loss's incoming gradient): a network the IR rules rewrote is derived
+    again, so marks made on the derivation it came from would be lost."""
     d, ir_logs = stable_derivation(d)
+    if adjust is not None:
+        d = adjust(d)
     net = d.network
     if not net.is_concrete:
         raise SpecError("every width must be a concrete integer to generate code")
@@ -547,10 +556,12 @@ def build_context(
     source: str | None = None,
     target: str = "numpy",
     inplace: bool | None = None,
+    adjust: Callable[[Derivation], Derivation] | None = None,
 ) -> dict:
     """Everything the module template needs, printed with ``target``'s printer (``inplace``:
-    whether statements may update their own fresh arrays; by default NumPy and CuPy)."""
-    prog = build_program(d)
+    whether statements may update their own fresh arrays; by default NumPy and CuPy;
+    ``adjust``: as :func:`build_program`'s)."""
+    prog = build_program(d, adjust)
     net = prog.derivation.network
     pr = _Printer(net, target, inplace)
     items = [(it.target, it.expr, it.comment) for it in prog.items]
