@@ -49,6 +49,8 @@ from symgrad.calculus.stability import (
     GUARD_RULES,
     IR_RULES,
     LOG_THROUGH_OUTPUT,
+    LOSS_DIVISION,
+    SIGMOID_COMPLEMENT,
     Applied,
     RowMax,
     SafeLog,
@@ -58,6 +60,7 @@ from symgrad.calculus.stability import (
     stabilise,
     stabilise_stage,
 )
+from symgrad.calculus.stability_fusion import fuse_loss_division
 from symgrad.errors import SpecError
 from symgrad.escape import py_docstring
 from symgrad.files import marker_line
@@ -420,8 +423,14 @@ def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, li
     lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
     if any(logs.values()):
         net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
-        return _derive(net), logs
-    return (d if isinstance(d, Derivation) else _derive(net)), logs
+        d = _derive(net)
+    elif not isinstance(d, Derivation):
+        d = _derive(net)
+    fused = fuse_loss_division(d, net.output)
+    if fused is not d:
+        logs["loss"].append(Applied(LOSS_DIVISION, d.loss, d.loss))
+        d = matrix_pass(fused)
+    return d, logs
 
 
 def build_program(
@@ -460,6 +469,8 @@ def build_program(
         full: str | None = None,
     ) -> None:
         log: list[Applied] = list(ir)
+        # (before the component fallbacks are lowered, which split a sum into its terms)
+        expr = stabilise(expr, (SIGMOID_COMPLEMENT,), log)
         expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
         if section == "backward":
             expr = stabilise(expr, GUARD_RULES, log)

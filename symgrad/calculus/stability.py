@@ -141,6 +141,23 @@ def _logaddexp(e: sp.Basic) -> sp.Expr | None:
     return u + F.softplus(v - u)
 
 
+def _sigmoid_complement(e: sp.Basic) -> sp.Expr | None:
+    """``t - t sigmoid(u)`` (two terms of a sum) -> ``t sigmoid(-u)``."""
+    if not e.is_Add:
+        return None
+    terms = list(e.args)
+    for s in terms:
+        for f in sp.Mul.make_args(s):
+            if isinstance(f, F.sigmoid):
+                t = -s / f
+                if t in terms:
+                    rest = list(terms)
+                    rest.remove(s)
+                    rest.remove(t)
+                    return sp.Add(*rest, t * F.sigmoid(-f.args[0]))
+    return None
+
+
 def _is_log(e: sp.Basic) -> bool:
     return isinstance(e, sp.log | SafeLog)
 
@@ -446,6 +463,15 @@ HYPERBOLIC_RATIO = Rule(
     lambda e: _hyperbolic_ratio(e) is not None,
     _hyperbolic_ratio,
 )
+SIGMOID_COMPLEMENT = Rule(
+    "sigmoid-complement",
+    "t - t sigmoid(u)   (1 - sigmoid(u) in sigmoid's derivative)",
+    "t sigmoid(-u)",
+    "sigmoid(u) rounds to 1 for u > 17 (37 in float64): 1 - sigmoid(u) loses every digit, "
+    "and a sum split into t - t sigmoid(u) cancels catastrophically",
+    lambda e: _sigmoid_complement(e) is not None,
+    _sigmoid_complement,
+)
 LOG_SIGMOID = Rule(
     "log-sigmoid",
     "log(sigmoid(u))",
@@ -555,6 +581,18 @@ LOG_THROUGH_OUTPUT = Rule(
     lambda e: None,
 )
 
+#: Not a pattern rewrite either: a pass over the derivation (``stability_fusion.py``). A loss
+#: gradient that divides by the output is substituted into the steps that read it, where
+#: the output's factor in their Jacobian cancels the division.
+LOSS_DIVISION = Rule(
+    "fused-loss-gradient",
+    "dL/dyhat = -y / yhat, then yhat[k] dL/dyhat[k] in the next step",
+    "the loss gradient substituted and cancelled: -y (no division by yhat)",
+    "yhat rounds to 0 (a softmax at large logits): -y/yhat is inf, then inf * 0 is NaN",
+    lambda e: False,
+    lambda e: None,
+)
+
 #: Rules whose stable forms carry derivative rules: safe before the derivation.
 IR_RULES: tuple[Rule, ...] = (
     SOFTPLUS,
@@ -564,6 +602,7 @@ IR_RULES: tuple[Rule, ...] = (
     EXP_RATIONAL,
     LOG_SIGMOID,
     LOG_ONE_MINUS_SIGMOID,
+    SIGMOID_COMPLEMENT,
 )
 #: Rules for the batched program (forward, loss and backward expressions).
 PROGRAM_RULES: tuple[Rule, ...] = (
@@ -763,6 +802,7 @@ __all__ = [
     "GUARD_RULES",
     "IR_RULES",
     "LOG_THROUGH_OUTPUT",
+    "LOSS_DIVISION",
     "PROGRAM_RULES",
     "Applied",
     "ClampMin",
@@ -771,6 +811,7 @@ __all__ = [
     "LogSumExp",
     "RowMax",
     "Rule",
+    "SIGMOID_COMPLEMENT",
     "SafeLog",
     "SafeLog1p",
     "Softmax",
