@@ -71,6 +71,15 @@ NETS = {
         [Dense(4), Map(TEMPERATURE_SOFTMAX, name="tsoftmax", params={T: ()})],
         NLL,
     ),
+    "temperature_log_softmax": build(
+        "tlogsoftmax",
+        3,
+        [
+            Dense(4),
+            Map(T * a[i] - sp.log(sp.Sum(sp.exp(T * a[j]), (j, 0, n - 1))), "lsm", params={T: ()}),
+        ],
+        ("nll", -y_s * yhat_s),
+    ),
     "swish_softabs": build(
         "swish_softabs",
         3,
@@ -83,7 +92,10 @@ NETS = {
         "mse",
     ),
 }
-TARGET_DOMAIN = {"temperature_softmax_nll": "probabilities"}
+TARGET_DOMAIN = {
+    "temperature_softmax_nll": "probabilities",
+    "temperature_log_softmax": "probabilities",
+}
 
 
 @pytest.mark.parametrize("name", sorted(NETS))
@@ -99,6 +111,11 @@ def test_every_target_matches_the_reference(name):
 
 
 def _tsoftmax_torch(p, X, Y):
+    z = X @ p["W1"].T + p["b1"]
+    return -(Y * torch.log_softmax(p["T2"] * z, 1)).mean()
+
+
+def _tlogsoftmax_torch(p, X, Y):
     z = X @ p["W1"].T + p["b1"]
     return -(Y * torch.log_softmax(p["T2"] * z, 1)).mean()
 
@@ -126,6 +143,7 @@ def _target_grads(target, mod, params, X, Y, dtype):
 
 SATURATED = {
     "temperature_softmax_nll": (_tsoftmax_torch, "probabilities"),
+    "temperature_log_softmax": (_tlogsoftmax_torch, "probabilities"),
     "swish_softabs": (_swish_softabs_torch, None),
 }
 

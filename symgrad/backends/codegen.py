@@ -46,6 +46,7 @@ from symgrad.calculus.layout import (
 from symgrad.calculus.matrix_form import Comp, Vec, matrix_pass, to_matrix
 from symgrad.calculus.reverse import Derivation, reverse_accumulate
 from symgrad.calculus.stability import (
+    COMPONENT_SOFTMAX,
     GUARD_RULES,
     IR_RULES,
     LOG_THROUGH_OUTPUT,
@@ -470,7 +471,7 @@ def build_program(
     ) -> None:
         log: list[Applied] = list(ir)
         # (before the component fallbacks are lowered, which split a sum into its terms)
-        expr = stabilise(expr, (SIGMOID_COMPLEMENT,), log)
+        expr = stabilise(expr, (SIGMOID_COMPLEMENT, COMPONENT_SOFTMAX), log)
         expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
         if section == "backward":
             expr = stabilise(expr, GUARD_RULES, log)

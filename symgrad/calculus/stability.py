@@ -26,10 +26,12 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, hypot, log1p
 
+from symgrad.calculus.einsum import AxisMax, AxisSum
 from symgrad.calculus.layout import RowSum
 from symgrad.calculus.matrix_form import Vec
 from symgrad.ir import ops as F
 from symgrad.ir.network import Network, Stage
+from symgrad.ir.reductions import ReduceMax
 
 # ---------------------------------------------------------------------------------------
 # Target-free nodes that backends print in a stable way.
@@ -142,19 +144,22 @@ def _logaddexp(e: sp.Basic) -> sp.Expr | None:
 
 
 def _sigmoid_complement(e: sp.Basic) -> sp.Expr | None:
-    """``t - t sigmoid(u)`` (two terms of a sum) -> ``t sigmoid(-u)``."""
+    """Two terms of a sum: ``t - t sigmoid(u)`` -> ``t sigmoid(-u)`` and
+    ``2 t sigmoid(u) - t`` -> ``t tanh(u/2)``."""
     if not e.is_Add:
         return None
     terms = list(e.args)
     for s in terms:
         for f in sp.Mul.make_args(s):
-            if isinstance(f, F.sigmoid):
-                t = -s / f
-                if t in terms:
+            if not isinstance(f, F.sigmoid):
+                continue
+            t, u = -s / f, f.args[0]
+            for other, new in ((t, t * F.sigmoid(-u)), (t / 2, -t / 2 * sp.tanh(u / 2))):
+                if other in terms:
                     rest = list(terms)
                     rest.remove(s)
-                    rest.remove(t)
-                    return sp.Add(*rest, t * F.sigmoid(-f.args[0]))
+                    rest.remove(other)
+                    return sp.Add(*rest, new)
     return None
 
 
@@ -296,6 +301,58 @@ def _softmax_ratio(e: sp.Basic) -> sp.Expr | None:
             rest = [f for f in facs if f is not d]
             rest.remove(num)
             return sp.Mul(*rest) * Softmax(num.args[0])
+    return _softmax_weighted(facs)
+
+
+def _softmax_weighted(facs: list[sp.Expr]) -> sp.Expr | None:
+    # RowSum(f * exp(u)) / RowSum(exp(u)) = RowSum(f * Softmax(u)): a softmax-weighted mean.
+    for d in facs:
+        if not (d.is_Pow and d.exp == -1 and isinstance(d.base, RowSum)):
+            continue
+        ex = d.base.args[0]
+        if not isinstance(ex, sp.exp):
+            continue
+        for w in facs:
+            if isinstance(w, RowSum) and ex in sp.Mul.make_args(w.args[0]):
+                rest = [f for f in facs if f is not d and f is not w]
+                inner = w.args[0] / ex * Softmax(ex.args[0])
+                return sp.Mul(*rest) * RowSum(inner)
+    return None
+
+
+def _sum_of_exp(e: sp.Basic) -> tuple[sp.Expr, tuple] | None:
+    """``(u, limits)`` when ``e`` is ``Sum(exp(u), (j, lo, hi))`` (one index), else None."""
+    if isinstance(e, sp.Sum) and len(e.limits) == 1 and isinstance(e.function, sp.exp):
+        return e.function.args[0], e.limits[0]
+    return None
+
+
+def _component_softmax(e: sp.Basic) -> sp.Expr | None:
+    """``Sum(f exp(u[j']), j') / Sum(exp(u[j]), j)`` (over any summation index, a weight
+    ``f`` or none): both exponentials shifted by ``max_j u[j]`` (the ratio is unchanged)."""
+    if not e.is_Mul:
+        return None
+    facs = list(sp.Mul.make_args(e))
+    for d in facs:
+        found = _sum_of_exp(d.base) if d.is_Pow and d.exp == -1 else None
+        if found is None or found[0].has(ReduceMax):
+            continue
+        u, (j, lo, hi) = found
+        if lo != 0:
+            continue
+        r = sp.Dummy("r", integer=True)  # its own bound index (j is bound by the sums)
+        m = ReduceMax(u.xreplace({j: r}), r, hi)
+        for w in facs:
+            if w is d or not isinstance(w, sp.Sum) or len(w.limits) != 1:
+                continue
+            k, lo2, hi2 = w.limits[0]
+            ex = sp.exp(u.xreplace({j: k}))
+            if (lo2, hi2) != (lo, hi) or ex not in sp.Mul.make_args(w.function):
+                continue
+            num = sp.Sum(w.function / ex * sp.exp(u.xreplace({j: k}) - m), (k, lo, hi))
+            den = sp.Sum(sp.exp(u - m), (j, lo, hi))
+            rest = [f for f in facs if f is not d and f is not w]
+            return sp.Mul(*rest) * num / den
     return None
 
 
@@ -465,8 +522,8 @@ HYPERBOLIC_RATIO = Rule(
 )
 SIGMOID_COMPLEMENT = Rule(
     "sigmoid-complement",
-    "t - t sigmoid(u)   (1 - sigmoid(u) in sigmoid's derivative)",
-    "t sigmoid(-u)",
+    "t - t sigmoid(u)   (1 - sigmoid(u) in sigmoid's derivative); 2 t sigmoid(u) - t",
+    "t sigmoid(-u); t tanh(u/2)",
     "sigmoid(u) rounds to 1 for u > 17 (37 in float64): 1 - sigmoid(u) loses every digit, "
     "and a sum split into t - t sigmoid(u) cancels catastrophically",
     lambda e: _sigmoid_complement(e) is not None,
@@ -500,11 +557,20 @@ LOGSUMEXP = Rule(
 )
 SOFTMAX = Rule(
     "softmax",
-    "exp(u[i]) / sum_j exp(u[j])   (forward and every backward use)",
+    "exp(u[i]) / sum_j exp(u[j])   (forward and every backward use; also a weighted mean "
+    "sum_j f[j] exp(u[j]) / sum_j exp(u[j]))",
     "exp(u[i] - m) / sum_j exp(u[j] - m), m = max_j u[j]",
     "exp(u) overflows for u > 709: inf / inf is NaN",
     lambda e: _softmax_ratio(e) is not None,
     _softmax_ratio,
+)
+COMPONENT_SOFTMAX = Rule(
+    "softmax-over-index",
+    "sum_j' f[j'] exp(u[j']) / sum_j exp(u[j])   (a component form, any summation index)",
+    "both exponentials shifted by m = max_j u[j]",
+    "exp(u) overflows for u > 709: inf / inf is NaN",
+    lambda e: _component_softmax(e) is not None,
+    _component_softmax,
 )
 LOG_COSH = Rule(
     "logcosh",
@@ -706,7 +772,10 @@ class Hazard:
 
 
 def _shifted(u: sp.Expr) -> bool:
-    return any(isinstance(t, RowMax) for t in sp.Add.make_args(u)) or u.is_nonpositive is True
+    shifts = (RowMax, AxisMax)
+    return any(isinstance(t, shifts) or isinstance(-t, shifts) for t in sp.Add.make_args(u)) or (
+        u.is_nonpositive is True
+    )
 
 
 def _nonnegative(t: sp.Expr) -> bool:
@@ -732,7 +801,7 @@ def _may_vanish(b: sp.Expr) -> bool:
         return False
     if b.is_Pow:
         return _may_vanish(b.base)
-    if isinstance(b, RowSum) and isinstance(b.args[0], sp.exp):
+    if isinstance(b, RowSum | AxisSum) and isinstance(b.args[0], sp.exp):
         return False  # a sum of exponentials (of shifted arguments) is >= 1 or overflows
     if b.is_Add and any(t.is_number and t > 0 for t in b.args):
         return not all(_nonnegative(t) for t in b.args)
@@ -810,6 +879,7 @@ __all__ = [
     "LogCosh",
     "LogSumExp",
     "RowMax",
+    "COMPONENT_SOFTMAX",
     "Rule",
     "SIGMOID_COMPLEMENT",
     "SafeLog",
