@@ -424,14 +424,14 @@ def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, li
     lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
     if any(logs.values()):
         net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
-        d = _derive(net)
-    elif not isinstance(d, Derivation):
-        d = _derive(net)
-    fused = fuse_loss_division(d, net.output)
-    if fused is not d:
-        logs["loss"].append(Applied(LOSS_DIVISION, d.loss, d.loss))
-        d = matrix_pass(fused)
-    return d, logs
+        derived = _derive(net)
+    else:
+        derived = d if isinstance(d, Derivation) else _derive(net)
+    fused = fuse_loss_division(derived, net.output)
+    if fused is not derived:
+        logs["loss"].append(Applied(LOSS_DIVISION, derived.loss, derived.loss))
+        derived = matrix_pass(fused)
+    return derived, logs
 
 
 def build_program(
