@@ -80,6 +80,18 @@ NETS = {
         ],
         ("nll", -y_s * yhat_s),
     ),
+    # log-sum-exp map with a learnable temperature (units 1): the division guard clamped
+    # 1/T at 1e-12, wrong for a negative T; an unshifted log(sum(exp)) in dT at 1e3
+    "lse_map_temperature": build(
+        "lse",
+        3,
+        [
+            Dense(4),
+            Map(sp.log(sp.Sum(sp.exp(T * a[j]), (j, 0, n - 1))) / T, "lse", 1, {T: ()}),
+            Dense(2),
+        ],
+        "mse",
+    ),
     "swish_softabs": build(
         "swish_softabs",
         3,
@@ -103,6 +115,14 @@ def test_every_target_matches_the_reference(name):
     net = NETS[name]
     params, X, Y, V = draw_point(net, seed=7, targets=TARGET_DOMAIN.get(name))
     assert check_targets(net, params, X, Y, V) == []
+
+
+def test_negative_learnable_temperature_is_not_clamped():
+    """A parameter in a denominator (1/T) is not a probability: never clamped at 1e-12."""
+    net = NETS["lse_map_temperature"]
+    params, X, Y, V = draw_point(net, seed=2)
+    params["T2"] = np.asarray(-0.5)
+    assert check_targets(net, params, X, Y, V, float32=False) == []
 
 
 # -- at saturation: the IR reference itself overflows there (it evaluates exp(T a) and

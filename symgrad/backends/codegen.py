@@ -46,6 +46,7 @@ from symgrad.calculus.layout import (
 from symgrad.calculus.matrix_form import Comp, Vec, matrix_pass, to_matrix
 from symgrad.calculus.reverse import Derivation, reverse_accumulate
 from symgrad.calculus.stability import (
+    COMPONENT_LOGSUMEXP,
     COMPONENT_SOFTMAX,
     GUARD_RULES,
     IR_RULES,
@@ -453,6 +454,8 @@ def build_program(
     sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
     items: list[ProgramItem] = []
     shape_probe = _Printer(net)
+    hide = {Vec(p): sp.Dummy(p) for p in net.param_names}
+    unhide = {v: k for k, v in hide.items()}
 
     def rows_of(width: sp.Expr | int) -> str:
         return f"(X.shape[0], {net.size(width)})"
@@ -471,10 +474,12 @@ def build_program(
     ) -> None:
         log: list[Applied] = list(ir)
         # (before the component fallbacks are lowered, which split a sum into its terms)
-        expr = stabilise(expr, (SIGMOID_COMPLEMENT, COMPONENT_SOFTMAX), log)
+        expr = stabilise(expr, BEFORE_LOWERING, log)
         expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
         if section == "backward":
-            expr = stabilise(expr, GUARD_RULES, log)
+            # The guards clamp values that lie in [0, 1] (an output, a probability); a
+            # parameter (a learnable temperature) has either sign: hidden from them.
+            expr = stabilise(expr.xreplace(hide), GUARD_RULES, log).xreplace(unhide)
         widen = None if full is None or shape_probe._is_full(expr) else full
         items.append(ProgramItem(target, expr, comment, section, formula, tuple(log), widen))
 
@@ -540,6 +545,11 @@ def build_program(
                 )
                 add(step.grad, expr, comment, "backward", comment[0], (), shape)
     return Program(d, tuple(items), total)
+
+
+#: Rules for component forms, applied before the component fallbacks are lowered to array
+#: code (which splits a sum into its terms and a ratio of sums into reductions).
+BEFORE_LOWERING = (SIGMOID_COMPLEMENT, COMPONENT_SOFTMAX, COMPONENT_LOGSUMEXP)
 
 
 def _is_float(e: sp.Expr) -> bool:

@@ -44,6 +44,7 @@ from symgrad.calculus.stability_nodes import (
 )
 from symgrad.calculus.stability_patterns import (
     _bce_shaped,
+    _component_logsumexp,
     _component_softmax,
     _exp_ratio,
     _exp_rational,
@@ -192,6 +193,14 @@ COMPONENT_SOFTMAX = Rule(
     "exp(u) overflows for u > 709: inf / inf is NaN",
     lambda e: _component_softmax(e) is not None,
     _component_softmax,
+)
+COMPONENT_LOGSUMEXP = Rule(
+    "logsumexp-over-index",
+    "log(sum_j exp(u[j]))   (a component form, any summation index)",
+    "m + log(sum_j exp(u[j] - m)), m = max_j u[j]",
+    "exp(u) overflows for u > 709: log(inf)",
+    lambda e: _component_logsumexp(e) is not None,
+    _component_logsumexp,
 )
 LOG_COSH = Rule(
     "logcosh",
@@ -392,6 +401,7 @@ __all__ = [
     "LogCosh",
     "LogSumExp",
     "RowMax",
+    "COMPONENT_LOGSUMEXP",
     "COMPONENT_SOFTMAX",
     "Rule",
     "SIGMOID_COMPLEMENT",

@@ -259,6 +259,18 @@ def _component_softmax(e: sp.Basic) -> sp.Expr | None:
     return None
 
 
+def _component_logsumexp(e: sp.Basic) -> sp.Expr | None:
+    """``log(Sum(exp(u[j]), j))`` (a component form, any summation index) ->
+    ``m + log(Sum(exp(u[j] - m), j))`` with ``m = max_j u[j]``."""
+    found = _sum_of_exp(e.args[0]) if isinstance(e, sp.log) else None
+    if found is None or found[0].has(ReduceMax) or found[1][1] != 0:
+        return None
+    u, (j, lo, hi) = found
+    r = sp.Dummy("r", integer=True)
+    m = ReduceMax(u.xreplace({j: r}), r, hi)
+    return m + sp.log(sp.Sum(sp.exp(u - m), (j, lo, hi)))
+
+
 def _log1p(e: sp.Basic) -> sp.Expr | None:
     arg = e.args[0]
     if not arg.is_Add or sp.S.One not in arg.args:
