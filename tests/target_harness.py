@@ -122,13 +122,17 @@ def reference(net: Network, params, X, Y, V=None) -> Reference:
     leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     Xt = torch.tensor(X, requires_grad=True)
     _, value = reference_forward(ops, net, leaves, Xt, torch.tensor(Y))
-    grads = torch.autograd.grad(value, [Xt, *leaves.values()], create_graph=V is not None)
+    wrt = [Xt, *leaves.values()]
+    grads = torch.autograd.grad(value, wrt, create_graph=V is not None, allow_unused=True)
+    # (a parameter the loss does not read, behind a constant activation: gradient 0)
+    grads = tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True))
     ref = Reference(
         float(value.detach()),
         {k: g.detach().numpy() for k, g in zip(names, grads[1:], strict=True)},
         grads[0].detach().numpy(),
     )
-    if V is not None:
+    ref.hvp = {k: np.zeros_like(v) for k, v in params.items()}  # (a loss linear in them)
+    if V is not None and any(g.requires_grad for g in grads[1:]):
         dot = sum((g * torch.tensor(V[k])).sum() for k, g in zip(names, grads[1:], strict=True))
         hv = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
         ref.hvp = {
