@@ -45,6 +45,7 @@ G = sp.IndexedBase("G", real=True)
 
 Item = tuple[str, sp.Expr, tuple[str, ...]]
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
+_BATCH_SIZE = re.compile(r"(?<![.\w])n\b")
 
 
 class MatrixText(PlainTextPrinter):
@@ -179,7 +180,12 @@ def _input_grad(stmts: list[Statement], params: list[str]) -> tuple[list, list]:
 
 
 def _uses(stmts: list[Statement]) -> set[str]:
-    return set().union(*(s.uses for s in stmts)) if stmts else set()
+    """What the statements read: their operands, and the batch size ``n`` wherever the
+    printed code reads it (a printer's choice such as NumPy's ``np.dot`` for one sample)."""
+    used = set().union(*(s.uses for s in stmts)) if stmts else set()
+    if any(_BATCH_SIZE.search(" ".join((s.code, *s.inplace))) for s in stmts):
+        used.add("n")
+    return used
 
 
 def _saved(forward: list[Statement], backward: list[Statement]) -> list[str]:
