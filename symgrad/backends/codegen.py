@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,9 +46,13 @@ from symgrad.calculus.layout import (
 from symgrad.calculus.matrix_form import Comp, Vec, matrix_pass, to_matrix
 from symgrad.calculus.reverse import Derivation, reverse_accumulate
 from symgrad.calculus.stability import (
+    COMPONENT_LOGSUMEXP,
+    COMPONENT_SOFTMAX,
     GUARD_RULES,
     IR_RULES,
     LOG_THROUGH_OUTPUT,
+    LOSS_DIVISION,
+    SIGMOID_COMPLEMENT,
     Applied,
     RowMax,
     SafeLog,
@@ -57,6 +62,7 @@ from symgrad.calculus.stability import (
     stabilise,
     stabilise_stage,
 )
+from symgrad.calculus.stability_fusion import fuse_loss_division
 from symgrad.errors import SpecError
 from symgrad.escape import py_docstring
 from symgrad.files import marker_line
@@ -419,21 +425,37 @@ def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, li
     lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
     if any(logs.values()):
         net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
-        return _derive(net), logs
-    return (d if isinstance(d, Derivation) else _derive(net)), logs
+        derived = _derive(net)
+    else:
+        derived = d if isinstance(d, Derivation) else _derive(net)
+    fused = fuse_loss_division(derived, net.output)
+    if fused is not derived:
+        logs["loss"].append(Applied(LOSS_DIVISION, derived.loss, derived.loss))
+        derived = matrix_pass(fused)
+    return derived, logs
 
 
-def build_program(d: Derivation | Network) -> Program:
+def build_program(
+    d: Derivation | Network, adjust: Callable[[Derivation], Derivation] | None = None
+) -> Program:
     """The target-free program: forward, loss and backward statements as batched SymPy
     expressions with every stability rule applied (``calculus/stability.py``). Backends
-    print it; nothing in it depends on what a layer or a loss is called."""
+    print it; nothing in it depends on what a layer or a loss is called.
+
+    ``adjust`` marks up the stabilised derivation before it is printed (the input
+    gradient, the loss's incoming gradient): a network the IR rules rewrote is derived
+    again, so marks made on the derivation it came from would be lost."""
     d, ir_logs = stable_derivation(d)
+    if adjust is not None:
+        d = adjust(d)
     net = d.network
     if not net.is_concrete:
         raise SpecError("every width must be a concrete integer to generate code")
     sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
     items: list[ProgramItem] = []
     shape_probe = _Printer(net)
+    hide = {Vec(p): sp.Dummy(p) for p in net.param_names}
+    unhide = {v: k for k, v in hide.items()}
 
     def rows_of(width: sp.Expr | int) -> str:
         return f"(X.shape[0], {net.size(width)})"
@@ -451,9 +473,13 @@ def build_program(d: Derivation | Network) -> Program:
         full: str | None = None,
     ) -> None:
         log: list[Applied] = list(ir)
+        # (before the component fallbacks are lowered, which split a sum into its terms)
+        expr = stabilise(expr, BEFORE_LOWERING, log)
         expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
         if section == "backward":
-            expr = stabilise(expr, GUARD_RULES, log)
+            # The guards clamp values that lie in [0, 1] (an output, a probability); a
+            # parameter (a learnable temperature) has either sign: hidden from them.
+            expr = stabilise(expr.xreplace(hide), GUARD_RULES, log).xreplace(unhide)
         widen = None if full is None or shape_probe._is_full(expr) else full
         items.append(ProgramItem(target, expr, comment, section, formula, tuple(log), widen))
 
@@ -521,6 +547,11 @@ def build_program(d: Derivation | Network) -> Program:
     return Program(d, tuple(items), total)
 
 
+#: Rules for component forms, applied before the component fallbacks are lowered to array
+#: code (which splits a sum into its terms and a ratio of sums into reductions).
+BEFORE_LOWERING = (SIGMOID_COMPLEMENT, COMPONENT_SOFTMAX, COMPONENT_LOGSUMEXP)
+
+
 def _is_float(e: sp.Expr) -> bool:
     try:
         return isinstance(e.evalf(17), sp.Float)
@@ -547,10 +578,12 @@ def build_context(
     source: str | None = None,
     target: str = "numpy",
     inplace: bool | None = None,
+    adjust: Callable[[Derivation], Derivation] | None = None,
 ) -> dict:
     """Everything the module template needs, printed with ``target``'s printer (``inplace``:
-    whether statements may update their own fresh arrays; by default NumPy and CuPy)."""
-    prog = build_program(d)
+    whether statements may update their own fresh arrays; by default NumPy and CuPy;
+    ``adjust``: as :func:`build_program`'s)."""
+    prog = build_program(d, adjust)
     net = prog.derivation.network
     pr = _Printer(net, target, inplace)
     items = [(it.target, it.expr, it.comment) for it in prog.items]

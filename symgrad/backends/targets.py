@@ -30,12 +30,13 @@ from symgrad.backends.codegen import (
     _Printer,
     build_context,
     comment_text,
+    stable_derivation,
 )
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batched_step
 from symgrad.calculus.matrix_form import Mat, Once, Vec, matrix_pass
 from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
-from symgrad.errors import SpecError
+from symgrad.errors import DerivationError, SpecError
 from symgrad.ir.network import Loss, Network
 from symgrad.ir.plain import PlainTextPrinter, has_top_level_matmul
 
@@ -44,6 +45,7 @@ G = sp.IndexedBase("G", real=True)
 
 Item = tuple[str, sp.Expr, tuple[str, ...]]
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
+_BATCH_SIZE = re.compile(r"(?<![.\w])n\b")
 
 
 class MatrixText(PlainTextPrinter):
@@ -112,6 +114,11 @@ def with_loss_seed(d: Derivation) -> Derivation:
     return replace(d, steps=steps)
 
 
+def _autodiff_marks(d: Derivation) -> Derivation:
+    """What the autograd Functions need: ``dL/dx`` and the loss's incoming gradient ``g``."""
+    return with_loss_seed(with_input_grad(d))
+
+
 def _scale_once(expr: sp.Expr) -> sp.Expr:
     """A penalty's part of a parameter gradient (``Once``, added once per batch) does not
     pass through the seed: ``g`` multiplies it inside ``Once`` (the layout keeps it whole)."""
@@ -163,8 +170,22 @@ def _split_input_grad(stmts: list[Statement], params: list[str]) -> tuple[list, 
     return stmts[: last + 1], stmts[last + 1 :]
 
 
+def _input_grad(stmts: list[Statement], params: list[str]) -> tuple[list, list]:
+    """:func:`_split_input_grad`, refusing a program without ``dx``: the templates put those
+    statements in a block of their own, and an empty block is not Python."""
+    back, dx = _split_input_grad(stmts, params)
+    if not any(st.target == "dx" for st in dx):
+        raise DerivationError("the derived program has no input gradient dx to generate")
+    return back, dx
+
+
 def _uses(stmts: list[Statement]) -> set[str]:
-    return set().union(*(s.uses for s in stmts)) if stmts else set()
+    """What the statements read: their operands, and the batch size ``n`` wherever the
+    printed code reads it (a printer's choice such as NumPy's ``np.dot`` for one sample)."""
+    used = set().union(*(s.uses for s in stmts)) if stmts else set()
+    if any(_BATCH_SIZE.search(" ".join((s.code, *s.inplace))) for s in stmts):
+        used.add("n")
+    return used
 
 
 def _saved(forward: list[Statement], backward: list[Statement]) -> list[str]:
@@ -218,6 +239,7 @@ def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
 
 def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     """forward(params, X) and its backward from G: the statements and what to save."""
+    d, _ = stable_derivation(d)  # the stable forms of the loss program's forward pass
     net = d.network
     vd = with_input_grad(derive(vjp_network(net)))
     items = _forward_items(d)
@@ -230,7 +252,7 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     blocks = pr.program(items)
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
-    back, dx = _split_input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
+    back, dx = _input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
     if target == "torch":
         fwd, back = _recompute_scalars(fwd, back)
     return {
@@ -316,6 +338,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
 
 
 def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
+    d, _ = stable_derivation(d)  # tangents of the stable forms (softplus, sigmoid ...)
     net = d.network
     hitems, hout = tangent_program(d)
     gitems, gout = ggn_program(d)
@@ -341,15 +364,18 @@ def target_context(
     if optimizer is not None and target != "numpy":
         raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
     autodiff = target in ("torch", "jax")
-    grad_d = with_loss_seed(with_input_grad(d)) if autodiff else d
+    # (marked after the stability pass, which may derive the network again)
+    adjust = _autodiff_marks if autodiff else None
     # torch: LossFunction's passes (and loss_and_grads) run with autograd off
     inplace = True if target == "torch" else None
-    ctx = build_context(grad_d, optimizer=optimizer, source=source, target=target, inplace=inplace)
+    ctx = build_context(
+        d, optimizer=optimizer, source=source, target=target, inplace=inplace, adjust=adjust
+    )
     ctx["target"] = target
     helpers = set(ctx["helpers"])
     names = list(d.network.param_names)
     if autodiff:
-        back, dx = _split_input_grad(ctx["backward"], names)
+        back, dx = _input_grad(ctx["backward"], names)
         fwd = ctx["forward"] + ctx["loss_statements"]
         if target == "torch":
             fwd, back = _recompute_scalars(fwd, back)

@@ -132,6 +132,16 @@ class TorchPrinter(ReprefixPrinter):
         v = self._print(expr.args[0])
         return f"torch.logaddexp({v}, -{self._atom(expr.args[0])}) - {math.log(2)!r}"
 
+    def _print_Heaviside(self, expr):
+        # torch.heaviside takes its value at 0 as a tensor: H(0) = 1/2 (SymPy's, and
+        # torch.maximum's split gradient at ties) is sign's midpoint, any other value a
+        # tensor of the argument's dtype and device.
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        if h0 == sp.S.Half:
+            return f"(0.5 * torch.sign({self._print(expr.args[0])}) + 0.5)"
+        e = self._atom(expr.args[0])
+        return f"torch.heaviside({e}, {e}.new_tensor({float(h0)!r}))"
+
     def _print_ClampMin(self, expr):
         return f"torch.clamp({self._print(expr.args[0])}, min=1e-12)"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import sympy as sp
+from sympy.functions.elementary.miscellaneous import MinMaxBase
 
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.matrix_form import Mat, Vec
@@ -113,7 +114,7 @@ def _R(e: sp.Expr, t: Mapping[sp.Basic, sp.Expr]) -> sp.Expr:
     rule = getattr(e, "_symgrad_tangent", None)
     if rule is not None:  # a node that states its own rule (reductions, component fallbacks)
         return rule(lambda x, tt=t: _R(x, tt), t)
-    if isinstance(e, sp.Function):
+    if isinstance(e, sp.Function | MinMaxBase):  # (max and min are not sp.Function)
         terms = []
         for k, a in enumerate(e.args, start=1):
             ra = _R(a, t)

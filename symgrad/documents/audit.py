@@ -18,7 +18,7 @@ from sympy.printing.str import StrPrinter
 
 from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.reverse import Derivation
-from symgrad.calculus.stability import Hazard, hazards
+from symgrad.calculus.stability_hazards import Hazard, hazards
 from symgrad.ir.network import Network
 
 WIDTH = 92
