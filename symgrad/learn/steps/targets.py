@@ -1,0 +1,108 @@
+"""What a steps file is graded against: random batches and the derived gradients."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from symgrad.ir.naming import adjoint_name, split
+from symgrad.ir.network import Network
+
+BATCH = 7  # a prime that is rarely a layer width, so a missing 1/N shows as a factor 7
+POINTS = 2
+
+
+def _aliases(grad: str, wrt: str, kind: str) -> list[str]:
+    """The names a learner may give a derived gradient: symgrad's (``delta2``), ``dz2``, and
+    the upper-case batch spelling ``dZ2`` (``dA1``, ``dX``); ``dyhat`` for the loss's."""
+    base, layer = split(wrt)
+    names = [grad, adjoint_name(wrt), "d" + wrt, "d" + base.upper() + layer]
+    if kind == "loss":
+        names += ["dyhat", "dYhat", "dy_hat"]
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class _Point:
+    env: dict[str, Any]  # what the learner's lines may read
+    targets: dict[str, np.ndarray]  # derived gradient name -> batched value
+
+
+def _points(net: Network, d, seed: int) -> list[_Point]:
+    """Random batches: forward values stacked as rows, and every derived gradient batched
+    (adjoints are the per-sample ones over N, parameter gradients their mean)."""
+    from symgrad.calculus.program import program
+    from symgrad.verify.evaluation import run_derivation, run_program_batch
+    from symgrad.verify.verify import random_targets
+
+    rng = np.random.default_rng(seed)
+    points = []
+    for _ in range(POINTS):
+        params = {p.name: rng.uniform(-1.0, 1.0, net.shape(p)) for p in net.params}
+        xs = rng.normal(0.0, 1.0, (BATCH, net.size(net.input_width)))
+        ys = random_targets(net, BATCH, rng)
+        coupled = any(s.sample is not None for s in net.stages)
+        if coupled:  # batch statistics: the derivation's program run on the whole batch
+            inputs = {**params, str(net.input): xs, str(net.loss.target): ys}
+            whole, rowwise = run_program_batch(program(d), inputs, net.sizes, BATCH)
+        else:
+            rows = [run_derivation(d, params, x, y)[1] for x, y in zip(xs, ys, strict=True)]
+        env: dict[str, Any] = dict(params)
+        forward = [str(net.input), str(net.loss.target), *(s.name for s in net.stages)]
+        for name in forward:
+            env[name] = whole[name] if coupled else np.stack([r[name] for r in rows])
+            # the upper-case batch spelling (A1 for a1), unless a parameter has that name
+            # (bilinear's A2 is its matrix parameter, not the batch of a2)
+            env.setdefault(name.upper(), env[name])
+        env["yhat"] = env["Yhat"] = env[str(net.output)]
+        env["N"] = env["n"] = BATCH
+        for sym, value in net.sizes.items():
+            env.setdefault(str(sym), int(value))
+        targets = {}
+        for st in d.steps:
+            if coupled and st.grad not in rowwise:  # already a sum over the batch's samples
+                targets[st.grad] = whole[st.grad] / BATCH
+                continue
+            vals = whole[st.grad] if coupled else np.stack([r[st.grad] for r in rows])
+            targets[st.grad] = vals.sum(axis=0) / BATCH if st.kind == "param" else vals / BATCH
+        points.append(_Point(env, targets))
+    return points
+
+
+#: Random batches of the last few derivations checked (building them runs the derivation
+#: N times per batch; a class checking many files against one network builds them once).
+_POINTS: dict[tuple[int, int], tuple[Any, list[_Point]]] = {}
+
+
+def _should_be(st) -> str:
+    """The step's batched formula, in the NumPy subset a steps file is read in."""
+    import sympy as sp
+
+    from symgrad.backends.numpy_printer import SymgradNumPyPrinter
+    from symgrad.calculus.conv_form import TENSOR_OPS
+    from symgrad.calculus.layout import batched_step
+    from symgrad.documents.render import TextPrinter
+
+    class _StepsPrinter(TextPrinter):
+        """symgrad's text notation, with a conv net's array operations as the generated
+        code calls them (``_correlate_weight_grad(delta1, _windows(x, ...))``)."""
+
+        def _print(self, expr: Any, **kwargs: Any) -> str:
+            if isinstance(expr, TENSOR_OPS):  # before the nodes' own _sympystr
+                return SymgradNumPyPrinter()._print(expr)
+            return super()._print(expr, **kwargs)
+
+    e = batched_step(st)
+    if st.kind == "param" and st.indices:  # a penalty's part, W1[p, q]: the whole W1
+        e = e.replace(
+            lambda a: isinstance(a, sp.Indexed) and tuple(a.indices) == tuple(st.indices),
+            lambda a: sp.Symbol(str(a.base.label)),
+        )
+    text = _StepsPrinter().doprint(e)
+    return re.sub(r"colsum\((\w+)\)", r"\1.sum(axis=0)", text)
+
+
+# -- judging ---------------------------------------------------------------------------------
