@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from symgrad.errors import SpecError
 from symgrad.learn.steps.ops import (
     BARE,
     CALLS,
@@ -20,6 +21,8 @@ from symgrad.learn.steps.parse import Statement
 from symgrad.templating import conv_helpers
 
 MAX_ELEMENTS = 10_000_000  # the largest array a file's call may make
+MAX_TOTAL = 40_000_000  # all arrays one run of a file may make together (320 MB)
+SPENT = " spent"  # the key of the running total in an environment (never a name)
 
 
 def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
@@ -38,13 +41,22 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
         fn = conv_helpers()[e[1]] if e[1] in CONV_HELPER_NAMES else CALLS[e[1]]
         args = [_intish(_eval(a, env)) for a in e[2]]
         kwargs = {k: _intish(_eval(v, env)) for k, v in e[3].items()}
-        _check_size(e[1], args)
-        out = fn(*args, **kwargs)
+        _check_size(e[1], args, env)
+        try:
+            out = fn(*args, **kwargs)
+        except TypeError:
+            raise _Shape(f"{e[1]}() does not take these arguments") from None
         if np.size(out) > MAX_ELEMENTS:
             raise _Shape(f"{e[1]}() gives {np.size(out)} elements (at most {MAX_ELEMENTS})")
         return out
     if kind == "index":
         return np.asarray(_eval(e[1], env))[tuple(_subscript(i, env) for i in e[2])]
+    if kind == "shapeall":
+        return tuple(np.shape(_eval(e[1], env)))
+    if kind == "helper":
+        params, body = env[e[1]][1], env[e[1]][2]
+        bound = {p: _eval(a, env) for p, a in zip(params, e[2], strict=True)}
+        return _eval(body, {**env, **bound})
     if kind == "name":
         if e[1] not in env:
             raise KeyError(e[1])
@@ -85,7 +97,22 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
     return _binary(op, a, b)
 
 
-def _check_size(fn: str, args: list[Any]) -> None:
+class BudgetError(SpecError):
+    """The file would make more or larger arrays than the grading budget allows."""
+
+
+def _spend(env: dict[str, Any], value: Any) -> None:
+    """Count ``value`` against the budget of everything one run of the file allocates."""
+    spent = int(env.get(SPENT, 0)) + int(np.size(value))
+    if spent > MAX_TOTAL:
+        raise BudgetError(
+            f"the file's arrays would hold more than {MAX_TOTAL} numbers in all "
+            f"(the budget for grading one file; {spent} so far)"
+        )
+    env[SPENT] = spent
+
+
+def _check_size(fn: str, args: list[Any], env: Mapping[str, Any]) -> None:
     """Refuse, before computing it, work or an array a file would make unreasonably large."""
     n = 0
     if fn == "repeat" and len(args) > 1:
@@ -105,6 +132,11 @@ def _check_size(fn: str, args: list[Any]) -> None:
         n = int(np.prod(list(dims.values()), dtype=float)) // 10
     if n > MAX_ELEMENTS:
         raise _Shape(f"{fn}() would make more than {MAX_ELEMENTS} elements")
+    if n + int(env.get(SPENT, 0)) > MAX_TOTAL:
+        raise BudgetError(
+            f"{fn}() would take the file's arrays past {MAX_TOTAL} numbers in all "
+            "(the budget for grading one file)"
+        )
 
 
 def _intish(v: Any) -> Any:
@@ -122,7 +154,13 @@ def _subscript(item: tuple, env: Mapping[str, Any]) -> Any:
     if item[0] == "ellipsis":
         return Ellipsis
     if item[0] == "at":
-        return _index_int(_eval(item[1], env))
+        v = _eval(item[1], env)
+        if np.ndim(v):  # fancy indexing: logprobs[range(n), Yb], np.eye(k)[labels]
+            a = np.asarray(v)
+            if a.dtype.kind == "f" and not np.all(a == np.round(a)):
+                raise _Shape("an index array must hold integers")
+            return a.astype(np.int64)
+        return _index_int(v)
     return slice(*[None if p is None else _index_int(_eval(p, env)) for p in item[1:]])
 
 
@@ -167,22 +205,38 @@ def _binary(op: str, a: Any, b: Any) -> Any:
 
 
 def _run(stmts: list[Statement], env: dict[str, Any]) -> Any:
-    """Run a group of statements (one target) in ``env``; returns the target's value.
+    """Run statements in ``env``; returns the last target's value.
 
     Raises:
         KeyError: a name that is not defined.
         _Shape: anything else NumPy objects to (shapes, types): the learner's mistake.
+        BudgetError: the file's arrays grow past the budget.
     """
     for s in stmts:
+        if s.op == "def":  # a helper: its parameters and body, called by name
+            env[s.target] = s.expr
+            continue
         try:
             with np.errstate(all="ignore"):
-                value = _eval(s.expr, env)
-                if s.op != "=":
-                    value = _binary(s.op[0], env[s.target], value)
-        except (KeyError, _Shape):
+                value = _value(s, env)
+        except (KeyError, _Shape, BudgetError):
             raise
-        except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
+        except (ValueError, IndexError, ArithmeticError) as exc:
             reason = " ".join(str(exc).split())[:120] or type(exc).__name__
             raise _Shape(f"line {s.line}: {reason}") from None
+        _spend(env, value)
         env[s.target] = value
     return env[stmts[-1].target]
+
+
+def _value(s: Statement, env: dict[str, Any]) -> Any:
+    """The new value of ``s.target`` after statement ``s``."""
+    value = _eval(s.expr, env)
+    if s.index is None:
+        return value if s.op == "=" else _binary(s.op[0], env[s.target], value)
+    if s.target not in env:
+        raise KeyError(s.target)
+    whole = np.array(env[s.target], dtype=float)  # a copy: earlier values stay as they were
+    at = tuple(_subscript(i, env) for i in s.index)
+    whole[at] = value if s.op == "=" else _binary(s.op[0], whole[at], value)
+    return whole

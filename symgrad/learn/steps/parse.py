@@ -7,7 +7,7 @@ subset become :class:`Statement` trees of tuples; :func:`unparse` prints a tree 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,12 @@ from symgrad.learn.steps.ops import (
     BARE,
     BARE_CALLS,
     CALL_KEYWORDS,
+    METHOD_CALLS,
+    METHOD_SAME,
+    METHOD_UNARY,
     NP_BINARY,
     NP_CALLS,
+    NP_OPERATORS,
     NP_REDUCE,
     NP_UNARY,
 )
@@ -54,6 +58,7 @@ class Statement:
     op: str  # "=", "+=", "-=", "*=", "/=", "@="
     expr: tuple
     text: str
+    index: tuple | None = None  # d[range(n), Yb] = ...: the subscripts assigned to
 
 
 @dataclass(frozen=True)
@@ -86,32 +91,95 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, buf.strip()
 
 
+#: What stays outside the subset, with what to write instead (the first word of a line).
+_OUTSIDE = {
+    "for": "loops are not read: unroll the loop (one line per layer or per step)",
+    "while": "loops are not read: unroll the loop (one line per layer or per step)",
+    "if": "conditions are not read: write the branch that applies, or np.where(c, a, b)",
+    "class": "classes are not read: write the backward pass as plain assignments",
+    "with": "'with' blocks are not read: write plain assignments",
+    "lambda": "lambdas are not read: define a helper with def NAME(ARG): return EXPRESSION",
+    "import": "only 'import numpy as np' is read",
+    "from": "only 'import numpy as np' is read",
+    "print": "print() is not read: remove it (symgrad shows every value it checks)",
+    "assert": "assert is not read: remove it",
+}
+_NAME = r"[A-Za-z_]\w*"
+_DEF = re.compile(rf"def\s+({_NAME})\s*\(\s*({_NAME}(?:\s*,\s*{_NAME})*)?\s*\)\s*:(.*)")
+
+
 def parse_steps(text: str, *, file: str | None = None) -> list[Statement]:
     """Read a steps file (never executing it).
 
     Raises:
         StepsInputError: anything that is not an assignment in the NumPy subset.
     """
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors save
     if len(text) > MAX_CHARS:
         raise StepsInputError(f"file is too long (at most {MAX_CHARS} characters)", file=file)
     out: list[Statement] = []
-    for n, line in _logical_lines(text):
+    helpers: dict[str, tuple[str, ...]] = {}
+    lines = list(_logical_lines(text))
+    k = 0
+    while k < len(lines):
+        n, line = lines[k]
+        k += 1
         where = f"line {n}"
-        if line in ("import numpy as np", "import numpy"):
+        if line in ("import numpy as np", "import numpy") or _docstring(line):
             continue
         if len(out) >= MAX_LINES:
             raise StepsInputError(f"more than {MAX_LINES} statements", file=file)
-        toks = _tokenize(line, file, where)
-        if len(toks) < 3 or toks[0].kind != "name" or toks[1].text not in _ASSIGN:
-            raise StepsInputError(
-                f"{where}: expected an assignment NAME = EXPRESSION, got {line[:40]!r}",
-                file=file,
-            )
-        expr = _Parser(toks[2:], file, where).parse()
-        out.append(Statement(n, toks[0].text, toks[1].text, expr, line))
-    if not out:
+        if line.startswith("def "):
+            body = _DEF.fullmatch(line)
+            rest = body.group(3).strip() if body else ""
+            if body and not rest and k < len(lines):
+                rest = lines[k][1]
+                k += 1
+            if body is None or not rest.startswith("return "):
+                raise StepsInputError(
+                    f"{where}: a helper is one line, def NAME(ARG): return EXPRESSION",
+                    file=file,
+                )
+            params = tuple(a.strip() for a in (body.group(2) or "").split(",") if a.strip())
+            toks = _tokenize(rest[len("return ") :], file, where)
+            expr = _Parser(toks, file, where, helpers).parse()
+            helpers[body.group(1)] = params
+            out.append(Statement(n, body.group(1), "def", ("def", params, expr), line))
+            continue
+        out.append(_assignment(n, line, file, helpers))
+    if not any(s.op != "def" for s in out):
         raise StepsInputError("no assignments found", file=file)
     return out
+
+
+def _docstring(line: str) -> bool:
+    return len(line) >= 6 and line[:3] in ('"""', "'''") and line.endswith(line[:3])
+
+
+def _assignment(n: int, line: str, file: str | None, helpers: Mapping) -> Statement:
+    """``NAME op= EXPR`` or ``NAME[subscripts] op= EXPR`` read from logical line ``n``."""
+    where = f"line {n}"
+    word = re.match(r"[A-Za-z_]\w*", line)
+    if word and word.group() in _OUTSIDE and not re.match(r"\w+\s*[-+*/@]?=[^=]", line):
+        raise StepsInputError(f"{where}: {_OUTSIDE[word.group()]}", file=file)
+    toks = _tokenize(line, file, where)
+    index: tuple | None = None
+    at = 1
+    if len(toks) > 2 and toks[0].kind == "name" and toks[1].text == "[":
+        parser = _Parser(toks[2:], file, where, helpers)
+        index = parser.subscripts()
+        at = 2 + parser.i
+    if len(toks) < at + 2 or toks[0].kind != "name" or toks[at].text not in _ASSIGN:
+        if "," in line.split("=", 1)[0]:
+            raise StepsInputError(
+                f"{where}: assign one name per line (a, b = ... is not read)", file=file
+            )
+        raise StepsInputError(
+            f"{where}: expected an assignment NAME = EXPRESSION, got {line[:40]!r}",
+            file=file,
+        )
+    expr = _Parser(toks[at + 1 :], file, where, helpers).parse()
+    return Statement(n, toks[0].text, toks[at].text, expr, line, index)
 
 
 _ASSIGN = ("=", "+=", "-=", "*=", "/=", "@=")
@@ -138,8 +206,15 @@ def _tokenize(line: str, file: str | None, where: str) -> list[_Tok]:
 class _Parser:
     """NumPy-subset expressions -> a tree of tuples (Python precedence)."""
 
-    def __init__(self, toks: list[_Tok], file: str | None, where: str):
+    def __init__(
+        self,
+        toks: list[_Tok],
+        file: str | None,
+        where: str,
+        helpers: Mapping[str, tuple[str, ...]] | None = None,
+    ):
         self.toks, self.i, self.file, self.where, self.depth = toks, 0, file, where, 0
+        self.helpers: Mapping[str, tuple[str, ...]] = helpers or {}
 
     def fail(self, msg: str) -> StepsInputError:
         return StepsInputError(f"{self.where}: {msg}", file=self.file)
@@ -243,33 +318,45 @@ class _Parser:
             t = self.take()
             if t.kind != "name":
                 raise self.fail("expected a name after '.'")
-            if t.text == "T":
-                e = ("T", e)
-            elif t.text == "shape":
-                self.expect("[")
-                k = self.take()
-                if k.kind != "num" or not k.text.isdigit():
-                    raise self.fail("shape[...] takes an integer")
-                self.expect("]")
-                e = ("shape", e, int(k.text))
-            elif t.text in NP_REDUCE and self.peek().text == "(":
-                args, kwargs = self.arguments()
-                if args:  # .sum(0): the axis given positionally
-                    if len(args) > 1 or args[0][0] != "num" or "axis" in kwargs:
-                        raise self.fail(f".{t.text}() takes one axis: .{t.text}(axis=0)")
-                    kwargs = {"axis": int(args[0][1]), **kwargs}
-                e = ("reduce", t.text, e, kwargs)
-            elif t.text in ("reshape", "transpose") and self.peek().text == "(":
-                args, kwargs = self.arguments(general=True)
-                if kwargs:
-                    raise self.fail(f".{t.text}() takes no keyword arguments")
-                e = ("call", t.text, (e, *args), {}, "method")
-            else:
-                raise self.fail(
-                    f"attribute .{t.text} is not allowed (allowed: .T, .shape[k], .sum(), "
-                    ".mean(), .max(), .min(), .reshape(), .transpose())"
-                )
+            e = self.attribute(e, t.text)
         return e
+
+    def attribute(self, e: tuple, name: str) -> tuple:
+        """``e.NAME`` or ``e.NAME(...)``: the attributes and methods of an array."""
+        call = self.peek().text == "("
+        if name == "T" and not call:
+            return ("T", e)
+        if name == "shape" and not call:
+            if self.peek().text != "[":
+                return ("shapeall", e)
+            self.expect("[")
+            k = self.take()
+            if k.kind != "num" or not k.text.isdigit():
+                raise self.fail("shape[...] takes an integer")
+            self.expect("]")
+            return ("shape", e, int(k.text))
+        if name in NP_REDUCE and call:
+            args, kwargs = self.arguments()
+            if args:  # .sum(0): the axis given positionally
+                if len(args) > 1 or args[0][0] != "num" or "axis" in kwargs:
+                    raise self.fail(f".{name}() takes one axis: .{name}(axis=0)")
+                kwargs = {"axis": int(args[0][1]), **kwargs}
+            return ("reduce", name, e, kwargs)
+        if name in METHOD_SAME and call:
+            self.expect("(")
+            self.expect(")")
+            return e
+        if name in METHOD_UNARY and call:
+            self.expect("(")
+            self.expect(")")
+            return ("bare", name, e)
+        if name in METHOD_CALLS and call:
+            args, kwargs = self.arguments(general=True)
+            return ("call", name, (e, *args), kwargs, "method")
+        allowed = ".T, .shape, " + ", ".join(
+            f".{m}()" for m in (*NP_REDUCE, *METHOD_CALLS, *METHOD_SAME, *METHOD_UNARY)
+        )
+        raise self.fail(f"attribute .{name} is not allowed (allowed: {allowed})")
 
     def subscripts(self) -> tuple:
         """``[:, None, 1:3, ...]`` after an expression (the ``[`` taken): slices, None,
@@ -326,12 +413,13 @@ class _Parser:
                         f"keyword argument {t.text}= is not allowed "
                         f"(allowed: {', '.join(CALL_KEYWORDS)})"
                     )
-                if general and t.text == "keepdims":
-                    kwargs[t.text] = ("bool", self.keyword(t.text))
+                word = {"keepdim": "keepdims", "dim": "axis"}.get(t.text, t.text)  # torch's
+                if general and word == "keepdims":
+                    kwargs[word] = ("bool", self.keyword(word))
                 elif general:
-                    kwargs[t.text] = self.compare()
+                    kwargs[word] = self.compare()
                 else:
-                    kwargs[t.text] = self.keyword(t.text)
+                    kwargs[word] = self.keyword(word)
             else:
                 if kwargs:
                     raise self.fail("positional argument after a keyword argument")
@@ -396,11 +484,22 @@ class _Parser:
         if t.text == "[":  # an Iverson bracket, as symgrad prints relu': [z1 > 0]
             self.nest()
             e = self.compare()
-            if e[0] != "bin" or e[1] not in (">", "<", ">=", "<=", "=="):
-                raise self.fail("[...] holds a comparison, as in [z1 > 0] (lists are not allowed)")
+            if e[0] == "bin" and e[1] in (">", "<", ">=", "<=", "=="):
+                self.expect("]")
+                self.depth -= 1
+                return e
+            items = [e]  # a list of numbers: tensordot's axes=[[1], [0]]
+            while self.peek().text == ",":
+                self.take()
+                items.append(self.compare())
             self.expect("]")
             self.depth -= 1
-            return e
+            if not all(_constant(c) for c in items):
+                raise self.fail(
+                    "lists are not read (only lists of numbers, as tensordot's axes): "
+                    "write an array expression, or [z1 > 0] for an Iverson bracket"
+                )
+            return ("tuple", tuple(items))
         if t.kind == "name":
             if t.text == "np" and self.peek().text == ".":
                 self.take()
@@ -417,10 +516,21 @@ class _Parser:
                     if path != ["lib", "stride_tricks", "sliding_window_view"]:
                         raise self.fail(f"np.{'.'.join(path)} is not allowed")
                     return self.general_call("sliding_window_view", "np.lib.stride_tricks.")
+                if fn.text in NP_OPERATORS and self.peek().text == "(":
+                    args, kwargs = self.arguments()
+                    if len(args) != 2 or kwargs:
+                        raise self.fail(f"np.{fn.text}() takes two arrays")
+                    return ("bin", NP_OPERATORS[fn.text], args[0], args[1])
                 if fn.text in NP_CALLS and fn.text not in NP_REDUCE:
                     return self.general_call(fn.text, "np.")
                 return self.np_call(fn.text)
             if self.peek().text == "(":
+                if t.text in self.helpers:
+                    args, kwargs = self.arguments()
+                    if len(args) != len(self.helpers[t.text]) or kwargs:
+                        n = len(self.helpers[t.text])
+                        raise self.fail(f"{t.text}() takes {n} argument(s) (as its def says)")
+                    return ("helper", t.text, tuple(args))
                 if t.text in BARE_CALLS:
                     return self.general_call(t.text, "")
                 if t.text in BARE or t.text == "len":
@@ -462,6 +572,13 @@ class _Parser:
 
 
 # -- evaluating ----------------------------------------------------------------------------
+
+
+def _constant(e: tuple) -> bool:
+    """A number, or a list / tuple of constants."""
+    if e[0] == "num" or (e[0] == "neg" and e[1][0] == "num"):
+        return True
+    return e[0] == "tuple" and all(_constant(c) for c in e[1])
 
 
 def unparse(e: tuple) -> str:
