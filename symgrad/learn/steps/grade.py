@@ -1,174 +1,441 @@
-"""Grading a steps file: each gradient compared, once the learner has finished with it."""
+"""Grading a steps file: each gradient compared once the learner has finished with it.
+
+A gradient is graded after its last update before its next use (or the end of the file),
+however many unrelated lines come between: ``dhprebn = dbndiff.copy()``, a line for
+``dbnmeani``, then ``dhprebn += ...`` is one step, graded after the ``+=``.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from symgrad.errors import SpecError
 from symgrad.ir.network import Network
-from symgrad.learn.steps.evaluate import _run, _Shape, _shape_text
+from symgrad.learn.steps import forward as fw
+from symgrad.learn.steps.compare import (
+    _counterexample,
+    _in_your_names,
+    _per_sample_scale,
+    _plain,
+    _shape_note,
+)
+from symgrad.learn.steps.evaluate import BudgetError, _run, _Shape
 from symgrad.learn.steps.parse import Statement, parse_steps
-from symgrad.learn.steps.report import LineVerdict, StepsReport, _same
+from symgrad.learn.steps.report import ATOL, RTOL, LineVerdict, StepsReport, _same
 from symgrad.learn.steps.slips import _diagnose, _names
-from symgrad.learn.steps.targets import _POINTS, BATCH, _aliases, _points, _should_be
+from symgrad.learn.steps.targets import BATCH, _aliases, _Point, _should_be, columns, points
+
+LAYOUTS = ("rows", "column")
 
 
-def check_steps(net: Network, text: str, *, file: str = "<steps>", seed: int = 0) -> StepsReport:
-    """Check a whole hand-written backward pass (see the module docstring).
+class StepsInternalError(SpecError):
+    """Grading failed inside symgrad (a bug, never a verdict on the learner's file)."""
+
+
+@dataclass
+class Target:
+    """What one name of the learner's file is graded against."""
+
+    grad: str  # the name shown (symgrad's step name, or dL/dNAME)
+    kind: str  # "param" (no per-sample scale), "input" or "loss" (adjoints)
+    wants: list[np.ndarray]
+    step: Any = None  # the derivation's step, for symgrad's own gradients
+    uses: list[Statement] = field(default_factory=list)  # forward lines it flows through
+    rtol: float = RTOL
+    atol: float = ATOL
+    factors: tuple[float, ...] = (1.0,)  # the scales accepted (per-sample, a convention)
+
+
+def check_steps(
+    net: Network, text: str, *, file: str = "<steps>", seed: int = 0, layout: str | None = None
+) -> StepsReport:
+    """Check a whole hand-written backward pass (see the package docstring).
+
+    ``layout`` is ``"rows"`` (batched, samples are rows), ``"column"`` (one sample, column
+    vectors: Nielsen's form) or None: the one that fits the file's shapes.
 
     Raises:
-        SpecError: the file cannot be read, or it reads a name that is not defined.
+        SpecError: the file cannot be read, it reads a name that is not defined, or it
+            would allocate past the budget.
     """
     from symgrad.verify.check import _derivation
 
+    if layout not in (None, *LAYOUTS):
+        raise SpecError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     stmts = parse_steps(text, file=file)
     net, d = _derivation(net, seed)
-    by_alias: dict[str, Any] = {}
-    for step in d.steps:  # symgrad's own names first: dA2 of a parameter A2 beats da2's alias
-        by_alias[step.grad] = step
-    for step in d.steps:
-        for a in _aliases(step.grad, step.wrt, step.kind):
-            by_alias.setdefault(a, step)
-    key = (id(d), seed)
-    if key not in _POINTS or _POINTS[key][0] is not d:
-        if len(_POINTS) >= 8:
-            _POINTS.pop(next(iter(_POINTS)))
-        _POINTS[key] = (d, _points(net, d, seed))
-    points = _POINTS[key][1]
-    envs = [dict(p.env) for p in points]
-    groups: list[list[Statement]] = []
-    for s in stmts:  # consecutive statements with one target are one step
-        if groups and groups[-1][-1].target == s.target and s.op != "=":
-            groups[-1].append(s)
-        else:
-            groups.append([s])
-    report = StepsReport(file)
-    yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's (delta1 -> dz1)
-    scales: dict[str, float] = {}  # adjoint -> the scale the learner uses (1, or N: no 1/N)
-    for group in groups:
-        name = group[0].target
-        st: Any = by_alias.get(name)
+    if layout is not None:
+        return _grade(net, d, stmts, file, seed, layout)
+    rows = _grade(net, d, stmts, file, seed, "rows")
+    if rows.ok or _batched(stmts, net):
+        return rows
+    try:
+        col = _grade(net, d, stmts, file, seed, "column")
+    except SpecError:
+        return rows
+    return col if _score(col) > _score(rows) else rows
+
+
+def _batched(stmts: list[Statement], net: Network) -> bool:
+    """Whether the file says it works on a batch: it reads the batch size (``N``, ``n``,
+    ``len(...)``, ``.shape[0]``) or an upper-case batch (``X``, ``A1``, ``Yhat``)."""
+    batch = {"N", "n", "X", "Y", "Yhat"} | {s.name.upper() for s in net.stages}
+    assigned = {s.target for s in stmts}
+    for s in stmts:
+        read = _names(s.expr) - assigned
+        if read & batch or _calls(s.expr, "len") or _calls(s.expr, "shape0"):
+            return True
+    return False
+
+
+def _calls(e: Any, what: str) -> bool:
+    if not isinstance(e, tuple) or not e:
+        return False
+    if (e[0] == "bare" and e[1] == what) or (what == "shape0" and e[0] == "shape" and e[2] == 0):
+        return True
+    return any(_calls(c, what) for c in e)
+
+
+def _score(report: StepsReport) -> tuple[bool, int, int]:
+    first = report.first_wrong
+    line = first.lines[0] if first else 10**9
+    right = sum(v.status.startswith("right") for v in report.verdicts)
+    return (report.ok, line, right)
+
+
+def _grade(net: Network, d: Any, stmts: list[Statement], file: str, seed: int, layout: str):
+    try:
+        return _Grader(net, d, stmts, file, seed, layout).run()
+    except (SpecError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # never shown as a verdict on the learner's file
+        raise StepsInternalError(
+            f"internal error while grading ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:100]}); this is a bug in symgrad, please report it",
+            file=file,
+        ) from exc
+
+
+class _Grader:
+    """One pass over the file: the forward part run and checked, then each backward line
+    run and each gradient graded when the learner has finished with it."""
+
+    def __init__(self, net: Network, d: Any, stmts: list[Statement], file: str, seed: int, layout):
+        self.net, self.d, self.stmts, self.file, self.layout = net, d, stmts, file, layout
+        batches = points(net, d, seed)
+        self.points: list[_Point] = batches if layout == "rows" else columns(net, d, batches)
+        self.envs = [dict(p.env) for p in self.points]
+        self.by_alias: dict[str, Any] = {}
+        for step in d.steps:  # symgrad's own names first: dA2 of a parameter A2 beats da2
+            self.by_alias[step.grad] = step
+        for step in d.steps:
+            for a in _aliases(step.grad, step.wrt, step.kind):
+                self.by_alias.setdefault(a, step)
+        params = {p.name for p in net.params}
+        self.fwd = fw.split(stmts, set(self.by_alias), params)
+        self.report = StepsReport(file, layout=layout)
+        self.yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's
+        self.scales: dict[str, float] = {}  # a gradient -> the scale the learner uses
+        self.convention: tuple[float, str] | None = None  # a loss convention in use
+        self.snapshots: list[list[dict[str, Any]]] = []  # forward: env after each line
+        self.before: dict[int, list[dict[str, Any]]] = {}
+        self.broken: dict[str, str] = {}  # a name whose line failed -> the reason
+        self.graded: dict[str, int] = {}  # name -> the last line index it was graded at
+
+    # -- the pass ------------------------------------------------------------------------
+
+    def run(self) -> StepsReport:
+        self.run_forward()
+        for k in range(len(self.fwd.stmts), len(self.stmts)):
+            self.before[k] = [dict(e) for e in self.envs]
+            self.execute(k)
+            if self.stmts[k].op != "def" and self.finished(k):
+                self.grade(k)
+        self.report.missing = self.missing()
+        return self.report
+
+    def execute(self, k: int) -> None:
+        s = self.stmts[k]
+        if s.op != "def" and ({*_names(s.expr)} | {s.target}) & set(self.broken):
+            bad = sorted(({*_names(s.expr)} | {s.target}) & set(self.broken))[0]
+            if bad != s.target or s.op != "=":
+                self.broken[s.target] = f"it uses {bad}, whose line could not be computed"
+                return
+        try:
+            for env in self.envs:
+                _run([s], env)
+            self.broken.pop(s.target, None)
+        except KeyError as exc:
+            raise SpecError(
+                f"line {s.line}: {exc.args[0]!r} is not defined (known: forward values "
+                f"x, y, z1, a1 ..., parameters, N, and your earlier assignments)",
+                file=self.file,
+            ) from None
+        except BudgetError as exc:
+            raise SpecError(f"line {s.line}: {exc.message}", file=self.file) from None
+        except _Shape as exc:
+            self.broken[s.target] = str(exc)
+            for env, old in zip(self.envs, self.before[k], strict=True):
+                env.pop(s.target, None)
+                if s.target in old:
+                    env[s.target] = old[s.target]
+
+    def finished(self, k: int) -> bool:
+        """Whether line ``k``'s target is final: the next line that touches it reads it
+        (or reassigns it afresh), rather than updating it."""
+        name = self.stmts[k].target
+        for s in self.stmts[k + 1 :]:
+            reads = name in _names(s.expr) or (s.index is not None and name in _names(s.index))
+            if s.target == name and s.op != "def":
+                return not (s.op != "=" or s.index is not None or reads)
+            if reads:
+                return True
+        return True
+
+    def span(self, k: int) -> int:
+        """The first line of the step that ends at ``k``: its target's fresh assignment
+        (``NAME = ...`` not reading NAME), after the last time it was graded."""
+        name = self.stmts[k].target
+        stop = max(len(self.fwd.stmts), self.graded.get(name, -1) + 1)
+        for j in range(k, stop - 1, -1):
+            s = self.stmts[j]
+            fresh = s.op == "=" and s.index is None and name not in _names(s.expr)
+            if s.target == name and fresh:
+                return j
+        return next(j for j in range(stop, k + 1) if self.stmts[j].target == name)
+
+    # -- the learner's forward pass --------------------------------------------------------
+
+    def run_forward(self) -> None:
+        fwd = self.fwd
+        if not fwd.stmts:
+            return
+        for env in self.envs:
+            snaps = []
+            for k, s in enumerate(fwd.stmts):
+                try:
+                    _run([s], env)
+                except KeyError as exc:
+                    raise SpecError(
+                        f"line {s.line}: {exc.args[0]!r} is not defined (known: the network's "
+                        "x, y, parameters, N, and your earlier assignments)",
+                        file=self.file,
+                    ) from None
+                except BudgetError as exc:
+                    raise SpecError(f"line {s.line}: {exc.message}", file=self.file) from None
+                except _Shape as exc:
+                    self.forward_verdict(fwd.stmts[: k + 1], f"the shapes do not fit: {exc}")
+                    return
+                snaps.append(dict(env))
+            self.snapshots.append(snaps)
+        loss = fw.find_loss(fwd, self.envs)
+        if loss is None:
+            return
+        rows = self.layout == "rows"
+        theirs = [float(env[loss.target]) for env in self.envs]
+        right = [fw.network_loss(self.net, p.env, rows) for p in self.points]
+        if not all(
+            abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(theirs, right, strict=True)
+        ):
+            self.forward_verdict(
+                fwd.stmts[: fwd.stmts.index(loss) + 1],
+                f"your forward pass gives {loss.target} = {theirs[0]:.8g}; the network's loss "
+                f"on this batch is {right[0]:.8g}",
+            )
+            return
+        fwd.loss = loss
+        lines = fwd.stmts[: fwd.stmts.index(loss) + 1]
+        v = LineVerdict(tuple(s.line for s in lines), loss.target, "your forward pass", "right")
+        v.grad = "the network's loss"
+        self.report.verdicts.append(v)
+
+    def forward_verdict(self, lines: list[Statement], problem: str) -> None:
+        v = LineVerdict(
+            tuple(s.line for s in lines), lines[-1].target, "your forward pass", "wrong"
+        )
+        v.problem = problem
+        self.report.verdicts.append(v)
+
+    # -- what a name is graded against -------------------------------------------------------
+
+    def target(self, name: str) -> Target | None:
+        base = name[1:] if name.startswith("d") else None
+        if base is not None and self.fwd.defines(base):
+            return self.forward_target(name, base)
+        step = self.by_alias.get(name)
+        if step is None:
+            return None
+        wants = [p.targets[step.grad] for p in self.points]
+        return Target(step.grad, step.kind, wants, step=step)
+
+    def forward_target(self, name: str, base: str) -> Target:
+        last = fw.last_assignment(self.fwd, base)
+        wants = [fw.gradient(self.fwd, base, snaps[last]) for snaps in self.snapshots]
+        batched = self.layout == "rows" and np.ndim(wants[0]) >= 1
+        kind = "input" if batched and np.shape(wants[0])[0] == BATCH else "param"
+        return Target(
+            f"dL/d{base}",
+            kind,
+            wants,
+            uses=fw.uses(self.fwd, base),
+            rtol=fw.FD_RTOL,
+            atol=fw.FD_ATOL,
+        )
+
+    # -- grading -------------------------------------------------------------------------------
+
+    def grade(self, k: int) -> None:
+        start = self.span(k)
+        name = self.stmts[k].target
+        self.graded[name] = k
+        span = self.stmts[start : k + 1]
+        group = [s for s in span if s.target == name]
         shown = "; ".join(s.text for s in group)
         lines = tuple(s.line for s in group)
-        before = [dict(e) for e in envs]
-        try:
-            gots = [_run(group, env) for env in envs]
-        except KeyError as exc:
-            missing = exc.args[0]
-            raise SpecError(
-                f"line {group[0].line}: {missing!r} is not defined (known: forward values "
-                f"x, y, z1, a1 ..., parameters, N, and your earlier assignments)",
-                file=file,
-            ) from None
-        except _Shape as exc:
-            if st is None:
-                report.verdicts.append(
-                    LineVerdict(
-                        lines, name, shown, "wrong", problem=f"the shapes do not fit: {exc}"
-                    )
-                )
-                for env, b in zip(envs, before, strict=True):
-                    env.pop(name, None)
-                    env.update({k: v for k, v in b.items() if k == name})
-                continue
-            gots = None
-            shape_problem = str(exc)
-        if st is None:
-            report.verdicts.append(LineVerdict(lines, name, shown, "yours"))
-            continue
-        yours.setdefault(st.grad, name)
-        wants = [p.targets[st.grad] for p in points]
-        verdict = LineVerdict(lines, name, shown, "wrong", grad=st.grad)
-        if gots is not None:
-            tags = [_same(g, w) for g, w in zip(gots, wants, strict=True)]
-            tags_n = (
-                [_same(g, w * BATCH) for g, w in zip(gots, wants, strict=True)]
-                if st.kind != "param"
-                else [None]
-            )
+        tgt = self.target(name)
+        if tgt is None:
+            status = "wrong" if name in self.broken else "yours"
+            v = LineVerdict(lines, name, shown, status)
+            if name in self.broken:
+                v.problem = f"the shapes do not fit: {self.broken[name]}"
+            self.report.verdicts.append(v)
+            return
+        if tgt.step is not None:
+            self.yours.setdefault(tgt.step.grad, name)
+        tgt.factors = self.factors(tgt)
+        verdict = LineVerdict(lines, name, shown, "wrong", grad=tgt.grad)
+        gots = None if name in self.broken else [env[name] for env in self.envs]
+        if gots is not None and self.judge(verdict, tgt, gots, group):
+            self.report.verdicts.append(verdict)
+            return
+        self.explain(verdict, tgt, gots, span, start)
+        self.report.verdicts.append(verdict)
+
+    def factors(self, tgt: Target) -> tuple[float, ...]:
+        """The scales a right value may carry: 1, N for an adjoint without the batch's 1/N
+        (rows only), times the loss convention the file uses."""
+        base = [1.0] + ([float(BATCH)] if tgt.kind != "param" and self.layout == "rows" else [])
+        conv = [1.0] if self.convention is None else [self.convention[0]]
+        return tuple(b * c for b in base for c in conv)
+
+    def judge(self, verdict: LineVerdict, tgt: Target, gots: list[Any], group) -> bool:
+        """Mark ``verdict`` right if the values are; returns whether they are."""
+        name = verdict.name
+        for f in tgt.factors:
+            tags = [
+                _same(g, w * f, tgt.rtol, tgt.atol) for g, w in zip(gots, tgt.wants, strict=True)
+            ]
             if all(tags):
-                verdict.status = "right" if _plain(group, st) else "right (equivalent)"
-                if "keepdims" in tags:
-                    verdict.status = "right (equivalent: the same values, with a kept axis)"
-            if all(tags):
-                scales[name] = 1.0
-            elif all(tags_n):
-                verdict.status = "right (per-sample scale: without the 1/N of the batch mean)"
-                scales[name] = float(BATCH)
-        if verdict.status == "wrong":
-            verdict.should_be = _in_your_names(_should_be(st), yours)
-            if gots is None:
-                verdict.problem = f"the shapes do not fit: {shape_problem}"
-            else:
-                verdict.problem = _shape_note(gots[0], wants[0], st.grad)
-                verdict.counterexample = _counterexample(gots, wants)
-            verdict.slip, verdict.fix = _diagnose(group, before, wants, st, net, by_alias)
-            # Later lines are checked with the right value of this one, at the scale the
-            # learner seems to use (an adjoint with or without the batch's 1/N).
-            # The scale of the adjoints it reads decides; failing those, its magnitude.
-            factor = 1.0
-            read = [scales[n] for s in group for n in _names(s.expr) if n in scales]
-            if st.kind != "param" and read:
-                factor = max(read)
-            elif st.kind != "param" and gots is not None and _per_sample_scale(gots, wants):
-                factor = float(BATCH)
-            scales[name] = factor
-            for env, want in zip(envs, wants, strict=True):
-                env[name] = want * factor
-        report.verdicts.append(verdict)
-    done = {v.grad for v in report.verdicts if v.grad}
-    report.missing = [s.grad for s in d.steps if s.kind == "param" and s.grad not in done]
-    return report
-
-
-def _in_your_names(text: str, yours: Mapping[str, str]) -> str:
-    """symgrad's formula with the learner's names for the gradients (``delta1`` -> ``dz1``)."""
-    for grad, name in yours.items():
-        if grad != name:
-            text = re.sub(rf"\b{re.escape(grad)}\b", name, text)
-    return text
-
-
-def _per_sample_scale(gots: list[Any], wants: list[np.ndarray]) -> bool:
-    """Whether the learner's (wrong) adjoint is nearer N x the right one than the right one."""
-    g = float(np.linalg.norm(np.asarray(gots[0], dtype=float)))
-    w = float(np.linalg.norm(wants[0]))
-    if not (np.isfinite(g) and g > 0 and w > 0):
+                verdict.status = self.right_words(tgt, group, f, tags)
+                self.scales[name] = f
+                return True
+        if self.convention is None:
+            for c, words in self.conventions():
+                for f in (c, c * BATCH) if tgt.kind != "param" and self.layout == "rows" else (c,):
+                    if all(
+                        _same(g, w * f, tgt.rtol, tgt.atol)
+                        for g, w in zip(gots, tgt.wants, strict=True)
+                    ):
+                        self.convention = (c, words)
+                        self.scales[name] = f
+                        verdict.status = f"right ({words})"
+                        return True
         return False
-    return abs(np.log(g / (w * BATCH))) < abs(np.log(g / w))
+
+    def right_words(self, tgt: Target, group, f: float, tags) -> str:
+        if self.convention is not None and f != 1.0 and f in (self.convention[0],):
+            return f"right ({self.convention[1]})"
+        if f not in (1.0,) and (self.convention is None or f != self.convention[0]):
+            return "right (per-sample scale: without the 1/N of the batch mean)"
+        if "keepdims" in tags:
+            return "right (equivalent: the same values, with a kept axis)"
+        if tgt.step is not None and _plain(group, tgt.step):
+            return "right"
+        return "right (equivalent)" if tgt.step is not None else "right"
+
+    def conventions(self) -> list[tuple[float, str]]:
+        """Other normalisations of the loss a learner may use, as factors on every gradient:
+        read off the loss gradient (``yhat - y`` against the network's dL/dyhat)."""
+        loss_steps = [s for s in self.d.steps if s.kind == "loss"]
+        if not loss_steps:
+            return []
+        out_name, y_name = str(self.net.output), str(self.net.loss.target)
+        env = self.points[0].env
+        want = self.points[0].targets[loss_steps[0].grad]
+        want = want * (BATCH if self.layout == "rows" else 1)
+        diff = np.asarray(env[out_name], dtype=float) - np.asarray(env[y_name], dtype=float)
+        ratio = diff[np.abs(want) > 1e-12] / want[np.abs(want) > 1e-12]
+        if ratio.size == 0 or not np.allclose(ratio, ratio.flat[0], rtol=1e-9):
+            return []
+        c = float(ratio.flat[0])  # (yhat - y) = c * dL/dyhat: the 1/2-sum convention
+        width = self.net.size(self.net.output_width)
+        words = (
+            "the 1/2-sum convention: your loss is 1/2 sum (yhat - y)**2 per sample; the "
+            f"network's is the mean over the {width} outputs, {2 / width:.6g} times that "
+            "gradient"
+        )
+        sum_words = (
+            "the sum convention: your loss is sum (yhat - y)**2 per sample; the network's is "
+            f"the mean over the {width} outputs"
+        )
+        return [(c, words), (2 * c, sum_words)] if abs(c - 1) > 1e-9 else []
+
+    def explain(self, verdict: LineVerdict, tgt: Target, gots, span, start: int) -> None:
+        """A wrong step: what it should be, the slip, a counterexample; then the right value
+        goes on at the learner's scale."""
+        name = verdict.name
+        if tgt.step is not None:
+            verdict.should_be = _in_your_names(_should_be(tgt.step), self.yours)
+        else:
+            verdict.should_be = _through(tgt)
+        if gots is None:
+            verdict.problem = f"the shapes do not fit: {self.broken[name]}"
+        else:
+            verdict.problem = _shape_note(gots[0], tgt.wants[0], tgt.grad)
+            verdict.counterexample = _counterexample(gots, tgt.wants)
+        verdict.slip, verdict.fix = _diagnose(
+            span, self.before[start], tgt.wants, tgt, self.net, self.by_alias
+        )
+        factor = self.learner_scale(tgt, span, gots)
+        self.scales[name] = factor
+        self.broken.pop(name, None)
+        for env, want in zip(self.envs, tgt.wants, strict=True):
+            env[name] = want * factor
+
+    def learner_scale(self, tgt: Target, span, gots) -> float:
+        """The scale the learner seems to use for this value: that of the gradients it reads,
+        failing those its magnitude (an adjoint with or without the batch's 1/N)."""
+        conv = 1.0 if self.convention is None else self.convention[0]
+        read = [self.scales[n] for s in span for n in _names(s.expr) if n in self.scales]
+        if read:
+            scale = max(read)
+            return scale if tgt.kind != "param" else min(scale, conv)
+        if tgt.kind != "param" and gots is not None and _per_sample_scale(gots, tgt.wants):
+            return float(BATCH) * conv
+        return conv
+
+    def missing(self) -> list[str]:
+        done = {v.grad for v in self.report.verdicts if v.grad}
+        covered = {
+            self.fwd.renames[v.grad[4:]]
+            for v in self.report.verdicts
+            if v.grad and v.grad.startswith("dL/d") and v.grad[4:] in self.fwd.renames
+        }
+        out = []
+        for s in self.d.steps:
+            if s.kind == "param" and s.grad not in done and s.wrt not in covered:
+                out.append(s.grad)
+        return out
 
 
-def _plain(group: list[Statement], st) -> bool:
-    """Whether the learner wrote it as symgrad's batched formula does (up to spaces)."""
-    # X and x, A1 and a1 name the same batch: compare without case
-    mine = "".join(group[0].text.split("=", 1)[1].split()).lower()
-    return len(group) == 1 and mine == "".join(_should_be(st).split()).lower()
-
-
-def _shape_note(got: Any, want: np.ndarray, grad: str) -> str | None:
-    g = np.shape(got)
-    if g == want.shape or np.size(got) == want.size:
-        return None
-    have = "is a number" if not g else f"has shape {_shape_text(got)}"
-    return f"yours {have}; {grad} has shape {_shape_text(want)}"
-
-
-def _counterexample(gots: list[Any], wants: list[np.ndarray]) -> str | None:
-    for k, (g, w) in enumerate(zip(gots, wants, strict=True), start=1):
-        g = np.asarray(g, dtype=float)
-        if g.shape != w.shape:
-            if g.size != w.size:
-                continue
-            g = g.reshape(w.shape)
-        with np.errstate(invalid="ignore"):
-            diff = np.abs(g - w)
-        diff = np.where(np.isfinite(diff), diff, np.inf)
-        if diff.size and float(diff.max()) > 0:
-            pos = np.unravel_index(int(np.argmax(diff)), w.shape)
-            at = ", ".join(map(str, pos))
-            return f"random batch {k}, entry [{at}]: yours = {g[pos]:.8g}, right = {w[pos]:.8g}"
-    return None
+def _through(tgt: Target) -> str:
+    """A learner intermediate's right value, in words: where its gradient comes from."""
+    if not tgt.uses:
+        return f"{tgt.grad} = 0 (the loss does not depend on it)"
+    lines = ", ".join(f"line {s.line} ({s.text})" for s in tgt.uses[:2])
+    more = f" and {len(tgt.uses) - 2} more" if len(tgt.uses) > 2 else ""
+    both = "the sum of its gradients through" if len(tgt.uses) > 1 else "its gradient through"
+    return f"{tgt.grad}, {both} {lines}{more}"

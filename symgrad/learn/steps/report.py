@@ -41,6 +41,7 @@ class StepsReport:
     file: str
     verdicts: list[LineVerdict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    layout: str = "rows"  # "rows" (batched, samples are rows) or "column" (one sample)
 
     @property
     def ok(self) -> bool:
@@ -51,7 +52,8 @@ class StepsReport:
         return next((v for v in self.verdicts if v.status == "wrong"), None)
 
     def format(self) -> str:
-        out = [f"{self.file}: your backward pass, step by step (batched, rows are samples)"]
+        how = {"rows": "batched, rows are samples", "column": "one sample, column vectors"}
+        out = [f"{self.file}: your backward pass, step by step ({how[self.layout]})"]
         first = self.first_wrong
         for v in self.verdicts:
             label = {"yours": "your intermediate (not checked)"}.get(v.status, v.status)
@@ -89,7 +91,7 @@ class StepsReport:
         return f"```\n{self.format()}\n```\n"
 
 
-def _same(got: Any, want: np.ndarray) -> str | None:
+def _same(got: Any, want: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> str | None:
     """ "exact" if got equals want, "keepdims" if only its shape differs (a kept axis),
     None otherwise."""
     g = np.asarray(got, dtype=float)
@@ -104,6 +106,6 @@ def _same(got: Any, want: np.ndarray) -> str | None:
     scale = max(float(np.max(np.abs(want), initial=0.0)), 1e-300)
     with np.errstate(invalid="ignore"):
         diff = np.abs(g - want)
-    if not np.all(np.isfinite(diff)) or float(np.max(diff, initial=0.0)) > RTOL * scale + ATOL:
+    if not np.all(np.isfinite(diff)) or float(np.max(diff, initial=0.0)) > rtol * scale + atol:
         return None
     return tag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from symgrad.learn.steps.evaluate import _run, _Shape
 from symgrad.learn.steps.parse import Statement, unparse
 from symgrad.learn.steps.report import _same
 from symgrad.learn.steps.targets import BATCH
+from symgrad.verify.stages import is_elementwise
 
 # -- naming the slip: try the classic mistakes on the learner's own line ---------------------
 
@@ -78,7 +80,7 @@ def _t(e: tuple) -> tuple:
 def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
     """For each forward name, the names a slip may have put in its place."""
     out: dict[str, list[tuple[str, str]]] = {}
-    pairs = [(s.name, str(s.inp)) for s in net.stages if s.kind == "elementwise"]
+    pairs = [(s.name, str(s.inp)) for s in net.stages if is_elementwise(s)]
     for a, z in pairs:
         for case in (str.lower, str.upper):
             A, Z = case(a), case(z)
@@ -101,72 +103,96 @@ def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, st
     return out
 
 
-def _diagnose(group, before, wants, st, net: Network, by_alias) -> tuple[str | None, str | None]:
-    """(the likely slip, the corrected line) for a wrong step, or a factor description."""
+def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | None, str | None]:
+    """(the likely slip, the corrected lines) for a wrong step, or a factor description.
+
+    ``span`` is the run of lines from the step's first assignment to its last (other lines
+    between them included: they run as written); the edits are tried on the step's own."""
+    name = span[-1].target
+    mine = [k for k, s in enumerate(span) if s.target == name]
+    group = [span[k] for k in mine]
+
+    def edited(new_group: list[Statement]) -> list[Statement]:
+        out = list(span)
+        for k, s in zip(mine, new_group, strict=True):
+            out[k] = s
+        return out
 
     def right(new_group) -> bool:
         try:
             for env, want in zip(before, wants, strict=True):
-                got = _run(new_group, dict(env))
-                if _same(got, want) is None and (
-                    st.kind == "param" or _same(got, want * BATCH) is None
-                ):
+                got = _run(edited(new_group), dict(env))
+                if not any(_same(got, want * f, st.rtol, st.atol) for f in st.factors):
                     return False
         except (_Shape, KeyError, ValueError, TypeError, ZeroDivisionError):
             return False
         return True
 
     def fixed(new_group) -> str:
-        return "; ".join(f"{s.target} {s.op} {unparse(s.expr)}" for s in new_group)
+        return "; ".join(_line_text(s) for s in new_group)
 
     gots = []
     for env in before:
         try:
-            gots.append(np.asarray(_run(group, dict(env)), dtype=float))
+            gots.append(np.asarray(_run(span, dict(env)), dtype=float))
         except (_Shape, KeyError):
             gots = []
             break
-    # a constant factor: 1/N, sign, or some other number
     if gots and all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):
-        c = _factor(gots, wants)
-        if c is not None:
-            word = _factor_slip(c, st, net)
-            if word:
-                return word, None
-        # a missing or doubled activation-derivative factor (a Hadamard factor)
-        hint = _hadamard(gots, wants, st, net, before, alternatives=False)
+        hint = _factor_or_hadamard(gots, wants, st, net, before)
         if hint:
             return hint, None
-    swaps = _swaps(net, before[0])
-    top = group[0].expr
-    if len(group) == 1 and top[0] == "bin" and top[1] == "@":
-        for variant, why in _variants(top, {}):
-            if why.startswith("transposes in the product"):
-                new = [Statement(group[0].line, group[0].target, "=", variant, group[0].text)]
-                if right(new):
-                    return why, fixed(new)
-    whole = [Statement(s.line, s.target, s.op, ("T", s.expr), s.text) for s in group]
-    if len(group) == 1 and right(whole):
-        return f"a transpose: yours is the transpose of {st.grad}", fixed(whole)
-    used = {n for s in group for n in _names(s.expr)}
-    for old in sorted(used):  # a name swapped everywhere in the step (z1*(1 - z1))
-        for other, why in swaps.get(old, []):
-            new = [
-                Statement(s.line, s.target, s.op, _rename(s.expr, old, other), s.text)
-                for s in group
-            ]
-            if right(new):
-                return why, fixed(new)
-    for k, s in enumerate(group):
-        for variant, why in _variants(s.expr, swaps):
-            new = [*group[:k], Statement(s.line, s.target, s.op, variant, s.text), *group[k + 1 :]]
-            if right(new):
-                return why, fixed(new)
+    for new, why in _edits(group, st, _swaps(net, before[0])):
+        if right(new):
+            return why, fixed(new)
     if gots and all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):
         hint = _hadamard(gots, wants, st, net, before, alternatives=True)
         if hint:
             return hint, None
     return None, None
+
+
+def _line_text(s: Statement) -> str:
+    at = f"[{', '.join(_unparse_subscript(i) for i in s.index)}]" if s.index else ""
+    return f"{s.target}{at} {s.op} {unparse(s.expr)}"
+
+
+def _unparse_subscript(item: tuple) -> str:
+    from symgrad.learn.steps.parse import _unparse_item
+
+    return _unparse_item(item, unparse)
+
+
+def _factor_or_hadamard(gots, wants, st, net: Network, before) -> str | None:
+    """A constant factor (1/N, the sign, a width) or a missing / doubled activation
+    derivative, read off the values."""
+    c = _factor(gots, wants)
+    if c is not None:
+        word = _factor_slip(c, st, net)
+        if word:
+            return word
+    if st.step is None:
+        return None
+    return _hadamard(gots, wants, st, net, before, alternatives=False)
+
+
+def _edits(group: list[Statement], st, swaps) -> Iterator[tuple[list[Statement], str]]:
+    """The step's lines with one classic slip undone, each with the slip's name."""
+    top = group[0].expr
+    if len(group) == 1 and top[0] == "bin" and top[1] == "@":
+        for variant, why in _variants(top, {}):
+            if why.startswith("transposes in the product"):
+                yield [replace(group[0], op="=", expr=variant)], why
+    if len(group) == 1:
+        whole = [replace(group[0], expr=("T", group[0].expr))]
+        yield whole, f"a transpose: yours is the transpose of {st.grad}"
+    used = {n for s in group for n in _names(s.expr)}
+    for old in sorted(used):  # a name swapped everywhere in the step (z1*(1 - z1))
+        for other, why in swaps.get(old, []):
+            yield [replace(s, expr=_rename(s.expr, old, other)) for s in group], why
+    for k, s in enumerate(group):
+        for variant, why in _variants(s.expr, swaps):
+            yield [*group[:k], replace(s, expr=variant), *group[k + 1 :]], why
 
 
 def _names(e: Any) -> set[str]:
@@ -225,7 +251,7 @@ def _hadamard(gots, wants, st, net: Network, before, *, alternatives: bool) -> s
         return None  # an activation's derivative multiplies adjoints (rows are samples)
     found = None
     for s in net.stages:
-        if s.kind != "elementwise" or net.size(s.width) != wants[0].shape[1]:
+        if not is_elementwise(s) or net.size(s.width) != wants[0].shape[1]:
             continue
         local = _local_target(net, f"d{s.name}/d{s.inp}", s.name, str(s.inp))
         if len(local.free) != 1:
@@ -248,12 +274,18 @@ def _hadamard(gots, wants, st, net: Network, before, *, alternatives: bool) -> s
             ]
             facs.append(np.stack(rows))
         for scale in (1.0, float(BATCH)) if not alternatives else ():
-            if all(_same(g * f, w * scale) for g, f, w in zip(gots, facs, wants, strict=True)):
+            if all(
+                _same(g * f, w * scale, st.rtol, st.atol)
+                for g, f, w in zip(gots, facs, wants, strict=True)
+            ):
                 return (
                     f"a missing Hadamard factor: the activation's derivative "
                     f"d{s.name}/d{s.inp} = {shown} (elementwise *)"
                 )
-            if all(_same(g, w * f * scale) for g, f, w in zip(gots, facs, wants, strict=True)):
+            if all(
+                _same(g, w * f * scale, st.rtol, st.atol)
+                for g, f, w in zip(gots, facs, wants, strict=True)
+            ):
                 return f"an extra factor d{s.name}/d{s.inp} = {shown}: it is applied twice"
         if not alternatives:
             continue
@@ -275,7 +307,7 @@ def _hadamard(gots, wants, st, net: Network, before, *, alternatives: bool) -> s
                 with np.errstate(all="ignore"):
                     cand = w / f * fa
                 if not np.all(np.isfinite(cand)) or not (
-                    _same(g, cand) or (st.kind != "param" and _same(g, cand * BATCH))
+                    any(_same(g, cand * f, st.rtol, st.atol) for f in st.factors)
                 ):
                     ok = False
                     break

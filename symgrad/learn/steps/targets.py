@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from symgrad.errors import SpecError
 from symgrad.ir.naming import adjoint_name, split
 from symgrad.ir.network import Network
 
@@ -29,6 +30,7 @@ def _aliases(grad: str, wrt: str, kind: str) -> list[str]:
 class _Point:
     env: dict[str, Any]  # what the learner's lines may read
     targets: dict[str, np.ndarray]  # derived gradient name -> batched value
+    sample_params: list[dict[str, np.ndarray]] = field(default_factory=list)  # per row
 
 
 def _points(net: Network, d, seed: int) -> list[_Point]:
@@ -68,13 +70,63 @@ def _points(net: Network, d, seed: int) -> list[_Point]:
                 continue
             vals = whole[st.grad] if coupled else np.stack([r[st.grad] for r in rows])
             targets[st.grad] = vals.sum(axis=0) / BATCH if st.kind == "param" else vals / BATCH
-        points.append(_Point(env, targets))
+        per_row = [] if coupled else [{s.grad: r[s.grad] for s in d.steps} for r in rows]
+        points.append(_Point(env, targets, per_row))
     return points
 
 
 #: Random batches of the last few derivations checked (building them runs the derivation
 #: N times per batch; a class checking many files against one network builds them once).
 _POINTS: dict[tuple[int, int], tuple[Any, list[_Point]]] = {}
+
+
+def points(net: Network, d: Any, seed: int) -> list[_Point]:
+    """The random batches of ``d`` (built once per derivation and seed)."""
+    key = (id(d), seed)
+    if key not in _POINTS or _POINTS[key][0] is not d:
+        if len(_POINTS) >= 8:
+            _POINTS.pop(next(iter(_POINTS)))
+        _POINTS[key] = (d, _points(net, d, seed))
+    return _POINTS[key][1]
+
+
+def columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
+    """The per-sample column-vector layout (Nielsen's): one sample of each batch, every
+    vector a column ``(n, 1)`` (biases too), and the gradients of that sample's own loss
+    (no 1/N); a weight matrix stays ``(out, in)``."""
+    params = {p.name for p in net.params}
+    vectors = {p.name for p in net.params if len(net.shape(p)) == 1}
+    out = []
+    for r, pt in enumerate(batches):
+        env: dict[str, Any] = {}
+        for k, v in pt.env.items():
+            if k in vectors:
+                env[k] = np.asarray(v, dtype=float)[:, None]
+            elif k in params or np.ndim(v) != 2 or np.shape(v)[0] != BATCH:
+                env[k] = v
+            else:
+                env[k] = np.asarray(v, dtype=float)[r][:, None]
+        env["N"] = env["n"] = 1
+        targets = {}
+        for st in d.steps:
+            v = pt.targets[st.grad] * BATCH
+            if st.kind == "param":  # the sample's own: rebuild it from its row's adjoints
+                v = _sample_param_grad(net, st, pt, r)
+            else:
+                v = v[r][:, None] if np.ndim(v) == 2 else v
+            targets[st.grad] = v
+        out.append(_Point(env, targets))
+    return out
+
+
+def _sample_param_grad(net: Network, st: Any, pt: _Point, r: int) -> np.ndarray:
+    """A parameter's gradient for sample ``r`` alone (the derivation evaluated on it)."""
+    if not pt.sample_params:
+        raise SpecError(
+            f"{net.name}: the column layout (one sample at a time) does not fit a network "
+            "whose layers couple the samples of a batch (batch norm): write batched rows"
+        )
+    return np.asarray(pt.sample_params[r][st.grad], dtype=float)
 
 
 def _should_be(st) -> str:
