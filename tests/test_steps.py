@@ -19,12 +19,15 @@ from hypothesis import strategies as st
 from symgrad import Dense, build
 from symgrad.cli import main
 from symgrad.errors import SpecError
+from symgrad.frontend.spec import load_spec
 from symgrad.learn.steps import check_steps, parse_steps, unparse
 from symgrad.verify.check import check_formula
 
 NETS = catalogue()
 NETS["square"] = build("square", 3, [Dense(3, "sigmoid"), Dense(3, "sigmoid")], "mse")
 HERE = Path(__file__).parent / "steps"
+#: The backprop-ninja network (linear, batch norm, tanh, linear, softmax + cross-entropy).
+NETS["ninja"] = load_spec(str(HERE / "ninja.toml"))
 FILES = sorted(HERE.glob("*.py"))
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -12,6 +12,27 @@ from symgrad.learn.steps.evaluate import _shape_text
 from symgrad.learn.steps.parse import Statement
 from symgrad.learn.steps.targets import BATCH, _should_be
 
+#: The longest formula shown as "should be"; a longer one is described instead.
+MAX_SHOWN = 120
+
+
+def should_be_short(st: Any, yours: Mapping[str, str]) -> str:
+    """The step's batched formula in the learner's names, or, where it is long (batch
+    norm's, a fallback einsum), the chain rule it applies, in words."""
+    text = _in_your_names(_should_be(st), yours)
+    if len(text) <= MAX_SHOWN:
+        return text
+    stage = getattr(st, "stage", None)
+    up = yours.get(st.upstream, st.upstream) if st.upstream else None
+    if stage is None or up is None:
+        return f"{st.grad}'s batched formula ({len(text)} characters: see derive --form matrix)"
+    what = "its parameter " + st.wrt if st.kind == "param" else st.wrt
+    return (
+        f"{up} pulled back through layer {stage.layer} ({stage.label}: {stage.name} from "
+        f"{stage.inp}) to {what} (the batched formula is {len(text)} characters: "
+        "derive --form matrix prints it)"
+    )
+
 
 def _in_your_names(text: str, yours: Mapping[str, str]) -> str:
     """symgrad's formula with the learner's names for the gradients (``delta1`` -> ``dz1``)."""

@@ -212,20 +212,20 @@ def _run(stmts: list[Statement], env: dict[str, Any]) -> Any:
         _Shape: anything else NumPy objects to (shapes, types): the learner's mistake.
         BudgetError: the file's arrays grow past the budget.
     """
-    for s in stmts:
-        if s.op == "def":  # a helper: its parameters and body, called by name
-            env[s.target] = s.expr
-            continue
-        try:
-            with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):
+        for s in stmts:
+            if s.op == "def":  # a helper: its parameters and body, called by name
+                env[s.target] = s.expr
+                continue
+            try:
                 value = _value(s, env)
-        except (KeyError, _Shape, BudgetError):
-            raise
-        except (ValueError, IndexError, ArithmeticError) as exc:
-            reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-            raise _Shape(f"line {s.line}: {reason}") from None
-        _spend(env, value)
-        env[s.target] = value
+            except (KeyError, _Shape, BudgetError):
+                raise
+            except (ValueError, IndexError, ArithmeticError) as exc:
+                reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+                raise _Shape(f"line {s.line}: {reason}") from None
+            _spend(env, value)
+            env[s.target] = value
     return env[stmts[-1].target]
 
 

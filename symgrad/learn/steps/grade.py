@@ -17,16 +17,16 @@ from symgrad.ir.network import Network
 from symgrad.learn.steps import forward as fw
 from symgrad.learn.steps.compare import (
     _counterexample,
-    _in_your_names,
     _per_sample_scale,
     _plain,
     _shape_note,
+    should_be_short,
 )
 from symgrad.learn.steps.evaluate import BudgetError, _run, _Shape
 from symgrad.learn.steps.parse import Statement, parse_steps
 from symgrad.learn.steps.report import ATOL, RTOL, LineVerdict, StepsReport, _same
 from symgrad.learn.steps.slips import _diagnose, _names
-from symgrad.learn.steps.targets import BATCH, _aliases, _Point, _should_be, columns, points
+from symgrad.learn.steps.targets import BATCH, _aliases, _Point, columns, points
 
 LAYOUTS = ("rows", "column")
 
@@ -228,6 +228,10 @@ class _Grader:
                     raise SpecError(f"line {s.line}: {exc.message}", file=self.file) from None
                 except _Shape as exc:
                     self.forward_verdict(fwd.stmts[: k + 1], f"the shapes do not fit: {exc}")
+                    helpers = [s for s in fwd.stmts if s.op == "def"]
+                    for other in self.envs:  # the helpers it defines, for the lines after
+                        if helpers:
+                            _run(helpers, other)
                     return
                 snaps.append(dict(env))
             self.snapshots.append(snaps)
@@ -273,7 +277,7 @@ class _Grader:
 
     def forward_target(self, name: str, base: str) -> Target:
         last = fw.last_assignment(self.fwd, base)
-        wants = [fw.gradient(self.fwd, base, snaps[last]) for snaps in self.snapshots]
+        wants = [fw.gradient(self.fwd, base, s[last], s[-1]) for s in self.snapshots]
         batched = self.layout == "rows" and np.ndim(wants[0]) >= 1
         kind = "input" if batched and np.shape(wants[0])[0] == BATCH else "param"
         return Target(
@@ -388,7 +392,7 @@ class _Grader:
         goes on at the learner's scale."""
         name = verdict.name
         if tgt.step is not None:
-            verdict.should_be = _in_your_names(_should_be(tgt.step), self.yours)
+            verdict.should_be = should_be_short(tgt.step, self.yours)
         else:
             verdict.should_be = _through(tgt)
         if gots is None:

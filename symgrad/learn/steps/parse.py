@@ -132,8 +132,8 @@ def parse_steps(text: str, *, file: str | None = None) -> list[Statement]:
         if line.startswith("def "):
             body = _DEF.fullmatch(line)
             rest = body.group(3).strip() if body else ""
-            if body and not rest and k < len(lines):
-                rest = lines[k][1]
+            while body and not rest and k < len(lines):
+                rest = "" if _docstring(lines[k][1]) else lines[k][1]
                 k += 1
             if body is None or not rest.startswith("return "):
                 raise StepsInputError(
@@ -301,9 +301,9 @@ class _Parser:
             self.nest()
             exp = self.unary()
             self.depth -= 1
-            if exp[0] != "num" and not (exp[0] == "neg" and exp[1][0] == "num"):
+            value = _number(exp)
+            if value is None:
                 raise self.fail("an exponent must be a number")
-            value = exp[1] if exp[0] == "num" else -exp[1][1]
             if abs(value) > 64:
                 raise self.fail("exponent too large (at most 64)")
             return ("bin", "**", base, ("num", value))
@@ -572,6 +572,22 @@ class _Parser:
 
 
 # -- evaluating ----------------------------------------------------------------------------
+
+
+def _number(e: tuple) -> float | None:
+    """The value of a constant exponent: a number, or one built with + - * / from numbers
+    (``(-1/2)`` as symgrad prints a square root's inverse)."""
+    if e[0] == "num":
+        return float(e[1])
+    if e[0] == "neg":
+        v = _number(e[1])
+        return None if v is None else -v
+    if e[0] == "bin" and e[1] in ("+", "-", "*", "/"):
+        a, b = _number(e[2]), _number(e[3])
+        if a is None or b is None or (e[1] == "/" and b == 0):
+            return None
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[e[1]]
+    return None
 
 
 def _constant(e: tuple) -> bool:

@@ -23,6 +23,8 @@ def _aliases(grad: str, wrt: str, kind: str) -> list[str]:
     names = [grad, adjoint_name(wrt), "d" + wrt, "d" + base.upper() + layer]
     if kind == "loss":
         names += ["dyhat", "dYhat", "dy_hat"]
+    if kind == "param":  # Nielsen's nabla_w2, nabla_b2; grad_W2
+        names += [f"nabla_{base.lower()}{layer}", f"nabla_{wrt}", f"grad_{wrt}"]
     return list(dict.fromkeys(names))
 
 
@@ -38,14 +40,16 @@ def _points(net: Network, d, seed: int) -> list[_Point]:
     (adjoints are the per-sample ones over N, parameter gradients their mean)."""
     from symgrad.calculus.program import program
     from symgrad.verify.evaluation import run_derivation, run_program_batch
-    from symgrad.verify.verify import random_targets
+    from symgrad.verify.verify import random_targets, target_domain
 
     rng = np.random.default_rng(seed)
     points = []
     for _ in range(POINTS):
         params = {p.name: rng.uniform(-1.0, 1.0, net.shape(p)) for p in net.params}
         xs = rng.normal(0.0, 1.0, (BATCH, net.size(net.input_width)))
-        ys = random_targets(net, BATCH, rng)
+        # class labels where the loss takes a distribution: learners write Y.argmax(1)
+        onehot = "onehot" if target_domain(net) == "probabilities" else None
+        ys = random_targets(net, BATCH, rng, onehot)
         coupled = any(s.sample is not None for s in net.stages)
         if coupled:  # batch statistics: the derivation's program run on the whole batch
             inputs = {**params, str(net.input): xs, str(net.loss.target): ys}
