@@ -12,7 +12,7 @@ gradient's size).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from symgrad.ir.network import Network
 from symgrad.learn.steps.evaluate import _run
 from symgrad.learn.steps.parse import Statement
-from symgrad.learn.steps.slips import _names
+from symgrad.learn.steps.variants import _names, _rename
 
 #: The difference step, relative to the value's size (central differences: the error is
 #: about FD_STEP**2 of the gradient's size, and rounding about 1e-16 / FD_STEP).
@@ -29,6 +29,9 @@ FD_STEP = 1e-5
 #: O(1), so 1e-9 is far below any slip and far above the differences' rounding).
 FD_RTOL = 1e-6
 FD_ATOL = 1e-9
+
+
+FROZEN = " frozen"  # a name no file can write: a value held fixed
 
 
 @dataclass
@@ -101,15 +104,24 @@ def last_assignment(fwd: Forward, name: str) -> int:
 
 
 def gradient(
-    fwd: Forward, name: str, snapshot: Mapping[str, Any], final: Mapping[str, Any]
+    fwd: Forward,
+    name: str,
+    snapshot: Mapping[str, Any],
+    final: Mapping[str, Any],
+    *,
+    only: Statement | None = None,
 ) -> np.ndarray:
     """dL/dNAME through the learner's forward lines after NAME's last assignment, by central
     differences; ``snapshot`` holds the values just after that line, ``final`` those after
     the forward pass. Only the lines that
-    depend on NAME run again (all of them where a later line reassigns a name)."""
+    depend on NAME run again (all of them where a later line reassigns a name). ``only``:
+    the gradient through that one line's use of NAME (the others see NAME unchanged)."""
     assert fwd.loss is not None
     last = last_assignment(fwd, name)
     after = fwd.stmts[last + 1 : fwd.stmts.index(fwd.loss) + 1]
+    if only is not None:  # every other line reads a frozen copy
+        after = [s if s is only else replace(s, expr=_rename(s.expr, name, FROZEN)) for s in after]
+        snapshot, final = {**snapshot, FROZEN: snapshot[name]}, {**final, FROZEN: snapshot[name]}
     value = np.asarray(snapshot[name], dtype=float)
     grad = np.zeros_like(value)
     rerun, base = _dependent(fwd, after, name, snapshot, final)

@@ -25,8 +25,10 @@ from symgrad.learn.steps.compare import (
 from symgrad.learn.steps.evaluate import BudgetError, _run, _Shape
 from symgrad.learn.steps.parse import Statement, parse_steps
 from symgrad.learn.steps.report import ATOL, RTOL, LineVerdict, StepsReport, _same
-from symgrad.learn.steps.slips import _diagnose, _names
+from symgrad.learn.steps.slips import _diagnose
 from symgrad.learn.steps.targets import BATCH, _aliases, _Point, columns, points
+from symgrad.learn.steps.variants import _names
+from symgrad.verify.stages import is_elementwise
 
 LAYOUTS = ("rows", "column")
 
@@ -47,6 +49,9 @@ class Target:
     rtol: float = RTOL
     atol: float = ATOL
     factors: tuple[float, ...] = (1.0,)  # the scales accepted (per-sample, a convention)
+    upstream: list[np.ndarray] | None = None  # the adjoint this step reads, at each point
+    swaps: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # the file's own
+    made: dict[str, str] = field(default_factory=dict)  # a2 -> "sigmoid(z2)"
 
 
 def check_steps(
@@ -273,21 +278,43 @@ class _Grader:
         if step is None:
             return None
         wants = [p.targets[step.grad] for p in self.points]
-        return Target(step.grad, step.kind, wants, step=step)
+        tgt = Target(step.grad, step.kind, wants, step=step)
+        if step.upstream in self.points[0].targets:
+            tgt.upstream = [p.targets[step.upstream] for p in self.points]
+        return self.with_names(tgt)
+
+    def with_names(self, tgt: Target) -> Target:
+        """What the slips may name: each activation's output (the network's, and the
+        file's own ``h = np.tanh(hpreact)``), and the names a slip may swap."""
+        for stage in self.net.stages:
+            if is_elementwise(stage):
+                tgt.made[stage.name] = f"{stage.label}({stage.inp})"
+        for s in self.fwd.stmts:
+            e = s.expr
+            if s.op == "=" and e[0] in ("bare", "np") and len(e) == 3:
+                arg = e[2] if e[0] == "bare" else e[2][0] if len(e[2]) == 1 else None
+                if arg is not None and arg[0] == "name":
+                    a, z = s.target, arg[1]
+                    tgt.made[a] = f"{e[1]}({z})"
+                    tgt.swaps.setdefault(z, []).append((a, f"{z} where {a} = {e[1]}({z}) belongs"))
+                    tgt.swaps.setdefault(a, []).append(
+                        (z, f"{a} where {z} belongs: {a} is already {e[1]}({z})")
+                    )
+        return tgt
 
     def forward_target(self, name: str, base: str) -> Target:
         last = fw.last_assignment(self.fwd, base)
         wants = [fw.gradient(self.fwd, base, s[last], s[-1]) for s in self.snapshots]
-        batched = self.layout == "rows" and np.ndim(wants[0]) >= 1
-        kind = "input" if batched and np.shape(wants[0])[0] == BATCH else "param"
-        return Target(
+        # the file's own loss fixes the scale: no per-sample alternative ("param")
+        tgt = Target(
             f"dL/d{base}",
-            kind,
+            "param",
             wants,
             uses=fw.uses(self.fwd, base),
             rtol=fw.FD_RTOL,
             atol=fw.FD_ATOL,
         )
+        return self.with_names(tgt)
 
     # -- grading -------------------------------------------------------------------------------
 
@@ -403,11 +430,29 @@ class _Grader:
         verdict.slip, verdict.fix = _diagnose(
             span, self.before[start], tgt.wants, tgt, self.net, self.by_alias
         )
+        if verdict.slip is None and gots is not None and len(tgt.uses) > 1:
+            verdict.slip = self.one_branch(name, tgt, gots)
         factor = self.learner_scale(tgt, span, gots)
         self.scales[name] = factor
         self.broken.pop(name, None)
         for env, want in zip(self.envs, tgt.wants, strict=True):
             env[name] = want * factor
+
+    def one_branch(self, name: str, tgt: Target, gots: list[Any]) -> str | None:
+        """A name the forward pass uses on several lines, with the gradient through only
+        some of them (a forgotten ``+=`` branch)."""
+        base = name[1:]
+        last = fw.last_assignment(self.fwd, base)
+        for use in tgt.uses:
+            parts = [fw.gradient(self.fwd, base, s[last], s[-1], only=use) for s in self.snapshots]
+            if all(_same(g, p, tgt.rtol, tgt.atol) for g, p in zip(gots, parts, strict=True)):
+                others = ", ".join(str(u.line) for u in tgt.uses if u is not use)
+                return (
+                    f"a missing branch: yours is only the gradient through line {use.line}; "
+                    f"{base} is also used on line {others}, so add that branch's gradient "
+                    f"too ({name} += ...)"
+                )
+        return None
 
     def learner_scale(self, tgt: Target, span, gots) -> float:
         """The scale the learner seems to use for this value: that of the gradients it reads,

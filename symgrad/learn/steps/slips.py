@@ -2,105 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
-from typing import Any
-
 import numpy as np
 
 from symgrad.ir.network import Network
+from symgrad.learn.steps.activation import _hadamard
 from symgrad.learn.steps.evaluate import _run, _Shape
 from symgrad.learn.steps.parse import Statement, unparse
 from symgrad.learn.steps.report import _same
 from symgrad.learn.steps.targets import BATCH
-from symgrad.verify.stages import is_elementwise
+from symgrad.learn.steps.variants import _edits, _swaps
 
 # -- naming the slip: try the classic mistakes on the learner's own line ---------------------
-
-
-def _variants(e: tuple, names: Mapping[str, list[tuple[str, str]]]) -> Iterator[tuple[tuple, str]]:
-    """Single edits of the tree, each with the slip it would undo."""
-    kind = e[0]
-    if kind == "T":
-        yield e[1], f"a transpose: {unparse(e)} should be {unparse(e[1])}"
-    if kind == "name" and e[1] in names:
-        for other, why in names[e[1]]:
-            yield ("name", other), why
-    if kind == "name":
-        yield ("T", e), f"a missing transpose: {e[1]} should be {e[1]}.T"
-    if kind == "bin" and e[1] == "@":
-        for v in (("bin", "@", _t(e[2]), _t(e[3])), ("bin", "@", _t(e[3]), _t(e[2]))):
-            yield v, f"transposes in the product: {unparse(e)} should be {unparse(v)}"
-        yield (
-            ("bin", "@", e[3], e[2]),
-            (
-                f"the order of the matrix product: {unparse(e)} should be "
-                f"{unparse(('bin', '@', e[3], e[2]))}"
-            ),
-        )
-        yield ("T", ("bin", "@", e[3], e[2])), "the product is transposed"
-    if kind == "bin" and e[1] == "*":
-        yield e[2], f"an extra factor {unparse(e[3])}"
-        yield e[3], f"an extra factor {unparse(e[2])}"
-    if kind == "bin" and e[1] in ("+", "-"):
-        flip = "-" if e[1] == "+" else "+"
-        yield ("bin", flip, e[2], e[3]), f"a sign: {e[1]} should be {flip}"
-        yield ("bin", e[1], e[3], e[2]), f"the order of a difference: {unparse(e)} is reversed"
-    if kind == "reduce":
-        axis = e[3].get("axis")
-        if axis is None:
-            yield (
-                ("reduce", e[1], e[2], {**e[3], "axis": 0}),
-                ("a sum over everything: sum over the samples only, with axis=0"),
-            )
-        else:
-            kw = {**e[3], "axis": 1 - axis if axis in (0, 1) else 0}
-            yield (
-                ("reduce", e[1], e[2], kw),
-                (f"the wrong axis: sum over the samples with axis={kw['axis']}"),
-            )
-        if e[1] == "mean":
-            yield ("reduce", "sum", e[2], e[3]), "mean where a sum belongs (an extra 1/N)"
-    for k, child in enumerate(e):
-        if isinstance(child, tuple) and child and isinstance(child[0], str):
-            for v, why in _variants(child, names):
-                yield (*e[:k], v, *e[k + 1 :]), why
-        elif isinstance(child, tuple) and child and isinstance(child[0], tuple):
-            for j, arg in enumerate(child):
-                for v, why in _variants(arg, names):
-                    args = (*child[:j], v, *child[j + 1 :])
-                    yield (*e[:k], args, *e[k + 1 :]), why
-
-
-def _t(e: tuple) -> tuple:
-    """``e.T``, with a double transpose cancelled."""
-    return e[1] if e[0] == "T" else ("T", e)
-
-
-def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
-    """For each forward name, the names a slip may have put in its place."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    pairs = [(s.name, str(s.inp)) for s in net.stages if is_elementwise(s)]
-    for a, z in pairs:
-        for case in (str.lower, str.upper):
-            A, Z = case(a), case(z)
-            out.setdefault(Z, []).append((A, f"{Z} where {A} = f({Z}) belongs (z for a)"))
-            out.setdefault(A, []).append((Z, f"{A} where {Z} belongs (a for z)"))
-    forward = [str(net.input), *(s.name for s in net.stages)]
-    params = {p.name for p in net.params}
-    for name in forward:
-        for other in forward:
-            if other != name and np.shape(env.get(name, 0.0)) == np.shape(env.get(other, 0.0)):
-                for case in (str.lower, str.upper):
-                    used, right = case(name), case(other)
-                    if used in params or right in params:  # bilinear's A2 is no batch of a2
-                        continue
-                    out.setdefault(used, []).append(
-                        (right, f"the wrong layer's value: {used} where {right} belongs")
-                    )
-    out.setdefault("Y", []).append(("yhat", "Y where yhat belongs"))
-    out.setdefault("y", []).append(("yhat", "y where yhat belongs"))
-    return out
 
 
 def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | None, str | None]:
@@ -142,7 +54,10 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
         hint = _factor_or_hadamard(gots, wants, st, net, before)
         if hint:
             return hint, None
-    for new, why in _edits(group, st, _swaps(net, before[0])):
+    swaps = _swaps(net, before[0])
+    for name_, more in st.swaps.items():
+        swaps.setdefault(name_, []).extend(more)
+    for new, why in _edits(group, st, swaps, st.made):
         if right(new):
             return why, fixed(new)
     if gots and all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):
@@ -176,33 +91,6 @@ def _factor_or_hadamard(gots, wants, st, net: Network, before) -> str | None:
     return _hadamard(gots, wants, st, net, before, alternatives=False)
 
 
-def _edits(group: list[Statement], st, swaps) -> Iterator[tuple[list[Statement], str]]:
-    """The step's lines with one classic slip undone, each with the slip's name."""
-    top = group[0].expr
-    if len(group) == 1 and top[0] == "bin" and top[1] == "@":
-        for variant, why in _variants(top, {}):
-            if why.startswith("transposes in the product"):
-                yield [replace(group[0], op="=", expr=variant)], why
-    if len(group) == 1:
-        whole = [replace(group[0], expr=("T", group[0].expr))]
-        yield whole, f"a transpose: yours is the transpose of {st.grad}"
-    used = {n for s in group for n in _names(s.expr)}
-    for old in sorted(used):  # a name swapped everywhere in the step (z1*(1 - z1))
-        for other, why in swaps.get(old, []):
-            yield [replace(s, expr=_rename(s.expr, old, other)) for s in group], why
-    for k, s in enumerate(group):
-        for variant, why in _variants(s.expr, swaps):
-            yield [*group[:k], replace(s, expr=variant), *group[k + 1 :]], why
-
-
-def _names(e: Any) -> set[str]:
-    if isinstance(e, tuple):
-        if e and e[0] == "name":
-            return {e[1]}
-        return set().union(*(_names(c) for c in e)) if e else set()
-    return set()
-
-
 def _factor(gots: list[np.ndarray], wants: list[np.ndarray]) -> float | None:
     ratios = []
     for g, w in zip(gots, wants, strict=True):
@@ -218,6 +106,25 @@ def _factor(gots: list[np.ndarray], wants: list[np.ndarray]) -> float | None:
     return c
 
 
+def _scale_words(cc: float, widths: dict[int, str]) -> str | None:
+    """A factor 2 (the square's) or a width (a mean's) too many or too few; where both fit
+    (a width of 2), the likelier first and the other named too."""
+    r, inv = round(cc), round(1 / cc) if cc else 0
+    width_more = abs(cc - r) < 1e-9 and r > 1 and r in widths
+    width_less = abs(1 / cc - inv) < 1e-9 and inv > 1 and inv in widths if cc else False
+    if np.isclose(cc, 0.5):
+        also = f" (or 1/{widths[2]} once too often: {widths[2]} = 2 here)" if width_less else ""
+        return "a missing factor 2 (the derivative of the square)" + also
+    if width_more:
+        also = " (or a factor 2 too many: the same number here)" if r == 2 else ""
+        return f"a missing 1/{widths[r]}: the loss is the mean over the {r} outputs too" + also
+    if np.isclose(cc, 2.0):
+        return "a factor 2 too many"
+    if width_less:
+        return f"1/{widths[inv]} once too often"
+    return None
+
+
 def _factor_slip(c: float, st, net: Network) -> str | None:
     widths = {int(v): str(k) for k, v in net.sizes.items()}
     adjoint = st.kind != "param"
@@ -228,102 +135,7 @@ def _factor_slip(c: float, st, net: Network) -> str | None:
     if np.isclose(c, 1.0 / BATCH) or (adjoint and np.isclose(c, 1.0 / BATCH**2)):
         return "1/N twice: divide by N once (in the loss gradient or in the sums, not both)"
     for cc in (c, c / BATCH) if adjoint else (c,):
-        r = round(cc)
-        if abs(cc - r) < 1e-9 and r > 1 and r in widths:
-            return f"a missing 1/{widths[r]}: the loss is the mean over the {r} outputs too"
-        inv = 1 / cc
-        if abs(inv - round(inv)) < 1e-9 and round(inv) in widths and round(inv) > 1:
-            return f"1/{widths[round(inv)]} once too often"
-        if np.isclose(cc, 2.0):
-            return "a factor 2 too many"
-        if np.isclose(cc, 0.5):
-            return "a missing factor 2 (the derivative of the square)"
+        words = _scale_words(cc, widths)
+        if words:
+            return words
     return f"a constant factor: yours is {c:.6g} times {st.grad}"
-
-
-def _hadamard(gots, wants, st, net: Network, before, *, alternatives: bool) -> str | None:
-    """Is the learner's value the right one with an activation-derivative factor missing,
-    doubled or replaced by another?"""
-    from symgrad.verify.check import _local_target, formula_text
-    from symgrad.verify.evaluation import eval_component
-
-    if len(wants[0].shape) != 2 or wants[0].shape[0] != BATCH or st.kind == "param":
-        return None  # an activation's derivative multiplies adjoints (rows are samples)
-    found = None
-    for s in net.stages:
-        if not is_elementwise(s) or net.size(s.width) != wants[0].shape[1]:
-            continue
-        local = _local_target(net, f"d{s.name}/d{s.inp}", s.name, str(s.inp))
-        if len(local.free) != 1:
-            continue
-        shown = formula_text(local.expr).replace("[i]", "")
-        facs = []
-        for env in before:
-            rows = [
-                eval_component(
-                    local.expr,
-                    {
-                        k: (v[r] if np.ndim(v) == 2 and np.shape(v)[0] == BATCH else v)
-                        for k, v in env.items()
-                    },
-                    dict(net.sizes),
-                    local.free,
-                    local.ranges,
-                )
-                for r in range(BATCH)
-            ]
-            facs.append(np.stack(rows))
-        for scale in (1.0, float(BATCH)) if not alternatives else ():
-            if all(
-                _same(g * f, w * scale, st.rtol, st.atol)
-                for g, f, w in zip(gots, facs, wants, strict=True)
-            ):
-                return (
-                    f"a missing Hadamard factor: the activation's derivative "
-                    f"d{s.name}/d{s.inp} = {shown} (elementwise *)"
-                )
-            if all(
-                _same(g, w * f * scale, st.rtol, st.atol)
-                for g, f, w in zip(gots, facs, wants, strict=True)
-            ):
-                return f"an extra factor d{s.name}/d{s.inp} = {shown}: it is applied twice"
-        if not alternatives:
-            continue
-        # another activation's derivative in its place
-        zs = [env[str(s.inp)] for env in before]
-        As = [env[s.name] for env in before]
-        options = {
-            f"{s.name}*(1 - {s.name})": [a * (1 - a) for a in As],
-            f"1 - {s.name}**2": [1 - a**2 for a in As],
-            f"({s.inp} > 0)": [(z > 0).astype(float) for z in zs],
-            f"{s.inp}*(1 - {s.inp})": [z * (1 - z) for z in zs],
-            f"1 - {s.inp}**2": [1 - z**2 for z in zs],
-        }
-        for text, alt in options.items():
-            if "".join(text.split()) == "".join(shown.split()):
-                continue
-            ok = True
-            for g, w, f, fa in zip(gots, wants, facs, alt, strict=True):
-                with np.errstate(all="ignore"):
-                    cand = w / f * fa
-                if not np.all(np.isfinite(cand)) or not (
-                    any(_same(g, cand * f, st.rtol, st.atol) for f in st.factors)
-                ):
-                    ok = False
-                    break
-            if ok:
-                found = (
-                    f"the wrong activation derivative: you multiplied by {text} where "
-                    f"d{s.name}/d{s.inp} = {shown} belongs"
-                )
-                return found
-    return found
-
-
-def _rename(e: Any, old: str, new: str) -> Any:
-    """``e`` with every use of the name ``old`` replaced by ``new``."""
-    if isinstance(e, tuple):
-        if e[:2] == ("name", old):
-            return ("name", new)
-        return tuple(_rename(c, old, new) for c in e)
-    return e
