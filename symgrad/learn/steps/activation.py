@@ -44,7 +44,11 @@ def _per_sample(expr: Any, env: Mapping[str, Any], net: Network, free, ranges, l
     rows = [
         eval_component(
             expr,
-            {k: (v if k in params else pick(v, r)) for k, v in env.items()},
+            {
+                k: (v if k in params else pick(v, r))
+                for k, v in env.items()
+                if isinstance(v, (np.ndarray, float, int))
+            },
             dict(net.sizes),
             free,
             ranges,

@@ -16,10 +16,12 @@ from symgrad.learn.steps.targets import BATCH, _should_be
 MAX_SHOWN = 120
 
 
-def should_be_short(st: Any, yours: Mapping[str, str]) -> str:
-    """The step's batched formula in the learner's names, or, where it is long (batch
-    norm's, a fallback einsum), the chain rule it applies, in words."""
-    text = _in_your_names(_should_be(st), yours)
+def should_be_short(st: Any, yours: Mapping[str, str], layout: str = "rows") -> str:
+    """The step's formula in the learner's names and layout (batched rows, or one sample's
+    columns), or, where it is long (batch norm's, a fallback einsum), the chain rule it
+    applies, in words."""
+    text = _should_be(st) if layout == "rows" else _column_form(st)
+    text = _in_your_names(text, yours)
     if len(text) <= MAX_SHOWN:
         return text
     stage = getattr(st, "stage", None)
@@ -32,6 +34,17 @@ def should_be_short(st: Any, yours: Mapping[str, str]) -> str:
         f"{stage.inp}) to {what} (the batched formula is {len(text)} characters: "
         "derive --form matrix prints it)"
     )
+
+
+def _column_form(st: Any) -> str:
+    """The per-sample matrix form, vectors as columns: ``outer(delta2, a1)`` is
+    ``delta2 @ a1.T``."""
+    from symgrad.documents.render import TextPrinter
+
+    if getattr(st, "matrix", None) is None:
+        return _should_be(st)
+    text = TextPrinter().doprint(st.matrix)
+    return re.sub(r"outer\((\w+), (\w+)\)", r"\1 @ \2.T", text)
 
 
 def _in_your_names(text: str, yours: Mapping[str, str]) -> str:

@@ -51,6 +51,9 @@ def _eval(e: tuple, env: Mapping[str, Any]) -> Any:
         return out
     if kind == "index":
         return np.asarray(_eval(e[1], env))[tuple(_subscript(i, env) for i in e[2])]
+    if kind == "attr":
+        v = _eval(e[2], env)
+        return int(np.size(v)) if e[1] == "size" else int(np.ndim(v))
     if kind == "shapeall":
         return tuple(np.shape(_eval(e[1], env)))
     if kind == "helper":

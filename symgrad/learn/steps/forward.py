@@ -22,13 +22,13 @@ from symgrad.learn.steps.evaluate import _run
 from symgrad.learn.steps.parse import Statement
 from symgrad.learn.steps.variants import _names, _rename
 
-#: The difference step, relative to the value's size (central differences: the error is
-#: about FD_STEP**2 of the gradient's size, and rounding about 1e-16 / FD_STEP).
-FD_STEP = 1e-5
+#: The difference step, relative to the value's size (at least 1e-2; fourth-order central differences:
+#: the error is about FD_STEP**4 of the gradient's size, rounding about 1e-16 / FD_STEP).
+FD_STEP = 1e-3
 #: Agreement asked of a gradient taken by differences: relative, and absolute (the loss is
-#: O(1), so 1e-9 is far below any slip and far above the differences' rounding).
+#: O(1), so 1e-8 is far below any slip and far above the differences' rounding).
 FD_RTOL = 1e-6
-FD_ATOL = 1e-9
+FD_ATOL = 1e-8
 
 
 FROZEN = " frozen"  # a name no file can write: a value held fixed
@@ -134,11 +134,13 @@ def gradient(
         return float(_run(rerun, trial))
 
     for pos in np.ndindex(value.shape):
-        h = FD_STEP * max(1.0, abs(float(value[pos])))
-        up, down = value.copy(), value.copy()
-        up[pos] += h
-        down[pos] -= h
-        grad[pos] = (loss(up) - loss(down)) / (2 * h)
+        h = FD_STEP * max(abs(float(value[pos])), 1e-2)
+        f = []
+        for k in (2, 1, -1, -2):
+            v = value.copy()
+            v[pos] += k * h
+            f.append(loss(v))
+        grad[pos] = (-f[0] + 8 * f[1] - 8 * f[2] + f[3]) / (12 * h)
     return grad
 
 

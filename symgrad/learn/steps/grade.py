@@ -279,6 +279,8 @@ class _Grader:
             return None
         wants = [p.targets[step.grad] for p in self.points]
         tgt = Target(step.grad, step.kind, wants, step=step)
+        if self.fwd.loss is not None:  # values before it may carry the differences' error
+            tgt.rtol, tgt.atol = fw.FD_RTOL, fw.FD_ATOL
         if step.upstream in self.points[0].targets:
             tgt.upstream = [p.targets[step.upstream] for p in self.points]
         return self.with_names(tgt)
@@ -419,7 +421,7 @@ class _Grader:
         goes on at the learner's scale."""
         name = verdict.name
         if tgt.step is not None:
-            verdict.should_be = should_be_short(tgt.step, self.yours)
+            verdict.should_be = should_be_short(tgt.step, self.yours, self.layout)
         else:
             verdict.should_be = _through(tgt)
         if gots is None:
@@ -483,8 +485,8 @@ class _Grader:
 def _through(tgt: Target) -> str:
     """A learner intermediate's right value, in words: where its gradient comes from."""
     if not tgt.uses:
-        return f"{tgt.grad} = 0 (the loss does not depend on it)"
+        return "0 (the loss does not depend on it)"
     lines = ", ".join(f"line {s.line} ({s.text})" for s in tgt.uses[:2])
     more = f" and {len(tgt.uses) - 2} more" if len(tgt.uses) > 2 else ""
     both = "the sum of its gradients through" if len(tgt.uses) > 1 else "its gradient through"
-    return f"{tgt.grad}, {both} {lines}{more}"
+    return f"{both} {lines}{more}"

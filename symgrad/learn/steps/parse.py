@@ -335,6 +335,8 @@ class _Parser:
                 raise self.fail("shape[...] takes an integer")
             self.expect("]")
             return ("shape", e, int(k.text))
+        if name in ("size", "ndim") and not call:
+            return ("attr", name, e)
         if name in NP_REDUCE and call:
             args, kwargs = self.arguments()
             if args:  # .sum(0): the axis given positionally
@@ -353,7 +355,7 @@ class _Parser:
         if name in METHOD_CALLS and call:
             args, kwargs = self.arguments(general=True)
             return ("call", name, (e, *args), kwargs, "method")
-        allowed = ".T, .shape, " + ", ".join(
+        allowed = ".T, .shape, .size, .ndim, " + ", ".join(
             f".{m}()" for m in (*NP_REDUCE, *METHOD_CALLS, *METHOD_SAME, *METHOD_UNARY)
         )
         raise self.fail(f"attribute .{name} is not allowed (allowed: {allowed})")
@@ -618,6 +620,12 @@ def unparse(e: tuple) -> str:
             return f"{go(x[1], 5)}.shape[{x[2]}]"
         if kind == "bare":
             return f"{x[1]}({go(x[2])})"
+        if kind == "helper":
+            return f"{x[1]}({', '.join(go(a) for a in x[2])})"
+        if kind == "shapeall":
+            return f"{go(x[1], 5)}.shape"
+        if kind == "attr":
+            return f"{go(x[2], 5)}.{x[1]}"
         if kind == "reduce":
             kw = ", ".join(f"{k}={v}" for k, v in x[3].items())
             return f"{go(x[2], 5)}.{x[1]}({kw})"

@@ -46,10 +46,12 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
     gots = []
     for env in before:
         try:
-            gots.append(np.asarray(_run(span, dict(env)), dtype=float))
+            got = np.asarray(_run(span, dict(env)), dtype=float)
         except (_Shape, KeyError):
             gots = []
             break
+        want = wants[len(gots)]
+        gots.append(got.reshape(want.shape) if got.size == want.size else got)
     if gots and all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):
         hint = _factor_or_hadamard(gots, wants, st, net, before)
         if hint:
@@ -81,7 +83,7 @@ def _unparse_subscript(item: tuple) -> str:
 def _factor_or_hadamard(gots, wants, st, net: Network, before) -> str | None:
     """A constant factor (1/N, the sign, a width) or a missing / doubled activation
     derivative, read off the values."""
-    c = _factor(gots, wants)
+    c = _factor(gots, wants, max(1e-7, st.rtol))
     if c is not None:
         word = _factor_slip(c, st, net)
         if word:
@@ -91,18 +93,23 @@ def _factor_or_hadamard(gots, wants, st, net: Network, before) -> str | None:
     return _hadamard(gots, wants, st, net, before, alternatives=False)
 
 
-def _factor(gots: list[np.ndarray], wants: list[np.ndarray]) -> float | None:
+def _factor(gots: list[np.ndarray], wants: list[np.ndarray], rtol: float = 1e-7) -> float | None:
+    """The constant ``c`` with every value ``c`` times the right one (to ``rtol`` of the
+    largest), or None."""
     ratios = []
     for g, w in zip(gots, wants, strict=True):
-        scale = max(float(np.max(np.abs(w), initial=0.0)), 1e-300)
-        mask = np.abs(w) > 1e-9 * scale
-        if not mask.any() or not np.all(np.isfinite(g)) or np.any(np.abs(g[~mask]) > 1e-9 * scale):
+        scale = float(np.max(np.abs(w), initial=0.0))
+        big = np.abs(w) > 0.1 * scale
+        if scale == 0 or not np.all(np.isfinite(g)):
             return None
-        ratios.append(g[mask] / w[mask])
-    r = np.concatenate(ratios)
-    c = float(np.median(r))
-    if c == 0 or not np.allclose(r, c, rtol=1e-7, atol=0):
+        ratios.append(g[big] / w[big])
+    c = float(np.median(np.concatenate(ratios)))
+    if c == 0:
         return None
+    for g, w in zip(gots, wants, strict=True):
+        scale = float(np.max(np.abs(w), initial=0.0))
+        if np.any(np.abs(g - c * w) > rtol * abs(c) * scale):
+            return None
     return c
 
 

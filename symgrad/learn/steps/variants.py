@@ -6,7 +6,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import sympy as sp
 
 from symgrad.ir.naming import split
@@ -187,7 +186,7 @@ def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, st
     params = {p.name for p in net.params}
     for name in forward:
         for other in forward:
-            if other != name and np.shape(env.get(name, 0.0)) == np.shape(env.get(other, 0.0)):
+            if other != name:
                 for case in (str.lower, str.upper):
                     used, right = case(name), case(other)
                     if used in params or right in params:  # bilinear's A2 is no batch of a2
@@ -226,6 +225,10 @@ def _edits(
                 "batch, so its gradient adds them up (.sum(axis=0))"
             ),
         )
+    for k, s in enumerate(group):  # a function's slips first: they say the most
+        for variant, why in _variants(s.expr, {}, made):
+            if "applied twice" in why or "where its derivative belongs" in why:
+                yield [*group[:k], replace(s, expr=variant), *group[k + 1 :]], why
     used = {n for s in group for n in _names(s.expr)}
     for old in sorted(used):  # a name swapped everywhere in the step (z1*(1 - z1))
         for other, why in swaps.get(old, []):
