@@ -1,6 +1,7 @@
 # net: seed
 # expect: right
 # The batched formulas as `symgrad derive --form matrix` prints them.
+import numpy as np
 
 delta2 = 2 * (a2 - Y) * a2 * (1 - a2) / (N * n_2)
 dW2 = delta2.T @ a1

@@ -46,8 +46,6 @@ dhpreact = (1.0 - h**2) * dh
 dbngain = (bnraw * dhpreact).sum(0, keepdim=True)
 dbnbias = dhpreact.sum(0, keepdim=True)
 # exercise 3: batch norm's backward in one line
-dhprebn = (
-    bngain * bnvar_inv / n * (n * dhpreact - dhpreact.sum(0) - bnraw * (dhpreact * bnraw).sum(0))
-)
+dhprebn = bngain * bnvar_inv / n * (n * dhpreact - dhpreact.sum(0) - bnraw * (dhpreact * bnraw).sum(0))
 dW1 = embcat.T @ dhprebn
 db1 = dhprebn.sum(0)

@@ -41,11 +41,11 @@ def _per_sample(expr: Any, env: Mapping[str, Any], net: Network, free, ranges, l
         return v
 
     n = BATCH if layout == "rows" else 1
-    rows = [
+    rows: list[Any] = [
         eval_component(
             expr,
             {
-                k: (v if k in params else pick(v, r))
+                k: np.asarray(v if k in params else pick(v, r), dtype=float)
                 for k, v in env.items()
                 if isinstance(v, (np.ndarray, float, int))
             },

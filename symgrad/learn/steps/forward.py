@@ -22,8 +22,9 @@ from symgrad.learn.steps.evaluate import _run
 from symgrad.learn.steps.parse import Statement
 from symgrad.learn.steps.variants import _names, _rename
 
-#: The difference step, relative to the value's size (at least 1e-2; fourth-order central differences:
-#: the error is about FD_STEP**4 of the gradient's size, rounding about 1e-16 / FD_STEP).
+#: The difference step, relative to the value's size (taken as at least 1e-2); fourth-order
+#: central differences: an error of about FD_STEP**4 of the gradient's size, rounding about
+#: 1e-16 / FD_STEP.
 FD_STEP = 1e-3
 #: Agreement asked of a gradient taken by differences: relative, and absolute (the loss is
 #: O(1), so 1e-8 is far below any slip and far above the differences' rounding).

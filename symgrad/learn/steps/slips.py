@@ -43,7 +43,7 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
     def fixed(new_group) -> str:
         return "; ".join(_line_text(s) for s in new_group)
 
-    gots = []
+    gots: list[np.ndarray] = []
     for env in before:
         try:
             got = np.asarray(_run(span, dict(env)), dtype=float)
