@@ -266,3 +266,76 @@ def test_the_derivations_own_batched_formulas_pass(name):
     report = check_steps(NETS[name], text)
     assert report.ok, report.format()
     assert all(v.status == "right" for v in report.verdicts), report.format()
+
+
+def test_the_column_layout_is_detected_or_declared():
+    text = (HERE / "r14_nielsen_column.py").read_text()
+    auto = check_steps(NETS["seed"], text)
+    assert auto.ok and auto.layout == "column"
+    assert "one sample, column vectors" in auto.format().splitlines()[0]
+    assert check_steps(NETS["seed"], text, layout="column").ok
+    assert not check_steps(NETS["seed"], text, layout="rows").ok
+    with pytest.raises(SpecError, match="layout must be one of rows, column"):
+        check_steps(NETS["seed"], text, layout="columns")
+    batched = (HERE / "r04_intermediates.py").read_text()
+    assert check_steps(NETS["seed"], batched).layout == "rows"
+
+
+def test_a_byte_order_mark_is_accepted():
+    text = "\ufeff" + (HERE / "r03_in_place.py").read_text()
+    assert check_steps(NETS["seed"], text).ok
+
+
+def test_the_arrays_a_file_makes_have_a_total_budget():
+    line = "r{} = np.repeat(delta2, 700000, axis=0)\n"
+    text = "delta2 = (a2 - Y) * a2 * (1 - a2) / N\n" + "".join(line.format(k) for k in range(9))
+    with pytest.raises(SpecError) as info:
+        check_steps(NETS["seed"], text, file="big.py")
+    message = info.value.line()
+    assert "\n" not in message and "40000000 numbers" in message and "budget" in message
+
+
+def test_an_internal_error_is_a_bug_report_not_a_verdict(monkeypatch):
+    from symgrad.learn.steps import grade
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(grade, "_diagnose", broken)
+    with pytest.raises(SpecError, match="bug in symgrad, please report it"):
+        check_steps(NETS["seed"], (HERE / "w05_sign.py").read_text())
+
+
+def test_a_positional_transpose_of_the_wrong_rank_is_the_learners_error():
+    text = "delta2 = (a2 - Y) * a2 * (1 - a2) / N\ndW2 = delta2.T.transpose(0, 1, 2, 3) @ a1\n"
+    report = check_steps(NETS["seed"], text)
+    wrong = report.first_wrong
+    assert wrong is not None and wrong.problem and "axes don't match" in wrong.problem
+    assert "<lambda>" not in report.format()
+
+
+def test_a_gradient_is_graded_when_the_learner_has_finished_with_it():
+    head = "delta2 = (a2 - Y) * a2 * (1 - a2) / N\n"
+    text = head + "dW2 = delta2.T @ a1 / 2\nunrelated = a1 * 2\ndW2 += delta2.T @ a1 / 2\n"
+    report = check_steps(NETS["seed"], text)
+    assert report.ok, report.format()
+    (dw2,) = [v for v in report.verdicts if v.name == "dW2"]
+    assert dw2.lines == (2, 4)
+
+
+def test_the_slips_in_intermediates_are_named_on_their_own_line():
+    """The ninja file with the sign of dlogprobs flipped: the first wrong step is that line,
+    not a parameter gradient many lines later."""
+    report = check_steps(NETS["ninja"], (HERE / "w22_ninja_dlogprobs_sign.py").read_text())
+    first = report.first_wrong
+    assert first is not None and first.name == "dlogprobs" and first.grad == "dL/dlogprobs"
+    assert "line 34 (loss = -logprobs[range(n), Yb].mean())" in (first.should_be or "")
+
+
+def test_the_command_line_takes_the_layout(tmp_path, capsys):
+    spec = Path(__file__).parent / "specs" / "seed_net.toml"
+    mine = tmp_path / "nielsen.py"
+    mine.write_text("\ufeff" + (HERE / "r14_nielsen_column.py").read_text(), encoding="utf-8")
+    assert main(["check", str(spec), "--steps", str(mine), "--layout", "column"]) == 0
+    assert "one sample, column vectors" in capsys.readouterr().out
+    assert main(["check", str(spec), "--steps", str(mine), "--layout", "rows"]) == 1
