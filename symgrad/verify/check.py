@@ -48,6 +48,7 @@ from symgrad.ir.network import Network, Stage
 from symgrad.ir.plain import PlainTextPrinter
 from symgrad.pipeline import derive
 from symgrad.verify.evaluation import eval_component, run_derivation, run_program_batch
+from symgrad.verify.formula_rewrite import rewrite_component
 from symgrad.verify.verify import concrete_sizes, random_targets
 
 #: Agreement needed at every point, relative to the largest derived value.
@@ -124,7 +125,7 @@ class CheckResult:
             )
             return "\n".join(lines)
         if self.ambiguous:
-            lines.append("  * and juxtaposition can be read two ways here:")
+            lines.append("  * and @ (or juxtaposition) can be read two ways here:")
             for how, what in self.readings:
                 lines.append(f"    {how}: {what}")
             right = next((how for how, what in self.readings if what.startswith("right")), "")
@@ -448,7 +449,7 @@ def _bind_ranges(expr: sp.Expr, placeholders, shapes) -> tuple[sp.Expr, list[str
                     )
                 limits.append((var, 0, uses[0][2] - 1))
             return sp.Sum(body, *limits)
-        if not e.args:
+        if not e.args or not e.has(sp.Sum):  # rebuilding re-evaluates: only where needed
             return e
         return e.func(*[walk(a) for a in e.args])
 
@@ -577,7 +578,8 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     else:
         envs = [_random_env(d, net, rng) for _ in range(POINTS)]
         shapes = _shapes(d, net)
-    expr, placeholders = _parse(_implicit_products(formula), target, shapes, net, batch)
+    text = _implicit_products(rewrite_component(formula))
+    expr, placeholders = _parse(text, target, shapes, net, batch)
     expr, problems = _bind_ranges(expr, placeholders, shapes)
     problems += _free_index_problems(expr, target, shapes)
     result = CheckResult(
@@ -686,7 +688,7 @@ def _check_matrix(
     result.readings = [
         (f"read left to right, {show(trees[0])}", f"wrong: {first.problem or 'other numbers'}"),
         (
-            f"juxtaposition binding tighter, {show(trees[1])}",
+            f"@ and juxtaposition binding tighter than *, {show(trees[1])}",
             f"right: equals the derived {target.name}",
         ),
     ]
