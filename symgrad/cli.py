@@ -378,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of one formula: a whole backward pass, NumPy assignments in the "
         "batched form (rows are samples), checked line by line; never executed",
     )
+    p.add_argument(
+        "--layout",
+        choices=("rows", "column"),
+        default=None,
+        help="with --steps: batched rows (samples are rows) or one sample's column vectors "
+        "(Nielsen's form); default: the one that fits the file",
+    )
     p.set_defaults(run=_cmd_check)
 
     p = sub.add_parser(
@@ -653,7 +660,7 @@ def _cmd_check_steps(args: argparse.Namespace, out: TextIO) -> int:
     net = _load(args.spec)
     from symgrad.learn.steps import check_steps
 
-    report = check_steps(net, text, file=args.steps)
+    report = check_steps(net, text, file=args.steps, layout=args.layout)
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK if report.ok else EXIT_MISMATCH

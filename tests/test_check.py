@@ -282,3 +282,48 @@ def test_a_transposed_or_swapped_product_gets_the_right_one_named(grad, formula,
     res = check_formula(SEED, grad, formula)
     assert res.verdict == "WRONG"
     assert f"a transpose or the order of a product: {right} is right" in res.hints
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "da1[i]*(z1[i] > 0)",
+        "da1 * (z1 > 0)",
+        "da1[i]*step(z1[i])",
+        "sum(W2[k,i]*delta2[k], k)*(relu(z1[i]) > 0)",
+        "da1 * [z1 > 0]",
+    ],
+)
+def test_relu_derivatives_as_people_write_them(formula):
+    """A comparison in parentheses, relu and step are read (the bce net's layer 1 is relu)."""
+    assert check_formula(NETS["bce"], "delta1", formula).ok
+
+
+def test_a_comparison_that_is_wrong_stays_wrong():
+    result = check_formula(SEED, "delta1", "da1[i]*(z1[i] > 0)")
+    assert not result.ok and not result.ambiguous
+
+
+def test_mixing_star_and_matmul_is_ambiguous_not_wrong():
+    result = check_formula(SEED, "delta1", "(1 - a1) * a1 * W2.T @ delta2")
+    text = result.format()
+    assert result.ambiguous and not result.ok, text
+    assert "@ and juxtaposition binding tighter than *" in text
+
+
+@pytest.mark.parametrize("formula", ["da1 * (1 - tanh(z1)^2)", "da1[i] * (1 - a1[i]^2)"])
+def test_a_caret_points_to_double_star(formula):
+    with pytest.raises(SpecError, match=r"write \*\* for a power"):
+        check_formula(NETS["softmax_ce"], "delta1", formula)
+
+
+@pytest.mark.parametrize(("inner", "grad"), [("delta2[p]*a1[q]", "dW2"), ("delta2[p]", "db2")])
+def test_deeply_nested_functions_are_answered_quickly(inner, grad):
+    """tanh nested 15 deep used to take minutes (each rebuilt node re-evaluated its whole
+    argument); the formula is wrong, and said so within a few seconds."""
+    import time
+
+    start = time.perf_counter()
+    result = check_formula(SEED, grad, "tanh(" * 15 + inner + ")" * 15)
+    assert not result.ok
+    assert time.perf_counter() - start < 10

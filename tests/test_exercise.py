@@ -3,11 +3,13 @@ seed, and answer keys that ``check`` grades right."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from symgrad.cli import main
 from symgrad.errors import SpecError
-from symgrad.learn.exercise import FILES, make_exercise, write_exercise
+from symgrad.learn.exercise import FILES, make_exercise, worksheet_markdown, write_exercise
 from symgrad.verify.check import check_formula
 
 
@@ -88,3 +90,34 @@ def test_foreign_files_are_never_overwritten(tmp_path, capsys):
     assert not (folder / "worksheet.md").exists()  # nothing half-written
     assert main(["exercise", "-o", str(tmp_path / "no" / "such")]) == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_worksheet_states_the_loss_and_the_functions(seed, tmp_path):
+    ex = make_exercise(seed)
+    sheet = worksheet_markdown(ex)
+    assert "L = " in sheet and "the loss of one sample" in sheet
+    assert "A batch's loss is the mean of its samples' losses" in sheet
+    for name in ("softplus", "leaky_relu", "relu", "sigmoid", "elu"):
+        if f'activation = "{name}"' in ex.spec:
+            assert f"{name}(x): " in sheet, name
+    if 'activation = "softmax"' in ex.spec:
+        assert "exp(" in sheet.split("The loss and the functions used:")[1]
+
+
+def test_exercise_output_is_all_or_nothing(tmp_path, monkeypatch):
+    """A failure while writing (a full disk) leaves no worksheet without its answers."""
+    from symgrad.learn import exercise
+
+    real = exercise.atomic_write
+
+    def failing(path, text, **kwargs):
+        if Path(path).name == "answers.tex":
+            raise OSError(28, "No space left on device")
+        return real(path, text, **kwargs)
+
+    monkeypatch.setattr(exercise, "atomic_write", failing)
+    out = tmp_path / "ex"
+    with pytest.raises(OSError):
+        write_exercise(make_exercise(1), out)
+    assert not [p.name for p in out.iterdir()] if out.exists() else True

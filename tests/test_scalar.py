@@ -234,3 +234,53 @@ def test_the_step_h_is_used(capsys):
     assert main(["scalar", "3*x**2 - 4*x + 5", "--at", "x=3", "--h", "1e-6"]) == 0
     out = capsys.readouterr().out
     assert "Forward differences, h = 1e-06:" in out and "= 14.000003" in out
+
+
+@pytest.mark.parametrize(
+    ("expr", "at", "left", "right"),
+    [
+        ("abs(x)", {"x": 0}, "-1", "1"),
+        ("max(x, y)", {"x": 1, "y": 1}, "0", "1"),
+        ("abs(x)*y", {"x": 0, "y": 2}, "-2", "2"),
+    ],
+)
+def test_a_kink_has_no_derivative_only_one_sided_values(expr, at, left, right):
+    text = scalar(expr, at).format()
+    assert f"df/dx does not exist at this point (a kink): from the left {left}, " in text
+    assert f"from the right {right} " in text
+    assert "shrinks in proportion to h" not in text.split("df/dx")[-1].split("\n")[0]
+    assert "no derivative at this point" in text
+
+
+def test_a_singular_point_is_named():
+    text = scalar("sqrt(x)", {"x": 0}).format()
+    assert "a singular point, where it is infinite" in text
+    assert "from the left undefined" in text and "from the right unbounded" in text
+    assert "shrinks in proportion to h" not in text
+
+
+def test_a_smooth_variable_beside_a_kink_keeps_its_derivative():
+    result = scalar("abs(x)*y", {"x": 0, "y": 2})
+    assert "y" not in result.no_derivative and result.gradient["y"] == 0.0
+
+
+def test_a_variable_exponent_suggests_exp_log():
+    with pytest.raises(SpecError, match=r"x\*\*x is exp\(x\*log\(x\)\)"):
+        scalar("x**x", {"x": 2})
+
+
+@pytest.mark.parametrize(
+    "expr", ["(a+b+c+d+e+f+g+h)**64", "(a+b+c+d+e+f+g+h)**64*(a-b)**64 + exp(a)"]
+)
+def test_a_huge_expansion_is_not_attempted(expr):
+    """sp.expand of (a + ... + h)**63 has millions of terms: the readable form is the
+    unexpanded one (it used to run past 200 s and 4 GB)."""
+    import time
+
+    start = time.perf_counter()
+    result = scalar(expr, dict.fromkeys("abcdefgh", 0.5))
+    assert time.perf_counter() - start < 10
+    assert result.gradient["a"] == pytest.approx(
+        float(result.derivatives["a"].subs({sp.Symbol(n, real=True): 0.5 for n in "abcdefgh"})),
+        rel=1e-9,
+    )

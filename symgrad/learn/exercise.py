@@ -16,7 +16,10 @@ Everything depends on the seed only: the same seed writes identical files.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +141,37 @@ def _lines(ex: Exercise) -> tuple[list[str], list[str], list[str]]:
     return fwd, comp, mat
 
 
+def definitions(ex: Exercise) -> list[str]:
+    """The loss, with its normalisation, and the definition of every function the network
+    uses that is not a standard one (from the op registry's own descriptions)."""
+    import sympy as sp
+
+    from symgrad.ir.ops import CUSTOM_FUNCTIONS
+    from symgrad.verify.check import formula_text
+    from symgrad.verify.stages import is_elementwise
+
+    net = ex.derivation.network
+    loss = net.loss
+    width = net.size(loss.width) if loss.width is not None else None
+    lines = [
+        f"L = {formula_text(loss.body)}   (the loss of one sample"
+        + (f"; {loss.width} = {width} outputs" if width else "")
+        + ")",
+        "A batch's loss is the mean of its samples' losses (so a batch gradient carries 1/N).",
+    ]
+    used: dict[str, str] = {}
+    for stage in net.stages:
+        for node in sp.preorder_traversal(stage.body):
+            if isinstance(node, sp.Function) and node.func in CUSTOM_FUNCTIONS:
+                doc = (node.func.__doc__ or "").strip().splitlines()
+                used.setdefault(node.func.__name__, doc[0].split(", printed")[0] if doc else "")
+    lines += [f"{name}(x): {text}" for name, text in sorted(used.items()) if text]
+    for stage in net.stages:  # a layer whose outputs couple its inputs (softmax): its formula
+        if not stage.params and not is_elementwise(stage):
+            lines.append(f"{stage.name}[i] = {formula_text(stage.body)}")
+    return lines
+
+
 def _grade_command(ex: Exercise, folder: str) -> str:
     return f'symgrad check {folder}/network.toml --grad {ex.blank.grad} --formula "..."'
 
@@ -159,6 +193,12 @@ def worksheet_markdown(ex: Exercise, folder: str = "DIR") -> str:
             "",
             "```",
             *fwd,
+            "```",
+            "",
+            "The loss and the functions used:",
+            "",
+            "```",
+            *definitions(ex),
             "```",
             "",
             f"Backward pass: every step but one is given. Derive **{ex.blank.grad}** "
@@ -201,6 +241,8 @@ def worksheet_latex(ex: Exercise, folder: str = "DIR") -> str:
             *verb(ex.spec.strip().splitlines()),
             "Forward pass, per sample (vectors are columns):",
             *verb(fwd),
+            "The loss and the functions used:",
+            *verb(definitions(ex)),
             "Backward pass: every step but one is given. Derive "
             f"\\texttt{{{ex.blank.grad}}} (per sample).",
             "",
@@ -280,12 +322,19 @@ def write_exercise(ex: Exercise, folder: str | Path) -> list[str]:
     }
     for name in FILES:  # check every target first: nothing is half-written
         check_writable(out / name, fmt=texts[name][0])
-    written = []
-    for name in FILES:
-        fmt, text = texts[name]
-        atomic_write(out / name, with_marker(text, fmt), fmt=fmt)
-        written.append(str(out / name))
-    return written
+    # All or nothing: every file is written into a fresh folder beside the others first
+    # (a full disk fails there, leaving no worksheet without its answers); then each is
+    # moved into place, which takes no new space.
+    staging = Path(tempfile.mkdtemp(prefix=".symgrad-exercise-", dir=out))
+    try:
+        for name in FILES:
+            fmt, text = texts[name]
+            atomic_write(staging / name, with_marker(text, fmt), fmt=fmt)
+        for name in FILES:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [str(out / name) for name in FILES]
 
 
 __all__ = ["Exercise", "make_exercise", "write_exercise"]

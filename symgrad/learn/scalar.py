@@ -20,16 +20,16 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.files import atomic_write, check_writable, with_marker
 from symgrad.frontend.expr_parser import _Parser, _tokenize, scalar_names
 from symgrad.ir.ops import sigmoid
+from symgrad.learn.scalar_graph import _dot_escape, write_graph
+from symgrad.learn.scalar_kinks import MAX_EXPANDED_TERMS, expanded_terms, not_differentiable
 
 #: Scalar expressions are short; the bound keeps symbolic simplification fast.
 MAX_CHARS = 500
@@ -190,7 +190,10 @@ def _tidy(expr: sp.Expr) -> sp.Expr:
     if sp.count_ops(expr) > SIMPLIFY_LIMIT:
         return expr
     forms = [expr]
-    for rewrite in (lambda e: sp.factor_terms(sp.together(e)), sp.expand):
+    rewrites: list[Callable[[sp.Expr], sp.Expr]] = [lambda e: sp.factor_terms(sp.together(e))]
+    if expanded_terms(expr) <= MAX_EXPANDED_TERMS:  # (a + ... + h)**64 would never end
+        rewrites.append(sp.expand)
+    for rewrite in rewrites:
         with suppress(Exception):  # rewriting can fail on Heaviside/Max corner cases
             forms.append(rewrite(expr))
     return min(forms, key=sp.count_ops)  # the shortest; ties go to the form as derived
@@ -306,6 +309,8 @@ class ScalarResult:
     fd: dict[str, float]
     table: tuple[tuple[float, dict[str, float]], ...]
     nodes: tuple[Node, ...]
+    #: variable -> why df/dv does not exist at the point (a kink, a singular point)
+    no_derivative: dict[str, str] = field(default_factory=dict)
 
     # -- summaries ------------------------------------------------------------------------
     def best_h(self, var: str) -> float | None:
@@ -321,7 +326,9 @@ class ScalarResult:
         """The text of each section (shared by format and markdown)."""
         var = self.variables
         deriv = [f"df/d{v} = {sp.sstr(self.derivatives[v])}" for v in var]
-        values = [f"f = {_fmt(self.value)}"] + [f"df/d{v} = {_fmt(self.gradient[v])}" for v in var]
+        values = [f"f = {_fmt(self.value)}"] + [
+            self.no_derivative.get(v, f"df/d{v} = {_fmt(self.gradient[v])}") for v in var
+        ]
         fd = [
             f"df/d{v} ~ (f({v} + h) - f({v}))/h = {_fmt(self.fd[v], 10)}"
             f"   (error {_fmt(self.fd[v] - self.gradient[v])})"
@@ -375,7 +382,19 @@ class ScalarResult:
         notes = []
         for v in var:
             best = self.best_h(v)
-            if best == TABLE_STEPS[0]:
+            errs = [abs(est[v] - self.gradient[v]) for _, est in self.table]
+            if v in self.no_derivative:
+                notes.append(
+                    f"df/d{v}: no derivative at this point, so the quotients approach no "
+                    "single value and the error column does not shrink with h."
+                )
+            elif (
+                errs
+                and errs[0] > 1e-6 * max(1.0, abs(self.gradient[v]))
+                and (min(errs) > 0.5 * errs[0])
+            ):
+                notes.append(f"df/d{v}: the error does not shrink as h does.")
+            elif best == TABLE_STEPS[0]:
                 notes.append(
                     f"df/d{v}: no truncation error (f is linear in {v}): every error is "
                     "round-off, and it grows as h shrinks."
@@ -478,46 +497,6 @@ class ScalarResult:
         return write_graph(self.to_dot(), path, force=force)
 
 
-def _dot_escape(text: str) -> str:
-    out = text
-    for ch in '\\"{}|<>':
-        out = out.replace(ch, "\\" + ch)
-    return out
-
-
-def write_graph(dot: str, path: str | os.PathLike[str], *, force: bool = False) -> list[str]:
-    """Write DOT source beside ``path`` and render ``path`` (.svg or .png) with Graphviz.
-
-    Both go through :mod:`symgrad.files` (atomic, marked, never clobbering a file symgrad
-    did not write); every target is checked before anything is written.
-    """
-    from symgrad.documents.graph import render_graph
-
-    target = Path(path)
-    fmt = target.suffix.lower().lstrip(".")
-    if fmt not in ("dot", "svg", "png"):
-        raise SpecError(
-            f"expected a .dot, .svg or .png file name, got {str(path)!r}", field="--graph"
-        )
-    folder = target.parent
-    if not folder.is_dir():
-        raise SpecError(
-            f"cannot write {target}: folder {str(folder)!r} does not exist", field="--graph"
-        )
-    dot_path = target.with_suffix(".dot")
-    check_writable(dot_path, force=force, fmt="dot")
-    if fmt != "dot":
-        check_writable(target, force=force, fmt=fmt)
-    atomic_write(dot_path, with_marker(dot, "dot"), force=force, fmt="dot")
-    written = [str(dot_path)]
-    if fmt != "dot" and render_graph(dot, target, fmt, force=force):
-        written.append(str(target))
-    return written
-
-
-# -- the entry point -----------------------------------------------------------------------
-
-
 def parse_point(text: str) -> dict[str, float]:
     """``"x=3,y=-2.5"`` -> ``{"x": 3.0, "y": -2.5}`` (the ``--at`` option)."""
     point: dict[str, float] = {}
@@ -579,9 +558,17 @@ def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3)
     def fail(message: str) -> NoReturn:
         raise SpecError(message, field=EXPR_FIELD)
 
-    tree = _StructuredParser(
-        _tokenize(expr, fail), fail, scalars=symbols, arrays={}, indices={}, free_indices=()
-    ).parse()
+    try:
+        tree = _StructuredParser(
+            _tokenize(expr, fail), fail, scalars=symbols, arrays={}, indices={}, free_indices=()
+        ).parse()
+    except SpecError as exc:
+        if "exponent" not in exc.message:
+            raise
+        fail(
+            f"{exc.message}; for a variable exponent write exp(...*log(...)): x**x is "
+            "exp(x*log(x)) (for x > 0)"
+        )
     if tree.is_Number or not names:
         fail("the expression is a constant (nothing to differentiate)")
     missing = [n for n in names if n not in at]
@@ -621,6 +608,7 @@ def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3)
         return (_safe_float(tree, moved) - value) / step
 
     fd = {n: forward_diff(n, h) for n in names}
+    nowhere = not_differentiable(evaluated, point, gradient, lambda p: _safe_float(tree, p))
     table = tuple((s, {n: forward_diff(n, s) for n in names}) for s in TABLE_STEPS)
     return ScalarResult(
         text=expr,
@@ -634,6 +622,7 @@ def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3)
         fd=fd,
         table=table,
         nodes=nodes,
+        no_derivative=nowhere,
     )
 
 

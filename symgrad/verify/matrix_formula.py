@@ -11,8 +11,9 @@ with NumPy on per-sample values, vectors being columns:
 - ``@`` or juxtaposition (``W2^T delta2``) for the matrix product; ``^T`` or ``.T`` transposes;
   two columns side by side (``a1(1 - a1)``, an implicit product) multiply elementwise, the
   only product that fits them;
-- functions ``exp log sqrt abs tanh cosh sinh sin cos sigmoid step sign`` elementwise,
-  Iverson brackets ``[z1 > 0]`` (1 where true, else 0), and
+- the op registry's functions elementwise (``exp log sqrt abs tanh sigmoid relu softplus
+  leaky_relu elu step sign`` ...), Iverson brackets ``[z1 > 0]`` or ``(z1 > 0)`` (1 where
+  true, else 0), and
   ``outer(u, v)``, ``dot(u, v)``, ``sum(v)``, ``diag(v)``.
 
 Shape slips are answered as such: ``a1^T delta2`` for ``dL/dW2`` is "a 1 x 1, expected 2 x 4".
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from symgrad.errors import SpecError
+from symgrad.ir.ops import OPS
 
 MAX_CHARS = 2000
 MAX_TOKENS = 500
@@ -40,24 +42,10 @@ _TOKEN = re.compile(
 )
 
 
-def _sigmoid(v: np.ndarray) -> np.ndarray:
-    return 0.5 + 0.5 * np.tanh(0.5 * v)
-
-
+#: Elementwise functions, from the op registry (``relu``, ``leaky_relu``, ``elu``,
+#: ``softplus``, ``sigmoid``, ``step`` as symgrad prints relu' ...).
 ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "exp": np.exp,
-    "log": np.log,
-    "sqrt": np.sqrt,
-    "abs": np.abs,
-    "tanh": np.tanh,
-    "cosh": np.cosh,
-    "sinh": np.sinh,
-    "sin": np.sin,
-    "cos": np.cos,
-    "sigmoid": _sigmoid,
-    # as symgrad prints derivatives at kinks: step(z) = [z > 0] (relu'), sign(z) (abs')
-    "step": lambda v: (v > 0).astype(float),
-    "sign": np.sign,
+    op.name: op.numeric for op in OPS.values() if op.name not in ("max", "min")
 }
 SPECIAL = ("outer", "dot", "sum", "diag")
 
@@ -88,7 +76,8 @@ def tokenize(text: str, *, field: str | None = None) -> list[_Tok]:
         if m is None or m.end() == pos:
             bad = text[pos:].lstrip()[:1]
             where = len(text) - len(text[pos:].lstrip())
-            raise SpecError(f"unexpected character {bad!r} at position {where}", field=field)
+            hint = " (write ** for a power: tanh(z1)**2; ^T is a transpose)" if bad == "^" else ""
+            raise SpecError(f"unexpected character {bad!r} at position {where}{hint}", field=field)
         kind = m.lastgroup or "op"
         out.append(_Tok(kind, m.group(kind), m.start(kind)))
         pos = m.end()
@@ -128,6 +117,7 @@ class _Parser:
         self.depth = 0
         self.tight = juxtaposition_first
         self.juxtaposed = False  # whether the formula uses juxtaposition at all
+        self.products: set[str] = set()  # "*" and "@" where they share a level
 
     # -- helpers ---------------------------------------------------------------------
     def peek(self) -> _Tok:
@@ -177,9 +167,11 @@ class _Parser:
             t = self.peek()
             if t.text in ("*", "⊙", "/"):
                 self.take()
+                self.products.add("*")
                 value = ("ew", "/" if t.text == "/" else "*", value, operand())
             elif t.text == "@":
                 self.take()
+                self.products.add("@")
                 value = ("mm", "@", value, operand())
             elif self._starts_primary(t):  # juxtaposition: W2^T delta2
                 self.juxtaposed = True
@@ -189,7 +181,11 @@ class _Parser:
 
     def juxt(self) -> Node:
         value = self.unary()
-        while self._starts_primary(self.peek()):
+        while self._starts_primary(self.peek()) or self.peek().text == "@":
+            if self.peek().text == "@":
+                self.take()
+                value = ("mm", "@", value, self.unary())
+                continue
             self.juxtaposed = True
             value = ("mm", " ", value, self.unary())
         return value
@@ -237,6 +233,9 @@ class _Parser:
         if t.text == "(":
             self.nest()
             inner = self.expr()
+            if self.peek().text in (">", "<", ">=", "<="):  # (z1 > 0): an Iverson bracket
+                compare = self.take().text
+                inner = ("cmp", compare, inner, self.expr())
             self.expect(")")
             self.depth -= 1
             return inner
@@ -413,13 +412,16 @@ def parse(
     field: str | None = None,
     juxtaposition_first: bool = False,
 ) -> tuple[Node, bool]:
-    """Parse a formula; returns the tree and whether it uses juxtaposition.
+    """Parse a formula; returns the tree and whether another reading exists: it uses
+    juxtaposition, or mixes ``*`` and ``@`` (Python reads ``a * W.T @ d`` as
+    ``(a * W.T) @ d``; a person often means ``a * (W.T @ d)``).
 
     Raises:
         SpecError: the text is not a formula (bad token, unknown name, ...).
     """
     p = _Parser(tokenize(text, field=field), names, field, juxtaposition_first)
-    return p.parse(), p.juxtaposed
+    tree = p.parse()
+    return tree, p.juxtaposed or p.products == {"*", "@"}
 
 
 def evaluate_tree(node: Node, env: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -1,5 +1,5 @@
 # net: bce
-# expect: wrong 6 missing Hadamard factor
+# expect: wrong 6 a missing mask
 delta2 = (yhat - Y) / (N * n_2)
 dW2 = delta2.T @ a1
 da1 = delta2 @ W2

@@ -1,0 +1,96 @@
+"""Comparing a learner's value with the right one: names, scales, shapes, a counterexample."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from symgrad.learn.steps.evaluate import _shape_text
+from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.targets import BATCH, _should_be
+
+#: The longest formula shown as "should be"; a longer one is described instead.
+MAX_SHOWN = 120
+
+
+def should_be_short(st: Any, yours: Mapping[str, str], layout: str = "rows") -> str:
+    """The step's formula in the learner's names and layout (batched rows, or one sample's
+    columns), or, where it is long (batch norm's, a fallback einsum), the chain rule it
+    applies, in words."""
+    text = _should_be(st) if layout == "rows" else _column_form(st)
+    text = _in_your_names(text, yours)
+    if len(text) <= MAX_SHOWN:
+        return text
+    stage = getattr(st, "stage", None)
+    up = yours.get(st.upstream, st.upstream) if st.upstream else None
+    if stage is None or up is None:
+        return f"{st.grad}'s batched formula ({len(text)} characters: see derive --form matrix)"
+    what = "its parameter " + st.wrt if st.kind == "param" else st.wrt
+    return (
+        f"{up} pulled back through layer {stage.layer} ({stage.label}: {stage.name} from "
+        f"{stage.inp}) to {what} (the batched formula is {len(text)} characters: "
+        "derive --form matrix prints it)"
+    )
+
+
+def _column_form(st: Any) -> str:
+    """The per-sample matrix form, vectors as columns: ``outer(delta2, a1)`` is
+    ``delta2 @ a1.T``."""
+    from symgrad.documents.render import TextPrinter
+
+    if getattr(st, "matrix", None) is None:
+        return _should_be(st)
+    text = TextPrinter().doprint(st.matrix)
+    return re.sub(r"outer\((\w+), (\w+)\)", r"\1 @ \2.T", text)
+
+
+def _in_your_names(text: str, yours: Mapping[str, str]) -> str:
+    """symgrad's formula with the learner's names for the gradients (``delta1`` -> ``dz1``)."""
+    for grad, name in yours.items():
+        if grad != name:
+            text = re.sub(rf"\b{re.escape(grad)}\b", name, text)
+    return text
+
+
+def _per_sample_scale(gots: list[Any], wants: list[np.ndarray]) -> bool:
+    """Whether the learner's (wrong) adjoint is nearer N x the right one than the right one."""
+    g = float(np.linalg.norm(np.asarray(gots[0], dtype=float)))
+    w = float(np.linalg.norm(wants[0]))
+    if not (np.isfinite(g) and g > 0 and w > 0):
+        return False
+    return abs(np.log(g / (w * BATCH))) < abs(np.log(g / w))
+
+
+def _plain(group: list[Statement], st) -> bool:
+    """Whether the learner wrote it as symgrad's batched formula does (up to spaces)."""
+    # X and x, A1 and a1 name the same batch: compare without case
+    mine = "".join(group[0].text.split("=", 1)[1].split()).lower()
+    return len(group) == 1 and mine == "".join(_should_be(st).split()).lower()
+
+
+def _shape_note(got: Any, want: np.ndarray, grad: str) -> str | None:
+    g = np.shape(got)
+    if g == want.shape or np.size(got) == want.size:
+        return None
+    have = "is a number" if not g else f"has shape {_shape_text(got)}"
+    return f"yours {have}; {grad} has shape {_shape_text(want)}"
+
+
+def _counterexample(gots: list[Any], wants: list[np.ndarray]) -> str | None:
+    for k, (g, w) in enumerate(zip(gots, wants, strict=True), start=1):
+        g = np.asarray(g, dtype=float)
+        if g.shape != w.shape:
+            if g.size != w.size:
+                continue
+            g = g.reshape(w.shape)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(g - w)
+        diff = np.where(np.isfinite(diff), diff, np.inf)
+        if diff.size and float(diff.max()) > 0:
+            pos = np.unravel_index(int(np.argmax(diff)), w.shape)
+            at = ", ".join(map(str, pos))
+            return f"random batch {k}, entry [{at}]: yours = {g[pos]:.8g}, right = {w[pos]:.8g}"
+    return None

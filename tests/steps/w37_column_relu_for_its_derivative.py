@@ -1,0 +1,10 @@
+# net: bce
+# expect: wrong 8 where its derivative belongs
+# One sample, column vectors, a relu layer: relu(z1) where its derivative (z1 > 0) belongs.
+import numpy as np
+
+delta2 = (a2 - y) / 2
+nabla_w2 = np.dot(delta2, a1.T)
+delta1 = np.dot(W2.T, delta2) * relu(z1)
+nabla_w1 = np.dot(delta1, x.T)
+nabla_b1 = delta1
