@@ -57,7 +57,7 @@ NETS = {
         "cross_entropy",
     ),
 }
-ROUNDS = 5
+SWEEPS = 5
 CASES = [("seed", 1), ("seed", 32), ("deep", 32), ("mlp", 32), ("mlp", 256)]
 
 HARNESS = r"""
@@ -244,11 +244,11 @@ def run_case(key: str, n: int, budget: float, reps: int, cblas) -> dict:
         exes = {"C": build_c(folder, [], [])}
         if cblas is not None:
             exes["C + CBLAS"] = build_c(folder, *cblas)
-        # Rounds, each timing every implementation once: the machine's load changes
-        # between rounds, and each ratio is taken within one round.
+        # Sweeps, each timing every implementation once: the machine's load changes
+        # between sweeps, and each ratio is taken within one sweep.
         samples: dict[str, list[float]] = {}
-        for _ in range(ROUNDS):
-            times = {name: median_us(fn, budget / ROUNDS) for name, fn in impls.items()}
+        for _ in range(SWEEPS):
+            times = {name: median_us(fn, budget / SWEEPS) for name, fn in impls.items()}
             times |= {name: time_in_c(exe, n, reps) for name, exe in exes.items()}
             for name, t in times.items():
                 samples.setdefault(name, []).append(t)
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({os.cpu_count()} CPUs, shared), Python {platform.python_version()}, "
         f"NumPy {np.__version__}, float64, BLAS threads: {threads}. Median time per "
         "`loss_and_grads` call (loss and every gradient); in brackets the ratio to the "
-        "hand-written NumPy in the same round (< 1: faster; the median over "
-        f"{ROUNDS} rounds, each timing every implementation once). C: timed in C "
+        "hand-written NumPy in the same sweep (< 1: faster; the median over "
+        f"{SWEEPS} sweeps, each timing every implementation once). C: timed in C "
         "(`-O3 -march=native`); C + CBLAS: the same with `-DNET_USE_CBLAS` and OpenBLAS; "
         "C via load_c: the same C called from Python through ctypes (with its argument "
         "checks). Workspace: "

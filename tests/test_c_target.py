@@ -305,3 +305,39 @@ def test_example_trains_in_plain_c(tmp_path):
     losses = [float(line.split()[-1]) for line in res.stdout.splitlines() if "loss" in line]
     assert len(losses) == 20 and losses[-1] < 0.5 * losses[0]
     assert float(res.stdout.split("accuracy")[1].strip(" %\n")) > 90
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "hyper"),
+    [
+        ("sgd", {"lr": 0.1, "weight_decay": 0.01}),
+        ("momentum", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
+        ("adam", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}),
+    ],
+)
+def test_optimizer_steps_equal_the_numpy_modules(optimizer, hyper, tmp_path):
+    import ctypes
+
+    net = NETS["softmax_ce"]
+    code, header = generate_c(derive(net), optimizer=optimizer)
+    (tmp_path / "net.c").write_text(code)
+    (tmp_path / "net.h").write_text(header)
+    cmod = load_c(tmp_path / "net.c", cflags=STRICT)
+    mod = load_module(generate(derive(net), optimizer=optimizer))
+    params, X, Y = random_point(net, mod, 0, 4)
+    state = mod.init_state(params)
+    flat = np.concatenate([params[k].reshape(-1) for k in cmod.PARAM_NAMES])
+    cstate = np.zeros(2 * flat.size + 1)
+    step = getattr(cmod.lib, f"net_{optimizer}_step")
+    ptr = ctypes.c_void_p
+    for _ in range(3):
+        _, grads = mod.loss_and_grads(params, X, Y)
+        _, cgrads = cmod.loss_and_grads(cmod._unpack(flat.copy()), X, Y)
+        g = np.concatenate([cgrads[k].reshape(-1) for k in cmod.PARAM_NAMES])
+        mod.step(params, grads, state, **hyper)
+        args = [ptr(flat.ctypes.data), ptr(g.ctypes.data)]
+        if optimizer != "sgd":
+            args.append(ptr(cstate.ctypes.data))
+        step(*args, *(ctypes.c_double(v) for v in hyper.values()))
+    want = np.concatenate([params[k].reshape(-1) for k in cmod.PARAM_NAMES])
+    assert np.max(np.abs(flat - want)) <= 1e-12 * np.max(np.abs(want))
