@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -601,6 +602,12 @@ def _codegen_c(args: argparse.Namespace, err: TextIO) -> int:
 def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.module is not None and not Path(args.module).is_file():
         raise SpecError("no such file", field="--module", file=args.module)
+    if args.against is not AGAINST_CHOICES:  # references named on the command line must exist
+        for ref in (r for r in args.against if r != "fd" and importlib.util.find_spec(r) is None):
+            raise SpecError(
+                f"{ref} is not installed: pip install -e '.[{ref}]', or leave it out",
+                field="--against",
+            )
     net = _load(args.spec)
     from symgrad.verify.verify import verify_network
 

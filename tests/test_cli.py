@@ -654,3 +654,20 @@ def test_derive_html_without_graphviz_says_the_graph_was_dropped(
     code, out, err = run_main(["derive", SEED, "--to", "html", "-o", str(page)], capsys)
     assert code == 0 and page.is_file() and out == ""
     assert "Graphviz 'dot' was not found, so the page has no graph" in err
+
+
+def test_verify_against_a_reference_that_is_not_installed_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    code, out, err = run_main(["verify", SEED, "--against", "fd,torch"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "symgrad: error: --against: torch is not installed: pip install -e '.[torch]', "
+        "or leave it out"
+    ]
