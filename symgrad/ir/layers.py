@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from symgrad import budgets
 from symgrad.errors import SpecError
 from symgrad.frontend import names
 from symgrad.ir import conv, naming
@@ -564,4 +565,4 @@ def build(
         penalty=pen,
         input_shape=input_shape,
     )
-    return names.check_network(net)
+    return budgets.check_sizes(names.check_network(net))

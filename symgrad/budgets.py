@@ -1,0 +1,176 @@
+"""Resource budgets: every limit on sizes, memory and symbolic work, in one place.
+
+A network whose parameters or activations would not fit is refused when it is built
+(spec time, before any array exists), with one line naming the limit and the value.
+Symbolic work (derive, codegen) runs under a time budget and gives up with one line past
+it; ``verify`` estimates its memory before it allocates anything. A refusal is a
+:class:`BudgetError` (bad input: exit code 2); running out of memory or time while
+working is a :class:`ResourceError` (exit code 2 too, never a gradient mismatch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from symgrad.errors import SpecError, SymgradError
+
+if TYPE_CHECKING:
+    from symgrad.ir.network import Network
+
+#: Elements of one layer's output (or of the input) per sample.
+MAX_WIDTH = 4_194_304
+#: Elements of all layers' outputs together, per sample.
+MAX_ACTIVATIONS = 16_777_216
+#: Elements of all parameters together (128 MiB in float64).
+MAX_PARAMETERS = 16_777_216
+#: Memory verify may plan to use for arrays (its estimate, in bytes).
+MAX_VERIFY_BYTES = 1 << 30
+#: Copies of each activation verify's estimate counts: the module's forward and backward
+#: passes, the two autograd references, finite differences' trial points.
+VERIFY_COPIES = 8
+#: Seconds of symbolic work (derive, codegen, documents) before giving up.
+SYMBOLIC_SECONDS = 8.0
+
+
+class BudgetError(SpecError, ValueError):
+    """A network or a request over a budget, refused before any work (bad input)."""
+
+
+class ResourceError(SymgradError):
+    """Memory or time ran out while working: one line, exit code 2, never a mismatch."""
+
+
+def _concrete(net: Network, w: object) -> int | None:
+    try:
+        return net.size(w)  # type: ignore[arg-type]
+    except SpecError:
+        return None
+
+
+def _elements(net: Network, shape: tuple) -> int | None:
+    total = 1
+    for s in shape:
+        v = _concrete(net, s)
+        if v is None:
+            return None
+        total *= v
+    return total
+
+
+def check_sizes(net: Network) -> Network:
+    """Refuse ``net`` if a concrete width, the activations or the parameters are over budget.
+
+    Symbolic widths are checked when they get values (``verify``, ``codegen``).
+    """
+    width_in = _elements(net, net.input_shape) if net.input_shape else None
+    if width_in is None and net.stages:
+        width_in = _concrete(net, net.input_width)
+    if width_in is not None and width_in > MAX_WIDTH:
+        raise BudgetError(
+            f"the input has {width_in:,} elements per sample (limit MAX_WIDTH = {MAX_WIDTH:,})"
+        )
+    activations = 0
+    for st in net.stages:
+        w = _elements(net, st.shape) if st.shape else _concrete(net, st.width)
+        if w is None:
+            continue
+        if w > MAX_WIDTH:
+            raise BudgetError(
+                f"layer {st.layer}: {st.name} has {w:,} elements per sample "
+                f"(limit MAX_WIDTH = {MAX_WIDTH:,})"
+            )
+        activations += w
+    if activations > MAX_ACTIVATIONS:
+        raise BudgetError(
+            f"the layers' outputs hold {activations:,} elements per sample "
+            f"(limit MAX_ACTIVATIONS = {MAX_ACTIVATIONS:,})"
+        )
+    total = 0
+    for p in net.params:
+        size = _elements(net, p.shape)
+        if size is None:
+            continue
+        if size > MAX_PARAMETERS:
+            raise BudgetError(
+                f"parameter {p.name} has {size:,} elements "
+                f"(limit MAX_PARAMETERS = {MAX_PARAMETERS:,} for all parameters together)"
+            )
+        total += size
+    if total > MAX_PARAMETERS:
+        raise BudgetError(
+            f"the parameters hold {total:,} elements (limit MAX_PARAMETERS = {MAX_PARAMETERS:,})"
+        )
+    return net
+
+
+def verify_bytes(net: Network, batch: int) -> int:
+    """verify's estimate of the memory its arrays take at ``batch`` samples (bytes)."""
+    per_sample = 0
+    if net.input_shape:
+        per_sample += _elements(net, net.input_shape) or 0
+    else:
+        per_sample += _concrete(net, net.input_width) or 0
+    for st in net.stages:
+        per_sample += (_elements(net, st.shape) if st.shape else _concrete(net, st.width)) or 0
+    params = sum(_elements(net, p.shape) or 0 for p in net.params)
+    return 8 * VERIFY_COPIES * (batch * per_sample + params)
+
+
+def check_verify_memory(net: Network, batch: int) -> None:
+    """Refuse a verification whose arrays would not fit :data:`MAX_VERIFY_BYTES`."""
+    need = verify_bytes(net, batch)
+    if need > MAX_VERIFY_BYTES:
+        raise BudgetError(
+            f"verifying at a batch of {batch} needs about {need / 2**20:,.0f} MiB of arrays "
+            f"(limit MAX_VERIFY_BYTES = {MAX_VERIFY_BYTES / 2**20:,.0f} MiB); "
+            "try a smaller --batch",
+            field="--batch",
+        )
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Give up ``what`` with a :class:`ResourceError` after ``seconds`` of wall time.
+
+    Uses SIGALRM, so it applies in the main thread of a POSIX process only (the command
+    line); elsewhere the work runs without this limit.
+    """
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise ResourceError(
+            f"{what} gave up after {seconds:g} s of symbolic work "
+            f"(limit SYMBOLIC_SECONDS = {SYMBOLIC_SECONDS:g} s): the expressions are too "
+            "large; simplify the custom activation, map or loss"
+        )
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+__all__ = [
+    "MAX_ACTIVATIONS",
+    "MAX_PARAMETERS",
+    "MAX_VERIFY_BYTES",
+    "MAX_WIDTH",
+    "SYMBOLIC_SECONDS",
+    "VERIFY_COPIES",
+    "BudgetError",
+    "ResourceError",
+    "check_sizes",
+    "check_verify_memory",
+    "time_limit",
+    "verify_bytes",
+]
