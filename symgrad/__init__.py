@@ -19,6 +19,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# First: in the symgrad command, Ctrl-C during the imports below is one line, not a traceback.
+from symgrad import interrupts as _interrupts  # noqa: F401
 from symgrad.calculus.reverse import Derivation, Forward, Step
 from symgrad.documents import render as _render  # noqa: F401 - registers notebook display
 from symgrad.errors import DerivationError, SpecError, SymgradError

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from symgrad import __version__
+from symgrad.budgets import SYMBOLIC_SECONDS, time_limit
 from symgrad.errors import DerivationError, SpecError, SymgradError
 from symgrad.escape import comment
-from symgrad.files import atomic_write, check_writable, with_marker
+from symgrad.files import OutputSet, atomic_write, check_writable, with_marker
+from symgrad.interrupts import EXIT_INTERRUPTED, ready
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -153,6 +155,14 @@ examples:
 
 class _UsageError(Exception):
     """An argparse usage error, reported as one line."""
+
+
+class _StdoutClosed(Exception):
+    """Standard output is closed and the command's result goes there (exit code 1)."""
+
+
+#: Commands whose result is printed on standard output (refused when it is closed).
+_PRINTING = ("verify", "check", "scalar", "audit")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -327,14 +337,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also evaluate the symbolic derivation itself at the same point",
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--batch", type=_positive, default=4, help="batch size (default: 4)")
+    p.add_argument(
+        "--batch",
+        type=_positive,
+        default=None,
+        help="batch size of the first call (default: 4, or the next size that is no width "
+        "of the network); loss_and_grads is also called on two batches of other sizes and "
+        "once more at the first point",
+    )
     p.add_argument(
         "--timeout",
         type=_positive,
         default=60,
         metavar="SECONDS",
-        help="time limit for everything --module does (default: 60); it runs in a child "
-        "process, so a module that exits or hangs is a failure, not a crash",
+        help="time limit for everything the module does, generated or --module (default: "
+        "60); it runs in a child process of its own, so a module that exits is a failure, "
+        "one that runs out of time or memory an error (exit 2); every process it started "
+        "is killed when verify ends",
     )
     p.add_argument(
         "--targets",
@@ -492,48 +511,58 @@ def _cmd_derive(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.output:
         check_writable(args.output, force=force)
     elif out is None:
-        raise SpecError("standard output is closed: write to a file with -o FILE")
+        raise _StdoutClosed("write the derivation to a file with -o FILE")
     if args.hvp and args.to == "latex":
         raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
     if args.hvp and args.to == "html":
         raise SpecError("--hvp: the Hessian-vector derivation is shown as text or markdown")
     from symgrad import pipeline
 
-    c = pipeline.compile(args.spec)
-    if args.to == "html":
-        from symgrad.documents.html import render_html
+    with time_limit(SYMBOLIC_SECONDS, "derive"):
+        c = pipeline.compile(args.spec)
+        if args.to == "html":
+            from symgrad.documents.html import render_html
 
-        text = render_html(c.derivation, form=args.form)
-    else:
-        text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
-    if args.hvp:
-        from symgrad.documents.hvp import render_hvp
+            text = render_html(c.derivation, form=args.form)
+        else:
+            text = c.document(to=args.to, form=args.form, standalone=not args.fragment)
+        if args.hvp:
+            from symgrad.documents.hvp import render_hvp
 
-        text = text.rstrip("\n") + "\n\n" + render_hvp(c.derivation, args.to)
-    dot_text = None
-    if graph_fmt:
-        from symgrad.documents.graph import render_graph
-
-        dot_text = c.graph()
+            text = text.rstrip("\n") + "\n\n" + render_hvp(c.derivation, args.to)
+        dot_text = c.graph() if graph_fmt else None
+    with OutputSet() as written:  # every file of the command, or none (a full disk)
+        if args.output:
+            written.track(args.output)
+            atomic_write(args.output, _with_marker(text, args.to, args.spec), force=force)
+        if graph_fmt and dot_path and dot_text is not None:
+            written.track(dot_path)
+            atomic_write(dot_path, _with_marker(dot_text, "dot", args.spec), force=force, fmt="dot")
+            if graph_fmt != "dot":
+                written.track(args.graph)
+                rendered = _render_graph(dot_text, args.graph, graph_fmt, force)
     if args.output:
-        atomic_write(args.output, _with_marker(text, args.to, args.spec), force=force)
         _note(err, f"wrote {args.output}")
     else:
         out.write(text if text.endswith("\n") else text + "\n")
         out.flush()
-    if graph_fmt and dot_path and dot_text is not None:
-        atomic_write(dot_path, _with_marker(dot_text, "dot", args.spec), force=force, fmt="dot")
+    if graph_fmt and dot_path:
         _note(err, f"wrote {dot_path}")
-        if graph_fmt != "dot":
-            if render_graph(dot_text, args.graph, graph_fmt, force=force):
-                _note(err, f"wrote {args.graph}")
-            else:
-                _note(
-                    err,
-                    f"note: Graphviz 'dot' was not found, so {args.graph} was not rendered; "
-                    f"render {dot_path} yourself (dot -T{graph_fmt} {dot_path} -o {args.graph})",
-                )
+        if graph_fmt != "dot" and rendered:
+            _note(err, f"wrote {args.graph}")
+        elif graph_fmt != "dot":
+            _note(
+                err,
+                f"note: Graphviz 'dot' was not found, so {args.graph} was not rendered; "
+                f"render {dot_path} yourself (dot -T{graph_fmt} {dot_path} -o {args.graph})",
+            )
     return EXIT_OK
+
+
+def _render_graph(dot_text: str, path: str, fmt: str, force: bool) -> bool:
+    from symgrad.documents.graph import render_graph
+
+    return render_graph(dot_text, path, fmt, force=force)
 
 
 def _note(err: TextIO | None, text: str) -> None:
@@ -549,8 +578,9 @@ def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.optimizer is not None and args.target != "numpy":
         raise SpecError(f"--optimizer is only for --target numpy, not {args.target}")
-    c = pipeline.compile(args.spec)
-    code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
+    with time_limit(SYMBOLIC_SECONDS, "codegen"):
+        c = pipeline.compile(args.spec)
+        code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
     atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
     return EXIT_OK
@@ -562,6 +592,9 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     net = _load(args.spec)
     from symgrad.verify.verify import verify_network
 
+    def progress(line: str) -> None:
+        _note(err, line)
+
     report = verify_network(
         net,
         module=args.module,
@@ -572,6 +605,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         batch=args.batch,
         timeout=float(args.timeout),
         targets=args.targets,
+        progress=progress,
     )
     text = report.format()
     out.write(text if text.endswith("\n") else text + "\n")
@@ -666,42 +700,63 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``symgrad`` command; returns the exit code (0 ok, 1 mismatch, 2 bad input)."""
+    """Run the ``symgrad`` command; returns the exit code (0 ok, 1 mismatch, 2 bad input,
+    130 interrupted)."""
+    err = sys.stderr
+    try:
+        ready()  # from here on, Ctrl-C is a KeyboardInterrupt caught below
+        return _main(argv)
+    except KeyboardInterrupt:
+        if err is not None:
+            with contextlib.suppress(OSError, ValueError):
+                print("symgrad: interrupted", file=err)
+        return EXIT_INTERRUPTED
+
+
+def _fail(err: TextIO | None, message: str, code: int = EXIT_BAD_INPUT) -> int:
+    if err is not None:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"symgrad: error: {_one_line(message)}", file=err)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     out, err = sys.stdout, sys.stderr
-
-    def fail(message: str) -> int:
-        print(f"symgrad: error: {_one_line(message)}", file=err)
-        return EXIT_BAD_INPUT
-
     parser = build_parser()
     try:
         args = parser.parse_args(None if argv is None else list(argv))
     except _UsageError as exc:
-        return fail(str(exc))
+        return _fail(err, str(exc))
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    if out is None and args.command != "derive":  # stdout closed: the exit code still tells
+    if out is None and args.command in _PRINTING:
+        message = f"standard output is closed: {args.command} prints its result there"
+        return _fail(err, message, EXIT_MISMATCH)
+    if out is None and args.command != "derive":  # nothing of value goes to stdout
         out = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     try:
         return int(args.run(args, out, err))
+    except _StdoutClosed as exc:
+        return _fail(err, f"standard output is closed: {exc}", EXIT_MISMATCH)
     except SpecError as exc:
-        return fail(exc.line())
+        return _fail(err, exc.line())
     except (DerivationError, SymgradError) as exc:
-        return fail(str(exc))
+        return _fail(err, str(exc))
+    except MemoryError:
+        return _fail(err, f"{args.command}: out of memory (see the budgets in the documentation)")
+    except RecursionError:
+        return _fail(err, f"{args.command}: the expressions are nested too deeply")
     except BrokenPipeError:  # stdout closed early (``symgrad derive ... | head``)
         # Keep Python from complaining again when it flushes stdout at exit.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_MISMATCH
     except OSError as exc:
-        return fail(_os_error(exc))
+        return _fail(err, _os_error(exc))
     except ModuleNotFoundError as exc:  # a part of symgrad that is not installed
         if exc.name and exc.name.startswith("symgrad"):
-            return fail(f"this command is not available: module {exc.name} is missing")
+            return _fail(err, f"this command is not available: module {exc.name} is missing")
         raise
-    except KeyboardInterrupt:
-        print("symgrad: interrupted", file=err)
-        return 130
 
 
 __all__ = ["build_parser", "main"]
