@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import sympy as sp
+
 from symgrad.errors import SpecError, SymgradError
 
 if TYPE_CHECKING:
@@ -32,8 +34,15 @@ MAX_VERIFY_BYTES = 1 << 30
 #: Copies of each activation verify's estimate counts: the module's forward and backward
 #: passes, the two autograd references, finite differences' trial points.
 VERIFY_COPIES = 8
-#: Seconds of symbolic work (derive, codegen, documents) before giving up.
-SYMBOLIC_SECONDS = 8.0
+#: Seconds of symbolic work (derive, codegen, documents) before giving up: with the
+#: command's start-up (about 3 s on a busy 2-core machine) the command ends within 10 s.
+SYMBOLIC_SECONDS = 6.0
+#: Estimated size (expression-tree nodes) of one layer's or the loss's first derivative:
+#: a product of k factors has a derivative of k products of k - 1 factors.
+MAX_DERIVATIVE_NODES = 20_000
+#: Arguments of all max() and min() calls of one layer or loss together (each kink
+#: multiplies the cases the derivative distinguishes).
+MAX_KINK_ARGUMENTS = 12
 
 
 class BudgetError(SpecError, ValueError):
@@ -104,6 +113,53 @@ def check_sizes(net: Network) -> Network:
         raise BudgetError(
             f"the parameters hold {total:,} elements (limit MAX_PARAMETERS = {MAX_PARAMETERS:,})"
         )
+    return check_work(net)
+
+
+def _nodes(e: sp.Basic, memo: dict[sp.Basic, int]) -> int:
+    if e not in memo:
+        memo[e] = 1 + sum(_nodes(a, memo) for a in e.args)
+    return memo[e]
+
+
+def derivative_nodes(e: sp.Basic, memo: dict[sp.Basic, int] | None = None) -> int:
+    """An estimate of the size of ``e``'s first derivative (expression-tree nodes), from
+    its structure alone (differentiating is what would take the time)."""
+    memo = {} if memo is None else memo
+    if not e.args:
+        return 1
+    parts = [a for a in e.args if not a.is_number]
+    inner = sum(derivative_nodes(a, memo) for a in parts)
+    if isinstance(e, sp.Add):
+        return inner
+    if isinstance(e, sp.Mul):  # product rule: one copy of the product per factor
+        return max(len(parts), 1) * _nodes(e, memo) + inner
+    return _nodes(e, memo) + inner
+
+
+def kink_arguments(e: sp.Basic) -> int:
+    """The arguments of every max() and min() in ``e`` together."""
+    return sum(len(f.args) for f in e.atoms(sp.Max, sp.Min))
+
+
+def check_work(net: Network) -> Network:
+    """Refuse a layer or loss whose derivative would take unbounded symbolic work."""
+    exprs = [(f"layer {st.layer}", st.body) for st in net.stages]
+    exprs.append(("the loss", net.loss.elementwise or net.loss.body))
+    for where, e in exprs:
+        kinks = kink_arguments(e)
+        if kinks > MAX_KINK_ARGUMENTS:
+            raise BudgetError(
+                f"{where}: max() and min() have {kinks} arguments in all "
+                f"(limit MAX_KINK_ARGUMENTS = {MAX_KINK_ARGUMENTS})"
+            )
+        size = derivative_nodes(e)
+        if size > MAX_DERIVATIVE_NODES:
+            raise BudgetError(
+                f"{where}: its derivative would have about {size:,} terms "
+                f"(limit MAX_DERIVATIVE_NODES = {MAX_DERIVATIVE_NODES:,}); write the "
+                "expression with fewer factors"
+            )
     return net
 
 
@@ -162,6 +218,8 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
 
 __all__ = [
     "MAX_ACTIVATIONS",
+    "MAX_DERIVATIVE_NODES",
+    "MAX_KINK_ARGUMENTS",
     "MAX_PARAMETERS",
     "MAX_VERIFY_BYTES",
     "MAX_WIDTH",
@@ -170,6 +228,9 @@ __all__ = [
     "BudgetError",
     "ResourceError",
     "check_sizes",
+    "check_work",
+    "derivative_nodes",
+    "kink_arguments",
     "check_verify_memory",
     "time_limit",
     "verify_bytes",

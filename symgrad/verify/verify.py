@@ -76,6 +76,8 @@ from symgrad.verify.symbolic import concrete_sizes, symbolic_rows
 REFERENCES = ("fd", "torch", "jax")
 #: Networks with more parameter elements than this get progress lines (``progress``).
 PROGRESS_PARAMETERS = 100_000
+#: ... or whose arrays verify estimates at more than this (bytes).
+PROGRESS_BYTES = 64 << 20
 
 # Former names, kept for callers of this module.
 _Local = LocalModule
@@ -100,6 +102,12 @@ def load_module_file(path: str | Path):
     if not Path(path).is_file():
         raise SpecError("no such file", file=str(path))
     return _load_module_file(path)
+
+
+def mod_limit(mod: LocalModule | ModuleProcess) -> str:
+    """The time the module has left, for progress lines."""
+    deadline = getattr(mod, "deadline", None)
+    return "none" if deadline is None else f"{deadline - time.monotonic():.0f} s left"
 
 
 def mod_dead(mod: LocalModule | ModuleProcess) -> bool:
@@ -178,7 +186,7 @@ def verify_network(
     batch, extra = choose_batches(net, batch, bool(coupled))
     budgets.check_verify_memory(net, batch)
     report = VerifyReport(net.name, module or "<generated>", dtype, seed, batch)
-    say = _progress(net, progress)
+    say = _progress(net, batch, progress)
     with tempfile.TemporaryDirectory(prefix="symgrad-verify-") as tmp:
         path = module if module is not None else _generated_file(net, tmp)
         if not Path(path).is_file():
@@ -218,13 +226,16 @@ def _generated_file(net: Network, folder: str) -> str:
     return str(path)
 
 
-def _progress(net: Network, progress: Callable[[str], None] | None) -> Callable[[str], None]:
-    """A progress printer for big networks; silent otherwise."""
+def _progress(
+    net: Network, batch: int, progress: Callable[[str], None] | None
+) -> Callable[[str], None]:
+    """A progress printer for big networks (parameters or arrays); silent otherwise."""
     try:
         size = sum(int(np.prod(net.shape(p), dtype=np.int64)) for p in net.params)
     except SpecError:
         size = 0
-    if progress is None or size < PROGRESS_PARAMETERS:
+    big = size >= PROGRESS_PARAMETERS or budgets.verify_bytes(net, batch) >= PROGRESS_BYTES
+    if progress is None or not big:
         return lambda text: None
     start = time.monotonic()
 
@@ -257,14 +268,26 @@ def _first_calls(
     report: VerifyReport,
     point: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray],
     np_dtype: np.dtype,
+    say: Callable[[str], None] = lambda text: None,
+    planned: int = 0,
 ) -> tuple[float, dict[str, np.ndarray], Any] | None:
-    """loss_and_grads, forward and loss at the point: ``(loss, grads, yhat or None)``."""
+    """loss_and_grads, forward and loss at the point: ``(loss, grads, yhat or None)``.
+
+    ``planned`` calls of about the same cost follow: their time is estimated (``say``).
+    """
     params, X, Y = point
     changed: dict[str, None] = {}
 
     def call(what, *args):
+        start = time.monotonic()
         try:
             out = mod.call(what, *args)
+            if what == "loss_and_grads":
+                took = time.monotonic() - start
+                say(
+                    f"loss_and_grads took {took:.1f} s; about {planned} more calls follow, "
+                    f"about {took * planned:.0f} s (time limit {mod_limit(mod)})"
+                )
         except ModuleError as exc:
             if mod_dead(mod):
                 raise
@@ -361,7 +384,16 @@ def _autograd_references(
 
 
 def _fd_reference(
-    mod, net: Network, point64, grads, f32: bool, seed: int, fd_coords: int, say, report
+    mod,
+    net: Network,
+    point64,
+    grads,
+    f32: bool,
+    seed: int,
+    fd_coords: int,
+    say,
+    report,
+    per_call: float | None = None,
 ) -> tuple | None:
     params64, X64, Y64 = point64
     coords = fd_coordinates(net, seed, fd_coords)
@@ -369,7 +401,10 @@ def _fd_reference(
     tol = TOL_FLOAT32 if f32 else TOL_FD
     count = 4 * sum(len(v) for v in coords.values())
     start = time.monotonic()
-    say(f"finite differences: {count} loss evaluations")
+    if per_call is not None:
+        left = getattr(mod, "deadline", None)
+        limit = f" (time left {left - start:.0f} s)" if left is not None else ""
+        say(f"finite differences: {count} loss evaluations, about {count * per_call:.0f} s{limit}")
 
     def losses(moves):
         return mod.losses(params64, X64, Y64, moves)
@@ -448,12 +483,15 @@ def _verify_module(
     for ref in refs:
         _check_loss_domain(net, float(ref[3]), domain, seed, batch)
     say(f"calling the module (batch {batch})")
-    first = _first_calls(mod, net, report, (params, X, Y), np_dtype)
+    start = time.monotonic()
+    planned = 2 + 3 + (4 * sum(map(len, fd_coordinates(net, seed, fd_coords).values())))
+    first = _first_calls(mod, net, report, (params, X, Y), np_dtype, say, planned)
+    per_call = (time.monotonic() - start) / 3  # loss_and_grads, forward, loss
     if first is None:
         return
     value, grads, yhat = first
     if "fd" in against:
-        fd = _fd_reference(mod, net, point64, grads, f32, seed, fd_coords, say, report)
+        fd = _fd_reference(mod, net, point64, grads, f32, seed, fd_coords, say, report, per_call)
         if fd is not None:
             refs.append(fd)
     _compare_rows(report, net, refs, value, grads, yhat)
