@@ -77,7 +77,7 @@ _LATEX = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
-    '"': r"\textquotedbl{}",
+    '"': "''",  # (\textquotedbl needs the T1 font encoding)
 }
 
 

@@ -78,7 +78,7 @@ def _one_sided(f0: float, f1: float, f2: float, h: float) -> tuple[float, float]
 
 
 def sampled_differences(
-    losses: Callable[[list[tuple[str, int, float]]], list[float]],
+    losses: Callable[[list[tuple[str, int, float]]], Sequence[object]],
     params: Mapping[str, np.ndarray],
     coords: Mapping[str, np.ndarray],
     *,
