@@ -92,7 +92,7 @@ def test_python_api_sizes_are_refused_before_allocation() -> None:
 
 
 def test_verify_memory_is_estimated_before_allocating() -> None:
-    net = loads_spec(SEED.replace("units = 4", "units = 4000000", 1))
+    net = loads_spec(SEED.replace("units = 4", "units = 1000000", 1))
     with pytest.raises(BudgetError, match="MAX_VERIFY_BYTES"):
         verify_network(net, batch=64)
 
