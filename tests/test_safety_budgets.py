@@ -176,6 +176,9 @@ def test_a_loss_not_finite_at_the_drawn_targets_is_bad_input(
     assert code == 2 and out == ""
     one_error(err, "'lg'", "Y ~ N(0, 1)", "--targets", "targets =")
     assert "Warning" not in err
+    code, out, err = run(["verify", spec, "--against", "fd"], capsys)  # no autograd row asked
+    assert code == 2 and out == ""
+    one_error(err, "Y ~ N(0, 1)")
     code, out, _ = run(["verify", spec, "--targets", "positive"], capsys)
     assert code == 0, out
     spec.write_text(LOG_LOSS.replace('name = "dom"', 'name = "dom"\ntargets = "unit"'))

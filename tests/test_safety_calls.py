@@ -209,9 +209,7 @@ def _process_module(case: str, pids: Path) -> str:
     head = _SPAWN.format(pids=str(pids))
     if case == "sleep-per-call":
         return (
-            head
-            + CORRECT
-            + "\n_right = loss_and_grads\n\ndef loss_and_grads(params, X, Y):\n"
+            head + CORRECT + "\n_right = loss_and_grads\n\ndef loss_and_grads(params, X, Y):\n"
             "    _spawn()\n    return _right(params, X, Y)\n"
         )
     return head + f"_spawn(new_session={case == 'sleep-new-session'})\n" + CORRECT

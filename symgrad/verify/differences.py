@@ -101,18 +101,12 @@ def sampled_differences(
     """
     base = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
 
-    def steps(name: str, flat: int, h: float, one_sided: bool) -> list[tuple[str, int, float]]:
-        moves = [(name, flat, d) for d in (-2 * h, -h, h, 2 * h)]
-        if one_sided:
-            moves.append((name, flat, 0.0))
-        return moves
-
     plan: list[tuple[str, int, float]] = []
     for name, idx in coords.items():
         flat_v = base[name].reshape(-1)
         for flat in idx:
             h = h_rel * max(1.0, abs(float(flat_v[flat])))
-            plan += steps(name, int(flat), h, False)
+            plan += _steps(name, int(flat), h, False)
     values = floats(losses(plan))
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pos = 0
@@ -127,6 +121,30 @@ def sampled_differences(
         out[name] = (g, noise)
     if hint is None:
         return out
+    _retry(losses, base, coords, out, hint, h_rel=h_rel, tol=tol, kinks=kinks)
+    return out
+
+
+def _steps(name: str, flat: int, h: float, one_sided: bool) -> list[tuple[str, int, float]]:
+    moves = [(name, flat, d) for d in (-2 * h, -h, h, 2 * h)]
+    if one_sided:
+        moves.append((name, flat, 0.0))
+    return moves
+
+
+def _retry(
+    losses: Callable[[list[tuple[str, int, float]]], Sequence[object]],
+    base: Mapping[str, np.ndarray],
+    coords: Mapping[str, np.ndarray],
+    out: dict[str, tuple[np.ndarray, np.ndarray]],
+    hint: Mapping[str, np.ndarray],
+    *,
+    h_rel: float,
+    tol: float,
+    kinks: bool,
+) -> None:
+    """Coordinates that disagree with ``hint``, again with smaller (and, near kinks,
+    one-sided) steps, all in one batch; the value closest to the hint is kept in ``out``."""
     # Retries, all in one more batch.
     retry: list[tuple[str, int, int, float]] = []
     for name, idx in coords.items():
@@ -140,11 +158,11 @@ def sampled_differences(
             h = h_rel * max(1.0, abs(float(base[name].reshape(-1)[flat])))
             retry.append((name, int(kk), flat, h))
     if not retry:
-        return out
+        return
     plan = []
     for name, _, flat, h in retry:
         for div in (10.0, 100.0, 1000.0):
-            plan += steps(name, flat, h / div, kinks)
+            plan += _steps(name, flat, h / div, kinks)
     values = floats(losses(plan))
     per = 5 if kinks else 4
     pos = 0
@@ -161,7 +179,6 @@ def sampled_differences(
                 tries.append(_one_sided(f[4], f[2], f[3], hh))
                 tries.append(_one_sided(f[4], f[1], f[0], -hh))
         g[k], noise[k] = min(tries, key=lambda t: abs(t[0] - target) - t[1])
-    return out
 
 
 def floats(values: Sequence[object]) -> list[float]:

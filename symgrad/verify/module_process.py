@@ -376,22 +376,58 @@ class ModuleProcess:
         self.close()
 
 
-class LocalModule:
-    """symgrad's own generated module, called in-process (same interface as ModuleProcess)."""
+class _Expired(BaseException):
+    """The time limit of a :class:`LocalModule` call (not an Exception: never caught)."""
 
-    def __init__(self, mod: ModuleType):
+
+class LocalModule:
+    """symgrad's own generated module, called in-process (same interface as ModuleProcess).
+
+    Trusted code (it starts no process), so it runs here, without a child's start-up cost;
+    ``timeout`` still bounds every call (a real-time timer; main thread only).
+    """
+
+    def __init__(self, mod: ModuleType, timeout: float | None = None):
         self.mod = mod
         self.attrs = {k: getattr(mod, k) for k in API if hasattr(mod, k) and k[0].isupper()}
         self.funcs = [k for k in API if callable(getattr(mod, k, None))]
         self.last_changed: list[str] = []
         self.dead: str | None = None
         self.calls = 0
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def _limited(self, name: str, args: tuple) -> object:
+        import threading
+
+        fn = getattr(self.mod, name)
+        if self.deadline is None or threading.current_thread() is not threading.main_thread():
+            return fn(*args)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Expired
+
+        def expired(signum: int, frame: object) -> None:
+            raise _Expired
+
+        old = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, left)
+        try:
+            return fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
 
     def call(self, name: str, *args: object) -> object:
+        if self.dead:
+            raise ModuleError(self.dead)
         self.calls += 1
         mine = copies(args)
         try:
-            out = getattr(self.mod, name)(*mine)
+            out = self._limited(name, mine)
+        except _Expired:
+            self.dead = f"{name} did not finish within the time limit ({self.timeout:g} s)"
+            raise ModuleTimeout(self.dead) from None
         except MemoryError as exc:
             raise ModuleResourceError(f"{name} raised {describe_exc(exc)}") from None
         except Exception as exc:

@@ -20,7 +20,6 @@ modified, and that the module is right on batches of other sizes and repeats its
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -187,43 +186,45 @@ def verify_network(
     budgets.check_verify_memory(net, batch)
     report = VerifyReport(net.name, module or "<generated>", dtype, seed, batch)
     say = _progress(net, batch, progress)
-    with tempfile.TemporaryDirectory(prefix="symgrad-verify-") as tmp:
-        path = module if module is not None else _generated_file(net, tmp)
-        if not Path(path).is_file():
-            raise SpecError("no such file", file=str(path))
-        say(f"starting the module ({path})")
-        try:
-            mod = ModuleProcess(str(path), timeout)
-        except ModuleResourceError as exc:
-            raise budgets.ResourceError(f"verify: {exc}; raise --timeout") from None
-        except ModuleError as exc:
-            message = f"cannot import {path}: {exc}".replace("import raised ", "")
-            report.check("import", False, message)
-            return report
-        try:
-            if symbolic:
-                report.symbolic.extend(symbolic_rows(net, seed))
-            _verify_module(
-                mod, net, report, dtype, against, seed, batch, targets, fd_coords, extra, say
-            )
-        except ModuleResourceError as exc:
-            raise budgets.ResourceError(f"verify: {exc}; raise --timeout") from None
-        except MemoryError:
-            raise budgets.ResourceError("verify: out of memory; try a smaller --batch") from None
-        except ModuleError as exc:
-            report.check("module", False, str(exc))
-        finally:
-            mod.close()
+    try:
+        mod = _open_module(net, module, timeout, say)
+    except ModuleResourceError as exc:
+        raise budgets.ResourceError(f"verify: {exc}; raise --timeout") from None
+    except ModuleError as exc:
+        message = f"cannot import {module}: {exc}".replace("import raised ", "")
+        report.check("import", False, message)
+        return report
+    try:
+        if symbolic:
+            report.symbolic.extend(symbolic_rows(net, seed))
+        _verify_module(
+            mod, net, report, dtype, against, seed, batch, targets, fd_coords, extra, say
+        )
+    except ModuleResourceError as exc:
+        raise budgets.ResourceError(f"verify: {exc}; raise --timeout") from None
+    except MemoryError:
+        raise budgets.ResourceError("verify: out of memory; try a smaller --batch") from None
+    except ModuleError as exc:
+        report.check("module", False, str(exc))
+    finally:
+        mod.close()
     return report
 
 
-def _generated_file(net: Network, folder: str) -> str:
-    """symgrad's own module for ``net``, written to ``folder`` (run like any other file)."""
-    from symgrad.pipeline import generate
+def _open_module(
+    net: Network, module: str | None, timeout: float, say: Callable[[str], None]
+) -> LocalModule | ModuleProcess:
+    """The module under test: a file in a child process of its own, or symgrad's freshly
+    generated code in this process (trusted: it starts nothing), both under ``timeout``."""
+    if module is None:
+        from symgrad.backends.codegen import load_module
+        from symgrad.pipeline import generate
 
-    path = Path(folder) / f"{net.name}_generated.py"
-    path.write_text(generate(net), encoding="utf-8")
-    return str(path)
+        return LocalModule(load_module(generate(net), f"symgrad_verify_{net.name}"), timeout)
+    if not Path(module).is_file():
+        raise SpecError("no such file", file=str(module))
+    say(f"starting the module ({module})")
+    return ModuleProcess(str(module), timeout)
 
 
 def _progress(
@@ -260,6 +261,19 @@ def _check_loss_domain(
         f'--targets ({others}) or the spec\'s targets = "..."',
         field="--targets",
     )
+
+
+def _reference_loss(net: Network, point64) -> float | None:
+    """The loss of an autograd reference at the point (for the domain check only, when
+    no autograd reference was asked for); None when none is installed or applies."""
+    for name in ("torch", "jax"):
+        try:
+            got = reference_loss_and_grads(name, net, *point64)
+        except (SpecError, ValueError, TypeError, RuntimeError):
+            continue
+        if got is not None:
+            return float(got[1])
+    return None
 
 
 def _first_calls(
@@ -480,8 +494,10 @@ def _verify_module(
     say("autograd references")
     refs = _autograd_references(net, against, point64, f32, report)
     domain = target_domain(net, targets)
-    for ref in refs:
-        _check_loss_domain(net, float(ref[3]), domain, seed, batch)
+    losses: list[float | None] = [float(ref[3]) for ref in refs]
+    losses = losses or [_reference_loss(net, point64)]
+    for ref_loss in losses:
+        _check_loss_domain(net, ref_loss, domain, seed, batch)
     say(f"calling the module (batch {batch})")
     start = time.monotonic()
     planned = 2 + 3 + (4 * sum(map(len, fd_coordinates(net, seed, fd_coords).values())))
