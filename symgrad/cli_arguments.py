@@ -338,9 +338,9 @@ def _add_verify(sub: Any, formatter: Any) -> None:
         default=60,
         metavar="SECONDS",
         help="time limit for everything the module does, generated or --module (default: "
-        "60); it runs in a child process of its own, so a module that exits is a failure, "
-        "one that runs out of time or memory an error (exit 2); every process it started "
-        "is killed when verify ends",
+        "60); past it, or out of memory, verify stops with one line (exit 2). A --module "
+        "runs in a child process of its own: one that exits is a failure, and every "
+        "process it started is killed when verify ends",
     )
     p.add_argument(
         "--targets",
