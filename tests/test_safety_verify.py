@@ -336,8 +336,9 @@ activation = "softplus"
 """
     plain = tmp_path / "plain.toml"
     plain.write_text(text.replace("{targets}", ""))
-    code, out, _ = run(["verify", plain, "--against", "fd"], capsys)
-    assert code == 1  # log of a negative target: not finite
+    code, out, err = run(["verify", plain, "--against", "fd"], capsys)
+    # log of a negative target: the loss's domain, bad input (never a mismatch)
+    assert code == 2 and out == "" and "not finite" in err and "--targets" in err
     code, out, _ = run(["verify", plain, "--against", "fd", "--targets", "positive"], capsys)
     assert code == 0, out
     marked = tmp_path / "marked.toml"
