@@ -164,17 +164,37 @@ def check_work(net: Network) -> Network:
     return net
 
 
+def _summed_terms(net: Network, body: sp.Basic) -> int:
+    """The terms one output element of ``body`` sums (a dense row, a conv window over its
+    input channels): what an im2col-style evaluation holds per output element."""
+    best = 1
+    for s in body.atoms(sp.Sum):
+        terms = 1
+        for _, lo, hi in s.limits:
+            n = _concrete(net, hi - lo + 1)
+            terms *= n if n is not None else 1
+        best = max(best, terms)
+    return best
+
+
 def verify_bytes(net: Network, batch: int) -> int:
-    """verify's estimate of the memory its arrays take at ``batch`` samples (bytes)."""
+    """verify's estimate of the memory its arrays take at ``batch`` samples (bytes):
+    :data:`VERIFY_COPIES` copies of the parameters and activations, plus one expanded
+    copy of each layer's summed terms (a conv layer's windows)."""
     per_sample = 0
+    expanded = 0
     if net.input_shape:
         per_sample += _elements(net, net.input_shape) or 0
     else:
         per_sample += _concrete(net, net.input_width) or 0
     for st in net.stages:
-        per_sample += (_elements(net, st.shape) if st.shape else _concrete(net, st.width)) or 0
+        width = (_elements(net, st.shape) if st.shape else _concrete(net, st.width)) or 0
+        per_sample += width
+        if st.shape:  # windows over every input channel (a dense layer expands nothing)
+            channels = _concrete(net, st.shape[0]) or 1
+            expanded += width // channels * _summed_terms(net, st.body)
     params = sum(_elements(net, p.shape) or 0 for p in net.params)
-    return 8 * VERIFY_COPIES * (batch * per_sample + params)
+    return 8 * (VERIFY_COPIES * (batch * per_sample + params) + batch * expanded)
 
 
 def check_verify_memory(net: Network, batch: int) -> None:
