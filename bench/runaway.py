@@ -250,7 +250,8 @@ def run(case: Case) -> Result:
     peak = usage.ru_maxrss * 1024
     cpu = usage.ru_utime + usage.ru_stime
     first = (err or "").strip().splitlines()
-    line = first[0] if first else ""
+    errors = [x for x in first if x.startswith("symgrad: error")]
+    line = errors[0] if errors else (first[0] if first else "")
     if any("Traceback" in x for x in first):
         line = "Traceback: " + (first[-1] if first else "")
     return Result(case, seconds, cpu, peak, proc.returncode, line)
