@@ -1,6 +1,6 @@
 """Bounded time on hostile or extreme input: each command must finish within its bound (10 s
 for the compiler cases, 30 s for verifying the 784-256-256-10 MLP against PyTorch) or be
-refused up front with one line (issue 16, "Bounded time and memory").
+refused up front with one line.
 
 Each case runs the command line in a fresh process (as a user would, imports included),
 with a hard timeout of 5x its bound, and prints the wall time, the exit code and the

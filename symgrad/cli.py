@@ -1,4 +1,4 @@
-"""The ``symgrad`` command line: derive, codegen, verify, check and audit (CONTRACT section 3).
+"""The ``symgrad`` command line: derive, codegen, verify, check and audit.
 
 Each subcommand is the pipeline run to a different end: load the spec (the parse
 stage, :mod:`symgrad.frontend.spec`), derive the gradients, then render a document, generate

@@ -1,4 +1,4 @@
-"""Hostile names in every output format (issue 16, "injection"): each escaper of
+"""Hostile names in every output format: each escaper of
 :mod:`symgrad.escape` x a list of hostile strings, then the real outputs (generated module,
 LaTeX, Markdown, DOT) of specs whose *file names* are hostile. Each output must still
 compile, import or parse, and show the payload as inert text."""

@@ -1,5 +1,5 @@
 """Output files under hostile and careless use: every route that could clobber, follow a
-link, replace a device, leave a temporary file behind or hang (issue 16, "Files")."""
+link, replace a device, leave a temporary file behind or hang."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The generated NumPy module checks its arguments (CONTRACT section 5): no silent
+"""The generated NumPy module checks its arguments: no silent
 broadcasting, no integer labels taken for one-hot rows, no integer weights; and specs that
 used to generate broken modules (width-changing or constant maps, constant activations and
-losses, no parameters) generate working ones (issue 16, "Generated modules")."""
+losses, no parameters) generate working ones."""
 
 from __future__ import annotations
 

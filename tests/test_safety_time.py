@@ -1,4 +1,4 @@
-"""Bounded time (issue 16): inputs beyond the limits are refused up front with one line.
+"""Bounded time: inputs beyond the limits are refused up front with one line.
 The timings themselves are a benchmark (``bench/time_bounds.py``), never a unit test."""
 
 from __future__ import annotations

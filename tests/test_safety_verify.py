@@ -1,4 +1,4 @@
-"""verify is honest (issue 16, "verify and check"): a module that exits, hangs or returns
+"""verify is honest: a module that exits, hangs or returns
 garbage is a failure with one line, never exit 0 and never a traceback; correct modules
 with zero gradients or sample points near kinks are not false alarms."""
 

@@ -1,6 +1,6 @@
 """Stage 1, parse: a network spec (TOML file or Python object) -> the component-form IR.
 
-A spec is either a ``.toml`` file (CONTRACT section 2) or ``path/to/file.py:NAME``
+A spec is either a ``.toml`` file or ``path/to/file.py:NAME``
 naming a :class:`~symgrad.network.Network` built with the Python API. TOML specs are
 data only: they are validated strictly against a fixed schema, every expression in
 them goes through the whitelist parser (:mod:`symgrad.frontend.expr_parser`), and the result is
