@@ -22,9 +22,8 @@ import pytest
 import sympy as sp
 
 import symgrad as S
-from symgrad import Dense, Map, a, i, n
+from symgrad import Dense, Map, a, i, n, names
 from symgrad.cli import main
-from symgrad.frontend import names
 
 SCRIPT = '</title></script><script>document.title="PWNED"</script><title>'
 LATEX = "s}\\input{SECRET}\\mathrm{"

@@ -12,7 +12,7 @@ from symgrad.backends.codegen import OPTIMIZERS, TARGETS, build_context
 from symgrad.backends.targets import target_context
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
-from symgrad.frontend.names import check_network
+from symgrad.names import check_network
 from symgrad.templating import environment
 
 

@@ -26,8 +26,8 @@ from typing import Any, NoReturn
 
 import sympy as sp
 
+from symgrad import names
 from symgrad.errors import SpecError
-from symgrad.frontend import names
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir import conv as C
 from symgrad.ir import layers as L
@@ -186,7 +186,7 @@ class _Checker:
 
     def name(self, value: object, field: str, what: str) -> str:
         """A Python identifier: ASCII, not a keyword, not starting with '_' (the rule every
-        front end shares: :func:`symgrad.frontend.names.check_name`)."""
+        front end shares: :func:`symgrad.names.check_name`)."""
         text = self.string(value, field, what)
         return names.check_name(text, what, field=field, file=self.file)
 

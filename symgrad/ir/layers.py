@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symgrad import budgets
+from symgrad import budgets, names
 from symgrad.errors import SpecError
-from symgrad.frontend import names
 from symgrad.ir import conv, naming
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
