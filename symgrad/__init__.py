@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# First: in the symgrad command, Ctrl-C during the imports is one line, not a traceback.
+from symgrad import interrupts as _interrupts  # noqa: F401
 from symgrad._version import __version__
 
 #: Public name -> the module that defines it. ``import symgrad`` stays cheap (the command
@@ -54,6 +56,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from symgrad.backends.c_loader import load_c
     from symgrad.calculus.reverse import Derivation, Forward, Step
     from symgrad.errors import DerivationError, SpecError, SymgradError
     from symgrad.ir.layers import (
@@ -80,7 +83,6 @@ if TYPE_CHECKING:
         yhat_s,
     )
     from symgrad.ir.network import Loss, Network, Param, Stage
-    from symgrad.backends.c_loader import load_c
     from symgrad.learn.scalar import scalar
     from symgrad.pipeline import compile, derive, generate
 

@@ -17,6 +17,9 @@ compiles, imports or parses and shows the text literally:
 :func:`html_comment`    text inside ``<!-- -->`` (Markdown, HTML, SVG)
 :func:`dot_string`      a Graphviz DOT double-quoted string, quotes included
 :func:`dot_comment`     text after ``//`` (one line)
+:func:`html_id`         an HTML ``id`` / URL fragment (letters, digits, ``-``, ``_``)
+:func:`latex_name`      a name in LaTeX math mode (``\\text{...}`` unless an identifier)
+:func:`py_identifier`   a name pasted into Python code: an identifier, or ValueError
 =====================  =====================================================
 
 :func:`comment` picks the comment escaper for an output format by name.
@@ -74,7 +77,7 @@ _LATEX = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
-    '"': r"\textquotedbl{}",
+    '"': "''",  # (\textquotedbl needs the T1 font encoding)
 }
 
 
@@ -137,6 +140,40 @@ def dot_comment(text: str) -> str:
     return one_line(text)
 
 
+#: A plain ASCII identifier: the only names printed as they are in code and math.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_identifier(text: str) -> bool:
+    """Whether ``text`` is a plain ASCII identifier (safe in code, math and ids as it is)."""
+    return bool(_IDENTIFIER.fullmatch(str(text)))
+
+
+def html_id(text: str) -> str:
+    """``text`` as an HTML ``id`` and URL fragment: letters, digits, ``-`` and ``_`` are
+    kept, every other character is written as ``_xHH_`` (its code point in hex)."""
+    return "".join(
+        c if c.isascii() and (c.isalnum() or c in "-_") else f"_x{ord(c):x}_" for c in str(text)
+    )
+
+
+def latex_name(text: str) -> str:
+    """A name for LaTeX math mode: an identifier as it is, anything else as inert text
+    (``\\text{...}`` with every special escaped: no ``\\input`` can be live)."""
+    s = str(text)
+    return s if is_identifier(s) else "\\text{" + latex_text(s) + "}"
+
+
+def py_identifier(text: str) -> str:
+    """``text`` if it can be pasted into Python code as a name; ValueError otherwise."""
+    import keyword
+
+    s = str(text)
+    if not is_identifier(s) or keyword.iskeyword(s):
+        raise ValueError(f"{ascii(s)[:60]} is not a Python identifier: it cannot name code")
+    return s
+
+
 _COMMENTS = {
     "python": py_comment,
     "text": py_comment,
@@ -159,12 +196,16 @@ __all__ = [
     "dot_comment",
     "dot_string",
     "html_comment",
+    "html_id",
     "html_text",
+    "is_identifier",
+    "latex_name",
     "latex_comment",
     "latex_text",
     "markdown_text",
     "one_line",
     "py_comment",
     "py_docstring",
+    "py_identifier",
     "py_literal",
 ]

@@ -293,8 +293,56 @@ def atomic_write(
     atomic_write_bytes(path, text.encode("utf-8"), force=force, fmt=fmt, marker=marker)
 
 
+#: Largest earlier file an :class:`OutputSet` keeps a copy of (to put it back on failure).
+MAX_BACKUP_BYTES = 64 << 20
+
+
+class OutputSet:
+    """The files one command writes: all of them, or none.
+
+    Use as a context manager; :meth:`track` a path before it is written (by
+    :func:`atomic_write` or anything else). If the block raises (a full disk while writing
+    the third file), every tracked file is put back as it was: files that did not exist
+    are removed, replaced ones get their earlier contents back.
+    """
+
+    def __init__(self) -> None:
+        self._before: list[tuple[Path, bytes | None]] = []
+
+    def track(self, path: str | os.PathLike[str]) -> None:
+        target = Path(path)
+        before: bytes | None = None
+        with contextlib.suppress(OSError):
+            if target.is_file() and not target.is_symlink():
+                if target.stat().st_size <= MAX_BACKUP_BYTES:
+                    before = target.read_bytes()
+                else:
+                    return  # too large to keep: left as it is on failure
+        self._before.append((target, before))
+
+    def rollback(self) -> None:
+        """Put every tracked file back as it was before (best effort)."""
+        for target, before in reversed(self._before):
+            with contextlib.suppress(OSError, SpecError):
+                if before is None:
+                    if target.is_file() and not target.is_symlink():
+                        target.unlink()
+                elif target.is_file() and target.read_bytes() != before:
+                    atomic_write_bytes(target, before, force=True)
+        self._before.clear()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            self.rollback()
+
+
 __all__ = [
     "MARKER",
+    "MAX_BACKUP_BYTES",
+    "OutputSet",
     "UNMARKED",
     "atomic_write",
     "atomic_write_bytes",

@@ -15,6 +15,7 @@ import pytest
 import sympy as sp
 
 from symgrad import Dense, build, x, y_s, yhat_s
+from symgrad.budgets import ResourceError
 from symgrad.cli import main
 from symgrad.frontend.spec import load_spec
 from symgrad.verify.verify import (
@@ -154,15 +155,17 @@ def test_a_hanging_module_is_a_failure_within_the_time_limit(
     start = time.monotonic()
     code, out, err = run(["verify", spec, "--module", mod, "--timeout", "3"], capsys)
     assert time.monotonic() - start < 30
-    assert code == 1, out + err
-    assert "did not finish within the time limit (3 s)" in out.splitlines()[-1]
+    # running out of time is a resource failure: one line, exit 2, never a mismatch
+    assert code == 2, out + err
+    assert out == "" and len(err.splitlines()) == 1
+    assert "did not finish within the time limit (3 s)" in err
 
 
 def test_the_module_process_is_gone_after_a_timeout(spec: Path, tmp_path: Path) -> None:
     mod = module_with(tmp_path, "import time\ntime.sleep(1000)\n" + CORRECT)
     net = load_spec(str(spec))
-    report = verify_network(net, module=str(mod), timeout=2)
-    assert not report.ok
+    with pytest.raises(ResourceError, match="time limit"):
+        verify_network(net, module=str(mod), timeout=2)
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
     assert str(mod) not in out.stdout
 
@@ -333,8 +336,9 @@ activation = "softplus"
 """
     plain = tmp_path / "plain.toml"
     plain.write_text(text.replace("{targets}", ""))
-    code, out, _ = run(["verify", plain, "--against", "fd"], capsys)
-    assert code == 1  # log of a negative target: not finite
+    code, out, err = run(["verify", plain, "--against", "fd"], capsys)
+    # log of a negative target: the loss's domain, bad input (never a mismatch)
+    assert code == 2 and out == "" and "not finite" in err and "--targets" in err
     code, out, _ = run(["verify", plain, "--against", "fd", "--targets", "positive"], capsys)
     assert code == 0, out
     marked = tmp_path / "marked.toml"

@@ -210,9 +210,13 @@ def test_any_extension_is_read_as_toml(tmp_path: Path) -> None:
 
 
 def test_maximum_sizes_are_accepted(tmp_path: Path) -> None:
-    text = with_top("input = 1000000", drop="input").replace("units = 4", "units = 1000000")
+    # the largest width, each on its own (together they make a 1e12-element W1: over the
+    # parameter budget, see tests/test_safety_budgets.py)
+    text = with_top("input = 1000000", drop="input")
     net = load_spec(write(tmp_path, text))
     assert net.size(net.input_width) == 1_000_000
+    net = load_spec(write(tmp_path, GOOD.replace("units = 4", "units = 1000000", 1)))
+    assert net.size(net.stages[0].width) == 1_000_000
 
 
 # -- the Python form: path/to/file.py:NAME ----------------------------------------------

@@ -12,6 +12,7 @@ from symgrad.backends.codegen import OPTIMIZERS, TARGETS, build_context
 from symgrad.backends.targets import target_context
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
+from symgrad.names import check_network
 from symgrad.templating import environment
 
 
@@ -27,6 +28,7 @@ def generate(
     stages 5-6; :func:`symgrad.pipeline.generate` takes a network too): NumPy, or
     ``target``'s (torch, jax, cupy; see ``targets.py``), with ``hvp`` and ``ggnvp`` when
     ``hvp``."""
+    check_network(d.network)  # names pasted into code: identifiers only, whatever built it
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
     if target not in TARGETS:

@@ -25,6 +25,7 @@ from pathlib import Path
 from symgrad.calculus.reverse import Derivation
 from symgrad.documents.graph import svg_of, to_dot
 from symgrad.documents.render import RenderedItem, rendered_sections
+from symgrad.escape import html_id
 from symgrad.templating import environment, template_dir
 
 #: An assignment (``delta2 = ...``, ``delta2 *= ...``) at the start of a code line.
@@ -109,7 +110,7 @@ def _code_html(
         if name is None:
             out.append(f'<span class="ln" id="{lid}">{text}</span>')
             continue
-        target = f"step-{name}" if name in grads else "sec-forward"
+        target = html_id(f"step-{name}") if name in grads else "sec-forward"
         cls = "ln param" if name in params else "ln back"
         if name in forward and name not in grads:
             cls = "ln"
@@ -172,7 +173,7 @@ def render_html(d: Derivation, form: str = "both", code: str | None = None) -> s
         anchor = s.anchor or ("sec-forward" if s.title == "Forward pass" else f"sec-{n}")
         grad = anchor[len("step-") :] if anchor.startswith("step-") else ""
         page_sections.append(
-            _PageSection(s.title, s.level, s.items, anchor, first.get(grad, ""), s.boxed)
+            _PageSection(s.title, s.level, s.items, html_id(anchor), first.get(grad, ""), s.boxed)
         )
     svg = svg_of(to_dot(d))
     if svg is not None:

@@ -37,6 +37,7 @@ from sympy.printing.latex import LatexPrinter, accepted_latex_functions, transla
 from symgrad.calculus.index_arithmetic import one_based
 from symgrad.calculus.layout import BATCHED_OPS, BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.escape import is_identifier, latex_name
 from symgrad.ir.ops import op_of
 
 NOTATIONS = ("component", "vector", "batched")
@@ -142,6 +143,9 @@ def quantity(
         e.g. ``W^{[2]}_{ki}``, ``\\boldsymbol{\\delta}^{[2]}``,
         ``\\frac{\\partial \\mathcal{L}}{\\partial A^{[1]}}``.
     """
+    if not is_identifier(name):  # a name that escaped validation: inert text, never markup
+        sub = ",".join(indices)
+        return latex_name(name) + ("_{%s}" % sub if sub else "")
     adjoint, base, layer = split_name(name)
     inner_name = base + layer
     idx = list(indices)
@@ -250,6 +254,8 @@ class SymgradLatexPrinter(LatexPrinter):
     def _print_Symbol(self, expr: sp.Symbol, style=None) -> str:
         if expr == N:
             return BATCH_SIZE
+        if not is_identifier(expr.name):  # inert text, never markup (``\\input{...}``)
+            return latex_name(expr.name)
         return super()._print_Symbol(expr, style=style)
 
     def _print_Vec(self, expr: Vec) -> str:
@@ -326,6 +332,9 @@ class SymgradLatexPrinter(LatexPrinter):
             tex = expr._latex(self)
             return paren(tex) + "^{%s}" % exp if exp else tex
         name = expr.func.__name__
+        if not is_identifier(name):  # inert text, never markup
+            args = ", ".join(self._print(a) for a in expr.args)
+            return latex_name(name) + r"\left(%s\right)" % args
         if len(expr.args) == 1 and name.replace("_", "").isalpha():
             if name in accepted_latex_functions:
                 return self._named("\\" + name, expr, exp)

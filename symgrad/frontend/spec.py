@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import difflib
 import importlib.util
-import keyword
 import re
 import sys
 import tomllib
@@ -27,6 +26,7 @@ from typing import Any, NoReturn
 
 import sympy as sp
 
+from symgrad import names
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir import conv as C
@@ -40,7 +40,7 @@ MAX_LAYERS = L.MAX_LAYERS  # derive + codegen stay within seconds (bench/time_bo
 #: Largest width (input features or units) of one layer.
 MAX_UNITS = 1_000_000
 #: Longest name (network, custom activation, loss or map layer).
-MAX_NAME = 64
+MAX_NAME = names.MAX_NAME
 
 TOP_KEYS = ("name", "input", "loss", "layer", "sizes", "penalty", "targets")
 #: Required top-level keys (``targets`` is optional).
@@ -52,7 +52,7 @@ MAP_KEYS = ("type", "expr", "name", "params", "units")
 #: Most axes of a map parameter.
 MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
-RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "N", "sum")
+RESERVED = names.RESERVED
 CUSTOM_KEYS = ("name", "expr")
 NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
 LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
@@ -185,23 +185,10 @@ class _Checker:
         return value
 
     def name(self, value: object, field: str, what: str) -> str:
-        """A Python identifier: ASCII, not a keyword, not starting with '_'."""
+        """A Python identifier: ASCII, not a keyword, not starting with '_' (the rule every
+        front end shares: :func:`symgrad.names.check_name`)."""
         text = self.string(value, field, what)
-        if not text:
-            self.fail(field, f"{what} must not be empty")
-        if len(text) > MAX_NAME:
-            self.fail(field, f"{what} is too long ({len(text)} characters, at most {MAX_NAME})")
-        if text.startswith("_"):
-            self.fail(field, f"{what} {_show(text)} must not start with '_'")
-        if not _NAME_RE.fullmatch(text):
-            self.fail(
-                field,
-                f"{what} {_show(text)} is not a Python identifier "
-                "(ASCII letters, digits and '_', starting with a letter)",
-            )
-        if keyword.iskeyword(text):
-            self.fail(field, f"{what} {_show(text)} is a Python keyword")
-        return text
+        return names.check_name(text, what, field=field, file=self.file)
 
     def expression(self, value: object, field: str, **env: Any) -> sp.Expr:
         text = self.string(value, field, "an expression")
@@ -711,7 +698,10 @@ def _load_python(path: str, attr: str) -> Network:
             "(build one with symgrad.build(...))",
             file=shown,
         )
-    return obj
+    try:  # however it was built: every name is checked as a spec file's would be
+        return names.check_network(obj)
+    except SpecError as exc:
+        raise exc.at(file=shown) from None
 
 
 def load_spec(spec: str) -> Network:

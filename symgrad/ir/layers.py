@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from symgrad import budgets, names
 from symgrad.errors import SpecError
 from symgrad.ir import conv, naming
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
@@ -504,8 +505,8 @@ def build(
         penalty: a term in the parameters (``1e-4 * W1[p, q]**2``) added once to the batch
             loss, each additive term summed over its free indices.
     """
-    if not name.isidentifier():
-        raise SpecError(f"name '{name}' is not a Python identifier")
+    names.check_name(name, "the network name")
+    names.check_sizes(sizes)
     if not layers:
         raise SpecError("a network needs at least one layer")
     if len(layers) > MAX_LAYERS:  # refused up front: the derivation would take minutes
@@ -552,7 +553,7 @@ def build(
     lobj = make_loss(loss, cur, cur_w, stages[-1])
     params = [p for s in stages for p in s.params]
     pen = _penalty(sp.sympify(penalty), params) if penalty is not None else None
-    return Network(
+    net = Network(
         name,
         tuple(stages),
         lobj,
@@ -563,3 +564,4 @@ def build(
         penalty=pen,
         input_shape=input_shape,
     )
+    return budgets.check_sizes(names.check_network(net))
