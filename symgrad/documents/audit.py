@@ -14,18 +14,19 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-from sympy.printing.str import StrPrinter
-
 from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability_hazards import Hazard, hazards
 from symgrad.ir.network import Network
+from symgrad.ir.plain import PlainTextPrinter
 
 WIDTH = 92
 
 
-class _PlainPrinter(StrPrinter):
-    """Batched expressions as readable text: ``a1 @ W2.T``, ``rowsum(e)``, ``softmax(z1)``."""
+class _PlainPrinter(PlainTextPrinter):
+    """Batched expressions as readable text (``A1 @ W2.T``, ``rowsum(e)``, ``softmax(z1)``):
+    the shared plain-text printer with the statement's names and the stability rewrites'
+    nodes."""
 
     def __init__(self, names: dict[str, str]):
         super().__init__({"order": "none"})
@@ -36,22 +37,6 @@ class _PlainPrinter(StrPrinter):
 
     _print_Vec = _print_Symbol
     _print_Mat = _print_Symbol
-
-    def _print_BMatMul(self, expr):
-        v, w, t = expr.args
-        return f"({self._print(v)} @ {self._print(w)}{'.T' if t == 1 else ''})"
-
-    def _print_BOuter(self, expr):
-        return f"({self._print(expr.args[0])}.T @ {self._print(expr.args[1])})"
-
-    def _print_RowSum(self, expr):
-        return f"rowsum({self._print(expr.args[0])})"
-
-    def _print_ColSum(self, expr):
-        return f"colsum({self._print(expr.args[0])})"
-
-    def _print_RowMax(self, expr):
-        return f"rowmax({self._print(expr.args[0])})"
 
     def _print_ClampMin(self, expr):
         return f"max({self._print(expr.args[0])}, 1e-12)"

@@ -332,7 +332,8 @@ class BackwardSteps(LocalWhy, TensorSteps):
             )
         )
         lines.append(self.ex(s1))
-        lines.append(self.ex(s2))
+        if sp.count_ops(s2) < sp.count_ops(s1):  # the expanded form where it is shorter
+            lines.append(self.ex(s2))
         s3 = apply_sum_identity(s2, self.net)
         if s3 != s2:
             lines.append(self.ex(s3))

@@ -33,6 +33,14 @@ def _colour(colour: str, tex: str) -> str:
     return r"\textcolor{%s}{%s}" % (colour, tex)
 
 
+def _coloured(colour: str, m: M) -> M:
+    return M(lambda: _colour(colour, m.tex), lambda: m.txt)
+
+
+def _parenthesised(m: M) -> M:
+    return M(lambda: paren(m.tex), lambda: f"({m.txt})")
+
+
 class Summaries(DocBase):
     """BP1-BP4, the layer Jacobians, the backward pass as computed."""
 
@@ -53,7 +61,7 @@ class Summaries(DocBase):
                     return None
                 m = self.ex(jm, "vector")
                 if jm.is_Add:
-                    return M(lambda m=m: paren(m.tex), lambda m=m: f"({m.txt})")
+                    return _parenthesised(m)
                 return m
         return None
 
@@ -88,10 +96,7 @@ class Summaries(DocBase):
                             lambda: r"J^{[%s]} = %s" % (first.layer, lhs.tex),
                             f"J{first.layer} = {lhs.txt}",
                         ),
-                        M(
-                            lambda prod=prod: _colour("blue", prod.tex),
-                            lambda prod=prod: prod.txt,
-                        ),
+                        _coloured("blue", prod),
                     )
                 )
             )
@@ -113,7 +118,7 @@ class Summaries(DocBase):
                     )
                 )
                 prod = self._product([f for f in after if f is not None], dz)
-                rhs = M(lambda prod=prod: _colour("red", prod.tex), lambda prod=prod: prod.txt)
+                rhs = _coloured("red", prod)
                 eqs.append(Eq((own, rhs)))
         return eqs
 

@@ -189,15 +189,15 @@ def _fit_line(line: str, width: float = LINE_WIDTH, left: float | None = None) -
 def _code_terms(code: str, avail: float) -> list[str]:
     """Code cut at its top-level `` + `` / `` - `` into lines about ``avail`` wide."""
     cuts, depth = [], 0
-    for n, c in enumerate(code):
-        depth += c in "([{"
-        depth -= c in ")]}"
+    for n, ch in enumerate(code):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
         if depth == 0 and code[n : n + 3] in (" + ", " - "):
             cuts.append(n)
     pieces, last = [], 0
-    for c in cuts:
-        pieces.append(code[last:c].strip())
-        last = c
+    for cut in cuts:
+        pieces.append(code[last:cut].strip())
+        last = cut
     pieces.append(code[last:].strip())
     lines: list[str] = []
     for p in pieces:

@@ -30,8 +30,9 @@ class PlainTextPrinter(StrPrinter):
 
     - a Kronecker delta is an Iverson bracket ``[i == k]`` (never a second "delta");
     - registered ops print by their registry name (``abs``, not SymPy's ``Abs``);
-    - a sum prints as ``sum_k (body)``: the parentheses say where the body ends, and a sum
-      that is itself an operand is parenthesised (``(sum_j (exp(z2[j])))**2``);
+    - a sum prints as ``sum_k body`` (``sum_k (body)`` for a sum body, or always where
+      ``paren_sum_body``), and a sum that is itself an operand is parenthesised
+      (``(sum_j exp(z2[j]))**2``, the square of the sum);
     - matrix form: ``W2.T @ delta2``, ``outer(u, v)``, ``diag(v)``, ``sum(v)``; batched
       form: ``A1 @ W2.T``, ``rowsum(V)``, ``colsum(V)``;
     - a matrix product is parenthesised as an operand of ``*``, ``/``, ``**`` or another
@@ -84,6 +85,9 @@ class PlainTextPrinter(StrPrinter):
     _print_Max = _print_Function
     _print_Min = _print_Function
 
+    #: Always parenthesise a sum's body (``sum_k (W[k, i]*d[k])``), not only a sum's.
+    paren_sum_body = False
+
     def _print_Sum(self, expr: sp.Sum) -> str:
         heads = "".join(
             f"sum_{self._print(v)} " if lo == 0 else f"sum_{{{v}={lo}..{hi}}} "
@@ -91,9 +95,12 @@ class PlainTextPrinter(StrPrinter):
         )
         saved, self._in_mul = self._in_mul, False
         try:
-            return f"{heads}({self._print(expr.function)})"
+            body = self._print(expr.function)
         finally:
             self._in_mul = saved
+        if self.paren_sum_body or expr.function.is_Add:
+            body = f"({body})"
+        return heads + body
 
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
         saved, self._in_mul = self._in_mul, False
@@ -163,9 +170,11 @@ class PlainTextPrinter(StrPrinter):
 
 class TextPrinter(PlainTextPrinter):
     """The documents' plain text: adjoints first in a product (the chain rule's order),
-    the step function as the Iverson bracket ``[z > 0]``."""
+    every sum's body in parentheses (where it ends is never in doubt), the step function
+    as the Iverson bracket ``[z > 0]``."""
 
     adjoints_first = True
+    paren_sum_body = True
 
     def _print_step(self, expr: sp.Expr) -> str:
         return f"[{self._print(expr.args[0])} > 0]"

@@ -176,7 +176,7 @@ def loss_and_grads(
     t2 = -t1 + z2
     t2 = np.exp(t2, out=t2)
     t3 = t2.sum(axis=1, keepdims=True)
-    # a2[i] = exp(z2[i])/sum_j exp(z2[j])
+    # a2[i] = exp(z2[i])/(sum_j exp(z2[j]))
     a2 = t2 / t3
     # Loss: the mean over samples of the per-sample loss.
     l1 = -t1 + z2 - np.log(t3)

@@ -146,7 +146,7 @@ def loss_and_grads(
     # z1[i] = b1[i] + sum_j W1[i, j]*x[j]
     z1 = X @ W1.T
     z1 += b1
-    # a1[i] = exp(z1[i])/sum_j exp(z1[j])
+    # a1[i] = exp(z1[i])/(sum_j exp(z1[j]))
     a1 = _softmax(z1, out=z1)
     # Loss: the mean over samples of the per-sample loss.
     t1 = -Y
