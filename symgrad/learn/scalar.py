@@ -28,7 +28,7 @@ import sympy as sp
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import _Parser, _tokenize, scalar_names
 from symgrad.ir.ops import sigmoid
-from symgrad.learn.scalar_graph import _dot_escape, write_graph
+from symgrad.learn.scalar_graph import graph_dot, write_graph
 from symgrad.learn.scalar_kinks import MAX_EXPANDED_TERMS, expanded_terms, not_differentiable
 
 #: Scalar expressions are short; the bound keeps symbolic simplification fast.
@@ -322,25 +322,9 @@ class ScalarResult:
     def _at(self) -> str:
         return ", ".join(f"{v} = {_fmt(self.point[v])}" for v in self.variables)
 
-    def _lines(self) -> dict[str, list[str]]:
-        """The text of each section (shared by format and markdown)."""
-        var = self.variables
-        deriv = [f"df/d{v} = {sp.sstr(self.derivatives[v])}" for v in var]
-        values = [f"f = {_fmt(self.value)}"] + [
-            self.no_derivative.get(v, f"df/d{v} = {_fmt(self.gradient[v])}") for v in var
-        ]
-        fd = [
-            f"df/d{v} ~ (f({v} + h) - f({v}))/h = {_fmt(self.fd[v], 10)}"
-            f"   (error {_fmt(self.fd[v] - self.gradient[v])})"
-            for v in var
-        ]
-        fwd, bwd = [], []
-        width = max((len(n.name) for n in self.nodes), default=1)
-        for n in self.nodes:
-            if n.op == "var":
-                fwd.append(f"{n.name:<{width}} = {_fmt(n.value)}   (input)")
-            elif n.op != "const":
-                fwd.append(f"{n.name:<{width}} = {n.definition} = {_fmt(n.value)}")
+    def _backward_lines(self) -> list[str]:
+        """The backward pass, node by node: grad(node) as the sum over its uses."""
+        bwd: list[str] = []
         parents: dict[int, list[int]] = {}
         for k, n in enumerate(self.nodes):
             for c in n.children:
@@ -368,6 +352,28 @@ class ScalarResult:
             bwd.append(
                 f"grad({n.name}) = {' + '.join(terms)} = {' + '.join(nums)} = {_fmt(n.grad)}"
             )
+        return bwd
+
+    def _lines(self) -> dict[str, list[str]]:
+        """The text of each section (shared by format and markdown)."""
+        var = self.variables
+        deriv = [f"df/d{v} = {sp.sstr(self.derivatives[v])}" for v in var]
+        values = [f"f = {_fmt(self.value)}"] + [
+            self.no_derivative.get(v, f"df/d{v} = {_fmt(self.gradient[v])}") for v in var
+        ]
+        fd = [
+            f"df/d{v} ~ (f({v} + h) - f({v}))/h = {_fmt(self.fd[v], 10)}"
+            f"   (error {_fmt(self.fd[v] - self.gradient[v])})"
+            for v in var
+        ]
+        fwd: list[str] = []
+        width = max((len(n.name) for n in self.nodes), default=1)
+        for n in self.nodes:
+            if n.op == "var":
+                fwd.append(f"{n.name:<{width}} = {_fmt(n.value)}   (input)")
+            elif n.op != "const":
+                fwd.append(f"{n.name:<{width}} = {n.definition} = {_fmt(n.value)}")
+        bwd = self._backward_lines()
         table = []
         head = ["h".rjust(7)] + [
             f"(f({v}+h) - f({v}))/h".rjust(22) + "  error".rjust(10) for v in var
@@ -464,27 +470,7 @@ class ScalarResult:
     def to_dot(self) -> str:
         """The expression graph in Graphviz DOT: a record per value (name, value, gradient)
         and a small node per operation, as micrograd draws it."""
-        out = [
-            "digraph scalar {",
-            "  rankdir=LR;",
-            '  node [fontname="Helvetica", fontsize=11];',
-        ]
-        for k, n in enumerate(self.nodes):
-            grad = "" if n.grad is None else f" | grad {_fmt(n.grad)}"
-            label = f"{{ {_dot_escape(n.name)} | value {_fmt(n.value)}{grad} }}"
-            if n.op == "const":
-                label = _dot_escape(n.name)
-            fill = ', style=filled, fillcolor="#e8f0fe"' if n.op == "var" else ""
-            if n.name == "f":
-                fill = ', style=filled, fillcolor="#fde8e8"'
-            out.append(f'  v{k} [shape=record, label="{label}"{fill}];')
-            if n.children:
-                out.append(f'  v{k}_op [shape=circle, label="{_dot_escape(n.op)}"];')
-                out.append(f"  v{k}_op -> v{k};")
-                for c in dict.fromkeys(n.children):
-                    out.append(f"  v{c} -> v{k}_op;")
-        out.append("}")
-        return "\n".join(out) + "\n"
+        return graph_dot(self.nodes, _fmt)
 
     def write_graph(self, path: str | os.PathLike[str], *, force: bool = False) -> list[str]:
         """Write the graph: ``FILE.dot`` always, and ``FILE.svg`` / ``FILE.png`` when asked
@@ -519,22 +505,13 @@ def parse_point(text: str) -> dict[str, float]:
     return point
 
 
-def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3) -> ScalarResult:
-    """Explore the derivatives of a scalar expression at a point.
-
-    Args:
-        expr: the expression, e.g. ``"3*x**2 - 4*x + 5"`` or ``"a*b + c"``: numbers,
-            ``+ - * / **``, and ``exp log sqrt abs tanh cosh sinh sin cos sigmoid max min``.
-            Every other name is a variable.
-        at: a value for every variable, e.g. ``{"x": 3}``.
-        h: the forward-difference step.
-
-    Returns:
-        A :class:`ScalarResult`; print it, or display it in a notebook.
+def _read(
+    expr: str, at: dict[str, float], h: float
+) -> tuple[tuple[str, ...], dict[str, sp.Symbol], sp.Expr, dict[sp.Symbol, float]]:
+    """The checked input: the variables, their symbols, the parsed tree and the point.
 
     Raises:
-        SpecError: the expression cannot be read, a variable has no value, a value names
-            no variable, or f is not defined at the point.
+        SpecError: see :func:`scalar`.
     """
     if not isinstance(expr, str):
         raise SpecError(
@@ -545,7 +522,6 @@ def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3)
             f"expression is too long ({len(expr)} characters, at most {MAX_CHARS})",
             field=EXPR_FIELD,
         )
-    at = dict(at or {})
     if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
         raise SpecError(f"the step must be a positive number, got {h!r}", field="--h")
     names = scalar_names(expr, field=EXPR_FIELD)
@@ -587,6 +563,28 @@ def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3)
             field="--at",
         )
     point = {symbols[n]: float(at[n]) for n in names}
+    return names, symbols, tree, point
+
+
+def scalar(expr: str, at: Mapping[str, float] | None = None, *, h: float = 1e-3) -> ScalarResult:
+    """Explore the derivatives of a scalar expression at a point.
+
+    Args:
+        expr: the expression, e.g. ``"3*x**2 - 4*x + 5"`` or ``"a*b + c"``: numbers,
+            ``+ - * / **``, and ``exp log sqrt abs tanh cosh sinh sin cos sigmoid max min``.
+            Every other name is a variable.
+        at: a value for every variable, e.g. ``{"x": 3}``.
+        h: the forward-difference step.
+
+    Returns:
+        A :class:`ScalarResult`; print it, or display it in a notebook.
+
+    Raises:
+        SpecError: the expression cannot be read, a variable has no value, a value names
+            no variable, or f is not defined at the point.
+    """
+    at = dict(at or {})
+    names, symbols, tree, point = _read(expr, at, h)
     try:
         value = _float(tree, point)
     except (ValueError, OverflowError, ZeroDivisionError) as exc:

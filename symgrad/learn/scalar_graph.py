@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from symgrad.errors import SpecError
 from symgrad.files import atomic_write, check_writable, with_marker
@@ -47,3 +49,28 @@ def write_graph(dot: str, path: str | os.PathLike[str], *, force: bool = False) 
 
 
 # -- the entry point -----------------------------------------------------------------------
+
+
+def graph_dot(nodes: Sequence[Any], fmt: Callable[[float], str]) -> str:
+    """The expression graph in Graphviz DOT (``fmt`` prints a number)."""
+    out = [
+        "digraph scalar {",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica", fontsize=11];',
+    ]
+    for k, n in enumerate(nodes):
+        grad = "" if n.grad is None else f" | grad {fmt(n.grad)}"
+        label = f"{{ {_dot_escape(n.name)} | value {fmt(n.value)}{grad} }}"
+        if n.op == "const":
+            label = _dot_escape(n.name)
+        fill = ', style=filled, fillcolor="#e8f0fe"' if n.op == "var" else ""
+        if n.name == "f":
+            fill = ', style=filled, fillcolor="#fde8e8"'
+        out.append(f'  v{k} [shape=record, label="{label}"{fill}];')
+        if n.children:
+            out.append(f'  v{k}_op [shape=circle, label="{_dot_escape(n.op)}"];')
+            out.append(f"  v{k}_op -> v{k};")
+            for c in dict.fromkeys(n.children):
+                out.append(f"  v{c} -> v{k}_op;")
+    out.append("}")
+    return "\n".join(out) + "\n"

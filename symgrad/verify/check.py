@@ -123,6 +123,12 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     if problems:
         result.problem = problems[0]
         return result
+    return _compare_component(net, d, target, expr, envs, result)
+
+
+def _compare_component(net: Network, d: Derivation, target, expr, envs, result) -> CheckResult:
+    """Evaluate the parsed component formula and the derived step at every point; fill in
+    ``result`` (right, or the first counterexample and the hints)."""
     sizes = dict(net.sizes)
     wants = [eval_component(target.expr, env, sizes, target.free, target.ranges) for env in envs]
     for point in range(1, POINTS + 1):

@@ -7,7 +7,8 @@ import numpy as np
 from symgrad.ir.network import Network
 from symgrad.learn.steps.activation import _hadamard
 from symgrad.learn.steps.evaluate import _run, _Shape
-from symgrad.learn.steps.parse import Statement, unparse
+from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.printer import unparse
 from symgrad.learn.steps.report import _same
 from symgrad.learn.steps.targets import BATCH
 from symgrad.learn.steps.variants import _edits, _swaps
@@ -75,7 +76,7 @@ def _line_text(s: Statement) -> str:
 
 
 def _unparse_subscript(item: tuple) -> str:
-    from symgrad.learn.steps.parse import _unparse_item
+    from symgrad.learn.steps.printer import _unparse_item
 
     return _unparse_item(item, unparse)
 

@@ -12,7 +12,8 @@ from symgrad.ir.naming import split
 from symgrad.ir.network import Network
 from symgrad.ir.ops import OPS, X
 from symgrad.learn.steps.ops import BARE
-from symgrad.learn.steps.parse import Statement, unparse
+from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.printer import unparse
 from symgrad.verify.stages import is_elementwise
 
 
