@@ -191,4 +191,5 @@ def test_loss_value_has_the_parameters_dtype_on_every_target(target, loss, monke
                 assert type(value) is getattr(np, dtype), type(value)
             # the same number as the float64 computation, to float32's precision
             ref = mod.loss({k: v.astype(np.float64) for k, v in params.items()}, X, Y)
-            assert float(value) == pytest.approx(float(ref), rel=1e-6 if dtype == "float32" else 1e-15)
+            rel = 1e-6 if dtype == "float32" else 1e-15
+            assert float(value) == pytest.approx(float(ref), rel=rel)
