@@ -1,4 +1,4 @@
-"""dtype fidelity (issue #11): float32 in gives float32 out, for every construct the spec
+"""dtype fidelity: float32 in gives float32 out, for every construct the spec
 grammar allows (each function, each built-in activation and loss, max/min/abs forms, map
 layers with sums) and for SymPy constants (pi, E) written with the Python API.
 
