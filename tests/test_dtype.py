@@ -83,6 +83,7 @@ def _check_float32(net, seed: int = 0) -> None:
     assert yhat.dtype == np.float32
     value, grads = mod.loss_and_grads(params, X, Y)
     assert np.isfinite(value)
+    assert type(value) is np.float32, type(value)
     for k, p in params.items():
         assert grads[k].dtype == np.float32, f"d{k} is {grads[k].dtype}"
         assert grads[k].shape == p.shape
@@ -142,3 +143,53 @@ def test_constants_in_a_map_and_a_loss_keep_float32():
         ("custom", sp.sqrt(sp.pi) * (yhat_s - y_s) ** 2),
     )
     _check_float32(net)
+
+
+# -- the loss keeps the dtype on every target ---------------------------------------------
+
+
+def _stand_in_cupy(monkeypatch):
+    """NumPy standing in for CuPy (the CuPy module is the NumPy module's code on cp)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", np)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy", "torch", "jax"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "bce"])
+def test_loss_value_has_the_parameters_dtype_on_every_target(target, loss, monkeypatch):
+    act = "softmax" if loss == "cross_entropy" else "sigmoid"
+    net = build("dtype_loss", 3, [Dense(4, "tanh"), Dense(3, act)], loss)
+    if target == "cupy":
+        _stand_in_cupy(monkeypatch)
+    mod = load_module(generate(net, target=target), f"dtype_loss_{target}_{loss}")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 3))
+    Y = rng.uniform(0.1, 0.9, (5, 3))
+    Y /= Y.sum(axis=1, keepdims=True)
+    for dtype in ("float32", "float64"):
+        if target == "torch":
+            torch = pytest.importorskip("torch")
+            dt = getattr(torch, dtype)
+            params = mod.init_params(0, dt)
+            Xt, Yt = torch.tensor(X, dtype=dt), torch.tensor(Y, dtype=dt)
+            for value in (mod.loss_and_grads(params, Xt, Yt)[0], mod.loss(params, Xt, Yt)):
+                assert isinstance(value, torch.Tensor) and value.dim() == 0
+                assert value.dtype == dt
+        elif target == "jax":
+            jax = pytest.importorskip("jax")
+            jax.config.update("jax_enable_x64", True)
+            jnp = jax.numpy
+            params = mod.init_params(0, getattr(jnp, dtype))
+            Xj, Yj = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
+            for value in (mod.loss_and_grads(params, Xj, Yj)[0], mod.loss(params, Xj, Yj)):
+                assert value.shape == () and value.dtype == np.dtype(dtype)
+        else:
+            params = mod.init_params(0, getattr(np, dtype))
+            Xn, Yn = X.astype(dtype), Y.astype(dtype)
+            for value in (mod.loss_and_grads(params, Xn, Yn)[0], mod.loss(params, Xn, Yn)):
+                assert type(value) is getattr(np, dtype), type(value)
+            # the same number as the float64 computation, to float32's precision
+            ref = mod.loss({k: v.astype(np.float64) for k, v in params.items()}, X, Y)
+            rel = 1e-6 if dtype == "float32" else 1e-15
+            assert float(value) == pytest.approx(float(ref), rel=rel)

@@ -1,7 +1,9 @@
 """The generated NumPy module checks its arguments: no silent
 broadcasting, no integer labels taken for one-hot rows, no integer weights; and specs that
 used to generate broken modules (width-changing or constant maps, constant activations and
-losses, no parameters) generate working ones."""
+losses, no parameters) generate working ones. The checks cost nothing on a correct call
+(no copies, no scan for inf or nan); lists of parameters, a wrong optimiser state, bad
+rates and seeds are refused on every target (NumPy standing in for CuPy)."""
 
 from __future__ import annotations
 
@@ -294,3 +296,140 @@ def test_formerly_broken_specs_generate_working_modules(name: str, tmp_path: Pat
     y32 = mod.forward(p32, X.astype(np.float32))
     if mod.PARAM_NAMES:
         assert y32.dtype == np.float32
+
+
+# -- lists, optimiser state, rates and seeds; every target -------------------------------
+
+
+def _target_module(target: str, monkeypatch, name: str = "seed"):
+    """The catalogue network's module for ``target`` (NumPy standing in for CuPy)."""
+    if target == "torch":
+        pytest.importorskip("torch")
+    if target == "jax":
+        pytest.importorskip("jax").config.update("jax_enable_x64", True)
+    if target == "cupy":
+        import sys
+
+        monkeypatch.setitem(sys.modules, "cupy", np)
+    return load_module(generate(catalogue()[name], target=target), f"safety_{target}_{name}")
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy", "torch", "jax"])
+def test_parameters_given_as_lists_are_refused_naming_them(target, monkeypatch) -> None:
+    mod = _target_module(target, monkeypatch)
+    params = mod.init_params(0)
+    X = np.zeros((2, mod.INPUT_SIZE))
+    Y = np.zeros((2, mod.OUTPUT_SIZE))
+    as_lists = {k: np.asarray(v).tolist() for k, v in params.items()}
+    for fn in (lambda: mod.forward(as_lists, X), lambda: mod.loss_and_grads(as_lists, X, Y)):
+        raises_naming(fn, "params['W1'] is a list", "expected")
+    one = {**params, "b1": np.asarray(params["b1"]).tolist()}
+    raises_naming(lambda: mod.loss_and_grads(one, X, Y), "params['b1'] is a list")
+
+
+@pytest.mark.parametrize("target", ["numpy", "cupy", "torch", "jax"])
+@pytest.mark.parametrize("seed", [1.5, -1, True, "0", None])
+def test_init_params_refuses_a_seed_that_is_not_a_natural_number(target, seed, monkeypatch):
+    mod = _target_module(target, monkeypatch)
+    raises_naming(lambda: mod.init_params(seed), "seed is", "non-negative integer")
+    assert set(mod.init_params(np.int64(3))) == set(mod.PARAM_NAMES)
+
+
+@pytest.mark.parametrize("name", ["seed", "ce", "bce"])
+def test_step_refuses_a_wrong_state(mods, name) -> None:
+    mod = mods[name]
+    params, X, Y = point(mod)
+    _, grads = mod.loss_and_grads(params, X, Y)
+    state = mod.init_state(params)
+    if state:  # momentum and adam keep buffers: an empty or foreign state is refused
+        raises_naming(lambda: mod.step(params, grads, {}), "state has keys", "init_state")
+        raises_naming(lambda: mod.step(params, grads, None), "state has keys")
+        key = next(iter(k for k in state if k != "t"))
+        bad = {**state, key: state[key][..., :1]}
+        raises_naming(lambda: mod.step(params, grads, bad), f"state[{key!r}]", "shape")
+        f32 = {k: v.astype(np.float32) if k != "t" else v for k, v in state.items()}
+        raises_naming(lambda: mod.step(params, grads, f32), f"state[{key!r}] has dtype")
+    else:
+        raises_naming(lambda: mod.step(params, grads, {"v": 1}), "state has keys")
+    before = {k: v.copy() for k, v in params.items()}
+    mod.step(params, grads, state)  # the right state still works
+    assert any(not np.array_equal(before[k], params[k]) for k in params)
+
+
+@pytest.mark.parametrize("name", ["seed", "ce", "bce"])
+@pytest.mark.parametrize("lr", [-1.0, float("nan"), float("inf"), -1e-12])
+def test_step_refuses_negative_or_non_finite_rates(mods, name, lr) -> None:
+    mod = mods[name]
+    params, X, Y = point(mod)
+    _, grads = mod.loss_and_grads(params, X, Y)
+    state = mod.init_state(params)
+    before = {k: v.copy() for k, v in params.items()}
+    raises_naming(lambda: mod.step(params, grads, state, lr=lr), "lr is", "expected")
+    raises_naming(lambda: mod.step(params, grads, state, weight_decay=lr), "weight_decay is")
+    for k in params:  # nothing was changed by a refused step
+        np.testing.assert_array_equal(params[k], before[k])
+    with pytest.raises(TypeError, match="lr is"):
+        mod.step(params, grads, state, lr="0.1")
+    mod.step(params, grads, state, lr=0.0)  # zero is a valid (if useless) rate
+
+
+# -- checks cost nothing on the normal path ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["seed", "ce", "bce"])
+def test_a_finite_call_neither_copies_nor_scans_its_inputs(mods, name, monkeypatch) -> None:
+    mod = mods[name]
+    params, X, Y = point(mod, n=8)
+    for dtype in (np.float64, np.float32):
+        p = {k: v.astype(dtype) for k, v in params.items()}
+        Xd, Yd = X.astype(dtype), Y.astype(dtype)
+        Xc, Yc = mod._check(p, Xd, Yd)
+        assert Xc is Xd and Yc is Yd  # already arrays of the right dtype: not copied
+    Xc, _ = mod._check(params, X.astype(np.float32), Y)
+    assert Xc.dtype == np.float64  # converted to the parameters' dtype
+
+    def scanned(**arrays):
+        raise AssertionError("a finite call looked for inf or nan")
+
+    monkeypatch.setattr(mod, "_not_finite", scanned)
+    monkeypatch.setattr(mod, "_params_error", scanned)
+    value, grads = mod.loss_and_grads(params, X, Y)
+    assert np.isfinite(value) and all(np.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize("n", [3, 4000])  # X checked itself / the gradients checked instead
+def test_non_finite_inputs_found_lazily_at_any_batch_size(mods, n) -> None:
+    """A saturating network can turn inf into a finite loss: the gradient reading X is then
+    not finite, and the module names X (whichever of X and the gradients it read)."""
+    mod = mods["seed"]
+    params, X, Y = point(mod, n=n)
+    Xb = X * 1e3
+    Xb[n // 2, 1] = np.inf
+    raises_naming(lambda: mod.loss_and_grads(params, Xb, Y), "X contains inf or nan")
+    Yb = Y.copy()
+    Yb[n - 1, 0] = np.nan
+    raises_naming(lambda: mod.loss_and_grads(params, X, Yb), "Y contains inf or nan")
+    # overflowing squares of finite values are not mistaken for inf
+    value, _ = mod.loss_and_grads(params, X * 1e160, Y)
+    assert np.isfinite(value)
+
+
+@pytest.mark.parametrize("target", ["cupy", "torch", "jax"])
+def test_other_targets_name_non_finite_inputs(target, monkeypatch) -> None:
+    mod = _target_module(target, monkeypatch)
+    params = mod.init_params(0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, mod.INPUT_SIZE))
+    Y = rng.uniform(size=(4, mod.OUTPUT_SIZE))
+    if target == "torch":
+        import torch
+
+        X, Y = torch.tensor(X), torch.tensor(Y)
+    Xb = X.clone() if target == "torch" else X.copy()
+    Xb[1, 0] = np.inf
+    for fn in (
+        lambda: mod.loss_and_grads(params, Xb, Y),
+        lambda: mod.loss(params, Xb, Y),
+        lambda: mod.forward(params, Xb),
+    ):
+        raises_naming(fn, "X contains inf or nan")
