@@ -19,8 +19,8 @@ from catalogue import catalogue
 from symgrad import Dense, Map, a, build, derive, i, j, n, x, y_s, yhat_s
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
-from symgrad.documents.latex_printer import latex, quantity
 from symgrad.documents.latex_breaking import break_expression, split_terms, visual_width
+from symgrad.documents.latex_printer import latex, quantity
 from symgrad.documents.layout import LINE_WIDTH, equation_lines
 from symgrad.documents.model import Eq, M
 from symgrad.documents.render import render, render_fragment_for_jupyter
