@@ -119,11 +119,11 @@ def test_audit_does_not_report_denominators_bounded_away_from_0():
     assert not [h for e in acts.entries for h in e.hazards if "step" in h[1]]
 
 
-def test_readme_audit_example_is_what_audit_prints(tmp_path, capsys):
+def test_documented_audit_example_is_what_audit_prints(tmp_path, capsys):
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Numerical stability", 1)[1].split("\n## ", 1)[0]
+    page = Path(__file__).resolve().parents[1] / "docs/explanation/stability.md"
+    section = page.read_text().split("`symgrad audit SPEC` shows", 1)[1]
     spec = section.split("```toml\n", 1)[1].split("```", 1)[0]
     excerpt = section.split("it prints (excerpt):\n\n```\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "audit_demo.toml"
