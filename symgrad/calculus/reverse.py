@@ -250,8 +250,8 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     g_out = g[_out_index(stage)]
     limits = _out_limits(stage)
 
-    def adjoint(local: sp.Expr) -> sp.Expr:
-        out = pull_out(contract(sp.Sum(g_out * local, *limits)))
+    def adjoint(local: sp.Expr, ranges: dict) -> sp.Expr:
+        out = pull_out(contract(sp.Sum(g_out * local, *limits), ranges))
         if stage.sample is not None:  # through batch statistics: centred on the batch mean
             out = centre_samples(out, stage.inp, BATCH)
         return out
@@ -259,16 +259,19 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     params = []
     for p in stage.params:
         local = rw(_local(stage.body, _param_wrt(p)), stage)
-        params.append((local, adjoint(local)))
-    local_raw = _local(stage.body, stage.inp[_in_index(stage)])
+        params.append((local, adjoint(local, dict(zip(_PARAM_IDX, p.shape, strict=False)))))
+    kin = _in_index(stage)
+    in_shape = stage.in_shape or (
+        (BATCH, stage.in_width) if stage.sample is not None else (stage.in_width,)
+    )
+    local_raw = _local(stage.body, stage.inp[kin])
     local = rw(local_raw, stage)
     extra = []
-    for base, _ in stage.extra:
+    for base, w in stage.extra:
         lo = rw(_local(stage.body, base[K]), stage)
-        extra.append((lo, adjoint(lo)))
-    return _Calculus(
-        tuple(params), local, adjoint(local), _structure(local_raw, stage), tuple(extra)
-    )
+        extra.append((lo, adjoint(lo, {K: w})))
+    comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
+    return _Calculus(tuple(params), local, comp, _structure(local_raw, stage), tuple(extra))
 
 
 def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:

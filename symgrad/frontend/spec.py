@@ -31,6 +31,7 @@ from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir import conv as C
 from symgrad.ir import layers as L
+from symgrad.ir.map_checks import AUTO, PADDINGS
 from symgrad.ir.network import Network
 
 #: Largest spec file read, in bytes.
@@ -48,7 +49,10 @@ REQUIRED_KEYS = ("name", "input", "loss", "layer")
 #: ``targets = "..."``: the domain verify draws targets from (for custom losses).
 TARGET_DOMAINS = ("real", "positive", "unit", "onehot", "probabilities")
 DENSE_KEYS = ("type", "units", "activation", "bias")
-MAP_KEYS = ("type", "expr", "name", "params", "units")
+MAP_KEYS = ("type", "expr", "name", "params", "units", "indices", "shape", "padding")
+#: Index names a map's expression may use (free ones listed in ``indices``; the rest are
+#: summed over). A size of the same name is a size there, not an index.
+INDEX_NAMES = ("i", "j", "k", "p", "q", "r", "t", "u", "v", "e", "c", "h", "w", "s")
 #: Most axes of a map parameter.
 MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
@@ -478,20 +482,29 @@ class _Checker:
             else:
                 shaped[pname] = sp.IndexedBase(pname, shape=(1,) * len(shape))
                 plain[shaped[pname]] = base
+        padding = "none"
+        if "padding" in raw:
+            padding = self.string(raw["padding"], f"{field}.padding", "padding")
+            if padding not in PADDINGS:
+                self.fail(f"{field}.padding", f"padding must be one of {', '.join(PADDINGS)}")
+        names = [nm for nm in INDEX_NAMES if nm not in self.sizes]
+        # a reduction's range comes from the axes its index subscripts (AUTO until then)
+        indices = {nm: (sp.Symbol(nm, integer=True), AUTO) for nm in names}
         expr = self.expression(
             text,
             f"{field}.expr",
             arrays=shaped,
             scalars=scalars,
-            indices={"i": (L.i, L.n), "j": (L.j, L.n), "k": (L.k, L.n)},
+            indices=indices,
             free_indices=("i",),
+            index_arithmetic=True,
         )
         expr = expr.xreplace(plain)
         for pname, (base, _) in params.items():
             if not expr.has(base):
                 self.fail(f"{field}.params.{pname}", f"parameter {pname!r} is not used in expr")
             self.param_names[f"{pname}{number}"] = len(params[pname][1])
-        return L.Map(expr, name=name, units=units, params=dict(params.values()))
+        return L.Map(expr, name=name, units=units, params=dict(params.values()), padding=padding)
 
     def map_params(
         self, value: object, field: str, number: int

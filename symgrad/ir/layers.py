@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir import conv, naming
+from symgrad.ir import conv, map_checks, naming
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
@@ -106,6 +106,8 @@ class Map:
         default_factory=dict
     )
     init: Mapping[str, str] = field(default_factory=dict)
+    #: "zeros": a read outside an axis is zero (as conv padding); "none": it is an error.
+    padding: str = "none"
 
 
 #: PyTorch's default epsilon of its norm layers.
@@ -279,6 +281,17 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         names = ", ".join(sorted(set(stray)))
         raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
     body = body.xreplace(swap)
+    if layer.padding not in map_checks.PADDINGS:
+        raise SpecError(
+            f"layer {l}: padding must be one of {', '.join(map_checks.PADDINGS)}, "
+            f"got {layer.padding!r}"
+        )
+    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {
+        inp: (w_in,),
+        **{b: (bw,) for b, bw in extra.items()},
+    }
+    dims.update({p.base: p.shape for p in params})
+    body = map_checks.infer_ranges(body, dims, sizes, l)
     sample = SAMPLE if _reads_samples(body) else None
     if sample is not None:
         _check_sample_map(body, l, {inp, *extra}, stage_params=params)
@@ -311,8 +324,12 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         tuple(params),
         extra=tuple(extra.items()),
         sample=sample,
+        attrs=(("padding", layer.padding),) if layer.padding != "none" else (),
     )
-    _check_shapes(stage, sizes)
+    if sample is not None:
+        _check_shapes(stage, sizes)
+    else:
+        map_checks.check_reads(body, dims, {I: w}, sizes, l, layer.padding)
     return [stage]
 
 
