@@ -103,8 +103,8 @@ loss = "mse"
 [[layer]]
 type = "map"
 units = 1
-expr = """b + sum(w[j] * x[j], j)
-  + 0.5 * sum(sum(V[j, k] * x[j], j)**2 - sum(V[j, k]**2 * x[j]**2, j), (k, 0, R - 1))"""
+expr = '''b + sum(w[j] * x[j], j)
+  + 0.5 * sum(sum(V[j, k] * x[j], j)**2 - sum(V[j, k]**2 * x[j]**2, j), (k, 0, R - 1))'''
 params = { b = [], w = ["n"], V = ["n", "R"] }
 """
 
