@@ -64,8 +64,8 @@ loss = "mse"
 [[layer]]
 type = "map"
 units = "O"
-expr = "tanh(sum(w[j] * a[i + j], j) + c)"
-params = { w = ["K"], c = [] }
+expr = "tanh(sum(g[j] * a[i + j], j) + b)"
+params = { g = ["K"], b = [] }
 [[layer]]
 units = 2
 """
@@ -78,20 +78,20 @@ loss = "mse"
 [[layer]]
 type = "map"
 padding = "zeros"
-expr = "tanh(sum(w[j] * a[i + j - 1], (j, 0, K - 1)))"
-params = { w = ["K"] }
+expr = "tanh(sum(g[j] * a[i + j - 1], (j, 0, K - 1)))"
+params = { g = ["K"] }
 [[layer]]
 units = 2
 """
 
 
 def conv_torch(P, X, Y):
-    a1 = torch.tanh(F.conv1d(X[:, None, :], P["w1"][None, None, :])[:, 0] + P["c1"])
+    a1 = torch.tanh(F.conv1d(X[:, None, :], P["g1"][None, None, :])[:, 0] + P["b1"])
     return F.mse_loss(dense(a1, P["W2"], P["b2"]), Y)
 
 
 def conv_pad_torch(P, X, Y):
-    a1 = torch.tanh(F.conv1d(X[:, None, :], P["w1"][None, None, :], padding=1)[:, 0])
+    a1 = torch.tanh(F.conv1d(X[:, None, :], P["g1"][None, None, :], padding=1)[:, 0])
     return F.mse_loss(dense(a1, P["W2"], P["b2"]), Y)
 
 
@@ -103,16 +103,16 @@ loss = "mse"
 [[layer]]
 type = "map"
 units = 1
-expr = '''b + sum(w[j] * x[j], j)
+expr = '''b + sum(g[j] * x[j], j)
   + 0.5 * sum(sum(V[j, k] * x[j], j)**2 - sum(V[j, k]**2 * x[j]**2, j), (k, 0, R - 1))'''
-params = { b = [], w = ["n"], V = ["n", "R"] }
+params = { b = [], g = ["n"], V = ["n", "R"] }
 """
 
 
 def fm_torch(P, X, Y):
     V = P["V1"]
     inter = 0.5 * (((X @ V) ** 2) - (X**2) @ (V**2)).sum(1, keepdim=True)
-    out = P["b1"] + X @ P["w1"][:, None] + inter
+    out = P["b1"] + X @ P["g1"][:, None] + inter
     return F.mse_loss(out, Y)
 
 
@@ -155,7 +155,7 @@ def test_every_target_and_hvp_generate(case):
         ("a[i + 1]", "subscript i + 1 reads 1..7 but axis 0 of a0"),
         ("a[2*i]", "subscript 2*i reads 0..12 but axis 0"),
         ("sum(a[i + j], j)", "cannot infer the range of index j"),
-        ("sum(w[j] * a[j], j)", "index j subscripts axes of different sizes"),
+        ("sum(g[j] * a[j], j)", "index j subscripts axes of different sizes"),
         ("a[i*i]", "no product of indices"),
     ],
 )
@@ -167,10 +167,10 @@ loss = "mse"
 [[layer]]
 type = "map"
 expr = "{expr}"
-params = {{ w = [3] }}
+params = {{ g = [3] }}
 """
-    if "w[" not in expr:
-        text = text.replace("params = { w = [3] }\n", "")
+    if "g[" not in expr:
+        text = text.replace("params = { g = [3] }\n", "")
     with pytest.raises(SpecError) as err:
         loads_spec(text, file="bad.toml")
     msg = str(err.value)

@@ -228,6 +228,8 @@ class _Calculus:
     structure: str
     #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
     extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    #: (local, contracted adjoint) for each of ``stage.shared`` (earlier layers' parameters)
+    shared: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
 #: Per-stage calculus memoised by the stage's shape (least recently used entries are
@@ -256,10 +258,14 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
             out = centre_samples(out, stage.inp, BATCH)
         return out
 
-    params = []
-    for p in stage.params:
-        local = rw(_local(stage.body, _param_wrt(p)), stage)
-        params.append((local, adjoint(local, dict(zip(_PARAM_IDX, p.shape, strict=False)))))
+    def of_params(ps: tuple[Param, ...]) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
+        out = []
+        for p in ps:
+            local = rw(_local(stage.body, _param_wrt(p)), stage)
+            out.append((local, adjoint(local, dict(zip(_PARAM_IDX, p.shape, strict=False)))))
+        return tuple(out)
+
+    params = of_params(stage.params)
     kin = _in_index(stage)
     in_shape = stage.in_shape or (
         (BATCH, stage.in_width) if stage.sample is not None else (stage.in_width,)
@@ -271,7 +277,8 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         lo = rw(_local(stage.body, base[K]), stage)
         extra.append((lo, adjoint(lo, {K: w})))
     comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
-    return _Calculus(tuple(params), local, comp, _structure(local_raw, stage), tuple(extra))
+    structure = _structure(local_raw, stage)
+    return _Calculus(params, local, comp, structure, tuple(extra), of_params(stage.shared))
 
 
 def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
@@ -315,7 +322,7 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
         sample=stage.sample,
     )
-    if _is_tensor(stage):  # concrete shapes: nothing to share between layers
+    if _is_tensor(stage) or stage.shared:  # concrete shapes, or parameters of other layers
         return _compute(stage, g)
     key = (
         cstage.body,
@@ -408,17 +415,27 @@ def reverse_accumulate(net: Network) -> Derivation:
     # walked in reverse evaluation order, so when stage si is done every consumer of the
     # previous stage's output has contributed: its adjoint is complete and can be stated.
     pending: dict[sp.IndexedBase, list[tuple[Stage, str, sp.Expr]]] = {}
+    # Contributions of later layers to a shared parameter's gradient, by parameter name.
+    uses: dict[str, list[tuple[Stage, str, sp.Expr]]] = {}
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
         g = sp.IndexedBase(upstream, real=True)
         # Parameters first (weight, bias), then pass to the stage's input.
         calc = _stage_calculus(stage, g)
+        for p, (_, comp) in zip(stage.shared, calc.shared, strict=True):
+            uses.setdefault(p.name, []).append((stage, upstream, comp))
         for p, (local, comp) in zip(stage.params, calc.params, strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
             pen = _penalty_grad(net, p)
             if pen is not None:
                 comp = comp + pen
+            shared_uses = uses.pop(p.name, [])
+            p_contrib: tuple[tuple[int, str], ...] = ()
+            if shared_uses:
+                comp = comp + sp.Add(*(c for _, _, c in shared_uses))
+                p_contrib = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in shared_uses))
+                notes.append(_fan_in_note(grad_name(p.name), p.name, p_contrib))
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
@@ -442,6 +459,7 @@ def reverse_accumulate(net: Network) -> Derivation:
                     shape=p.shape,
                     param=p,
                     penalty=_finish(pen, pidx, names) if pen is not None else None,
+                    contributions=p_contrib,
                     matrix=tensor_form(comp_c, free, p.shape, param=True)
                     if _is_tensor(stage)
                     else None,

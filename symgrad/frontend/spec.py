@@ -29,6 +29,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
+from symgrad.ir.ops import SPEC_FUNCTIONS
 from symgrad.ir import conv as C
 from symgrad.ir import layers as L
 from symgrad.ir.map_checks import AUTO, PADDINGS
@@ -57,6 +58,8 @@ INDEX_NAMES = ("i", "j", "k", "p", "q", "r", "t", "u", "v", "e", "c", "h", "w", 
 MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
 RESERVED = ("a", "x", "y", "yhat", "i", "j", "k", "n", "m", "p", "q", "r", "s", "N", "sum")
+#: Names a map parameter may not take: the above, every index name, function names.
+PARAM_RESERVED = frozenset((*RESERVED, *INDEX_NAMES, *SPEC_FUNCTIONS, "max", "min", "softmax"))
 CUSTOM_KEYS = ("name", "expr")
 NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
 LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
@@ -476,6 +479,13 @@ class _Checker:
             shaped[out] = sp.IndexedBase(out, shape=(1,))
             plain[shaped[out]] = sp.IndexedBase(out, real=True)
         scalars: dict[str, sp.Expr] = {"n": L.n, **self.sizes}
+        # earlier layers' parameters, by name: shared ("tied") parameters
+        for pname, axes in self.param_names.items():
+            if axes:
+                shaped[pname] = sp.IndexedBase(pname, shape=(1,) * axes)
+                plain[shaped[pname]] = sp.IndexedBase(pname, real=True)
+            else:
+                scalars[pname] = sp.Symbol(pname, real=True)
         for pname, (base, shape) in params.items():
             if isinstance(base, sp.Symbol):
                 scalars[pname] = base
@@ -516,8 +526,12 @@ class _Checker:
         for key, shape in value.items():
             f = _key_field(field, key)
             nm = self.name(key, f, "a parameter name")
-            if nm in RESERVED or nm in self.sizes or _LAYER_OUT.fullmatch(nm):
-                self.fail(f, f"parameter name {nm!r} is reserved or names a size")
+            if nm in PARAM_RESERVED or nm in self.sizes or _LAYER_OUT.fullmatch(nm):
+                self.fail(
+                    f,
+                    f"parameter name {nm!r} is reserved or names a size (reserved: index "
+                    "names, n, N, sizes and function names)",
+                )
             if not isinstance(shape, list):
                 self.fail(
                     f, f'a shape must be an array such as ["n"] or [], got {_type_name(shape)}'

@@ -243,7 +243,44 @@ def _dense(layer: Dense, l: int, inp, w_in, sizes) -> list[Stage]:
     return stages
 
 
-def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
+def _resolve_reads(
+    body: sp.Expr, l: int, inp, own: set, outputs, earlier: Mapping[str, Param]
+) -> tuple[sp.Expr, dict[sp.IndexedBase, sp.Expr], dict[str, Param]]:
+    """Earlier outputs named in the expression (x, a2, z2) and earlier layers' parameters
+    (``W1``: a shared, tied parameter), matched by name, so that a user's
+    ``IndexedBase("a2")`` means the network's own array of that name."""
+    extra: dict[sp.IndexedBase, sp.Expr] = {}
+    shared: dict[str, Param] = {}
+    swap: dict[sp.Basic, sp.Basic] = {}
+    stray = []
+    for ind in body.atoms(sp.Indexed):
+        label = str(ind.base.label)
+        if ind.base.label in own:
+            continue
+        found = outputs.get(label)
+        if found is None and label in earlier and isinstance(earlier[label].base, sp.IndexedBase):
+            shared[label] = earlier[label]
+            swap[ind.base] = earlier[label].base
+            continue
+        if found is None:
+            stray.append(label)
+            continue
+        base, bw = found
+        swap[ind.base] = base
+        if base != inp:
+            extra[base] = bw
+    for sym in body.free_symbols:
+        p = earlier.get(str(sym))
+        if isinstance(sym, sp.Symbol) and p is not None and isinstance(p.base, sp.Symbol):
+            shared[p.name] = p
+            swap[sym] = p.base
+    if stray:
+        names = ", ".join(sorted(set(stray)))
+        raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
+    return body.xreplace(swap), extra, shared
+
+
+def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None) -> list[Stage]:
     w = w_in if layer.units is None else _width(layer.units, l, sizes)
     repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
     params = []
@@ -260,27 +297,8 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
     body = sp.sympify(layer.expr).xreplace(repl)
-    # Earlier outputs named in the expression (x, a2, z2): matched by name, so that a
-    # user's IndexedBase("a2") means the network's own array of that name.
     own = {inp.label, *(p.base.label for p in params if isinstance(p.base, sp.IndexedBase))}
-    extra: dict[sp.IndexedBase, sp.Expr] = {}
-    swap: dict[sp.Basic, sp.Basic] = {}
-    stray = []
-    for ind in body.atoms(sp.Indexed):
-        if ind.base.label in own:
-            continue
-        found = outputs.get(str(ind.base.label))
-        if found is None:
-            stray.append(str(ind.base.label))
-            continue
-        base, bw = found
-        swap[ind.base] = base
-        if base != inp:
-            extra[base] = bw
-    if stray:
-        names = ", ".join(sorted(set(stray)))
-        raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
-    body = body.xreplace(swap)
+    body, extra, shared = _resolve_reads(body, l, inp, own, outputs, earlier or {})
     if layer.padding not in map_checks.PADDINGS:
         raise SpecError(
             f"layer {l}: padding must be one of {', '.join(map_checks.PADDINGS)}, "
@@ -290,12 +308,12 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         inp: (w_in,),
         **{b: (bw,) for b, bw in extra.items()},
     }
-    dims.update({p.base: p.shape for p in params})
+    dims.update({p.base: p.shape for p in (*params, *shared.values())})
     body = map_checks.infer_ranges(body, dims, sizes, l)
     sample = SAMPLE if _reads_samples(body) else None
     if sample is not None:
         _check_sample_map(body, l, {inp, *extra}, stage_params=params)
-    scalars = {p.base for p in params if isinstance(p.base, sp.Symbol)}
+    scalars = {p.base for p in (*params, *shared.values()) if isinstance(p.base, sp.Symbol)}
     widths = set(sizes) | {w_in, w}
     labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
     loose = {
@@ -325,6 +343,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         extra=tuple(extra.items()),
         sample=sample,
         attrs=(("padding", layer.padding),) if layer.padding != "none" else (),
+        shared=tuple(shared.values()),
     )
     if sample is not None:
         _check_shapes(stage, sizes)
@@ -550,7 +569,8 @@ def build(
         elif isinstance(layer, Dense):
             new = _dense(layer, l, cur, cur_w, known)
         elif isinstance(layer, Map):
-            new = _map(layer, l, cur, cur_w, known, outputs)
+            earlier = {p.name: p for st in stages for p in st.params}
+            new = _map(layer, l, cur, cur_w, known, outputs, earlier)
         elif isinstance(layer, NORMS):
             new = _norm(layer, l, cur, cur_w)
         else:
