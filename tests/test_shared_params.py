@@ -136,6 +136,7 @@ def test_python_api_reads_an_earlier_parameter_by_name():
     ],
 )
 def test_reserved_parameter_names(params, message):
-    text = f'name = "bad"\ninput = 3\nloss = "mse"\n[[layer]]\ntype = "map"\nexpr = "a[i]"\nparams = {params}\n'
+    head = 'name = "bad"\ninput = 3\nloss = "mse"\n'
+    text = head + f'[[layer]]\ntype = "map"\nexpr = "a[i]"\nparams = {params}\n'
     with pytest.raises(SpecError, match=message):
         loads_spec(text)

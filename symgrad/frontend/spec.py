@@ -29,11 +29,11 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
-from symgrad.ir.ops import SPEC_FUNCTIONS
 from symgrad.ir import conv as C
 from symgrad.ir import layers as L
 from symgrad.ir.map_checks import AUTO, PADDINGS
 from symgrad.ir.network import Network
+from symgrad.ir.ops import SPEC_FUNCTIONS
 
 #: Largest spec file read, in bytes.
 MAX_FILE_BYTES = 1_000_000
