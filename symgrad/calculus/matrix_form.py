@@ -160,6 +160,10 @@ def _forward_matrix(component: sp.Expr, stage: Any, names: sp.Tuple) -> sp.Expr:
             sp.Tuple(BATCH, stage.width),
             names,
         )
+    if stage.indices:  # a tensor map: its own indices, in components
+        return Comp(component, sp.Tuple(*stage.indices), sp.Tuple(*stage.shape), names)
+    if reads_tensors(stage):
+        return Comp(component, sp.Tuple(stage.index), sp.Tuple(stage.width), names)
     return matrix_or_component(component, (stage.index,), (stage.width,), names)
 
 
@@ -171,7 +175,11 @@ def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
     data = s.component
     if pen is not None:
         data = sp.expand(data - pen, mul=False, power_exp=False, log=False, multinomial=False)
-    if s.stage is not None and s.stage.sample is not None and s.kind != "loss":
+    if (
+        s.stage is not None
+        and s.kind != "loss"
+        and (s.stage.sample is not None or reads_tensors(s.stage))
+    ):
         m = Comp(data, sp.Tuple(*s.indices), sp.Tuple(*s.shape), names)
     elif s.kind == "param" and not s.indices:
         m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
@@ -185,6 +193,14 @@ def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
 #: The extents of the quantities of the derivation the matrix pass is working on (for
 #: reads of part of an axis, ``partial_reads.py``).
 _PARTIAL: dict[str, dict] = {"extents": {}, "sizes": {}}
+
+
+def reads_tensors(stage: Any) -> bool:
+    """Whether ``stage`` is a user's map with quantities of several axes (its own output,
+    its input, or another array it reads): its equations stay in components."""
+    if dict(stage.attrs).get("form") != "component":
+        return False
+    return bool(stage.indices or stage.in_shape or any(stage.extra_shapes))
 
 
 def matrix_or_component(

@@ -61,15 +61,32 @@ def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
     return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
 
 
+def _tensor_names(n: int) -> tuple[str, ...]:
+    """Display names of the indices of an input element with ``n`` axes."""
+    return _TENSOR_NAMES.get(n, ("c", "h", "w")[-n:] if n <= 3 else ())
+
+
 def _out_names(stage: Stage) -> tuple[str, ...]:
     """The display names of a stage's output indices."""
     if stage.sample is not None:
         return ("s", "i")
-    return _TENSOR_NAMES[len(stage.indices)] if stage.indices else ("i",)
+    if dict(stage.attrs).get("form") == "component" and stage.indices:
+        return tuple(str(ix) for ix in stage.indices)  # a tensor map's own index names
+    return _tensor_names(len(stage.indices)) if stage.indices else ("i",)
 
 
 def _is_tensor(stage: Stage) -> bool:
     return bool(stage.indices or stage.in_shape)
+
+
+def _array_form(
+    stage: Stage, expr: sp.Expr, free: tuple, shape: tuple, param: bool = False
+) -> sp.Expr | None:
+    """The conv layers' array form of a tensor stage's expression (``W ⋆ a``); None for a
+    user's map, which keeps its component form (lowered as a whole, ``calculus/einsum.py``)."""
+    if not _is_tensor(stage) or dict(stage.attrs).get("form") == "component":
+        return None
+    return tensor_form(expr, free, shape, param=param)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,9 +290,11 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     local_raw = _local(stage.body, stage.inp[kin])
     local = rw(local_raw, stage)
     extra = []
-    for base, w in stage.extra:
-        lo = rw(_local(stage.body, base[K]), stage)
-        extra.append((lo, adjoint(lo, {K: w})))
+    shapes = stage.extra_shapes or ((),) * len(stage.extra)
+    for (base, w), shp in zip(stage.extra, shapes, strict=True):
+        kx = _TENSOR_IDX[: len(shp)] if shp else (K,)
+        lo = rw(_local(stage.body, base[kx]), stage)
+        extra.append((lo, adjoint(lo, dict(zip(kx, shp or (w,), strict=True)))))
     comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
     structure = _structure(local_raw, stage)
     return _Calculus(params, local, comp, structure, tuple(extra), of_params(stage.shared))
@@ -322,7 +341,8 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
         sample=stage.sample,
     )
-    if _is_tensor(stage) or stage.shared:  # concrete shapes, or parameters of other layers
+    if _is_tensor(stage) or stage.shared or any(stage.extra_shapes):
+        # concrete shapes, or parameters of other layers
         return _compute(stage, g)
     key = (
         cstage.body,
@@ -380,7 +400,7 @@ def reverse_accumulate(net: Network) -> Derivation:
         Forward(
             stage=s,
             component=s.body,
-            matrix=tensor_form(s.body, _out_index(s), s.shape) if _is_tensor(s) else None,
+            matrix=_array_form(s, s.body, _out_index(s), s.shape),
         )
         for s in net.stages
     )
@@ -460,9 +480,7 @@ def reverse_accumulate(net: Network) -> Derivation:
                     param=p,
                     penalty=_finish(pen, pidx, names) if pen is not None else None,
                     contributions=p_contrib,
-                    matrix=tensor_form(comp_c, free, p.shape, param=True)
-                    if _is_tensor(stage)
-                    else None,
+                    matrix=_array_form(stage, comp_c, free, p.shape, param=True),
                 )
             )
         for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
@@ -500,16 +518,16 @@ def reverse_accumulate(net: Network) -> Derivation:
         if _is_tensor(stage):
             # (channels, h, w) quantities: free indices c, h, w; the local derivative's
             # output indices keep their own names, its input indices are primed.
-            fnames = _TENSOR_NAMES[len(kin)] if stage.in_shape else FREE_NAMES
+            fnames = _tensor_names(len(kin)) if stage.in_shape else FREE_NAMES
             outs = _out_index(stage)
-            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
+            onames = _out_names(stage)
             lnames = (*onames, *(nm + "'" for nm in fnames))
             comp_c = _finish(comp, kin, fnames)
             free = tuple(idx(nm) for nm in fnames)
             local_c = canonical(local, (*outs, *kin), lnames)
             local_idx = tuple(idx(nm) for nm in lnames)
             if stage.in_shape:
-                matrix = tensor_form(comp_c, free, stage.in_shape)
+                matrix = _array_form(stage, comp_c, free, stage.in_shape)
             gshape = stage.in_shape or (stage.in_width,)
         elif stage.sample is not None:
             # the adjoint of sample s's input: every sample t of the batch contributes

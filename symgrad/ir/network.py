@@ -60,6 +60,9 @@ class Stage:
     #: Parameters of earlier layers the body reads (shared, "tied" parameters): owned and
     #: initialised by the layer that declares them; their gradients add every use.
     shared: tuple[Param, ...] = ()
+    #: The shape of each of ``extra`` (empty for a vector): a tensor map may read earlier
+    #: outputs of several axes.
+    extra_shapes: tuple[tuple[sp.Expr, ...], ...] = ()
 
     @property
     def name(self) -> str:

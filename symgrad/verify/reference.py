@@ -514,8 +514,10 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         elif _is_softmax(s):
             out = ops.softmax(cur)
         else:  # custom activation or map layer: its component form over the index grid
-            w = net.size(s.width)
-            out = eval_tensor(ops, s.body, env, batched, sizes, (s.index,), {s.index: w}, n)
+            free = tuple(s.indices) or (s.index,)
+            ext = [net.size(e) for e in (s.shape or (s.width,))]
+            rng = dict(zip(free, ext, strict=True))
+            out = eval_tensor(ops, s.body, env, batched, sizes, free, rng, n)
         env[s.name] = out
         batched.add(s.name)
         cur = out
