@@ -548,7 +548,7 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
         "cross-entropy-after-map",
         with_map('expr = "a[i]"').replace('"mse"', '"cross_entropy"'),
         "loss",
-        "is a map layer",
+        "needs a softmax activation on the last layer",
     ),
     (
         "loss-uses-x",

@@ -39,7 +39,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.ir.ops import SPEC_FUNCTIONS
-from symgrad.ir.reductions import ReduceMax, ReduceMin
+from symgrad.ir.reductions import ReduceMax, ReduceMin, ShiftMax
 
 MAX_CHARS = 4000
 MAX_TOKENS = 1000
@@ -260,6 +260,8 @@ class _Parser:
                 return self.sum(tok)
             if name in ("max", "min") and self.reduction_index() is not None:
                 return self.sum(tok, ReduceMax if name == "max" else ReduceMin)
+            if name == "softmax" and self.index_arithmetic:
+                return self.softmax(tok)
             if name in SPEC_FUNCTIONS:
                 return self.call(tok)
             if name in self.scalars or name in self.arrays:
@@ -406,6 +408,31 @@ class _Parser:
         if name.kind == "name" and name.text in self.indices and close.text == ")":
             return name.text
         return None
+
+    def softmax(self, tok: _Token) -> sp.Expr:
+        """``softmax(e, j)``: the softmax of ``e`` over the index ``j`` (free or bound here,
+        the other indices fixed), written out as ``exp(e) / sum_j' exp(e[j -> j'])``; its
+        stable forms are found by structure, as for the softmax layer."""
+        self.enter(self.expect("("))
+        body = self.expr()
+        if not self.at(","):
+            self.fail("softmax() takes 2 arguments: softmax(expression, index)")
+        self.next()
+        idx_tok = self.next()
+        name = self.index_token(idx_tok, "the second argument of softmax() must be an index name")
+        if name not in self.free and name not in self.bound:
+            self.fail(f"softmax(..., {name}): index {name!r} is neither free nor summed over here")
+        self.expect(")")
+        self.depth -= 1
+        sym, width = self.indices[name]
+        if not body.has(sym):
+            self.fail(f"softmax(..., {name}): the expression does not use index {name!r}")
+        dummy = sp.Symbol(f"{name}_", integer=True)
+        # the shift by the maximum over the index: finite exponentials, the same value
+        over = sp.Symbol(f"{name}__", integer=True)
+        body = body - ShiftMax(body.xreplace({sym: over}), over, width - 1)
+        den = sp.Sum(sp.exp(body.xreplace({sym: dummy}), evaluate=False), (dummy, 0, width - 1))
+        return sp.exp(body, evaluate=False) / den
 
     def bound_expr(self, what: str) -> sp.Expr:
         """One limit of an explicit range: an integer expression of sizes and numbers."""
