@@ -130,12 +130,20 @@ def test_every_target_and_hvp_generate():
         compile(generate(net, target=target, hvp=True), f"<{target}>", "exec")
 
 
-def test_softmax_over_a_free_index_reads_as_exp_over_a_sum():
+def test_softmax_map_splits_into_scores_and_softmax():
     net = loads_spec(SINGLE)
-    body = net.stages[3].body
-    assert str(body).startswith("exp(") and "Sum(exp(" in str(body)
+    names = [s.name for s in net.stages]
+    assert names[3:5] == ["z4", "a4"]  # the scores, then their softmax over u
+    assert str(net.stages[4].body).startswith("exp(")
     d = derive(net)
-    assert {s.grad for s in d.steps} >= {"dWq1", "dWk2", "dWv3", "da4"}
+    # the scores' adjoint in forward values: P * (dP - rowsum(P * dP))
+    assert str(d.step("delta4").component) == (
+        "(da4[c, w] - Sum(a4[c, k]*da4[c, k], (k, 0, 4)))*a4[c, w]"
+    )
+    assert str(d.step("da3").component) == "Sum(a4[k, c]*da5[k, w], (k, 0, 4))"  # P^T dY
+    assert str(d.step("da4").component) == "Sum(a3[w, k]*da5[c, k], (k, 0, 3))"  # dY V^T
+    assert "delta4[c, k]" in str(d.step("da1").component)  # dS K / sqrt(d)
+    assert "delta4[k, c]" in str(d.step("da2").component)  # dS^T Q / sqrt(d)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from symgrad.calculus.forward_values import (
     rewrite,
     tanh_from_ratio,
 )
+from symgrad.calculus.softmax_values import rewrite_softmax
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
 from symgrad.ir.naming import adjoint_name
@@ -266,6 +267,8 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     # A stage that couples the samples keeps them as they are too (its output carries the
     # sample index, which the forward-value identities do not).
     rw = (lambda e, _s: e) if _is_tensor(stage) or stage.sample is not None else rewrite
+    if stage.indices:  # a softmax over an index of a tensor map: its forward values
+        rw = rewrite_softmax
     g_out = g[_out_index(stage)]
     limits = _out_limits(stage)
 
@@ -296,6 +299,8 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         lo = rw(_local(stage.body, base[kx]), stage)
         extra.append((lo, adjoint(lo, dict(zip(kx, shp or (w,), strict=True)))))
     comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
+    if stage.indices:
+        comp = rewrite_softmax(comp, stage)
     structure = _structure(local_raw, stage)
     return _Calculus(params, local, comp, structure, tuple(extra), of_params(stage.shared))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir import conv, map_checks, naming
+from symgrad.ir import conv, map_checks, naming, softmax_split
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
@@ -406,7 +406,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
     else:
         ranges = dict(zip(layer.indices, out_shape, strict=True)) if tensor else {I: w}
         map_checks.check_reads(body, dims, ranges, sizes, l, layer.padding)
-    return [stage]
+    return softmax_split.split_softmax(stage)
 
 
 def _reads_samples(body: sp.Expr) -> bool:
