@@ -59,9 +59,9 @@ def rewrite_softmax(expr: sp.Expr, stage: Stage) -> sp.Expr:
     def mul(e: sp.Expr) -> sp.Expr:
         factors = list(sp.Mul.make_args(e))
         for k, f in enumerate(factors):
-            if not (f.is_Pow and f.exp.is_Integer and f.exp < 0 and row(f.base) is not None):
+            r = row(f.base) if f.is_Pow and f.exp.is_Integer and f.exp < 0 else None
+            if r is None:
                 continue
-            r = row(f.base)
             for m_, g in enumerate(factors):
                 if m_ == k:
                     continue
