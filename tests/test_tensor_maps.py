@@ -159,3 +159,46 @@ units = 2
     with pytest.raises(SpecError) as err:
         loads_spec(text, file="bad.toml")
     assert message in str(err.value) and "bad.toml" in str(err.value), str(err.value)
+
+
+def _hvp_cases():
+    import test_attention
+    import test_index_arithmetic_maps as arith
+    import test_shared_params
+
+    return {
+        "glu": arith.GLU,
+        "conv_zero_padding": arith.CONV_PAD,
+        "tied_autoencoder": test_shared_params.TIED,
+        "self_attention": test_attention.SINGLE,
+        "depthwise": DEPTHWISE,
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["glu", "conv_zero_padding", "tied_autoencoder", "self_attention", "depthwise"]
+)
+def test_hvp_matches_differences_of_gradients(case):
+    # the generated hvp (forward-over-reverse) against central differences of the
+    # generated gradients along the same direction (relative error <= 1e-6)
+    import numpy as np
+
+    from symgrad.backends.codegen import load_module
+
+    text = _hvp_cases()[case]
+    net = loads_spec(text)
+    mod = load_module(generate(net, hvp=True))
+    rng = np.random.default_rng(1)
+    P = {k: v + rng.normal(scale=0.3, size=v.shape) for k, v in mod.init_params(0).items()}
+    shape = tuple(net.input_shape) or (net.size(net.input_width),)
+    C = net.size(net.output_width)
+    X, Y = rng.normal(size=(3, *shape)), np.eye(C)[rng.integers(0, C, 3)]
+    V = {k: rng.normal(size=v.shape) for k, v in P.items()}
+    hv = mod.hvp(P, X, Y, V)
+    hv = hv[1] if isinstance(hv, tuple) else hv
+    eps = 1e-5
+    gp = mod.loss_and_grads({k: P[k] + eps * V[k] for k in P}, X, Y)[1]
+    gm = mod.loss_and_grads({k: P[k] - eps * V[k] for k in P}, X, Y)[1]
+    for k in P:
+        fd = (gp[k] - gm[k]) / (2 * eps)
+        assert np.abs(hv[k] - fd).max() <= 1e-6 * max(np.abs(fd).max(), 1e-8), k
