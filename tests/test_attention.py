@@ -159,3 +159,23 @@ def test_bad_softmax_is_a_one_line_error(expr, message):
     with pytest.raises(SpecError) as err:
         loads_spec(text, file="att.toml")
     assert message in str(err.value) and "layer[4].expr" in str(err.value), str(err.value)
+
+
+EXAMPLE = "examples/attention/attention.toml"
+
+
+@pytest.mark.parametrize(
+    "grad, formula, code",
+    [
+        ("delta4", "a4[c, w] * (da4[c, w] - sum(a4[c, k] * da4[c, k], k))", 0),
+        ("delta4", "a4[c, w] * da4[c, w]", 1),  # the row sum left out
+        ("dWq1", "sum(da1[k, p] * x[k, q], k)", 0),
+    ],
+)
+def test_check_grades_formulas_with_several_free_indices(grad, formula, code):
+    from pathlib import Path
+
+    from symgrad.cli import main
+
+    spec = str(Path(__file__).resolve().parents[1] / EXAMPLE)
+    assert main(["check", spec, "--grad", grad, "--formula", formula]) == code
