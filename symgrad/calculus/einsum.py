@@ -286,7 +286,7 @@ def samples_explicit(comp: Comp) -> bool:
 
 
 def _is_array(e: sp.Expr) -> bool:
-    return bool(e.atoms(Place, Arange, Delta, Gather, IndexIn))
+    return bool(e.atoms(Place, Arange, Delta, Gather, IndexIn, Einsum))
 
 
 def _index_array(e: sp.Expr, ctx: list, rng: dict, lead: int, what: sp.Expr) -> sp.Expr:
