@@ -381,5 +381,5 @@ def test_python_api_errors_name_the_layer():
     with pytest.raises(SpecError, match="penalty: unknown parameter V9"):
         build("bad", 3, [Dense(2)], "mse", penalty=sp.IndexedBase("V9")[i] ** 2)
     x_ = sp.IndexedBase("x", real=True)
-    with pytest.raises(SpecError, match="index i runs to 4 but axis 0 of x has size 3"):
+    with pytest.raises(SpecError, match="index i runs 0..3 but axis 0 of x has positions 0..2"):
         build("bad", 3, [Dense(4), Map(a[i] + x_[i])], "mse")

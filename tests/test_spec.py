@@ -430,14 +430,14 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
     ("type-unknown", with_layer('type = "conv"'), f"{L1}.type", "unknown layer type 'conv'"),
     ("type-int", with_layer("type = 1"), f"{L1}.type", "must be a string"),
     # map layers
-    ("map-undeclared-index", with_map('expr = "a[q]"'), "layer[2].expr", "undeclared index 'q'"),
+    ("map-undeclared-index", with_map('expr = "a[f]"'), "layer[2].expr", "undeclared index 'f'"),
     ("map-units-unknown", with_map('expr = "a[i]"\nunits = "h"'), "layer[2].units", "unknown size"),
     ("map-units-zero", with_map('expr = "a[i]"\nunits = 0'), "layer[2].units", "positive integer"),
     (
         "map-units-mismatch",
-        with_map('expr = "a[i]"\nunits = 3'),
+        with_map('expr = "a[i]"\nunits = 5'),
         "layer[2].expr",
-        "index i runs to 3 but axis 0 of a1 has size 4",
+        "index i runs 0..4 but axis 0 of a1 has positions 0..3",
     ),
     ("map-bias", with_map('expr = "a[i]"\nbias = false'), "layer[2].bias", "not allowed on a map"),
     (
@@ -449,10 +449,10 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
     ("map-no-expr", with_map('name = "m"'), "layer[2].expr", "missing required key 'expr'"),
     ("map-unbound-j", with_map('expr = "a[j]"'), "layer[2].expr", "not declared free"),
     ("map-uses-x-bare", with_map('expr = "x * a[i]"'), "layer[2].expr", "must be subscripted"),
-    ("map-uses-h", with_map('expr = "a[i] / h"'), "layer[2].expr", "unknown name 'h'"),
+    ("map-uses-h", with_map('expr = "a[i] / g"'), "layer[2].expr", "unknown name 'g'"),
     ("map-later-output", with_map('expr = "a3[i]"'), "layer[2].expr", "unknown name 'a3'"),
     ("map-own-output", with_map('expr = "a2[i]"'), "layer[2].expr", "unknown name 'a2'"),
-    ("map-x-width", with_map('expr = "a[i] + x[i]"'), "layer[2].expr", "axis 0 of x has size"),
+    ("map-x-width", with_map('expr = "a[i] + x[i]"'), "layer[2].expr", "axis 0 of x has positions"),
     (
         "map-x-two-indices",
         with_map('expr = "sum(x[i, j], j)"'),
@@ -552,7 +552,7 @@ BAD: list[tuple[str, str | bytes, str | None, str]] = [
         "cross-entropy-after-map",
         with_map('expr = "a[i]"').replace('"mse"', '"cross_entropy"'),
         "loss",
-        "is a map layer",
+        "needs a softmax activation on the last layer",
     ),
     (
         "loss-uses-x",

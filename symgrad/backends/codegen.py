@@ -32,7 +32,7 @@ from symgrad.backends.numpy_printer import (
 from symgrad.backends.pyformat import respace
 from symgrad.backends.torch_printer import TorchPrinter
 from symgrad.calculus.conv_form import VIEWS
-from symgrad.calculus.einsum import LOWERED, lower
+from symgrad.calculus.einsum import LOWERED, Einsum, Full, lower
 from symgrad.calculus.layout import (
     BMatMul,
     BOuter,
@@ -162,6 +162,11 @@ class _Printer:
 
     def _is_full(self, e: sp.Expr) -> bool:
         """Whether ``e`` has the full batched shape (n, width) (not a row, column or scalar)."""
+        if isinstance(e, Full):  # the component fallback broadcast to the batched shape
+            return bool(e.args[1]) and e.args[1][0] == N
+        if isinstance(e, Einsum):  # a batched product over every axis of the scope
+            spec, slots = e.args[0].name, e.args[1].name
+            return spec.split("->")[1].startswith("a") and not slots
         if isinstance(e, LOWERED):  # views and reductions of the component fallback
             return False
         if isinstance(e, Vec):

@@ -14,7 +14,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from symgrad.calculus.einsum import Place, einsum_spec
+from symgrad.calculus.einsum import Arange, Place, einsum_spec
 from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
@@ -247,6 +247,35 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_Arange(self, expr):
         return self._arange(*expr.args)
+
+    def _print_Gather(self, expr):
+        # index arithmetic: clipped positions, and a mask that reads zero outside the array
+        sym, pos, mine = expr.args
+        name = self._print(sym)
+        lead = 1 if int(mine) else 0
+        idx, ok = [], []
+        for k, p in enumerate(pos):
+            e = self._print(p)
+            if not p.has(Arange):  # a constant position: over every axis of the scope
+                e = f"np.asarray({e})"
+            last = f"{name}.shape[{k + lead}] - 1"
+            idx.append(f"np.clip({e}, 0, {last})")
+            ok.append(f"({e} >= 0) & ({e} <= {last})")
+        sel = ", ".join([":"] * lead + idx)
+        return f"({name}[{sel}] * ({' & '.join(ok)}))"
+
+    def _print_Masked(self, expr):
+        cond, body = expr.args
+        text = " & ".join(self._print(c) for c in cond)
+        return f"np.where({text}, {self._print(body)}, 0)"
+
+    def _print_IndexIn(self, expr):
+        e, lo, hi = (self._print(a) for a in expr.args)
+        return f"(({e} >= {lo}) & ({e} <= {hi}))"
+
+    def _print_IndexDivides(self, expr):
+        e, d = (self._print(a) for a in expr.args)
+        return f"(({e}) % {d} == 0)"
 
     def _print_Delta(self, expr):
         a, pa, b, pb, ndim = expr.args

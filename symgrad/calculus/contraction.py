@@ -13,16 +13,23 @@ holds by construction: the engine only pairs an index with one of the same dimen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import sympy as sp
 
 from symgrad.calculus.forward_values import pull_out
-from symgrad.calculus.index_arithmetic import contract_affine
+from symgrad.calculus.index_arithmetic import InRange, contract_affine
 
 
-def contract(expr: sp.Expr) -> sp.Expr:
-    """Contract every Sum in ``expr`` against the KroneckerDeltas on its index."""
+def contract(expr: sp.Expr, ranges: Mapping[sp.Symbol, sp.Expr] | None = None) -> sp.Expr:
+    """Contract every Sum in ``expr`` against the KroneckerDeltas on its index.
+
+    ``ranges`` gives the extent of free indices (an input element ``k`` of a map that reads
+    part of an axis, ``a[i]`` for ``i < h`` of ``a``'s ``2h``): where a Sum's range does
+    not cover an index's, ``Sum_j f(j) delta(j, k) = f(k) [lo <= k <= hi]``.
+    """
     expr = _flatten_delta_powers(expr)
-    return _walk(expr)
+    return _walk(expr, dict(ranges or {}))
 
 
 def _flatten_delta_powers(expr: sp.Expr) -> sp.Expr:
@@ -32,18 +39,18 @@ def _flatten_delta_powers(expr: sp.Expr) -> sp.Expr:
     )
 
 
-def _walk(expr: sp.Expr) -> sp.Expr:
+def _walk(expr: sp.Expr, ranges: dict) -> sp.Expr:
     if not expr.args or not expr.has(sp.Sum):
         return expr
     if isinstance(expr, sp.Sum):
-        body = _walk(expr.function)
+        body = _walk(expr.function, ranges)
         # limits are stored innermost first: contract from the inside out.
         for var, lo, hi in expr.limits:
             # A delta on ``var`` may sit inside an inner Sum it does not depend on: pull
             # such factors out of inner Sums first so the delta meets its own Sum.
-            body = _contract_sum(pull_out(body), var, lo, hi)
+            body = _contract_sum(pull_out(body), var, lo, hi, ranges)
         return body
-    return expr.func(*[_walk(a) for a in expr.args])
+    return expr.func(*[_walk(a, ranges) for a in expr.args])
 
 
 def _delta_on(term: sp.Expr, var: sp.Symbol) -> sp.KroneckerDelta | None:
@@ -69,7 +76,20 @@ def _terms(body: sp.Expr, var: sp.Symbol) -> list[sp.Expr]:
     return out
 
 
-def _contract_sum(body: sp.Expr, var: sp.Symbol, lo: sp.Expr, hi: sp.Expr) -> sp.Expr:
+def _covers(other: sp.Expr, lo: sp.Expr, hi: sp.Expr, ranges: dict) -> bool:
+    """Whether ``lo..hi`` holds every value of ``other`` (an index of known extent); an
+    index of unknown extent is taken to run over the same range (the engine pairs an
+    index with one of the same dimension)."""
+    extent = ranges.get(other)
+    if extent is None:
+        return True
+    below, above = sp.expand(lo), sp.expand(hi - (extent - 1))
+    return bool(below.is_nonpositive and above.is_nonnegative)
+
+
+def _contract_sum(
+    body: sp.Expr, var: sp.Symbol, lo: sp.Expr, hi: sp.Expr, ranges: dict | None = None
+) -> sp.Expr:
     kept: list[sp.Expr] = []
     done: list[sp.Expr] = []
     for t in _terms(body, var):
@@ -89,7 +109,10 @@ def _contract_sum(body: sp.Expr, var: sp.Symbol, lo: sp.Expr, hi: sp.Expr) -> sp
             continue
         other = d.args[1] if d.args[0] == var else d.args[0]
         rest = sp.Mul(*[f for f in sp.Mul.make_args(t) if f is not d])
-        done.append(_flatten_delta_powers(rest.xreplace({var: other})))
+        solved = _flatten_delta_powers(rest.xreplace({var: other}))
+        if not _covers(other, lo, hi, ranges or {}):
+            solved = solved * InRange(other, lo, hi)
+        done.append(solved)
     result = sp.Add(*done)
     if kept:
         result += sp.Sum(sp.Add(*kept), (var, lo, hi))

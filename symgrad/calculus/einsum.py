@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import sympy as sp
 
+from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.calculus.matrix_form import Comp
+from symgrad.calculus.partial_reads import unmark
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
@@ -50,6 +52,59 @@ class Arange(sp.Function):
     """An index used as a value: ``arange(size)`` on axis ``pos`` of ``ndim``."""
 
     nargs = 3
+
+
+class Gather(sp.Function):
+    """Array ``name`` read at computed positions (index arithmetic, ``a[i + h]``): args
+    (name, Tuple(index arrays over the scope's axes, no sample axis), batched). A position
+    outside the array reads zero (clipped, then masked), as zero padding reads."""
+
+    nargs = 3
+
+    def _sympystr(self, printer):
+        sym, pos, mine = self.args
+        lead = ":, " if int(mine) else ""
+        return f"{printer._print(sym)}[{lead}{', '.join(printer._print(p) for p in pos)}]"
+
+
+class IndexIn(sp.Function):
+    """``[lo <= e <= hi]`` over the scope's axes (``e`` an index array): args (e, lo, hi)."""
+
+    nargs = 3
+
+    def _sympystr(self, printer):
+        e, lo, hi = (printer._print(a) for a in self.args)
+        return f"(({e} >= {lo}) & ({e} <= {hi}))"
+
+
+class IndexDivides(sp.Function):
+    """``[s | e]`` over the scope's axes (``e`` an index array): args (e, s)."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        e, d = (printer._print(a) for a in self.args)
+        return f"(({e}) % {d} == 0)"
+
+
+class Masked(sp.Function):
+    """``where(c1 & c2 ..., e, 0)``: ``e`` where the index conditions hold (the dtype of
+    ``e``). Args (Tuple(conditions), e)."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        cond = " & ".join(printer._print(c) for c in self.args[0])
+        return f"where({cond}, {printer._print(self.args[1])}, 0)"
+
+
+def _masked(factors: list[sp.Expr]) -> sp.Expr:
+    """A product whose index indicators become one ``Masked`` condition."""
+    conds = [f for f in factors if isinstance(f, IndexIn | IndexDivides)]
+    if not conds:
+        return sp.Mul(*factors)
+    rest = sp.Mul(*[f for f in factors if not isinstance(f, IndexIn | IndexDivides)])
+    return Masked(sp.Tuple(*conds), rest)
 
 
 class Delta(sp.Function):
@@ -149,7 +204,22 @@ class Batched(sp.Function):
         return r"\texttt{" + text + "}"
 
 
-LOWERED = (Place, Arange, Delta, AxisSum, AxisMax, AxisMin, ShareMax, ShareMin, Full, Einsum)
+LOWERED = (
+    Place,
+    Gather,
+    IndexIn,
+    IndexDivides,
+    Masked,
+    Arange,
+    Delta,
+    AxisSum,
+    AxisMax,
+    AxisMin,
+    ShareMax,
+    ShareMin,
+    Full,
+    Einsum,
+)
 #: Unlowered display nodes (lowered by ``layout.lower_fallbacks`` before printing code).
 DISPLAY = (Batched,)
 
@@ -216,7 +286,24 @@ def samples_explicit(comp: Comp) -> bool:
 
 
 def _is_array(e: sp.Expr) -> bool:
-    return bool(e.atoms(Place, Arange, Delta))
+    return bool(e.atoms(Place, Arange, Delta, Gather, IndexIn, Einsum))
+
+
+def _index_array(e: sp.Expr, ctx: list, rng: dict, lead: int, what: sp.Expr) -> sp.Expr:
+    """An integer index expression as an array over the scope's axes (``lead`` leading
+    unit axes): each index an ``Arange`` on its own axis."""
+    e = unmark(e)
+    bad = [v for v in e.free_symbols if v.is_integer and not v.is_positive and v not in ctx]
+    if bad:
+        raise DerivationError(f"cannot lower {what}: subscript {e} is not an index in scope")
+    ndim = sp.Integer(len(ctx) + lead)
+    return e.xreplace(
+        {
+            v: Arange(rng[v], sp.Integer(ctx.index(v) + lead), ndim)
+            for v in e.free_symbols
+            if v in ctx
+        }
+    )
 
 
 def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
@@ -227,14 +314,21 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
     if isinstance(e, sp.Indexed):
         name = str(e.base.label)
         pos = []
+        mine = batched and name not in params
+        if any(ix not in ctx for ix in e.indices):  # index arithmetic: a gather
+            arrays = [_index_array(ix, ctx, rng, 0, e) for ix in e.indices]
+            return Gather(sp.Symbol(name), sp.Tuple(*arrays), sp.Integer(int(mine)))
         for ix in e.indices:
             if ix not in ctx:
                 raise DerivationError(f"cannot lower {e}: subscript {ix} is not an index in scope")
             pos.append(sp.Integer(ctx.index(ix) + lead))
         if len(set(pos)) != len(pos):
             raise DerivationError(f"cannot lower {e}: a repeated index (a diagonal)")
-        mine = batched and name not in params
         return Place(sp.Symbol(name), sp.Tuple(*pos), ndim, sp.Integer(int(mine)))
+    if isinstance(e, InRange):
+        return IndexIn(_index_array(e.args[0], ctx, rng, lead, e), e.args[1], e.args[2])
+    if isinstance(e, Divisible):
+        return IndexDivides(_index_array(e.args[0], ctx, rng, lead, e), e.args[1])
     if isinstance(e, sp.KroneckerDelta):
         a, b = e.args
         if a in ctx and b in ctx:
@@ -245,7 +339,7 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
                 sp.Integer(ctx.index(b) + lead),
                 ndim,
             )
-        raise DerivationError(f"cannot lower {e}")
+        return IndexIn(_index_array(a - b, ctx, rng, lead, e), sp.S.Zero, sp.S.Zero)
     if isinstance(e, sp.Symbol):
         if e in ctx:
             return Arange(rng[e], sp.Integer(ctx.index(e) + lead), ndim)
@@ -298,6 +392,8 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
         return (ShareMax if isinstance(e, ArgMax) else ShareMin)(inner, axis)
     if not e.args:
         return e
+    if e.is_Mul:
+        return _masked([_lower(a, ctx, rng, params, batched) for a in e.args])
     return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
 
 

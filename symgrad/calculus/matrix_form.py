@@ -22,6 +22,7 @@ from typing import Any
 
 import sympy as sp
 
+from symgrad.calculus import partial_reads
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH
 
@@ -122,6 +123,8 @@ def matrix_pass(d: Any) -> Any:
     stage reads the conv tensor form, which is built on this module's vocabulary).
     Where a contraction has no neat matrix form, the component fallback ``Comp`` stands in."""
     names = sp.Tuple(*(sp.Symbol(p) for p in d.network.param_names))
+    _PARTIAL["extents"] = partial_reads.extents(d)
+    _PARTIAL["sizes"] = dict(d.network.sizes)
     # (channels, h, w) quantities already carry their tensor form (calculus/conv_form.py)
     forward = tuple(
         f
@@ -157,6 +160,10 @@ def _forward_matrix(component: sp.Expr, stage: Any, names: sp.Tuple) -> sp.Expr:
             sp.Tuple(BATCH, stage.width),
             names,
         )
+    if stage.indices:  # a tensor map: its own indices, in components
+        return Comp(component, sp.Tuple(*stage.indices), sp.Tuple(*stage.shape), names)
+    if reads_tensors(stage):
+        return Comp(component, sp.Tuple(stage.index), sp.Tuple(stage.width), names)
     return matrix_or_component(component, (stage.index,), (stage.width,), names)
 
 
@@ -168,7 +175,11 @@ def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
     data = s.component
     if pen is not None:
         data = sp.expand(data - pen, mul=False, power_exp=False, log=False, multinomial=False)
-    if s.stage is not None and s.stage.sample is not None and s.kind != "loss":
+    if (
+        s.stage is not None
+        and s.kind != "loss"
+        and (s.stage.sample is not None or reads_tensors(s.stage))
+    ):
         m = Comp(data, sp.Tuple(*s.indices), sp.Tuple(*s.shape), names)
     elif s.kind == "param" and not s.indices:
         m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
@@ -179,11 +190,30 @@ def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
     return m + Once(matrix_or_component(pen, s.indices, s.shape, names))
 
 
+#: The extents of the quantities of the derivation the matrix pass is working on (for
+#: reads of part of an axis, ``partial_reads.py``).
+_PARTIAL: dict[str, dict] = {"extents": {}, "sizes": {}}
+
+
+def reads_tensors(stage: Any) -> bool:
+    """Whether ``stage`` is a user's map with quantities of several axes (its own output,
+    its input, or another array it reads): its equations stay in components."""
+    if dict(stage.attrs).get("form") != "component":
+        return False
+    return bool(stage.indices or stage.in_shape or any(stage.extra_shapes))
+
+
 def matrix_or_component(
     expr: sp.Expr, free: tuple[sp.Symbol, ...], shape: tuple[sp.Expr, ...], names: sp.Tuple
 ) -> sp.Expr:
     """``to_matrix`` where a neat matrix form exists, else the component fallback ``Comp``
-    (``names``: the network's parameters, which have no sample axis)."""
+    (``names``: the network's parameters, which have no sample axis). An expression that
+    reads part of an axis keeps its component form, its partial reads marked."""
+    marked, partial = partial_reads.mark(
+        expr, tuple(free), tuple(shape), _PARTIAL["extents"], _PARTIAL["sizes"]
+    )
+    if partial:
+        return Comp(marked, sp.Tuple(*free), sp.Tuple(*shape), names)
     try:
         return to_matrix(expr, tuple(free))
     except DerivationError:

@@ -29,6 +29,7 @@ from symgrad.calculus.forward_values import (
     rewrite,
     tanh_from_ratio,
 )
+from symgrad.calculus.softmax_values import rewrite_softmax
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
 from symgrad.ir.naming import adjoint_name
@@ -61,15 +62,32 @@ def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
     return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
 
 
+def _tensor_names(n: int) -> tuple[str, ...]:
+    """Display names of the indices of an input element with ``n`` axes."""
+    return _TENSOR_NAMES.get(n, ("c", "h", "w")[-n:] if n <= 3 else ())
+
+
 def _out_names(stage: Stage) -> tuple[str, ...]:
     """The display names of a stage's output indices."""
     if stage.sample is not None:
         return ("s", "i")
-    return _TENSOR_NAMES[len(stage.indices)] if stage.indices else ("i",)
+    if dict(stage.attrs).get("form") == "component" and stage.indices:
+        return tuple(str(ix) for ix in stage.indices)  # a tensor map's own index names
+    return _tensor_names(len(stage.indices)) if stage.indices else ("i",)
 
 
 def _is_tensor(stage: Stage) -> bool:
     return bool(stage.indices or stage.in_shape)
+
+
+def _array_form(
+    stage: Stage, expr: sp.Expr, free: tuple, shape: tuple, param: bool = False
+) -> sp.Expr | None:
+    """The conv layers' array form of a tensor stage's expression (``W ⋆ a``); None for a
+    user's map, which keeps its component form (lowered as a whole, ``calculus/einsum.py``)."""
+    if not _is_tensor(stage) or dict(stage.attrs).get("form") == "component":
+        return None
+    return tensor_form(expr, free, shape, param=param)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,6 +253,8 @@ class _Calculus:
     #: the local derivatives as ``sympy.diff`` gives them, before they are restated in
     #: forward values: the input's, then each parameter's (for the documents)
     raw: tuple[sp.Expr, ...] = ()
+    #: (local, contracted adjoint) for each of ``stage.shared`` (earlier layers' parameters)
+    shared: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
 
 #: Per-stage calculus memoised by the stage's shape (least recently used entries are
@@ -254,34 +274,54 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     # A stage that couples the samples keeps them as they are too (its output carries the
     # sample index, which the forward-value identities do not).
     rw = (lambda e, _s: e) if _is_tensor(stage) or stage.sample is not None else rewrite
+    if stage.indices:  # a softmax over an index of a tensor map: its forward values
+        rw = rewrite_softmax
     g_out = g[_out_index(stage)]
     limits = _out_limits(stage)
 
-    def adjoint(local: sp.Expr) -> sp.Expr:
-        out = pull_out(contract(sp.Sum(g_out * local, *limits)))
+    def adjoint(local: sp.Expr, ranges: dict) -> sp.Expr:
+        out = pull_out(contract(sp.Sum(g_out * local, *limits), ranges))
         if stage.sample is not None:  # through batch statistics: centred on the batch mean
             out = centre_samples(out, stage.inp, BATCH)
         return out
 
-    params = []
-    raw_params = []
-    for p in stage.params:
-        raw_params.append(_local(stage.body, _param_wrt(p)))
-        local = rw(raw_params[-1], stage)
-        params.append((local, adjoint(local)))
-    local_raw = _local(stage.body, stage.inp[_in_index(stage)])
+    raw_params: list[sp.Expr] = []
+
+    def of_params(ps: tuple[Param, ...], keep_raw: bool) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
+        out = []
+        for p in ps:
+            raw = _local(stage.body, _param_wrt(p))
+            if keep_raw:
+                raw_params.append(raw)
+            local = rw(raw, stage)
+            out.append((local, adjoint(local, dict(zip(_PARAM_IDX, p.shape, strict=False)))))
+        return tuple(out)
+
+    params = of_params(stage.params, keep_raw=True)
+    kin = _in_index(stage)
+    in_shape = stage.in_shape or (
+        (BATCH, stage.in_width) if stage.sample is not None else (stage.in_width,)
+    )
+    local_raw = _local(stage.body, stage.inp[kin])
     local = rw(local_raw, stage)
     extra = []
-    for base, _ in stage.extra:
-        lo = rw(_local(stage.body, base[K]), stage)
-        extra.append((lo, adjoint(lo)))
+    shapes = stage.extra_shapes or ((),) * len(stage.extra)
+    for (base, w), shp in zip(stage.extra, shapes, strict=True):
+        kx = _TENSOR_IDX[: len(shp)] if shp else (K,)
+        lo = rw(_local(stage.body, base[kx]), stage)
+        extra.append((lo, adjoint(lo, dict(zip(kx, shp or (w,), strict=True)))))
+    comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
+    if stage.indices:
+        comp = rewrite_softmax(comp, stage)
+    structure = _structure(local_raw, stage)
     return _Calculus(
-        tuple(params),
+        params,
         local,
-        adjoint(local),
-        _structure(local_raw, stage),
+        comp,
+        structure,
         tuple(extra),
-        (local_raw, *raw_params),
+        raw=(local_raw, *raw_params),
+        shared=of_params(stage.shared, keep_raw=False),
     )
 
 
@@ -326,7 +366,8 @@ def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
         extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
         sample=stage.sample,
     )
-    if _is_tensor(stage):  # concrete shapes: nothing to share between layers
+    if _is_tensor(stage) or stage.shared or any(stage.extra_shapes):
+        # concrete shapes, or parameters of other layers
         return _compute(stage, g)
     key = (
         cstage.body,
@@ -385,7 +426,7 @@ def reverse_accumulate(net: Network) -> Derivation:
         Forward(
             stage=s,
             component=s.body,
-            matrix=tensor_form(s.body, _out_index(s), s.shape) if _is_tensor(s) else None,
+            matrix=_array_form(s, s.body, _out_index(s), s.shape),
         )
         for s in net.stages
     )
@@ -422,17 +463,27 @@ def reverse_accumulate(net: Network) -> Derivation:
     # walked in reverse evaluation order, so when stage si is done every consumer of the
     # previous stage's output has contributed: its adjoint is complete and can be stated.
     pending: dict[sp.IndexedBase, list[tuple[Stage, str, sp.Expr]]] = {}
+    # Contributions of later layers to a shared parameter's gradient, by parameter name.
+    uses: dict[str, list[tuple[Stage, str, sp.Expr]]] = {}
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
         g = sp.IndexedBase(upstream, real=True)
         # Parameters first (weight, bias), then pass to the stage's input.
         calc = _stage_calculus(stage, g)
+        for p, (_, comp) in zip(stage.shared, calc.shared, strict=True):
+            uses.setdefault(p.name, []).append((stage, upstream, comp))
         for p, (local, comp), raw in zip(stage.params, calc.params, calc.raw[1:], strict=True):
             pidx = _PARAM_IDX[: len(p.shape)]
             pen = _penalty_grad(net, p)
             if pen is not None:
                 comp = comp + pen
+            shared_uses = uses.pop(p.name, [])
+            p_contrib: tuple[tuple[int, str], ...] = ()
+            if shared_uses:
+                comp = comp + sp.Add(*(c for _, _, c in shared_uses))
+                p_contrib = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in shared_uses))
+                notes.append(_fan_in_note(grad_name(p.name), p.name, p_contrib))
             if comp.is_zero:
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
@@ -457,9 +508,8 @@ def reverse_accumulate(net: Network) -> Derivation:
                     shape=p.shape,
                     param=p,
                     penalty=_finish(pen, pidx, names) if pen is not None else None,
-                    matrix=tensor_form(comp_c, free, p.shape, param=True)
-                    if _is_tensor(stage)
-                    else None,
+                    contributions=p_contrib,
+                    matrix=_array_form(stage, comp_c, free, p.shape, param=True),
                 )
             )
         for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
@@ -497,9 +547,9 @@ def reverse_accumulate(net: Network) -> Derivation:
         if _is_tensor(stage):
             # (channels, h, w) quantities: free indices c, h, w; the local derivative's
             # output indices keep their own names, its input indices are primed.
-            fnames = _TENSOR_NAMES[len(kin)] if stage.in_shape else FREE_NAMES
+            fnames = _tensor_names(len(kin)) if stage.in_shape else FREE_NAMES
             outs = _out_index(stage)
-            onames = _TENSOR_NAMES[len(outs)] if stage.indices else ("i",)
+            onames = _out_names(stage)
             lnames = (*onames, *(nm + "'" for nm in fnames))
             comp_c = _finish(comp, kin, fnames)
             free = tuple(idx(nm) for nm in fnames)
@@ -507,7 +557,7 @@ def reverse_accumulate(net: Network) -> Derivation:
             raw_c = canonical(calc.raw[0], (*outs, *kin), lnames)
             local_idx = tuple(idx(nm) for nm in lnames)
             if stage.in_shape:
-                matrix = tensor_form(comp_c, free, stage.in_shape)
+                matrix = _array_form(stage, comp_c, free, stage.in_shape)
             gshape = stage.in_shape or (stage.in_width,)
         elif stage.sample is not None:
             # the adjoint of sample s's input: every sample t of the batch contributes

@@ -11,8 +11,9 @@ Grammar (Python precedence and associativity)::
     unary   := ('+' | '-')* power
     power   := primary ('**' unary)?          # right-associative, exponent a constant
     primary := NUMBER | NAME | NAME '[' INDEX (',' INDEX)* ']'
-             | FUNC '(' expr (',' expr)* ')' | 'sum' '(' expr ',' INDEX ')' | '(' expr ')'
-             | ('max' | 'min') '(' expr ',' INDEX ')'    # a reduction over the index
+             | FUNC '(' expr (',' expr)* ')' | 'sum' '(' expr ',' RANGE ')' | '(' expr ')'
+             | ('max' | 'min') '(' expr ',' RANGE ')'    # a reduction over the index
+    RANGE   := INDEX | '(' INDEX ',' expr ',' expr ')'   # inclusive limits, sizes and numbers
 
 ``max(u, v)`` with two expressions is the elementwise maximum; when the last of two
 arguments is a declared index name, ``max(a[j], j)`` is the maximum over that index.
@@ -38,7 +39,7 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.ir.ops import SPEC_FUNCTIONS
-from symgrad.ir.reductions import ReduceMax, ReduceMin
+from symgrad.ir.reductions import ReduceMax, ReduceMin, ShiftMax
 
 MAX_CHARS = 4000
 MAX_TOKENS = 1000
@@ -106,6 +107,7 @@ class _Parser:
         self.free = set(names["free_indices"])
         self.bound: list[str] = []  # indices bound by the enclosing sums
         self.index_arithmetic: bool = names.get("index_arithmetic", False)
+        self.index_symbols = {sym for sym, _ in self.indices.values()}
 
     # -- token helpers -------------------------------------------------------------
     def peek(self) -> _Token:
@@ -258,6 +260,8 @@ class _Parser:
                 return self.sum(tok)
             if name in ("max", "min") and self.reduction_index() is not None:
                 return self.sum(tok, ReduceMax if name == "max" else ReduceMin)
+            if name == "softmax" and self.index_arithmetic:
+                return self.softmax(tok)
             if name in SPEC_FUNCTIONS:
                 return self.call(tok)
             if name in self.scalars or name in self.arrays:
@@ -331,24 +335,31 @@ class _Parser:
             sign = -1 if self.next().text == "-" else 1
 
     def index_term(self) -> sp.Expr:
+        """A product of factors, each a small integer, a size name (a positive integer
+        scalar such as ``S`` in ``S*i``) or an index name; at most one index name."""
+        value: sp.Expr = self.index_factor()
+        while self.at("*"):
+            self.next()
+            tok = self.peek()
+            factor = self.index_factor()
+            if value.free_symbols & self.index_symbols and factor.free_symbols & self.index_symbols:
+                self.fail(f"index expressions are affine: no product of indices at {_where(tok)}")
+            value = value * factor
+        return value
+
+    def index_factor(self) -> sp.Expr:
         tok = self.peek()
         if tok.kind == "num":
             self.next()
             if not tok.text.isdigit() or len(tok.text) > 6:
                 self.fail(f"index expressions take small integers, found {_where(tok)}")
-            value = sp.Integer(int(tok.text))
-            if self.at("*"):
+            return sp.Integer(int(tok.text))
+        if tok.kind == "name" and tok.text not in self.indices:
+            value = self.scalars.get(tok.text)
+            if value is not None and value.is_Symbol and value.is_integer and value.is_positive:
                 self.next()
-                return value * self.index_name()
-            return value
-        name = self.index_name()
-        if self.at("*"):
-            self.next()
-            num = self.next()
-            if num.kind != "num" or not num.text.isdigit() or len(num.text) > 6:
-                self.fail(f"index expressions take small integers, found {_where(num)}")
-            return name * int(num.text)
-        return name
+                return value
+        return self.index_name()
 
     def call(self, tok: _Token) -> sp.Expr:
         self.enter(self.expect("("))
@@ -371,40 +382,86 @@ class _Parser:
         # exponential time on nested input (tanh(tanh(...) - x) - x ...): keep calls as written.
         return self.build(tok, lambda *a: fn(*a, evaluate=False), *args)
 
-    def reduction_index(self) -> str | None:
-        """The index name when the call ahead is ``(expr, INDEX)`` with INDEX declared."""
-        k, level = self.pos + 1, 0
+    def _comma_ahead(self, start: int) -> int:
+        """The position of the first ``,`` (or ``)``, ``]``) at this nesting level."""
+        k, level = start, 0
         while (t := self.tokens[k]).kind != "end":
             if t.kind == "op" and level == 0 and t.text in ",)]":
                 break
             if t.kind == "op":
                 level += (t.text in "([") - (t.text in ")]")
             k += 1
-        if t.text != "," or k + 2 >= len(self.tokens):
+        return k
+
+    def reduction_index(self) -> str | None:
+        """The index name when the call ahead is ``(expr, INDEX)`` or ``(expr, (INDEX, lo,
+        hi))`` with INDEX declared."""
+        k = self._comma_ahead(self.pos + 1)
+        if self.tokens[k].text != "," or k + 2 >= len(self.tokens):
             return None
         name, close = self.tokens[k + 1], self.tokens[k + 2]
+        if name.text == "(" and name.kind == "op":
+            name, close = close, self.tokens[min(k + 3, len(self.tokens) - 1)]
+            if name.kind == "name" and name.text in self.indices and close.text == ",":
+                return name.text
+            return None
         if name.kind == "name" and name.text in self.indices and close.text == ")":
             return name.text
         return None
 
+    def softmax(self, tok: _Token) -> sp.Expr:
+        """``softmax(e, j)``: the softmax of ``e`` over the index ``j`` (free or bound here,
+        the other indices fixed), written out as ``exp(e) / sum_j' exp(e[j -> j'])``; its
+        stable forms are found by structure, as for the softmax layer."""
+        self.enter(self.expect("("))
+        body = self.expr()
+        if not self.at(","):
+            self.fail("softmax() takes 2 arguments: softmax(expression, index)")
+        self.next()
+        idx_tok = self.next()
+        name = self.index_token(idx_tok, "the second argument of softmax() must be an index name")
+        if name not in self.free and name not in self.bound:
+            self.fail(f"softmax(..., {name}): index {name!r} is neither free nor summed over here")
+        self.expect(")")
+        self.depth -= 1
+        sym, width = self.indices[name]
+        if not body.has(sym):
+            self.fail(f"softmax(..., {name}): the expression does not use index {name!r}")
+        dummy = sp.Symbol(f"{name}_", integer=True)
+        # the shift by the maximum over the index: finite exponentials, the same value
+        over = sp.Symbol(f"{name}__", integer=True)
+        body = body - ShiftMax(body.xreplace({sym: over}), over, width - 1)
+        den = sp.Sum(sp.exp(body.xreplace({sym: dummy}), evaluate=False), (dummy, 0, width - 1))
+        return sp.exp(body, evaluate=False) / den
+
+    def bound_expr(self, what: str) -> sp.Expr:
+        """One limit of an explicit range: an integer expression of sizes and numbers."""
+        tok = self.peek()
+        value = self.expr()
+        bad = [s_ for s_ in value.free_symbols if not (s_.is_integer and s_.is_positive)]
+        if bad or not (value.is_integer or value.free_symbols):
+            self.fail(
+                f"the {what} of a range near position {tok.pos} must be an integer "
+                "expression of sizes and numbers"
+            )
+        return value
+
     def sum(self, tok: _Token, reduce: type | None = None) -> sp.Expr:
-        """``sum(body, j)``, or with ``reduce`` the reduction ``max(body, j)``/``min``."""
+        """``sum(body, j)`` or ``sum(body, (j, lo, hi))`` (inclusive limits), or with
+        ``reduce`` the reduction ``max(body, j)``/``min``."""
         self.enter(self.expect("("))
         # The index argument binds names in the body: find it first, after the comma
         # at this nesting level.
-        k, level = self.pos, 0
-        while (t := self.tokens[k]).kind != "end":
-            if t.kind == "op" and level == 0 and t.text in ",)]":
-                break
-            if t.kind == "op":
-                level += (t.text in "([") - (t.text in ")]")
-            k += 1
+        k = self._comma_ahead(self.pos)
+        t = self.tokens[k]
         if t.text == ")":
             self.fail(_SUM_ARITY if reduce is None else f"{tok.text}() needs 2 arguments")
         if t.text != ",":
             self.unexpected(t)
+        ranged = self.tokens[k + 1].kind == "op" and self.tokens[k + 1].text == "("
         name = self.index_token(
-            self.tokens[k + 1], "the second argument of sum() must be an index name"
+            self.tokens[k + 2 if ranged else k + 1],
+            "the second argument of sum() must be an index name or (index, first, last)",
         )
         if name in self.bound:
             self.fail(f"index {name!r} is already bound by an enclosing sum")
@@ -414,17 +471,32 @@ class _Parser:
         body = self.expr()
         self.bound.pop()
         self.expect(",")
-        self.next()  # the index name, checked above
+        sym, width = self.indices[name]
+        lo, hi = sp.S.Zero, width - 1
+        if ranged:
+            self.expect("(")
+            self.next()  # the index name, checked above
+            self.expect(",")
+            lo = self.bound_expr("first value")
+            self.expect(",")
+            hi = self.bound_expr("last value")
+            self.expect(")")
+            if (hi - lo).is_Integer and hi - lo < 0:
+                self.fail(f"{tok.text}(..., ({name}, {lo}, {hi})): the range is empty")
+        else:
+            self.next()  # the index name, checked above
         if self.at(","):
             self.fail(_SUM_ARITY)
         self.expect(")")
         self.depth -= 1
-        sym, width = self.indices[name]
+        if lo != 0:  # ranges start at 0 in the IR: shift the index
+            body = body.xreplace({sym: sym + lo})
+            hi = hi - lo
         if reduce is not None:
             if not body.has(sym):
                 self.fail(f"{tok.text}(..., {name}): the expression does not use index {name!r}")
-            return self.build(tok, lambda b: reduce(b, sym, width - 1), body, fold=False)
-        return self.build(tok, lambda b: sp.Sum(b, (sym, 0, width - 1)), body, fold=False)
+            return self.build(tok, lambda b: reduce(b, sym, hi), body, fold=False)
+        return self.build(tok, lambda b: sp.Sum(b, (sym, 0, hi)), body, fold=False)
 
 
 def scalar_names(text: str, *, field: str | None = None) -> tuple[str, ...]:

@@ -31,7 +31,9 @@ from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir import conv as C
 from symgrad.ir import layers as L
+from symgrad.ir.map_checks import AUTO, PADDINGS
 from symgrad.ir.network import Network
+from symgrad.ir.ops import SPEC_FUNCTIONS
 
 #: Largest spec file read, in bytes.
 MAX_FILE_BYTES = 1_000_000
@@ -48,11 +50,16 @@ REQUIRED_KEYS = ("name", "input", "loss", "layer")
 #: ``targets = "..."``: the domain verify draws targets from (for custom losses).
 TARGET_DOMAINS = ("real", "positive", "unit", "onehot", "probabilities")
 DENSE_KEYS = ("type", "units", "activation", "bias")
-MAP_KEYS = ("type", "expr", "name", "params", "units")
+MAP_KEYS = ("type", "expr", "name", "params", "units", "indices", "shape", "padding")
+#: Index names a map's expression may use (free ones listed in ``indices``; the rest are
+#: summed over). A size of the same name is a size there, not an index.
+INDEX_NAMES = ("i", "j", "k", "p", "q", "r", "t", "u", "v", "e", "c", "h", "w", "s")
 #: Most axes of a map parameter.
 MAX_PARAM_AXES = 4
 #: Names an expression gives a meaning of its own (not usable in ``sizes`` or ``params``).
 RESERVED = names.RESERVED
+#: Names a map parameter may not take: the above, every index name, function names.
+PARAM_RESERVED = frozenset((*RESERVED, *INDEX_NAMES, *SPEC_FUNCTIONS, "max", "min", "softmax"))
 CUSTOM_KEYS = ("name", "expr")
 NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
 LAYER_TYPES = ("dense", "map", *C.CONV_TYPES, *C.POOL_TYPES, "flatten", *NORM_TYPES)
@@ -250,6 +257,8 @@ class _Checker:
         # Arrays a later map may read: the input and every earlier layer's output; and
         # every parameter by name (for the penalty).
         self.outputs: dict[str, int] = {"x": 0}
+        # the number of axes of each output a later map may read (1 unless said here)
+        self.axes: dict[str, int] = {"x": len(width) if isinstance(width, tuple) else 1}
         self.param_names: dict[str, int] = {}
         built = [self.layer(raw, number) for number, raw in enumerate(raw_layers, start=1)]
         loss = self.loss(doc["loss"], raw_layers)
@@ -451,34 +460,101 @@ class _Checker:
         units = self.units(raw["units"], f"{field}.units") if "units" in raw else None
         params = self.map_params(raw.get("params", {}), f"{field}.params", number)
         text = self.required(raw, "expr", field, 'the component form, e.g. expr = "tanh(a[i])"')
-        # Arrays: the previous output a, the input x and earlier outputs a<l>/z<l> (one
-        # index), the map's own parameters (their declared number of indices).
-        shaped: dict[str, sp.IndexedBase] = {"a": L.a}
-        plain: dict[sp.Basic, sp.Basic] = {}
-        for out in self.outputs:
-            shaped[out] = sp.IndexedBase(out, shape=(1,))
-            plain[shaped[out]] = sp.IndexedBase(out, real=True)
-        scalars: dict[str, sp.Expr] = {"n": L.n, **self.sizes}
-        for pname, (base, shape) in params.items():
-            if isinstance(base, sp.Symbol):
-                scalars[pname] = base
-            else:
-                shaped[pname] = sp.IndexedBase(pname, shape=(1,) * len(shape))
-                plain[shaped[pname]] = base
+        shaped, plain, scalars = self.map_arrays(params)
+        padding = "none"
+        if "padding" in raw:
+            padding = self.string(raw["padding"], f"{field}.padding", "padding")
+            if padding not in PADDINGS:
+                self.fail(f"{field}.padding", f"padding must be one of {', '.join(PADDINGS)}")
+        names = [nm for nm in INDEX_NAMES if nm not in self.sizes]
+        # a reduction's range comes from the axes its index subscripts (AUTO until then)
+        indices = {nm: (sp.Symbol(nm, integer=True), AUTO) for nm in names}
+        free, shape = self.map_indices(raw, field, names)
+        if free and units is not None:
+            self.fail(f"{field}.units", "a map with indices takes shape, not units")
         expr = self.expression(
             text,
             f"{field}.expr",
             arrays=shaped,
             scalars=scalars,
-            indices={"i": (L.i, L.n), "j": (L.j, L.n), "k": (L.k, L.n)},
-            free_indices=("i",),
+            indices=indices,
+            free_indices=free or ("i",),
+            index_arithmetic=True,
         )
         expr = expr.xreplace(plain)
         for pname, (base, _) in params.items():
             if not expr.has(base):
                 self.fail(f"{field}.params.{pname}", f"parameter {pname!r} is not used in expr")
             self.param_names[f"{pname}{number}"] = len(params[pname][1])
-        return L.Map(expr, name=name, units=units, params=dict(params.values()))
+        self.axes[f"a{number}"] = len(free) or 1
+        return L.Map(
+            expr,
+            name=name,
+            units=units,
+            params=dict(params.values()),
+            padding=padding,
+            indices=tuple(indices[nm][0] for nm in free),
+            shape=shape,
+        )
+
+    def map_arrays(self, params: Mapping[str, Any]) -> tuple[dict, dict, dict[str, sp.Expr]]:
+        """The arrays and scalars a map's expression may name: the previous output ``a``, the
+        input ``x`` and earlier outputs ``a<l>``/``z<l>`` (their number of axes), earlier
+        layers' parameters (shared) and the map's own parameters."""
+        shaped: dict[str, sp.IndexedBase] = {"a": L.a}
+        plain: dict[sp.Basic, sp.Basic] = {}
+        for out in self.outputs:
+            shaped[out] = sp.IndexedBase(out, shape=(1,) * self.axes.get(out, 1))
+            plain[shaped[out]] = sp.IndexedBase(out, real=True)
+        scalars: dict[str, sp.Expr] = {"n": L.n, **self.sizes}
+        for pname, axes in self.param_names.items():
+            if axes:
+                shaped[pname] = sp.IndexedBase(pname, shape=(1,) * axes)
+                plain[shaped[pname]] = sp.IndexedBase(pname, real=True)
+            else:
+                scalars[pname] = sp.Symbol(pname, real=True)
+        for pname, (base, shape) in params.items():
+            if isinstance(base, sp.Symbol):
+                scalars[pname] = base
+            else:
+                shaped[pname] = sp.IndexedBase(pname, shape=(1,) * len(shape))
+                plain[shaped[pname]] = base
+        return shaped, plain, scalars
+
+    def map_indices(
+        self, raw: Mapping[str, Any], field: str, names: list[str]
+    ) -> tuple[tuple[str, ...], tuple[sp.Expr | int, ...]]:
+        """``indices = ["t", "e"]`` and ``shape = ["T", "d"]`` of a tensor map (both or
+        neither; ``()`` for a vector map over ``i``)."""
+        if ("indices" in raw) != ("shape" in raw):
+            self.fail(field, "a tensor map needs both indices and shape")
+        if "indices" not in raw:
+            return (), ()
+        idx, shp = raw["indices"], raw["shape"]
+        if not isinstance(idx, list) or not 1 <= len(idx) <= 3:
+            self.fail(f"{field}.indices", "must be a list of 1 to 3 index names")
+        if not isinstance(shp, list) or len(shp) != len(idx):
+            self.fail(f"{field}.shape", f"must be a list of {len(idx)} extents (one per index)")
+        for pos, nm in enumerate(idx):
+            if not isinstance(nm, str) or nm not in names:
+                self.fail(
+                    f"{field}.indices[{pos}]", f"unknown index {_show(nm)} (use {', '.join(names)})"
+                )
+        if len(set(idx)) != len(idx):
+            self.fail(f"{field}.indices", "index names must be distinct")
+        dims: list[sp.Expr | int] = []
+        for pos, dim in enumerate(shp):
+            where = f"{field}.shape[{pos}]"
+            if dim == "n":
+                dims.append(L.n)
+            elif isinstance(dim, str) and dim in self.sizes:
+                dims.append(self.sizes[dim])
+            elif isinstance(dim, str):
+                known = ", ".join(["n", *sorted(self.sizes)])
+                self.fail(where, f"unknown size {_show(dim)} (use {known} or an integer)")
+            else:
+                dims.append(self.positive_int(dim, where, "an extent"))
+        return tuple(idx), tuple(dims)
 
     def map_params(
         self, value: object, field: str, number: int
@@ -490,8 +566,12 @@ class _Checker:
         for key, shape in value.items():
             f = _key_field(field, key)
             nm = self.name(key, f, "a parameter name")
-            if nm in RESERVED or nm in self.sizes or _LAYER_OUT.fullmatch(nm):
-                self.fail(f, f"parameter name {nm!r} is reserved or names a size")
+            if nm in PARAM_RESERVED or nm in self.sizes or _LAYER_OUT.fullmatch(nm):
+                self.fail(
+                    f,
+                    f"parameter name {nm!r} is reserved or names a size (reserved: index "
+                    "names, n, N, sizes and function names)",
+                )
             if not isinstance(shape, list):
                 self.fail(
                     f, f'a shape must be an array such as ["n"] or [], got {_type_name(shape)}'
@@ -548,6 +628,8 @@ class _Checker:
             if value == "cross_entropy":
                 last = raw_layers[-1]
                 number = len(raw_layers)
+                if last.get("type", "dense") == "map":
+                    return value  # a map that is a softmax by structure (checked when built)
                 if last.get("type", "dense") != "dense":
                     self.fail(
                         "loss",

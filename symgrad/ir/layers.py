@@ -17,7 +17,7 @@ import sympy as sp
 
 from symgrad import budgets, names
 from symgrad.errors import SpecError
-from symgrad.ir import conv, naming
+from symgrad.ir import conv, map_checks, naming, softmax_split
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.network import Loss, Network, Param, Stage
 from symgrad.ir.ops import ACTIVATIONS
@@ -107,6 +107,12 @@ class Map:
         default_factory=dict
     )
     init: Mapping[str, str] = field(default_factory=dict)
+    #: "zeros": a read outside an axis is zero (as conv padding); "none": it is an error.
+    padding: str = "none"
+    #: A tensor map: its free indices in axis order and their extents (ints or sizes);
+    #: empty for a vector map over ``i``.
+    indices: tuple[sp.Symbol, ...] = ()
+    shape: tuple[int | sp.Expr, ...] = ()
 
 
 #: PyTorch's default epsilon of its norm layers.
@@ -242,8 +248,90 @@ def _dense(layer: Dense, l: int, inp, w_in, sizes) -> list[Stage]:
     return stages
 
 
-def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
+def _resolve_reads(
+    body: sp.Expr, l: int, inp, own: set, outputs, earlier: Mapping[str, Param]
+) -> tuple[sp.Expr, dict[sp.IndexedBase, tuple[sp.Expr, tuple]], dict[str, Param]]:
+    """Earlier outputs named in the expression (x, a2, z2) and earlier layers' parameters
+    (``W1``: a shared, tied parameter), matched by name, so that a user's
+    ``IndexedBase("a2")`` means the network's own array of that name."""
+    extra: dict[sp.IndexedBase, tuple[sp.Expr, tuple]] = {}
+    shared: dict[str, Param] = {}
+    swap: dict[sp.Basic, sp.Basic] = {}
+    stray = []
+    for ind in body.atoms(sp.Indexed):
+        label = str(ind.base.label)
+        if ind.base.label in own:
+            continue
+        found = outputs.get(label)
+        if found is None and label in earlier and isinstance(earlier[label].base, sp.IndexedBase):
+            shared[label] = earlier[label]
+            swap[ind.base] = earlier[label].base
+            continue
+        if found is None:
+            stray.append(label)
+            continue
+        base, bw, bshape = found
+        swap[ind.base] = base
+        if base != inp:
+            extra[base] = (bw, bshape)
+    for sym in body.free_symbols:
+        p = earlier.get(str(sym))
+        if isinstance(sym, sp.Symbol) and p is not None and isinstance(p.base, sp.Symbol):
+            shared[p.name] = p
+            swap[sym] = p.base
+    if stray:
+        names = ", ".join(sorted(set(stray)))
+        raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
+    return body.xreplace(swap), extra, shared
+
+
+def _shape_of(stage: Stage) -> tuple[int, ...]:
+    """The shape the next layer sees: () for a vector (a map with one axis included)."""
+    shape = conv.stage_shape(stage)
+    return shape if len(shape) > 1 else ()
+
+
+def _values(sizes: Mapping[sp.Symbol, int]) -> dict[sp.Basic, sp.Basic]:
+    return {k_: sp.Integer(v_) for k_, v_ in sizes.items()}
+
+
+def _tensor_shape(layer: Map, l: int, sizes, w_in) -> tuple[sp.Integer, ...]:
+    """A tensor map's output shape, concrete (ints, sizes, ``n`` the input width)."""
+    if len(layer.shape) != len(layer.indices):
+        raise SpecError(
+            f"layer {l}: a map with indices {', '.join(map(str, layer.indices))} needs one "
+            f"extent per index in shape, got {len(layer.shape)}"
+        )
+    if len(set(layer.indices)) != len(layer.indices):
+        raise SpecError(f"layer {l}: the map's indices must be distinct")
+    out = []
+    for ext in layer.shape:
+        v = (
+            sp.sympify(ext)
+            .xreplace({n: w_in})
+            .xreplace({k_: sp.Integer(v_) for k_, v_ in sizes.items()})
+        )
+        if not v.is_Integer or v < 1:
+            raise SpecError(f"layer {l}: shape entry {ext} is not a known positive size")
+        out.append(sp.Integer(v))
+    return tuple(out)
+
+
+def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=()) -> list[Stage]:
+    tensor = len(layer.indices) > 1 or (layer.indices and layer.indices[0] != I)
+    out_shape = _tensor_shape(layer, l, sizes, w_in) if tensor else ()
+    if tensor and layer.units is not None:
+        raise SpecError(f"layer {l}: a map with indices takes shape, not units")
     w = w_in if layer.units is None else _width(layer.units, l, sizes)
+    if tensor:
+        w = sp.Integer(conv.prod(out_shape))
+    elif layer.indices:  # indices = (i,): a vector map with its extent in shape
+        w = _tensor_shape(layer, l, sizes, w_in)[0]
+    elif in_shape and layer.units is None:
+        raise SpecError(
+            f"layer {l}: a vector map reading an input of shape {list(in_shape)} needs units "
+            "(or indices and shape)"
+        )
     repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
     params = []
     for base, shape in layer.params.items():
@@ -257,33 +345,27 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
             new = sp.IndexedBase(pname, real=True)
         repl[base] = new
         shp = tuple(sp.sympify(s).xreplace({n: w_in, m: w}) for s in shape)
+        if tensor:  # a tensor map's arrays have concrete shapes (as conv layers')
+            shp = tuple(sp.sympify(s).xreplace(_values(sizes)) for s in shp)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
     body = sp.sympify(layer.expr).xreplace(repl)
-    # Earlier outputs named in the expression (x, a2, z2): matched by name, so that a
-    # user's IndexedBase("a2") means the network's own array of that name.
     own = {inp.label, *(p.base.label for p in params if isinstance(p.base, sp.IndexedBase))}
-    extra: dict[sp.IndexedBase, sp.Expr] = {}
-    swap: dict[sp.Basic, sp.Basic] = {}
-    stray = []
-    for ind in body.atoms(sp.Indexed):
-        if ind.base.label in own:
-            continue
-        found = outputs.get(str(ind.base.label))
-        if found is None:
-            stray.append(str(ind.base.label))
-            continue
-        base, bw = found
-        swap[ind.base] = base
-        if base != inp:
-            extra[base] = bw
-    if stray:
-        names = ", ".join(sorted(set(stray)))
-        raise SpecError(f"layer {l}: map expression uses undeclared arrays: {names}")
-    body = body.xreplace(swap)
+    body, extra, shared = _resolve_reads(body, l, inp, own, outputs, earlier or {})
+    if layer.padding not in map_checks.PADDINGS:
+        raise SpecError(
+            f"layer {l}: padding must be one of {', '.join(map_checks.PADDINGS)}, "
+            f"got {layer.padding!r}"
+        )
+    dims: dict[sp.Basic, tuple[sp.Expr, ...]] = {
+        inp: tuple(in_shape) or (w_in,),
+        **{b: tuple(bs) or (bw,) for b, (bw, bs) in extra.items()},
+    }
+    dims.update({p.base: p.shape for p in (*params, *shared.values())})
+    body = map_checks.infer_ranges(body, dims, sizes, l)
     sample = SAMPLE if _reads_samples(body) else None
     if sample is not None:
         _check_sample_map(body, l, {inp, *extra}, stage_params=params)
-    scalars = {p.base for p in params if isinstance(p.base, sp.Symbol)}
+    scalars = {p.base for p in (*params, *shared.values()) if isinstance(p.base, sp.Symbol)}
     widths = set(sizes) | {w_in, w}
     labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
     loose = {
@@ -294,6 +376,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         and s_ not in scalars
         and s_ not in widths
         and s_ != I
+        and s_ not in layer.indices
         and s_ != BATCH
         and not s_.is_integer
     }
@@ -310,11 +393,21 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs) -> list[Stage]:
         "map",
         layer.name,
         tuple(params),
-        extra=tuple(extra.items()),
+        extra=tuple((b, bw) for b, (bw, _) in extra.items()),
         sample=sample,
+        attrs=(("form", "component"), ("padding", layer.padding)),
+        shared=tuple(shared.values()),
+        indices=tuple(layer.indices) if tensor else (),
+        shape=out_shape,
+        in_shape=tuple(sp.Integer(v) for v in in_shape),
+        extra_shapes=tuple(tuple(sp.Integer(v) for v in bs) for _, bs in extra.values()),
     )
-    _check_shapes(stage, sizes)
-    return [stage]
+    if sample is not None:
+        _check_shapes(stage, sizes)
+    else:
+        ranges = dict(zip(layer.indices, out_shape, strict=True)) if tensor else {I: w}
+        map_checks.check_reads(body, dims, ranges, sizes, l, layer.padding)
+    return softmax_split.split_softmax(stage)
 
 
 def _reads_samples(body: sp.Expr) -> bool:
@@ -521,11 +614,14 @@ def build(
     inp = sp.IndexedBase("x", real=True)
     stages: list[Stage] = []
     cur, cur_w, cur_shape = inp, w_in, input_shape
-    outputs: dict[str, tuple[sp.IndexedBase, sp.Expr]] = {"x": (inp, w_in)}
+    outputs: dict[str, tuple[sp.IndexedBase, sp.Expr, tuple]] = {"x": (inp, w_in, input_shape)}
     for l, layer in enumerate(layers, start=1):
         if isinstance(layer, conv.LAYERS):
             act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
             new = conv.stages_of(layer, l, cur, cur_shape, act)
+        elif isinstance(layer, Map):
+            earlier = {p.name: p for st in stages for p in st.params}
+            new = _map(layer, l, cur, cur_w, known, outputs, earlier, cur_shape)
         elif cur_shape:
             raise SpecError(
                 f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
@@ -533,19 +629,16 @@ def build(
             )
         elif isinstance(layer, Dense):
             new = _dense(layer, l, cur, cur_w, known)
-        elif isinstance(layer, Map):
-            new = _map(layer, l, cur, cur_w, known, outputs)
         elif isinstance(layer, NORMS):
             new = _norm(layer, l, cur, cur_w)
         else:
             raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
-        cur_shape = conv.stage_shape(new[-1])
-        if not cur_shape:  # vectors only: a map reads earlier outputs by name
-            for st in new:
-                outputs[str(st.out)] = (st.out, st.width)
-            outputs[naming.act(l).name] = (cur, cur_w)
+        cur_shape = _shape_of(new[-1])
+        for st in new:  # a map reads earlier outputs by name
+            outputs[str(st.out)] = (st.out, st.width, _shape_of(st))
+        outputs[naming.act(l).name] = (cur, cur_w, cur_shape)
     if cur_shape:
         raise SpecError("the last layer's output must be a vector (end with flatten and dense)")
     if callable(loss) and not isinstance(loss, str | tuple):

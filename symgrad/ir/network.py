@@ -57,6 +57,12 @@ class Stage:
     #: subscripted by a sample index first (``inp[sample, k]``, or a dummy of a sum over
     #: the batch, ``Sum(inp[t, k], (t, 0, BATCH - 1))``). None: the batch is implicit.
     sample: sp.Symbol | None = None
+    #: Parameters of earlier layers the body reads (shared, "tied" parameters): owned and
+    #: initialised by the layer that declares them; their gradients add every use.
+    shared: tuple[Param, ...] = ()
+    #: The shape of each of ``extra`` (empty for a vector): a tensor map may read earlier
+    #: outputs of several axes.
+    extra_shapes: tuple[tuple[sp.Expr, ...], ...] = ()
 
     @property
     def name(self) -> str:

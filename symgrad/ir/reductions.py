@@ -57,6 +57,18 @@ class ReduceMax(_Reduce):
     symbol = "max"
 
 
+class ShiftMax(ReduceMax):
+    """``max_j body`` as the shift of a softmax over ``j``: ``exp(e - m) / sum_j exp(e - m)``
+    does not depend on ``m``, so its derivative through ``m`` is exactly zero (the shift
+    only keeps the exponentials finite, as every stable softmax does)."""
+
+    def _eval_derivative(self, s):
+        return sp.S.Zero
+
+    def _symgrad_tangent(self, R, tangents):
+        return sp.S.Zero
+
+
 class ReduceMin(_Reduce):
     """``min_{j=0..hi} body``."""
 

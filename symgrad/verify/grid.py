@@ -83,6 +83,13 @@ class ArrayOps:
         ``x[c, s*h + k - p]``); positions outside the array or not integers read 0."""
         raise NotImplementedError(f"the {self.name} evaluator has no computed subscripts")
 
+    def gather_batched(self, arr: Any, positions: Sequence[Any]) -> Any:
+        """``arr[:, p0, p1, ...]``: :meth:`gather` in every sample (a leading sample axis)."""
+        moved = self.transpose(arr, [*range(1, len(arr.shape)), 0])
+        out = self.gather(moved, positions)  # (*positions' shape, n)
+        nd = len(out.shape)
+        return self.transpose(out, [nd - 1, *range(nd - 1)])
+
     def argmask(self, t: Any, axis: int, largest: bool) -> Any:
         """Where ``t`` attains its max (min) along ``axis``, ties sharing 1 equally: the
         derivative of a max reduction (``ArgMax``)."""
@@ -155,7 +162,8 @@ class NumpyOps(ArrayOps):
             ok &= (rounded == part) & (rounded >= 0) & (rounded < n)
             pos.append(np.where(ok, rounded, 0).astype(int))
         pos = [np.where(ok, q, 0) for q in pos]
-        return np.where(ok, arr[tuple(pos)], 0.0)
+        out = arr[tuple(pos)]
+        return np.where(ok.reshape(ok.shape + (1,) * (out.ndim - ok.ndim)), out, 0.0)
 
     def argmask(self, t, axis, largest):
         ext = t.max if largest else t.min
@@ -239,11 +247,15 @@ def evaluate(
                 raise error(f"cannot evaluate {e}: no value for {name}")
             t = env[name]
             lead = (SAMPLE_AXIS,) if name in batched else ()
-            if any(not isinstance(s, sp.Symbol) for s in ind):  # a[s*h + d*k - p, ...]
-                if lead:
-                    raise error(f"cannot evaluate {e}: subscripts must be index names")
+            partial = any(  # part of an axis (a[i] for i < h of 2h), or past its end
+                isinstance(s, sp.Symbol) and s in rng and t.shape[k + len(lead)] != rng[s]
+                for k, s in enumerate(ind)
+            )
+            if partial or any(not isinstance(s, sp.Symbol) for s in ind):  # a[s*h + k - p]
                 positions, axes = _align(ops, [ev(s, rng) for s in ind])
                 try:
+                    if lead:  # the same positions in every sample
+                        return _Named(ops.gather_batched(t, positions), lead + axes)
                     return _Named(ops.gather(t, positions), axes)
                 except NotImplementedError as exc:
                     raise error(f"cannot evaluate {e}: {exc}") from exc

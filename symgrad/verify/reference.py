@@ -138,6 +138,18 @@ class _TorchOps(_Ops):
     def eye(self, n, m):
         return self.t.eye(n, m, dtype=self.t.float64)
 
+    def gather(self, arr, positions):
+        t = self.t
+        parts = t.broadcast_tensors(*(t.as_tensor(q, dtype=t.float64) for q in positions))
+        ok = t.ones(parts[0].shape, dtype=t.bool)
+        for part, n in zip(parts, arr.shape, strict=False):
+            r = t.round(part)
+            ok = ok & (r == part) & (r >= 0) & (r < n)
+        idx = tuple(t.where(ok, t.round(q), 0.0).long() for q in parts)
+        out = arr[idx]
+        mask = ok.reshape(*ok.shape, *(1,) * (out.dim() - ok.dim()))
+        return t.where(mask, out, t.zeros((), dtype=out.dtype))
+
     def arange(self, n):
         return self.t.arange(n, dtype=self.t.float64)
 
@@ -269,6 +281,18 @@ class _JaxOps(_Ops):
 
     def eye(self, n, m):
         return self.np.eye(n, m, dtype=self.np.float64)
+
+    def gather(self, arr, positions):
+        jnp = self.np
+        parts = jnp.broadcast_arrays(*(jnp.asarray(q, dtype=jnp.float64) for q in positions))
+        ok = jnp.ones(parts[0].shape, dtype=bool)
+        for part, n in zip(parts, arr.shape, strict=False):
+            r = jnp.round(part)
+            ok = ok & (r == part) & (r >= 0) & (r < n)
+        idx = tuple(jnp.where(ok, jnp.round(q), 0.0).astype(int) for q in parts)
+        out = arr[idx]
+        mask = ok.reshape(*ok.shape, *(1,) * (out.ndim - ok.ndim))
+        return jnp.where(mask, out, 0.0)
 
     def arange(self, n):
         return self.np.arange(n, dtype=self.np.float64)
@@ -490,8 +514,10 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
         elif _is_softmax(s):
             out = ops.softmax(cur)
         else:  # custom activation or map layer: its component form over the index grid
-            w = net.size(s.width)
-            out = eval_tensor(ops, s.body, env, batched, sizes, (s.index,), {s.index: w}, n)
+            free = tuple(s.indices) or (s.index,)
+            ext = [net.size(e) for e in (s.shape or (s.width,))]
+            rng = dict(zip(free, ext, strict=True))
+            out = eval_tensor(ops, s.body, env, batched, sizes, free, rng, n)
         env[s.name] = out
         batched.add(s.name)
         cur = out
