@@ -19,10 +19,12 @@ import sympy as sp
 import symgrad
 from symgrad import Dense, build, pipeline
 from symgrad.backends.codegen import load_module
+from symgrad.calculus import reverse
 from symgrad.errors import DerivationError
 from symgrad.ir import ops
 
 PKG = Path(symgrad.__file__).parent
+SEED = Path(__file__).parent.parent / "examples" / "seed_net.toml"
 
 #: The stage folders, in pipeline order: a module may import from its own folder and
 #: from folders before it, never after (``pipeline``/``cli`` sit on top of them all).
@@ -112,15 +114,22 @@ def test_the_driver_reads_as_the_pipeline():
     assert "reverse_accumulate(" in body and "matrix_pass(" in body
 
 
-def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
-    calls = []
-    real = pipeline.reverse_accumulate
+def _count_derivations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Patch the calculus entry point every derivation goes through; the returned list
+    grows by (network name, loss name) on each call."""
+    calls: list[tuple[str, str]] = []
+    real = reverse.reverse_accumulate
 
     def counting(net):
-        calls.append(net.name)
+        calls.append((net.name, net.loss.name))
         return real(net)
 
-    monkeypatch.setattr(pipeline, "reverse_accumulate", counting)
+    monkeypatch.setattr(reverse, "reverse_accumulate", counting)
+    return calls
+
+
+def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
+    calls = _count_derivations(monkeypatch)
     net = build("once", 3, [Dense(4, "tanh"), Dense(2, "sigmoid")], "mse")
     c = pipeline.compile(net)
     c.document(to="latex")
@@ -128,7 +137,58 @@ def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
     c.code()
     c.graph()
     symgrad.derive(net)
-    assert calls == ["once"]
+    assert calls == [("once", "mse")]
+
+
+def test_codegen_torch_hvp_derives_each_network_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """``codegen --target torch --hvp`` derives the network once and its vector-Jacobian
+    network (the linear loss ``sum G yhat``, a different network) once, although the loss
+    program, the VJP program and both tangent programs read them."""
+    from symgrad.cli import main
+
+    calls = _count_derivations(monkeypatch)
+    out = tmp_path / "net_torch.py"
+    assert main(["codegen", str(SEED), "--target", "torch", "--hvp", "-o", str(out)]) == 0
+    assert "def hvp" in out.read_text()
+    assert sorted(calls) == [("seed_net", "mse"), ("seed_net", "vjp")]
+
+
+def test_a_stability_rewrite_derives_the_rewritten_network_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A network the stability rules rewrite (``log(1 + exp(u))`` -> ``softplus(u)``) is
+    derived three times for a torch module with ``--hvp``, each a different network: as
+    written (the documents show it), as rewritten (every printed program reads that one),
+    and the rewritten network's vector-Jacobian network."""
+    monkeypatch.setitem(ops.ACTIVATIONS, "raw_softplus", sp.log(1 + sp.exp(ops.X)))
+    net = build("stable", 3, [Dense(4, "raw_softplus"), Dense(2, "sigmoid")], "mse")
+    calls = _count_derivations(monkeypatch)
+    bodies: list[tuple[sp.Expr, ...]] = []
+    counting = reverse.reverse_accumulate
+
+    def recording(n):
+        bodies.append(tuple(st.body for st in n.stages))
+        return counting(n)
+
+    monkeypatch.setattr(reverse, "reverse_accumulate", recording)
+    assert "def hvp" in pipeline.generate_code(net, target="torch", hvp=True)
+    assert calls == [("stable", "mse"), ("stable", "mse"), ("stable", "vjp")]
+    assert bodies[0] != bodies[1] == bodies[2]
+    assert any(b.has(ops.softplus) for b in bodies[1])
+
+
+def test_derive_to_html_derives_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """The page shows the derivation and the generated module: one derivation."""
+    from symgrad.cli import main
+
+    calls = _count_derivations(monkeypatch)
+    assert main(["derive", str(SEED), "--to", "html"]) == 0
+    assert "<html" in capsys.readouterr().out
+    assert calls == [("seed_net", "mse")]
 
 
 def test_a_missing_op_is_an_error_naming_it():

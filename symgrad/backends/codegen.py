@@ -43,15 +43,14 @@ from symgrad.calculus.layout import (
     batched_step,
     lower_fallbacks,
 )
-from symgrad.calculus.matrix_form import Comp, Vec, matrix_pass, to_matrix
-from symgrad.calculus.reverse import Derivation, reverse_accumulate
+from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
+from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability import (
     COMPONENT_LOGSUMEXP,
     COMPONENT_SOFTMAX,
     GUARD_RULES,
     IR_RULES,
     LOG_THROUGH_OUTPUT,
-    LOSS_DIVISION,
     SIGMOID_COMPLEMENT,
     Applied,
     RowMax,
@@ -60,9 +59,8 @@ from symgrad.calculus.stability import (
     Total,
     share_softmax_logsumexp,
     stabilise,
-    stabilise_stage,
 )
-from symgrad.calculus.stability_fusion import fuse_loss_division
+from symgrad.derivations import derive_stable
 from symgrad.errors import SpecError
 from symgrad.escape import py_docstring
 from symgrad.files import marker_line
@@ -405,36 +403,6 @@ class Program:
     total: sp.Expr  # the batch sum of the per-sample loss, in the l<k> temporaries
 
 
-def _derive(net: Network) -> Derivation:
-    """Stages 3-4 for a network the stability pass rewrote (the pipeline's own derive is
-    above this stage; this is the same two calls)."""
-    return matrix_pass(reverse_accumulate(net))
-
-
-def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, list[Applied]]]:
-    """The derivation of the network with the IR stability rules applied to every stage
-    body and the loss (re-derived only when a rule matched), and the rewrites by quantity
-    (stage output name, or ``"loss"``)."""
-    net = d.network if isinstance(d, Derivation) else d
-    logs: dict[str, list[Applied]] = {}
-    stages = []
-    for st in net.stages:
-        logs[st.name] = []
-        stages.append(stabilise_stage(st, logs[st.name]))
-    logs["loss"] = []
-    lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
-    if any(logs.values()):
-        net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
-        derived = _derive(net)
-    else:
-        derived = d if isinstance(d, Derivation) else _derive(net)
-    fused = fuse_loss_division(derived, net.output)
-    if fused is not derived:
-        logs["loss"].append(Applied(LOSS_DIVISION, derived.loss, derived.loss))
-        derived = matrix_pass(fused)
-    return derived, logs
-
-
 def build_program(
     d: Derivation | Network, adjust: Callable[[Derivation], Derivation] | None = None
 ) -> Program:
@@ -445,7 +413,7 @@ def build_program(
     ``adjust`` marks up the stabilised derivation before it is printed (the input
     gradient, the loss's incoming gradient): a network the IR rules rewrote is derived
     again, so marks made on the derivation it came from would be lost."""
-    d, ir_logs = stable_derivation(d)
+    d, ir_logs = derive_stable(d)
     if adjust is not None:
         d = adjust(d)
     net = d.network

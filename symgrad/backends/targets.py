@@ -30,18 +30,15 @@ from symgrad.backends.codegen import (
     _Printer,
     build_context,
     comment_text,
-    stable_derivation,
 )
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batched_step
-from symgrad.calculus.matrix_form import Mat, Once, Vec, matrix_pass
-from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
+from symgrad.calculus.matrix_form import Mat, Once, Vec
+from symgrad.calculus.reverse import Derivation, Step
+from symgrad.derivations import G, derive_stable, derive_vjp, vjp_network
 from symgrad.errors import DerivationError, SpecError
-from symgrad.ir.network import Loss, Network
+from symgrad.ir.network import Network
 from symgrad.ir.plain import PlainTextPrinter, has_top_level_matmul
-
-#: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
-G = sp.IndexedBase("G", real=True)
 
 Item = tuple[str, sp.Expr, tuple[str, ...]]
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
@@ -90,12 +87,6 @@ def with_input_grad(d: Derivation) -> Derivation:
     return replace(d, steps=steps)
 
 
-def derive(net: Network) -> Derivation:
-    """Stages 3-4 for the derived networks of the VJP and the tangents (the driver, which
-    sits above the backends, runs the same two calls)."""
-    return matrix_pass(reverse_accumulate(net))
-
-
 #: The incoming gradient of the loss value (autograd's ``g``, 1 for plain gradients).
 G_LOSS = sp.Symbol("g")
 
@@ -123,15 +114,6 @@ def _scale_once(expr: sp.Expr) -> sp.Expr:
     """A penalty's part of a parameter gradient (``Once``, added once per batch) does not
     pass through the seed: ``g`` multiplies it inside ``Once`` (the layout keeps it whole)."""
     return expr.replace(lambda e: isinstance(e, Once), lambda e: Once(G_LOSS * e.args[0]))
-
-
-def vjp_network(net: Network) -> Network:
-    """``net`` with the linear "loss" ``sum_i G[i] yhat[i]``: its gradients are the VJP."""
-    out, C = net.output, net.output_width
-    i = net.stages[-1].index
-    body = sp.Sum(G[i] * out[i], (i, 0, C - 1))
-    loss = Loss("vjp", body, out, G, C)
-    return Network(net.name, net.stages, loss, net.sizes, net.input, net.n_layers, net.source)
 
 
 def _vjp_expr(step: Step) -> sp.Expr:
@@ -239,9 +221,9 @@ def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
 
 def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
     """forward(params, X) and its backward from G: the statements and what to save."""
-    d, _ = stable_derivation(d)  # the stable forms of the loss program's forward pass
+    d, _ = derive_stable(d)  # the stable forms of the loss program's forward pass
     net = d.network
-    vd = with_input_grad(derive(vjp_network(net)))
+    vd = with_input_grad(derive_vjp(net))
     items = _forward_items(d)
     n_fwd = len(items)
     for step in vd.steps:
@@ -328,7 +310,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     seed = next(s for s in d.steps if s.kind == "loss")
     u = tangent(batch(seed.matrix) / N, tan).xreplace(values)
     items.append(("U", u, (f"U = H_L J V = R{{{seed.grad}}} (the loss Hessian in the output)",)))
-    vd = derive(vjp_network(net))
+    vd = derive_vjp(net)
     gvec = Vec("G")
     for step in vd.steps:
         if step.needed:
@@ -338,7 +320,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
 
 
 def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
-    d, _ = stable_derivation(d)  # tangents of the stable forms (softplus, sigmoid ...)
+    d, _ = derive_stable(d)  # tangents of the stable forms (softplus, sigmoid ...)
     net = d.network
     hitems, hout = tangent_program(d)
     gitems, gout = ggn_program(d)
