@@ -22,15 +22,13 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from symgrad._version import __version__
-from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.numpy_printer import (
     LogSumExp,
     Softmax,
-    SymgradNumPyPrinter,
     recognise,
 )
 from symgrad.backends.pyformat import respace
-from symgrad.backends.torch_printer import TorchPrinter
+from symgrad.backends.target import NUMPY, Target
 from symgrad.calculus.conv_form import VIEWS
 from symgrad.calculus.einsum import LOWERED, lower
 from symgrad.calculus.layout import (
@@ -70,23 +68,6 @@ from symgrad.ir.plain import plain
 
 LINE = 88
 OPTIMIZERS = ("sgd", "momentum", "adam")
-#: Each target's spelling of "broadcast a value to a full array in the working dtype".
-_FULL = {
-    "numpy": "np.full({shape}, {value}, dtype=X.dtype)",
-    "cupy": "cp.full({shape}, {value}, dtype=X.dtype)",
-    # (torch.full takes a number only; the value may be a row or column tensor.)
-    "torch": "torch.as_tensor({value}, dtype=X.dtype, device=X.device).expand({shape})",
-    "jax": "jnp.full({shape}, {value}, dtype=X.dtype)",
-}
-
-#: Code-generation targets: the printer class and the module template of each. Only the
-#: NumPy and CuPy printers write into buffers (in-place updates, ``out=``).
-TARGETS: dict[str, tuple[type[SymgradNumPyPrinter], str]] = {
-    "numpy": (SymgradNumPyPrinter, "module.py.j2"),
-    "torch": (TorchPrinter, "torch_module.py.j2"),
-    "jax": (JaxPrinter, "jax_module.py.j2"),
-    "cupy": (CupyPrinter, "cupy_module.py.j2"),
-}
 
 
 @dataclass(frozen=True)
@@ -105,15 +86,15 @@ def _names(net: Network) -> dict[str, str]:
 
 
 class _Printer:
-    def __init__(self, net: Network, target: str = "numpy", inplace: bool | None = None):
+    def __init__(self, net: Network, target: Target = NUMPY, inplace: bool | None = None):
         self.net = net
-        self.p = TARGETS[target][0](_names(net))
+        self.p = target.printer(_names(net))
         # In-place updates of a statement's own fresh array: NumPy and CuPy always; torch
         # only where autograd is off (inside the autograd Functions' passes), and never
         # for a sum (torch's V W^T + b is one fused addmm).
-        self.inplace = target in ("numpy", "cupy") if inplace is None else inplace
-        self.inplace_add = target != "torch"
-        self.buffers = target in ("numpy", "cupy")  # ``out=`` into dead buffers
+        self.inplace = target.inplace if inplace is None else inplace
+        self.inplace_add = target.inplace_add
+        self.buffers = target.buffers  # ``out=`` into dead buffers
         self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
         self.params = set(net.param_names)
@@ -544,7 +525,7 @@ def build_context(
     *,
     optimizer: str | None = None,
     source: str | None = None,
-    target: str = "numpy",
+    target: Target = NUMPY,
     inplace: bool | None = None,
     adjust: Callable[[Derivation], Derivation] | None = None,
 ) -> dict:
@@ -565,7 +546,7 @@ def build_context(
             blocks[k].append(
                 Statement(
                     last.target,
-                    _FULL[target].format(shape=it.widen, value=last.target),
+                    target.full.format(shape=it.widen, value=last.target),
                     uses=frozenset({last.target, "X"}),
                 )
             )

@@ -8,7 +8,9 @@ need. This module picks the context and the template for a target and renders it
 
 from __future__ import annotations
 
-from symgrad.backends.codegen import OPTIMIZERS, TARGETS, build_context
+from symgrad.backends.codegen import OPTIMIZERS, build_context
+from symgrad.backends.registry import lookup
+from symgrad.backends.target import Target
 from symgrad.backends.targets import target_context
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
@@ -20,7 +22,7 @@ def generate(
     *,
     optimizer: str | None = None,
     source: str | None = None,
-    target: str = "numpy",
+    target: str | Target = "numpy",
     hvp: bool = False,
 ) -> str:
     """The source text of the standalone module for the derivation ``d`` (the pipeline's
@@ -29,13 +31,20 @@ def generate(
     ``hvp``."""
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
-    if target not in TARGETS:
-        raise SpecError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
-    if target == "numpy" and not hvp:
-        ctx = build_context(d, optimizer=optimizer, source=source)
+    rec = lookup(target)
+    if rec.write is not None:
+        files = " and ".join(f"NAME{s}" for s in rec.suffixes)
+        raise SpecError(
+            f"target '{rec.name}' writes {files}, not one module: "
+            f"use codegen --target {rec.name} -o NAME"
+        )
+    if hvp and not rec.supports("hvp"):
+        raise SpecError(f"--hvp is not available for --target {rec.name}")
+    if rec.extended or hvp:
+        ctx = target_context(d, rec, optimizer=optimizer, source=source, hvp=hvp)
     else:
-        ctx = target_context(d, target, optimizer=optimizer, source=source, hvp=hvp)
-    return environment().get_template(TARGETS[target][1]).render(**ctx)
+        ctx = build_context(d, optimizer=optimizer, source=source, target=rec)
+    return environment().get_template(rec.templates[0]).render(**ctx)
 
 
 __all__ = ["generate"]

@@ -31,6 +31,8 @@ from symgrad.backends.codegen import (
     build_context,
     comment_text,
 )
+from symgrad.backends.registry import lookup, supporting
+from symgrad.backends.target import Target
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batched_step
 from symgrad.calculus.matrix_form import Mat, Once, Vec
@@ -199,7 +201,7 @@ def _recompute_scalars(
 
 
 def _printer(
-    net: Network, target: str, names: dict[str, str] | None = None, inplace: bool | None = None
+    net: Network, target: Target, names: dict[str, str] | None = None, inplace: bool | None = None
 ) -> _Printer:
     pr = _Printer(net, target, inplace)
     pr.p.names.update(names or {})
@@ -219,7 +221,7 @@ def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
     return kept[::-1]
 
 
-def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
+def _vjp_program(d: Derivation, target: Target, helpers: set[str]) -> dict:
     """forward(params, X) and its backward from G: the statements and what to save."""
     d, _ = derive_stable(d)  # the stable forms of the loss program's forward pass
     net = d.network
@@ -230,12 +232,12 @@ def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
         if step.needed:
             items.append((step.grad, _vjp_expr(step), _vjp_comment(vd, step)))
     # (torch: NetworkFunction's passes run with autograd off, so fresh tensors may be updated)
-    pr = _printer(net, target, {"G": "G"}, inplace=True if target == "torch" else None)
+    pr = _printer(net, target, {"G": "G"}, inplace=True if target.autograd_inplace else None)
     blocks = pr.program(items)
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
     back, dx = _input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
-    if target == "torch":
+    if target.recompute_scalars:
         fwd, back = _recompute_scalars(fwd, back)
     return {
         "forward": fwd,
@@ -319,7 +321,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     return items, {p: "d" + p for p in net.param_names}
 
 
-def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
+def _second_order(d: Derivation, target: Target, helpers: set[str]) -> dict:
     d, _ = derive_stable(d)  # tangents of the stable forms (softplus, sigmoid ...)
     net = d.network
     hitems, hout = tangent_program(d)
@@ -336,36 +338,38 @@ def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
 
 def target_context(
     d: Derivation,
-    target: str,
+    target: str | Target,
     *,
     optimizer: str | None = None,
     source: str | None = None,
     hvp: bool = False,
 ) -> dict:
     """Everything a target's module template needs, printed with the target's printer."""
-    if optimizer is not None and target != "numpy":
-        raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
-    autodiff = target in ("torch", "jax")
+    rec = lookup(target)
+    if optimizer is not None and not rec.supports("optimizer"):
+        known = " and ".join(n for n in supporting("optimizer") if lookup(n).write is None)
+        raise SpecError(f"--optimizer is only for the {known} target, not '{rec.name}'")
+    autodiff = rec.supports("vjp")
     # (marked after the stability pass, which may derive the network again)
     adjust = _autodiff_marks if autodiff else None
     # torch: LossFunction's passes (and loss_and_grads) run with autograd off
-    inplace = True if target == "torch" else None
+    inplace = True if rec.autograd_inplace else None
     ctx = build_context(
-        d, optimizer=optimizer, source=source, target=target, inplace=inplace, adjust=adjust
+        d, optimizer=optimizer, source=source, target=rec, inplace=inplace, adjust=adjust
     )
-    ctx["target"] = target
+    ctx["target"] = rec.name
     helpers = set(ctx["helpers"])
     names = list(d.network.param_names)
     if autodiff:
         back, dx = _input_grad(ctx["backward"], names)
         fwd = ctx["forward"] + ctx["loss_statements"]
-        if target == "torch":
+        if rec.recompute_scalars:
             fwd, back = _recompute_scalars(fwd, back)
         ctx["backward"], ctx["input_grad"] = back, dx
         ctx["loss_saved"] = _keep(["X", "Y", *names], fwd, back + dx)
         ctx["loss_uses"] = sorted(_uses(back + dx))
-        ctx["vjp"] = _vjp_program(d, target, helpers)
-    ctx.update(_second_order(d, target, helpers) if hvp else {"hvp": None, "ggnvp": None})
+        ctx["vjp"] = _vjp_program(d, rec, helpers)
+    ctx.update(_second_order(d, rec, helpers) if hvp else {"hvp": None, "ggnvp": None})
     ctx["helpers"] = sorted(helpers)
     return ctx
 

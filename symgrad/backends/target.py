@@ -1,0 +1,94 @@
+"""A code-generation target as one record: what a backend is, in one place.
+
+A :class:`Target` names the printer class that spells the target-free program in the
+target's array library, the template(s) that lay the printed statements out as a file,
+the file's comment syntax, the API features its module offers and how the printer may
+reuse memory. ``backends/registry.py`` registers every target; the command line, the
+driver and the code generators read the records and never test a target's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from symgrad.backends.numpy_printer import SymgradNumPyPrinter
+
+#: The API features a target's module may offer (``Target.features``).
+FEATURES = ("optimizer", "hvp", "vjp")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One code-generation backend.
+
+    Attributes:
+        name: the ``codegen --target`` name and ``generate_code(target=...)``.
+        printer: the SymPy printer class that prints the program's expressions.
+        templates: the file template(s) under ``templates/``; the first is the module.
+        full: the target's spelling of "broadcast ``{value}`` to ``{shape}`` in the
+            working dtype" (a constant gradient widened to its array's shape).
+        comment: the line-comment prefix of the generated file (its header, notes).
+        marker: the kind of :func:`symgrad.files.marker_line` that marks the file as
+            generated (``"python"``, ``"dot"``).
+        features: the API the module offers beyond ``loss``/``loss_and_grads``:
+            ``"optimizer"`` (a training step), ``"hvp"`` (``hvp``/``ggnvp``), ``"vjp"``
+            (the network's VJP, for autograd: the input gradient and the loss's seed).
+        inplace: statements update their own fresh arrays (``a *= b``).
+        inplace_add: a sum may be accumulated in place too (torch keeps ``V W^T + b`` one
+            fused ``addmm``).
+        buffers: statements write into dead buffers (``out=``).
+        autograd_inplace: in-place updates inside the autograd Functions' passes, which
+            run with autograd off.
+        recompute_scalars: the backward pass recomputes the scalar forward values it
+            reads (autograd saves tensors only).
+        extended: the module template reads the extended context (``target``, the VJP,
+            ``hvp``) even without ``--hvp``.
+        write: writes the target's files itself (``write(d, output, **options)`` returning
+            the paths written), for a target that is not one Python module; ``None``: the
+            module text goes to one file.
+        suffixes: the file suffix of each template's output.
+    """
+
+    name: str
+    printer: type
+    templates: tuple[str, ...]
+    full: str = ""
+    comment: str = "# "
+    marker: str = "python"
+    features: frozenset[str] = frozenset()
+    inplace: bool = False
+    inplace_add: bool = True
+    buffers: bool = False
+    autograd_inplace: bool = False
+    recompute_scalars: bool = False
+    extended: bool = True
+    write: Callable[..., Any] | None = field(default=None, compare=False)
+    suffixes: tuple[str, ...] = (".py",)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"target '{self.name}': unknown features {sorted(unknown)}")
+        if len(self.suffixes) != len(self.templates):
+            raise ValueError(f"target '{self.name}': one suffix per template")
+
+    def supports(self, feature: str) -> bool:
+        return feature in self.features
+
+
+#: The NumPy target: the default printer of the target-free program (``codegen``'s shape
+#: probe and the C target's shared statements print with it).
+NUMPY = Target(
+    "numpy",
+    SymgradNumPyPrinter,
+    ("module.py.j2",),
+    full="np.full({shape}, {value}, dtype=X.dtype)",
+    features=frozenset({"optimizer", "hvp"}),
+    inplace=True,
+    buffers=True,
+    extended=False,
+)
+
+__all__ = ["FEATURES", "NUMPY", "Target"]
