@@ -265,3 +265,95 @@ def test_a_new_op_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch):
     assert abs((up - down) / (2 * h) - g["W1"][0, 1]) < 1e-7
     pytest.importorskip("torch")
     _verify(net)
+
+
+# -- a backend is one record ------------------------------------------------------------
+
+_TOY_TEMPLATE = """\
+# {{ name }}: a module of the toy "xp" target (array-API style, any NumPy-like xp)
+{% import "_program.py.j2" as program %}
+import numpy as xp
+
+
+def loss_and_grads(params, X, Y):
+{% for p in params %}
+    {{ p.name }} = params["{{ p.name }}"]
+{% endfor %}
+    n = X.shape[0]
+{{ program.statements(forward + loss_statements) }}
+    value = float({{ loss_value }}) / n
+{{ program.statements(backward) }}
+    return value, {{ "{" }}{% for p in params %}"{{ p.name }}": {{ p.grad }}, {% endfor %}{{ "}" }}
+"""
+
+
+def test_a_backend_is_one_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The recipe of CONTRIBUTING.md: a printer subclass, a template (here in a folder of
+    its own) and one ``Target`` record registered; codegen then prints the program with
+    it and the module's gradients match the NumPy target's."""
+    from symgrad.backends import registry
+    from symgrad.backends.target import Target
+    from symgrad.backends.torch_printer import ReprefixPrinter
+    from symgrad.cli import build_parser
+
+    class XpPrinter(ReprefixPrinter):
+        prefix = "xp."
+
+    (tmp_path / "xp_module.py.j2").write_text(_TOY_TEMPLATE)
+    toy = Target(
+        "xp",
+        XpPrinter,
+        ("xp_module.py.j2",),
+        full="xp.full({shape}, {value}, dtype=X.dtype)",
+        template_dir=tmp_path,
+        extended=False,
+    )
+    registry.register(toy)
+    try:
+        assert (
+            "xp"
+            in build_parser()
+            .parse_args(["codegen", "s.toml", "-o", "m.py", "--target", "xp"])
+            .target
+        )
+        net = build("toy", 3, [Dense(4, "tanh"), Dense(2, "identity")], "mse")
+        code = pipeline.generate_code(net, target="xp")
+        with pytest.raises(symgrad.SpecError, match="only for the numpy target"):
+            pipeline.generate_code(net, target="xp", optimizer="adam")
+    finally:
+        registry.unregister("xp")
+    assert "xp.tanh(" in code and "np." not in code.replace("numpy as xp", "")
+    toy_mod = load_module(code, "toy_xp")
+    ref = load_module(pipeline.generate_code(net), "toy_numpy")
+    rng = np.random.default_rng(3)
+    p = ref.init_params(0)
+    X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    L, g = toy_mod.loss_and_grads(p, X, Y)
+    L_ref, g_ref = ref.loss_and_grads(p, X, Y)
+    assert abs(L - L_ref) <= 1e-12
+    for name in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_allclose(g[name], g_ref[name], rtol=1e-12, atol=1e-14)
+    with pytest.raises(symgrad.SpecError, match="unknown target 'xp'"):
+        pipeline.generate_code(net, target="xp")
+
+
+def test_the_c_target_refuses_one_module_through_its_record():
+    """The C target writes NAME.c and NAME.h (its record's ``write``): asking the driver
+    for one module text is a clear error, not a Python module."""
+    net = build("c_net", 3, [Dense(4, "tanh"), Dense(2, "identity")], "mse")
+    with pytest.raises(symgrad.SpecError, match=r"target 'c' writes NAME\.c and NAME\.h"):
+        pipeline.generate_code(net, target="c")
+
+
+def test_codegen_choices_come_from_the_registry():
+    import argparse
+
+    from symgrad.backends import registry
+    from symgrad.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    codegen = sub.choices["codegen"]
+    target = next(a for a in codegen._actions if a.dest == "target")
+    assert tuple(target.choices) == registry.names()
+    assert registry.names()[:5] == ("numpy", "torch", "jax", "cupy", "c")

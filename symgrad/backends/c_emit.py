@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from symgrad import __version__
+from symgrad._version import __version__
 from symgrad.backends.c_lower import Buf, Shape, dim
 from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer

@@ -11,7 +11,7 @@ from __future__ import annotations
 from symgrad.backends.codegen import OPTIMIZERS, build_context
 from symgrad.backends.registry import lookup
 from symgrad.backends.target import Target
-from symgrad.backends.targets import target_context
+from symgrad.backends.targets import refuse_unsupported, target_context
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
 from symgrad.templating import environment
@@ -38,13 +38,12 @@ def generate(
             f"target '{rec.name}' writes {files}, not one module: "
             f"use codegen --target {rec.name} -o NAME"
         )
-    if hvp and not rec.supports("hvp"):
-        raise SpecError(f"--hvp is not available for --target {rec.name}")
+    refuse_unsupported(rec, optimizer=optimizer, hvp=hvp)
     if rec.extended or hvp:
         ctx = target_context(d, rec, optimizer=optimizer, source=source, hvp=hvp)
     else:
         ctx = build_context(d, optimizer=optimizer, source=source, target=rec)
-    return environment().get_template(rec.templates[0]).render(**ctx)
+    return environment(rec.template_dir).get_template(rec.templates[0]).render(**ctx)
 
 
 __all__ = ["generate"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from symgrad.backends.numpy_printer import SymgradNumPyPrinter
@@ -49,6 +50,8 @@ class Target:
             the paths written), for a target that is not one Python module; ``None``: the
             module text goes to one file.
         suffixes: the file suffix of each template's output.
+        template_dir: a folder searched for the templates before symgrad's own
+            ``templates/`` (a backend kept outside symgrad); ``None``: ``templates/``.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Target:
     extended: bool = True
     write: Callable[..., Any] | None = field(default=None, compare=False)
     suffixes: tuple[str, ...] = (".py",)
+    template_dir: Path | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.features) - set(FEATURES)

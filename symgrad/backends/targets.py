@@ -336,6 +336,16 @@ def _second_order(d: Derivation, target: Target, helpers: set[str]) -> dict:
     }
 
 
+def refuse_unsupported(rec: Target, *, optimizer: str | None, hvp: bool) -> None:
+    """A :class:`~symgrad.errors.SpecError` for an API feature the target's record does not
+    list (an optimizer step, ``--hvp``)."""
+    if optimizer is not None and not rec.supports("optimizer"):
+        known = " and ".join(n for n in supporting("optimizer") if lookup(n).write is None)
+        raise SpecError(f"--optimizer is only for the {known} target, not '{rec.name}'")
+    if hvp and not rec.supports("hvp"):
+        raise SpecError(f"--hvp is not available for --target {rec.name}")
+
+
 def target_context(
     d: Derivation,
     target: str | Target,
@@ -346,9 +356,7 @@ def target_context(
 ) -> dict:
     """Everything a target's module template needs, printed with the target's printer."""
     rec = lookup(target)
-    if optimizer is not None and not rec.supports("optimizer"):
-        known = " and ".join(n for n in supporting("optimizer") if lookup(n).write is None)
-        raise SpecError(f"--optimizer is only for the {known} target, not '{rec.name}'")
+    refuse_unsupported(rec, optimizer=optimizer, hvp=hvp)
     autodiff = rec.supports("vjp")
     # (marked after the stability pass, which may derive the network again)
     adjust = _autodiff_marks if autodiff else None
@@ -378,6 +386,7 @@ __all__ = [
     "G",
     "ggn_program",
     "matrix_text",
+    "refuse_unsupported",
     "tangent_program",
     "target_context",
     "vjp_network",
