@@ -114,6 +114,31 @@ def test_the_driver_reads_as_the_pipeline():
     assert "reverse_accumulate(" in body and "matrix_pass(" in body
 
 
+#: The calculus functions that derive (the chain rule, the matrix-form pass, the Kronecker
+#: contraction, the loss-division fusion): only the driver's ``symgrad/derivations.py``
+#: calls them; the consumer folders read its results.
+DERIVING = {"reverse_accumulate", "matrix_pass", "contract", "fuse_loss_division"}
+
+
+def _imported_names(folder: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (PKG / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "symgrad.calculus"
+            ):
+                names = {a.name for a in node.names} & DERIVING
+                if names:
+                    found.setdefault(path.name, set()).update(names)
+    return found
+
+
+def test_backends_call_no_derivation():
+    """Code generation reads derivations from the driver (``derive``, ``derive_stable``,
+    ``derive_vjp``); it never runs the chain rule or the matrix pass itself."""
+    assert _imported_names("backends") == {}
+
+
 def _count_derivations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Patch the calculus entry point every derivation goes through; the returned list
     grows by (network name, loss name) on each call."""
