@@ -53,8 +53,10 @@ def generate_code(
 ) -> str:
     """Stages 5-6: layout, the target-free program and the backend's printer + template.
 
-    ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is
-    numpy, torch, jax or cupy; ``hvp`` adds ``hvp`` and ``ggnvp`` (second order).
+    ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is a
+    registered target's name (``backends/registry.py``: numpy, torch, jax, cupy; the C
+    target writes two files and is refused here); ``hvp`` adds ``hvp`` and ``ggnvp``
+    (second order) where the target's record offers it.
     """
     from symgrad.backends.emit import generate
 
