@@ -600,9 +600,8 @@ def _codegen_files(args: argparse.Namespace, err: TextIO) -> int:
         raise SpecError(f"--hvp is not available for --target {target.name}")
     if args.optimizer is not None and not target.supports("optimizer"):
         raise SpecError(f"--optimizer is not available for --target {target.name}")
-    assert target.write is not None
     c = pipeline.compile(args.spec)
-    paths = target.write(
+    paths = target.writer()(
         c.derivation, args.output, dtype=args.dtype, optimizer=args.optimizer,
         source=args.spec, force=args.force,
     )  # fmt: skip

@@ -88,7 +88,7 @@ def _names(net: Network) -> dict[str, str]:
 class _Printer:
     def __init__(self, net: Network, target: Target = NUMPY, inplace: bool | None = None):
         self.net = net
-        self.p = target.printer(_names(net))
+        self.p = target.printer_class()(_names(net))
         # In-place updates of a statement's own fresh array: NumPy and CuPy always; torch
         # only where autograd is off (inside the autograd Functions' passes), and never
         # for a sum (torch's V W^T + b is one fused addmm).

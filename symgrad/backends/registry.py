@@ -3,16 +3,13 @@
 Adding a backend is its :class:`~symgrad.backends.target.Target` record (registered here,
 or by :func:`register` from a plug-in), its printer and its template; the command line's
 ``--target`` choices, :func:`symgrad.pipeline.generate_code` and the code generators read
-the records.
+the records. The built-in records name their printers and writers by ``"module:name"``
+paths, so that listing the targets (the command line's start-up) imports no printer.
 """
 
 from __future__ import annotations
 
-from symgrad.backends.c_emit import write_c
-from symgrad.backends.c_printer import SymgradCPrinter
-from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.target import NUMPY, Target
-from symgrad.backends.torch_printer import TorchPrinter
 from symgrad.errors import SpecError
 
 _TARGETS: dict[str, Target] = {}
@@ -54,7 +51,7 @@ register(NUMPY)
 register(
     Target(
         "torch",
-        TorchPrinter,
+        "symgrad.backends.torch_printer:TorchPrinter",
         ("torch_module.py.j2",),
         # (torch.full takes a number only; the value may be a row or column tensor.)
         full="torch.as_tensor({value}, dtype=X.dtype, device=X.device).expand({shape})",
@@ -67,7 +64,7 @@ register(
 register(
     Target(
         "jax",
-        JaxPrinter,
+        "symgrad.backends.jax_printer:JaxPrinter",
         ("jax_module.py.j2",),
         full="jnp.full({shape}, {value}, dtype=X.dtype)",
         features=frozenset({"hvp", "vjp"}),
@@ -76,7 +73,7 @@ register(
 register(
     Target(
         "cupy",
-        CupyPrinter,
+        "symgrad.backends.jax_printer:CupyPrinter",
         ("cupy_module.py.j2",),
         full="cp.full({shape}, {value}, dtype=X.dtype)",
         features=frozenset({"hvp"}),
@@ -87,12 +84,12 @@ register(
 register(
     Target(
         "c",
-        SymgradCPrinter,
+        "symgrad.backends.c_printer:SymgradCPrinter",
         ("c/net.c.j2", "c/net.h.j2"),
         comment="// ",
         marker="dot",
         features=frozenset({"optimizer"}),
-        write=write_c,
+        write="symgrad.backends.c_emit:write_c",
         suffixes=(".c", ".h"),
     )
 )

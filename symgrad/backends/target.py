@@ -9,12 +9,11 @@ driver and the code generators read the records and never test a target's name.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from symgrad.backends.numpy_printer import SymgradNumPyPrinter
 
 #: The API features a target's module may offer (``Target.features``).
 FEATURES = ("optimizer", "hvp", "vjp")
@@ -26,7 +25,9 @@ class Target:
 
     Attributes:
         name: the ``codegen --target`` name and ``generate_code(target=...)``.
-        printer: the SymPy printer class that prints the program's expressions.
+        printer: the SymPy printer class that prints the program's expressions, or its
+            ``"module:Class"`` path (imported when first printed with, so that listing
+            the targets stays cheap).
         templates: the file template(s) under ``templates/``; the first is the module.
         full: the target's spelling of "broadcast ``{value}`` to ``{shape}`` in the
             working dtype" (a constant gradient widened to its array's shape).
@@ -46,16 +47,17 @@ class Target:
             reads (autograd saves tensors only).
         extended: the module template reads the extended context (``target``, the VJP,
             ``hvp``) even without ``--hvp``.
-        write: writes the target's files itself (``write(d, output, **options)`` returning
-            the paths written), for a target that is not one Python module; ``None``: the
-            module text goes to one file.
+        write: writes the target's files itself (``write(d, output, *, dtype, optimizer,
+            source, force)`` returning the paths written; a callable or its
+            ``"module:function"`` path), for a target that is not one Python module;
+            ``None``: the module text goes to one file.
         suffixes: the file suffix of each template's output.
         template_dir: a folder searched for the templates before symgrad's own
             ``templates/`` (a backend kept outside symgrad); ``None``: ``templates/``.
     """
 
     name: str
-    printer: type
+    printer: type | str
     templates: tuple[str, ...]
     full: str = ""
     comment: str = "# "
@@ -67,7 +69,7 @@ class Target:
     autograd_inplace: bool = False
     recompute_scalars: bool = False
     extended: bool = True
-    write: Callable[..., Any] | None = field(default=None, compare=False)
+    write: Callable[..., Any] | str | None = field(default=None, compare=False)
     suffixes: tuple[str, ...] = (".py",)
     template_dir: Path | None = None
 
@@ -81,12 +83,30 @@ class Target:
     def supports(self, feature: str) -> bool:
         return feature in self.features
 
+    def printer_class(self) -> type:
+        """The printer class (imported from its path the first time)."""
+        return _resolve(self.printer)
+
+    def writer(self) -> Callable[..., Any]:
+        """The function that writes the target's files (see ``write``)."""
+        if self.write is None:
+            raise ValueError(f"target '{self.name}' writes one module, not files of its own")
+        return _resolve(self.write)
+
+
+def _resolve(obj: Any) -> Any:
+    """``obj`` itself, or the object a ``"module:attr"`` path names."""
+    if not isinstance(obj, str):
+        return obj
+    module, _, attr = obj.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 #: The NumPy target: the default printer of the target-free program (``codegen``'s shape
 #: probe and the C target's shared statements print with it).
 NUMPY = Target(
     "numpy",
-    SymgradNumPyPrinter,
+    "symgrad.backends.numpy_printer:SymgradNumPyPrinter",
     ("module.py.j2",),
     full="np.full({shape}, {value}, dtype=X.dtype)",
     features=frozenset({"optimizer", "hvp"}),
