@@ -171,35 +171,43 @@ def _note(err: TextIO | None, text: str) -> None:
 
 
 def _cmd_codegen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.target == "c":
-        return _codegen_c(args, err)
+    from symgrad.backends.registry import lookup, supporting
+
+    target = lookup(args.target)
+    if target.write is not None:
+        return _codegen_files(args, err)
     check_writable(args.output, force=args.force)
     from symgrad import pipeline
 
-    if args.optimizer is not None and args.target != "numpy":
-        raise SpecError(f"--optimizer is only for --target numpy, not {args.target}")
+    if args.optimizer is not None and not target.supports("optimizer"):
+        known = " or ".join(supporting("optimizer"))
+        raise SpecError(f"--optimizer is only for --target {known}, not {args.target}")
     with time_limit(SYMBOLIC_SECONDS, "codegen"):
         c = pipeline.compile(args.spec)
         code = c.code(optimizer=args.optimizer, target=args.target, hvp=args.hvp)
-    atomic_write(args.output, _with_marker(code, "python", args.spec), force=args.force)
+    atomic_write(args.output, _with_marker(code, target.marker, args.spec), force=args.force)
     _note(err, f"wrote {args.output}")
     return EXIT_OK
 
 
-def _codegen_c(args: argparse.Namespace, err: TextIO) -> int:
-    """``codegen --target c``: NAME.c and NAME.h (see ``backends/c_emit.py``)."""
+def _codegen_files(args: argparse.Namespace, err: TextIO) -> int:
+    """``codegen`` for a target that writes its own files (``--target c``: NAME.c and
+    NAME.h, see ``backends/c_emit.py``)."""
     from symgrad import pipeline
-    from symgrad.backends.c_emit import write_c
+    from symgrad.backends.registry import lookup
 
-    if args.hvp:
-        raise SpecError("--hvp is not available for --target c")
+    target = lookup(args.target)
+    if args.hvp and not target.supports("hvp"):
+        raise SpecError(f"--hvp is not available for --target {target.name}")
+    if args.optimizer is not None and not target.supports("optimizer"):
+        raise SpecError(f"--optimizer is not available for --target {target.name}")
     with time_limit(SYMBOLIC_SECONDS, "codegen"):
         c = pipeline.compile(args.spec)
-        src, hdr = write_c(
+        paths = target.writer()(
             c.derivation, args.output, dtype=args.dtype, optimizer=args.optimizer,
             source=args.spec, force=args.force,
         )  # fmt: skip
-    _note(err, f"wrote {src} and {hdr}")
+    _note(err, "wrote " + " and ".join(str(p) for p in paths))
     return EXIT_OK
 
 

@@ -253,6 +253,8 @@ def _add_derive(sub: Any, formatter: Any) -> None:
 
 def _add_codegen(sub: Any, formatter: Any) -> None:
     """The ``codegen`` command's arguments."""
+    from symgrad.backends import registry  # the --target choices
+
     p = sub.add_parser(
         "codegen",
         help="generate a standalone NumPy module with forward and backward passes",
@@ -276,7 +278,7 @@ def _add_codegen(sub: Any, formatter: Any) -> None:
     )
     p.add_argument(
         "--target",
-        choices=("numpy", "torch", "jax", "cupy", "c"),
+        choices=registry.names(),
         default="numpy",
         help="the array library of the module (default: numpy); torch and jax modules "
         "plug the derived backward passes into autograd; c writes NAME.c and NAME.h (C99)",

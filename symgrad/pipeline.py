@@ -18,23 +18,20 @@ The output of each stage is the input of the next:
 
 The command line, the Python API (:func:`symgrad.derive`), ``verify`` and ``check`` all
 call these functions, so a command derives a network once and every output reads that
-one derivation.
+one derivation. Stages 3-4 are :func:`derive` and the two derivations code generation
+adds, :func:`derive_stable` (the stability rewrites) and :func:`derive_vjp` (the
+vector-Jacobian program), all memoised in ``symgrad/derivations.py``: no consumer
+(backends, documents, verify, learn) runs the calculus itself.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
-from symgrad.calculus.matrix_form import matrix_pass
 from symgrad.calculus.program import Program, program
-from symgrad.calculus.reverse import Derivation, reverse_accumulate
+from symgrad.calculus.reverse import Derivation
+from symgrad.derivations import derive, derive_stable, derive_vjp
 from symgrad.ir.network import Network
-
-#: Derivations of recently derived networks (by identity): a command that needs a
-#: derivation for several outputs derives it once.
-_DERIVED: OrderedDict[int, tuple[Network, Derivation]] = OrderedDict()
-_DERIVED_SIZE = 16
 
 
 def parse(spec: str | Network) -> Network:
@@ -44,24 +41,6 @@ def parse(spec: str | Network) -> Network:
     from symgrad.frontend.spec import load_spec
 
     return load_spec(spec)
-
-
-def derive(net: Network) -> Derivation:
-    """Stages 3-4: every gradient of ``net`` in component and matrix form.
-
-    The chain rule with its simplification passes, then the matrix-form pass. Memoised
-    on the network object, so asking again (for another output) does not derive again.
-    """
-    hit = _DERIVED.get(id(net))
-    if hit is not None and hit[0] is net:
-        _DERIVED.move_to_end(id(net))
-        return hit[1]
-    d = reverse_accumulate(net)  # 3: chain rule, contraction, forward values, fusion
-    d = matrix_pass(d)  # 4: matrix form
-    _DERIVED[id(net)] = (net, d)
-    while len(_DERIVED) > _DERIVED_SIZE:
-        _DERIVED.popitem(last=False)
-    return d
 
 
 def generate_code(
@@ -74,8 +53,10 @@ def generate_code(
 ) -> str:
     """Stages 5-6: layout, the target-free program and the backend's printer + template.
 
-    ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is
-    numpy, torch, jax or cupy; ``hvp`` adds ``hvp`` and ``ggnvp`` (second order).
+    ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is a
+    registered target's name (``backends/registry.py``: numpy, torch, jax, cupy; the C
+    target writes two files and is refused here); ``hvp`` adds ``hvp`` and ``ggnvp``
+    (second order) where the target's record offers it.
     """
     from symgrad.backends.emit import generate
 
@@ -140,6 +121,8 @@ __all__ = [
     "Compilation",
     "compile",
     "derive",
+    "derive_stable",
+    "derive_vjp",
     "generate",
     "generate_code",
     "parse",

@@ -24,10 +24,13 @@ def template_dir() -> Path:
     return Path(t.__file__).parent
 
 
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
+@lru_cache(maxsize=8)
+def environment(extra: Path | None = None) -> jinja2.Environment:
+    """The environment over ``templates/``; ``extra``: a folder searched first (a backend's
+    own templates, which may include symgrad's shared parts)."""
+    dirs = [str(extra)] if extra is not None else []
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
+        loader=jinja2.FileSystemLoader([*dirs, str(template_dir())]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

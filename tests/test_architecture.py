@@ -19,10 +19,12 @@ import sympy as sp
 import symgrad
 from symgrad import Dense, build, pipeline
 from symgrad.backends.codegen import load_module
+from symgrad.calculus import reverse
 from symgrad.errors import DerivationError
 from symgrad.ir import ops
 
 PKG = Path(symgrad.__file__).parent
+SEED = Path(__file__).parent.parent / "examples" / "seed_net.toml"
 
 #: The stage folders, in pipeline order: a module may import from its own folder and
 #: from folders before it, never after (``pipeline``/``cli`` sit on top of them all).
@@ -112,15 +114,47 @@ def test_the_driver_reads_as_the_pipeline():
     assert "reverse_accumulate(" in body and "matrix_pass(" in body
 
 
-def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
-    calls = []
-    real = pipeline.reverse_accumulate
+#: The calculus functions that derive (the chain rule, the matrix-form pass, the Kronecker
+#: contraction, the loss-division fusion): only the driver's ``symgrad/derivations.py``
+#: calls them; the consumer folders read its results.
+DERIVING = {"reverse_accumulate", "matrix_pass", "contract", "fuse_loss_division"}
+
+
+def _imported_names(folder: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (PKG / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "symgrad.calculus"
+            ):
+                names = {a.name for a in node.names} & DERIVING
+                if names:
+                    found.setdefault(path.name, set()).update(names)
+    return found
+
+
+def test_backends_call_no_derivation():
+    """Code generation reads derivations from the driver (``derive``, ``derive_stable``,
+    ``derive_vjp``); it never runs the chain rule or the matrix pass itself."""
+    assert _imported_names("backends") == {}
+
+
+def _count_derivations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Patch the calculus entry point every derivation goes through; the returned list
+    grows by (network name, loss name) on each call."""
+    calls: list[tuple[str, str]] = []
+    real = reverse.reverse_accumulate
 
     def counting(net):
-        calls.append(net.name)
+        calls.append((net.name, net.loss.name))
         return real(net)
 
-    monkeypatch.setattr(pipeline, "reverse_accumulate", counting)
+    monkeypatch.setattr(reverse, "reverse_accumulate", counting)
+    return calls
+
+
+def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
+    calls = _count_derivations(monkeypatch)
     net = build("once", 3, [Dense(4, "tanh"), Dense(2, "sigmoid")], "mse")
     c = pipeline.compile(net)
     c.document(to="latex")
@@ -128,7 +162,58 @@ def test_nothing_derives_twice(monkeypatch: pytest.MonkeyPatch):
     c.code()
     c.graph()
     symgrad.derive(net)
-    assert calls == ["once"]
+    assert calls == [("once", "mse")]
+
+
+def test_codegen_torch_hvp_derives_each_network_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """``codegen --target torch --hvp`` derives the network once and its vector-Jacobian
+    network (the linear loss ``sum G yhat``, a different network) once, although the loss
+    program, the VJP program and both tangent programs read them."""
+    from symgrad.cli import main
+
+    calls = _count_derivations(monkeypatch)
+    out = tmp_path / "net_torch.py"
+    assert main(["codegen", str(SEED), "--target", "torch", "--hvp", "-o", str(out)]) == 0
+    assert "def hvp" in out.read_text()
+    assert sorted(calls) == [("seed_net", "mse"), ("seed_net", "vjp")]
+
+
+def test_a_stability_rewrite_derives_the_rewritten_network_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A network the stability rules rewrite (``log(1 + exp(u))`` -> ``softplus(u)``) is
+    derived three times for a torch module with ``--hvp``, each a different network: as
+    written (the documents show it), as rewritten (every printed program reads that one),
+    and the rewritten network's vector-Jacobian network."""
+    monkeypatch.setitem(ops.ACTIVATIONS, "raw_softplus", sp.log(1 + sp.exp(ops.X)))
+    net = build("stable", 3, [Dense(4, "raw_softplus"), Dense(2, "sigmoid")], "mse")
+    calls = _count_derivations(monkeypatch)
+    bodies: list[tuple[sp.Expr, ...]] = []
+    counting = reverse.reverse_accumulate
+
+    def recording(n):
+        bodies.append(tuple(st.body for st in n.stages))
+        return counting(n)
+
+    monkeypatch.setattr(reverse, "reverse_accumulate", recording)
+    assert "def hvp" in pipeline.generate_code(net, target="torch", hvp=True)
+    assert calls == [("stable", "mse"), ("stable", "mse"), ("stable", "vjp")]
+    assert bodies[0] != bodies[1] == bodies[2]
+    assert any(b.has(ops.softplus) for b in bodies[1])
+
+
+def test_derive_to_html_derives_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """The page shows the derivation and the generated module: one derivation."""
+    from symgrad.cli import main
+
+    calls = _count_derivations(monkeypatch)
+    assert main(["derive", str(SEED), "--to", "html"]) == 0
+    assert "<html" in capsys.readouterr().out
+    assert calls == [("seed_net", "mse")]
 
 
 def test_a_missing_op_is_an_error_naming_it():
@@ -205,3 +290,95 @@ def test_a_new_op_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch):
     assert abs((up - down) / (2 * h) - g["W1"][0, 1]) < 1e-7
     pytest.importorskip("torch")
     _verify(net)
+
+
+# -- a backend is one record ------------------------------------------------------------
+
+_TOY_TEMPLATE = """\
+# {{ name }}: a module of the toy "xp" target (array-API style, any NumPy-like xp)
+{% import "_program.py.j2" as program %}
+import numpy as xp
+
+
+def loss_and_grads(params, X, Y):
+{% for p in params %}
+    {{ p.name }} = params["{{ p.name }}"]
+{% endfor %}
+    n = X.shape[0]
+{{ program.statements(forward + loss_statements) }}
+    value = float({{ loss_value }}) / n
+{{ program.statements(backward) }}
+    return value, {{ "{" }}{% for p in params %}"{{ p.name }}": {{ p.grad }}, {% endfor %}{{ "}" }}
+"""
+
+
+def test_a_backend_is_one_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The recipe of CONTRIBUTING.md: a printer subclass, a template (here in a folder of
+    its own) and one ``Target`` record registered; codegen then prints the program with
+    it and the module's gradients match the NumPy target's."""
+    from symgrad.backends import registry
+    from symgrad.backends.target import Target
+    from symgrad.backends.torch_printer import ReprefixPrinter
+    from symgrad.cli import build_parser
+
+    class XpPrinter(ReprefixPrinter):
+        prefix = "xp."
+
+    (tmp_path / "xp_module.py.j2").write_text(_TOY_TEMPLATE)
+    toy = Target(
+        "xp",
+        XpPrinter,
+        ("xp_module.py.j2",),
+        full="xp.full({shape}, {value}, dtype=X.dtype)",
+        template_dir=tmp_path,
+        extended=False,
+    )
+    registry.register(toy)
+    try:
+        assert (
+            "xp"
+            in build_parser()
+            .parse_args(["codegen", "s.toml", "-o", "m.py", "--target", "xp"])
+            .target
+        )
+        net = build("toy", 3, [Dense(4, "tanh"), Dense(2, "identity")], "mse")
+        code = pipeline.generate_code(net, target="xp")
+        with pytest.raises(symgrad.SpecError, match="only for the numpy target"):
+            pipeline.generate_code(net, target="xp", optimizer="adam")
+    finally:
+        registry.unregister("xp")
+    assert "xp.tanh(" in code and "np." not in code.replace("numpy as xp", "")
+    toy_mod = load_module(code, "toy_xp")
+    ref = load_module(pipeline.generate_code(net), "toy_numpy")
+    rng = np.random.default_rng(3)
+    p = ref.init_params(0)
+    X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    L, g = toy_mod.loss_and_grads(p, X, Y)
+    L_ref, g_ref = ref.loss_and_grads(p, X, Y)
+    assert abs(L - L_ref) <= 1e-12
+    for name in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_allclose(g[name], g_ref[name], rtol=1e-12, atol=1e-14)
+    with pytest.raises(symgrad.SpecError, match="unknown target 'xp'"):
+        pipeline.generate_code(net, target="xp")
+
+
+def test_the_c_target_refuses_one_module_through_its_record():
+    """The C target writes NAME.c and NAME.h (its record's ``write``): asking the driver
+    for one module text is a clear error, not a Python module."""
+    net = build("c_net", 3, [Dense(4, "tanh"), Dense(2, "identity")], "mse")
+    with pytest.raises(symgrad.SpecError, match=r"target 'c' writes NAME\.c and NAME\.h"):
+        pipeline.generate_code(net, target="c")
+
+
+def test_codegen_choices_come_from_the_registry():
+    import argparse
+
+    from symgrad.backends import registry
+    from symgrad.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    codegen = sub.choices["codegen"]
+    target = next(a for a in codegen._actions if a.dest == "target")
+    assert tuple(target.choices) == registry.names()
+    assert registry.names()[:5] == ("numpy", "torch", "jax", "cupy", "c")

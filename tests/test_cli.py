@@ -13,6 +13,7 @@ import pytest
 
 import symgrad
 from symgrad import DerivationError
+from symgrad.calculus import reverse
 from symgrad.cli import main
 from symgrad.errors import SpecError
 from symgrad.files import MARKER, atomic_write, is_generated
@@ -165,7 +166,7 @@ def test_derivation_error_exits_2(
     def broken(net: object) -> None:
         raise DerivationError("no derivative rule for node Foo(z1[i])")
 
-    monkeypatch.setattr(symgrad.pipeline, "reverse_accumulate", broken)
+    monkeypatch.setattr(reverse, "reverse_accumulate", broken)
     code, out, err = run_main(["derive", SEED], capsys)
     assert code == 2
     assert_one_error_line(err, "no derivative rule for node Foo(z1[i])")
@@ -177,7 +178,7 @@ def test_multiline_error_messages_are_joined(
     def broken(net: object) -> None:
         raise SpecError("first\nsecond", field="x")
 
-    monkeypatch.setattr(symgrad.pipeline, "reverse_accumulate", broken)
+    monkeypatch.setattr(reverse, "reverse_accumulate", broken)
     code, _, err = run_main(["derive", SEED], capsys)
     assert code == 2
     assert_one_error_line(err, "x: first second")

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import sympy as sp
 
-from symgrad import __version__
+from symgrad._version import __version__
 from symgrad.backends.c_lower import Buf, Shape, dim
 from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer
 from symgrad.backends.c_printer import SymgradCPrinter
 from symgrad.backends.codegen import OPTIMIZERS, Statement, _Printer, build_program
+from symgrad.backends.target import NUMPY
 from symgrad.calculus.conv_form import Windows
 from symgrad.calculus.layout import N
 from symgrad.calculus.reverse import Derivation
@@ -49,7 +50,7 @@ class _ExprPrinter(_Printer):
     C has no line length to keep)."""
 
     def __init__(self, net: Network) -> None:
-        super().__init__(net, "numpy", inplace=False)
+        super().__init__(net, NUMPY, inplace=False)
         self.exprs: list[sp.Expr] = []
 
     def _split(self, target: str, expr: sp.Expr, comment: tuple[str, ...]) -> list[Statement]:

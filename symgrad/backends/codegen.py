@@ -22,15 +22,13 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from symgrad._version import __version__
-from symgrad.backends.jax_printer import CupyPrinter, JaxPrinter
 from symgrad.backends.numpy_printer import (
     LogSumExp,
     Softmax,
-    SymgradNumPyPrinter,
     recognise,
 )
 from symgrad.backends.pyformat import respace
-from symgrad.backends.torch_printer import TorchPrinter
+from symgrad.backends.target import NUMPY, Target
 from symgrad.calculus.conv_form import VIEWS
 from symgrad.calculus.einsum import LOWERED, Einsum, Full, lower
 from symgrad.calculus.layout import (
@@ -43,15 +41,14 @@ from symgrad.calculus.layout import (
     batched_step,
     lower_fallbacks,
 )
-from symgrad.calculus.matrix_form import Comp, Vec, matrix_pass, to_matrix
-from symgrad.calculus.reverse import Derivation, reverse_accumulate
+from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
+from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability import (
     COMPONENT_LOGSUMEXP,
     COMPONENT_SOFTMAX,
     GUARD_RULES,
     IR_RULES,
     LOG_THROUGH_OUTPUT,
-    LOSS_DIVISION,
     SIGMOID_COMPLEMENT,
     Applied,
     RowMax,
@@ -60,9 +57,8 @@ from symgrad.calculus.stability import (
     Total,
     share_softmax_logsumexp,
     stabilise,
-    stabilise_stage,
 )
-from symgrad.calculus.stability_fusion import fuse_loss_division
+from symgrad.derivations import derive_stable
 from symgrad.errors import SpecError
 from symgrad.escape import py_docstring
 from symgrad.files import marker_line
@@ -72,23 +68,6 @@ from symgrad.ir.plain import plain
 
 LINE = 88
 OPTIMIZERS = ("sgd", "momentum", "adam")
-#: Each target's spelling of "broadcast a value to a full array in the working dtype".
-_FULL = {
-    "numpy": "np.full({shape}, {value}, dtype=X.dtype)",
-    "cupy": "cp.full({shape}, {value}, dtype=X.dtype)",
-    # (torch.full takes a number only; the value may be a row or column tensor.)
-    "torch": "torch.as_tensor({value}, dtype=X.dtype, device=X.device).expand({shape})",
-    "jax": "jnp.full({shape}, {value}, dtype=X.dtype)",
-}
-
-#: Code-generation targets: the printer class and the module template of each. Only the
-#: NumPy and CuPy printers write into buffers (in-place updates, ``out=``).
-TARGETS: dict[str, tuple[type[SymgradNumPyPrinter], str]] = {
-    "numpy": (SymgradNumPyPrinter, "module.py.j2"),
-    "torch": (TorchPrinter, "torch_module.py.j2"),
-    "jax": (JaxPrinter, "jax_module.py.j2"),
-    "cupy": (CupyPrinter, "cupy_module.py.j2"),
-}
 
 
 @dataclass(frozen=True)
@@ -107,15 +86,15 @@ def _names(net: Network) -> dict[str, str]:
 
 
 class _Printer:
-    def __init__(self, net: Network, target: str = "numpy", inplace: bool | None = None):
+    def __init__(self, net: Network, target: Target = NUMPY, inplace: bool | None = None):
         self.net = net
-        self.p = TARGETS[target][0](_names(net))
+        self.p = target.printer_class()(_names(net))
         # In-place updates of a statement's own fresh array: NumPy and CuPy always; torch
         # only where autograd is off (inside the autograd Functions' passes), and never
         # for a sum (torch's V W^T + b is one fused addmm).
-        self.inplace = target in ("numpy", "cupy") if inplace is None else inplace
-        self.inplace_add = target != "torch"
-        self.buffers = target in ("numpy", "cupy")  # ``out=`` into dead buffers
+        self.inplace = target.inplace if inplace is None else inplace
+        self.inplace_add = target.inplace_add
+        self.buffers = target.buffers  # ``out=`` into dead buffers
         self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
         self.params = set(net.param_names)
@@ -410,36 +389,6 @@ class Program:
     total: sp.Expr  # the batch sum of the per-sample loss, in the l<k> temporaries
 
 
-def _derive(net: Network) -> Derivation:
-    """Stages 3-4 for a network the stability pass rewrote (the pipeline's own derive is
-    above this stage; this is the same two calls)."""
-    return matrix_pass(reverse_accumulate(net))
-
-
-def stable_derivation(d: Derivation | Network) -> tuple[Derivation, dict[str, list[Applied]]]:
-    """The derivation of the network with the IR stability rules applied to every stage
-    body and the loss (re-derived only when a rule matched), and the rewrites by quantity
-    (stage output name, or ``"loss"``)."""
-    net = d.network if isinstance(d, Derivation) else d
-    logs: dict[str, list[Applied]] = {}
-    stages = []
-    for st in net.stages:
-        logs[st.name] = []
-        stages.append(stabilise_stage(st, logs[st.name]))
-    logs["loss"] = []
-    lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
-    if any(logs.values()):
-        net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
-        derived = _derive(net)
-    else:
-        derived = d if isinstance(d, Derivation) else _derive(net)
-    fused = fuse_loss_division(derived, net.output)
-    if fused is not derived:
-        logs["loss"].append(Applied(LOSS_DIVISION, derived.loss, derived.loss))
-        derived = matrix_pass(fused)
-    return derived, logs
-
-
 def build_program(
     d: Derivation | Network, adjust: Callable[[Derivation], Derivation] | None = None
 ) -> Program:
@@ -450,7 +399,7 @@ def build_program(
     ``adjust`` marks up the stabilised derivation before it is printed (the input
     gradient, the loss's incoming gradient): a network the IR rules rewrote is derived
     again, so marks made on the derivation it came from would be lost."""
-    d, ir_logs = stable_derivation(d)
+    d, ir_logs = derive_stable(d)
     if adjust is not None:
         d = adjust(d)
     net = d.network
@@ -581,7 +530,7 @@ def build_context(
     *,
     optimizer: str | None = None,
     source: str | None = None,
-    target: str = "numpy",
+    target: Target = NUMPY,
     inplace: bool | None = None,
     adjust: Callable[[Derivation], Derivation] | None = None,
 ) -> dict:
@@ -602,7 +551,7 @@ def build_context(
             blocks[k].append(
                 Statement(
                     last.target,
-                    _FULL[target].format(shape=it.widen, value=last.target),
+                    target.full.format(shape=it.widen, value=last.target),
                     uses=frozenset({last.target, "X"}),
                 )
             )

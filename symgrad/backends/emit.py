@@ -8,8 +8,10 @@ need. This module picks the context and the template for a target and renders it
 
 from __future__ import annotations
 
-from symgrad.backends.codegen import OPTIMIZERS, TARGETS, build_context
-from symgrad.backends.targets import target_context
+from symgrad.backends.codegen import OPTIMIZERS, build_context
+from symgrad.backends.registry import lookup
+from symgrad.backends.target import Target
+from symgrad.backends.targets import refuse_unsupported, target_context
 from symgrad.calculus.reverse import Derivation
 from symgrad.errors import SpecError
 from symgrad.names import check_network
@@ -21,7 +23,7 @@ def generate(
     *,
     optimizer: str | None = None,
     source: str | None = None,
-    target: str = "numpy",
+    target: str | Target = "numpy",
     hvp: bool = False,
 ) -> str:
     """The source text of the standalone module for the derivation ``d`` (the pipeline's
@@ -31,13 +33,19 @@ def generate(
     check_network(d.network)  # names pasted into code: identifiers only, whatever built it
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer '{optimizer}' (known: {', '.join(OPTIMIZERS)})")
-    if target not in TARGETS:
-        raise SpecError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
-    if target == "numpy" and not hvp:
-        ctx = build_context(d, optimizer=optimizer, source=source)
+    rec = lookup(target)
+    if rec.write is not None:
+        files = " and ".join(f"NAME{s}" for s in rec.suffixes)
+        raise SpecError(
+            f"target '{rec.name}' writes {files}, not one module: "
+            f"use codegen --target {rec.name} -o NAME"
+        )
+    refuse_unsupported(rec, optimizer=optimizer, hvp=hvp)
+    if rec.extended or hvp:
+        ctx = target_context(d, rec, optimizer=optimizer, source=source, hvp=hvp)
     else:
-        ctx = target_context(d, target, optimizer=optimizer, source=source, hvp=hvp)
-    return environment().get_template(TARGETS[target][1]).render(**ctx)
+        ctx = build_context(d, optimizer=optimizer, source=source, target=rec)
+    return environment(rec.template_dir).get_template(rec.templates[0]).render(**ctx)
 
 
 __all__ = ["generate"]

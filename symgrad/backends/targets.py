@@ -30,18 +30,17 @@ from symgrad.backends.codegen import (
     _Printer,
     build_context,
     comment_text,
-    stable_derivation,
 )
+from symgrad.backends.registry import lookup, supporting
+from symgrad.backends.target import Target
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batched_step
-from symgrad.calculus.matrix_form import Mat, Once, Vec, matrix_pass
-from symgrad.calculus.reverse import Derivation, Step, reverse_accumulate
+from symgrad.calculus.matrix_form import Mat, Once, Vec
+from symgrad.calculus.reverse import Derivation, Step
+from symgrad.derivations import G, derive_stable, derive_vjp, vjp_network
 from symgrad.errors import DerivationError, SpecError
-from symgrad.ir.network import Loss, Network
+from symgrad.ir.network import Network
 from symgrad.ir.plain import PlainTextPrinter, has_top_level_matmul
-
-#: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
-G = sp.IndexedBase("G", real=True)
 
 Item = tuple[str, sp.Expr, tuple[str, ...]]
 _NAME = re.compile(r"\b[A-Za-z_]\w*\b")
@@ -90,12 +89,6 @@ def with_input_grad(d: Derivation) -> Derivation:
     return replace(d, steps=steps)
 
 
-def derive(net: Network) -> Derivation:
-    """Stages 3-4 for the derived networks of the VJP and the tangents (the driver, which
-    sits above the backends, runs the same two calls)."""
-    return matrix_pass(reverse_accumulate(net))
-
-
 #: The incoming gradient of the loss value (autograd's ``g``, 1 for plain gradients).
 G_LOSS = sp.Symbol("g")
 
@@ -123,15 +116,6 @@ def _scale_once(expr: sp.Expr) -> sp.Expr:
     """A penalty's part of a parameter gradient (``Once``, added once per batch) does not
     pass through the seed: ``g`` multiplies it inside ``Once`` (the layout keeps it whole)."""
     return expr.replace(lambda e: isinstance(e, Once), lambda e: Once(G_LOSS * e.args[0]))
-
-
-def vjp_network(net: Network) -> Network:
-    """``net`` with the linear "loss" ``sum_i G[i] yhat[i]``: its gradients are the VJP."""
-    out, C = net.output, net.output_width
-    i = net.stages[-1].index
-    body = sp.Sum(G[i] * out[i], (i, 0, C - 1))
-    loss = Loss("vjp", body, out, G, C)
-    return Network(net.name, net.stages, loss, net.sizes, net.input, net.n_layers, net.source)
 
 
 def _vjp_expr(step: Step) -> sp.Expr:
@@ -217,7 +201,7 @@ def _recompute_scalars(
 
 
 def _printer(
-    net: Network, target: str, names: dict[str, str] | None = None, inplace: bool | None = None
+    net: Network, target: Target, names: dict[str, str] | None = None, inplace: bool | None = None
 ) -> _Printer:
     pr = _Printer(net, target, inplace)
     pr.p.names.update(names or {})
@@ -237,23 +221,23 @@ def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
     return kept[::-1]
 
 
-def _vjp_program(d: Derivation, target: str, helpers: set[str]) -> dict:
+def _vjp_program(d: Derivation, target: Target, helpers: set[str]) -> dict:
     """forward(params, X) and its backward from G: the statements and what to save."""
-    d, _ = stable_derivation(d)  # the stable forms of the loss program's forward pass
+    d, _ = derive_stable(d)  # the stable forms of the loss program's forward pass
     net = d.network
-    vd = with_input_grad(derive(vjp_network(net)))
+    vd = with_input_grad(derive_vjp(net))
     items = _forward_items(d)
     n_fwd = len(items)
     for step in vd.steps:
         if step.needed:
             items.append((step.grad, _vjp_expr(step), _vjp_comment(vd, step)))
     # (torch: NetworkFunction's passes run with autograd off, so fresh tensors may be updated)
-    pr = _printer(net, target, {"G": "G"}, inplace=True if target == "torch" else None)
+    pr = _printer(net, target, {"G": "G"}, inplace=True if target.autograd_inplace else None)
     blocks = pr.program(items)
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
     back, dx = _input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
-    if target == "torch":
+    if target.recompute_scalars:
         fwd, back = _recompute_scalars(fwd, back)
     return {
         "forward": fwd,
@@ -328,7 +312,7 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     seed = next(s for s in d.steps if s.kind == "loss")
     u = tangent(batch(seed.matrix) / N, tan).xreplace(values)
     items.append(("U", u, (f"U = H_L J V = R{{{seed.grad}}} (the loss Hessian in the output)",)))
-    vd = derive(vjp_network(net))
+    vd = derive_vjp(net)
     gvec = Vec("G")
     for step in vd.steps:
         if step.needed:
@@ -337,8 +321,8 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     return items, {p: "d" + p for p in net.param_names}
 
 
-def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
-    d, _ = stable_derivation(d)  # tangents of the stable forms (softplus, sigmoid ...)
+def _second_order(d: Derivation, target: Target, helpers: set[str]) -> dict:
+    d, _ = derive_stable(d)  # tangents of the stable forms (softplus, sigmoid ...)
     net = d.network
     hitems, hout = tangent_program(d)
     gitems, gout = ggn_program(d)
@@ -352,38 +336,48 @@ def _second_order(d: Derivation, target: str, helpers: set[str]) -> dict:
     }
 
 
+def refuse_unsupported(rec: Target, *, optimizer: str | None, hvp: bool) -> None:
+    """A :class:`~symgrad.errors.SpecError` for an API feature the target's record does not
+    list (an optimizer step, ``--hvp``)."""
+    if optimizer is not None and not rec.supports("optimizer"):
+        known = " and ".join(n for n in supporting("optimizer") if lookup(n).write is None)
+        raise SpecError(f"--optimizer is only for the {known} target, not '{rec.name}'")
+    if hvp and not rec.supports("hvp"):
+        raise SpecError(f"--hvp is not available for --target {rec.name}")
+
+
 def target_context(
     d: Derivation,
-    target: str,
+    target: str | Target,
     *,
     optimizer: str | None = None,
     source: str | None = None,
     hvp: bool = False,
 ) -> dict:
     """Everything a target's module template needs, printed with the target's printer."""
-    if optimizer is not None and target != "numpy":
-        raise SpecError(f"--optimizer is only for the numpy target, not '{target}'")
-    autodiff = target in ("torch", "jax")
+    rec = lookup(target)
+    refuse_unsupported(rec, optimizer=optimizer, hvp=hvp)
+    autodiff = rec.supports("vjp")
     # (marked after the stability pass, which may derive the network again)
     adjust = _autodiff_marks if autodiff else None
     # torch: LossFunction's passes (and loss_and_grads) run with autograd off
-    inplace = True if target == "torch" else None
+    inplace = True if rec.autograd_inplace else None
     ctx = build_context(
-        d, optimizer=optimizer, source=source, target=target, inplace=inplace, adjust=adjust
+        d, optimizer=optimizer, source=source, target=rec, inplace=inplace, adjust=adjust
     )
-    ctx["target"] = target
+    ctx["target"] = rec.name
     helpers = set(ctx["helpers"])
     names = list(d.network.param_names)
     if autodiff:
         back, dx = _input_grad(ctx["backward"], names)
         fwd = ctx["forward"] + ctx["loss_statements"]
-        if target == "torch":
+        if rec.recompute_scalars:
             fwd, back = _recompute_scalars(fwd, back)
         ctx["backward"], ctx["input_grad"] = back, dx
         ctx["loss_saved"] = _keep(["X", "Y", *names], fwd, back + dx)
         ctx["loss_uses"] = sorted(_uses(back + dx))
-        ctx["vjp"] = _vjp_program(d, target, helpers)
-    ctx.update(_second_order(d, target, helpers) if hvp else {"hvp": None, "ggnvp": None})
+        ctx["vjp"] = _vjp_program(d, rec, helpers)
+    ctx.update(_second_order(d, rec, helpers) if hvp else {"hvp": None, "ggnvp": None})
     ctx["helpers"] = sorted(helpers)
     return ctx
 
@@ -392,6 +386,7 @@ __all__ = [
     "G",
     "ggn_program",
     "matrix_text",
+    "refuse_unsupported",
     "tangent_program",
     "target_context",
     "vjp_network",

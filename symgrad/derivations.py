@@ -1,0 +1,136 @@
+"""The driver's derivation stage (stages 3-4): every derivation a command needs, memoised.
+
+:mod:`symgrad.pipeline` exposes these functions as its own; they live in this module so
+that the code generators (``backends``), which the pipeline imports, can ask for the
+derived networks they print without importing the pipeline back. Three derivations:
+
+- :func:`derive`: the network's gradients in component and matrix form;
+- :func:`derive_stable`: the derivation of the network with the stability rules applied
+  to its layer bodies and loss (the network derived again only when a rule rewrote it),
+  and the loss's division fused into its consumers where that removes it;
+- :func:`derive_vjp`: the vector-Jacobian program's derivation, the network with the
+  linear "loss" ``sum_i G[i] yhat[i]`` (whose gradients are the VJP from ``G``).
+
+Each is memoised on the object it is given (by identity), so a command that prints
+several programs (a torch module with its VJP and its ``--hvp`` tangents, a document and
+its embedded code) derives each network once. Every derivation goes through the calculus
+entry point ``calculus.reverse.reverse_accumulate`` (looked up on its module at call time).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
+
+import sympy as sp
+
+from symgrad.calculus import reverse
+from symgrad.calculus.matrix_form import matrix_pass
+from symgrad.calculus.reverse import Derivation
+from symgrad.calculus.stability import (
+    IR_RULES,
+    LOSS_DIVISION,
+    Applied,
+    stabilise,
+    stabilise_stage,
+)
+from symgrad.calculus.stability_fusion import fuse_loss_division
+from symgrad.ir.network import Loss, Network
+
+#: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
+G = sp.IndexedBase("G", real=True)
+
+#: The stability rewrites of a stable derivation, by quantity (a stage output's name, or
+#: ``"loss"``).
+Logs = dict[str, list[Applied]]
+
+_SIZE = 16
+
+
+class _Memo:
+    """Results of recent calls keyed by the identity of their argument (which is kept
+    alive with the result, so an identity is never reused while it is in the memo)."""
+
+    def __init__(self) -> None:
+        self._hits: OrderedDict[int, tuple[object, Any]] = OrderedDict()
+
+    def get(self, key: object) -> Any:
+        hit = self._hits.get(id(key))
+        if hit is None or hit[0] is not key:
+            return None
+        self._hits.move_to_end(id(key))
+        return hit[1]
+
+    def put(self, key: object, value: Any) -> Any:
+        self._hits[id(key)] = (key, value)
+        while len(self._hits) > _SIZE:
+            self._hits.popitem(last=False)
+        return value
+
+
+_DERIVED, _STABLE, _VJP = _Memo(), _Memo(), _Memo()
+
+
+def derive(net: Network) -> Derivation:
+    """Stages 3-4: every gradient of ``net`` in component and matrix form.
+
+    The chain rule with its simplification passes, then the matrix-form pass. Memoised
+    on the network object, so asking again (for another output) does not derive again.
+    """
+    hit = _DERIVED.get(net)
+    if hit is not None:
+        return hit
+    d = reverse.reverse_accumulate(net)  # 3: chain rule, contraction, forward values, fusion
+    d = matrix_pass(d)  # 4: matrix form
+    return _DERIVED.put(net, d)
+
+
+def derive_stable(d: Derivation | Network) -> tuple[Derivation, Logs]:
+    """The derivation of the network with the IR stability rules applied to every stage
+    body and the loss (derived again only when a rule matched), the loss's division fused
+    into its consumers where that removes it, and the rewrites by quantity. Memoised on
+    ``d`` (a network is derived first, through :func:`derive`)."""
+    if isinstance(d, Network):
+        d = derive(d)
+    hit = _STABLE.get(d)
+    if hit is not None:
+        return hit
+    net = d.network
+    logs: Logs = {}
+    stages = []
+    for st in net.stages:
+        logs[st.name] = []
+        stages.append(stabilise_stage(st, logs[st.name]))
+    logs["loss"] = []
+    lbody = stabilise(net.loss.body, IR_RULES, logs["loss"])
+    derived = d
+    if any(logs.values()):
+        net = replace(net, stages=tuple(stages), loss=replace(net.loss, body=lbody))
+        derived = derive(net)
+    fused = fuse_loss_division(derived, net.output)
+    if fused is not derived:
+        logs["loss"].append(Applied(LOSS_DIVISION, derived.loss, derived.loss))
+        derived = matrix_pass(fused)
+    return _STABLE.put(d, (derived, logs))
+
+
+def vjp_network(net: Network) -> Network:
+    """``net`` with the linear "loss" ``sum_i G[i] yhat[i]``: its gradients are the VJP."""
+    out, C = net.output, net.output_width
+    i = net.stages[-1].index
+    body = sp.Sum(G[i] * out[i], (i, 0, C - 1))
+    loss = Loss("vjp", body, out, G, C)
+    return Network(net.name, net.stages, loss, net.sizes, net.input, net.n_layers, net.source)
+
+
+def derive_vjp(net: Network) -> Derivation:
+    """The derivation of :func:`vjp_network` of ``net`` (memoised on ``net``): the backward
+    pass of the network's output from an incoming gradient ``G``."""
+    hit = _VJP.get(net)
+    if hit is not None:
+        return hit
+    return _VJP.put(net, derive(vjp_network(net)))
+
+
+__all__ = ["G", "Logs", "derive", "derive_stable", "derive_vjp", "vjp_network"]
