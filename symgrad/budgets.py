@@ -16,11 +16,11 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import sympy as sp
-
 from symgrad.errors import SpecError, SymgradError
 
 if TYPE_CHECKING:
+    import sympy as sp
+
     from symgrad.ir.network import Network
 
 #: Elements of one layer's output (or of the input) per sample.
@@ -126,6 +126,8 @@ def _nodes(e: sp.Basic, memo: dict[sp.Basic, int]) -> int:
 def derivative_nodes(e: sp.Basic, memo: dict[sp.Basic, int] | None = None) -> int:
     """An estimate of the size of ``e``'s first derivative (expression-tree nodes), from
     its structure alone (differentiating is what would take the time)."""
+    import sympy as sp
+
     memo = {} if memo is None else memo
     if not e.args:
         return 1
@@ -140,6 +142,8 @@ def derivative_nodes(e: sp.Basic, memo: dict[sp.Basic, int] | None = None) -> in
 
 def kink_arguments(e: sp.Basic) -> int:
     """The arguments of every max() and min() in ``e`` together."""
+    import sympy as sp
+
     return sum(len(f.args) for f in e.atoms(sp.Max, sp.Min))
 
 
@@ -167,6 +171,8 @@ def check_work(net: Network) -> Network:
 def _summed_terms(net: Network, body: sp.Basic) -> int:
     """The terms one output element of ``body`` sums (a dense row, a conv window over its
     input channels): what an im2col-style evaluation holds per output element."""
+    import sympy as sp
+
     best = 1
     for s in body.atoms(sp.Sum):
         terms = 1
