@@ -266,7 +266,7 @@ def test_step_order_follows_derivation(seed, seed_tex):
 def test_softmax_full_jacobian(smce_tex):
     step = _section(smce_tex, r"\delta^{[2]} = ")
     assert "full Jacobian" in step
-    assert r"&= a^{[2]}_{i} [i = k] - a^{[2]}_{i} a^{[2]}_{k}" in step
+    assert r"= a^{[2]}_{i} [i = k] - a^{[2]}_{i} a^{[2]}_{k}" in step
     assert r"\operatorname{diag}(\mathbf{a}^{[2]}) - \mathbf{a}^{[2]} \mathbf{a}^{[2]\top}" in step
 
 

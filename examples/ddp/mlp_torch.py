@@ -38,6 +38,11 @@ def init_params(
     device: torch.device | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Parameters initialised like torch.nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or seed < 0:
+        raise ValueError(f"seed is {seed!r}, expected a non-negative integer")
+    seed = int(seed)
+    if dtype not in _FLOATS:
+        raise ValueError(f"dtype is {dtype}, expected torch.float32 or torch.float64")
     gen = torch.Generator().manual_seed(seed)
     params: dict[str, torch.Tensor] = {}
     bound = 1.0 / 20**0.5
@@ -62,17 +67,60 @@ def init_params(
 
 
 def _as(A: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    # Inputs follow the parameters' dtype and device (float32 parameters stay float32).
+    # Inputs follow the parameters' dtype and device (float32 parameters stay float32);
+    # a tensor that already has them is returned as is (no copy).
     return torch.as_tensor(A, dtype=like.dtype, device=like.device)
 
 
-# -- argument checks: every public function validates its inputs, so
-# torch never broadcasts a wrong shape into a plausible-looking number.
+# -- argument checks: every public function validates its inputs, so torch never
+# broadcasts a wrong shape into a plausible-looking number. A correct call pays for one
+# comparison of the parameters' shapes and dtypes with a precomputed tuple; finiteness is
+# diagnosed only when a result is not finite (on the CPU: on a GPU that test would wait
+# for the device, so there it is left to the caller).
+_FLOATS = (torch.float32, torch.float64)
+_SIG = {
+    dt: (len(PARAM_NAMES), *[x for k in PARAM_NAMES for x in (PARAM_SHAPES[k], dt)])
+    for dt in _FLOATS
+}
+_SIG32, _SIG64 = _SIG[torch.float32], _SIG[torch.float64]
+_GRAD_SIZE = sum(torch.Size(shape).numel() for shape in PARAM_SHAPES.values())
+
+
+def _signature(params: dict[str, torch.Tensor]) -> tuple:
+    """The number of entries, then each parameter's shape and dtype (PARAM_NAMES order)."""
+    return (
+        len(params),
+        params["W1"].shape,
+        params["W1"].dtype,
+        params["b1"].shape,
+        params["b1"].dtype,
+        params["W2"].shape,
+        params["W2"].dtype,
+        params["b2"].shape,
+        params["b2"].dtype,
+        params["W3"].shape,
+        params["W3"].dtype,
+        params["b3"].shape,
+        params["b3"].dtype,
+    )
 
 
 def _check_params(params: dict[str, torch.Tensor], what: str = "params") -> torch.dtype:
     """The parameters' common float dtype; ValueError naming any missing, extra, misshapen
     or non-float entry."""
+    try:
+        sig = _signature(params)
+    except (AttributeError, KeyError, TypeError):  # _params_error says what is wrong
+        sig = None
+    if sig == _SIG64:
+        return torch.float64
+    if sig == _SIG32:
+        return torch.float32
+    return _params_error(params, what)
+
+
+def _params_error(params: dict[str, torch.Tensor], what: str) -> torch.dtype:
+    """The slow path of _check_params: names what is wrong (or returns the dtype)."""
     if not isinstance(params, dict):
         raise TypeError(
             f"{what} must be a dict of tensors {PARAM_NAMES}, got {type(params).__name__}"
@@ -84,13 +132,18 @@ def _check_params(params: dict[str, torch.Tensor], what: str = "params") -> torc
     dtype = None
     for name in PARAM_NAMES:
         p = params[name]
-        shape = tuple(getattr(p, "shape", ()))
+        if not (hasattr(p, "shape") and hasattr(p, "dtype")):
+            raise ValueError(
+                f"{what}[{name!r}] is a {type(p).__name__}, expected a tensor of shape "
+                f"{PARAM_SHAPES[name]} (torch.as_tensor(...))"
+            )
+        shape = tuple(p.shape)
         if shape != PARAM_SHAPES[name]:
             raise ValueError(
                 f"{what}[{name!r}] has shape {shape}, expected {PARAM_SHAPES[name]}"
             )
-        dt = getattr(p, "dtype", None)
-        if dt not in (torch.float32, torch.float64):
+        dt = p.dtype
+        if dt not in _FLOATS:
             raise ValueError(f"{what}[{name!r}] has dtype {dt}, expected float32 or float64")
         if dtype is not None and dt != dtype:
             raise ValueError(f"{what}[{name!r}] has dtype {dt}, the others {dtype}: use one dtype")
@@ -122,6 +175,25 @@ def _check(
     return X, _check_rows("Y", Y, X.shape[0], OUTPUT_SIZE, first)
 
 
+def _finite(*tensors: torch.Tensor | None) -> bool:
+    """Whether every tensor is finite; always true off the CPU (not tested there)."""
+    for t in tensors:
+        if t is None or t.device.type != "cpu":
+            continue
+        r = t.detach().reshape(-1)
+        if not torch.isfinite(torch.dot(r, r)):
+            return False
+    return True
+
+
+def _not_finite(**tensors: torch.Tensor | None) -> None:
+    """ValueError naming the first argument that holds inf or nan, if any: the diagnosis
+    run when a result came out non-finite."""
+    for what, t in tensors.items():
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{what} contains inf or nan; every value must be finite")
+
+
 class NetworkFunction(torch.autograd.Function):
     """yhat = network(X; params), whose backward is the derived vector-Jacobian product:
     given G = dL/dyhat from whatever consumes the output, the gradients of X and of
@@ -141,15 +213,15 @@ class NetworkFunction(torch.autograd.Function):
         a2 = t1 * z2
         # z3[i] = b3[i] + sum_j W3[i, j]*a2[j]
         z3 = torch.addmm(b3, a2, W3.T)
-        # a3[i] = exp(z3[i])/sum_j exp(z3[j])
+        # a3[i] = exp(z3[i])/(sum_j exp(z3[j]))
         a3 = torch.softmax(z3, 1)
-        ctx.save_for_backward(X, W1, W2, W3, a1, t1, a2, a3)
+        ctx.save_for_backward(X, W1, W2, W3, a1, z2, t1, a2, a3)
         return a3
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, G: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        X, W1, W2, W3, a1, t1, a2, a3 = ctx.saved_tensors
+        X, W1, W2, W3, a1, z2, t1, a2, a3 = ctx.saved_tensors
         # dL/dz3[i] = (G[i] - sum_k G[k]*a3[k])*a3[i]
         # (through softmax: full Jacobian, G = dL/dyhat fused in)
         delta3 = G - (G * a3).sum(1, keepdim=True)
@@ -163,7 +235,7 @@ class NetworkFunction(torch.autograd.Function):
         da2 = delta3 @ W3
         # dL/dz2[i] = (-sigmoid(z2[i])*a2[i] + sigmoid(z2[i]) + a2[i])*da2[i]
         # (through silu: diagonal Jacobian)
-        delta2 = -t1 * a2 + t1 + a2
+        delta2 = t1 + a2 * torch.sigmoid(-z2)
         delta2 *= da2
         # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
         dW2 = delta2.T @ a1
@@ -214,19 +286,19 @@ class LossFunction(torch.autograd.Function):
         t2 = z3.amax(1, keepdim=True)
         t3 = torch.exp(-t2 + z3)
         t4 = t3.sum(1, keepdim=True)
-        # a3[i] = exp(z3[i])/sum_j exp(z3[j])
+        # a3[i] = exp(z3[i])/(sum_j exp(z3[j]))
         a3 = t3 / t4
         # Loss: the mean over samples of the per-sample loss.
         l1 = -t2 + z3 - torch.log(t4)
         l1 *= Y
-        ctx.save_for_backward(X, Y, W1, W2, W3, a1, t1, a2, a3)
+        ctx.save_for_backward(X, Y, W1, W2, W3, a1, z2, t1, a2, a3)
         return (-torch.sum(l1)) / n
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         # g, the loss value's incoming gradient, scales the seed dL/dyhat (the rest is linear).
-        X, Y, W1, W2, W3, a1, t1, a2, a3 = ctx.saved_tensors
+        X, Y, W1, W2, W3, a1, z2, t1, a2, a3 = ctx.saved_tensors
         n = ctx.n
         # Backward pass: one statement per derived step.
         # dL/dz3[i] = a3[i] - y[i]
@@ -243,7 +315,7 @@ class LossFunction(torch.autograd.Function):
         da2 = delta3 @ W3
         # dL/dz2[i] = (-sigmoid(z2[i])*a2[i] + sigmoid(z2[i]) + a2[i])*da2[i]
         # (through silu: diagonal Jacobian)
-        delta2 = -t1 * a2 + t1 + a2
+        delta2 = t1 + a2 * torch.sigmoid(-z2)
         delta2 *= da2
         # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)
         dW2 = delta2.T @ a1
@@ -271,6 +343,8 @@ class LossFunction(torch.autograd.Function):
 def forward(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     """The network output yhat, shape (n, 4); differentiable (NetworkFunction)."""
     X, _ = _check(params, X)
+    if not _finite(X):
+        _not_finite(X=X)
     return NetworkFunction.apply(X, *(params[k] for k in PARAM_NAMES))
 
 
@@ -280,7 +354,10 @@ def loss(
     """The batch loss (cross_entropy, mean over the batch), a 0-dim tensor; ``.backward()``
     runs the derived backward pass (LossFunction)."""
     X, Y = _check(params, X, Y)
-    return LossFunction.apply(X, Y, *(params[k] for k in PARAM_NAMES))
+    value = LossFunction.apply(X, Y, *(params[k] for k in PARAM_NAMES))
+    if not _finite(value.detach(), X):
+        _not_finite(X=X, Y=Y)
+    return value
 
 
 def loss_and_grads(
@@ -292,6 +369,12 @@ def loss_and_grads(
         ctx = _Ctx()
         value = LossFunction.forward(ctx, X, Y, *(params[k] for k in PARAM_NAMES))
         grads = LossFunction.backward(ctx, torch.ones((), dtype=X.dtype))[2:]
+    # Not finite: name the input that holds inf or nan. A finite call reads only the
+    # smaller of X and the gradients once more (one dot product each).
+    if not (
+        _finite(value) and (_finite(X) if X.numel() <= _GRAD_SIZE else _finite(*grads))
+    ):
+        _not_finite(X=X, Y=Y)
     return value, dict(zip(PARAM_NAMES, grads, strict=True))
 
 
