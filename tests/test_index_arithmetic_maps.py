@@ -177,3 +177,17 @@ params = {{ g = [3] }}
     assert "bad.toml" in msg and "layer[1]" in msg, msg
     assert message.replace("a0", "") in msg, msg
     assert "\n" not in msg
+
+
+def test_a_map_after_a_layer_of_symbolic_width_builds_and_derives():
+    # the range check of a subscript waits for concrete widths instead of comparing symbols
+    import sympy as sp
+
+    import symgrad as sg
+    from symgrad import Dense, Map, a, i, j, n
+
+    h = sp.Symbol("h", integer=True, positive=True)
+    norm = Map(a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6)), name="l2")
+    net = sg.build("symbolic_width", 3, [Dense(h, "tanh"), norm, Dense(2, "sigmoid")], "mse")
+    assert [s.grad for s in sg.derive(net).steps][-1] == "dx"
+    assert "def loss_and_grads(" in sg.generate(net.with_sizes(h=5))

@@ -101,8 +101,8 @@ def _span(ix: sp.Expr, rng: Mapping[sp.Symbol, sp.Expr]) -> tuple[int, int] | No
         if v not in rng:
             return None
         c = ix.coeff(v, 1)
-        if not c.is_Integer:
-            return None
+        if not c.is_Integer or not sp.sympify(rng[v]).is_Integer:
+            return None  # a symbolic width: checked once the sizes are concrete
         top = c * (rng[v] - 1)
         lo, hi = lo + min(0, top), hi + max(0, top)
         rest = rest - c * v
