@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, Phase, assume, given, note, settings
+from hypothesis import HealthCheck, Phase, assume, given, note, seed, settings
 from hypothesis import strategies as st
 from target_harness import check_targets, draw_point, modules
 
@@ -35,6 +35,9 @@ jax.config.update("jax_enable_x64", True)
 
 FAST = 3
 SLOW = 200
+#: The slow run in shards of SLOW // SHARDS examples (each its own fixed seed), so parallel
+#: test workers share it.
+SHARDS = 8
 
 T = sp.Symbol("T", real=True)
 G = sp.IndexedBase("g", real=True)
@@ -199,11 +202,20 @@ def test_random_networks_every_target_fast(case, seed):
     _check(case, seed)
 
 
-@pytest.mark.slow
-@settings(max_examples=SLOW, **COMMON)
-@given(network(), st.integers(0, 2**16))
-def test_random_networks_every_target(case, seed):
-    _check(case, seed)
+def _shard(k: int):
+    @pytest.mark.slow
+    @seed(20261207 + k)
+    @settings(max_examples=SLOW // SHARDS, **{**COMMON, "derandomize": False})
+    @given(network(), st.integers(0, 2**16))
+    def test(case, point_seed):
+        _check(case, point_seed)
+
+    test.__name__ = f"test_random_networks_every_target_shard{k}"
+    return test
+
+
+for _k in range(SHARDS):
+    globals()[f"test_random_networks_every_target_shard{_k}"] = _shard(_k)
 
 
 def test_the_drawn_expressions_cover_the_registry():
