@@ -23,7 +23,7 @@ jax.config.update("jax_enable_x64", True)
 
 T = sp.Symbol("T", real=True)
 BETA = sp.Symbol("beta", real=True)
-SLOPE = sp.IndexedBase("s", real=True)
+SLOPE = sp.IndexedBase("slope", real=True)
 D = yhat_s - y_s
 
 
