@@ -107,7 +107,7 @@ def test_loss_keeps_its_digits_near_convergence(name, dtype, eps, tol):
     Zm = [[mp.mpf(float(v)) for v in row] for row in Z]
     Ym = [[mp.mpf(float(v)) for v in row] for row in Y]
     ref = CASES[name][1](Zm, Ym)
-    err = abs((mp.mpf(value) - ref) / ref)
+    err = abs((mp.mpf(float(value)) - ref) / ref)
     assert err <= tol, f"{name}: relative error {float(err):.2e} (value {value}, ref {ref})"
 
 

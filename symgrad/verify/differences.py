@@ -197,6 +197,8 @@ def real_scalar(value: object) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "iuf":  # np.float32(...)
+        return float(value)
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
         return float(value.reshape(()))
     return None
