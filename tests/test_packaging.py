@@ -72,3 +72,17 @@ def test_default_test_run_is_parallel_and_skips_slow_cases():
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     addopts = ini["tool"]["pytest"]["ini_options"]["addopts"]
     assert '-m "not slow"' in addopts and "-n auto" in addopts
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "symgrad").rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
