@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 import sympy as sp  # noqa: E402
 
-from symgrad import pipeline  # noqa: E402
+from symgrad import derivations, pipeline  # noqa: E402
 from symgrad.calculus.matrix_form import matrix_pass  # noqa: E402
 from symgrad.calculus.reverse import reverse_accumulate  # noqa: E402
 
@@ -97,7 +97,7 @@ activation = "softmax"
 
 def _fresh() -> None:
     sp.core.cache.clear_cache()
-    pipeline._DERIVED.clear()
+    derivations.clear()
     gc.collect()
 
 
@@ -114,7 +114,7 @@ def time_stages(path: Path, *, full: bool) -> dict[str, float]:
     times["parse"], net = _timed(lambda: pipeline.parse(str(path)))
     times["derive"], raw = _timed(lambda: reverse_accumulate(net))  # type: ignore[arg-type]
     times["matrix"], d = _timed(lambda: matrix_pass(raw))  # type: ignore[arg-type]
-    pipeline._DERIVED[id(net)] = (net, d)  # the pipeline's memo, as a command would have it
+    derivations.remember(net, d)  # the pipeline's memo, as a command would have it
     targets = TARGETS if full else ("numpy",)
     for target in targets:
         try:

@@ -72,6 +72,17 @@ class _Memo:
 _DERIVED, _STABLE, _VJP = _Memo(), _Memo(), _Memo()
 
 
+def clear() -> None:
+    """Forget every memoised derivation (benchmarks time a fresh process's work)."""
+    for memo in (_DERIVED, _STABLE, _VJP):
+        memo._hits.clear()
+
+
+def remember(net: Network, d: Derivation) -> Derivation:
+    """Record ``d`` as the derivation of ``net`` (a benchmark that derived it in stages)."""
+    return _DERIVED.put(net, d)
+
+
 def derive(net: Network) -> Derivation:
     """Stages 3-4: every gradient of ``net`` in component and matrix form.
 
@@ -133,4 +144,4 @@ def derive_vjp(net: Network) -> Derivation:
     return _VJP.put(net, derive(vjp_network(net)))
 
 
-__all__ = ["G", "Logs", "derive", "derive_stable", "derive_vjp", "vjp_network"]
+__all__ = ["G", "Logs", "clear", "derive", "derive_stable", "derive_vjp", "remember", "vjp_network"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from symgrad import pipeline
+from symgrad import derivations, pipeline
 from symgrad.documents.html import render_html
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def _stages(tmp_path: Path, depth: int) -> dict[str, float]:
     spec = tmp_path / f"deep{depth}.toml"
     spec.write_text(mlp_spec(depth, 16))
     sp.core.cache.clear_cache()
-    pipeline._DERIVED.clear()
+    derivations.clear()
     out: dict[str, float] = {}
     holder: dict[str, object] = {}
     out["derive"] = _cpu(lambda: holder.update(d=pipeline.derive(pipeline.parse(str(spec)))))

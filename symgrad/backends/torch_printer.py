@@ -43,8 +43,8 @@ class ReprefixPrinter(SymgradNumPyPrinter):
             return super()._print_op(op, expr)
         template = getattr(op, self.spelling)
         args = list(expr.args)
-        if "{1}" in template and len(args) > 2:  # n-ary max/min: fold left
-            return self._print_op(op, expr.func(expr.func(*args[:-1], evaluate=False), args[-1]))
+        if "{1}" in template and len(args) > 2:  # n-ary max/min: fold left (unevaluated,
+            args = [expr.func(*args[:-1], evaluate=False), args[-1]]  # else it flattens again)
         fields: dict[str, str] = {}
         for n_, a in enumerate(args):
             fields[str(n_)] = self._print(a)
