@@ -171,7 +171,8 @@ def _fit_line(line: str, width: float = LINE_WIDTH, left: float | None = None) -
         return [line]
     code = re.fullmatch(r"\\texttt\{(.*)\}", rest.strip(), re.S)
     if code:  # code (a batched form with no mathematical notation): cut at its terms
-        pieces = [r"\texttt{%s}" % p for p in _code_terms(code.group(1), avail)]
+        terms = _code_terms(code.group(1), avail)
+        pieces = [r"\texttt{%s}" % c for t in terms for c in _code_chunks(t, avail)]
     else:
         pieces = break_products(rest, avail * 0.9)
     out = []
@@ -184,6 +185,20 @@ def _fit_line(line: str, width: float = LINE_WIDTH, left: float | None = None) -
             piece = f"\\scalebox{{{scale:.2f}}}{{$\\displaystyle {piece}$}}"
         out.append(f"{h}{s}{piece}")
     return out
+
+
+def _code_chunks(code: str, avail: float) -> list[str]:
+    """One term of code cut after commas, operators or brackets into pieces that fit."""
+    per = max(8, int(len(code) * 0.9 * avail / max(visual_width(r"\texttt{%s}" % code), 1.0)))
+    out: list[str] = []
+    while len(code) > per:
+        cut = max((code.rfind(ch, 0, per) for ch in ",*+)( "), default=-1)
+        cut = cut + 1 if cut > per // 3 else per
+        while cut > 1 and code[cut - 1] == "\\":  # never inside an escape such as \_
+            cut -= 1
+        out.append(code[:cut])
+        code = code[cut:]
+    return [*out, code] if code else out
 
 
 def _code_terms(code: str, avail: float) -> list[str]:
