@@ -153,7 +153,7 @@ def test_derivation_shows_the_sample_index_and_the_sums_over_the_batch():
     d = derive(loads_spec(BN_TOML, file="bn.toml"))
     delta = d.step("delta1")
     assert [str(i) for i in delta.indices] == ["s", "i"]
-    text = render_document(d, to="text")
+    text = " ".join(render_document(d, to="text").split())  # wrapped to the terminal
     assert "a2[s, i] = " in text
     assert "sum_t (z1[t, i])/N" in text  # the batch mean
     assert "sum_t sum_k (da2[t, k]*d(a2[t, k])/d(z1[s, i]))" in text  # the chain rule
