@@ -62,6 +62,19 @@ NETS = {
     "smooth_l1_loss": build(
         "smooth_l1", 3, [Dense(4, "tanh"), Dense(2)], ("smooth_l1", _smooth_l1(D, 0.5))
     ),
+    # a max or min of three arguments: the torch printer re-flattened its left fold forever,
+    # and the reference evaluator called torch.maximum with three arguments
+    "max_of_three_map": build(
+        "max3",
+        3,
+        [
+            Dense(4),
+            Map(sp.Max(a[i], 0, 0.5 * a[i] - 1), name="m3"),
+            Map(sp.Min(a[i], 1, 2 - a[i]), name="n3"),
+            Dense(2),
+        ],
+        "mse",
+    ),
     # the stability pass re-derived the network and lost dL/dx: an empty block (torch) and
     # an undefined dx (JAX); the loss's incoming gradient g was lost with it
     "softabs_map": build("softabs", 3, [Dense(4), Map(SOFTABS, name="softabs"), Dense(2)], "mse"),

@@ -11,6 +11,7 @@ differentiates them. The evaluators differ only in the array library, so there i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -341,7 +342,10 @@ def evaluate(
         if isinstance(e, Application):  # functions, and Max / Min
             ts, axes = _align(ops, [ev(a, rng) for a in e.args])
             if e.func in ops.funcs:
-                return _Named(ops.funcs[e.func](*ts), axes)
+                f = ops.funcs[e.func]
+                if len(ts) > 2 and isinstance(e, sp.Max | sp.Min):  # binary in array libraries
+                    return _Named(functools.reduce(f, ts), axes)
+                return _Named(f(*ts), axes)
             if e.func in (sp.Max, sp.Min):
                 pick = ops.maximum if e.func is sp.Max else ops.minimum
                 acc = ts[0]
