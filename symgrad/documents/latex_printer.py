@@ -40,6 +40,12 @@ from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Ve
 from symgrad.escape import is_identifier, latex_name
 from symgrad.ir.ops import op_of
 
+
+def _math_safe(name: str) -> bool:
+    """An identifier, or one with primes (the documents' ``c'``): safe in math as it is."""
+    return is_identifier(str(name).rstrip("'"))
+
+
 NOTATIONS = ("component", "vector", "batched")
 
 #: The loss, as printed everywhere.
@@ -143,7 +149,7 @@ def quantity(
         e.g. ``W^{[2]}_{ki}``, ``\\boldsymbol{\\delta}^{[2]}``,
         ``\\frac{\\partial \\mathcal{L}}{\\partial A^{[1]}}``.
     """
-    if not is_identifier(name):  # a name that escaped validation: inert text, never markup
+    if not _math_safe(name):  # a name that escaped validation: inert text, never markup
         sub = ",".join(indices)
         return latex_name(name) + ("_{%s}" % sub if sub else "")
     adjoint, base, layer = split_name(name)
@@ -254,7 +260,7 @@ class SymgradLatexPrinter(LatexPrinter):
     def _print_Symbol(self, expr: sp.Symbol, style=None) -> str:
         if expr == N:
             return BATCH_SIZE
-        if not is_identifier(expr.name):  # inert text, never markup (``\\input{...}``)
+        if not _math_safe(expr.name):  # inert text, never markup (``\\input{...}``)
             return latex_name(expr.name)
         return super()._print_Symbol(expr, style=style)
 
@@ -332,7 +338,7 @@ class SymgradLatexPrinter(LatexPrinter):
             tex = expr._latex(self)
             return paren(tex) + "^{%s}" % exp if exp else tex
         name = expr.func.__name__
-        if not is_identifier(name):  # inert text, never markup
+        if not _math_safe(name):  # inert text, never markup
             args = ", ".join(self._print(a) for a in expr.args)
             return latex_name(name) + r"\left(%s\right)" % args
         if len(expr.args) == 1 and name.replace("_", "").isalpha():
