@@ -202,11 +202,9 @@ def test_random_networks_every_target_fast(case, seed):
     _check(case, seed)
 
 
-#: Shards whose draws include networks the torch module still gets wrong: a layer that
-#: folds to a constant makes a gradient a Python int ("'int' object has no attribute 'T'"),
-#: and one drawn network prints a dtype where a value belongs ("bad operand type for unary
-#: -: 'torch.dtype'"). Open bugs, kept visible here until they are fixed.
-KNOWN_FAILING = {0: "torch: a constant layer's gradient is an int", 5: "torch: a dtype as a value"}
+#: Shards whose draws hit a bug still open (none now: each one found became a named
+#: regression in test_target_regressions.py, and its shard passes).
+KNOWN_FAILING: dict[int, str] = {}  # shard -> reason, for a bug found and not yet fixed
 
 
 def _shard(k: int):

@@ -13,7 +13,7 @@ import pytest
 import sympy as sp
 from target_harness import check_targets, draw_point, modules
 
-from symgrad import Dense, Map, a, build, i, j, n, y_s, yhat_s
+from symgrad import Dense, Map, a, build, i, j, n, x, y_s, yhat_s
 from symgrad.ir import ops as F
 from symgrad.verify.verify import rel_error
 
@@ -74,6 +74,27 @@ NETS = {
             Dense(2),
         ],
         "mse",
+    ),
+    # an activation whose derivative SymPy folds to 0 (min(-3/2, a quadratic whose minimum
+    # is -1/8)): dL/dz1 = 0 printed as the number 0, and delta1.T @ X failed in the
+    # Hessian-vector program and in torch's NetworkFunction backward (never widened)
+    "constant_derivative_layer": build(
+        "flat",
+        2,
+        [
+            Dense(
+                2, sp.Min(sp.Rational(-3, 2), (x / 2 - sp.Rational(1, 4)) * (x + sp.Rational(1, 2)))
+            ),
+            Dense(3),
+        ],
+        ("pseudo_huber", sp.sqrt(1 + D**2) - 1),
+    ),
+    # a step of a negated argument: torch printed (-z1 > 0).to(-z1.dtype), a dtype negated
+    "step_of_negated_argument": build(
+        "negstep",
+        3,
+        [Dense(3, (-F.step(-x) * x - x / 2) ** 2), Dense(1)],
+        ("logistic", sp.log(1 + sp.exp(-y_s * yhat_s))),
     ),
     # the stability pass re-derived the network and lost dL/dx: an empty block (torch) and
     # an undefined dx (JAX); the loss's incoming gradient g was lost with it

@@ -28,7 +28,9 @@ from symgrad.backends.numpy_printer import (
     recognise,
 )
 from symgrad.backends.pyformat import respace
+from symgrad.backends.statement import Statement, dead_code
 from symgrad.backends.target import NUMPY, Target
+from symgrad.backends.widening import widen
 from symgrad.calculus.conv_form import VIEWS
 from symgrad.calculus.einsum import LOWERED, Einsum, Full, lower
 from symgrad.calculus.layout import (
@@ -68,17 +70,6 @@ from symgrad.ir.plain import plain
 
 LINE = 88
 OPTIMIZERS = ("sgd", "momentum", "adam")
-
-
-@dataclass(frozen=True)
-class Statement:
-    """One printed assignment ``target = code`` with the formula it computes."""
-
-    target: str
-    code: str
-    comment: tuple[str, ...] = ()
-    inplace: tuple[str, ...] = ()  # follow-up in-place updates: "*= a1", "+= b1"
-    uses: frozenset[str] = frozenset()  # the variables the statement reads
 
 
 def _names(net: Network) -> dict[str, str]:
@@ -545,16 +536,7 @@ def build_context(
     n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
     total = prog.total
     blocks = pr.program(items)
-    for k, it in enumerate(prog.items):
-        if it.widen is not None:  # broadcast to the full shape, in the working dtype
-            last = blocks[k][-1]
-            blocks[k].append(
-                Statement(
-                    last.target,
-                    target.full.format(shape=it.widen, value=last.target),
-                    uses=frozenset({last.target, "X"}),
-                )
-            )
+    widen(blocks, [it.widen for it in prog.items], target)
     loss_value = pr.code(pr.prepare(total))
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
@@ -565,6 +547,8 @@ def build_context(
     n_f = sum(len(b) for b in blocks[:n_forward])
     n_l = sum(len(b) for b in blocks[:n_loss])
     forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]
+    # (what no gradient reads goes: the input of a layer whose derivative is 0)
+    backward = dead_code(backward, {"d" + p for p in net.param_names} | {"dx"})
     params = [
         {
             "name": p.name,

@@ -32,7 +32,9 @@ from symgrad.backends.codegen import (
     comment_text,
 )
 from symgrad.backends.registry import lookup, supporting
+from symgrad.backends.statement import dead_code
 from symgrad.backends.target import Target
+from symgrad.backends.widening import is_constant, rows_of_shape, step_shape, widen
 from symgrad.calculus.forward import tangent, tangent_name, tangent_symbol
 from symgrad.calculus.layout import N, batch, batched_step
 from symgrad.calculus.matrix_form import Mat, Once, Vec
@@ -43,7 +45,6 @@ from symgrad.ir.network import Network
 from symgrad.ir.plain import PlainTextPrinter, has_top_level_matmul
 
 Item = tuple[str, sp.Expr, tuple[str, ...]]
-_NAME = re.compile(r"\b[A-Za-z_]\w*\b")
 _BATCH_SIZE = re.compile(r"(?<![.\w])n\b")
 
 
@@ -143,6 +144,24 @@ def _forward_items(d: Derivation) -> list[Item]:
     ]
 
 
+def _constant_shapes(d: Derivation, items: list[Item], steps: tuple[Step, ...]) -> list:
+    """Per item, the shape code to broadcast it to where its expression is a number (a
+    layer whose derivative is 0 everywhere), else None: see ``widening.py``."""
+    net = d.network
+    by_step = {s.grad: s for s in steps}
+    by_stage = {s.name: s for s in net.stages if s.sample is None}
+    out: list[str | None] = []
+    for name, expr, _ in items:
+        shape = None
+        if is_constant(expr) and name in by_step:
+            shape = step_shape(net, by_step[name])
+        elif is_constant(expr) and name in by_stage:
+            st = by_stage[name]
+            shape = rows_of_shape(net, tuple(st.shape) or (st.width,))
+        out.append(shape)
+    return out
+
+
 def _flat(blocks: list[list[Statement]]) -> list[Statement]:
     return [s for b in blocks for s in b]
 
@@ -208,19 +227,6 @@ def _printer(
     return pr
 
 
-def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
-    """Drop statements whose value nothing reads (a program shared between passes, e.g. a
-    loss-gradient step that the tangent program only needs the tangent of)."""
-    live = set(outputs)
-    kept: list[Statement] = []
-    for st in reversed(stmts):
-        if st.target in live:
-            kept.append(st)
-            # The printed code, not only ``uses``: split statements read their own temporaries.
-            live |= st.uses | set(_NAME.findall(" ".join((st.code, *st.inplace))))
-    return kept[::-1]
-
-
 def _vjp_program(d: Derivation, target: Target, helpers: set[str]) -> dict:
     """forward(params, X) and its backward from G: the statements and what to save."""
     d, _ = derive_stable(d)  # the stable forms of the loss program's forward pass
@@ -234,9 +240,12 @@ def _vjp_program(d: Derivation, target: Target, helpers: set[str]) -> dict:
     # (torch: NetworkFunction's passes run with autograd off, so fresh tensors may be updated)
     pr = _printer(net, target, {"G": "G"}, inplace=True if target.autograd_inplace else None)
     blocks = pr.program(items)
+    widen(blocks, _constant_shapes(d, items, vd.steps), target)
     helpers |= pr.p.helpers
     fwd = _flat(blocks[:n_fwd])
-    back, dx = _input_grad(_flat(blocks[n_fwd:]), list(net.param_names))
+    # (what no gradient reads goes: the input of a layer whose derivative is 0)
+    grads = {"d" + p for p in net.param_names} | {"dx"}
+    back, dx = _input_grad(dead_code(_flat(blocks[n_fwd:]), grads), list(net.param_names))
     if target.recompute_scalars:
         fwd, back = _recompute_scalars(fwd, back)
     return {
@@ -266,14 +275,15 @@ def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     tan: dict[sp.Symbol, sp.Expr] = {}
     _param_tangents(net, tan)
     items: list[Item] = []
-
     values: dict[sp.Expr, sp.Expr] = {}  # forward expression -> its variable (a1 for sigmoid(z1))
 
-    def add(name: str, expr: sp.Expr, comment: tuple[str, ...], primal: bool = True) -> None:
-        if primal:  # a parameter gradient itself is not needed, only its tangent
+    def add(name: str, expr: sp.Expr, comment: tuple[str, ...], step: Step | None = None) -> None:
+        if step is None or step.kind != "param":  # of a parameter gradient only its tangent
             items.append((name, expr, comment))
-        # f'(u) written in forward values: R{a1} = Rz1*a1*(1 - a1), not in sigmoid(z1)
-        r = tangent(expr, tan).xreplace({**values, expr: Vec(name)})
+        # f'(u) written in forward values: R{a1} = Rz1*a1*(1 - a1), not in sigmoid(z1); a
+        # constant (a layer whose derivative is 0) has tangent 0, whatever its name
+        own = {} if expr.is_number else {expr: Vec(name)}
+        r = tangent(expr, tan).xreplace({**values, **own})
         if r != 0:
             rname = tangent_name(name)
             items.append((rname, r, (f"R{{{name}}} = {matrix_text(r)}",)))
@@ -284,7 +294,7 @@ def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
         values[expr] = Vec(name)
     for step in d.steps:
         if step.needed:
-            add(step.grad, batched_step(step), _comment(d, step), step.kind != "param")
+            add(step.grad, batched_step(step), _comment(d, step), step)
     out = {}
     for p in net.params:
         g = "d" + p.name
@@ -327,8 +337,11 @@ def _second_order(d: Derivation, target: Target, helpers: set[str]) -> dict:
     hitems, hout = tangent_program(d)
     gitems, gout = ggn_program(d)
     hpr, gpr = _printer(net, target), _printer(net, target)
-    hstmts = dead_code(_flat(hpr.program(hitems)), set(hout.values()))
-    gstmts = dead_code(_flat(gpr.program(gitems)), set(gout.values()))
+    hblocks, gblocks = hpr.program(hitems), gpr.program(gitems)
+    widen(hblocks, _constant_shapes(d, hitems, d.steps), target)
+    widen(gblocks, _constant_shapes(d, gitems, derive_vjp(net).steps), target)
+    hstmts = dead_code(_flat(hblocks), set(hout.values()))
+    gstmts = dead_code(_flat(gblocks), set(gout.values()))
     helpers |= hpr.p.helpers | gpr.p.helpers
     return {
         "hvp": {"statements": hstmts, "out": hout, "uses": sorted(_uses(hstmts))},
