@@ -89,6 +89,16 @@ NETS = {
         ],
         ("pseudo_huber", sp.sqrt(1 + D**2) - 1),
     ),
+    # layers SymPy folds to a number: R{delta2} read the constant as the layer's name (every
+    # 2 became a1), the Hessian-vector product named an unloaded W1, and torch's backward
+    # recomputed the constant without broadcasting it
+    "constant_activation": build("const_act", 3, [Dense(3, 2 + 0 * x), Dense(2)], "mse"),
+    "constant_map": build(
+        "const_map",
+        3,
+        [Dense(3), Map(sp.Max(sp.Rational(1, 2), 2) + 0 * a[i], name="c"), Dense(2)],
+        "mse",
+    ),
     # a step of a negated argument: torch printed (-z1 > 0).to(-z1.dtype), a dtype negated
     "step_of_negated_argument": build(
         "negstep",

@@ -209,14 +209,16 @@ def _recompute_scalars(
     """Forward statements that compute a number from the batch size and constants only
     (``t1 = 1 / n``, for a stage that couples the samples) are not tensors torch can save:
     the backward pass recomputes those it reads. Returns (forward, backward)."""
-    scalar: dict[str, Statement] = {}
+    scalar: dict[str, list[Statement]] = {}
     for st in forward:
-        if not st.inplace and st.uses <= set(scalar) | {"n"}:
-            scalar[st.target] = st
+        if st.target in scalar:  # a constant broadcast to its full shape (widening.py)
+            scalar[st.target].append(st)
+        elif not st.inplace and st.uses <= set(scalar) | {"n"}:
+            scalar[st.target] = [st]
     used = _uses(backward)
     if not scalar or not used & set(scalar):
         return forward, backward
-    return forward, list(scalar.values()) + backward
+    return forward, [st for sts in scalar.values() for st in sts] + backward
 
 
 def _printer(
@@ -291,7 +293,8 @@ def tangent_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
 
     for name, expr, comment in _forward_items(d):
         add(name, expr, comment)
-        values[expr] = Vec(name)
+        if not expr.is_number:  # (a constant layer: its number is not its name)
+            values[expr] = Vec(name)
     for step in d.steps:
         if step.needed:
             add(step.grad, batched_step(step), _comment(d, step), step)
@@ -313,7 +316,8 @@ def ggn_program(d: Derivation) -> tuple[list[Item], dict[str, str]]:
     values: dict[sp.Expr, sp.Expr] = {}
     for name, expr, comment in _forward_items(d):
         items.append((name, expr, comment))
-        values[expr] = Vec(name)
+        if not expr.is_number:  # (a constant layer: its number is not its name)
+            values[expr] = Vec(name)
         r = tangent(expr, tan).xreplace(values)
         if r != 0:
             rname = tangent_name(name)
