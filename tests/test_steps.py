@@ -28,6 +28,8 @@ NETS["square"] = build("square", 3, [Dense(3, "sigmoid"), Dense(3, "sigmoid")], 
 HERE = Path(__file__).parent / "steps"
 #: The backprop-ninja network (linear, batch norm, tanh, linear, softmax + cross-entropy).
 NETS["ninja"] = load_spec(str(HERE / "ninja.toml"))
+#: A small conv net (channels and positions of different counts) for the conv slips.
+NETS["cnn"] = load_spec(str(HERE / "cnn.toml"))
 FILES = sorted(HERE.glob("*.py"))
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
