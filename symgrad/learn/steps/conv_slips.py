@@ -152,21 +152,24 @@ def flatten_order(gots: list[Any], wants: list[np.ndarray]) -> str | None:
         f"reshape the flat gradient to {right} directly, with no transpose"
     )
     gs = [np.asarray(g, dtype=float) for g in gots]
-    if all(g.shape == last for g in gs) and last != w0.shape:
-        if all(np.allclose(g, w.reshape(last), rtol=1e-7, atol=1e-12) for g, w in zip(gs, wants)):
-            return f"the flatten order: yours unflattens to {shape}, channel-last; {tail}"
-    if not all(g.shape == w.shape for g, w in zip(gs, wants, strict=True)):
+    if len(gs) != len(wants):
         return None
-    for fwd in (True, False):
-        cands = [_channel_last(w, fwd) for w in wants]
-        if all(np.allclose(g, c_, rtol=1e-7, atol=1e-12) for g, c_ in zip(gs, cands)):
-            if any(np.allclose(g, w, rtol=1e-7, atol=1e-12) for g, w in zip(gs, wants)):
-                return None
+    pairs = list(zip(gs, wants, strict=True))
+    if last != w0.shape and all(g.shape == last and _close(g, w.reshape(last)) for g, w in pairs):
+        return f"the flatten order: yours unflattens to {shape}, channel-last; {tail}"
+    if not all(g.shape == w.shape for g, w in pairs) or all(_close(g, w) for g, w in pairs):
+        return None
+    for undo in (True, False):
+        if all(_close(g, _channel_last(w, undo)) for g, w in pairs):
             return (
                 f"the flatten order: yours unflattens channel-last, to {shape}, and moves "
                 f"the channels to axis 1; {tail}"
             )
     return None
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    return bool(np.allclose(got, want, rtol=1e-7, atol=1e-12))
 
 
 def _channel_last(w: np.ndarray, undo: bool) -> np.ndarray:
