@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,11 +16,23 @@ from symgrad.learn.steps.targets import BATCH, _should_be
 MAX_SHOWN = 120
 
 
-def should_be_short(st: Any, yours: Mapping[str, str], layout: str = "rows") -> str:
+def should_be_short(
+    st: Any,
+    yours: Mapping[str, str],
+    layout: str = "rows",
+    steps: Mapping[str, Any] | None = None,
+    written: Collection[str] = (),
+) -> str:
     """The step's formula in the learner's names and layout (batched rows, or one sample's
     columns), or, where it is long (batch norm's, a fallback einsum), the chain rule it
-    applies, in words."""
-    text = _should_be(st) if layout == "rows" else _column_form(st)
+    applies, in words.
+
+    An adjoint the formula reads that the learner never wrote (``da1`` in Nielsen's code,
+    which goes from ``delta2`` to ``delta1`` in one line) is replaced by its own formula
+    (``W2.T @ delta2``), so that the text reads only the learner's names."""
+    text = _form(st, layout)
+    if steps:
+        text = _inline_unwritten(text, st, steps, yours, written, layout)
     text = _in_your_names(text, yours)
     if len(text) <= MAX_SHOWN:
         return text
@@ -34,6 +46,39 @@ def should_be_short(st: Any, yours: Mapping[str, str], layout: str = "rows") -> 
         f"{stage.inp}) to {what} (the batched formula is {len(text)} characters: "
         "derive --form matrix prints it)"
     )
+
+
+def _form(st: Any, layout: str) -> str:
+    return _should_be(st) if layout == "rows" else _column_form(st)
+
+
+def _inline_unwritten(
+    text: str,
+    st: Any,
+    steps: Mapping[str, Any],
+    yours: Mapping[str, str],
+    written: Collection[str],
+    layout: str,
+) -> str:
+    """``text`` with each adjoint the learner never wrote replaced by its formula (in
+    parentheses where it is more than a name), at most three levels deep."""
+    for _ in range(3):
+        unwritten = [
+            g
+            for g, other in steps.items()
+            if g != st.grad
+            and other.kind != "param"
+            and g not in yours
+            and g not in written
+            and re.search(rf"\b{re.escape(g)}\b", text)
+        ]
+        if not unwritten:
+            return text
+        for g in unwritten:
+            inner = _form(steps[g], layout)
+            inner = inner if re.fullmatch(r"\w+", inner) else f"({inner})"
+            text = re.sub(rf"\b{re.escape(g)}\b", inner.replace("\\", r"\\"), text)
+    return text
 
 
 def _column_form(st: Any) -> str:
@@ -79,7 +124,7 @@ def _shape_note(got: Any, want: np.ndarray, grad: str) -> str | None:
     return f"yours {have}; {grad} has shape {_shape_text(want)}"
 
 
-def _counterexample(gots: list[Any], wants: list[np.ndarray]) -> str | None:
+def _counterexample(gots: list[Any], wants: list[np.ndarray], layout: str = "rows") -> str | None:
     for k, (g, w) in enumerate(zip(gots, wants, strict=True), start=1):
         g = np.asarray(g, dtype=float)
         if g.shape != w.shape:
@@ -92,5 +137,6 @@ def _counterexample(gots: list[Any], wants: list[np.ndarray]) -> str | None:
         if diff.size and float(diff.max()) > 0:
             pos = np.unravel_index(int(np.argmax(diff)), w.shape)
             at = ", ".join(map(str, pos))
-            return f"random batch {k}, entry [{at}]: yours = {g[pos]:.8g}, right = {w[pos]:.8g}"
+            where = f"random batch {k}" if layout == "rows" else f"random sample {k}"
+            return f"{where}, entry [{at}]: yours = {g[pos]:.8g}, right = {w[pos]:.8g}"
     return None

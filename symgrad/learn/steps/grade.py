@@ -26,7 +26,7 @@ from symgrad.learn.steps.evaluate import BudgetError, _run, _Shape
 from symgrad.learn.steps.parse import Statement, parse_steps
 from symgrad.learn.steps.report import ATOL, RTOL, LineVerdict, StepsReport, _same
 from symgrad.learn.steps.slips import _diagnose
-from symgrad.learn.steps.targets import BATCH, _aliases, _Point, columns, points
+from symgrad.learn.steps.targets import BATCH, _aliases, _Point, columns, drawn, points
 from symgrad.learn.steps.variants import _names
 from symgrad.verify.stages import is_elementwise
 
@@ -141,7 +141,9 @@ class _Grader:
                 self.by_alias.setdefault(a, step)
         params = {p.name for p in net.params}
         self.fwd = fw.split(stmts, set(self.by_alias), params)
-        self.report = StepsReport(file, layout=layout)
+        self.steps = {step.grad: step for step in d.steps}
+        self.written = {s.target for s in stmts}  # the names the learner assigns
+        self.report = StepsReport(file, layout=layout, drawn=drawn(net, seed, layout))
         self.yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's
         self.scales: dict[str, float] = {}  # a gradient -> the scale the learner uses
         self.convention: tuple[float, str] | None = None  # a loss convention in use
@@ -421,14 +423,16 @@ class _Grader:
         goes on at the learner's scale."""
         name = verdict.name
         if tgt.step is not None:
-            verdict.should_be = should_be_short(tgt.step, self.yours, self.layout)
+            verdict.should_be = should_be_short(
+                tgt.step, self.yours, self.layout, self.steps, self.written
+            )
         else:
             verdict.should_be = _through(tgt)
         if gots is None:
             verdict.problem = f"the shapes do not fit: {self.broken[name]}"
         else:
             verdict.problem = _shape_note(gots[0], tgt.wants[0], tgt.grad)
-            verdict.counterexample = _counterexample(gots, tgt.wants)
+            verdict.counterexample = _counterexample(gots, tgt.wants, self.layout)
         verdict.slip, verdict.fix = _diagnose(
             span, self.before[start], tgt.wants, tgt, self.net, self.by_alias
         )

@@ -42,6 +42,7 @@ class StepsReport:
     verdicts: list[LineVerdict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     layout: str = "rows"  # "rows" (batched, samples are rows) or "column" (one sample)
+    drawn: str | None = None  # how the random batches were drawn (to draw them again)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +68,7 @@ class StepsReport:
                 if v.problem:
                     out.append(f"  {'':<11}    {v.problem}")
                 if v.should_be:
-                    out.append(f"  {'':<11}    should be: {v.grad} = {v.should_be}")
+                    out.append(f"  {'':<11}    should be: {v.name} = {v.should_be}")
                 if v.slip:
                     out.append(f"  {'':<11}    likely slip: {v.slip}")
                 if v.fix:
@@ -76,6 +77,8 @@ class StepsReport:
                     out.append(f"  {'':<11}    counterexample: {v.counterexample}")
         if self.missing:
             out.append(f"  not computed in your file: {', '.join(self.missing)}")
+        if self.drawn and any(v.counterexample for v in self.verdicts):
+            out.append(f"  the random values: {self.drawn}")
         if first is None:
             n = sum(v.status.startswith("right") for v in self.verdicts)
             out.append(f"OK: all {n} checked steps are right")

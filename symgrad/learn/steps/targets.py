@@ -79,6 +79,38 @@ def _points(net: Network, d, seed: int) -> list[_Point]:
     return points
 
 
+_TARGET_WORDS = {
+    "onehot": "one-hot rows, each class from rng.integers(0, {c}, {n})",
+    "probabilities": "rows of rng.uniform(0.05, 1.0, ({n}, {c})), each divided by its sum",
+    "unit": "rng.uniform(0.05, 0.95, ({n}, {c}))",
+    "positive": "rng.uniform(0.1, 2.0, ({n}, {c}))",
+    "real": "rng.normal(0.0, 1.0, ({n}, {c}))",
+}
+
+
+def drawn(net: Network, seed: int, layout: str = "rows") -> str:
+    """How the random batches were drawn, in enough detail to draw them again."""
+    from symgrad.verify.verify import target_domain
+
+    domain = target_domain(net)
+    domain = "onehot" if domain == "probabilities" else domain
+    words = _TARGET_WORDS.get(domain, _TARGET_WORDS["real"])
+    c = net.size(net.output_width)
+    shapes = ", ".join(f"{p.name} {tuple(net.shape(p))}" for p in net.params)
+    dims = tuple(int(k) for k in net.input_shape)
+    as_shape = f".reshape({(BATCH, *dims)})" if len(dims) > 1 else ""
+    text = (
+        f"rng = np.random.default_rng({seed}); for each of the {POINTS} batches of N = "
+        f"{BATCH}: the parameters rng.uniform(-1.0, 1.0, shape) in the order {shapes}, then "
+        f"{net.input} = rng.normal(0.0, 1.0, ({BATCH}, {net.size(net.input_width)})){as_shape}, "
+        "then "
+        f"{net.loss.target} = {words.format(n=BATCH, c=c)}"
+    )
+    if layout == "column":
+        text += "; sample k is row k of batch k (counting from 1), as a column"
+    return text
+
+
 #: Random batches of the last few derivations checked (building them runs the derivation
 #: N times per batch; a class checking many files against one network builds them once).
 _POINTS: dict[tuple[int, int], tuple[Any, list[_Point]]] = {}
