@@ -403,3 +403,29 @@ def test_a_column_counterexample_names_the_sample():
     text = report.format()
     assert "counterexample: random sample 1, entry [" in text
     assert "sample k is row k of batch k" in text
+
+
+def test_batch_norm_in_the_column_layout_is_the_batch_transposed():
+    """Batch norm couples a batch's samples, so one sample alone has no gradient: the
+    column layout of such a network is the whole batch with its samples as columns."""
+    text = (HERE / "r27_ninja_columns_backward_only.py").read_text()
+    report = check_steps(NETS["ninja"], text, layout="column")
+    assert report.ok, report.format()
+    assert "(batched, columns are samples)" in report.format().splitlines()[0]
+    assert not check_steps(NETS["ninja"], text, layout="rows").ok  # as rows it is wrong
+    assert check_steps(NETS["ninja"], text).layout == "column"  # found from the shapes
+    wrong = check_steps(
+        NETS["ninja"], text.replace("m * da2 - da2.sum(axis=1", "m * da2 - da2.sum(axis=0")
+    )
+    assert wrong.first_wrong is not None and wrong.first_wrong.name == "delta1"
+    assert "random batch 1, entry [" in wrong.format()  # a batch, not one sample
+    assert "each batch transposed, its samples as columns" in wrong.format()
+
+
+def test_should_be_uses_the_learners_forward_names():
+    """Where the learner's own forward pass names a value (h for a3, logits for z4), the
+    right formula is shown with those names (and dlogits for the adjoint delta4)."""
+    report = check_steps(
+        NETS["ninja"], (HERE / "w50_ninja_columns_missing_transpose.py").read_text()
+    )
+    assert report.first_wrong is not None and report.first_wrong.should_be == "dlogits @ h.T"

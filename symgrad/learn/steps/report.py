@@ -43,6 +43,7 @@ class StepsReport:
     missing: list[str] = field(default_factory=list)
     layout: str = "rows"  # "rows" (batched, samples are rows) or "column" (one sample)
     drawn: str | None = None  # how the random batches were drawn (to draw them again)
+    batched: bool = True  # a batch (rows, or columns where batch norm couples the samples)
 
     @property
     def ok(self) -> bool:
@@ -54,7 +55,10 @@ class StepsReport:
 
     def format(self) -> str:
         how = {"rows": "batched, rows are samples", "column": "one sample, column vectors"}
-        out = [f"{self.file}: your backward pass, step by step ({how[self.layout]})"]
+        shown = how[self.layout]
+        if self.layout == "column" and self.batched:
+            shown = "batched, columns are samples"
+        out = [f"{self.file}: your backward pass, step by step ({shown})"]
         first = self.first_wrong
         for v in self.verdicts:
             label = {"yours": "your intermediate (not checked)"}.get(v.status, v.status)
