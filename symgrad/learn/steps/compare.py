@@ -34,22 +34,39 @@ def should_be_short(
     if steps:
         text = _inline_unwritten(text, st, steps, yours, written, layout)
     text = _in_your_names(text, yours)
-    if len(text) <= MAX_SHOWN:
+    # a sum over the samples in component form (batch norm's) is no batch-column NumPy
+    indexed = layout == "batch-column" and "[" in text
+    if len(text) <= MAX_SHOWN and not indexed:
         return text
     stage = getattr(st, "stage", None)
     up = yours.get(st.upstream, st.upstream) if st.upstream else None
+    size = "rows: derive --form matrix prints it" if indexed else f"{len(text)} characters"
     if stage is None or up is None:
-        return f"{st.grad}'s batched formula ({len(text)} characters: see derive --form matrix)"
-    what = "its parameter " + st.wrt if st.kind == "param" else st.wrt
+        return f"{st.grad}'s batched formula ({size}: see derive --form matrix)"
+    what = "its parameter " + yours.get(st.wrt, st.wrt) if st.kind == "param" else st.wrt
+    how = (
+        "its batched formula, in rows, is what derive --form matrix prints"
+        if indexed
+        else f"the batched formula is {len(text)} characters: derive --form matrix prints it"
+    )
     return (
-        f"{up} pulled back through layer {stage.layer} ({stage.label}: {stage.name} from "
-        f"{stage.inp}) to {what} (the batched formula is {len(text)} characters: "
-        "derive --form matrix prints it)"
+        f"{up} pulled back through layer {stage.layer} ({stage.label}: "
+        f"{yours.get(stage.name, stage.name)} from {yours.get(str(stage.inp), str(stage.inp))})"
+        f" to {yours.get(what, what)} ({how})"
     )
 
 
 def _form(st: Any, layout: str) -> str:
-    return _should_be(st) if layout == "rows" else _column_form(st)
+    """The step's formula: batched rows, one sample's columns, or (``"batch-column"``) a
+    batch with its samples as columns, where a vector parameter's per-sample gradient is
+    summed over them (a matrix's outer product ``delta1 @ x.T`` sums them already)."""
+    if layout == "rows":
+        return _should_be(st)
+    text = _column_form(st)
+    if layout == "batch-column" and st.kind == "param" and "@" not in text:
+        inner = text if re.fullmatch(r"\w+", text) else f"({text})"
+        return f"{inner}.sum(axis=1, keepdims=True)"
+    return text
 
 
 def _inline_unwritten(

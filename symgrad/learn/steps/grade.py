@@ -163,8 +163,8 @@ class _Grader:
         self.fwd = fw.split(stmts, set(self.by_alias), params)
         self.steps = {step.grad: step for step in d.steps}
         self.written = {s.target for s in stmts}  # the names the learner assigns
-        shown = layout if layout == "rows" or not self.batch else "batch-column"
-        self.report = StepsReport(file, layout=layout, drawn=drawn(net, seed, shown))
+        self.shown_layout = layout if layout == "rows" or not self.batch else "batch-column"
+        self.report = StepsReport(file, layout=layout, drawn=drawn(net, seed, self.shown_layout))
         self.report.batched = self.batch
         self.yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's
         self.scales: dict[str, float] = {}  # a gradient -> the scale the learner uses
@@ -445,7 +445,7 @@ class _Grader:
         name = verdict.name
         if tgt.step is not None:
             verdict.should_be = should_be_short(
-                tgt.step, self.your_names(), self.layout, self.steps, self.written
+                tgt.step, self.your_names(), self.shown_layout, self.steps, self.written
             )
         else:
             verdict.should_be = _through(tgt)

@@ -226,6 +226,14 @@ def _edits(
                 "batch, so its gradient adds them up (.sum(axis=0))"
             ),
         )
+        summed = ("reduce", "sum", group[0].expr, {"axis": 1, "keepdims": True})
+        yield (
+            [replace(group[0], expr=summed)],
+            (
+                "a missing sum over the samples: the parameter is broadcast over the columns "
+                "of the batch, so its gradient adds them up (.sum(axis=1, keepdims=True))"
+            ),
+        )
     for k, s in enumerate(group):  # a function's slips first: they say the most
         for variant, why in _variants(s.expr, {}, made):
             if "applied twice" in why or "where its derivative belongs" in why:
