@@ -14,7 +14,7 @@ from symgrad.learn.steps.parse import Statement
 from symgrad.learn.steps.printer import unparse
 from symgrad.learn.steps.report import _same
 from symgrad.learn.steps.targets import BATCH
-from symgrad.learn.steps.variants import _edits, _swaps
+from symgrad.learn.steps.variants import _edits, _swaps, column_sum_edits
 
 # -- naming the slip: try the classic mistakes on the learner's own line ---------------------
 
@@ -73,6 +73,7 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
         conv_slips.flip_edits(group, net),
         _edits(group, st, swaps, st.made),
         conv_slips.axis_edits(group),
+        column_sum_edits(group),
     )
     for new, why in edits:
         if right(new):
