@@ -182,15 +182,29 @@ def test_a_hand_written_conv_backward_pass_passes():
 
 
 @pytest.mark.parametrize(
-    "change,line,grad",
+    "change,line,grad,slip",
     [
-        (("da1 = up * (a1 == top)", "da1 = up"), 8, "da1"),  # the error to every position
-        (("W1[:, :, ::-1, ::-1]", "W1"), 15, "dx"),  # the kernel not flipped
-        (("sum(axis=(0, 2, 3))", "sum(axis=(0, 2))"), 12, "db1"),  # a position axis kept
-        (("delta1 = da1 * (1 - a1**2)", "delta1 = da1 * (1 - z1**2)"), 9, "delta1"),
+        (("da1 = up * (a1 == top)", "da1 = up"), 8, "da1", None),  # the error everywhere
+        (("W1[:, :, ::-1, ::-1]", "W1"), 15, "dx", "the kernel not flipped"),
+        (
+            ("W1[:, :, ::-1, ::-1]", "np.flip(np.flip(W1, 2), 3)[:, :, ::-1, ::-1]"),
+            15,
+            "dx",
+            "a flipped kernel",
+        ),  # flipped twice: as it is
+        (("cols)", "cols)[:, :, ::-1, ::-1]"), 11, "dW1", "a flipped kernel"),
+        (("sum(axis=(0, 2, 3))", "sum(axis=(0, 2))"), 12, "db1", "summed over the wrong axes"),
+        (("sum(axis=(0, 2, 3))", "sum(axis=0)"), 12, "db1", "the bias gradient summed over"),
+        (
+            ("da3.reshape(N, 2, 2, 2)", "np.moveaxis(da3.reshape(N, 2, 2, 2), 3, 1)"),
+            5,
+            "da2",
+            "the flatten order",
+        ),
+        (("delta1 = da1 * (1 - a1**2)", "delta1 = da1 * (1 - z1**2)"), 9, "delta1", "z1"),
     ],
 )
-def test_slips_in_a_conv_backward_pass_are_found(change, line, grad):
+def test_slips_in_a_conv_backward_pass_are_found(change, line, grad, slip):
     from symgrad.learn.steps import check_steps
 
     text = BY_HAND.replace(*change)
@@ -199,8 +213,30 @@ def test_slips_in_a_conv_backward_pass_are_found(change, line, grad):
     first = report.first_wrong
     assert first is not None and first.lines[0] == line and first.grad == grad, report.format()
     assert first.should_be and (first.counterexample or first.problem)
-    if grad == "delta1":
-        assert first.slip and "z1" in first.slip
+    if slip:
+        assert first.slip and slip in first.slip, report.format()
+    # one slip: every later step is right again (the right value carried on)
+    assert [v for v in report.verdicts if v.status == "wrong"] == [first], report.format()
+
+
+def test_the_conv_slips_are_not_named_on_a_right_dense_step():
+    """The conv edits try flips only on arrays with spatial axes, and other axes only
+    after the dense slips: a dense bias summed over the wrong axis keeps its own words."""
+    from symgrad.learn.steps import check_steps
+    from symgrad.learn.steps.conv_slips import flatten_order, kernels
+
+    assert kernels(SMALL) == {"W1": 4} and kernels(SEQ) == {"W1": 3}
+    text = BY_HAND.replace("db4 = delta4.sum(axis=0)", "db4 = delta4.sum(axis=1)")
+    first = check_steps(SMALL, text).first_wrong
+    assert first is not None and first.grad == "db4"
+    assert first.slip is not None and "the wrong axis: sum over the samples" in first.slip
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(7, 3, 2, 2))
+    assert flatten_order([w], [w]) is None  # right: no slip
+    assert flatten_order([w[:, ::-1]], [w]) is None  # another permutation: not this slip
+    last = w.reshape(7, -1).reshape(7, 2, 2, 3)
+    assert "channel-last" in (flatten_order([np.moveaxis(last, -1, 1)], [w]) or "")
+    assert "channel-last" in (flatten_order([last], [w]) or "")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ NETS["square"] = build("square", 3, [Dense(3, "sigmoid"), Dense(3, "sigmoid")], 
 HERE = Path(__file__).parent / "steps"
 #: The backprop-ninja network (linear, batch norm, tanh, linear, softmax + cross-entropy).
 NETS["ninja"] = load_spec(str(HERE / "ninja.toml"))
+#: A small conv net (channels and positions of different counts) for the conv slips.
+NETS["cnn"] = load_spec(str(HERE / "cnn.toml"))
 FILES = sorted(HERE.glob("*.py"))
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -339,3 +341,91 @@ def test_the_command_line_takes_the_layout(tmp_path, capsys):
     assert main(["check", str(spec), "--steps", str(mine), "--layout", "column"]) == 0
     assert "one sample, column vectors" in capsys.readouterr().out
     assert main(["check", str(spec), "--steps", str(mine), "--layout", "rows"]) == 1
+
+
+@pytest.mark.parametrize("stem", ["w34_nielsen_wrong_layer_weights", "w35_nielsen_missing_prime"])
+def test_column_should_be_reads_only_the_learners_names(stem):
+    """Nielsen's code goes from delta2 to delta1 in one line: the adjoint da1 it never
+    writes is shown by its own formula, and the left side is the learner's name."""
+    report = check_steps(NETS["seed"], (HERE / f"{stem}.py").read_text())
+    first = report.first_wrong
+    assert report.layout == "column" and first is not None and first.should_be
+    assert "da1" not in first.should_be and "(W2.T @ delta2)" in first.should_be
+    assert f"should be: {first.name} = (W2.T @ delta2)" in report.format()
+    w33 = check_steps(NETS["seed"], (HERE / "w33_nielsen_missing_transpose.py").read_text())
+    assert "should be: nabla_w2 = delta2 @ a1.T" in w33.format()
+
+
+def _redraw(net, seed: int) -> list[dict]:
+    """The random values drawn again from the report's own description of them."""
+    import numpy as np
+
+    from symgrad.learn.steps.targets import BATCH, POINTS
+    from symgrad.verify.verify import target_domain
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(POINTS):
+        vals = {p.name: rng.uniform(-1.0, 1.0, net.shape(p)) for p in net.params}
+        x = rng.normal(0.0, 1.0, (BATCH, net.size(net.input_width)))
+        vals["x"] = x.reshape(BATCH, *net.input_shape) if len(net.input_shape) > 1 else x
+        C = net.size(net.output_width)
+        if target_domain(net) == "probabilities":  # drawn as class labels, one-hot
+            vals["y"] = np.eye(C)[rng.integers(0, C, BATCH)]
+        else:
+            vals["y"] = rng.normal(0.0, 1.0, (BATCH, C))
+        out.append(vals)
+    return out
+
+
+@pytest.mark.parametrize("net_name", ["seed", "ninja", "cnn"])
+def test_the_random_values_are_described_well_enough_to_draw_them_again(net_name):
+    import numpy as np
+
+    from symgrad.learn.steps.targets import points
+    from symgrad.verify.check import _derivation
+
+    net = NETS[net_name]
+    report = check_steps(net, "db1 = b1 + 1\n")  # wrong: a counterexample, the draws shown
+    text = report.format()
+    assert "counterexample: random batch 1, entry" in text
+    line = next(t for t in text.splitlines() if "the random values:" in t)
+    assert "rng = np.random.default_rng(0)" in line and "N = 7" in line
+    assert ", ".join(f"{p.name} {tuple(net.shape(p))}" for p in net.params) in line
+    net, d = _derivation(net, 0)
+    for want, got in zip(_redraw(net, 0), points(net, d, 0), strict=True):
+        for k, v in want.items():
+            np.testing.assert_array_equal(got.env[k], v)
+
+
+def test_a_column_counterexample_names_the_sample():
+    report = check_steps(NETS["seed"], (HERE / "w35_nielsen_missing_prime.py").read_text())
+    text = report.format()
+    assert "counterexample: random sample 1, entry [" in text
+    assert "sample k is row k of batch k" in text
+
+
+def test_batch_norm_in_the_column_layout_is_the_batch_transposed():
+    """Batch norm couples a batch's samples, so one sample alone has no gradient: the
+    column layout of such a network is the whole batch with its samples as columns."""
+    text = (HERE / "r27_ninja_columns_backward_only.py").read_text()
+    report = check_steps(NETS["ninja"], text, layout="column")
+    assert report.ok, report.format()
+    assert "(batched, columns are samples)" in report.format().splitlines()[0]
+    assert not check_steps(NETS["ninja"], text, layout="rows").ok  # as rows it is wrong
+    assert check_steps(NETS["ninja"], text).layout == "column"  # found from the shapes
+    wrong = check_steps(
+        NETS["ninja"], text.replace("m * da2 - da2.sum(axis=1", "m * da2 - da2.sum(axis=0")
+    )
+    assert wrong.first_wrong is not None and wrong.first_wrong.name == "delta1"
+    assert "random batch 1, entry [" in wrong.format()  # a batch, not one sample
+    assert "each batch transposed, its samples as columns" in wrong.format()
+
+
+def test_should_be_uses_the_learners_forward_names():
+    """Where the learner's own forward pass names a value (h for a3, logits for z4), the
+    right formula is shown with those names (and dlogits for the adjoint delta4)."""
+    report = check_steps(
+        NETS["ninja"], (HERE / "w50_ninja_columns_missing_transpose.py").read_text()
+    )
+    assert report.first_wrong is not None and report.first_wrong.should_be == "dlogits @ h.T"

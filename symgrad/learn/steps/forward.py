@@ -84,14 +84,15 @@ def find_loss(fwd: Forward, envs: list[dict[str, Any]]) -> Statement | None:
     return None
 
 
-def network_loss(net: Network, env: Mapping[str, Any], rows: bool) -> float:
-    """The network's loss on the point's batch (the mean over its rows) or sample."""
+def network_loss(net: Network, env: Mapping[str, Any], layout: str) -> float:
+    """The network's loss on the point's batch (the mean over its samples) or sample: rows
+    are samples, or (``layout="column"``) columns are, one or a whole batch."""
     from symgrad.verify.evaluation import eval_component
 
     out, target = str(net.output), str(net.loss.target)
     yhat, y = np.asarray(env[out], dtype=float), np.asarray(env[target], dtype=float)
-    if not rows:
-        yhat, y = yhat.reshape(1, -1), y.reshape(1, -1)
+    if layout != "rows":
+        yhat, y = yhat.T, y.T
     vals = [
         float(eval_component(net.loss.body, {out: a, target: b}, dict(net.sizes)))
         for a, b in zip(yhat, y, strict=True)

@@ -26,7 +26,15 @@ from symgrad.learn.steps.evaluate import BudgetError, _run, _Shape
 from symgrad.learn.steps.parse import Statement, parse_steps
 from symgrad.learn.steps.report import ATOL, RTOL, LineVerdict, StepsReport, _same
 from symgrad.learn.steps.slips import _diagnose
-from symgrad.learn.steps.targets import BATCH, _aliases, _Point, columns, points
+from symgrad.learn.steps.targets import (
+    BATCH,
+    _aliases,
+    _Point,
+    columns,
+    coupled,
+    drawn,
+    points,
+)
 from symgrad.learn.steps.variants import _names
 from symgrad.verify.stages import is_elementwise
 
@@ -74,8 +82,18 @@ def check_steps(
     net, d = _derivation(net, seed)
     if layout is not None:
         return _grade(net, d, stmts, file, seed, layout)
-    rows = _grade(net, d, stmts, file, seed, "rows")
-    if rows.ok or _batched(stmts, net):
+    try:
+        rows = _grade(net, d, stmts, file, seed, "rows")
+    except StepsInternalError:
+        raise
+    except SpecError as exc:  # a forward pass in columns leaves names undefined in rows
+        if not coupled(net):
+            raise
+        try:
+            return _grade(net, d, stmts, file, seed, "column")
+        except SpecError:
+            raise exc from None
+    if rows.ok or (_batched(stmts, net) and not coupled(net)):
         return rows
     try:
         col = _grade(net, d, stmts, file, seed, "column")
@@ -132,6 +150,8 @@ class _Grader:
         self.net, self.d, self.stmts, self.file, self.layout = net, d, stmts, file, layout
         batches = points(net, d, seed)
         self.points: list[_Point] = batches if layout == "rows" else columns(net, d, batches)
+        # a batch either way (rows, or batch norm's samples as columns): adjoints carry 1/N
+        self.batch = layout == "rows" or coupled(net)
         self.envs = [dict(p.env) for p in self.points]
         self.by_alias: dict[str, Any] = {}
         for step in d.steps:  # symgrad's own names first: dA2 of a parameter A2 beats da2
@@ -141,7 +161,11 @@ class _Grader:
                 self.by_alias.setdefault(a, step)
         params = {p.name for p in net.params}
         self.fwd = fw.split(stmts, set(self.by_alias), params)
-        self.report = StepsReport(file, layout=layout)
+        self.steps = {step.grad: step for step in d.steps}
+        self.written = {s.target for s in stmts}  # the names the learner assigns
+        self.shown_layout = layout if layout == "rows" or not self.batch else "batch-column"
+        self.report = StepsReport(file, layout=layout, drawn=drawn(net, seed, self.shown_layout))
+        self.report.batched = self.batch
         self.yours: dict[str, str] = {}  # symgrad's name of a gradient -> the learner's
         self.scales: dict[str, float] = {}  # a gradient -> the scale the learner uses
         self.convention: tuple[float, str] | None = None  # a loss convention in use
@@ -243,9 +267,8 @@ class _Grader:
         loss = fw.find_loss(fwd, self.envs)
         if loss is None:
             return
-        rows = self.layout == "rows"
         theirs = [float(env[loss.target]) for env in self.envs]
-        right = [fw.network_loss(self.net, p.env, rows) for p in self.points]
+        right = [fw.network_loss(self.net, p.env, self.layout) for p in self.points]
         if not all(
             abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(theirs, right, strict=True)
         ):
@@ -350,7 +373,7 @@ class _Grader:
     def factors(self, tgt: Target) -> tuple[float, ...]:
         """The scales a right value may carry: 1, N for an adjoint without the batch's 1/N
         (rows only), times the loss convention the file uses."""
-        base = [1.0] + ([float(BATCH)] if tgt.kind != "param" and self.layout == "rows" else [])
+        base = [1.0] + ([float(BATCH)] if tgt.kind != "param" and self.batch else [])
         conv = [1.0] if self.convention is None else [self.convention[0]]
         return tuple(b * c for b in base for c in conv)
 
@@ -367,7 +390,7 @@ class _Grader:
                 return True
         if self.convention is None:
             for c, words in self.conventions():
-                for f in (c, c * BATCH) if tgt.kind != "param" and self.layout == "rows" else (c,):
+                for f in (c, c * BATCH) if tgt.kind != "param" and self.batch else (c,):
                     if all(
                         _same(g, w * f, tgt.rtol, tgt.atol)
                         for g, w in zip(gots, tgt.wants, strict=True)
@@ -398,7 +421,7 @@ class _Grader:
         out_name, y_name = str(self.net.output), str(self.net.loss.target)
         env = self.points[0].env
         want = self.points[0].targets[loss_steps[0].grad]
-        want = want * (BATCH if self.layout == "rows" else 1)
+        want = want * (BATCH if self.batch else 1)
         diff = np.asarray(env[out_name], dtype=float) - np.asarray(env[y_name], dtype=float)
         ratio = diff[np.abs(want) > 1e-12] / want[np.abs(want) > 1e-12]
         if ratio.size == 0 or not np.allclose(ratio, ratio.flat[0], rtol=1e-9):
@@ -421,14 +444,18 @@ class _Grader:
         goes on at the learner's scale."""
         name = verdict.name
         if tgt.step is not None:
-            verdict.should_be = should_be_short(tgt.step, self.yours, self.layout)
+            verdict.should_be = should_be_short(
+                tgt.step, self.your_names(), self.shown_layout, self.steps, self.written
+            )
         else:
             verdict.should_be = _through(tgt)
         if gots is None:
             verdict.problem = f"the shapes do not fit: {self.broken[name]}"
         else:
             verdict.problem = _shape_note(gots[0], tgt.wants[0], tgt.grad)
-            verdict.counterexample = _counterexample(gots, tgt.wants)
+            verdict.counterexample = _counterexample(
+                gots, tgt.wants, "rows" if self.batch else "column"
+            )
         verdict.slip, verdict.fix = _diagnose(
             span, self.before[start], tgt.wants, tgt, self.net, self.by_alias
         )
@@ -439,6 +466,32 @@ class _Grader:
         self.broken.pop(name, None)
         for env, want in zip(self.envs, tgt.wants, strict=True):
             env[name] = want * factor
+
+    def your_names(self) -> dict[str, str]:
+        """symgrad's names -> the learner's: the gradients graded so far, the forward
+        values the learner's own forward pass computes under other names (``h`` for
+        ``a3``), and the adjoint of such a value where the file writes it (``dlogits``)."""
+        names = dict(self.yours)
+        if not self.fwd.stmts or not self.snapshots:
+            return names
+        finals = [snaps[-1] for snaps in self.snapshots]
+        for stage in self.net.stages:
+            if stage.name in names:
+                continue
+            for s in self.fwd.stmts:
+                if s.op == "def" or s.target in (stage.name, stage.name.upper()):
+                    continue
+                if all(
+                    _same(env.get(s.target), p.env[stage.name]) == "exact"
+                    for env, p in zip(finals, self.points, strict=True)
+                ):
+                    names[stage.name] = s.target
+                    break
+        for step in self.d.steps:
+            mine = names.get(step.wrt)
+            if step.grad not in names and mine and "d" + mine in self.written:
+                names[step.grad] = "d" + mine
+        return names
 
     def one_branch(self, name: str, tgt: Target, gots: list[Any]) -> str | None:
         """A name the forward pass uses on several lines, with the gradient through only

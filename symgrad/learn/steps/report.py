@@ -42,6 +42,8 @@ class StepsReport:
     verdicts: list[LineVerdict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     layout: str = "rows"  # "rows" (batched, samples are rows) or "column" (one sample)
+    drawn: str | None = None  # how the random batches were drawn (to draw them again)
+    batched: bool = True  # a batch (rows, or columns where batch norm couples the samples)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,10 @@ class StepsReport:
 
     def format(self) -> str:
         how = {"rows": "batched, rows are samples", "column": "one sample, column vectors"}
-        out = [f"{self.file}: your backward pass, step by step ({how[self.layout]})"]
+        shown = how[self.layout]
+        if self.layout == "column" and self.batched:
+            shown = "batched, columns are samples"
+        out = [f"{self.file}: your backward pass, step by step ({shown})"]
         first = self.first_wrong
         for v in self.verdicts:
             label = {"yours": "your intermediate (not checked)"}.get(v.status, v.status)
@@ -67,7 +72,7 @@ class StepsReport:
                 if v.problem:
                     out.append(f"  {'':<11}    {v.problem}")
                 if v.should_be:
-                    out.append(f"  {'':<11}    should be: {v.grad} = {v.should_be}")
+                    out.append(f"  {'':<11}    should be: {v.name} = {v.should_be}")
                 if v.slip:
                     out.append(f"  {'':<11}    likely slip: {v.slip}")
                 if v.fix:
@@ -76,6 +81,8 @@ class StepsReport:
                     out.append(f"  {'':<11}    counterexample: {v.counterexample}")
         if self.missing:
             out.append(f"  not computed in your file: {', '.join(self.missing)}")
+        if self.drawn and any(v.counterexample for v in self.verdicts):
+            out.append(f"  the random values: {self.drawn}")
         if first is None:
             n = sum(v.status.startswith("right") for v in self.verdicts)
             out.append(f"OK: all {n} checked steps are right")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from symgrad.ir.network import Network
+from symgrad.learn.steps import conv_slips
 from symgrad.learn.steps.activation import _hadamard
 from symgrad.learn.steps.evaluate import _run, _Shape
 from symgrad.learn.steps.parse import Statement
 from symgrad.learn.steps.printer import unparse
 from symgrad.learn.steps.report import _same
 from symgrad.learn.steps.targets import BATCH
-from symgrad.learn.steps.variants import _edits, _swaps
+from symgrad.learn.steps.variants import _edits, _swaps, column_sum_edits
 
 # -- naming the slip: try the classic mistakes on the learner's own line ---------------------
 
@@ -45,14 +48,20 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
         return "; ".join(_line_text(s) for s in new_group)
 
     gots: list[np.ndarray] = []
+    raw: list[np.ndarray] = []  # as the learner shaped them
     for env in before:
         try:
             got = np.asarray(_run(span, dict(env)), dtype=float)
         except (_Shape, KeyError):
-            gots = []
+            gots = raw = []
             break
         want = wants[len(gots)]
+        raw.append(got)
         gots.append(got.reshape(want.shape) if got.size == want.size else got)
+    if raw:
+        hint = conv_slips.flatten_order(raw, wants)
+        if hint:
+            return hint, None
     if gots and all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):
         hint = _factor_or_hadamard(gots, wants, st, net, before)
         if hint:
@@ -60,7 +69,13 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
     swaps = _swaps(net, before[0])
     for name_, more in st.swaps.items():
         swaps.setdefault(name_, []).extend(more)
-    for new, why in _edits(group, st, swaps, st.made):
+    edits = chain(
+        conv_slips.flip_edits(group, net),
+        _edits(group, st, swaps, st.made),
+        conv_slips.axis_edits(group),
+        column_sum_edits(group),
+    )
+    for new, why in edits:
         if right(new):
             return why, fixed(new)
     if gots and all(g.shape == w.shape for g, w in zip(gots, wants, strict=True)):

@@ -79,6 +79,40 @@ def _points(net: Network, d, seed: int) -> list[_Point]:
     return points
 
 
+_TARGET_WORDS = {
+    "onehot": "one-hot rows, each class from rng.integers(0, {c}, {n})",
+    "probabilities": "rows of rng.uniform(0.05, 1.0, ({n}, {c})), each divided by its sum",
+    "unit": "rng.uniform(0.05, 0.95, ({n}, {c}))",
+    "positive": "rng.uniform(0.1, 2.0, ({n}, {c}))",
+    "real": "rng.normal(0.0, 1.0, ({n}, {c}))",
+}
+
+
+def drawn(net: Network, seed: int, layout: str = "rows") -> str:
+    """How the random batches were drawn, in enough detail to draw them again."""
+    from symgrad.verify.verify import target_domain
+
+    domain = target_domain(net)
+    domain = "onehot" if domain == "probabilities" else domain
+    words = _TARGET_WORDS.get(domain, _TARGET_WORDS["real"])
+    c = net.size(net.output_width)
+    shapes = ", ".join(f"{p.name} {tuple(net.shape(p))}" for p in net.params)
+    dims = tuple(int(k) for k in net.input_shape)
+    as_shape = f".reshape({(BATCH, *dims)})" if len(dims) > 1 else ""
+    text = (
+        f"rng = np.random.default_rng({seed}); for each of the {POINTS} batches of N = "
+        f"{BATCH}: the parameters rng.uniform(-1.0, 1.0, shape) in the order {shapes}, then "
+        f"{net.input} = rng.normal(0.0, 1.0, ({BATCH}, {net.size(net.input_width)})){as_shape}, "
+        "then "
+        f"{net.loss.target} = {words.format(n=BATCH, c=c)}"
+    )
+    if layout == "column":
+        text += "; sample k is row k of batch k (counting from 1), as a column"
+    if layout == "batch-column":
+        text += "; each batch transposed, its samples as columns"
+    return text
+
+
 #: Random batches of the last few derivations checked (building them runs the derivation
 #: N times per batch; a class checking many files against one network builds them once).
 _POINTS: dict[tuple[int, int], tuple[Any, list[_Point]]] = {}
@@ -98,6 +132,8 @@ def columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
     """The per-sample column-vector layout (Nielsen's): one sample of each batch, every
     vector a column ``(n, 1)`` (biases too), and the gradients of that sample's own loss
     (no 1/N); a weight matrix stays ``(out, in)``."""
+    if batches and not batches[0].sample_params:
+        return batch_columns(net, d, batches)
     params = {p.name for p in net.params}
     vectors = {p.name for p in net.params if len(net.shape(p)) == 1}
     out = []
@@ -119,6 +155,38 @@ def columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
             else:
                 v = v[r][:, None] if np.ndim(v) == 2 else v
             targets[st.grad] = v
+        out.append(_Point(env, targets))
+    return out
+
+
+def coupled(net: Network) -> bool:
+    """Whether a layer couples the samples of a batch (batch norm's statistics)."""
+    return any(s.sample is not None for s in net.stages)
+
+
+def batch_columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
+    """The batch with one sample per column (``X`` is ``(n_in, N)``, as in Andrew Ng's
+    course): where a layer couples the samples (batch norm), one sample alone has no
+    gradient, so the column layout transposes the whole batch. Every batch of rows is
+    transposed, a parameter vector is a column ``(n, 1)``, a weight matrix stays
+    ``(out, in)``, and the gradients are the batch's (the mean over its samples)."""
+    params = {p.name for p in net.params}
+    vectors = {p.name for p in net.params if len(net.shape(p)) == 1}
+    out = []
+    for pt in batches:
+        env: dict[str, Any] = {}
+        for k, v in pt.env.items():
+            if k in vectors:
+                env[k] = np.asarray(v, dtype=float)[:, None]
+            elif k in params or np.ndim(v) != 2 or np.shape(v)[0] != BATCH:
+                env[k] = v
+            else:
+                env[k] = np.asarray(v, dtype=float).T
+        env.setdefault("m", BATCH)
+        targets = {}
+        for st in d.steps:
+            v = pt.targets[st.grad]
+            targets[st.grad] = v.T if st.kind != "param" and np.ndim(v) == 2 else v
         out.append(_Point(env, targets))
     return out
 

@@ -226,6 +226,7 @@ def _edits(
                 "batch, so its gradient adds them up (.sum(axis=0))"
             ),
         )
+
     for k, s in enumerate(group):  # a function's slips first: they say the most
         for variant, why in _variants(s.expr, {}, made):
             if "applied twice" in why or "where its derivative belongs" in why:
@@ -237,6 +238,20 @@ def _edits(
     for k, s in enumerate(group):
         for variant, why in _variants(s.expr, swaps, made):
             yield [*group[:k], replace(s, expr=variant), *group[k + 1 :]], why
+
+
+def column_sum_edits(group: list[Statement]) -> Iterator[tuple[list[Statement], str]]:
+    """A parameter's gradient left per sample where the samples are columns (tried last:
+    in rows, the other axes say more)."""
+    if len(group) == 1:
+        summed = ("reduce", "sum", group[0].expr, {"axis": 1, "keepdims": True})
+        yield (
+            [replace(group[0], expr=summed)],
+            (
+                "a missing sum over the samples: the parameter is broadcast over the columns "
+                "of the batch, so its gradient adds them up (.sum(axis=1, keepdims=True))"
+            ),
+        )
 
 
 def _names(e: Any) -> set[str]:
