@@ -392,7 +392,8 @@ def _add_check(sub: Any, formatter: Any) -> None:
         choices=("rows", "column"),
         default=None,
         help="with --steps: batched rows (samples are rows) or one sample's column vectors "
-        "(Nielsen's form); default: the one that fits the file",
+        "(Nielsen's form; with batch norm, the batch with samples as columns); default: the "
+        "one that fits the file",
     )
 
 
