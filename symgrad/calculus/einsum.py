@@ -227,6 +227,10 @@ DISPLAY = (Batched,)
 def axis_sum(arg: sp.Expr, axis: sp.Integer) -> sp.Expr:
     """``AxisSum(arg, axis)``, as one ``np.einsum`` when ``arg`` is a product of arrays."""
     coeff, rest = arg.as_coeff_Mul() if arg.is_Mul else (sp.S.One, arg)
+    if isinstance(rest, Einsum) and not rest.args[1].name:  # one einsum, one letter fewer
+        ins, out = rest.args[0].name.split("->")
+        out = out[: int(axis)] + out[int(axis) + 1 :]
+        return coeff * Einsum(sp.Symbol(f"{ins}->{out}"), sp.Symbol(""), *rest.args[2:])
     plan = einsum_spec(rest, int(axis))
     if plan is None:
         return AxisSum(arg, axis)
