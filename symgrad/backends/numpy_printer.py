@@ -251,6 +251,10 @@ class SymgradNumPyPrinter(NumPyPrinter):
     def _print_AxisMax(self, expr):
         return self._reduce("max", expr)
 
+    def _print_AxisSoftmax(self, expr):
+        self.helpers.add("_softmax_axis")
+        return f"_softmax_axis({self._print(expr.args[0])}, {int(expr.args[1])})"
+
     def _print_AxisMin(self, expr):
         return self._reduce("min", expr)
 

@@ -127,6 +127,9 @@ class TorchPrinter(ReprefixPrinter):
         text = SymgradNumPyPrinter._permuted(name, perm)
         return text.replace("np.transpose(", "torch.permute(")
 
+    def _print_AxisSoftmax(self, expr):
+        return f"torch.softmax({self._print(expr.args[0])}, {int(expr.args[1])})"
+
     def _print_Softmax(self, expr):
         return f"torch.softmax({self._print(expr.args[0])}, 1)"
 

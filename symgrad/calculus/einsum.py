@@ -19,7 +19,7 @@ from symgrad.calculus.matrix_form import Comp
 from symgrad.calculus.partial_reads import unmark
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH
-from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin, ShiftMax
 
 #: The batch size (the same Symbol as ``layout.N``; layout imports this module).
 N = BATCH
@@ -68,9 +68,17 @@ class Gather(sp.Function):
 
 
 class IndexIn(sp.Function):
-    """``[lo <= e <= hi]`` over the scope's axes (``e`` an index array): args (e, lo, hi)."""
+    """``[lo <= e <= hi]`` over the scope's axes (``e`` an index array): args (e, lo, hi).
+    An index over its whole range (known once the sizes are numbers) is always in: 1."""
 
     nargs = 3
+
+    @classmethod
+    def eval(cls, e, lo, hi):
+        if isinstance(e, Arange) and lo.is_number and hi.is_number and e.args[0].is_number:
+            if lo <= 0 and hi >= e.args[0] - 1:
+                return sp.S.One
+        return None
 
     def _sympystr(self, printer):
         e, lo, hi = (printer._print(a) for a in self.args)
@@ -92,6 +100,13 @@ class Masked(sp.Function):
     ``e``). Args (Tuple(conditions), e)."""
 
     nargs = 2
+
+    @classmethod
+    def eval(cls, conds, e):
+        kept = [c for c in conds if c != 1]
+        if not kept:
+            return e
+        return cls(sp.Tuple(*kept), e) if len(kept) < len(conds) else None
 
     def _sympystr(self, printer):
         cond = " & ".join(printer._print(c) for c in self.args[0])
@@ -167,6 +182,15 @@ class Einsum(sp.Function):
         return f'einsum("{spec.name}", {", ".join(printer._print(o) for o in ops)}){slots.name}'
 
 
+class AxisSoftmax(sp.Function):
+    """The stable softmax of ``e`` along ``axis`` (the maximum shifted out): args (e, axis)."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        return f"softmax({printer._print(self.args[0])}, axis={int(self.args[1])})"
+
+
 class Full(sp.Function):
     """``e`` broadcast to ``shape`` (a fresh array): args (e, Tuple(shape))."""
 
@@ -219,6 +243,7 @@ LOWERED = (
     ShareMin,
     Full,
     Einsum,
+    AxisSoftmax,
 )
 #: Unlowered display nodes (lowered by ``layout.lower_fallbacks`` before printing code).
 DISPLAY = (Batched,)
@@ -397,6 +422,10 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
     if not e.args:
         return e
     if e.is_Mul:
+        over = _softmax_over(e, ctx, rng)
+        if over is not None:  # exp(z - max_u z) / sum_u exp(..): one softmax along u's axis
+            inner = _lower(over[0], ctx, rng, params, batched)
+            return AxisSoftmax(inner, sp.Integer(ctx.index(over[1]) + lead))
         return _masked([_lower(a, ctx, rng, params, batched) for a in e.args])
     return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
 
@@ -423,3 +452,31 @@ def einsum_spec(
     keep = sorted(q for q in used if q != axis)
     spec = ",".join(subs) + "->" + "".join(letters[q] for q in keep)
     return spec, ops, keep
+
+
+def _softmax_over(e: sp.Mul, ctx: list, rng: dict) -> tuple[sp.Expr, sp.Symbol] | None:
+    """``(z, u)`` when ``e`` is ``exp(z - max_u z) / sum_u' exp(z[u -> u'] - max_u z)``,
+    the softmax of ``z`` along an index ``u`` in scope (found by structure)."""
+    num = [f for f in e.args if isinstance(f, sp.exp)]
+    den = [f for f in e.args if f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum)]
+    if len(e.args) != 2 or len(num) != 1 or len(den) != 1 or len(den[0].base.limits) != 1:
+        return None
+    arg = num[0].args[0]
+    shifts = [t for t in sp.Add.make_args(arg) if isinstance(-t, ShiftMax)]
+    if len(shifts) != 1:
+        return None
+    body, over, last = (-shifts[0]).args
+    z = arg - shifts[0]
+    var, lo, hi = den[0].base.limits[0]
+    for u in ctx:
+        if (
+            z.has(u)
+            and body == z.xreplace({u: over})
+            and lo == 0
+            and hi == last
+            and sp.simplify(rng[u] - 1 - last) == 0
+            and den[0].base.function == sp.exp(arg.xreplace({u: var}))
+        ):
+            return z, u
+    return None
+
