@@ -75,9 +75,9 @@ class IndexIn(sp.Function):
 
     @classmethod
     def eval(cls, e, lo, hi):
-        if isinstance(e, Arange) and lo.is_number and hi.is_number and e.args[0].is_number:
-            if lo <= 0 and hi >= e.args[0] - 1:
-                return sp.S.One
+        known = isinstance(e, Arange) and lo.is_number and hi.is_number and e.args[0].is_number
+        if known and lo <= 0 and hi >= e.args[0] - 1:
+            return sp.S.One
         return None
 
     def _sympystr(self, printer):
@@ -479,4 +479,3 @@ def _softmax_over(e: sp.Mul, ctx: list, rng: dict) -> tuple[sp.Expr, sp.Symbol] 
         ):
             return z, u
     return None
-
