@@ -485,7 +485,7 @@ class _Parser:
                     self.fail(
                         f"{tok.text}(..., {sym}): the expression does not use index {str(sym)!r}"
                     )
-                return self.build(tok, lambda b: reduce(b, sym, hi), body, fold=False)
+                return self.build(tok, lambda b, s=sym, h=hi: reduce(b, s, h), body, fold=False)
             body = self.build(tok, lambda b, s=sym, h=hi: sp.Sum(b, (s, 0, h)), body, fold=False)
         return body
 
@@ -530,6 +530,7 @@ class _Parser:
         else:
             self.next()  # the index name, checked above
         return sym, lo, hi
+
 
 def scalar_names(text: str, *, field: str | None = None) -> tuple[str, ...]:
     """The variable names of a free scalar expression, in order of first appearance.
