@@ -15,7 +15,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from symgrad.calculus.einsum import Arange, Place, einsum_spec
-from symgrad.calculus.einsum_blas import Side, matmul_plan
+from symgrad.calculus.einsum_blas import matmul_plan, matmul_text
 from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
@@ -224,19 +224,7 @@ class SymgradNumPyPrinter(NumPyPrinter):
         plan = matmul_plan(spec)
         if plan is None:
             return f'np.einsum("{spec}", {", ".join(names)}){slots}'
-        product = f"({self._side(plan.left, names)} @ {self._side(plan.right, names)})"
-        return product + slots
-
-    def _side(self, side: Side, names: list[str]) -> str:
-        name = names[side.operand]
-        text = name if side.perm is None else self._permuted(name, side.perm)
-        if side.units is not None:
-            text += "[" + ", ".join(":" if u else "None" for u in side.units) + "]"
-        if side.merge == "front":
-            text += f".reshape(-1, {name}.shape[{side.keep}])"
-        elif side.merge == "back":
-            text += f".reshape({name}.shape[{side.keep}], -1)"
-        return text + (".T" if side.transpose else "")
+        return f"({matmul_text(plan, names, self._permuted)})" + slots
 
     @staticmethod
     def _permuted(name: str, perm: tuple[int, ...]) -> str:

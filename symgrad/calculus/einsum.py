@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from symgrad.calculus.einsum_blas import display_permuted, matmul_plan, matmul_text
 from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.calculus.matrix_form import Comp
 from symgrad.calculus.partial_reads import unmark
@@ -178,8 +179,14 @@ class Einsum(sp.Function):
     Args (Symbol(spec), Symbol(slots), *operand names); atoms only, so CSE keeps it whole."""
 
     def _sympystr(self, printer):
+        # for documents: a matrix product per sample as @ (each sample's matrix
+        # transposed written .mT), any other contraction as the einsum
         spec, slots, *ops = self.args
-        return f'einsum("{spec.name}", {", ".join(printer._print(o) for o in ops)}){slots.name}'
+        names = [printer._print(o) for o in ops]
+        plan = matmul_plan(spec.name)
+        if plan is None:
+            return f'einsum("{spec.name}", {", ".join(names)}){slots.name}'
+        return f"({matmul_text(plan, names, display_permuted)}){slots.name}"
 
 
 class AxisSoftmax(sp.Function):
@@ -215,7 +222,11 @@ class Batched(sp.Function):
         return Batched(r, self.args[1]) if r != 0 else sp.S.Zero
 
     def _sympystr(self, printer):
-        return printer._print(self.lowered())
+        low = self.lowered()
+        text = printer._print(low)
+        if isinstance(low, Einsum) and text.startswith("(") and text.endswith(")"):
+            return text[1:-1]  # a whole matrix product needs no parentheses
+        return text
 
     def _latex(self, printer):
         if samples_explicit(self.args[0]):

@@ -14,6 +14,7 @@ what the arrays are called; anything else keeps the ``einsum``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -113,3 +114,36 @@ def _merged(
     left = Side(ops[0], merge=lm, keep=x.index(m), transpose=lm == "front")
     right = Side(ops[1], merge=rm, keep=y.index(p), transpose=rm == "back")
     return MatmulPlan(left, right)
+
+
+def matmul_text(
+    plan: MatmulPlan, names: list[str], permuted: Callable[[str, tuple[int, ...]], str]
+) -> str:
+    """``left @ right`` for ``plan`` over the operands ``names``; ``permuted(name, perm)``
+    spells an array with its axes reordered (each target its own)."""
+    return f"{_side_text(plan.left, names, permuted)} @ {_side_text(plan.right, names, permuted)}"
+
+
+def _side_text(
+    side: Side, names: list[str], permuted: Callable[[str, tuple[int, ...]], str]
+) -> str:
+    name = names[side.operand]
+    text = name if side.perm is None else permuted(name, side.perm)
+    if side.units is not None:
+        text += "[" + ", ".join(":" if u else "None" for u in side.units) + "]"
+    if side.merge == "front":
+        text += f".reshape(-1, {name}.shape[{side.keep}])"
+    elif side.merge == "back":
+        text += f".reshape({name}.shape[{side.keep}], -1)"
+    return text + (".T" if side.transpose else "")
+
+
+def display_permuted(name: str, perm: tuple[int, ...]) -> str:
+    """For documents: ``a.T`` (a matrix), ``a.mT`` (the last two axes swapped: each
+    sample's matrix transposed), else ``transpose(a, perm)``."""
+    n = len(perm)
+    if n == 2:
+        return f"{name}.T"
+    if perm == (*range(n - 2), n - 1, n - 2):
+        return f"{name}.mT"
+    return f"transpose({name}, {perm})"
