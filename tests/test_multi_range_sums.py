@@ -34,9 +34,7 @@ def test_several_ranges_are_nested_sums():
     assert parse("sum(W[i, j, k] * x[j] * x[k], j, (k, 0, n - 1))") == want
     # an explicit first value shifts that index only
     shifted = parse("sum(W[i, j, k] * x[j] * x[k], (j, 1, 2), k)")
-    assert shifted == sp.Sum(
-        sp.Sum(W[i, j + 1, k] * x[j + 1] * x[k], (k, 0, N - 1)), (j, 0, 1)
-    )
+    assert shifted == sp.Sum(sp.Sum(W[i, j + 1, k] * x[j + 1] * x[k], (k, 0, N - 1)), (j, 0, 1))
 
 
 @pytest.mark.parametrize(

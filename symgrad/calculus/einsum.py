@@ -54,6 +54,9 @@ class Arange(sp.Function):
 
     nargs = 3
 
+    def _sympystr(self, printer):
+        return f"arange({printer._print(self.args[0])})"
+
 
 class Gather(sp.Function):
     """Array ``name`` read at computed positions (index arithmetic, ``a[i + h]``): args
@@ -233,7 +236,7 @@ class Batched(sp.Function):
             # the sample index is the rows' axis: the component form is the batched form,
             # and typeset it breaks across lines where a long array program cannot
             return printer._print(self.args[0])
-        text = str(self.lowered())  # NumPy-like text: only _ { } % # & $ need escaping
+        text = sp.StrPrinter().doprint(self)  # NumPy-like text: only _ { } % # & $ need escaping
         for ch in "_{}%#&$":
             text = text.replace(ch, "\\" + ch)
         return r"\texttt{" + text + "}"
