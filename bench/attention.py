@@ -7,12 +7,19 @@ with torch eager autograd, in one run; and the derivation time as T and d grow.
 
 from __future__ import annotations
 
-import statistics
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
+# one thread for every library in the comparison (torch's is set in main): a BLAS that
+# spawns threads per call on a loaded machine measures the contention, not the code
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

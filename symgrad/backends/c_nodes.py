@@ -30,6 +30,7 @@ from symgrad.calculus.einsum import (
     Arange,
     AxisMax,
     AxisMin,
+    AxisSoftmax,
     AxisSum,
     Delta,
     Einsum,
@@ -152,6 +153,15 @@ class StatementLowerer(ConvLowerer):
         shape, (h, c) = self.broadcast([Val(hit, v.shape), count])
         return Val(h.expr / c.expr, shape)
 
+    def axis_softmax(self, e: AxisSoftmax) -> Val:
+        """The stable softmax along an axis: exp(v - max) / sum(exp(v - max))."""
+        v = self.read(self.materialise(self.lower(e.args[0])))
+        ax = int(e.args[1])
+        m = self.reduce(v, {ax}, "max", True)
+        ex = self.read(self.materialise(Val(sp.exp(v.expr - m.expr), v.shape)))
+        total = self.reduce(ex, {ax}, "+", True)
+        return Val(ex.expr / total.expr, v.shape)
+
     # -- the component fallback: placed arrays, index values, einsum ------------------
     def placed(self, e: Place) -> Val:
         sym, pos, ndim, mine = e.args
@@ -232,6 +242,7 @@ _NODES = {
     Delta: StatementLowerer.delta,
     Full: StatementLowerer.full,
     Einsum: StatementLowerer.einsum,
+    AxisSoftmax: StatementLowerer.axis_softmax,
     cf.Correlate: StatementLowerer.correlate,
     cf.CorrWeightGrad: StatementLowerer.corr_weight_grad,
     cf.CorrInputGrad: StatementLowerer.corr_input_grad,

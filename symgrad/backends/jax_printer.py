@@ -21,6 +21,9 @@ class JaxPrinter(ReprefixPrinter):
     def _print_Softmax(self, expr):
         return f"jax.nn.softmax({self._print(expr.args[0])}, axis=1)"
 
+    def _print_AxisSoftmax(self, expr):
+        return f"jax.nn.softmax({self._print(expr.args[0])}, axis={int(expr.args[1])})"
+
     def _print_LogSumExp(self, expr):
         return f"jax.nn.logsumexp({self._print(expr.args[0])}, axis=1, keepdims=True)"
 

@@ -15,6 +15,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from symgrad.calculus.einsum import Arange, Place, einsum_spec
+from symgrad.calculus.einsum_blas import matmul_plan, matmul_text
 from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
@@ -209,18 +210,38 @@ class SymgradNumPyPrinter(NumPyPrinter):
             return self._reduce("sum", expr)
         spec, ops, keep = plan
         ndim = int(next(iter(expr.args[0].atoms(Place))).args[2])
-        args = ", ".join(self._print(name) for name, _ in ops)
         out_axes = [d for d in range(ndim) if d != axis]
         present = {out_axes.index(q) for q in keep}
-        return f'np.einsum("{spec}", {args})' + self._slots(present, ndim - 1)
+        return self._einsum(spec, [name for name, _ in ops], self._slots(present, ndim - 1))
 
     def _print_Einsum(self, expr):
         spec, slots, *ops = expr.args
-        args = ", ".join(self._print(o) for o in ops)
-        return f'np.einsum("{spec.name}", {args}){slots.name}'
+        return self._einsum(spec.name, ops, slots.name)
+
+    def _einsum(self, spec: str, ops: list, slots: str) -> str:
+        """An einsum, as a (batched) matrix product ``@`` where it is one (BLAS)."""
+        names = [self._print(o) for o in ops]
+        plan = matmul_plan(spec)
+        if plan is None:
+            return f'np.einsum("{spec}", {", ".join(names)}){slots}'
+        return f"({matmul_text(plan, names, self._permuted)})" + slots
+
+    @staticmethod
+    def _permuted(name: str, perm: tuple[int, ...]) -> str:
+        """Array ``name`` with its axes in the order ``perm`` (a view)."""
+        n = len(perm)
+        if n == 2:
+            return f"{name}.T"
+        if perm == (*range(n - 2), n - 1, n - 2):
+            return f"np.swapaxes({name}, -1, -2)"
+        return f"np.transpose({name}, {perm})"
 
     def _print_AxisMax(self, expr):
         return self._reduce("max", expr)
+
+    def _print_AxisSoftmax(self, expr):
+        self.helpers.add("_softmax_axis")
+        return f"_softmax_axis({self._print(expr.args[0])}, {int(expr.args[1])})"
 
     def _print_AxisMin(self, expr):
         return self._reduce("min", expr)

@@ -122,6 +122,14 @@ class TorchPrinter(ReprefixPrinter):
         text = super()._print_Place(expr)
         return text.replace("np.transpose(", "torch.permute(")
 
+    @staticmethod
+    def _permuted(name: str, perm: tuple[int, ...]) -> str:
+        text = SymgradNumPyPrinter._permuted(name, perm)
+        return text.replace("np.transpose(", "torch.permute(")
+
+    def _print_AxisSoftmax(self, expr):
+        return f"torch.softmax({self._print(expr.args[0])}, {int(expr.args[1])})"
+
     def _print_Softmax(self, expr):
         return f"torch.softmax({self._print(expr.args[0])}, 1)"
 

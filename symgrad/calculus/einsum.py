@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import sympy as sp
 
+from symgrad.calculus.einsum_blas import display_permuted, matmul_plan, matmul_text
 from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.calculus.matrix_form import Comp
 from symgrad.calculus.partial_reads import unmark
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH
-from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin
+from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin, ShiftMax
 
 #: The batch size (the same Symbol as ``layout.N``; layout imports this module).
 N = BATCH
@@ -53,6 +54,9 @@ class Arange(sp.Function):
 
     nargs = 3
 
+    def _sympystr(self, printer):
+        return f"arange({printer._print(self.args[0])})"
+
 
 class Gather(sp.Function):
     """Array ``name`` read at computed positions (index arithmetic, ``a[i + h]``): args
@@ -68,9 +72,17 @@ class Gather(sp.Function):
 
 
 class IndexIn(sp.Function):
-    """``[lo <= e <= hi]`` over the scope's axes (``e`` an index array): args (e, lo, hi)."""
+    """``[lo <= e <= hi]`` over the scope's axes (``e`` an index array): args (e, lo, hi).
+    An index over its whole range (known once the sizes are numbers) is always in: 1."""
 
     nargs = 3
+
+    @classmethod
+    def eval(cls, e, lo, hi):
+        known = isinstance(e, Arange) and lo.is_number and hi.is_number and e.args[0].is_number
+        if known and lo <= 0 and hi >= e.args[0] - 1:
+            return sp.S.One
+        return None
 
     def _sympystr(self, printer):
         e, lo, hi = (printer._print(a) for a in self.args)
@@ -92,6 +104,13 @@ class Masked(sp.Function):
     ``e``). Args (Tuple(conditions), e)."""
 
     nargs = 2
+
+    @classmethod
+    def eval(cls, conds, e):
+        kept = [c for c in conds if c != 1]
+        if not kept:
+            return e
+        return cls(sp.Tuple(*kept), e) if len(kept) < len(conds) else None
 
     def _sympystr(self, printer):
         cond = " & ".join(printer._print(c) for c in self.args[0])
@@ -163,8 +182,23 @@ class Einsum(sp.Function):
     Args (Symbol(spec), Symbol(slots), *operand names); atoms only, so CSE keeps it whole."""
 
     def _sympystr(self, printer):
+        # for documents: a matrix product per sample as @ (each sample's matrix
+        # transposed written .mT), any other contraction as the einsum
         spec, slots, *ops = self.args
-        return f'einsum("{spec.name}", {", ".join(printer._print(o) for o in ops)}){slots.name}'
+        names = [printer._print(o) for o in ops]
+        plan = matmul_plan(spec.name)
+        if plan is None:
+            return f'einsum("{spec.name}", {", ".join(names)}){slots.name}'
+        return f"({matmul_text(plan, names, display_permuted)}){slots.name}"
+
+
+class AxisSoftmax(sp.Function):
+    """The stable softmax of ``e`` along ``axis`` (the maximum shifted out): args (e, axis)."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        return f"softmax({printer._print(self.args[0])}, axis={int(self.args[1])})"
 
 
 class Full(sp.Function):
@@ -191,14 +225,18 @@ class Batched(sp.Function):
         return Batched(r, self.args[1]) if r != 0 else sp.S.Zero
 
     def _sympystr(self, printer):
-        return printer._print(self.lowered())
+        low = self.lowered()
+        text = printer._print(low)
+        if isinstance(low, Einsum) and text.startswith("(") and text.endswith(")"):
+            return text[1:-1]  # a whole matrix product needs no parentheses
+        return text
 
     def _latex(self, printer):
         if samples_explicit(self.args[0]):
             # the sample index is the rows' axis: the component form is the batched form,
             # and typeset it breaks across lines where a long array program cannot
             return printer._print(self.args[0])
-        text = str(self.lowered())  # NumPy-like text: only _ { } % # & $ need escaping
+        text = sp.StrPrinter().doprint(self)  # NumPy-like text: only _ { } % # & $ need escaping
         for ch in "_{}%#&$":
             text = text.replace(ch, "\\" + ch)
         return r"\texttt{" + text + "}"
@@ -219,6 +257,7 @@ LOWERED = (
     ShareMin,
     Full,
     Einsum,
+    AxisSoftmax,
 )
 #: Unlowered display nodes (lowered by ``layout.lower_fallbacks`` before printing code).
 DISPLAY = (Batched,)
@@ -227,6 +266,10 @@ DISPLAY = (Batched,)
 def axis_sum(arg: sp.Expr, axis: sp.Integer) -> sp.Expr:
     """``AxisSum(arg, axis)``, as one ``np.einsum`` when ``arg`` is a product of arrays."""
     coeff, rest = arg.as_coeff_Mul() if arg.is_Mul else (sp.S.One, arg)
+    if isinstance(rest, Einsum) and not rest.args[1].name:  # one einsum, one letter fewer
+        ins, out = rest.args[0].name.split("->")
+        out = out[: int(axis)] + out[int(axis) + 1 :]
+        return coeff * Einsum(sp.Symbol(f"{ins}->{out}"), sp.Symbol(""), *rest.args[2:])
     plan = einsum_spec(rest, int(axis))
     if plan is None:
         return AxisSum(arg, axis)
@@ -393,6 +436,10 @@ def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) ->
     if not e.args:
         return e
     if e.is_Mul:
+        over = _softmax_over(e, ctx, rng)
+        if over is not None:  # exp(z - max_u z) / sum_u exp(..): one softmax along u's axis
+            inner = _lower(over[0], ctx, rng, params, batched)
+            return AxisSoftmax(inner, sp.Integer(ctx.index(over[1]) + lead))
         return _masked([_lower(a, ctx, rng, params, batched) for a in e.args])
     return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
 
@@ -419,3 +466,30 @@ def einsum_spec(
     keep = sorted(q for q in used if q != axis)
     spec = ",".join(subs) + "->" + "".join(letters[q] for q in keep)
     return spec, ops, keep
+
+
+def _softmax_over(e: sp.Mul, ctx: list, rng: dict) -> tuple[sp.Expr, sp.Symbol] | None:
+    """``(z, u)`` when ``e`` is ``exp(z - max_u z) / sum_u' exp(z[u -> u'] - max_u z)``,
+    the softmax of ``z`` along an index ``u`` in scope (found by structure)."""
+    num = [f for f in e.args if isinstance(f, sp.exp)]
+    den = [f for f in e.args if f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum)]
+    if len(e.args) != 2 or len(num) != 1 or len(den) != 1 or len(den[0].base.limits) != 1:
+        return None
+    arg = num[0].args[0]
+    shifts = [t for t in sp.Add.make_args(arg) if isinstance(-t, ShiftMax)]
+    if len(shifts) != 1:
+        return None
+    body, over, last = (-shifts[0]).args
+    z = arg - shifts[0]
+    var, lo, hi = den[0].base.limits[0]
+    for u in ctx:
+        if (
+            z.has(u)
+            and body == z.xreplace({u: over})
+            and lo == 0
+            and hi == last
+            and sp.simplify(rng[u] - 1 - last) == 0
+            and den[0].base.function == sp.exp(arg.xreplace({u: var}))
+        ):
+            return z, u
+    return None

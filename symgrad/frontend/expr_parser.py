@@ -11,7 +11,7 @@ Grammar (Python precedence and associativity)::
     unary   := ('+' | '-')* power
     power   := primary ('**' unary)?          # right-associative, exponent a constant
     primary := NUMBER | NAME | NAME '[' INDEX (',' INDEX)* ']'
-             | FUNC '(' expr (',' expr)* ')' | 'sum' '(' expr ',' RANGE ')' | '(' expr ')'
+             | FUNC '(' expr (',' expr)* ')' | 'sum' '(' expr (',' RANGE)+ ')' | '(' expr ')'
              | ('max' | 'min') '(' expr ',' RANGE ')'    # a reduction over the index
     RANGE   := INDEX | '(' INDEX ',' expr ',' expr ')'   # inclusive limits, sizes and numbers
 
@@ -57,7 +57,7 @@ _TOKEN_RE = re.compile(
 )
 _UNDEFINED = (sp.nan, sp.zoo, sp.oo, sp.S.NegativeInfinity)
 _BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
-_SUM_ARITY = "sum() takes 2 arguments: sum(expression, index)"
+_SUM_ARITY = "sum() takes 2 or more arguments: sum(expression, index, ...)"
 
 
 class _Token(NamedTuple):
@@ -447,10 +447,11 @@ class _Parser:
         return value
 
     def sum(self, tok: _Token, reduce: type | None = None) -> sp.Expr:
-        """``sum(body, j)`` or ``sum(body, (j, lo, hi))`` (inclusive limits), or with
-        ``reduce`` the reduction ``max(body, j)``/``min``."""
+        """``sum(body, j)``, ``sum(body, (j, lo, hi))`` (inclusive limits) or several such
+        ranges, ``sum(body, j, (k, 0, r - 1))`` (a sum over each), or with ``reduce`` the
+        reduction ``max(body, j)``/``min`` over one index."""
         self.enter(self.expect("("))
-        # The index argument binds names in the body: find it first, after the comma
+        # The index arguments bind names in the body: find them first, after the comma
         # at this nesting level.
         k = self._comma_ahead(self.pos)
         t = self.tokens[k]
@@ -458,22 +459,65 @@ class _Parser:
             self.fail(_SUM_ARITY if reduce is None else f"{tok.text}() needs 2 arguments")
         if t.text != ",":
             self.unexpected(t)
-        ranged = self.tokens[k + 1].kind == "op" and self.tokens[k + 1].text == "("
-        name = self.index_token(
-            self.tokens[k + 2 if ranged else k + 1],
-            "the second argument of sum() must be an index name or (index, first, last)",
-        )
-        if name in self.bound:
-            self.fail(f"index {name!r} is already bound by an enclosing sum")
-        if name in self.free:
-            self.fail(f"cannot sum over free index {name!r}")
-        self.bound.append(name)
+        names = self._range_names(k + 1, several=reduce is None)
+        for n_, name in enumerate(names):
+            if name in self.bound or name in names[:n_]:
+                self.fail(f"index {name!r} is already bound by an enclosing sum")
+            if name in self.free:
+                self.fail(f"cannot sum over free index {name!r}")
+        self.bound.extend(names)
         body = self.expr()
-        self.bound.pop()
-        self.expect(",")
+        del self.bound[len(self.bound) - len(names) :]
+        ranges = []
+        for _ in names:
+            self.expect(",")
+            ranges.append(self._range(tok))
+        if self.at(","):
+            self.fail(_SUM_ARITY if reduce is None else f"{tok.text}() needs 2 arguments")
+        self.expect(")")
+        self.depth -= 1
+        for sym, lo, hi in reversed(ranges):  # the first range is the outermost sum
+            if lo != 0:  # ranges start at 0 in the IR: shift the index
+                body = body.xreplace({sym: sym + lo})
+                hi = hi - lo
+            if reduce is not None:
+                if not body.has(sym):
+                    self.fail(
+                        f"{tok.text}(..., {sym}): the expression does not use index {str(sym)!r}"
+                    )
+                return self.build(tok, lambda b, s=sym, h=hi: reduce(b, s, h), body, fold=False)
+            body = self.build(tok, lambda b, s=sym, h=hi: sp.Sum(b, (s, 0, h)), body, fold=False)
+        return body
+
+    def _range_names(self, k: int, several: bool) -> list[str]:
+        """The index names of the ranges from token ``k`` on (each ``j`` or ``(j, lo, hi)``,
+        separated by commas; one unless ``several``)."""
+        names = []
+        while True:
+            ranged = self.tokens[k].kind == "op" and self.tokens[k].text == "("
+            names.append(
+                self.index_token(
+                    self.tokens[k + 1 if ranged else k],
+                    "the second argument of sum() must be an index name or (index, first, last)",
+                )
+            )
+            if ranged:  # past the matching ')'
+                k = self._comma_ahead(k + 1)
+                while self.tokens[k].text == ",":
+                    k = self._comma_ahead(k + 1)
+            if self.tokens[k].kind == "end":
+                return names
+            k += 1
+            if not several or self.tokens[k].text != "," or self.tokens[k].kind != "op":
+                return names
+            k += 1
+
+    def _range(self, tok: _Token) -> tuple[sp.Symbol, sp.Expr, sp.Expr]:
+        """One range ``j`` or ``(j, lo, hi)`` (its name checked already): (symbol, lo, hi)."""
+        name = self.peek().text if not self.at("(") else self.tokens[self.pos + 1].text
         sym, width = self.indices[name]
         lo, hi = sp.S.Zero, width - 1
-        if ranged:
+        if self.at("("):
             self.expect("(")
             self.next()  # the index name, checked above
             self.expect(",")
@@ -485,18 +529,7 @@ class _Parser:
                 self.fail(f"{tok.text}(..., ({name}, {lo}, {hi})): the range is empty")
         else:
             self.next()  # the index name, checked above
-        if self.at(","):
-            self.fail(_SUM_ARITY)
-        self.expect(")")
-        self.depth -= 1
-        if lo != 0:  # ranges start at 0 in the IR: shift the index
-            body = body.xreplace({sym: sym + lo})
-            hi = hi - lo
-        if reduce is not None:
-            if not body.has(sym):
-                self.fail(f"{tok.text}(..., {name}): the expression does not use index {name!r}")
-            return self.build(tok, lambda b: reduce(b, sym, hi), body, fold=False)
-        return self.build(tok, lambda b: sp.Sum(b, (sym, 0, hi)), body, fold=False)
+        return sym, lo, hi
 
 
 def scalar_names(text: str, *, field: str | None = None) -> tuple[str, ...]:

@@ -53,7 +53,9 @@ def infer_ranges(
 
     def extent(summand: sp.Expr, var: sp.Symbol) -> sp.Expr:
         found: dict[sp.Expr, tuple[sp.Expr, str]] = {}
-        for ind in summand.atoms(sp.Indexed):
+        # in a fixed order: every copy of a summand (a softmax's shift repeats it) gets
+        # the same spelling of its extent
+        for ind in sorted(summand.atoms(sp.Indexed), key=sp.default_sort_key):
             shape = dims.get(ind.base)
             if shape is None or len(shape) != len(ind.indices):
                 continue

@@ -6,6 +6,12 @@ map with several axes (attention weights), the map becomes two stages found by s
 the scores ``z<l>[t, u] = e`` and the softmax ``a<l>[t, u]`` of ``z<l>`` over ``u``. The
 backward pass then states the scores' adjoint once (``delta<l> = P * (dP - rowsum(P dP))``)
 instead of differentiating the exponentials again for every input of ``e``.
+
+A vector map that is a softmax over its index (``softmax(a1[i], i)``,
+``softmax(sum(V[i, j] * a1[j], j), i)``) becomes the softmax stage of the built-in layer,
+``exp(z[i]) / sum_j exp(z[j])`` (after a scores stage ``z[i] = e`` unless ``e`` reads the
+input as it is): the same stable form and, before a cross-entropy loss, the same fused
+delta ``yhat - y``, found by structure.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from dataclasses import replace
 
 import sympy as sp
 
+from symgrad.ir.indices import idx
 from symgrad.ir.network import Stage
 from symgrad.ir.reductions import ShiftMax
 
 
-def _parts(stage: Stage) -> tuple[sp.Expr, sp.Symbol, sp.Expr] | None:
-    """``(e, u, last)`` when ``stage.body`` is the softmax of ``e`` over its index ``u``."""
+def _parts(stage: Stage, indices: tuple) -> tuple[sp.Expr, sp.Symbol, sp.Expr] | None:
+    """``(e, u, last)`` when ``stage.body`` is the softmax of ``e`` over an index ``u`` of
+    ``indices``."""
     factors = sp.Mul.make_args(stage.body)
     if len(factors) != 2:
         return None
@@ -34,7 +42,7 @@ def _parts(stage: Stage) -> tuple[sp.Expr, sp.Symbol, sp.Expr] | None:
     shift = -shifts[0]
     e = arg + shift
     body, over, last = shift.args
-    for u in stage.indices:
+    for u in indices:
         if e.has(u) and body == e.xreplace({u: over}):
             s = den[0].base
             var, lo, hi = s.limits[0]
@@ -47,8 +55,8 @@ def split_softmax(stage: Stage) -> list[Stage]:
     """``[scores, softmax]`` for a tensor map that is a softmax over one of its indices,
     else ``[stage]``."""
     if not stage.indices:
-        return [stage]
-    parts = _parts(stage)
+        return _split_vector(stage)
+    parts = _parts(stage, stage.indices)
     if parts is None:
         return [stage]
     e, u, last = parts
@@ -73,3 +81,21 @@ def split_softmax(stage: Stage) -> list[Stage]:
         attrs=(("form", "component"),),
     )
     return [scores, soft]
+
+
+def _split_vector(stage: Stage) -> list[Stage]:
+    """``[scores?, softmax]`` for a vector map that is a softmax over its index, with the
+    built-in softmax layer's body; else ``[stage]``."""
+    parts = _parts(stage, (stage.index,))
+    if parts is None or stage.sample is not None:
+        return [stage]
+    e, u, last = parts
+    scores: list[Stage] = []
+    z = stage.inp
+    if e != stage.inp[u]:
+        z = sp.IndexedBase(f"z{stage.layer}", real=True)
+        scores = [replace(stage, out=z, body=e)]
+    j = idx("j") if u != idx("j") else idx("k")
+    body = sp.exp(z[u]) / sp.Sum(sp.exp(z[j]), (j, 0, last))
+    soft = Stage(stage.out, z, stage.width, stage.width, body, stage.layer, "map", "softmax")
+    return [*scores, soft]
