@@ -29,6 +29,7 @@ from symgrad.calculus.forward_values import (
     rewrite,
     tanh_from_ratio,
 )
+from symgrad.calculus.renamed_memo import is_zero, renamed
 from symgrad.calculus.softmax_values import rewrite_softmax
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
@@ -237,7 +238,18 @@ def _structure(local: sp.Expr, stage: Stage) -> str:
 
 
 def _finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
-    return canonical(sp.factor_terms(tanh_from_ratio(expr)), free, names)
+    """A gradient's final component form (memoised up to the names of quantities)."""
+    return renamed(
+        "finish",
+        lambda e: canonical(sp.factor_terms(tanh_from_ratio(e)), free, names),
+        expr,
+        extra=(free, names),
+    )
+
+
+def _canonical(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+    """:func:`canonical`, memoised up to the names of quantities."""
+    return renamed("canonical", lambda e: canonical(e, free, names), expr, extra=(free, names))
 
 
 @dataclass(frozen=True)
@@ -448,7 +460,7 @@ def reverse_accumulate(net: Network) -> Derivation:
             indices=(sp.Symbol("i", integer=True),),
             component=loss_comp,
             local=None,
-            local_raw=canonical(raw_loss, (K,), FREE_NAMES),
+            local_raw=_canonical(raw_loss, (K,), FREE_NAMES),
             local_indices=(),
             jacobian="loss",
             upstream=None,
@@ -484,7 +496,7 @@ def reverse_accumulate(net: Network) -> Derivation:
                 comp = comp + sp.Add(*(c for _, _, c in shared_uses))
                 p_contrib = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in shared_uses))
                 notes.append(_fan_in_note(grad_name(p.name), p.name, p_contrib))
-            if comp.is_zero:
+            if is_zero(comp):
                 notes.append(f"the gradient of {p.name} is identically zero")
             names = PARAM_NAMES[: len(pidx)]
             comp_c = _finish(comp, pidx, names)
@@ -499,8 +511,8 @@ def reverse_accumulate(net: Network) -> Derivation:
                     kind="param",
                     indices=free,
                     component=comp_c,
-                    local=canonical(local, (*outs, *pidx), (*onames, *names)),
-                    local_raw=canonical(raw, (*outs, *pidx), (*onames, *names)),
+                    local=_canonical(local, (*outs, *pidx), (*onames, *names)),
+                    local_raw=_canonical(raw, (*outs, *pidx), (*onames, *names)),
                     local_indices=(*(idx(nm) for nm in onames), *free),
                     jacobian="param",
                     upstream=upstream,
@@ -553,8 +565,8 @@ def reverse_accumulate(net: Network) -> Derivation:
             lnames = (*onames, *(nm + "'" for nm in fnames))
             comp_c = _finish(comp, kin, fnames)
             free = tuple(idx(nm) for nm in fnames)
-            local_c = canonical(local, (*outs, *kin), lnames)
-            raw_c = canonical(calc.raw[0], (*outs, *kin), lnames)
+            local_c = _canonical(local, (*outs, *kin), lnames)
+            raw_c = _canonical(calc.raw[0], (*outs, *kin), lnames)
             local_idx = tuple(idx(nm) for nm in lnames)
             if stage.in_shape:
                 matrix = _array_form(stage, comp_c, free, stage.in_shape)
@@ -563,15 +575,15 @@ def reverse_accumulate(net: Network) -> Derivation:
             # the adjoint of sample s's input: every sample t of the batch contributes
             comp_c = _finish(comp, (T, K), ("s", "i"))
             free = (idx("s"), idx("i"))
-            local_c = canonical(local, (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
-            raw_c = canonical(calc.raw[0], (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
+            local_c = _canonical(local, (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
+            raw_c = _canonical(calc.raw[0], (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
             local_idx = (idx("s"), idx("i"), idx("t"), idx("k"))
             gshape = (BATCH, stage.in_width)
         else:
             comp_c = _finish(comp, (K,), FREE_NAMES)
             free = (sp.Symbol("i", integer=True),)
-            local_c = canonical(local, (stage.index, K), ("i", "k"))
-            raw_c = canonical(calc.raw[0], (stage.index, K), ("i", "k"))
+            local_c = _canonical(local, (stage.index, K), ("i", "k"))
+            raw_c = _canonical(calc.raw[0], (stage.index, K), ("i", "k"))
             local_idx = (idx("i"), idx("k"))
             gshape = (stage.in_width,)
         steps.append(
