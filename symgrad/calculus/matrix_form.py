@@ -125,7 +125,7 @@ def matrix_pass(d: Any) -> Any:
     Where a contraction has no neat matrix form, the component fallback ``Comp`` stands in."""
     names = sp.Tuple(*(sp.Symbol(p) for p in d.network.param_names))
     _PARTIAL["extents"] = partial_reads.extents(d)
-    _PARTIAL["sizes"] = dict(d.network.sizes)
+    _PARTIAL["sizes"] = {k: sp.Integer(v) for k, v in d.network.sizes.items()}
     # (channels, h, w) quantities already carry their tensor form (calculus/conv_form.py)
     forward = tuple(
         f
