@@ -352,6 +352,11 @@ _STABLE: OrderedDict[tuple, tuple[sp.Expr, tuple[Applied, ...]]] = OrderedDict()
 _STABLE_SIZE = 8192
 
 
+def clear() -> None:
+    """Forget every memoised stabilisation."""
+    _STABLE.clear()
+
+
 def _stabilise(expr: sp.Expr, rules: Sequence[Rule], log: list[Applied]) -> sp.Expr:
     nodes = set(sp.preorder_traversal(expr))
     for _ in range(8):  # each pass can expose a new pattern; a few passes reach a fixed point

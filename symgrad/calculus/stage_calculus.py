@@ -99,6 +99,11 @@ _CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
 _CACHE_SIZE = 256
 
 
+def clear() -> None:
+    """Forget every memoised stage calculus."""
+    _CACHE.clear()
+
+
 def _param_wrt(p: Param) -> sp.Expr:
     pidx = _PARAM_IDX[: len(p.shape)]
     return p.base[pidx] if pidx else p.base
