@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import sympy as sp
 
@@ -51,6 +51,10 @@ def _renameable(e: sp.Basic) -> bool:
     return False
 
 
+def _kind(e: sp.Basic) -> Hashable:
+    return cast(Hashable, type(e))
+
+
 def shape_key(expr: sp.Basic) -> tuple[Hashable, tuple[sp.Basic, ...]]:
     """``expr``'s structure up to renaming, and its renameable atoms in order."""
     atoms: dict[sp.Basic, int] = {}
@@ -58,9 +62,9 @@ def shape_key(expr: sp.Basic) -> tuple[Hashable, tuple[sp.Basic, ...]]:
     def walk(e: sp.Basic) -> Hashable:
         if _renameable(e):
             n = atoms.setdefault(e, len(atoms))
-            return ("@", n, type(e), _assumptions(e), *(walk(a) for a in e.args[1:]))
+            return ("@", n, _kind(e), _assumptions(e), *(walk(a) for a in e.args[1:]))
         if not e.args:
-            return (type(e), e)
+            return (_kind(e), e)
         return (e.func, *(walk(a) for a in e.args))
 
     key = walk(expr)

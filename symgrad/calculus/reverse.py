@@ -324,6 +324,45 @@ def _input_step(stage: Stage, named: Named, comp: sp.Expr | None, upstream: str)
     )
 
 
+def _loss_step(net: Network) -> tuple[sp.Expr, Step]:
+    """The loss gradient dl/dyhat[k] (contracted, index ``K``) and its step."""
+    out = net.output
+    raw_loss = sp.diff(net.loss.body, out[K])
+    g_loss = pull_out(contract(raw_loss))
+    step = Step(
+        grad=grad_name(str(out)),
+        wrt=str(out),
+        layer=net.n_layers,
+        kind="loss",
+        indices=(sp.Symbol("i", integer=True),),
+        component=finish(g_loss, (K,), FREE_NAMES),
+        local=None,
+        local_raw=canonical_form(raw_loss, (K,), FREE_NAMES),
+        local_indices=(),
+        jacobian="loss",
+        upstream=None,
+        stage=None,
+        shape=(net.output_width,),
+        seed=True,
+    )
+    return g_loss, step
+
+
+def _fused(
+    net: Network, stage: Stage, named: Named, g_loss: sp.Expr
+) -> tuple[sp.Expr, sp.Expr] | None:
+    """The adjoint through the last stage with the loss gradient substituted in, and the
+    adjoint without it (finished), where substituting costs no more operations."""
+    wrt = stage.inp[_in_index(stage)]
+    g_expr = g_loss.xreplace({K: stage.index})
+    cand = _apply_identities(_through(stage, g_expr, wrt), net)
+    cand = cancel_scalar(rewrite(cand, stage))
+    own = named.named(named.calc.comp)
+    if sp.count_ops(cand) > sp.count_ops(own) + sp.count_ops(g_loss):
+        return None
+    return cand, named.finished(named.calc.comp, (K,), FREE_NAMES)
+
+
 def reverse_accumulate(net: Network) -> Derivation:
     """The chain-rule stage: every gradient of ``net`` in component form, contracted and in
     forward values, in derive-as-you-go order. The matrix form is the next stage
@@ -339,33 +378,9 @@ def reverse_accumulate(net: Network) -> Derivation:
         )
         for s in net.stages
     )
-    steps: list[Step] = []
-    out = net.output
-    C = net.output_width
-
-    # The loss gradient dl/dyhat[k].
-    raw_loss = sp.diff(net.loss.body, out[K])
-    g_loss = pull_out(contract(raw_loss))
-    loss_name = grad_name(str(out))
-    loss_comp = finish(g_loss, (K,), FREE_NAMES)
-    steps.append(
-        Step(
-            grad=loss_name,
-            wrt=str(out),
-            layer=net.n_layers,
-            kind="loss",
-            indices=(sp.Symbol("i", integer=True),),
-            component=loss_comp,
-            local=None,
-            local_raw=canonical_form(raw_loss, (K,), FREE_NAMES),
-            local_indices=(),
-            jacobian="loss",
-            upstream=None,
-            stage=None,
-            shape=(C,),
-            seed=True,
-        )
-    )
+    g_loss, loss_step = _loss_step(net)
+    loss_name = loss_step.grad
+    steps: list[Step] = [loss_step]
     loss_step_index = 0
 
     # Contributions to each quantity's adjoint from the stages that read it. Stages are
@@ -397,27 +412,24 @@ def reverse_accumulate(net: Network) -> Derivation:
                 "stage that couples the samples cannot feed other layers yet"
             )
         # the adjoint as derived (None), or with the loss gradient fused in / fan-in added
-        comp: sp.Expr | None = None
+        adj: sp.Expr | None = None
         unfused = None
         last = upstream == loss_name and si == len(net.stages) - 1
+        fused = None
         if last and not stage.params and not others and stage.sample is None:
-            wrt = stage.inp[_in_index(stage)]
-            g_expr = g_loss.xreplace({K: stage.index})
-            cand = _apply_identities(_through(stage, g_expr, wrt), net)
-            cand = cancel_scalar(rewrite(cand, stage))
-            if sp.count_ops(cand) <= sp.count_ops(named.named(calc.comp)) + sp.count_ops(g_loss):
-                unfused = named.finished(calc.comp, (K,), FREE_NAMES)
-                comp = cand
-                steps[loss_step_index] = replace(steps[loss_step_index], needed=False)
-                if net.loss.identities:
-                    notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
+            fused = _fused(net, stage, named, g_loss)
+        if fused is not None:
+            adj, unfused = fused
+            steps[loss_step_index] = replace(steps[loss_step_index], needed=False)
+            if net.loss.identities:
+                notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
         contributions: tuple[tuple[int, str], ...] = ()
         if others:
-            comp = named.named(calc.comp) + sp.Add(*(c for _, _, c in others))
+            adj = named.named(calc.comp) + sp.Add(*(c for _, _, c in others))
             contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
             notes.append(_fan_in_note(name, str(stage.inp), contributions))
-        step = _input_step(stage, named, comp, upstream)
+        step = _input_step(stage, named, adj, upstream)
         steps.append(
             replace(
                 step,
