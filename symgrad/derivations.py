@@ -25,8 +25,8 @@ from typing import Any
 
 import sympy as sp
 
-from symgrad.calculus import reverse
-from symgrad.calculus.matrix_form import matrix_pass
+from symgrad.calculus import renamed_memo, reverse, stability, stage_calculus
+from symgrad.calculus.matrix_form import matrix_pass, to_matrix
 from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability import (
     IR_RULES,
@@ -73,9 +73,15 @@ _DERIVED, _STABLE, _VJP = _Memo(), _Memo(), _Memo()
 
 
 def clear() -> None:
-    """Forget every memoised derivation (benchmarks time a fresh process's work)."""
+    """Forget every memoised derivation, and the calculus memos behind them (per-stage
+    calculus, results memoised up to renaming, stabilised expressions, matrix forms):
+    benchmarks time a fresh process's work."""
     for memo in (_DERIVED, _STABLE, _VJP):
         memo._hits.clear()
+    renamed_memo.clear()
+    stage_calculus.clear()
+    stability.clear()
+    to_matrix.cache_clear()
 
 
 def remember(net: Network, d: Derivation) -> Derivation:

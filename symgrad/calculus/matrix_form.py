@@ -23,6 +23,7 @@ from typing import Any
 import sympy as sp
 
 from symgrad.calculus import partial_reads
+from symgrad.calculus.renamed_memo import is_zero
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH
 
@@ -124,7 +125,7 @@ def matrix_pass(d: Any) -> Any:
     Where a contraction has no neat matrix form, the component fallback ``Comp`` stands in."""
     names = sp.Tuple(*(sp.Symbol(p) for p in d.network.param_names))
     _PARTIAL["extents"] = partial_reads.extents(d)
-    _PARTIAL["sizes"] = dict(d.network.sizes)
+    _PARTIAL["sizes"] = {k: sp.Integer(v) for k, v in d.network.sizes.items()}
     # (channels, h, w) quantities already carry their tensor form (calculus/conv_form.py)
     forward = tuple(
         f
@@ -182,9 +183,9 @@ def _step_matrix(s, names: sp.Tuple) -> sp.Expr:
     ):
         m = Comp(data, sp.Tuple(*s.indices), sp.Tuple(*s.shape), names)
     elif s.kind == "param" and not s.indices:
-        m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not data.is_zero else sp.S.Zero
+        m = Comp(data, sp.Tuple(), sp.Tuple(), names) if not is_zero(data) else sp.S.Zero
     else:
-        m = matrix_or_component(data, s.indices, s.shape, names) if not data.is_zero else sp.S.Zero
+        m = matrix_or_component(data, s.indices, s.shape, names) if not is_zero(data) else sp.S.Zero
     if pen is None:
         return m
     return m + Once(matrix_or_component(pen, s.indices, s.shape, names))

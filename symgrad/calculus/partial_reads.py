@@ -62,7 +62,9 @@ def mark(
     sizes: Mapping[sp.Symbol, int],
 ) -> tuple[sp.Expr, bool]:
     """``expr`` with its partial reads marked, and whether there was one."""
-    vals = {k: sp.Integer(v) for k, v in sizes.items()}
+    # (sizes already SymPy integers, as the matrix pass keeps them, are used as they are)
+    ints = all(isinstance(v, sp.Integer) for v in sizes.values())
+    vals = sizes if ints else {k: sp.Integer(v) for k, v in sizes.items()}
     found = False
 
     def walk(e: sp.Basic, rng: dict) -> sp.Basic:
@@ -71,10 +73,12 @@ def mark(
             inner = dict(rng)
             for v, lo, hi in e.limits:
                 inner[v] = sp.sympify(hi - lo + 1).xreplace(vals)
-            return sp.Sum(walk(e.function, inner), *e.limits)
+            body = walk(e.function, inner)
+            return e if body is e.function else sp.Sum(body, *e.limits)
         if isinstance(e, ReduceMax | ReduceMin):
             b, v, hi = e.args
-            return e.func(walk(b, {**rng, v: sp.sympify(hi + 1).xreplace(vals)}), v, hi)
+            nb = walk(b, {**rng, v: sp.sympify(hi + 1).xreplace(vals)})
+            return e if nb is b else e.func(nb, v, hi)
         if isinstance(e, sp.Indexed):
             dims = ext.get(str(e.base.label))
             if dims is None or len(dims) != len(e.indices):
@@ -89,7 +93,9 @@ def mark(
             return e.base[tuple(new)] if found else e
         if not e.args:
             return e
-        return e.func(*[walk(a, rng) for a in e.args])
+        args = [walk(a, rng) for a in e.args]
+        # an unchanged subtree is kept as it is (no partial read below it: nothing to mark)
+        return e if all(n is a for n, a in zip(args, e.args, strict=True)) else e.func(*args)
 
     start = {f: sp.sympify(w).xreplace(vals) for f, w in zip(free, shape, strict=True)}
     out = walk(expr, start)

@@ -14,52 +14,38 @@ read by every printer; none of them derives anything again.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.contraction import contract
 from symgrad.calculus.conv_form import tensor_form
 from symgrad.calculus.forward_values import (
     cancel_scalar,
-    centre_samples,
     pull_out,
     rewrite,
-    tanh_from_ratio,
 )
-from symgrad.calculus.softmax_values import rewrite_softmax
+from symgrad.calculus.renamed_memo import is_zero
+from symgrad.calculus.stage_calculus import (  # _CACHE: cleared by benchmarks
+    _CACHE,  # noqa: F401
+    _PARAM_IDX,
+    Named,
+    _in_index,
+    _is_tensor,
+    _local,
+    _out_index,
+    _param_wrt,
+    canonical_form,
+    finish,
+    stage_calculus,
+)
 from symgrad.errors import DerivationError
-from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
+from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, T, idx
 from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
-_PARAM_IDX = (P, Q, R, idx("s_"))
-#: Indices of an input element of a (channels, [height,] width) quantity, and their names.
-_TENSOR_IDX = (K, idx("k2_"), idx("k3_"))
 _TENSOR_NAMES = {2: ("c", "w"), 3: ("c", "h", "w")}
-
-
-def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
-    """The free indices of a stage's output component (one per axis; the sample index
-    first for a stage that couples the samples)."""
-    if stage.sample is not None:
-        return (stage.sample, stage.index)
-    return stage.indices or (stage.index,)
-
-
-def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
-    shape = (BATCH, stage.width) if stage.sample is not None else stage.shape or (stage.width,)
-    return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
-
-
-def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
-    """The indices of one input element (``K`` for a vector, ``(T, K)`` for a stage that
-    couples the samples: input element ``k`` of sample ``t``)."""
-    if stage.sample is not None:
-        return (T, K)
-    return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
 
 
 def _tensor_names(n: int) -> tuple[str, ...]:
@@ -74,10 +60,6 @@ def _out_names(stage: Stage) -> tuple[str, ...]:
     if dict(stage.attrs).get("form") == "component" and stage.indices:
         return tuple(str(ix) for ix in stage.indices)  # a tensor map's own index names
     return _tensor_names(len(stage.indices)) if stage.indices else ("i",)
-
-
-def _is_tensor(stage: Stage) -> bool:
-    return bool(stage.indices or stage.in_shape)
 
 
 def _array_form(
@@ -190,10 +172,6 @@ def grad_name(quantity: str) -> str:
     return adjoint_name(quantity)
 
 
-def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
-    return contract(sp.diff(body, wrt))
-
-
 def _through(stage: Stage, g: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
     """Sum_i g(i) * local(i) contracted, with g an expression in the stage index."""
     local = rewrite(_local(stage.body, wrt), stage)
@@ -213,185 +191,6 @@ def _apply_identities(expr: sp.Expr, net: Network) -> sp.Expr:
             and e.limits[0][2] == net.loss.width - 1
         ),
         lambda e: sp.S.One,
-    )
-
-
-def _structure(local: sp.Expr, stage: Stage) -> str:
-    # is_zero asks the assumption system, which takes minutes on deeply nested
-    # derivatives: only small expressions get the full query (bounded time).
-    if local == 0 or (sp.count_ops(local) <= 60 and local.is_zero):
-        return "zero"
-    if _is_tensor(stage):
-        pairs = list(zip(_out_index(stage), _in_index(stage), strict=False))
-        if (
-            stage.indices
-            and stage.shape == stage.in_shape
-            and all(has_delta(local, a, b) for a, b in pairs)
-        ):
-            return "diagonal"
-    elif stage.sample is None and has_delta(local, stage.index, K):
-        return "diagonal"
-    if not local.has(stage.inp):
-        return "linear"
-    return "full"
-
-
-def _finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
-    return canonical(sp.factor_terms(tanh_from_ratio(expr)), free, names)
-
-
-@dataclass(frozen=True)
-class _Calculus:
-    """The local derivatives and contracted adjoints of one stage."""
-
-    params: tuple[tuple[sp.Expr, sp.Expr], ...]
-    local: sp.Expr
-    comp: sp.Expr
-    structure: str
-    #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
-    extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
-    #: the local derivatives as ``sympy.diff`` gives them, before they are restated in
-    #: forward values: the input's, then each parameter's (for the documents)
-    raw: tuple[sp.Expr, ...] = ()
-    #: (local, contracted adjoint) for each of ``stage.shared`` (earlier layers' parameters)
-    shared: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
-
-
-#: Per-stage calculus memoised by the stage's shape (least recently used entries are
-#: dropped beyond ``_CACHE_SIZE``: the cache stays bounded in a long-running process).
-_CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
-_CACHE_SIZE = 256
-
-
-def _param_wrt(p: Param) -> sp.Expr:
-    pidx = _PARAM_IDX[: len(p.shape)]
-    return p.base[pidx] if pidx else p.base
-
-
-def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
-    # ``rewrite`` states derivatives in a vector stage's forward values; a (channels, h, w)
-    # stage keeps its local derivatives as they are.
-    # A stage that couples the samples keeps them as they are too (its output carries the
-    # sample index, which the forward-value identities do not).
-    rw = (lambda e, _s: e) if _is_tensor(stage) or stage.sample is not None else rewrite
-    if stage.indices:  # a softmax over an index of a tensor map: its forward values
-        rw = rewrite_softmax
-    g_out = g[_out_index(stage)]
-    limits = _out_limits(stage)
-
-    def adjoint(local: sp.Expr, ranges: dict) -> sp.Expr:
-        out = pull_out(contract(sp.Sum(g_out * local, *limits), ranges))
-        if stage.sample is not None:  # through batch statistics: centred on the batch mean
-            out = centre_samples(out, stage.inp, BATCH)
-        return out
-
-    raw_params: list[sp.Expr] = []
-
-    def of_params(ps: tuple[Param, ...], keep_raw: bool) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
-        out = []
-        for p in ps:
-            raw = _local(stage.body, _param_wrt(p))
-            if keep_raw:
-                raw_params.append(raw)
-            local = rw(raw, stage)
-            out.append((local, adjoint(local, dict(zip(_PARAM_IDX, p.shape, strict=False)))))
-        return tuple(out)
-
-    params = of_params(stage.params, keep_raw=True)
-    kin = _in_index(stage)
-    in_shape = stage.in_shape or (
-        (BATCH, stage.in_width) if stage.sample is not None else (stage.in_width,)
-    )
-    local_raw = _local(stage.body, stage.inp[kin])
-    local = rw(local_raw, stage)
-    extra = []
-    shapes = stage.extra_shapes or ((),) * len(stage.extra)
-    for (base, w), shp in zip(stage.extra, shapes, strict=True):
-        kx = _TENSOR_IDX[: len(shp)] if shp else (K,)
-        lo = rw(_local(stage.body, base[kx]), stage)
-        extra.append((lo, adjoint(lo, dict(zip(kx, shp or (w,), strict=True)))))
-    comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
-    if stage.indices:
-        comp = rewrite_softmax(comp, stage)
-    structure = _structure(local_raw, stage)
-    return _Calculus(
-        params,
-        local,
-        comp,
-        structure,
-        tuple(extra),
-        raw=(local_raw, *raw_params),
-        shared=of_params(stage.shared, keep_raw=False),
-    )
-
-
-def _stage_calculus(stage: Stage, g: sp.IndexedBase) -> _Calculus:
-    """``_compute`` memoised on the stage's shape: deep networks repeat the same few stages,
-    so a stage is derived once under placeholder names and renamed (this keeps the cost of
-    a derivation linear in depth with a small constant)."""
-    ren: dict[sp.Basic, sp.Basic] = {
-        stage.inp: sp.IndexedBase("_in", real=True),
-        stage.out: sp.IndexedBase("_out", real=True),
-        g: sp.IndexedBase("_g", real=True),
-    }
-    for n_, p in enumerate(stage.params):
-        ren[p.base] = (
-            sp.Symbol(f"_p{n_}", real=True)
-            if isinstance(p.base, sp.Symbol)
-            else sp.IndexedBase(f"_p{n_}", real=True)
-        )
-    for n_, (base, _) in enumerate(stage.extra):
-        ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
-    wren: dict[sp.Basic, sp.Basic] = {}
-    for n_, w in enumerate(
-        dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])
-    ):
-        if not w.is_Integer:
-            wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
-    ren.update(wren)
-    cstage = Stage(
-        ren[stage.out],
-        ren[stage.inp],
-        stage.width.xreplace(wren),
-        stage.in_width.xreplace(wren),
-        stage.body.xreplace(ren),
-        0,
-        stage.kind,
-        stage.label,
-        tuple(
-            Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
-            for p in stage.params
-        ),
-        stage.index,
-        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
-        sample=stage.sample,
-    )
-    if _is_tensor(stage) or stage.shared or any(stage.extra_shapes):
-        # concrete shapes, or parameters of other layers
-        return _compute(stage, g)
-    key = (
-        cstage.body,
-        cstage.width,
-        cstage.in_width,
-        tuple(p.shape for p in cstage.params),
-        cstage.extra,
-        cstage.sample,
-    )
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-    else:
-        _CACHE[key] = _compute(cstage, ren[g])
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    c = _CACHE[key]
-    back = {v: k for k, v in ren.items()}
-    return _Calculus(
-        tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.params),
-        c.local.xreplace(back),
-        c.comp.xreplace(back),
-        c.structure,
-        tuple((lo.xreplace(back), co.xreplace(back)) for lo, co in c.extra),
-        tuple(r.xreplace(back) for r in c.raw),
     )
 
 
@@ -415,6 +214,155 @@ def _fan_in_note(name: str, quantity: str, contributions: tuple[tuple[int, str],
     )
 
 
+def _param_step(
+    net: Network,
+    stage: Stage,
+    p: Param,
+    named: Named,
+    lcr: tuple[sp.Expr, sp.Expr, sp.Expr],
+    upstream: str,
+    shared_uses: list[tuple[Stage, str, sp.Expr]],
+    notes: list[str],
+) -> Step:
+    """The gradient of parameter ``p`` of ``stage`` (``lcr``: its local derivative,
+    contracted adjoint and raw local derivative, in ``named``'s placeholder names), with
+    the penalty's gradient and later layers' uses of a shared parameter added."""
+    local, comp, raw = lcr
+    pidx = _PARAM_IDX[: len(p.shape)]
+    names = PARAM_NAMES[: len(pidx)]
+    pen = _penalty_grad(net, p)
+    p_contrib: tuple[tuple[int, str], ...] = ()
+    if pen is None and not shared_uses:
+        zero = is_zero(comp)
+        comp_c = named.finished(comp, pidx, names)
+    else:
+        comp = named.named(comp)
+        if pen is not None:
+            comp = comp + pen
+        if shared_uses:
+            comp = comp + sp.Add(*(c for _, _, c in shared_uses))
+            p_contrib = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in shared_uses))
+            notes.append(_fan_in_note(grad_name(p.name), p.name, p_contrib))
+        zero = is_zero(comp)
+        comp_c = finish(comp, pidx, names)
+    if zero:
+        notes.append(f"the gradient of {p.name} is identically zero")
+    free = tuple(sp.Symbol(nm, integer=True) for nm in names)
+    outs = _out_index(stage)
+    onames = _out_names(stage)
+    return Step(
+        grad=grad_name(p.name),
+        wrt=p.name,
+        layer=stage.layer,
+        kind="param",
+        indices=free,
+        component=comp_c,
+        local=named.canonical(local, (*outs, *pidx), (*onames, *names)),
+        local_raw=named.canonical(raw, (*outs, *pidx), (*onames, *names)),
+        local_indices=(*(idx(nm) for nm in onames), *free),
+        jacobian="param",
+        upstream=upstream,
+        stage=stage,
+        shape=p.shape,
+        param=p,
+        penalty=finish(pen, pidx, names) if pen is not None else None,
+        contributions=p_contrib,
+        matrix=_array_form(stage, comp_c, free, p.shape, param=True),
+    )
+
+
+def _input_step(stage: Stage, named: Named, comp: sp.Expr | None, upstream: str) -> Step:
+    """The gradient through ``stage`` to its input: ``comp`` (in the stage's names), or
+    the stage's own contracted adjoint when None."""
+    calc = named.calc
+
+    def fin(free: tuple[sp.Symbol, ...], fnames: tuple[str, ...]) -> sp.Expr:
+        if comp is None:
+            return named.finished(calc.comp, free, fnames)
+        return finish(comp, free, fnames)
+
+    kin = _in_index(stage)
+    matrix = None
+    if _is_tensor(stage):
+        # (channels, h, w) quantities: free indices c, h, w; the local derivative's
+        # output indices keep their own names, its input indices are primed.
+        fnames = _tensor_names(len(kin)) if stage.in_shape else FREE_NAMES
+        onames = _out_names(stage)
+        lidx: tuple[sp.Symbol, ...] = (*_out_index(stage), *kin)
+        lnames = (*onames, *(nm + "'" for nm in fnames))
+        comp_c = fin(kin, fnames)
+        free = tuple(idx(nm) for nm in fnames)
+        if stage.in_shape:
+            matrix = _array_form(stage, comp_c, free, stage.in_shape)
+        gshape = stage.in_shape or (stage.in_width,)
+    elif stage.sample is not None:
+        # the adjoint of sample s's input: every sample t of the batch contributes
+        comp_c = fin((T, K), ("s", "i"))
+        free = (idx("s"), idx("i"))
+        lidx, lnames = (stage.sample, stage.index, T, K), ("s", "i", "t", "k")
+        gshape = (BATCH, stage.in_width)
+    else:
+        comp_c = fin((K,), FREE_NAMES)
+        free = (sp.Symbol("i", integer=True),)
+        lidx, lnames = (stage.index, K), ("i", "k")
+        gshape = (stage.in_width,)
+    return Step(
+        grad=grad_name(str(stage.inp)),
+        wrt=str(stage.inp),
+        layer=stage.layer,
+        kind="input",
+        indices=free,
+        component=comp_c,
+        local=named.canonical(calc.local, lidx, lnames),
+        local_raw=named.canonical(calc.raw[0], lidx, lnames),
+        local_indices=tuple(idx(nm) for nm in lnames),
+        jacobian=calc.structure,
+        upstream=upstream,
+        stage=stage,
+        shape=gshape,
+        matrix=matrix,
+    )
+
+
+def _loss_step(net: Network) -> tuple[sp.Expr, Step]:
+    """The loss gradient dl/dyhat[k] (contracted, index ``K``) and its step."""
+    out = net.output
+    raw_loss = sp.diff(net.loss.body, out[K])
+    g_loss = pull_out(contract(raw_loss))
+    step = Step(
+        grad=grad_name(str(out)),
+        wrt=str(out),
+        layer=net.n_layers,
+        kind="loss",
+        indices=(sp.Symbol("i", integer=True),),
+        component=finish(g_loss, (K,), FREE_NAMES),
+        local=None,
+        local_raw=canonical_form(raw_loss, (K,), FREE_NAMES),
+        local_indices=(),
+        jacobian="loss",
+        upstream=None,
+        stage=None,
+        shape=(net.output_width,),
+        seed=True,
+    )
+    return g_loss, step
+
+
+def _fused(
+    net: Network, stage: Stage, named: Named, g_loss: sp.Expr
+) -> tuple[sp.Expr, sp.Expr] | None:
+    """The adjoint through the last stage with the loss gradient substituted in, and the
+    adjoint without it (finished), where substituting costs no more operations."""
+    wrt = stage.inp[_in_index(stage)]
+    g_expr = g_loss.xreplace({K: stage.index})
+    cand = _apply_identities(_through(stage, g_expr, wrt), net)
+    cand = cancel_scalar(rewrite(cand, stage))
+    own = named.named(named.calc.comp)
+    if sp.count_ops(cand) > sp.count_ops(own) + sp.count_ops(g_loss):
+        return None
+    return cand, named.finished(named.calc.comp, (K,), FREE_NAMES)
+
+
 def reverse_accumulate(net: Network) -> Derivation:
     """The chain-rule stage: every gradient of ``net`` in component form, contracted and in
     forward values, in derive-as-you-go order. The matrix form is the next stage
@@ -430,33 +378,9 @@ def reverse_accumulate(net: Network) -> Derivation:
         )
         for s in net.stages
     )
-    steps: list[Step] = []
-    out = net.output
-    C = net.output_width
-
-    # The loss gradient dl/dyhat[k].
-    raw_loss = sp.diff(net.loss.body, out[K])
-    g_loss = pull_out(contract(raw_loss))
-    loss_name = grad_name(str(out))
-    loss_comp = _finish(g_loss, (K,), FREE_NAMES)
-    steps.append(
-        Step(
-            grad=loss_name,
-            wrt=str(out),
-            layer=net.n_layers,
-            kind="loss",
-            indices=(sp.Symbol("i", integer=True),),
-            component=loss_comp,
-            local=None,
-            local_raw=canonical(raw_loss, (K,), FREE_NAMES),
-            local_indices=(),
-            jacobian="loss",
-            upstream=None,
-            stage=None,
-            shape=(C,),
-            seed=True,
-        )
-    )
+    g_loss, loss_step = _loss_step(net)
+    loss_name = loss_step.grad
+    steps: list[Step] = [loss_step]
     loss_step_index = 0
 
     # Contributions to each quantity's adjoint from the stages that read it. Stages are
@@ -468,54 +392,18 @@ def reverse_accumulate(net: Network) -> Derivation:
     upstream = loss_name
     for si in range(len(net.stages) - 1, -1, -1):
         stage = net.stages[si]
-        g = sp.IndexedBase(upstream, real=True)
         # Parameters first (weight, bias), then pass to the stage's input.
-        calc = _stage_calculus(stage, g)
+        named = stage_calculus(stage, sp.IndexedBase(upstream, real=True))
+        calc = named.calc
         for p, (_, comp) in zip(stage.shared, calc.shared, strict=True):
-            uses.setdefault(p.name, []).append((stage, upstream, comp))
-        for p, (local, comp), raw in zip(stage.params, calc.params, calc.raw[1:], strict=True):
-            pidx = _PARAM_IDX[: len(p.shape)]
-            pen = _penalty_grad(net, p)
-            if pen is not None:
-                comp = comp + pen
+            uses.setdefault(p.name, []).append((stage, upstream, named.named(comp)))
+        for p, lc, raw in zip(stage.params, calc.params, calc.raw[1:], strict=True):
             shared_uses = uses.pop(p.name, [])
-            p_contrib: tuple[tuple[int, str], ...] = ()
-            if shared_uses:
-                comp = comp + sp.Add(*(c for _, _, c in shared_uses))
-                p_contrib = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in shared_uses))
-                notes.append(_fan_in_note(grad_name(p.name), p.name, p_contrib))
-            if comp.is_zero:
-                notes.append(f"the gradient of {p.name} is identically zero")
-            names = PARAM_NAMES[: len(pidx)]
-            comp_c = _finish(comp, pidx, names)
-            free = tuple(sp.Symbol(nm, integer=True) for nm in names)
-            outs = _out_index(stage)
-            onames = _out_names(stage)
             steps.append(
-                Step(
-                    grad=grad_name(p.name),
-                    wrt=p.name,
-                    layer=stage.layer,
-                    kind="param",
-                    indices=free,
-                    component=comp_c,
-                    local=canonical(local, (*outs, *pidx), (*onames, *names)),
-                    local_raw=canonical(raw, (*outs, *pidx), (*onames, *names)),
-                    local_indices=(*(idx(nm) for nm in onames), *free),
-                    jacobian="param",
-                    upstream=upstream,
-                    stage=stage,
-                    shape=p.shape,
-                    param=p,
-                    penalty=_finish(pen, pidx, names) if pen is not None else None,
-                    contributions=p_contrib,
-                    matrix=_array_form(stage, comp_c, free, p.shape, param=True),
-                )
+                _param_step(net, stage, p, named, (*lc, raw), upstream, shared_uses, notes)
             )
         for (base, _), (_, comp_x) in zip(stage.extra, calc.extra, strict=True):
-            pending.setdefault(base, []).append((stage, upstream, comp_x))
-        wrt = stage.inp[_in_index(stage)]
-        local, comp, structure = calc.local, calc.comp, calc.structure
+            pending.setdefault(base, []).append((stage, upstream, named.named(comp_x)))
         others = pending.pop(stage.inp, [])
         if others and stage.sample is not None:
             raise DerivationError(
@@ -523,75 +411,30 @@ def reverse_accumulate(net: Network) -> Derivation:
                 f"{', '.join(str(s_.layer) for s_, _, _ in others)}: a quantity read by a "
                 "stage that couples the samples cannot feed other layers yet"
             )
-        fused = False
+        # the adjoint as derived (None), or with the loss gradient fused in / fan-in added
+        adj: sp.Expr | None = None
         unfused = None
         last = upstream == loss_name and si == len(net.stages) - 1
+        fused = None
         if last and not stage.params and not others and stage.sample is None:
-            g_expr = g_loss.xreplace({K: stage.index})
-            cand = _apply_identities(_through(stage, g_expr, wrt), net)
-            cand = cancel_scalar(rewrite(cand, stage))
-            if sp.count_ops(cand) <= sp.count_ops(comp) + sp.count_ops(g_loss):
-                unfused = _finish(comp, (K,), FREE_NAMES)
-                comp, fused = cand, True
-                steps[loss_step_index] = replace(steps[loss_step_index], needed=False)
-                if net.loss.identities:
-                    notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
+            fused = _fused(net, stage, named, g_loss)
+        if fused is not None:
+            adj, unfused = fused
+            steps[loss_step_index] = replace(steps[loss_step_index], needed=False)
+            if net.loss.identities:
+                notes.append("used sum_k y_k = 1 (targets are one-hot or probabilities)")
         name = grad_name(str(stage.inp))
         contributions: tuple[tuple[int, str], ...] = ()
         if others:
-            comp = comp + sp.Add(*(c for _, _, c in others))
+            adj = named.named(calc.comp) + sp.Add(*(c for _, _, c in others))
             contributions = ((stage.layer, upstream), *((s_.layer, u) for s_, u, _ in others))
             notes.append(_fan_in_note(name, str(stage.inp), contributions))
-        kin = _in_index(stage)
-        matrix = None
-        if _is_tensor(stage):
-            # (channels, h, w) quantities: free indices c, h, w; the local derivative's
-            # output indices keep their own names, its input indices are primed.
-            fnames = _tensor_names(len(kin)) if stage.in_shape else FREE_NAMES
-            outs = _out_index(stage)
-            onames = _out_names(stage)
-            lnames = (*onames, *(nm + "'" for nm in fnames))
-            comp_c = _finish(comp, kin, fnames)
-            free = tuple(idx(nm) for nm in fnames)
-            local_c = canonical(local, (*outs, *kin), lnames)
-            raw_c = canonical(calc.raw[0], (*outs, *kin), lnames)
-            local_idx = tuple(idx(nm) for nm in lnames)
-            if stage.in_shape:
-                matrix = _array_form(stage, comp_c, free, stage.in_shape)
-            gshape = stage.in_shape or (stage.in_width,)
-        elif stage.sample is not None:
-            # the adjoint of sample s's input: every sample t of the batch contributes
-            comp_c = _finish(comp, (T, K), ("s", "i"))
-            free = (idx("s"), idx("i"))
-            local_c = canonical(local, (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
-            raw_c = canonical(calc.raw[0], (stage.sample, stage.index, T, K), ("s", "i", "t", "k"))
-            local_idx = (idx("s"), idx("i"), idx("t"), idx("k"))
-            gshape = (BATCH, stage.in_width)
-        else:
-            comp_c = _finish(comp, (K,), FREE_NAMES)
-            free = (sp.Symbol("i", integer=True),)
-            local_c = canonical(local, (stage.index, K), ("i", "k"))
-            raw_c = canonical(calc.raw[0], (stage.index, K), ("i", "k"))
-            local_idx = (idx("i"), idx("k"))
-            gshape = (stage.in_width,)
+        step = _input_step(stage, named, adj, upstream)
         steps.append(
-            Step(
-                grad=name,
-                wrt=str(stage.inp),
-                layer=stage.layer,
-                kind="input",
-                indices=free,
-                component=comp_c,
-                local=local_c,
-                local_raw=raw_c,
-                local_indices=local_idx,
-                jacobian=structure,
-                upstream=upstream,
-                stage=stage,
-                shape=gshape,
-                matrix=matrix,
-                seed=fused,
-                fused=fused,
+            replace(
+                step,
+                seed=unfused is not None,
+                fused=unfused is not None,
                 needed=si > 0,
                 unfused=unfused,
                 contributions=contributions,

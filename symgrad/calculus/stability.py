@@ -25,6 +25,7 @@ consumers) in ``stability_fusion.py``; this module holds the rules and applies t
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -327,20 +328,55 @@ def stabilise(
         expr: a component-form or batched expression.
         rules: the rules to apply, in order (earlier rules see the larger patterns first).
         log: if given, each rewrite is appended as an :class:`Applied`.
+
+    The result and its rewrites are memoised per expression and rules (code generation
+    stabilises the same expressions for every target, and documents print the programs).
     """
+    key = (expr, tuple(rules))
+    hit = _STABLE.get(key)
+    if hit is None:
+        applied: list[Applied] = []
+        hit = (_stabilise(expr, rules, applied), tuple(applied))
+        _STABLE[key] = hit
+        while len(_STABLE) > _STABLE_SIZE:
+            _STABLE.popitem(last=False)
+    else:
+        _STABLE.move_to_end(key)
+    if log is not None:
+        log.extend(hit[1])
+    return hit[0]
+
+
+#: (expression, rules) -> (stable form, rewrites), least recently used dropped first.
+_STABLE: OrderedDict[tuple, tuple[sp.Expr, tuple[Applied, ...]]] = OrderedDict()
+_STABLE_SIZE = 8192
+
+
+def clear() -> None:
+    """Forget every memoised stabilisation."""
+    _STABLE.clear()
+
+
+def _stabilise(expr: sp.Expr, rules: Sequence[Rule], log: list[Applied]) -> sp.Expr:
+    nodes = set(sp.preorder_traversal(expr))
     for _ in range(8):  # each pass can expose a new pattern; a few passes reach a fixed point
         before = expr
         for rule in rules:
+            # a rule that matches no node leaves the expression as it is: no tree rebuild
+            if not any(rule.match(n) for n in nodes):
+                continue
 
             def apply(e: sp.Basic, rule: Rule = rule) -> sp.Basic:
                 new = rule.apply(e)
                 if new is None or new == e:
                     return e
-                if log is not None:
-                    log.append(Applied(rule, e, new))
+                log.append(Applied(rule, e, new))
                 return new
 
-            expr = expr.replace(rule.match, apply)
+            new_expr = expr.replace(rule.match, apply)
+            if new_expr is not expr:
+                expr = new_expr
+                nodes = set(sp.preorder_traversal(expr))
         if expr == before:
             break
     return expr

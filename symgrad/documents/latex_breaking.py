@@ -9,6 +9,7 @@ parenthesised group when one term alone is too wide.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|[{}^_&]|\s+|.", re.S)
 _SCRIPT = 0.65
@@ -117,8 +118,10 @@ class _Width:
             w += self._atom(t)
 
 
+@lru_cache(maxsize=1 << 16)
 def visual_width(tex: str) -> float:
-    """An estimate of the width of displayed LaTeX math, in average glyph widths."""
+    """An estimate of the width of displayed LaTeX math, in average glyph widths (memoised:
+    the layout measures the same sides of equations again while it breaks lines)."""
     return _Width(tex).seq()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter, accepted_latex_functions, translate
@@ -131,6 +132,20 @@ def quantity(
     notation: str = "component",
     indices: Iterable[str] = (),
     *,
+    transpose: bool = False,
+    yhat: str | None = None,
+    matrix: bool = False,
+) -> str:
+    """The LaTeX of a named quantity: :func:`_quantity`, memoised (a document names the
+    same quantities many times)."""
+    return _quantity(name, notation, tuple(indices), transpose, yhat, matrix)
+
+
+@lru_cache(maxsize=1 << 16)
+def _quantity(
+    name: str,
+    notation: str = "component",
+    indices: tuple[str, ...] = (),
     transpose: bool = False,
     yhat: str | None = None,
     matrix: bool = False,

@@ -1,0 +1,263 @@
+"""Stage 3, per stage: the local derivatives of one stage and its contracted adjoints.
+
+Deep networks repeat the same few stages, so each stage is derived once under placeholder
+names (``_in``, ``_out``, ``_g``, ``_p0``...) and memoised on its shape; a stage of that
+shape gets the memoised calculus with the renaming back to its own names
+(:class:`Named`). Its final forms (the canonical local derivatives, the finished
+adjoints) are memoised in the placeholder names too, so a repeated layer costs one
+renaming per expression (:mod:`symgrad.calculus.reverse` assembles the steps).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import sympy as sp
+
+from symgrad.calculus.contraction import contract, has_delta
+from symgrad.calculus.forward_values import centre_samples, pull_out, rewrite, tanh_from_ratio
+from symgrad.calculus.renamed_memo import renamed
+from symgrad.calculus.softmax_values import rewrite_softmax
+from symgrad.ir.indices import BATCH, K, P, Q, R, T, canonical, idx
+from symgrad.ir.network import Param, Stage
+
+_PARAM_IDX = (P, Q, R, idx("s_"))
+#: Indices of an input element of a (channels, [height,] width) quantity, and their names.
+_TENSOR_IDX = (K, idx("k2_"), idx("k3_"))
+
+
+def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The free indices of a stage's output component (one per axis; the sample index
+    first for a stage that couples the samples)."""
+    if stage.sample is not None:
+        return (stage.sample, stage.index)
+    return stage.indices or (stage.index,)
+
+
+def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
+    shape = (BATCH, stage.width) if stage.sample is not None else stage.shape or (stage.width,)
+    return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
+
+
+def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
+    """The indices of one input element (``K`` for a vector, ``(T, K)`` for a stage that
+    couples the samples: input element ``k`` of sample ``t``)."""
+    if stage.sample is not None:
+        return (T, K)
+    return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
+
+
+def _is_tensor(stage: Stage) -> bool:
+    return bool(stage.indices or stage.in_shape)
+
+
+def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:
+    return contract(sp.diff(body, wrt))
+
+
+def _structure(local: sp.Expr, stage: Stage) -> str:
+    # is_zero asks the assumption system, which takes minutes on deeply nested
+    # derivatives: only small expressions get the full query (bounded time).
+    if local == 0 or (sp.count_ops(local) <= 60 and local.is_zero):
+        return "zero"
+    if _is_tensor(stage):
+        pairs = list(zip(_out_index(stage), _in_index(stage), strict=False))
+        if (
+            stage.indices
+            and stage.shape == stage.in_shape
+            and all(has_delta(local, a, b) for a, b in pairs)
+        ):
+            return "diagonal"
+    elif stage.sample is None and has_delta(local, stage.index, K):
+        return "diagonal"
+    if not local.has(stage.inp):
+        return "linear"
+    return "full"
+
+
+@dataclass(frozen=True)
+class _Calculus:
+    """The local derivatives and contracted adjoints of one stage."""
+
+    params: tuple[tuple[sp.Expr, sp.Expr], ...]
+    local: sp.Expr
+    comp: sp.Expr
+    structure: str
+    #: (local, contracted adjoint) for each of ``stage.extra`` (other inputs read)
+    extra: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    #: the local derivatives as ``sympy.diff`` gives them, before they are restated in
+    #: forward values: the input's, then each parameter's (for the documents)
+    raw: tuple[sp.Expr, ...] = ()
+    #: (local, contracted adjoint) for each of ``stage.shared`` (earlier layers' parameters)
+    shared: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+
+
+#: Per-stage calculus memoised by the stage's shape (least recently used entries are
+#: dropped beyond ``_CACHE_SIZE``: the cache stays bounded in a long-running process).
+_CACHE: OrderedDict[tuple, _Calculus] = OrderedDict()
+_CACHE_SIZE = 256
+
+
+def clear() -> None:
+    """Forget every memoised stage calculus."""
+    _CACHE.clear()
+
+
+def _param_wrt(p: Param) -> sp.Expr:
+    pidx = _PARAM_IDX[: len(p.shape)]
+    return p.base[pidx] if pidx else p.base
+
+
+def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
+    # ``rewrite`` states derivatives in a vector stage's forward values; a (channels, h, w)
+    # stage keeps its local derivatives as they are.
+    # A stage that couples the samples keeps them as they are too (its output carries the
+    # sample index, which the forward-value identities do not).
+    rw = (lambda e, _s: e) if _is_tensor(stage) or stage.sample is not None else rewrite
+    if stage.indices:  # a softmax over an index of a tensor map: its forward values
+        rw = rewrite_softmax
+    g_out = g[_out_index(stage)]
+    limits = _out_limits(stage)
+
+    def adjoint(local: sp.Expr, ranges: dict) -> sp.Expr:
+        out = pull_out(contract(sp.Sum(g_out * local, *limits), ranges))
+        if stage.sample is not None:  # through batch statistics: centred on the batch mean
+            out = centre_samples(out, stage.inp, BATCH)
+        return out
+
+    raw_params: list[sp.Expr] = []
+
+    def of_params(ps: tuple[Param, ...], keep_raw: bool) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
+        out = []
+        for p in ps:
+            raw = _local(stage.body, _param_wrt(p))
+            if keep_raw:
+                raw_params.append(raw)
+            local = rw(raw, stage)
+            out.append((local, adjoint(local, dict(zip(_PARAM_IDX, p.shape, strict=False)))))
+        return tuple(out)
+
+    params = of_params(stage.params, keep_raw=True)
+    kin = _in_index(stage)
+    in_shape = stage.in_shape or (
+        (BATCH, stage.in_width) if stage.sample is not None else (stage.in_width,)
+    )
+    local_raw = _local(stage.body, stage.inp[kin])
+    local = rw(local_raw, stage)
+    extra = []
+    shapes = stage.extra_shapes or ((),) * len(stage.extra)
+    for (base, w), shp in zip(stage.extra, shapes, strict=True):
+        kx = _TENSOR_IDX[: len(shp)] if shp else (K,)
+        lo = rw(_local(stage.body, base[kx]), stage)
+        extra.append((lo, adjoint(lo, dict(zip(kx, shp or (w,), strict=True)))))
+    comp = adjoint(local, dict(zip(kin, in_shape, strict=False)))
+    if stage.indices:
+        comp = rewrite_softmax(comp, stage)
+    structure = _structure(local_raw, stage)
+    return _Calculus(
+        params,
+        local,
+        comp,
+        structure,
+        tuple(extra),
+        raw=(local_raw, *raw_params),
+        shared=of_params(stage.shared, keep_raw=False),
+    )
+
+
+def stage_calculus(stage: Stage, g: sp.IndexedBase) -> Named:
+    """``_compute`` memoised on the stage's shape: deep networks repeat the same few stages,
+    so a stage is derived once under placeholder names and renamed (this keeps the cost of
+    a derivation linear in depth with a small constant)."""
+    ren: dict[sp.Basic, sp.Basic] = {
+        stage.inp: sp.IndexedBase("_in", real=True),
+        stage.out: sp.IndexedBase("_out", real=True),
+        g: sp.IndexedBase("_g", real=True),
+    }
+    for n_, p in enumerate(stage.params):
+        ren[p.base] = (
+            sp.Symbol(f"_p{n_}", real=True)
+            if isinstance(p.base, sp.Symbol)
+            else sp.IndexedBase(f"_p{n_}", real=True)
+        )
+    for n_, (base, _) in enumerate(stage.extra):
+        ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
+    wren: dict[sp.Basic, sp.Basic] = {}
+    for n_, w in enumerate(
+        dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])
+    ):
+        if not w.is_Integer:
+            wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
+    ren.update(wren)
+    cstage = Stage(
+        ren[stage.out],
+        ren[stage.inp],
+        stage.width.xreplace(wren),
+        stage.in_width.xreplace(wren),
+        stage.body.xreplace(ren),
+        0,
+        stage.kind,
+        stage.label,
+        tuple(
+            Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
+            for p in stage.params
+        ),
+        stage.index,
+        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+        sample=stage.sample,
+    )
+    if _is_tensor(stage) or stage.shared or any(stage.extra_shapes):
+        # concrete shapes, or parameters of other layers
+        return Named(_compute(stage, g), {})
+    key = (
+        cstage.body,
+        cstage.width,
+        cstage.in_width,
+        tuple(p.shape for p in cstage.params),
+        cstage.extra,
+        cstage.sample,
+    )
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
+        _CACHE[key] = _compute(cstage, ren[g])
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return Named(_CACHE[key], {v: k for k, v in ren.items()})
+
+
+@dataclass(frozen=True)
+class Named:
+    """A stage's calculus (in placeholder names, or the stage's own when ``back`` is
+    empty) and the renaming back to the stage's names."""
+
+    calc: _Calculus
+    back: dict[sp.Basic, sp.Basic]
+
+    def named(self, e: sp.Expr) -> sp.Expr:
+        """``e`` in the stage's own names."""
+        return e.xreplace(self.back) if self.back else e
+
+    def finished(self, e: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+        """:func:`finish` of ``e``, in the stage's own names."""
+        return self.named(finish(e, free, names))
+
+    def canonical(self, e: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+        """:func:`canonical_form` of ``e``, in the stage's own names."""
+        return self.named(canonical_form(e, free, names))
+
+
+def finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+    """A gradient's final component form (memoised up to the names of quantities)."""
+    return renamed(
+        "finish",
+        lambda e: canonical(sp.factor_terms(tanh_from_ratio(e)), free, names),
+        expr,
+        extra=(free, names),
+    )
+
+
+def canonical_form(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
+    """:func:`~symgrad.ir.indices.canonical`, memoised up to the names of quantities."""
+    return renamed("canonical", lambda e: canonical(e, free, names), expr, extra=(free, names))
