@@ -15,11 +15,8 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from symgrad.calculus.einsum import Arange, Place, einsum_spec
-from symgrad.calculus.forward_values import tanh_from_ratio
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
-    PROGRAM_RULES,
-    Applied,
     ClampMin,
     LogCosh,
     LogSumExp,
@@ -28,16 +25,8 @@ from symgrad.calculus.stability import (
     SafeLog1p,
     Softmax,
     Total,
-    share_softmax_logsumexp,
-    stabilise,
 )
 from symgrad.ir.ops import Op, fill, op_of
-
-
-def recognise(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
-    """``expr`` with the stability rules applied (``calculus/stability.py``) and
-    ``sinh/cosh`` ratios written as ``tanh``."""
-    return stabilise(tanh_from_ratio(expr), PROGRAM_RULES, log)
 
 
 class SymgradNumPyPrinter(NumPyPrinter):
@@ -385,6 +374,4 @@ __all__ = [
     "Softmax",
     "SymgradNumPyPrinter",
     "Total",
-    "recognise",
-    "share_softmax_logsumexp",
 ]
