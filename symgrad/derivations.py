@@ -26,6 +26,7 @@ from typing import Any
 import sympy as sp
 
 from symgrad.calculus import reverse
+from symgrad.calculus.local_jacobian import chain_jacobian, diagonal, stage_local
 from symgrad.calculus.lower import LoweredProgram, lower_program, lowered
 from symgrad.calculus.lower_autodiff import (
     autodiff_marks,
@@ -221,15 +222,18 @@ def lower_ggn(d: Derivation) -> LoweredProgram:
 __all__ = [
     "G",
     "Logs",
+    "chain_jacobian",
     "clear",
     "derive",
     "derive_stable",
     "derive_vjp",
+    "diagonal",
     "equations",
     "lower",
     "lower_ggn",
     "lower_hvp",
     "lower_vjp",
     "remember",
+    "stage_local",
     "vjp_network",
 ]

@@ -382,3 +382,68 @@ def test_codegen_choices_come_from_the_registry():
     target = next(a for a in codegen._actions if a.dest == "target")
     assert tuple(target.choices) == registry.names()
     assert registry.names()[:5] == ("numpy", "torch", "jax", "cupy", "c")
+
+
+# -- consumers read the derivation, they do not redo its calculus ---------------------
+
+#: The stage folders after the calculus: they read derivations and lowered programs (and
+#: ask the driver, ``symgrad/derivations.py``, for anything derived on demand).
+CONSUMERS = ("backends", "documents", "verify", "learn")
+
+#: The one calculus function a consumer may call. ``to_matrix`` restates a component
+#: formula in matrix notation and computes no derivative: the documents print the local
+#: Jacobians the derivation keeps in components (``Step.local``) as matrices with it.
+NOTATION = {"to_matrix"}
+
+
+def _is_function(obj: object) -> bool:
+    """A function (plain, or wrapped in a cache), not a class and not a SymPy object (a
+    symbol such as the batch size ``N`` is callable too)."""
+    return callable(obj) and not inspect.isclass(obj) and not isinstance(obj, sp.Basic)
+
+
+def _calculus_functions_used(path: Path) -> set[str]:
+    """The functions of ``symgrad.calculus`` that ``path`` imports, or reads as attributes
+    of an imported calculus module (``conv_form.tensor_form``); classes and constants are
+    the derivation's types and may be imported."""
+    import importlib
+
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    modules: dict[str, object] = {}  # local name -> calculus module object
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("symgrad.calculus"):
+            mod = importlib.import_module(node.module or "")
+            for alias in node.names:
+                obj = getattr(mod, alias.name, None)
+                if inspect.ismodule(obj):
+                    modules[alias.asname or alias.name] = obj
+                elif _is_function(obj):
+                    found.add(f"{node.module}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("symgrad.calculus"):
+                    found.add(f"import {alias.name}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and _is_function(getattr(modules[node.value.id], node.attr, None))
+        ):
+            found.add(f"{modules[node.value.id].__name__}.{node.attr}")  # type: ignore[attr-defined]
+    return {f for f in found if f.rpartition(".")[2] not in NOTATION}
+
+
+def test_consumers_import_calculus_types_never_calculus_functions():
+    """backends, documents, verify and learn read the derivation's records (``Step``,
+    ``Derivation``, the lowered program) and the driver's functions: a calculus function
+    called from a consumer would be the calculus done a second time, outside the driver's
+    memo."""
+    bad = {
+        f"{path.relative_to(PKG)}: {name}"
+        for folder in CONSUMERS
+        for path in sorted((PKG / folder).rglob("*.py"))
+        for name in _calculus_functions_used(path)
+    }
+    assert not bad, sorted(bad)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from symgrad.backends.c_lower import ONE, Buf, Lowerer, Ref, Val, dim
-from symgrad.calculus.conv_form import dilation_of
+from symgrad.ir.conv import dilation_of
 
 
 def _pair(values: tuple[int, ...], fill: int) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from symgrad.calculus.einsum import Arange, Place, einsum_spec
+from symgrad.calculus.einsum import Arange, Place
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
     ClampMin,
@@ -193,7 +193,7 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_AxisSum(self, expr):
         axis = int(expr.args[1])
-        plan = einsum_spec(expr.args[0], axis)
+        plan = expr.einsum_plan()
         if plan is None:
             return self._reduce("sum", expr)
         spec, ops, keep = plan

@@ -121,6 +121,11 @@ class AxisSum(sp.Function):
 
     nargs = 2
 
+    def einsum_plan(self) -> tuple[str, list[tuple[sp.Expr, list[int]]], list[int]] | None:
+        """The sum as one ``einsum`` where its argument is a product of placed arrays (see
+        :func:`einsum_spec`), else None."""
+        return einsum_spec(self.args[0], int(self.args[1]))
+
 
 class AxisMax(sp.Function):
     def _sympystr(self, printer):

@@ -29,6 +29,8 @@ from symgrad.calculus.forward_values import (
     rewrite,
     tanh_from_ratio,
 )
+from symgrad.calculus.layout import batch, batch_mean, batched_step
+from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.softmax_values import rewrite_softmax
 from symgrad.errors import DerivationError
 from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, P, Q, R, T, canonical, idx
@@ -99,6 +101,12 @@ class Forward:
     component: sp.Expr
     matrix: sp.Expr | None = None
 
+    @property
+    def batched(self) -> sp.Expr:
+        """The batched form (samples as rows, ``layout.py``) of ``matrix``; ValueError
+        where it has none."""
+        return batch(self.matrix)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Step:
@@ -150,6 +158,12 @@ class Step:
     #: contracted. The documents show both forms.
     local_raw: sp.Expr | None = None
 
+    @property
+    def batched(self) -> sp.Expr:
+        """The batched form (samples as rows, ``layout.py``) of ``matrix``: what code
+        computes, a parameter gradient summed over the batch, the seed divided by n."""
+        return batched_step(self)
+
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
 DISPLAY: dict[str, Callable[[Derivation], str]] = {}
@@ -173,6 +187,12 @@ class Derivation:
 
     def param_steps(self) -> dict[str, Step]:
         return {s.wrt: s for s in self.steps if s.kind == "param"}
+
+    @property
+    def loss_batched(self) -> sp.Expr:
+        """The batch mean of the per-sample loss, batched (``layout.batch_mean``);
+        DerivationError or ValueError where the loss has no matrix form."""
+        return batch_mean(to_matrix(self.loss, ()))
 
     # Jupyter display. The documents stage registers its renderers in DISPLAY when it is
     # imported (``import symgrad`` does), so the calculus never imports the documents.

@@ -34,10 +34,10 @@ from collections.abc import Iterable
 import sympy as sp
 from sympy.printing.latex import LatexPrinter, accepted_latex_functions, translate
 
-from symgrad.calculus.index_arithmetic import one_based
 from symgrad.calculus.layout import BATCHED_OPS, BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.escape import is_identifier, latex_name
+from symgrad.ir.indices import one_based
 from symgrad.ir.ops import op_of
 
 
