@@ -345,4 +345,3 @@ class LayerChecker(BaseChecker):
             )
             out[nm] = (base, tuple(dims))
         return out
-

@@ -242,4 +242,3 @@ class BaseChecker:
                 self.fail(field, f"unknown size {_show(value)} (sizes: {known})")
             return self.sizes[value]
         return self.positive_int(value, field, "units")
-
