@@ -447,3 +447,48 @@ def test_consumers_import_calculus_types_never_calculus_functions():
         for name in _calculus_functions_used(path)
     }
     assert not bad, sorted(bad)
+
+
+# -- rooms: no module over 600 lines, no function over 80 ------------------------------
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+
+#: Still over a limit, each to be split along its concepts (an entry back under the
+#: limit leaves this list). The learner's tools (``learn/``)
+#: are being extended in their own branch, the calculus passes rewritten for speed:
+#: splitting them here would collide with that work.
+OVER_THE_LIMIT = {
+    "learn/scalar.py",
+    "learn/steps/parse.py",
+    "calculus/einsum.py:_lower",
+    "calculus/reverse.py:reverse_accumulate",
+    "documents/graph.py:to_dot",
+    "ir/layers.py:_map",
+    "ir/layers.py:build",
+    "verify/evaluation.py:eval_matrix",
+    "verify/grid.py:evaluate",
+    "verify/grid.py:ev",
+}
+
+
+def _rooms() -> set[str]:
+    """Every module over :data:`MAX_MODULE_LINES` and every function (nested ones too)
+    over :data:`MAX_FUNCTION_LINES`, as ``path`` or ``path:function``."""
+    over: set[str] = set()
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG))
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            over.add(rel)
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    over.add(f"{rel}:{node.name}")
+    return over
+
+
+def test_no_module_over_600_lines_and_no_function_over_80():
+    over = _rooms()
+    assert over <= OVER_THE_LIMIT, sorted(over - OVER_THE_LIMIT)

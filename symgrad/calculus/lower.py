@@ -259,9 +259,6 @@ def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> Lowere
     def rows_of(width: sp.Expr | int) -> str:
         return f"(X.shape[0], {net.size(width)})"
 
-    def rows_of_shape(shape: tuple) -> str:  # (channels, h, w) quantities of conv nets
-        return f"(X.shape[0], {', '.join(str(net.size(w)) for w in shape)})"
-
     def add(
         target: str,
         expr: sp.Expr,
@@ -294,34 +291,12 @@ def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> Lowere
             # a stage that couples the samples is lowered with its sample axis: full already
             None
             if f.stage.sample is not None
-            else rows_of_shape(f.stage.shape)
+            else rows_of_shape(net, f.stage.shape)
             if f.stage.shape
             else rows_of(f.stage.width),
         )
-    # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
-    # (the stable log-softmax and log-sigmoid forms are recognised first).
-    llog: list[Applied] = list(ir_logs["loss"])
-    lbody = _loss_expression(net, llog)
-    lformula = f"l = {comment_text(net.loss.body)}"
-    lexpr = prepare(batch(to_matrix(lbody, ())).xreplace(sizes), llog)
-    lexpr = lexpr.replace(sp.log, SafeLog).replace(log1p, SafeLog1p)
-    total = sp.S.Zero
-    for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
-        rows = [f for f in sp.Mul.make_args(t) if isinstance(f, RowSum)]
-        inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
-        widen = None
-        if not shape_probe.full(inner):  # a constant term: one value per element
-            widen = rows_of(net.output_width) if len(rows) == 1 else "(X.shape[0], 1)"
-        items.append(LoweredItem(f"l{n_}", inner, (), "loss", lformula, tuple(llog), widen))
-        llog = []  # the loss's rewrites are reported once, on its first statement
-        total += coeff * Total(sp.Symbol(f"l{n_}"))
-    if net.penalty is not None:  # added once to the batch loss (weight decay)
-        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
-        pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
-        pformula = f"penalty = {comment_text(net.penalty)} (added once per batch)"
-        pen = prepare(pen.xreplace(sizes))
-        items.append(LoweredItem("l_penalty", pen, (), "loss", pformula, (), None))
-        total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
+    loss_items, total = _loss_items(net, ir_logs["loss"], sizes, shape_probe)
+    items.extend(loss_items)
     for step in d.steps:
         if step.needed:
             comment = step_comment(d, step)
@@ -338,7 +313,7 @@ def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> Lowere
                 shape = (
                     None
                     if step.shape[0] == N
-                    else rows_of_shape(step.shape)
+                    else rows_of_shape(net, step.shape)
                     if len(step.shape) > 1
                     else rows_of(step.shape[0])
                 )
@@ -410,6 +385,46 @@ def lowered(
         for k, ((name, expr, comment), shape) in enumerate(zip(items, shapes, strict=True))
     )
     return LoweredProgram(d, out, sp.S.Zero, dict(outputs or {}))
+
+
+def _loss_items(
+    net: Network,
+    ir_log: list[Applied],
+    sizes: Mapping[sp.Expr, sp.Expr],
+    shape_probe: Shapes,
+) -> tuple[list[LoweredItem], sp.Expr]:
+    """The loss's statements ``l1, l2, ...`` (one per term of the batch sum, the penalty
+    once per batch) and the loss value's expression over them."""
+    items: list[LoweredItem] = []
+    # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
+    # (the stable log-softmax and log-sigmoid forms are recognised first).
+    llog: list[Applied] = list(ir_log)
+    lbody = _loss_expression(net, llog)
+    lformula = f"l = {comment_text(net.loss.body)}"
+    lexpr = prepare(batch(to_matrix(lbody, ())).xreplace(sizes), llog)
+    lexpr = lexpr.replace(sp.log, SafeLog).replace(log1p, SafeLog1p)
+    total = sp.S.Zero
+    for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
+        rows = [f for f in sp.Mul.make_args(t) if isinstance(f, RowSum)]
+        inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
+        widen = None
+        if not shape_probe.full(inner):  # a constant term: one value per element
+            widen = (
+                f"(X.shape[0], {net.size(net.output_width)})"
+                if len(rows) == 1
+                else "(X.shape[0], 1)"
+            )
+        items.append(LoweredItem(f"l{n_}", inner, (), "loss", lformula, tuple(llog), widen))
+        llog = []  # the loss's rewrites are reported once, on its first statement
+        total += coeff * Total(sp.Symbol(f"l{n_}"))
+    if net.penalty is not None:  # added once to the batch loss (weight decay)
+        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
+        pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
+        pformula = f"penalty = {comment_text(net.penalty)} (added once per batch)"
+        pen = prepare(pen.xreplace(sizes))
+        items.append(LoweredItem("l_penalty", pen, (), "loss", pformula, (), None))
+        total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
+    return items, total
 
 
 #: Rules for component forms, applied before the component fallbacks are lowered to array
