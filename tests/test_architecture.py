@@ -106,12 +106,43 @@ def test_stage_folders_only_import_earlier_stages():
 
 def test_the_driver_reads_as_the_pipeline():
     doc = pipeline.__doc__ or ""
-    for stage in ("parse", "IR", "derive", "matrix", "layout", "print", "render", "verify"):
+    for stage in ("parse", "IR", "derive", "matrix", "lower", "print", "render", "verify"):
         assert stage in doc, stage
     body = inspect.getsource(pipeline.compile)
     assert "parse(" in body and "derive(" in body
     body = inspect.getsource(pipeline.derive)
     assert "reverse_accumulate(" in body and "matrix_pass(" in body
+    assert "lower_program(" in inspect.getsource(pipeline.lower)
+
+
+def test_stage_numbers_agree_with_the_driver():
+    """A module docstring that names its stage (``Stage 5 (lower), ...``) uses the
+    number the driver's docstring gives that stage."""
+    import re
+
+    numbers = {
+        m.group(2): int(m.group(1))
+        for m in re.finditer(r"^(\d)\. \*\*(\w+)\*\*", pipeline.__doc__ or "", re.M)
+    }
+    assert list(numbers) == [
+        "parse",
+        "IR",
+        "derive",
+        "matrix",
+        "lower",
+        "print",
+        "render",
+        "verify",
+    ]
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        m = re.match(r"Stage (\d) \((\w+)\)", doc)
+        if m and numbers.get(m.group(2)) != int(m.group(1)):
+            bad.append(f"{path.relative_to(PKG)}: {m.group(0)}")
+        if re.match(r"Stages? \d[a-z']", doc):
+            bad.append(f"{path.relative_to(PKG)}: a sub-stage number")
+    assert not bad, bad
 
 
 #: The calculus functions that derive (the chain rule, the matrix-form pass, the Kronecker

@@ -1,4 +1,4 @@
-"""Lowering stage, C target: convolution, pooling and flattening -> helper calls.
+"""Stage 6 (print), C target, lowering: convolution, pooling and flattening -> helper calls.
 
 The batched forms of ``calculus/conv_form.py`` (correlation with its weight and input
 gradients, sum and max pooling with theirs, channel biases and sums, flatten) become

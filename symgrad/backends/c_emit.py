@@ -1,4 +1,4 @@
-"""Emit stage, C target: the printed program -> ``net.c`` and ``net.h`` (C99, no malloc).
+"""Stage 6 (print), C target, emit: the printed program -> ``net.c`` and ``net.h`` (C99, no malloc).
 
 The statements are those of every other target: ``codegen._Printer.program`` runs the
 same common-subexpression elimination over the same lowered program

@@ -1,4 +1,4 @@
-"""Lowering stage, C target: batched array statements -> C99 loops over flat buffers.
+"""Stage 6 (print), C target, lowering: batched array statements -> C99 loops over flat buffers.
 
 The program the other targets print (``pipeline.lower``, after stable forms and
 CSE) is batched, row-major array code: matrix products (``BMatMul``, ``BOuter``),

@@ -1,4 +1,4 @@
-"""Print stage (6): the lowered program -> a module's template context.
+"""Stage 6 (print): the lowered program -> a module's template context.
 
 The driver lowers the derivation first (``pipeline.lower``, ``calculus/lower.py``: the
 batched, stabilised, target-free program). Here a target's printer prints it: one CSE

@@ -1,4 +1,4 @@
-"""Printing stage: batched matrix expressions -> NumPy source text.
+"""Stage 6 (print): batched matrix expressions -> NumPy source text.
 
 A ``sympy.printing.numpy.NumPyPrinter`` subclass with one ``_print_<Class>`` per
 layout operator (``layout.py``) and per node of the stability pass

@@ -1,4 +1,4 @@
-"""Print stage (6), other targets: the programs beyond "loss -> parameter gradients".
+"""Stage 6 (print), other targets: the programs beyond "loss -> parameter gradients".
 
 One derivation, many targets. ``codegen.build_context`` prints the lowered program
 (forward, loss, backward: SymPy expressions after the stable forms) with the target's

@@ -1,4 +1,4 @@
-"""Stage 4', tensor form: (channels, [height,] width) component expressions as array operations.
+"""Stage 4 (matrix), tensor form: (channels, [height,] width) expressions as array operations.
 
 The matrix form (``matrix_form.py``) speaks of vectors and matrices. Conv nets carry
 quantities with one index per axis, and their derived contractions are correlations:

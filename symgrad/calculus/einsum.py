@@ -1,4 +1,4 @@
-"""Stage 4c, the general fallback: a component expression lowered to batched NumPy.
+"""Stage 5 (lower), the general fallback: a component expression lowered to batched NumPy.
 
 When a contraction has no neat matrix form (pairwise terms ``sum((a[j] - a[i])**2, j)``,
 max reductions, weight-decay gradients ...), the step keeps its component form

@@ -1,4 +1,4 @@
-"""Stage 3b, forward values: rewrite derivatives in the values the forward pass computed.
+"""Stage 3 (derive), forward values: derivatives rewritten in the values the forward pass computed.
 
 A stage ``y[i] = N(x, i) * R`` (``R`` free of ``i``) satisfies ``N(x, m) = y[m] / R`` for
 every index ``m``; substituting that identity turns ``sigmoid(z)(1 - sigmoid(z))`` into

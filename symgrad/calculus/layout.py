@@ -1,4 +1,4 @@
-"""Stage 4b, layout: the batched row-major form, decided here and nowhere else.
+"""Stage 5 (lower), layout: the batched row-major form, decided here and nowhere else.
 
 Per-sample math uses column vectors (``z = W a + b``). Batched code takes samples as
 rows: a per-sample vector ``v`` becomes the matrix ``V`` of shape (N, width) (the same

@@ -1,4 +1,4 @@
-"""Local derivatives on demand (stage 3): one stage's Jacobian, a chain of stages'
+"""Stage 3 (derive), local derivatives on demand: one stage's Jacobian, a chain of stages'
 Jacobian, a stage output's derivative by its own parameter.
 
 ``check --grad da1/dz1`` (and ``dz1/dW1``, ``da2/da1``) compares a formula with one of

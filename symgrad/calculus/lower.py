@@ -1,4 +1,4 @@
-"""Lowering pass (stage 5, layout): a stable derivation -> the lowered program.
+"""Stage 5 (lower), the lowering pass: a stable derivation -> the lowered program.
 
 The target-free program every backend prints: the forward equations, the loss and each
 backward step's batched matrix form (the row-major layout of ``layout.py``, component

@@ -1,4 +1,4 @@
-"""Lowering pass (stage 5), the programs beyond "loss -> parameter gradients".
+"""Stage 5 (lower), the programs beyond "loss -> parameter gradients".
 
 Each is a list of batched statements ``(target, expr, comment)`` that the driver turns into
 a :class:`~symgrad.calculus.lower.LoweredProgram` (``derivations.lower_vjp``,

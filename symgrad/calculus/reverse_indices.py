@@ -1,4 +1,4 @@
-"""Reverse accumulation (stage 3): the indices of a stage's output and input elements.
+"""Stage 3 (derive), reverse accumulation: the indices of a stage's output and input elements.
 
 The free indices a stage's output component is stated in (one per axis, the sample index
 first for a stage that couples the samples), the indices of one input element, their

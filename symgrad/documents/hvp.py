@@ -1,4 +1,4 @@
-"""Rendering stage, second order: the Hessian-vector derivation for ``derive --hvp``.
+"""Stage 7 (render), second order: the Hessian-vector derivation for ``derive --hvp``.
 
 Every forward equation and backward step of the derivation, followed by its R-operator
 (``calculus/forward.py``) in component form (one sample, indices) and in the batched

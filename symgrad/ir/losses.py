@@ -1,4 +1,4 @@
-"""Sugar over the component-form IR, stage 2: the losses and the penalty term.
+"""Stage 2 (IR), loss sugar: the losses and the penalty term.
 
 A loss is a component expression of the output ``yhat`` and the target ``y``; the named
 losses (``mse``, ``bce``, ``cross_entropy``) and a custom expression in ``yhat`` and

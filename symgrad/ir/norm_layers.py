@@ -1,4 +1,4 @@
-"""Sugar over the component-form IR, stage 2: the normalisation layers.
+"""Stage 2 (IR), layer sugar: the normalisation layers.
 
 ``LayerNorm``, ``RMSNorm`` and ``BatchNorm`` (training mode) as maps written with sums:
 nothing here knows a derivative; the mean and variance are component expressions.
