@@ -494,7 +494,6 @@ OVER_THE_LIMIT = {
     "learn/steps/parse.py",
     "calculus/einsum.py:_lower",
     "calculus/reverse.py:reverse_accumulate",
-    "documents/graph.py:to_dot",
     "ir/layers.py:_map",
     "ir/layers.py:build",
     "verify/evaluation.py:eval_matrix",
