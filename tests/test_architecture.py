@@ -495,7 +495,6 @@ OVER_THE_LIMIT = {
     "calculus/einsum.py:_lower",
     "calculus/reverse.py:reverse_accumulate",
     "ir/layers.py:_map",
-    "ir/layers.py:build",
     "verify/evaluation.py:eval_matrix",
     "verify/grid.py:evaluate",
     "verify/grid.py:ev",

@@ -407,6 +407,35 @@ def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
     walk(stage.body, ranges)
 
 
+def _layer_stages(
+    layer: Dense | Map | LayerNorm | RMSNorm | BatchNorm | conv.Conv | conv.Pool | conv.Flatten,
+    l: int,
+    current: tuple[sp.IndexedBase, sp.Expr, tuple],
+    known: dict[sp.Symbol, int],
+    outputs: dict[str, tuple[sp.IndexedBase, sp.Expr, tuple]],
+    stages: list[Stage],
+) -> list[Stage]:
+    """The stages of layer ``l`` reading ``current`` (the previous output, its width and
+    shape); ``outputs`` and ``stages`` are what the earlier layers built."""
+    cur, cur_w, cur_shape = current
+    if isinstance(layer, conv.LAYERS):
+        act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
+        return conv.stages_of(layer, l, cur, cur_shape, act)
+    if isinstance(layer, Map):
+        earlier = {p.name: p for st in stages for p in st.params}
+        return _map(layer, l, cur, cur_w, known, outputs, earlier, cur_shape)
+    if cur_shape:
+        raise SpecError(
+            f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
+            f"got shape {list(cur_shape)} (add a flatten layer before it)"
+        )
+    if isinstance(layer, Dense):
+        return _dense(layer, l, cur, cur_w, known)
+    if isinstance(layer, NORMS):
+        return _norm(layer, l, cur, cur_w)
+    raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
+
+
 def build(
     name: str,
     input: int | sp.Symbol | Sequence[int],
@@ -451,23 +480,7 @@ def build(
     cur, cur_w, cur_shape = inp, w_in, input_shape
     outputs: dict[str, tuple[sp.IndexedBase, sp.Expr, tuple]] = {"x": (inp, w_in, input_shape)}
     for l, layer in enumerate(layers, start=1):
-        if isinstance(layer, conv.LAYERS):
-            act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
-            new = conv.stages_of(layer, l, cur, cur_shape, act)
-        elif isinstance(layer, Map):
-            earlier = {p.name: p for st in stages for p in st.params}
-            new = _map(layer, l, cur, cur_w, known, outputs, earlier, cur_shape)
-        elif cur_shape:
-            raise SpecError(
-                f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
-                f"got shape {list(cur_shape)} (add a flatten layer before it)"
-            )
-        elif isinstance(layer, Dense):
-            new = _dense(layer, l, cur, cur_w, known)
-        elif isinstance(layer, NORMS):
-            new = _norm(layer, l, cur, cur_w)
-        else:
-            raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
+        new = _layer_stages(layer, l, (cur, cur_w, cur_shape), known, outputs, stages)
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
         cur_shape = _shape_of(new[-1])
