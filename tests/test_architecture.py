@@ -521,3 +521,30 @@ def _rooms() -> set[str]:
 def test_no_module_over_600_lines_and_no_function_over_80():
     over = _rooms()
     assert over <= OVER_THE_LIMIT, sorted(over - OVER_THE_LIMIT)
+
+
+def test_lowering_is_a_driver_pass_run_once(monkeypatch: pytest.MonkeyPatch):
+    """Stage 5 is the driver's: ``pipeline.lower`` returns the lowered program (items with
+    their formula, section and rewrites) memoised: printing two targets lowers once (an
+    autograd target, torch or JAX, prints the program marked for autograd: a second one)."""
+    from symgrad import derivations
+
+    calls: list[str] = []
+    real = derivations.lower_program
+
+    def counting(d, logs):
+        calls.append(d.network.name)
+        return real(d, logs)
+
+    monkeypatch.setattr(derivations, "lower_program", counting)
+    net = build("lowered", 3, [Dense(4, "tanh"), Dense(2, "sigmoid")], "mse")
+    prog = pipeline.lower(net)
+    assert [it.section for it in prog.items][:2] == ["forward", "forward"]
+    assert {"forward", "loss", "backward"} == {it.section for it in prog.items}
+    assert pipeline.lower(net) is prog
+    pipeline.generate_code(net)
+    pipeline.generate_code(net, target="cupy")
+    assert calls == ["lowered"]
+    pipeline.generate_code(net, target="jax")
+    pipeline.generate_code(net, target="torch")
+    assert calls == ["lowered", "lowered"]
