@@ -1,7 +1,7 @@
 """symgrad: derive backpropagation symbolically and turn the derivation into code and documents.
 
 The compiler's stages live in folders named for them and are driven by
-:mod:`symgrad.pipeline`, whose docstring lists them (parse, IR, derive, matrix form, layout,
+:mod:`symgrad.pipeline`, whose docstring lists them (parse, IR, derive, matrix form, lower,
 print, render, verify): the output of each stage is the input of the next.
 
 The Python API: :func:`derive`, :func:`generate`, :func:`compile`, and the layer sugar

@@ -26,7 +26,19 @@ from typing import Any
 import sympy as sp
 
 from symgrad.calculus import renamed_memo, reverse, stability, stage_calculus
+from symgrad.calculus.local_jacobian import chain_jacobian, diagonal, stage_local
+from symgrad.calculus.lower import LoweredProgram, lower_program, lowered
+from symgrad.calculus.lower_autodiff import (
+    autodiff_marks,
+    forward_items,
+    ggn_program,
+    tangent_program,
+    vjp_comment,
+    vjp_expr,
+    with_input_grad,
+)
 from symgrad.calculus.matrix_form import matrix_pass, to_matrix
+from symgrad.calculus.program import Program, program
 from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability import (
     IR_RULES,
@@ -36,6 +48,7 @@ from symgrad.calculus.stability import (
     stabilise_stage,
 )
 from symgrad.calculus.stability_fusion import fuse_loss_division
+from symgrad.errors import SpecError
 from symgrad.ir.network import Loss, Network
 
 #: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
@@ -70,13 +83,16 @@ class _Memo:
 
 
 _DERIVED, _STABLE, _VJP = _Memo(), _Memo(), _Memo()
+_LOWERED, _AUTODIFF, _EQUATIONS = _Memo(), _Memo(), _Memo()
+_LOWERED_VJP, _HVP, _GGN = _Memo(), _Memo(), _Memo()
+_MEMOS = (_DERIVED, _STABLE, _VJP, _LOWERED, _AUTODIFF, _EQUATIONS, _LOWERED_VJP, _HVP, _GGN)
 
 
 def clear() -> None:
     """Forget every memoised derivation, and the calculus memos behind them (per-stage
     calculus, results memoised up to renaming, stabilised expressions, matrix forms):
     benchmarks time a fresh process's work."""
-    for memo in (_DERIVED, _STABLE, _VJP):
+    for memo in _MEMOS:
         memo._hits.clear()
     renamed_memo.clear()
     stage_calculus.clear()
@@ -150,4 +166,80 @@ def derive_vjp(net: Network) -> Derivation:
     return _VJP.put(net, derive(vjp_network(net)))
 
 
-__all__ = ["G", "Logs", "clear", "derive", "derive_stable", "derive_vjp", "remember", "vjp_network"]
+def equations(d: Derivation) -> Program:
+    """The derivation as one program of equations (``calculus/program.py``), memoised."""
+    hit = _EQUATIONS.get(d)
+    return hit if hit is not None else _EQUATIONS.put(d, program(d))
+
+
+def lower(d: Derivation | Network, *, autodiff: bool = False) -> LoweredProgram:
+    """Stage 5, the lowering pass: the stable derivation of ``d`` as the batched,
+    stabilised program every backend prints (``calculus/lower.py``). ``autodiff`` marks
+    the derivation for the autograd targets first (the input gradient ``dx`` computed, the
+    loss's incoming gradient ``g`` multiplied in). Memoised on ``d``."""
+    if isinstance(d, Network):
+        d = derive(d)
+    memo = _AUTODIFF if autodiff else _LOWERED
+    hit = memo.get(d)
+    if hit is not None:
+        return hit
+    stable, logs = derive_stable(d)
+    if not stable.network.is_concrete:
+        raise SpecError("every width must be a concrete integer to generate code")
+    # (marked after the stability pass, which may derive the network again)
+    return memo.put(d, lower_program(autodiff_marks(stable) if autodiff else stable, logs))
+
+
+def lower_vjp(d: Derivation) -> LoweredProgram:
+    """The lowered vector-Jacobian program of ``d``'s stable network: its forward pass,
+    then the backward pass of the output from ``G`` (with ``dx``). Memoised on ``d``."""
+    hit = _LOWERED_VJP.get(d)
+    if hit is not None:
+        return hit
+    stable, _ = derive_stable(d)  # the stable forms of the loss program's forward pass
+    vd = with_input_grad(derive_vjp(stable.network))
+    items = forward_items(stable)
+    n_forward = len(items)
+    items += [(s.grad, vjp_expr(s), vjp_comment(vd, s)) for s in vd.steps if s.needed]
+    return _LOWERED_VJP.put(d, lowered(stable, items, vd.steps, n_forward))
+
+
+def lower_hvp(d: Derivation) -> LoweredProgram:
+    """The lowered Hessian-vector program of ``d`` as given (code generation passes the
+    stable derivation; ``derive --hvp`` the derivation as written); ``outputs`` names the
+    variable of each parameter's ``(H V)[param]``. Memoised on ``d``."""
+    hit = _HVP.get(d)
+    if hit is not None:
+        return hit
+    items, out = tangent_program(d)
+    return _HVP.put(d, lowered(d, items, d.steps, 0, out))
+
+
+def lower_ggn(d: Derivation) -> LoweredProgram:
+    """The lowered Gauss-Newton-vector program of ``d`` (see :func:`lower_hvp`)."""
+    hit = _GGN.get(d)
+    if hit is not None:
+        return hit
+    vd = derive_vjp(d.network)
+    items, out = ggn_program(d, vd)
+    return _GGN.put(d, lowered(d, items, vd.steps, 0, out))
+
+
+__all__ = [
+    "G",
+    "Logs",
+    "chain_jacobian",
+    "clear",
+    "derive",
+    "derive_stable",
+    "derive_vjp",
+    "diagonal",
+    "equations",
+    "lower",
+    "lower_ggn",
+    "lower_hvp",
+    "lower_vjp",
+    "remember",
+    "stage_local",
+    "vjp_network",
+]

@@ -9,9 +9,11 @@ The output of each stage is the input of the next:
                simplification passes ``contraction`` (Kronecker deltas), ``forward_values``
                (derivatives in forward values) and loss fusion
 4. **matrix**  ``calculus/matrix_form.py``: component form -> per-sample vector algebra
-5. **layout**  ``calculus/layout.py``: the batched, row-major form (samples as rows)
-6. **print**   ``backends``: the target-free program (stable forms, CSE) printed by a
-               backend's printer into its templates (``templates/``)
+5. **lower**   ``calculus/lower.py``: the lowered program, target-free: the batched,
+               row-major layout (``layout.py``, samples as rows), einsum lowering of
+               component fallbacks (``einsum.py``) and the stability rewrites
+6. **print**   ``backends``: a backend's printer (CSE, in-place updates) prints the
+               lowered program into its templates (``templates/``)
 7. **render**  ``documents``: LaTeX, Markdown, text and the graph, from the same derivation
 8. **verify**  ``verify``: generated or hand-written code against numerics; formulas
                against the derivation (``check``)
@@ -20,8 +22,10 @@ The command line, the Python API (:func:`symgrad.derive`), ``verify`` and ``chec
 call these functions, so a command derives a network once and every output reads that
 one derivation. Stages 3-4 are :func:`derive` and the two derivations code generation
 adds, :func:`derive_stable` (the stability rewrites) and :func:`derive_vjp` (the
-vector-Jacobian program), all memoised in ``symgrad/derivations.py``: no consumer
-(backends, documents, verify, learn) runs the calculus itself.
+vector-Jacobian program); stage 5 is :func:`lower` (and :func:`lower_vjp`,
+:func:`lower_hvp`, :func:`lower_ggn` for the autograd targets and ``--hvp``), all memoised
+in ``symgrad/derivations.py``: no consumer (backends, documents, verify, learn) runs the
+calculus itself.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from dataclasses import dataclass
 
 from symgrad.calculus.program import Program, program
 from symgrad.calculus.reverse import Derivation
-from symgrad.derivations import derive, derive_stable, derive_vjp
+from symgrad.derivations import (
+    derive,
+    derive_stable,
+    derive_vjp,
+    lower,
+    lower_ggn,
+    lower_hvp,
+    lower_vjp,
+)
 from symgrad.ir.network import Network
 
 
@@ -51,7 +63,8 @@ def generate_code(
     source: str | None = None,
     hvp: bool = False,
 ) -> str:
-    """Stages 5-6: layout, the target-free program and the backend's printer + template.
+    """Stages 5-6: the lowered program (:func:`lower`) printed by the target's printer
+    into its template.
 
     ``d`` may be a network (derived first, through :func:`derive`'s memo). ``target`` is a
     registered target's name (``backends/registry.py``: numpy, torch, jax, cupy; the C
@@ -125,6 +138,10 @@ __all__ = [
     "derive_vjp",
     "generate",
     "generate_code",
+    "lower",
+    "lower_ggn",
+    "lower_hvp",
+    "lower_vjp",
     "parse",
     "render_document",
     "render_graph",

@@ -14,8 +14,8 @@ from tensor_map_check import check_spec, torch, torch_loss_and_grads
 from test_attention import SINGLE, TWO_HEADS, single_torch, two_heads_torch
 
 from symgrad.backends.numpy_printer import SymgradNumPyPrinter
-from symgrad.calculus.einsum_blas import matmul_plan
 from symgrad.frontend.spec import loads_spec
+from symgrad.ir.einsum_blas import matmul_plan
 from symgrad.pipeline import derive, generate
 
 F = torch.nn.functional

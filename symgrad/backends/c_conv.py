@@ -1,4 +1,4 @@
-"""Lowering stage, C target: convolution, pooling and flattening -> helper calls.
+"""Stage 6 (print), C target, lowering: convolution, pooling and flattening -> helper calls.
 
 The batched forms of ``calculus/conv_form.py`` (correlation with its weight and input
 gradients, sum and max pooling with theirs, channel biases and sums, flatten) become
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from symgrad.backends.c_lower import ONE, Buf, Lowerer, Ref, Val, dim
-from symgrad.calculus.conv_form import dilation_of
+from symgrad.ir.conv import dilation_of
 
 
 def _pair(values: tuple[int, ...], fill: int) -> tuple[int, int]:

@@ -1,8 +1,8 @@
-"""Emit stage, C target: the printed program -> ``net.c`` and ``net.h`` (C99, no malloc).
+"""Stage 6 (print), C target, emit: the printed program -> ``net.c`` and ``net.h`` (C99, no malloc).
 
 The statements are those of every other target: ``codegen._Printer.program`` runs the
-same common-subexpression elimination over the same stabilised program
-(``codegen.build_program``); here each statement keeps its SymPy expression, which
+same common-subexpression elimination over the same lowered program
+(``pipeline.lower``, ``calculus/lower.py``); here each statement keeps its SymPy expression, which
 ``c_nodes.StatementLowerer`` lowers to loops. This module lays out the buffers (the
 parameters and gradients as one flat array each, the temporaries in the caller's
 workspace), builds the three functions' bodies and renders ``templates/c/net.c.j2`` and
@@ -22,11 +22,12 @@ from symgrad.backends.c_lower import Buf, Shape, dim
 from symgrad.backends.c_names import c_comment, c_names, c_paths, c_string, prefix_of
 from symgrad.backends.c_nodes import NREAL, StatementLowerer
 from symgrad.backends.c_printer import SymgradCPrinter
-from symgrad.backends.codegen import OPTIMIZERS, Statement, _Printer, build_program
+from symgrad.backends.codegen import OPTIMIZERS, Statement, _Printer
 from symgrad.backends.target import NUMPY
 from symgrad.calculus.conv_form import Windows
 from symgrad.calculus.layout import N
 from symgrad.calculus.reverse import Derivation
+from symgrad.derivations import lower
 from symgrad.errors import SpecError
 from symgrad.files import atomic_write, check_writable, marker_line
 from symgrad.ir.network import Network
@@ -79,10 +80,10 @@ class Program:
 
 
 def c_program(d: Derivation | Network) -> Program:
-    prog = build_program(d)
+    prog = lower(d)
     net = prog.derivation.network
     pr = _ExprPrinter(net)
-    blocks = pr.program([(it.target, it.expr, it.comment) for it in prog.items])
+    blocks = pr.program(prog)
     exprs = iter(pr.exprs)
     out: dict[str, list[CStatement]] = {"forward": [], "loss": [], "backward": []}
     # A convolution's windows are a way of reading its input, not an array: a temporary
@@ -96,7 +97,7 @@ def c_program(d: Derivation | Network) -> Program:
                 continue
             shape = _widened(it.widen) if k == len(block) - 1 else None
             out[it.section].append(CStatement(st.target, expr, st.comment, shape))
-    total = pr.prepare(prog.total)
+    total = prog.total_code
     return Program(net, out["forward"], out["loss"], out["backward"], total)
 
 

@@ -1,6 +1,6 @@
-"""Lowering stage, C target: batched array statements -> C99 loops over flat buffers.
+"""Stage 6 (print), C target, lowering: batched array statements -> C99 loops over flat buffers.
 
-The program the other targets print (``codegen.build_program``, after stable forms and
+The program the other targets print (``pipeline.lower``, after stable forms and
 CSE) is batched, row-major array code: matrix products (``BMatMul``, ``BOuter``),
 reductions (``RowSum``, ``ColSum``, ``Total``, the component fallback's ``AxisSum``,
 ``Einsum``), row-wise softmax and log-sum-exp, and elementwise arithmetic with NumPy's

@@ -1,4 +1,4 @@
-"""Lowering stage, C target: each node of a batched expression -> loops or a helper call.
+"""Stage 6 (print), C target, lowering: each node of a batched expression -> loops or a helper call.
 
 :class:`StatementLowerer` walks one statement's expression (``c_lower.Lowerer`` holds
 the buffers, placeholders and the loop printing): elementwise nodes are rebuilt over

@@ -1,4 +1,4 @@
-"""Printing stage, C target: one element of a batched expression -> C99 source text.
+"""Stage 6 (print), C target: one element of a batched expression -> C99 source text.
 
 The C target lowers every batched statement of the program to loops (``c_lower.py``);
 inside a loop, an array is read one element at a time, so what is left to print is a

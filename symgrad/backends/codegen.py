@@ -1,12 +1,11 @@
-"""Code generation stage: derivation -> standalone NumPy module (via ``templates/module.py.j2``).
+"""Stage 6 (print): the lowered program -> a module's template context.
 
-First the target-free program (:func:`build_program`): the forward equations, the loss
-and each backward step's batched matrix form (``layout.batched_step``), with the stability
-rules of ``calculus/stability.py`` applied to the layer bodies and the loss before the
-derivation and to every batched expression after it. Every choice is made from the
-expressions, never from a layer's or a loss's name. Then the NumPy printer prints it (one
-CSE over the whole program, in-place updates) and the template only loops over the
-printed statements and formats them. Other backends can print the same ``Program``.
+The driver lowers the derivation first (``pipeline.lower``, ``calculus/lower.py``: the
+batched, stabilised, target-free program). Here a target's printer prints it: one CSE
+over the whole program, over-long lines split, in-place updates of fresh arrays and
+dead buffers reused where the target allows; the template only loops over the printed
+statements and formats them (``templates/``). Every backend prints the same
+:class:`~symgrad.calculus.lower.LoweredProgram`.
 """
 
 from __future__ import annotations
@@ -14,59 +13,24 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
 
 from symgrad._version import __version__
-from symgrad.backends.numpy_printer import (
-    LogSumExp,
-    Softmax,
-    recognise,
-)
 from symgrad.backends.pyformat import respace
 from symgrad.backends.statement import Statement, dead_code
 from symgrad.backends.target import NUMPY, Target
 from symgrad.backends.widening import widen
 from symgrad.calculus.conv_form import VIEWS
-from symgrad.calculus.einsum import LOWERED, Einsum, Full, lower
-from symgrad.calculus.layout import (
-    BMatMul,
-    BOuter,
-    ColSum,
-    N,
-    RowSum,
-    batch,
-    batched_step,
-    lower_fallbacks,
-)
-from symgrad.calculus.matrix_form import Comp, Vec, to_matrix
+from symgrad.calculus.layout import N
+from symgrad.calculus.lower import LoweredProgram, Shapes
 from symgrad.calculus.reverse import Derivation
-from symgrad.calculus.stability import (
-    COMPONENT_LOGSUMEXP,
-    COMPONENT_SOFTMAX,
-    GUARD_RULES,
-    IR_RULES,
-    LOG_THROUGH_OUTPUT,
-    SIGMOID_COMPLEMENT,
-    Applied,
-    RowMax,
-    SafeLog,
-    SafeLog1p,
-    Total,
-    share_softmax_logsumexp,
-    stabilise,
-)
-from symgrad.derivations import derive_stable
-from symgrad.errors import SpecError
+from symgrad.derivations import lower
 from symgrad.escape import py_docstring
 from symgrad.files import marker_line
-from symgrad.ir import ops as F
 from symgrad.ir.network import Network
-from symgrad.ir.plain import plain
 
 LINE = 88
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -86,25 +50,20 @@ class _Printer:
         self.inplace = target.inplace if inplace is None else inplace
         self.inplace_add = target.inplace_add
         self.buffers = target.buffers  # ``out=`` into dead buffers
-        self.sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
         self.tmp = 0
-        self.params = set(net.param_names)
+        self.shapes = Shapes(net.param_names)
         self.full_temps: dict[sp.Symbol, bool] = {}
-
-    def prepare(self, expr: sp.Expr) -> sp.Expr:
-        expr = _prepare(lower_fallbacks(expr).xreplace(self.sizes))
-        # Non-integer rationals print as floats (0.5 * x, not (1/2) * x).
-        return expr.xreplace({r: sp.Float(r, 17) for r in expr.atoms(sp.Rational) if r.q != 1})
 
     def code(self, expr: sp.Expr) -> str:
         return _strip_parens(respace(self.p.doprint(expr)))
 
-    def program(self, items: list[tuple[str, sp.Expr, tuple[str, ...]]]) -> list[list[Statement]]:
+    def program(self, prog: LoweredProgram) -> list[list[Statement]]:
         """Print ``target = expr`` for every item with one common-subexpression elimination
-        over the whole program: a temporary is defined right before its first use, so a
-        value the forward pass computes is reused by the backward pass. Over-long lines
-        are split into temporaries too."""
-        exprs = share_softmax_logsumexp([self.prepare(e) for _, e, _ in items])
+        over the whole program (its ``code``): a temporary is defined right before its
+        first use, so a value the forward pass computes is reused by the backward pass.
+        Over-long lines are split into temporaries too."""
+        items = [(it.target, it.expr, it.comment) for it in prog.items]
+        exprs = list(prog.code)
         repl, reduced = sp.cse(exprs, symbols=self._symbols(), optimizations=None, order="none")
         temps = {sym for sym, _ in repl}
         first: dict[sp.Symbol, int] = {}
@@ -132,22 +91,7 @@ class _Printer:
 
     def _is_full(self, e: sp.Expr) -> bool:
         """Whether ``e`` has the full batched shape (n, width) (not a row, column or scalar)."""
-        if isinstance(e, Full):  # the component fallback broadcast to the batched shape
-            return bool(e.args[1]) and e.args[1][0] == N
-        if isinstance(e, Einsum):  # a batched product over every axis of the scope
-            spec, slots = e.args[0].name, e.args[1].name
-            return spec.split("->")[1].startswith("a") and not slots
-        if isinstance(e, LOWERED):  # views and reductions of the component fallback
-            return False
-        if isinstance(e, Vec):
-            return e.name not in self.params
-        if e.is_Symbol:
-            return self.full_temps.get(e, False)
-        if isinstance(e, BMatMul | Softmax):
-            return True
-        if isinstance(e, RowSum | ColSum | BOuter | LogSumExp | Total | RowMax):
-            return False
-        return any(self._is_full(a) for a in e.args)
+        return self.shapes.full(e, self.full_temps)
 
     def _inplace(self, target: str, expr: sp.Expr) -> tuple[str, tuple[str, ...]] | None:
         """``target = fresh; target op= rest``: one array allocated instead of one per operator.
@@ -260,74 +204,6 @@ def _strip_parens(code: str) -> str:
     return code[1:-1]
 
 
-def comment_text(expr: sp.Expr) -> str:
-    return plain(expr)
-
-
-def _loss_expression(net: Network, log: list[Applied] | None = None) -> sp.Expr:
-    """The per-sample loss, with each log of the output rewritten through the last stage's
-    body where the stability rules then leave no log that can reach 0: log(softmax(z)_i) =
-    z_i - logsumexp(z), log(sigmoid(u)) = -softplus(-u), log(1 - sigmoid(u)) = -softplus(u).
-    These are identities, chosen from the expressions (never from a layer's or loss's name);
-    other occurrences of the output keep reading its (stably computed) forward value."""
-    body = net.loss.body
-    if not net.stages:
-        return body
-    last = net.stages[-1]
-    out = net.output
-
-    def through(e: sp.Expr) -> sp.Expr:
-        (t,) = [u for u in e.args[0].atoms(sp.Indexed) if u.base == out]
-        value = last.body.xreplace({last.index: t.indices[0]})
-        cand = sp.expand_log(sp.log(e.args[0].xreplace({t: value})), force=True)
-        mine: list[Applied] = []
-        cand = stabilise(cand, IR_RULES, mine)
-        # Accepted only if every log left is a log-sum-exp (printed shifted by the max).
-        if all(
-            isinstance(g.args[0], sp.Sum) and isinstance(g.args[0].function, sp.exp)
-            for g in cand.atoms(sp.log)
-        ):
-            if log is not None:
-                log.append(Applied(LOG_THROUGH_OUTPUT, e, cand))
-                log.extend(mine)
-            return cand
-        return e
-
-    body = body.replace(
-        lambda e: (
-            isinstance(e, sp.log)
-            and len({u for u in e.args[0].atoms(sp.Indexed) if u.base == out}) == 1
-            and not e.args[0].atoms(sp.Sum)
-        ),
-        through,
-    )
-    pairs = {f.args[0] for f in body.atoms(F.softplus)}
-    if any(-u in pairs for u in pairs):
-        # softplus(-u) = softplus(u) - u: BCE becomes softplus(z) - y z, one softplus. The
-        # products are expanded to combine the terms, but powers are not: a residual
-        # (a - y)**2 stays a difference squared (expanded, it cancels near convergence).
-        body = body.replace(
-            lambda e: isinstance(e, F.softplus) and e.args[0].could_extract_minus_sign(),
-            lambda e: F.softplus(-e.args[0]) + e.args[0],
-        )
-        body = body.replace(
-            lambda e: isinstance(e, sp.Sum),
-            lambda e: sp.Sum(
-                sp.expand(e.function, multinomial=False, power_exp=False, power_base=False),
-                *e.limits,
-            ),
-        )
-    return body
-
-
-def _free(stage) -> str:
-    """The free indices a stage's component form is stated in (``i``, ``s, i`` for a stage
-    that couples the samples, or ``c, h, w``)."""
-    if stage.sample is not None:
-        return f"{stage.sample}, {stage.index}"
-    return ", ".join(str(s) for s in stage.indices) if stage.indices else str(stage.index)
-
-
 def _wrap_comment(lines: tuple[str, ...], width: int = 94) -> tuple[str, ...]:
     """Comment lines broken at spaces so that ``    # line`` stays within 100 columns
     (conv nets' formulas are long); continuation lines are indented."""
@@ -340,182 +216,6 @@ def _wrap_comment(lines: tuple[str, ...], width: int = 94) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _comment(d: Derivation, step) -> tuple[str, ...]:
-    idx = ", ".join(str(s) for s in step.indices)
-    lhs = f"dL/d{step.wrt}[{idx}]"
-    comp = comment_text(step.component)
-    what = {"loss": "loss gradient", "input": f"through {step.stage.label}" if step.stage else ""}
-    lines = [f"{lhs} = {comp}"]
-    if step.kind == "param":
-        lines[0] = f"dL/d{step.wrt}[{idx}] = {comp}  (summed over the batch)"
-    elif step.kind in what and what[step.kind]:
-        lines.append(
-            f"({what[step.kind]}: {step.jacobian} Jacobian"
-            + (", fused with the loss)" if step.fused else ")")
-        )
-    return tuple(lines)
-
-
-@dataclass(frozen=True)
-class ProgramItem:
-    """One target-free statement ``target = expr`` (batched, stabilised, before CSE)."""
-
-    target: str
-    expr: sp.Expr
-    comment: tuple[str, ...]
-    section: str  # "forward", "loss" or "backward"
-    formula: str  # the component formula it computes (one sample)
-    applied: tuple[Applied, ...]  # the stability rewrites that produced ``expr``
-    # The full shape to broadcast to when ``expr`` is not of it (a constant activation or
-    # loss gradient, a map summing over its input into a column), as shape code.
-    widen: str | None = None
-
-
-@dataclass(frozen=True)
-class Program:
-    """The whole target-free program: every statement, and the loss value's expression."""
-
-    derivation: Derivation
-    items: tuple[ProgramItem, ...]
-    total: sp.Expr  # the batch sum of the per-sample loss, in the l<k> temporaries
-
-
-def build_program(
-    d: Derivation | Network, adjust: Callable[[Derivation], Derivation] | None = None
-) -> Program:
-    """The target-free program: forward, loss and backward statements as batched SymPy
-    expressions with every stability rule applied (``calculus/stability.py``). Backends
-    print it; nothing in it depends on what a layer or a loss is called.
-
-    ``adjust`` marks up the stabilised derivation before it is printed (the input
-    gradient, the loss's incoming gradient): a network the IR rules rewrote is derived
-    again, so marks made on the derivation it came from would be lost."""
-    d, ir_logs = derive_stable(d)
-    if adjust is not None:
-        d = adjust(d)
-    net = d.network
-    if not net.is_concrete:
-        raise SpecError("every width must be a concrete integer to generate code")
-    sizes = {k: sp.Integer(v) for k, v in net.sizes.items()}
-    items: list[ProgramItem] = []
-    shape_probe = _Printer(net)
-    hide = {Vec(p): sp.Dummy(p) for p in net.param_names}
-    unhide = {v: k for k, v in hide.items()}
-
-    def rows_of(width: sp.Expr | int) -> str:
-        return f"(X.shape[0], {net.size(width)})"
-
-    def rows_of_shape(shape: tuple) -> str:  # (channels, h, w) quantities of conv nets
-        return f"(X.shape[0], {', '.join(str(net.size(w)) for w in shape)})"
-
-    def add(
-        target: str,
-        expr: sp.Expr,
-        comment: tuple[str, ...],
-        section: str,
-        formula: str,
-        ir: list[Applied] | tuple[Applied, ...] = (),
-        full: str | None = None,
-    ) -> None:
-        log: list[Applied] = list(ir)
-        # (before the component fallbacks are lowered, which split a sum into its terms)
-        expr = stabilise(expr, BEFORE_LOWERING, log)
-        expr = _prepare(lower_fallbacks(expr).xreplace(sizes), log)
-        if section == "backward":
-            # The guards clamp values that lie in [0, 1] (an output, a probability); a
-            # parameter (a learnable temperature) has either sign: hidden from them.
-            expr = stabilise(expr.xreplace(hide), GUARD_RULES, log).xreplace(unhide)
-        widen = None if full is None or shape_probe._is_full(expr) else full
-        items.append(ProgramItem(target, expr, comment, section, formula, tuple(log), widen))
-
-    for f in d.forward:
-        formula = f"{f.stage.name}[{_free(f.stage)}] = {comment_text(f.component)}"
-        add(
-            f.stage.name,
-            batch(f.matrix),
-            (formula,),
-            "forward",
-            formula,
-            ir_logs[f.stage.name],
-            # a stage that couples the samples is lowered with its sample axis: full already
-            None
-            if f.stage.sample is not None
-            else rows_of_shape(f.stage.shape)
-            if f.stage.shape
-            else rows_of(f.stage.width),
-        )
-    # The loss: the mean over samples of the per-sample loss; logs left in it are clamped
-    # (the stable log-softmax and log-sigmoid forms are recognised first).
-    llog: list[Applied] = list(ir_logs["loss"])
-    lbody = _loss_expression(net, llog)
-    lformula = f"l = {comment_text(net.loss.body)}"
-    lexpr = _prepare(batch(to_matrix(lbody, ())).xreplace(sizes), llog)
-    lexpr = lexpr.replace(sp.log, SafeLog).replace(log1p, SafeLog1p)
-    total = sp.S.Zero
-    for n_, t in enumerate(sp.Add.make_args(lexpr), start=1):
-        rows = [f for f in sp.Mul.make_args(t) if isinstance(f, RowSum)]
-        inner, coeff = (rows[0].args[0], t / rows[0]) if len(rows) == 1 else (t, sp.S.One)
-        widen = None
-        if not shape_probe._is_full(inner):  # a constant term: one value per element
-            widen = rows_of(net.output_width) if len(rows) == 1 else "(X.shape[0], 1)"
-        items.append(ProgramItem(f"l{n_}", inner, (), "loss", lformula, tuple(llog), widen))
-        llog = []  # the loss's rewrites are reported once, on its first statement
-        total += coeff * Total(sp.Symbol(f"l{n_}"))
-    if net.penalty is not None:  # added once to the batch loss (weight decay)
-        names = sp.Tuple(*(sp.Symbol(p) for p in net.param_names))
-        pen = lower(Comp(net.penalty, sp.Tuple(), sp.Tuple(), names), batched=False)
-        pformula = f"penalty = {comment_text(net.penalty)} (added once per batch)"
-        pen = _prepare(pen.xreplace(sizes))
-        items.append(ProgramItem("l_penalty", pen, (), "loss", pformula, (), None))
-        total += N * Total(sp.Symbol("l_penalty"))  # the template divides by n
-    for step in d.steps:
-        if step.needed:
-            comment = _comment(d, step)
-            expr = batched_step(step)
-            if step.kind == "param":
-                full = None
-                if not (expr.free_symbols - {N}):  # a constant parameter gradient
-                    full = str(tuple(net.size(w) for w in step.shape))
-                add(step.grad, expr, comment, "backward", comment[0])
-                if full is not None:
-                    items[-1] = replace(items[-1], widen=full)
-            else:
-                # (N, width), the sample index explicit: lowered with its sample axis, full
-                shape = (
-                    None
-                    if step.shape[0] == N
-                    else rows_of_shape(step.shape)
-                    if len(step.shape) > 1
-                    else rows_of(step.shape[0])
-                )
-                add(step.grad, expr, comment, "backward", comment[0], (), shape)
-    return Program(d, tuple(items), total)
-
-
-#: Rules for component forms, applied before the component fallbacks are lowered to array
-#: code (which splits a sum into its terms and a ratio of sums into reductions).
-BEFORE_LOWERING = (SIGMOID_COMPLEMENT, COMPONENT_SOFTMAX, COMPONENT_LOGSUMEXP)
-
-
-def _is_float(e: sp.Expr) -> bool:
-    try:
-        return isinstance(e.evalf(17), sp.Float)
-    except (TypeError, ValueError):
-        return False
-
-
-def _prepare(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
-    expr = recognise(expr, log)
-    # Constant subexpressions (sqrt(pi), 1/sqrt(2)) become one Float: printed as a Python
-    # float, which keeps float32 arrays float32 (an np.float64 scalar would upcast them).
-    # (Only plain numbers: a constant inside a layout node, RowSum(2), stays a node.)
-    expr = expr.replace(
-        lambda e: e.is_number and not e.is_Atom and not e.is_Rational and _is_float(e),
-        lambda e: sp.Float(e.evalf(17), 17),
-    )
-    return expr.xreplace({c: sp.Float(c, 17) for c in expr.atoms(sp.NumberSymbol)})
-
-
 def build_context(
     d: Derivation,
     *,
@@ -523,21 +223,21 @@ def build_context(
     source: str | None = None,
     target: Target = NUMPY,
     inplace: bool | None = None,
-    adjust: Callable[[Derivation], Derivation] | None = None,
+    autodiff: bool = False,
 ) -> dict:
-    """Everything the module template needs, printed with ``target``'s printer (``inplace``:
-    whether statements may update their own fresh arrays; by default NumPy and CuPy;
-    ``adjust``: as :func:`build_program`'s)."""
-    prog = build_program(d, adjust)
+    """Everything the module template needs: the lowered program (``pipeline.lower``)
+    printed with ``target``'s printer (``inplace``: whether statements may update their
+    own fresh arrays; by default NumPy and CuPy; ``autodiff``: the program marked for
+    the autograd targets, with ``dx`` and the loss's incoming gradient)."""
+    prog = lower(d, autodiff=autodiff)
     net = prog.derivation.network
     pr = _Printer(net, target, inplace)
-    items = [(it.target, it.expr, it.comment) for it in prog.items]
     n_forward = sum(it.section == "forward" for it in prog.items)
     n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
     total = prog.total
-    blocks = pr.program(items)
+    blocks = pr.program(prog)
     widen(blocks, [it.widen for it in prog.items], target)
-    loss_value = pr.code(pr.prepare(total))
+    loss_value = pr.code(prog.total_code)
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
     flat = [s for b in blocks for s in b]

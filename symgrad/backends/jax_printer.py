@@ -1,4 +1,4 @@
-"""Printing stage, JAX and CuPy targets: batched matrix expressions -> ``jnp``/``cp`` text.
+"""Stage 6 (print), JAX and CuPy targets: batched matrix expressions -> ``jnp``/``cp`` text.
 
 ``jax.numpy`` and ``cupy`` mirror NumPy's names, so both printers are the NumPy printer
 re-prefixed (``torch_printer.ReprefixPrinter``). JAX arrays are immutable and traced

@@ -1,4 +1,4 @@
-"""Printing stage: batched matrix expressions -> NumPy source text.
+"""Stage 6 (print): batched matrix expressions -> NumPy source text.
 
 A ``sympy.printing.numpy.NumPyPrinter`` subclass with one ``_print_<Class>`` per
 layout operator (``layout.py``) and per node of the stability pass
@@ -14,13 +14,9 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from symgrad.calculus.einsum import Arange, Place, einsum_spec
-from symgrad.calculus.einsum_blas import matmul_plan, matmul_text
-from symgrad.calculus.forward_values import tanh_from_ratio
+from symgrad.calculus.einsum import Arange, Place
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, RowSum
 from symgrad.calculus.stability import (
-    PROGRAM_RULES,
-    Applied,
     ClampMin,
     LogCosh,
     LogSumExp,
@@ -29,16 +25,9 @@ from symgrad.calculus.stability import (
     SafeLog1p,
     Softmax,
     Total,
-    share_softmax_logsumexp,
-    stabilise,
 )
+from symgrad.ir.einsum_blas import matmul_plan, matmul_text
 from symgrad.ir.ops import Op, fill, op_of
-
-
-def recognise(expr: sp.Expr, log: list[Applied] | None = None) -> sp.Expr:
-    """``expr`` with the stability rules applied (``calculus/stability.py``) and
-    ``sinh/cosh`` ratios written as ``tanh``."""
-    return stabilise(tanh_from_ratio(expr), PROGRAM_RULES, log)
 
 
 class SymgradNumPyPrinter(NumPyPrinter):
@@ -205,7 +194,7 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_AxisSum(self, expr):
         axis = int(expr.args[1])
-        plan = einsum_spec(expr.args[0], axis)
+        plan = expr.einsum_plan()
         if plan is None:
             return self._reduce("sum", expr)
         spec, ops, keep = plan
@@ -406,6 +395,4 @@ __all__ = [
     "Softmax",
     "SymgradNumPyPrinter",
     "Total",
-    "recognise",
-    "share_softmax_logsumexp",
 ]

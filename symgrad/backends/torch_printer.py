@@ -1,4 +1,4 @@
-"""Printing stage, PyTorch target: batched matrix expressions -> ``torch`` source text.
+"""Stage 6 (print), PyTorch target: batched matrix expressions -> ``torch`` source text.
 
 The NumPy printer's subclass (SymForce's shape: one printer per backend). Most NumPy
 functions have a ``torch`` namesake, so the NumPy text is re-prefixed; the rest get their

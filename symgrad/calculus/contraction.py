@@ -1,4 +1,4 @@
-"""Stage 3a, delta contraction: eliminate KroneckerDelta factors against the Sums that bind them.
+"""Stage 3 (derive), delta contraction: KroneckerDelta factors against the Sums binding them.
 
 ``sympy.diff`` of an Indexed expression with respect to an Indexed element yields
 ``KroneckerDelta`` factors inside unevaluated Sums. SymPy's own ``simplify`` is not

@@ -1,4 +1,4 @@
-"""Stage 4', tensor form: (channels, [height,] width) component expressions as array operations.
+"""Stage 4 (matrix), tensor form: (channels, [height,] width) expressions as array operations.
 
 The matrix form (``matrix_form.py``) speaks of vectors and matrices. Conv nets carry
 quantities with one index per axis, and their derived contractions are correlations:
@@ -30,18 +30,11 @@ import sympy as sp
 from symgrad.calculus.index_arithmetic import Divisible, InRange, affine_parts
 from symgrad.calculus.matrix_form import Mat, Vec
 from symgrad.errors import DerivationError
-from symgrad.ir.conv import ArgMaxIs, MaxOver
+from symgrad.ir.conv import ArgMaxIs, MaxOver, dilation_of
 
 
 def _ints(values) -> sp.Tuple:
     return sp.Tuple(*[sp.Integer(int(v)) for v in values])
-
-
-def dilation_of(node: sp.Expr, at: int, nd: int) -> tuple[int, ...]:
-    """The dilation a node carries as its optional argument ``at`` (1 per axis if absent)."""
-    if len(node.args) > at:
-        return tuple(int(v) for v in node.args[at])
-    return (1,) * nd
 
 
 def _linear(self, R, tangents):

@@ -1,4 +1,4 @@
-"""Stage 4c, the general fallback: a component expression lowered to batched NumPy.
+"""Stage 5 (lower), the general fallback: a component expression lowered to batched NumPy.
 
 When a contraction has no neat matrix form (pairwise terms ``sum((a[j] - a[i])**2, j)``,
 max reductions, weight-decay gradients ...), the step keeps its component form
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.einsum_blas import display_permuted, matmul_plan, matmul_text
 from symgrad.calculus.index_arithmetic import Divisible, InRange
 from symgrad.calculus.matrix_form import Comp
 from symgrad.calculus.partial_reads import unmark
 from symgrad.errors import DerivationError
+from symgrad.ir.einsum_blas import display_permuted, matmul_plan, matmul_text
 from symgrad.ir.indices import BATCH
 from symgrad.ir.reductions import ArgMax, ArgMin, ReduceMax, ReduceMin, ShiftMax
 
@@ -139,6 +139,11 @@ class AxisSum(sp.Function):
     """``np.sum(e, axis)``."""
 
     nargs = 2
+
+    def einsum_plan(self) -> tuple[str, list[tuple[sp.Expr, list[int]]], list[int]] | None:
+        """The sum as one ``einsum`` where its argument is a product of placed arrays (see
+        :func:`einsum_spec`), else None."""
+        return einsum_spec(self.args[0], int(self.args[1]))
 
 
 class AxisMax(sp.Function):

@@ -1,4 +1,4 @@
-"""Stage 3b, forward mode: the R-operator (directional derivative) of a batched program.
+"""Stages 3 and 5, forward mode: the R-operator (directional derivative) of a batched program.
 
 Pearlmutter's R-operator ``R{f} = d/dr f(theta + r V) at r = 0`` applied statement by
 statement to the batched program (forward pass, loss gradient, backward pass) gives the

@@ -1,4 +1,4 @@
-"""Stage 3b, forward values: rewrite derivatives in the values the forward pass computed.
+"""Stage 3 (derive), forward values: derivatives rewritten in the values the forward pass computed.
 
 A stage ``y[i] = N(x, i) * R`` (``R`` free of ``i``) satisfies ``N(x, m) = y[m] / R`` for
 every index ``m``; substituting that identity turns ``sigmoid(z)(1 - sigmoid(z))`` into
@@ -12,25 +12,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.ir.indices import indices_of
+from symgrad.ir.indices import indices_of, pull_out
 from symgrad.ir.network import Stage
-
-
-def pull_out(expr: sp.Expr) -> sp.Expr:
-    """Move factors that do not depend on a Sum's index outside it (recursively)."""
-    if not expr.args or not expr.has(sp.Sum):
-        return expr
-    if isinstance(expr, sp.Sum) and len(expr.limits) == 1:
-        var = expr.limits[0][0]
-        body = pull_out(expr.function)
-        terms = sp.Add.make_args(body)
-        out = []
-        for t in terms:
-            inner = [f for f in sp.Mul.make_args(t) if f.has(var)]
-            outer = [f for f in sp.Mul.make_args(t) if not f.has(var)]
-            out.append(sp.Mul(*outer) * sp.Sum(sp.Mul(*inner), expr.limits[0]))
-        return sp.Add(*out)
-    return expr.func(*[pull_out(a) for a in expr.args])
 
 
 def rewrite(expr: sp.Expr, stage: Stage) -> sp.Expr:

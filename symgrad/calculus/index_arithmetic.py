@@ -1,4 +1,4 @@
-"""Stage 3a', index arithmetic: contract Kronecker deltas through affine index expressions.
+"""Stage 3 (derive), index arithmetic: contract Kronecker deltas through affine index expressions.
 
 Convolution and pooling read their input at computed positions, ``a[c, h*s + kh - pad]``.
 ``sympy.diff`` of such a read with respect to an element ``a[c', q]`` gives the factor

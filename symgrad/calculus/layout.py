@@ -1,4 +1,4 @@
-"""Stage 4b, layout: the batched row-major form, decided here and nowhere else.
+"""Stage 5 (lower), layout: the batched row-major form, decided here and nowhere else.
 
 Per-sample math uses column vectors (``z = W a + b``). Batched code takes samples as
 rows: a per-sample vector ``v`` becomes the matrix ``V`` of shape (N, width) (the same
@@ -131,3 +131,13 @@ def batched_step(step) -> sp.Expr:
         return batch_param_grad(step.matrix)
     out = batch(step.matrix)
     return out / N if step.seed else out
+
+
+def batch_mean(m: sp.Expr) -> sp.Expr:
+    """The batch mean of a per-sample scalar in matrix form (a loss): its per-sample
+    factor summed over the rows, its constant factor kept, divided by n."""
+    from symgrad.calculus.matrix_form import Vec
+
+    coef = sp.Mul(*[f for f in sp.Mul.make_args(m) if not f.atoms(Vec)])
+    rest = sp.Mul(*[f for f in sp.Mul.make_args(m) if f.atoms(Vec)])
+    return coef * ColSum(batch(rest)) / N

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 
 from symgrad.calculus.contraction import contract
-from symgrad.calculus.conv_form import tensor_form
 from symgrad.calculus.forward_values import (
     cancel_scalar,
     pull_out,
     rewrite,
 )
+from symgrad.calculus.layout import batch, batch_mean, batched_step
+from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.renamed_memo import is_zero
+from symgrad.calculus.reverse_indices import _array_form, _out_names, _tensor_names
 from symgrad.calculus.stage_calculus import (  # _CACHE: cleared by benchmarks
     _CACHE,  # noqa: F401
     _PARAM_IDX,
@@ -45,32 +47,6 @@ from symgrad.ir.indices import BATCH, FREE_NAMES, PARAM_NAMES, K, T, idx
 from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Param, Stage
 
-_TENSOR_NAMES = {2: ("c", "w"), 3: ("c", "h", "w")}
-
-
-def _tensor_names(n: int) -> tuple[str, ...]:
-    """Display names of the indices of an input element with ``n`` axes."""
-    return _TENSOR_NAMES.get(n, ("c", "h", "w")[-n:] if n <= 3 else ())
-
-
-def _out_names(stage: Stage) -> tuple[str, ...]:
-    """The display names of a stage's output indices."""
-    if stage.sample is not None:
-        return ("s", "i")
-    if dict(stage.attrs).get("form") == "component" and stage.indices:
-        return tuple(str(ix) for ix in stage.indices)  # a tensor map's own index names
-    return _tensor_names(len(stage.indices)) if stage.indices else ("i",)
-
-
-def _array_form(
-    stage: Stage, expr: sp.Expr, free: tuple, shape: tuple, param: bool = False
-) -> sp.Expr | None:
-    """The conv layers' array form of a tensor stage's expression (``W ⋆ a``); None for a
-    user's map, which keeps its component form (lowered as a whole, ``calculus/einsum.py``)."""
-    if not _is_tensor(stage) or dict(stage.attrs).get("form") == "component":
-        return None
-    return tensor_form(expr, free, shape, param=param)
-
 
 @dataclass(frozen=True, kw_only=True)
 class Forward:
@@ -80,6 +56,12 @@ class Forward:
     stage: Stage
     component: sp.Expr
     matrix: sp.Expr | None = None
+
+    @property
+    def batched(self) -> sp.Expr:
+        """The batched form (samples as rows, ``layout.py``) of ``matrix``; ValueError
+        where it has none."""
+        return batch(self.matrix)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +114,12 @@ class Step:
     #: contracted. The documents show both forms.
     local_raw: sp.Expr | None = None
 
+    @property
+    def batched(self) -> sp.Expr:
+        """The batched form (samples as rows, ``layout.py``) of ``matrix``: what code
+        computes, a parameter gradient summed over the batch, the seed divided by n."""
+        return batched_step(self)
+
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
 DISPLAY: dict[str, Callable[[Derivation], str]] = {}
@@ -155,6 +143,12 @@ class Derivation:
 
     def param_steps(self) -> dict[str, Step]:
         return {s.wrt: s for s in self.steps if s.kind == "param"}
+
+    @property
+    def loss_batched(self) -> sp.Expr:
+        """The batch mean of the per-sample loss, batched (``layout.batch_mean``);
+        DerivationError or ValueError where the loss has no matrix form."""
+        return batch_mean(to_matrix(self.loss, ()))
 
     # Jupyter display. The documents stage registers its renderers in DISPLAY when it is
     # imported (``import symgrad`` does), so the calculus never imports the documents.

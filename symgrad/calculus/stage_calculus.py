@@ -18,38 +18,17 @@ import sympy as sp
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import centre_samples, pull_out, rewrite, tanh_from_ratio
 from symgrad.calculus.renamed_memo import renamed
+from symgrad.calculus.reverse_indices import (
+    _PARAM_IDX,
+    _TENSOR_IDX,
+    _in_index,
+    _is_tensor,
+    _out_index,
+    _out_limits,
+)
 from symgrad.calculus.softmax_values import rewrite_softmax
-from symgrad.ir.indices import BATCH, K, P, Q, R, T, canonical, idx
+from symgrad.ir.indices import BATCH, K, canonical
 from symgrad.ir.network import Param, Stage
-
-_PARAM_IDX = (P, Q, R, idx("s_"))
-#: Indices of an input element of a (channels, [height,] width) quantity, and their names.
-_TENSOR_IDX = (K, idx("k2_"), idx("k3_"))
-
-
-def _out_index(stage: Stage) -> tuple[sp.Symbol, ...]:
-    """The free indices of a stage's output component (one per axis; the sample index
-    first for a stage that couples the samples)."""
-    if stage.sample is not None:
-        return (stage.sample, stage.index)
-    return stage.indices or (stage.index,)
-
-
-def _out_limits(stage: Stage) -> list[tuple[sp.Symbol, int, sp.Expr]]:
-    shape = (BATCH, stage.width) if stage.sample is not None else stage.shape or (stage.width,)
-    return [(ix, 0, w - 1) for ix, w in zip(_out_index(stage), shape, strict=True)]
-
-
-def _in_index(stage: Stage) -> tuple[sp.Symbol, ...]:
-    """The indices of one input element (``K`` for a vector, ``(T, K)`` for a stage that
-    couples the samples: input element ``k`` of sample ``t``)."""
-    if stage.sample is not None:
-        return (T, K)
-    return _TENSOR_IDX[: len(stage.in_shape)] if stage.in_shape else (K,)
-
-
-def _is_tensor(stage: Stage) -> bool:
-    return bool(stage.indices or stage.in_shape)
 
 
 def _local(body: sp.Expr, wrt: sp.Indexed) -> sp.Expr:

@@ -14,9 +14,9 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.reverse import Derivation
-from symgrad.calculus.stability_hazards import Hazard, hazards
+from symgrad.calculus.stability_hazards import Hazard
+from symgrad.derivations import lower
 from symgrad.ir.network import Network
 from symgrad.ir.plain import PlainTextPrinter
 
@@ -162,12 +162,9 @@ def audit(net: Network | Derivation, *, source: str | None = None) -> Audit:
         net: a network, or its derivation.
         source: shown in the report's title (defaults to the network's source).
     """
-    from symgrad.backends.codegen import build_program
-
-    prog = build_program(net)
+    prog = lower(net)
     n = prog.derivation.network
     names = {str(n.input): "X", str(n.loss.target): "Y", "N": "n"}
-    data = {Vec(str(n.input)), Vec(str(n.loss.target))}
     pr = _PlainPrinter(names)
     entries = []
     for it in prog.items:
@@ -180,7 +177,7 @@ def audit(net: Network | Derivation, *, source: str | None = None) -> Audit:
             )
             for a in it.applied
         )
-        found: list[Hazard] = hazards(it.expr, data)
+        found: list[Hazard] = prog.hazards(it)
         seen: set[tuple[str, str]] = set()
         hz = []
         for h in found:

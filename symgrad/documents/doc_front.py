@@ -8,8 +8,7 @@ import re
 
 import sympy as sp
 
-from symgrad.calculus.layout import ColSum, N, batch
-from symgrad.calculus.matrix_form import Vec, to_matrix
+from symgrad.calculus.matrix_form import to_matrix
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.latex_printer import LOSS, quantity
@@ -147,7 +146,7 @@ class FrontMatter(DocBase):
             beqs = []
             for f in self.d.forward:
                 try:
-                    b = batch(f.matrix)
+                    b = f.batched
                 except ValueError:
                     continue
                 beqs.append(Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched"))))
@@ -159,11 +158,9 @@ class FrontMatter(DocBase):
         except DerivationError:  # a loss without matrix form: components only
             return None
 
-    def _batch_mean(self, m: sp.Expr) -> M | None:
+    def _batch_mean(self) -> M | None:
         try:
-            coef = sp.Mul(*[f for f in sp.Mul.make_args(m) if not f.atoms(Vec)])
-            rest = sp.Mul(*[f for f in sp.Mul.make_args(m) if f.atoms(Vec)])
-            return self.ex(coef * ColSum(batch(rest)) / N, "batched", yhat=True)
+            return self.ex(self.d.loss_batched, "batched", yhat=True)
         except (DerivationError, ValueError):
             return None
 
@@ -179,7 +176,7 @@ class FrontMatter(DocBase):
             s.items.append(Item("math", eqs=(Eq((ell, self.ex(m, "vector", yhat=True))),)))
             s.items.append(Item("label", ("Batch mean",)))
             sides = [M(LOSS, "L"), M(r"\frac{1}{N} \sum_{s=1}^{N} \ell^{(s)}", "mean_s l(s)")]
-            bm = self._batch_mean(m)
+            bm = self._batch_mean()
             if bm is not None:
                 sides.append(bm)
             s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 
 import sympy as sp
 
-from symgrad.calculus.forward_values import pull_out
-from symgrad.calculus.layout import batched_step
 from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
@@ -35,6 +33,7 @@ from symgrad.documents.structure import (
     swap_ik,
 )
 from symgrad.errors import DerivationError
+from symgrad.ir.indices import pull_out
 
 #: Placeholders for a stage's names (a step's pattern, see ``BackwardSteps._pattern``).
 _PH = tuple(sp.IndexedBase(f"_ph{n}", real=True) for n in range(12))
@@ -107,7 +106,7 @@ class BackwardSteps(LocalWhy, TensorSteps):
             s.items.append(Item("label", ("Matrix form, per sample and batched",)))
             eqs = (
                 Eq((self.dq(st.wrt, "vector"), self.ex(st.matrix, "vector", yhat=True))),
-                Eq((self.dq(st.wrt, "batched"), self.ex(batched_step(st), "batched", yhat=True))),
+                Eq((self.dq(st.wrt, "batched"), self.ex(st.batched, "batched", yhat=True))),
             )
             s.items.append(Item("math", eqs=eqs))
             if self.has_params:
@@ -302,7 +301,7 @@ class BackwardSteps(LocalWhy, TensorSteps):
             )
         s.items.append(Item("label", ("Batched",)))
         blhs = self.grad_lhs(st, "batched", [])
-        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(batched_step(st), "batched"))),)))
+        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(st.batched, "batched"))),)))
 
     # -- the loss gradient fused into the last stage ----------------------------------------
     def _substituted(self, st: Step, loss_step: Step) -> list[M]:
@@ -422,7 +421,7 @@ class BackwardSteps(LocalWhy, TensorSteps):
             s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
             sides = [
                 *self.grad_lhs(st, "batched", []),
-                self.ex(batched_step(st), "batched"),
+                self.ex(st.batched, "batched"),
                 M(
                     lambda: r"\sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
                     lambda: f"sum_s (({per.txt})(s))",

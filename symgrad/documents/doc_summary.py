@@ -5,7 +5,6 @@ as a product chain, and the backward pass as the generated code computes it."""
 
 from __future__ import annotations
 
-from symgrad.calculus.layout import batched_step
 from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
@@ -209,7 +208,7 @@ class Summaries(DocBase):
             s.items.append(Item("label", ("Batched (the generated code)",)))
             for st in steps:
                 lhs = self.grad_lhs(st, "batched", [])
-                eqs.append(Eq((lhs[0], self.ex(batched_step(st), "batched"))))
+                eqs.append(Eq((lhs[0], self.ex(st.batched, "batched"))))
         else:
             s.items.append(Item("label", ("Component form",)))
             for st in steps:

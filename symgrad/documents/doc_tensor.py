@@ -13,7 +13,7 @@ from symgrad.calculus.conv_form import (
     WindowMaxGrad,
     WindowSumGrad,
 )
-from symgrad.calculus.layout import N, batched_step
+from symgrad.calculus.layout import N
 from symgrad.calculus.reverse import Step
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.model import Eq, Item, M, Section
@@ -78,7 +78,7 @@ class TensorSteps(DocBase):
         ]
 
     def _what(self, st: Step) -> list[Item]:
-        forms = [batched_step(st)]
+        forms = [st.batched]
         if st.matrix is not None:
             forms.append(st.matrix)
         for cls, text in _WHAT:
@@ -107,10 +107,10 @@ class TensorSteps(DocBase):
             s.items.append(Item("label", ("Correlation form, per sample and batched",)))
             eqs = (
                 Eq((*self.grad_lhs(st, "vector", []), self.ex(st.matrix, "vector"))),
-                Eq((*self.grad_lhs(st, "batched", []), self.ex(batched_step(st), "batched"))),
+                Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),
             )
             s.items.append(Item("math", eqs=eqs))
-            if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (batched_step(st),)):
+            if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (st.batched,)):
                 s.items.extend(self._star())
 
     def sample_step(self, st: Step, s: Section) -> None:
@@ -154,7 +154,7 @@ class TensorSteps(DocBase):
             s.items.append(Item("para", self._batch_sentence(st, oi[0])))
         if self.mat:
             s.items.append(Item("label", ("Batched: the sums over the batch are over the rows",)))
-            eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(batched_step(st), "batched"))),)
+            eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),)
             s.items.append(Item("math", eqs=eqs))
 
     def _batch_sentence(self, st: Step, sample: str) -> tuple:

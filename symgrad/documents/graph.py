@@ -117,6 +117,46 @@ def _label(st: Step, d: Derivation, names: set[str]) -> str:
     return own + (f"{NL}J = ∂{math_name(out)}/∂{math_name(st.wrt)} = {jac}" if jac else "")
 
 
+#: The graph's legend: what each edge style means.
+_LEGEND = [
+    "",
+    "  // legend",
+    "  subgraph cluster_legend {",
+    '    label="legend"; fontsize=10; color="gray70";',
+    '    "legend" [shape=plaintext, fontsize=10, label=<<TABLE BORDER="0" CELLSPACING="2">'
+    '<TR><TD ALIGN="LEFT">── forward: values</TD></TR>'
+    '<TR><TD ALIGN="LEFT"><FONT COLOR="blue3">- - adjoint to a layer input '
+    "(input Jacobian J)</FONT></TD></TR>"
+    '<TR><TD ALIGN="LEFT"><FONT COLOR="red3">- - parameter gradient '
+    "(parameter Jacobian)</FONT></TD></TR>"
+    '<TR><TD ALIGN="LEFT"><FONT COLOR="gray20">- - loss gradient (the seed)</FONT></TD></TR>'
+    '<TR><TD ALIGN="LEFT">δ⁽ˡ⁾ = ∂L/∂z⁽ˡ⁾ (the error); ∂L/∂a = Jᵀ times the '
+    "adjoint above</TD></TR></TABLE>>];",
+    "  }",
+    "}",
+]
+
+
+def _backward_edges(d: Derivation, names: set[str]) -> list[str]:
+    """The dashed edges of the backward pass, each labelled with its adjoint and Jacobian."""
+    lines: list[str] = []
+    lines.append("  // backward flow of the adjoints")
+    for s in d.steps:
+        if s.kind == "loss":
+            src, dst, style = "L", s.wrt, _SEED
+        elif s.stage is not None:
+            src, dst = s.stage.name, s.wrt
+            style = _PARAM if s.kind == "param" else _INPUT
+        else:  # pragma: no cover - every non-loss step has a stage
+            continue
+        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(_label(s, d, names))}];")
+    for st in d.network.stages:  # a skip connection's share of an adjoint (the shares add up)
+        for base, _ in st.extra:
+            share = _q(f"+ to d{base}")
+            lines.append(f"  {_q(st.name)} -> {_q(str(base))} [{_INPUT}, label={share}];")
+    return lines
+
+
 def to_dot(d: Derivation) -> str:
     """The computational graph of a derivation in the Graphviz DOT language.
 
@@ -174,37 +214,8 @@ def to_dot(d: Derivation) -> str:
     lines.append(f'  {_q(out)} -> "L" [{_FORWARD}];')
     lines.append(f'  {_q(target)} -> "L" [{_FORWARD}];')
     lines.append("")
-    lines.append("  // backward flow of the adjoints")
-    for s in d.steps:
-        if s.kind == "loss":
-            src, dst, style = "L", s.wrt, _SEED
-        elif s.stage is not None:
-            src, dst = s.stage.name, s.wrt
-            style = _PARAM if s.kind == "param" else _INPUT
-        else:  # pragma: no cover - every non-loss step has a stage
-            continue
-        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(_label(s, d, names))}];")
-    for st in net.stages:  # a skip connection's share of an adjoint (the shares add up)
-        for base, _ in st.extra:
-            share = _q(f"+ to d{base}")
-            lines.append(f"  {_q(st.name)} -> {_q(str(base))} [{_INPUT}, label={share}];")
-    lines += [
-        "",
-        "  // legend",
-        "  subgraph cluster_legend {",
-        '    label="legend"; fontsize=10; color="gray70";',
-        '    "legend" [shape=plaintext, fontsize=10, label=<<TABLE BORDER="0" CELLSPACING="2">'
-        '<TR><TD ALIGN="LEFT">── forward: values</TD></TR>'
-        '<TR><TD ALIGN="LEFT"><FONT COLOR="blue3">- - adjoint to a layer input '
-        "(input Jacobian J)</FONT></TD></TR>"
-        '<TR><TD ALIGN="LEFT"><FONT COLOR="red3">- - parameter gradient '
-        "(parameter Jacobian)</FONT></TD></TR>"
-        '<TR><TD ALIGN="LEFT"><FONT COLOR="gray20">- - loss gradient (the seed)</FONT></TD></TR>'
-        '<TR><TD ALIGN="LEFT">δ⁽ˡ⁾ = ∂L/∂z⁽ˡ⁾ (the error); ∂L/∂a = Jᵀ times the '
-        "adjoint above</TD></TR></TABLE>>];",
-        "  }",
-        "}",
-    ]
+    lines += _backward_edges(d, names)
+    lines += _LEGEND
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Rendering stage, second order: the Hessian-vector derivation for ``derive --hvp``.
+"""Stage 7 (render), second order: the Hessian-vector derivation for ``derive --hvp``.
 
 Every forward equation and backward step of the derivation, followed by its R-operator
 (``calculus/forward.py``) in component form (one sample, indices) and in the batched
@@ -8,10 +8,9 @@ what it is: the backward pass differentiated once more, along the direction V.
 
 from __future__ import annotations
 
-from symgrad.backends.codegen import comment_text
-from symgrad.backends.targets import matrix_text, tangent_program
-from symgrad.calculus.program import program
 from symgrad.calculus.reverse import Derivation
+from symgrad.derivations import equations, lower_hvp
+from symgrad.ir.plain import matrix_text, plain
 
 _INTRO = (
     "Hessian-vector product, forward-over-reverse: the R-operator "
@@ -29,13 +28,13 @@ def hvp_lines(d: Derivation) -> list[str]:
     (the derivation's program differentiated once more, ``Program.tangent``) then batched
     matrix form."""
     comp = {
-        eq.target: f"{_subscript(eq.indices)} = {comment_text(eq.body)}"
-        for eq in program(d).tangent()
+        eq.target: f"{_subscript(eq.indices)} = {plain(eq.body)}"
+        for eq in equations(d).tangent()
         if eq.phase == "tangent"
     }
-    items, _ = tangent_program(d)
     lines = [_INTRO, ""]
-    for target, expr, comment in items:
+    for it in lower_hvp(d).items:
+        target, expr, comment = it.target, it.expr, it.comment
         if not target.startswith("R"):
             lines.extend(f"  {c}" for c in comment)
             continue

@@ -6,7 +6,7 @@ the derivation's order (its local derivative with the reason for it, the chain r
 matrix forms per sample and batched), the four equations of backpropagation, the layer
 Jacobians and the backward pass as computed. Nothing is derived here: every expression
 comes from the derivation (``Step.component``, ``Step.local``, ``Step.local_raw``,
-``Step.unfused``, ``Step.matrix``) or from its layout (``layout.batched_step``).
+``Step.unfused``, ``Step.matrix``) or from its layout (``Step.batched``).
 
 The document is built in parts (``doc_front``, ``doc_steps``, ``doc_local``,
 ``doc_tensor``, ``doc_summary`` on the model of ``model.py``), printed for one format by
@@ -15,7 +15,6 @@ The document is built in parts (``doc_front``, ``doc_steps``, ``doc_local``,
 
 from __future__ import annotations
 
-from symgrad.calculus.layout import batch, batched_step
 from symgrad.calculus.reverse import DISPLAY, Derivation
 from symgrad.documents.doc_front import FrontMatter
 from symgrad.documents.doc_steps import BackwardSteps
@@ -123,14 +122,14 @@ def render_fragment_for_jupyter(d: Derivation) -> str:
     eqs: list[Eq] = []
     for f in d.forward:
         try:
-            b = batch(f.matrix)
+            b = f.batched
         except ValueError:
             continue
         eqs.append(Eq((doc.q(f.stage.name, "batched"), doc.ex(b, "batched"))))
     for st in d.steps:
         if st.needed:
             lhs = doc.grad_lhs(st, "batched", [])
-            eqs.append(Eq((lhs[0], doc.ex(batched_step(st), "batched"))))
+            eqs.append(Eq((lhs[0], doc.ex(st.batched, "batched"))))
     lines = [ln for e in eqs for ln in equation_lines(e)]
     return "$$\n\\begin{aligned}\n" + LINE_SEP.join(lines) + "\n\\end{aligned}\n$$"
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 
-from symgrad.calculus.forward_values import pull_out
 from symgrad.calculus.layout import N
 from symgrad.documents.model import Eq, Item, M
+from symgrad.ir.indices import pull_out
 from symgrad.ir.network import Stage
 
 if TYPE_CHECKING:

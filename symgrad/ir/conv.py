@@ -418,3 +418,10 @@ def stages_of(
     if isinstance(layer, Pool):
         return pool_stages(layer, l, inp, in_shape)
     return flatten_stages(l, inp, in_shape, I)
+
+
+def dilation_of(node: sp.Expr, at: int, nd: int) -> tuple[int, ...]:
+    """The dilation a node carries as its optional argument ``at`` (1 per axis if absent)."""
+    if len(node.args) > at:
+        return tuple(int(v) for v in node.args[at])
+    return (1,) * nd

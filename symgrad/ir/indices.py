@@ -89,3 +89,20 @@ def one_based(e: sp.Expr) -> sp.Expr:
     if not shift:
         return e
     return sp.expand(e.xreplace(shift) + 1)
+
+
+def pull_out(expr: sp.Expr) -> sp.Expr:
+    """Move factors that do not depend on a Sum's index outside it (recursively)."""
+    if not expr.args or not expr.has(sp.Sum):
+        return expr
+    if isinstance(expr, sp.Sum) and len(expr.limits) == 1:
+        var = expr.limits[0][0]
+        body = pull_out(expr.function)
+        terms = sp.Add.make_args(body)
+        out = []
+        for t in terms:
+            inner = [f for f in sp.Mul.make_args(t) if f.has(var)]
+            outer = [f for f in sp.Mul.make_args(t) if not f.has(var)]
+            out.append(sp.Mul(*outer) * sp.Sum(sp.Mul(*inner), expr.limits[0]))
+        return sp.Add(*out)
+    return expr.func(*[pull_out(a) for a in expr.args])

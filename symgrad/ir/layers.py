@@ -19,7 +19,15 @@ from symgrad import budgets, names
 from symgrad.errors import SpecError
 from symgrad.ir import conv, map_checks, naming, softmax_split
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
-from symgrad.ir.network import Loss, Network, Param, Stage
+from symgrad.ir.losses import LOSS_NAMES as LOSS_NAMES  # re-exported: the layers' API
+from symgrad.ir.losses import _penalty, make_loss, y_s, yhat_s
+from symgrad.ir.losses import is_softmax as is_softmax
+from symgrad.ir.network import Network, Param, Stage
+from symgrad.ir.norm_layers import NORM_EPS as NORM_EPS  # re-exported: the layers' API
+from symgrad.ir.norm_layers import NORMS, BatchNorm, LayerNorm, RMSNorm, _norm
+from symgrad.ir.norm_layers import batchnorm_body as batchnorm_body
+from symgrad.ir.norm_layers import layernorm_body as layernorm_body
+from symgrad.ir.norm_layers import rmsnorm_body as rmsnorm_body
 from symgrad.ir.ops import ACTIVATIONS
 
 #: The most layers a network may have (spec files and the Python API alike): derive and
@@ -36,8 +44,6 @@ m = sp.Symbol("m", integer=True, positive=True)
 s, t = SAMPLE, idx("t")
 N = BATCH
 x = sp.Symbol("x", real=True)
-yhat_s = sp.Symbol("yhat", real=True)
-y_s = sp.Symbol("y", real=True)
 
 #: The built-in activation names (see :func:`activation_names` for the live registry).
 ACTIVATION_NAMES = (*ACTIVATIONS, "softmax")
@@ -46,9 +52,6 @@ ACTIVATION_NAMES = (*ACTIVATIONS, "softmax")
 def activation_names() -> tuple[str, ...]:
     """Every activation a spec may name: the registry's (``ir/ops.py``) and softmax."""
     return (*ACTIVATIONS, "softmax")
-
-
-LOSS_NAMES = ("mse", "bce", "cross_entropy")
 
 
 @dataclass(frozen=True)
@@ -113,98 +116,6 @@ class Map:
     #: empty for a vector map over ``i``.
     indices: tuple[sp.Symbol, ...] = ()
     shape: tuple[int | sp.Expr, ...] = ()
-
-
-#: PyTorch's default epsilon of its norm layers.
-NORM_EPS = 1e-5
-
-
-@dataclass(frozen=True)
-class LayerNorm:
-    """``torch.nn.LayerNorm(n)`` over one sample's features: ``gamma * (a - mu) /
-    sqrt(var + eps) + beta``, mean and (biased) variance written as sums. Sugar over a map:
-    the engine sees only the component form."""
-
-    eps: float = NORM_EPS
-
-
-@dataclass(frozen=True)
-class RMSNorm:
-    """``torch.nn.RMSNorm(n)``: ``gamma * a / sqrt(mean(a**2) + eps)`` (no shift)."""
-
-    eps: float = NORM_EPS
-
-
-@dataclass(frozen=True)
-class BatchNorm:
-    """``torch.nn.BatchNorm1d(n)`` in training mode: ``gamma * (a - mu) / sqrt(var + eps) +
-    beta`` with the mean and (biased) variance of each feature over the samples of the
-    batch. The one layer that couples the samples: its component form carries the sample
-    index, ``a[s, i]``, and sums over the batch ``sum_t a[t, i] / N``."""
-
-    eps: float = NORM_EPS
-
-
-NORMS = (LayerNorm, RMSNorm, BatchNorm)
-
-
-def layernorm_body(
-    inp: sp.IndexedBase, gamma: sp.IndexedBase, beta: sp.IndexedBase, w: sp.Expr, eps: float
-) -> sp.Expr:
-    """The textbook LayerNorm component form (nested sums: the mean inside the variance)."""
-    mu = sp.Sum(inp[j], (j, 0, w - 1)) / w
-    var = sp.Sum((inp[k] - mu) ** 2, (k, 0, w - 1)) / w
-    return gamma[i] * (inp[i] - mu) / sp.sqrt(var + sp.Float(eps)) + beta[i]
-
-
-def rmsnorm_body(inp: sp.IndexedBase, gamma: sp.IndexedBase, w: sp.Expr, eps: float) -> sp.Expr:
-    """The RMSNorm component form."""
-    return gamma[i] * inp[i] / sp.sqrt(sp.Sum(inp[j] ** 2, (j, 0, w - 1)) / w + sp.Float(eps))
-
-
-def batchnorm_body(
-    inp: sp.IndexedBase, gamma: sp.IndexedBase, beta: sp.IndexedBase, eps: float
-) -> sp.Expr:
-    """The training-mode BatchNorm component form ``out[s, i]``: per feature ``i``, the mean
-    and biased variance over the samples ``t, u`` of the batch (``BATCH`` of them)."""
-    t, u = idx("t"), idx("u")
-    mu = sp.Sum(inp[t, i], (t, 0, BATCH - 1)) / BATCH
-    var = sp.Sum((inp[u, i] - mu) ** 2, (u, 0, BATCH - 1)) / BATCH
-    return gamma[i] * (inp[SAMPLE, i] - mu) / sp.sqrt(var + sp.Float(eps)) + beta[i]
-
-
-def _norm(layer: LayerNorm | RMSNorm | BatchNorm, l: int, inp, w_in) -> list[Stage]:
-    gamma = sp.IndexedBase(naming.param("gamma", l).name, real=True)
-    params = [Param(gamma.name, gamma, (w_in,), "ones", w_in)]
-    out = sp.IndexedBase(naming.act(l).name, real=True)
-    if isinstance(layer, BatchNorm):
-        beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
-        params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
-        body = batchnorm_body(inp, gamma, beta, layer.eps)
-        return [
-            Stage(
-                out,
-                inp,
-                w_in,
-                w_in,
-                body,
-                l,
-                "map",
-                "batchnorm",
-                tuple(params),
-                attrs=(("norm", "batchnorm"), ("eps", layer.eps), ("training", True)),
-                sample=SAMPLE,
-            )
-        ]
-    if isinstance(layer, LayerNorm):
-        beta = sp.IndexedBase(naming.param("beta", l).name, real=True)
-        params.append(Param(beta.name, beta, (w_in,), "zeros", w_in))
-        body = layernorm_body(inp, gamma, beta, w_in, layer.eps)
-        label = "layernorm"
-    else:
-        body = rmsnorm_body(inp, gamma, w_in, layer.eps)
-        label = "rmsnorm"
-    return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params))]
 
 
 def _softmax_body(inp: sp.IndexedBase, w: sp.Expr) -> sp.Expr:
@@ -496,80 +407,33 @@ def _check_shapes(stage: Stage, sizes: Mapping[sp.Symbol, int]) -> None:
     walk(stage.body, ranges)
 
 
-def _penalty(expr: sp.Expr, params: Sequence[Param]) -> sp.Expr:
-    """Each additive term of ``expr`` summed over its free indices (ranges from the
-    parameter axes they subscript): ``1e-4 * W1[p, q]**2`` is weight decay on W1."""
-    by_name = {p.name: p for p in params}
-    swap: dict[sp.Basic, sp.Basic] = {}
-    for atom in expr.atoms(sp.Indexed, sp.Symbol):
-        base = atom.base if isinstance(atom, sp.Indexed) else atom
-        name = str(base.label) if isinstance(base, sp.IndexedBase) else str(base)
-        if isinstance(atom, sp.Symbol) and (atom.is_integer or name not in by_name):
-            continue
-        if name not in by_name:
-            raise SpecError(f"penalty: unknown parameter {name} (known: {', '.join(by_name)})")
-        swap[base] = by_name[name].base
-    expr = expr.xreplace(swap)
-    out = sp.S.Zero
-    for term in sp.Add.make_args(sp.expand(expr, mul=False, power_exp=False)):
-        ranges: dict[sp.Symbol, sp.Expr] = {}
-        for ind in term.atoms(sp.Indexed):
-            p = next(q for q in params if q.base == ind.base)
-            if len(p.shape) != len(ind.indices):
-                raise SpecError(
-                    f"penalty: {p.name} takes {len(p.shape)} indices, got {len(ind.indices)}"
-                )
-            for ix, dim in zip(ind.indices, p.shape, strict=True):
-                if ix in ranges and ranges[ix] != dim:
-                    raise SpecError(f"penalty: index {ix} runs over axes of different sizes")
-                ranges[ix] = dim
-        bound = {v for s_ in term.atoms(sp.Sum) for v, *_ in s_.limits}
-        for ix in sorted(ranges, key=str):
-            if ix not in bound:
-                term = sp.Sum(term, (ix, 0, ranges[ix] - 1))
-        out += term
-    return out
-
-
-def is_softmax(stage: Stage) -> bool:
-    """Whether the stage computes ``exp(u[i]) / sum_j exp(u[j])`` (decided from its body,
-    never from its name): cross-entropy's ``log`` then has a stable log-softmax form."""
-    body, i_ = stage.body, stage.index
-    num = [f for f in sp.Mul.make_args(body) if isinstance(f, sp.exp)]
-    den = [
-        f
-        for f in sp.Mul.make_args(body)
-        if f.is_Pow and f.exp == -1 and isinstance(f.base, sp.Sum) and len(f.base.limits) == 1
-    ]
-    if len(num) != 1 or len(den) != 1 or len(sp.Mul.make_args(body)) != 2:
-        return False
-    s = den[0].base
-    j_ = s.limits[0][0]
-    return isinstance(s.function, sp.exp) and s.function == num[0].xreplace({i_: j_})
-
-
-def make_loss(
-    spec: str | tuple[str, sp.Expr], yhat: sp.IndexedBase, C: sp.Expr, last: Stage | None
-) -> Loss:
-    """Build the per-sample loss (mean over outputs for elementwise losses)."""
-    target = sp.IndexedBase("y", real=True)
-    if isinstance(spec, tuple):
-        name, elem = spec
-        body = sp.Sum(elem.xreplace({yhat_s: yhat[i], y_s: target[i]}), (i, 0, C - 1)) / C
-        return Loss(name, body, yhat, target, C, elementwise=elem)
-    if spec == "mse":
-        elem = (yhat_s - y_s) ** 2
-    elif spec == "bce":
-        elem = -(y_s * sp.log(yhat_s) + (1 - y_s) * sp.log(1 - yhat_s))
-    elif spec == "cross_entropy":
-        if last is None or not is_softmax(last):
-            raise SpecError("loss 'cross_entropy' needs a softmax activation on the last layer")
-        body = -sp.Sum(target[i] * sp.log(yhat[i]), (i, 0, C - 1))
-        return Loss("cross_entropy", body, yhat, target, C, (("sum_y_is_1", "targets"),), True)
-    else:
-        raise SpecError(f"unknown loss '{spec}' (known: {', '.join(LOSS_NAMES)})")
-    body = sp.Sum(elem.xreplace({yhat_s: yhat[i], y_s: target[i]}), (i, 0, C - 1)) / C
-    return Loss(spec, body, yhat, target, C, elementwise=elem)
+def _layer_stages(
+    layer: Dense | Map | LayerNorm | RMSNorm | BatchNorm | conv.Conv | conv.Pool | conv.Flatten,
+    l: int,
+    current: tuple[sp.IndexedBase, sp.Expr, tuple],
+    known: dict[sp.Symbol, int],
+    outputs: dict[str, tuple[sp.IndexedBase, sp.Expr, tuple]],
+    stages: list[Stage],
+) -> list[Stage]:
+    """The stages of layer ``l`` reading ``current`` (the previous output, its width and
+    shape); ``outputs`` and ``stages`` are what the earlier layers built."""
+    cur, cur_w, cur_shape = current
+    if isinstance(layer, conv.LAYERS):
+        act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
+        return conv.stages_of(layer, l, cur, cur_shape, act)
+    if isinstance(layer, Map):
+        earlier = {p.name: p for st in stages for p in st.params}
+        return _map(layer, l, cur, cur_w, known, outputs, earlier, cur_shape)
+    if cur_shape:
+        raise SpecError(
+            f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
+            f"got shape {list(cur_shape)} (add a flatten layer before it)"
+        )
+    if isinstance(layer, Dense):
+        return _dense(layer, l, cur, cur_w, known)
+    if isinstance(layer, NORMS):
+        return _norm(layer, l, cur, cur_w)
+    raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
 
 
 def build(
@@ -616,23 +480,7 @@ def build(
     cur, cur_w, cur_shape = inp, w_in, input_shape
     outputs: dict[str, tuple[sp.IndexedBase, sp.Expr, tuple]] = {"x": (inp, w_in, input_shape)}
     for l, layer in enumerate(layers, start=1):
-        if isinstance(layer, conv.LAYERS):
-            act = Activation.of(layer.activation) if isinstance(layer, conv.Conv) else None
-            new = conv.stages_of(layer, l, cur, cur_shape, act)
-        elif isinstance(layer, Map):
-            earlier = {p.name: p for st in stages for p in st.params}
-            new = _map(layer, l, cur, cur_w, known, outputs, earlier, cur_shape)
-        elif cur_shape:
-            raise SpecError(
-                f"layer {l}: a {type(layer).__name__.lower()} layer needs a vector input, "
-                f"got shape {list(cur_shape)} (add a flatten layer before it)"
-            )
-        elif isinstance(layer, Dense):
-            new = _dense(layer, l, cur, cur_w, known)
-        elif isinstance(layer, NORMS):
-            new = _norm(layer, l, cur, cur_w)
-        else:
-            raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
+        new = _layer_stages(layer, l, (cur, cur_w, cur_shape), known, outputs, stages)
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
         cur_shape = _shape_of(new[-1])

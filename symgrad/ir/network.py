@@ -1,4 +1,4 @@
-"""Stage 1, the component-form IR: a network is a DAG of component-form maps and a loss.
+"""Stage 2, the component-form IR: a network is a DAG of component-form maps and a loss.
 
 Every stage states one output component ``y[i]`` as a SymPy expression of its input
 ``x[.]`` and its own parameters, with ``i`` free and every other index bound by a

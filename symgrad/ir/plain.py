@@ -209,4 +209,44 @@ def plain(expr: sp.Basic) -> str:
     return PlainTextPrinter().doprint(expr)
 
 
-__all__ = ["PlainTextPrinter", "TextPrinter", "has_top_level_matmul", "plain"]
+class MatrixText(PlainTextPrinter):
+    """Batched matrix formulas for comments: ``R{z1} = X @ RW1.T + Rb1``."""
+
+    def _print_Symbol(self, expr):
+        return {"x": "X", "y": "Y", "N": "n"}.get(expr.name, expr.name)
+
+    _print_Vec = _print_Symbol
+    _print_Mat = _print_Symbol
+
+    def _op(self, e: sp.Expr) -> str:
+        text = self._print(e)
+        atomic = e.is_Symbol or isinstance(e, sp.Function)
+        return text if atomic and not has_top_level_matmul(text) else f"({text})"
+
+    def _print_BMatMul(self, expr):
+        v, w, t = expr.args
+        return f"{self._op(v)} @ {self._print(w)}{'.T' if t != 0 else ''}"
+
+    def _print_BOuter(self, expr):
+        return f"{self._op(expr.args[0])}.T @ {self._op(expr.args[1])}"
+
+    def _print_RowSum(self, expr):
+        return f"rowsum({self._print(expr.args[0])})"
+
+    def _print_ColSum(self, expr):
+        return f"colsum({self._print(expr.args[0])})"
+
+
+def matrix_text(expr: sp.Expr) -> str:
+    """One batched expression as plain text (for comments and ``derive --hvp``)."""
+    return MatrixText().doprint(expr)
+
+
+__all__ = [
+    "MatrixText",
+    "PlainTextPrinter",
+    "TextPrinter",
+    "has_top_level_matmul",
+    "matrix_text",
+    "plain",
+]

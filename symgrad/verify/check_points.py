@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from symgrad.calculus.program import program
 from symgrad.calculus.reverse import Derivation
+from symgrad.derivations import equations
 from symgrad.ir.indices import BATCH
 from symgrad.ir.network import Network
 from symgrad.pipeline import derive
@@ -31,7 +31,7 @@ def _random_batch(
     x = rng.normal(0.0, 1.0, (BATCH_SIZE, *shape))
     y = random_targets(net, BATCH_SIZE, rng)
     env = {**params, str(net.input): x, str(net.loss.target): y}
-    env, batched = run_program_batch(program(d), env, net.sizes, BATCH_SIZE)
+    env, batched = run_program_batch(equations(d), env, net.sizes, BATCH_SIZE)
     env["yhat"] = env[str(net.output)]
     batched.add("yhat")
     for sym, value in net.sizes.items():

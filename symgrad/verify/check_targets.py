@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sympy as sp
 
-from symgrad.calculus.contraction import contract
-from symgrad.calculus.forward_values import rewrite
-from symgrad.calculus.reverse import Derivation, Step, grad_name
+from symgrad.calculus.reverse import Derivation, Step
+from symgrad.derivations import chain_jacobian, diagonal, stage_local
 from symgrad.errors import SpecError
 from symgrad.ir.indices import BATCH, SAMPLE, idx
+from symgrad.ir.naming import adjoint_name
 from symgrad.ir.network import Network, Stage
 from symgrad.verify.check_result import BATCH_SIZE
 from symgrad.verify.stages import is_elementwise
@@ -55,9 +55,9 @@ def _resolve(d: Derivation, net: Network, grad: str) -> _Target:
                 "local derivative (e.g. da1/dz1)",
                 field="--grad",
             )
-    cands = [text, grad_name(text)]
+    cands = [text, adjoint_name(text)]
     if text.startswith("d") and len(text) > 1:
-        cands.append(grad_name(text[1:]))
+        cands.append(adjoint_name(text[1:]))
     for c in cands:
         if c in names:
             st = d.step(c)
@@ -89,18 +89,7 @@ def _chain_target(net: Network, text: str, out: str, inp: str) -> _Target | None
         return None
     first, last = starts[0], names.index(out)
     i, k = idx("i"), idx("k")
-    jac: sp.Expr | None = None
-    for n in range(first, last + 1):
-        st = net.stages[n]
-        m = sp.Dummy("m", integer=True)
-        body = st.body.xreplace({st.index: i})
-        local = rewrite(contract(sp.diff(body, st.inp[m])), _reindexed(st, i))
-        if jac is None:
-            jac = local.xreplace({m: k})
-        else:  # d(out_n)[i]/d(inp)[k] = sum_m d(out_n)[i]/d(out_{n-1})[m] * J[m, k]
-            prev = jac.xreplace({i: m})
-            jac = contract(sp.Sum(local * prev, (m, 0, st.in_width - 1)))
-    assert jac is not None
+    jac = chain_jacobian(net.stages[first : last + 1], i, k)
     w_out, w_in = net.size(net.stages[last].width), net.size(net.stages[first].in_width)
     meaning = f"the Jacobian d{out}[i]/d{inp}[k] through {last - first + 1} stages (per sample)"
     return _Target(text, jac, (i, k), {i: w_out, k: w_in}, meaning, jacobian=True)
@@ -120,11 +109,10 @@ def _param_target(net: Network, text: str, out: str, inp: str) -> _Target | None
     i = idx("i")
     pidx = tuple(idx(nm) for nm in ("p", "q", "r")[: len(param.shape)])
     wrt = param.base[pidx] if pidx else param.base
-    body = stage.body.xreplace({stage.index: i})
-    local = rewrite(contract(sp.diff(body, wrt)), _reindexed(stage, i))
+    local = stage_local(stage, i, wrt)
     if not pidx or not local.has(sp.KroneckerDelta):
         return None
-    diag = contract(local.xreplace({pidx[0]: i}))
+    diag = diagonal(local, pidx[0], i)
     free = (i, *pidx[1:])
     widths = (stage.width, *param.shape[1:])
     ranges = {f: net.size(w) for f, w in zip(free, widths, strict=True)}
@@ -151,21 +139,15 @@ def _local_target(net: Network, text: str, out: str, inp: str) -> _Target:
             field="--grad",
         )
     i = idx("i")
-    body = stage.body.xreplace({stage.index: i})
     w_out, w_in = net.size(stage.width), net.size(stage.in_width)
     if is_elementwise(stage):
-        local = rewrite(contract(sp.diff(body, stage.inp[i])), _reindexed(stage, i))
+        local = stage_local(stage, i, stage.inp[i])
         meaning = f"the local derivative d{out}[i]/d{inp}[i] ({stage.label}, diagonal Jacobian)"
         return _Target(text, local, (i,), {i: w_out}, meaning, jacobian=True)
     k = idx("k")
-    local = rewrite(contract(sp.diff(body, stage.inp[k])), _reindexed(stage, i))
+    local = stage_local(stage, i, stage.inp[k])
     meaning = f"the local Jacobian d{out}[i]/d{inp}[k] ({stage.label})"
     return _Target(text, local, (i, k), {i: w_out, k: w_in}, meaning, jacobian=True)
-
-
-def _reindexed(stage: Stage, i: sp.Symbol) -> Stage:
-
-    return replace(stage, body=stage.body.xreplace({stage.index: i}), index=i)
 
 
 def _shapes(

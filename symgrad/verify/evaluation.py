@@ -30,11 +30,12 @@ from symgrad.calculus.conv_form import (
     WindowMaxGrad,
     WindowSum,
     WindowSumGrad,
-    dilation_of,
 )
 from symgrad.calculus.matrix_form import Comp, Mat, MatVec, Once, Outer, SumAll, TMatVec, Vec
-from symgrad.calculus.program import LOSS, Program, program
+from symgrad.calculus.program import LOSS, Program
+from symgrad.derivations import equations
 from symgrad.errors import DerivationError
+from symgrad.ir.conv import dilation_of
 from symgrad.ir.indices import BATCH
 from symgrad.templating import conv_helpers
 from symgrad.verify.grid import NUMPY, evaluate
@@ -235,6 +236,6 @@ def run_derivation(
     shape = tuple(net.input_shape or ())
     env[str(net.input)] = x.reshape(shape) if shape else x  # (channels, [height,] width)
     env[str(net.loss.target)] = np.asarray(y, float)
-    env = run_program(program(d), env, net.sizes, form=form)
+    env = run_program(equations(d), env, net.sizes, form=form)
     loss = float(env.pop(LOSS))
     return loss, env

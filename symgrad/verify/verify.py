@@ -1,4 +1,4 @@
-"""Stage 5, verification: a module's gradients against references that share none of its code.
+"""Stage 8, verification: a module's gradients against references that share none of its code.
 
 ``verify_network`` loads a module implementing the generated module's interface (freshly generated,
 or any file: a hand-written backprop, an edited generated file) in a child process of its

@@ -38,7 +38,7 @@ class _Point:
 def _points(net: Network, d, seed: int) -> list[_Point]:
     """Random batches: forward values stacked as rows, and every derived gradient batched
     (adjoints are the per-sample ones over N, parameter gradients their mean)."""
-    from symgrad.calculus.program import program
+    from symgrad.derivations import equations
     from symgrad.verify.evaluation import run_derivation, run_program_batch
     from symgrad.verify.verify import random_targets, target_domain
 
@@ -53,7 +53,7 @@ def _points(net: Network, d, seed: int) -> list[_Point]:
         coupled = any(s.sample is not None for s in net.stages)
         if coupled:  # batch statistics: the derivation's program run on the whole batch
             inputs = {**params, str(net.input): xs, str(net.loss.target): ys}
-            whole, rowwise = run_program_batch(program(d), inputs, net.sizes, BATCH)
+            whole, rowwise = run_program_batch(equations(d), inputs, net.sizes, BATCH)
         else:
             rows = [run_derivation(d, params, x, y)[1] for x, y in zip(xs, ys, strict=True)]
         env: dict[str, Any] = dict(params)
@@ -207,7 +207,6 @@ def _should_be(st) -> str:
 
     from symgrad.backends.numpy_printer import SymgradNumPyPrinter
     from symgrad.calculus.conv_form import TENSOR_OPS
-    from symgrad.calculus.layout import batched_step
     from symgrad.documents.render import TextPrinter
 
     class _StepsPrinter(TextPrinter):
@@ -219,7 +218,7 @@ def _should_be(st) -> str:
                 return SymgradNumPyPrinter()._print(expr)
             return super()._print(expr, **kwargs)
 
-    e = batched_step(st)
+    e = st.batched
     if st.kind == "param" and st.indices:  # a penalty's part, W1[p, q]: the whole W1
         e = e.replace(
             lambda a: isinstance(a, sp.Indexed) and tuple(a.indices) == tuple(st.indices),

@@ -1,5 +1,5 @@
-"""Stage 4c, the component fallback's products as BLAS calls: an ``einsum`` plan read as a
-batched matrix product.
+"""The component fallback's products as BLAS calls: an ``einsum`` plan read as a batched
+matrix product (index structure only, shared by the lowering and the printers).
 
 A two-operand ``einsum`` whose summed letters appear in both operands is a matrix
 product over the letters the operands share in the output (batch axes), the letters
