@@ -22,6 +22,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from symgrad._version import __version__
+from symgrad.backends.loss_dot import dot_loss_terms
 from symgrad.backends.numpy_printer import (
     LogSumExp,
     Softmax,
@@ -168,12 +169,11 @@ class _Printer:
         if not (expr.is_Mul or (expr.is_Add and self.inplace_add)):
             return None
         args = list(expr.args)
-        fresh = next(
-            (a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)),
-            None,
-        )
-        if fresh is None:
+        full = [a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)]
+        if not full:
             return None
+        # a positive term first: the others are then added or subtracted, none negated
+        fresh = next((a for a in full if not a.could_extract_minus_sign()), full[0])
         args.remove(fresh)
         ops: list[str] = []
         if expr.is_Add:
@@ -534,7 +534,8 @@ def build_context(
     items = [(it.target, it.expr, it.comment) for it in prog.items]
     n_forward = sum(it.section == "forward" for it in prog.items)
     n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
-    total = prog.total
+    # a loss statement that is a product of two full arrays is summed as a dot product
+    items, total = dot_loss_terms(items, range(n_forward, n_loss), prog.total, pr._is_full)
     blocks = pr.program(items)
     widen(blocks, [it.widen for it in prog.items], target)
     loss_value = pr.code(pr.prepare(total))

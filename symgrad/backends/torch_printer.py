@@ -94,6 +94,10 @@ class TorchPrinter(ReprefixPrinter):
             return f"torch.addmm({self._print(rest[0])}, {self._print(v)}, {wt})"
         return super()._print_Add(expr, order)
 
+    def _print_VDot(self, expr):
+        # torch.vdot takes 1-D tensors only: the product's sum (autograd sees both factors)
+        return f"({self._atom(expr.args[0])} * {self._atom(expr.args[1])}).sum()"
+
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(0)"
 
