@@ -172,8 +172,9 @@ class _Printer:
         full = [a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)]
         if not full:
             return None
-        # a positive term first: the others are then added or subtracted, none negated
-        fresh = next((a for a in full if not a.could_extract_minus_sign()), full[0])
+        fresh = full[0]
+        if expr.is_Add:  # a positive term first: the others added or subtracted, none negated
+            fresh = next((a for a in full if not a.could_extract_minus_sign()), fresh)
         args.remove(fresh)
         ops: list[str] = []
         if expr.is_Add:

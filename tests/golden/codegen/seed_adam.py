@@ -162,8 +162,7 @@ def _finite(*arrays: np.ndarray) -> bool:
     contiguous arrays): true when all values are finite, false for any inf or nan (and
     for squares that overflow, which _not_finite then lets through)."""
     for a in arrays:
-        r = a.ravel()
-        if not _isfinite(np.dot(r, r)):
+        if not _isfinite(np.vdot(a, a)):
             return False
     return True
 
@@ -174,6 +173,9 @@ def _not_finite(**arrays: np.ndarray | None) -> None:
     for what, a in arrays.items():
         if a is not None and not bool(np.isfinite(a).all()):
             raise ValueError(f"{what} contains inf or nan; every value must be finite")
+# exp's cap and 1 as 0-d arrays of each dtype: a ufunc applies them sooner than Python floats
+_EXP_CAP = {_F32: np.array(88.0, _F32), _F64: np.array(708.0, _F64)}
+_ONE = {_F32: np.array(1.0, _F32), _F64: np.array(1.0, _F64)}
 
 
 def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -181,9 +183,9 @@ def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # in float64): keeps the dtype, warns of nothing, and keeps relative digits in both
     # tails (a few ulp; past the cap the value is under the smallest normal float).
     t = np.negative(x, out=out)
-    np.minimum(t, 88.0 if t.dtype.itemsize == 4 else 708.0, out=t)
+    np.minimum(t, _EXP_CAP[t.dtype], out=t)
     np.exp(t, out=t)
-    t += 1
+    np.add(t, _ONE[t.dtype], out=t)
     return np.reciprocal(t, out=t)
 
 
@@ -257,7 +259,7 @@ def loss_and_grads(
     t1 = -Y
     t1 += a2
     l1 = t1**2
-    value = X.dtype.type(float(0.5 * np.sum(l1)) / n)
+    value = X.dtype.type(float(0.5 * l1.sum()) / n)
     if not grads:
         if not (_isfinite(value) and _finite(X)):
             _not_finite(X=X, Y=Y)
