@@ -173,7 +173,9 @@ def _not_finite(**arrays: np.ndarray | None) -> None:
     for what, a in arrays.items():
         if a is not None and not bool(np.isfinite(a).all()):
             raise ValueError(f"{what} contains inf or nan; every value must be finite")
-# exp's cap and 1 as 0-d arrays of each dtype: a ufunc applies them sooner than Python floats
+
+
+# exp's cap and 1 as 0-d arrays of each dtype (sooner in a ufunc than Python floats)
 _EXP_CAP = {_F32: np.array(88.0, _F32), _F64: np.array(708.0, _F64)}
 _ONE = {_F32: np.array(1.0, _F32), _F64: np.array(1.0, _F64)}
 

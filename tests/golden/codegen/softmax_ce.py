@@ -154,11 +154,11 @@ def _check(
     # Cross-entropy's gradient assumes each target row is a distribution: otherwise it
     # would not match the returned loss, so such targets are refused, not just warned of.
     tol = 1e-4 if dtype is _F32 else 1e-6
-    if Y.size <= 64:  # a few numbers: Python's sum and min are sooner than NumPy's calls
+    if Y.size <= 64:  # a few numbers: Python's sum and min beat NumPy's calls
         ok = all(1 - tol <= sum(r) <= 1 + tol and min(r) >= 0 for r in Y.tolist())
     else:
-        sums = Y @ _ONES[dtype]  # the row sums, by BLAS
-        s = sums.tolist() if len(sums) <= 256 else (float(sums.min()), float(sums.max()))
+        sums = Y @ _ONES[dtype]  # the row sums by BLAS, their extremes by Python if few
+        s = sums.tolist() if len(sums) <= 256 else (sums.min(), sums.max())
         ok = 1 - tol <= min(s) and max(s) <= 1 + tol and Y.min() >= 0
     if not ok:  # (a nan fails every comparison, a sum with it too)
         _not_distributions(Y, tol)
