@@ -169,7 +169,9 @@ class _Printer:
         if not (expr.is_Mul or (expr.is_Add and self.inplace_add)):
             return None
         args = list(expr.args)
-        full = [a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)]
+        full = [
+            a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)
+        ]
         if not full:
             return None
         fresh = full[0]

@@ -181,14 +181,13 @@ _ONE = {_F32: np.array(1.0, _F32), _F64: np.array(1.0, _F64)}
 
 
 def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    # 1 / (1 + exp(-x)), exp's argument capped below its overflow (88.7 in float32, 709.8
-    # in float64): keeps the dtype, warns of nothing, and keeps relative digits in both
-    # tails (a few ulp; past the cap the value is under the smallest normal float).
-    t = np.negative(x, out=out)
-    np.minimum(t, _EXP_CAP[t.dtype], out=t)
+    # exp(x) / (exp(x) + 1), exp's argument capped below its overflow (88.7 in float32,
+    # 709.8 in float64; sigmoid rounds to 1 long before): four array passes, keeps the
+    # dtype, warns of nothing, and keeps relative digits in both tails (a few ulp; in the
+    # lower tail exp(x) itself is the value, down to the smallest subnormal float).
+    t = np.minimum(x, _EXP_CAP[x.dtype], out=out)
     np.exp(t, out=t)
-    np.add(t, _ONE[t.dtype], out=t)
-    return np.reciprocal(t, out=t)
+    return np.divide(t, np.add(t, _ONE[t.dtype]), out=t)
 
 
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
