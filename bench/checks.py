@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "# Argument checks: the generated NumPy module against hand-written NumPy",
         "",
-        f"Produced by `python bench/checks.py {' '.join(argv or sys.argv[1:])}` on "
+        f"Produced by `{' '.join(['python bench/checks.py', *(argv or sys.argv[1:])])}` on "
         f"{time.strftime('%Y-%m-%d %H:%M')} in {seconds:.0f} s; numpy {np.__version__}, "
         f"{'wall-clock' if args.wall else 'CPU'} time, BLAS threads "
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, "
