@@ -95,8 +95,9 @@ class TorchPrinter(ReprefixPrinter):
         return super()._print_Add(expr, order)
 
     def _print_VDot(self, expr):
-        # torch.vdot takes 1-D tensors only: the product's sum (autograd sees both factors)
-        return f"({self._atom(expr.args[0])} * {self._atom(expr.args[1])}).sum()"
+        # one BLAS dot product over the flattened tensors (torch.dot takes 1-D tensors only)
+        a, b = self._atom(expr.args[0]), self._atom(expr.args[1])
+        return f"torch.dot({a}.reshape(-1), {b}.reshape(-1))"
 
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(0)"
