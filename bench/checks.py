@@ -15,8 +15,10 @@ with cross-entropy at n = 1, 32, 256, 4096; 10 x 64 tanh with bce at n = 32), in
 and float64. The generated module is called as a user calls it: every argument checked
 (shapes, dtypes, keys, one-hot targets), finiteness diagnosed when the result is not
 finite. Both are timed round-robin in blocks of about ``--block-ms`` on the same arrays,
-with the garbage collector off inside a block; the ratio is the median time of the
-generated module over the median time of the hand-written one (below 1: faster).
+with the garbage collector off inside a round (one collection before each round); the
+cases up to n = 256, whose calls are short, get ``--small-factor`` times as many blocks.
+The ratio is the median time of the generated module over the median time of the
+hand-written one (below 1: faster).
 """
 
 from __future__ import annotations
@@ -77,11 +79,12 @@ def measure(impls: dict[str, Callable], args: tuple, repeats: int, block_s: floa
     order = list(impls.items())
     try:
         for r in range(repeats):
+            # one collection per round (a full collection takes longer than a block here)
+            gc.collect()
+            gc.disable()
             for name, fn in order if r % 2 == 0 else order[::-1]:
-                gc.collect()
-                gc.disable()
                 samples[name].append(_block(fn, args, inner[name]))
-                gc.enable()
+            gc.enable()
     finally:
         gc.enable()
     return samples
@@ -95,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=31, help="blocks per case (default 31)")
     ap.add_argument("--block-ms", type=float, default=10.0, help="block length (default 10)")
+    ap.add_argument(
+        "--small-factor",
+        type=int,
+        default=4,
+        help="blocks at n <= 256: this many times --repeats (default 4)",
+    )
     ap.add_argument("--only", choices=("mlp", "deep"), default=None)
     ap.add_argument("--out", type=Path, default=HERE, help="folder for checks-results.md")
     ap.add_argument("--wall", action="store_true", help="wall-clock time, not CPU time")
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 if c is not case:
                     continue
                 X, Y = make_data(case, n, dtype, seed=1)
-                reps = max(9, args.repeats // 3) if n >= 4096 else args.repeats
+                # a call at n <= 256 is short: many more blocks for the same minutes
+                reps = args.repeats * args.small_factor if n <= 256 else args.repeats
                 s = measure(impls, (params, X, Y), reps, args.block_ms / 1e3)
                 med = {k: statistics.median(v) for k, v in s.items()}
                 lo = {k: min(v) for k, v in s.items()}
@@ -135,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "# Argument checks: the generated NumPy module against hand-written NumPy",
         "",
-        f"Produced by `python bench/checks.py {' '.join(argv or sys.argv[1:])}` on "
+        f"Produced by `{' '.join(['python bench/checks.py', *(argv or sys.argv[1:])])}` on "
         f"{time.strftime('%Y-%m-%d %H:%M')} in {seconds:.0f} s; numpy {np.__version__}, "
         f"{'wall-clock' if args.wall else 'CPU'} time, BLAS threads "
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, "

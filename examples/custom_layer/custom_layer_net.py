@@ -154,18 +154,26 @@ def _check(
     # Cross-entropy's gradient assumes each target row is a distribution: otherwise it
     # would not match the returned loss, so such targets are refused, not just warned of.
     tol = 1e-4 if dtype is _F32 else 1e-6
-    sums = Y @ _ONES[dtype]  # the row sums, by BLAS
-    low, high = float(sums.min()), float(sums.max())
-    if float(Y.min()) < 0 or not 1 - tol <= low <= high <= 1 + tol:
+    if Y.size <= 64:  # a few numbers: Python's sum and min beat NumPy's calls
+        ok = all(1 - tol <= sum(r) <= 1 + tol and min(r) >= 0 for r in Y.tolist())
+    else:
+        sums = Y @ _ONES[dtype]  # the row sums by BLAS, their extremes by Python if few
+        s = sums.tolist() if len(sums) <= 256 else (sums.min(), sums.max())
+        ok = 1 - tol <= min(s) and max(s) <= 1 + tol and Y.min() >= 0
+    if not ok:  # (a nan fails every comparison, a sum with it too)
         _not_distributions(Y, tol)
     return X, Y
 
 
 def _not_distributions(Y: np.ndarray, tol: float) -> None:
-    """Names the first target row that is not a probability vector."""
+    """Names the first target row that is not a probability vector (none: a sum at the
+    tolerance's edge, rounded the other way by the quick check, is let through)."""
     _not_finite(Y=Y)
     sums = Y.sum(axis=1)
-    r = int(np.flatnonzero((Y < 0).any(axis=1) | (np.abs(sums - 1) > tol))[0])
+    bad = np.flatnonzero((Y < 0).any(axis=1) | (np.abs(sums - 1) > tol))
+    if not len(bad):
+        return
+    r = int(bad[0])
     raise ValueError(
         f"Y row {r} is not a probability vector (non-negative, summing to 1): "
         f"it sums to {float(Y[r].sum()):.6g}, min {float(Y[r].min()):.6g}"
@@ -183,8 +191,7 @@ def _finite(*arrays: np.ndarray) -> bool:
     contiguous arrays): true when all values are finite, false for any inf or nan (and
     for squares that overflow, which _not_finite then lets through)."""
     for a in arrays:
-        r = a.ravel()
-        if not _isfinite(np.dot(r, r)):
+        if not _isfinite(np.vdot(a, a)):
             return False
     return True
 
@@ -235,7 +242,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     z3 = a2 @ W3.T
     z3 += b3
     t3 = z3.max(axis=1, keepdims=True)
-    t4 = -t3 + z3
+    t4 = z3 - t3
     t4 = np.exp(t4, out=t4)
     t5 = t4.sum(axis=1, keepdims=True)
     a3 = t4 / t5
@@ -273,15 +280,14 @@ def loss_and_grads(
     z3 = a2 @ W3.T
     z3 += b3
     t3 = z3.max(axis=1, keepdims=True)
-    t4 = -t3 + z3
+    t4 = z3 - t3
     t4 = np.exp(t4, out=t4)
     t5 = t4.sum(axis=1, keepdims=True)
     # a3[i] = exp(z3[i])/(sum_j exp(z3[j]))
     a3 = t4 / t5
     # Loss: the mean over samples of the per-sample loss.
-    l1 = -t3 + z3 - np.log(t5)
-    l1 *= Y
-    value = X.dtype.type(float(-np.sum(l1)) / n)
+    l1 = z3 - t3 - np.log(t5)
+    value = X.dtype.type(float(-np.vdot(Y, l1)) / n)
     if not grads:
         if not (_isfinite(value) and _finite(X)):
             _not_finite(X=X, Y=Y)
@@ -300,11 +306,11 @@ def loss_and_grads(
     da2 = delta3 @ W3
     # dL/da1[i] = (-a2[i]*sum_k a2[k]*da2[k] + da2[i])/sqrt(sum_k a1[k]**2 + 1.0e-6)
     # (through l2norm: full Jacobian)
-    da1 = -a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2
+    da1 = da2 - a2 * (a2 * da2).sum(axis=1, keepdims=True)
     da1 *= t2
     # dL/dz1[i] = (-sign(z1[i])*a1[i] + 1)*da1[i]/(abs(z1[i]) + 1)
     # (through softsign: diagonal Jacobian)
-    delta1 = -a1 * np.sign(z1) + 1
+    delta1 = 1 - a1 * np.sign(z1)
     delta1 *= t1
     delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)

@@ -154,18 +154,26 @@ def _check(
     # Cross-entropy's gradient assumes each target row is a distribution: otherwise it
     # would not match the returned loss, so such targets are refused, not just warned of.
     tol = 1e-4 if dtype is _F32 else 1e-6
-    sums = Y @ _ONES[dtype]  # the row sums, by BLAS
-    low, high = float(sums.min()), float(sums.max())
-    if float(Y.min()) < 0 or not 1 - tol <= low <= high <= 1 + tol:
+    if Y.size <= 64:  # a few numbers: Python's sum and min beat NumPy's calls
+        ok = all(1 - tol <= sum(r) <= 1 + tol and min(r) >= 0 for r in Y.tolist())
+    else:
+        sums = Y @ _ONES[dtype]  # the row sums by BLAS, their extremes by Python if few
+        s = sums.tolist() if len(sums) <= 256 else (sums.min(), sums.max())
+        ok = 1 - tol <= min(s) and max(s) <= 1 + tol and Y.min() >= 0
+    if not ok:  # (a nan fails every comparison, a sum with it too)
         _not_distributions(Y, tol)
     return X, Y
 
 
 def _not_distributions(Y: np.ndarray, tol: float) -> None:
-    """Names the first target row that is not a probability vector."""
+    """Names the first target row that is not a probability vector (none: a sum at the
+    tolerance's edge, rounded the other way by the quick check, is let through)."""
     _not_finite(Y=Y)
     sums = Y.sum(axis=1)
-    r = int(np.flatnonzero((Y < 0).any(axis=1) | (np.abs(sums - 1) > tol))[0])
+    bad = np.flatnonzero((Y < 0).any(axis=1) | (np.abs(sums - 1) > tol))
+    if not len(bad):
+        return
+    r = int(bad[0])
     raise ValueError(
         f"Y row {r} is not a probability vector (non-negative, summing to 1): "
         f"it sums to {float(Y[r].sum()):.6g}, min {float(Y[r].min()):.6g}"
@@ -183,8 +191,7 @@ def _finite(*arrays: np.ndarray) -> bool:
     contiguous arrays): true when all values are finite, false for any inf or nan (and
     for squares that overflow, which _not_finite then lets through)."""
     for a in arrays:
-        r = a.ravel()
-        if not _isfinite(np.dot(r, r)):
+        if not _isfinite(np.vdot(a, a)):
             return False
     return True
 
@@ -232,7 +239,7 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     z2 = a1 @ W2.T
     z2 += b2
     t1 = z2.max(axis=1, keepdims=True)
-    t2 = -t1 + z2
+    t2 = z2 - t1
     t2 = np.exp(t2, out=t2)
     t3 = t2.sum(axis=1, keepdims=True)
     a2 = t2 / t3
@@ -266,15 +273,14 @@ def loss_and_grads(
     z2 = a1 @ W2.T
     z2 += b2
     t1 = z2.max(axis=1, keepdims=True)
-    t2 = -t1 + z2
+    t2 = z2 - t1
     t2 = np.exp(t2, out=t2)
     t3 = t2.sum(axis=1, keepdims=True)
     # a2[i] = exp(z2[i])/(sum_j exp(z2[j]))
     a2 = t2 / t3
     # Loss: the mean over samples of the per-sample loss.
-    l1 = -t1 + z2 - np.log(t3)
-    l1 *= Y
-    value = X.dtype.type(float(-np.sum(l1)) / n)
+    l1 = z2 - t1 - np.log(t3)
+    value = X.dtype.type(float(-np.vdot(Y, l1)) / n)
     if not grads:
         if not (_isfinite(value) and _finite(X)):
             _not_finite(X=X, Y=Y)

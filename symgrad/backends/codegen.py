@@ -19,8 +19,9 @@ from pathlib import Path
 import sympy as sp
 
 from symgrad._version import __version__
+from symgrad.backends.loss_dot import dot_loss_terms
 from symgrad.backends.pyformat import respace
-from symgrad.backends.statement import Statement, dead_code
+from symgrad.backends.statement import Statement, dead_code, reads
 from symgrad.backends.target import NUMPY, Target
 from symgrad.backends.widening import widen
 from symgrad.calculus.conv_form import VIEWS
@@ -57,13 +58,16 @@ class _Printer:
     def code(self, expr: sp.Expr) -> str:
         return _strip_parens(respace(self.p.doprint(expr)))
 
-    def program(self, prog: LoweredProgram) -> list[list[Statement]]:
+    def program(
+        self, prog: LoweredProgram, code: list[sp.Expr] | None = None
+    ) -> list[list[Statement]]:
         """Print ``target = expr`` for every item with one common-subexpression elimination
-        over the whole program (its ``code``): a temporary is defined right before its
-        first use, so a value the forward pass computes is reused by the backward pass.
-        Over-long lines are split into temporaries too."""
+        over the whole program (its ``code``, or ``code`` given: the same expressions with
+        a printing choice made): a temporary is defined right before its first use, so a
+        value the forward pass computes is reused by the backward pass. Over-long lines
+        are split into temporaries too."""
         items = [(it.target, it.expr, it.comment) for it in prog.items]
-        exprs = list(prog.code)
+        exprs = list(prog.code) if code is None else list(code)
         repl, reduced = sp.cse(exprs, symbols=self._symbols(), optimizations=None, order="none")
         temps = {sym for sym, _ in repl}
         first: dict[sp.Symbol, int] = {}
@@ -112,12 +116,14 @@ class _Printer:
         if not (expr.is_Mul or (expr.is_Add and self.inplace_add)):
             return None
         args = list(expr.args)
-        fresh = next(
-            (a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)),
-            None,
-        )
-        if fresh is None:
+        full = [
+            a for a in args if not a.is_Symbol and self._is_full(a) and not isinstance(a, VIEWS)
+        ]
+        if not full:
             return None
+        fresh = full[0]
+        if expr.is_Add:  # a positive term first: the others added or subtracted, none negated
+            fresh = next((a for a in full if not a.could_extract_minus_sign()), fresh)
         args.remove(fresh)
         ops: list[str] = []
         if expr.is_Add:
@@ -234,10 +240,12 @@ def build_context(
     pr = _Printer(net, target, inplace)
     n_forward = sum(it.section == "forward" for it in prog.items)
     n_loss = n_forward + sum(it.section == "loss" for it in prog.items)
-    total = prog.total
-    blocks = pr.program(prog)
+    # a loss statement that is a product of two full arrays is summed as a dot product
+    code = [(it.target, e, it.comment) for it, e in zip(prog.items, prog.code, strict=True)]
+    code, total = dot_loss_terms(code, range(n_forward, n_loss), prog.total_code, pr._is_full)
+    blocks = pr.program(prog, [e for _, e, _ in code])
     widen(blocks, [it.widen for it in prog.items], target)
-    loss_value = pr.code(prog.total_code)
+    loss_value = pr.code(total)
     live = {net.output.name, *(str(s) for s in total.free_symbols)}
     owned = {"X", "Y", *net.param_names}
     flat = [s for b in blocks for s in b]
@@ -249,6 +257,8 @@ def build_context(
     forward, loss_statements, backward = flat[:n_f], flat[n_f:n_l], flat[n_l:]
     # (what no gradient reads goes: the input of a layer whose derivative is 0)
     backward = dead_code(backward, {"d" + p for p in net.param_names} | {"dx"})
+    # (and a forward value nothing reads: the input of a layer that folds to a constant)
+    forward = dead_code(forward, {net.output.name} | reads(loss_statements + backward))
     params = [
         {
             "name": p.name,
@@ -276,6 +286,9 @@ def build_context(
         # a forward statement reads the batch size (a stage that couples the samples)
         "forward_n": any("n" in st.uses for st in forward),
         "loss_statements": loss_statements,
+        # the parameters each function reads (a constant layer's are not unpacked)
+        "forward_reads": sorted(reads(forward)),
+        "program_reads": sorted(reads(forward + loss_statements + backward)),
         "loss_value": loss_value,
         "backward": backward,
         "helpers": sorted(pr.p.helpers),

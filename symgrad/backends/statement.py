@@ -19,6 +19,14 @@ class Statement:
     uses: frozenset[str] = frozenset()  # the variables the statement reads
 
 
+def reads(stmts: list[Statement]) -> set[str]:
+    """Every name the statements read (their ``uses`` and the names in their printed code)."""
+    out: set[str] = set()
+    for st in stmts:
+        out |= st.uses | set(_NAME.findall(" ".join((st.code, *st.inplace))))
+    return out
+
+
 def dead_code(stmts: list[Statement], outputs: set[str]) -> list[Statement]:
     """Drop statements whose value nothing reads (a program shared between passes, e.g. a
     loss-gradient step that the tangent program only needs the tangent of)."""

@@ -24,7 +24,7 @@ import re
 
 from symgrad.backends.codegen import Statement, _Printer, build_context
 from symgrad.backends.registry import lookup, supporting
-from symgrad.backends.statement import dead_code
+from symgrad.backends.statement import dead_code, reads
 from symgrad.backends.target import Target
 from symgrad.backends.widening import widen
 from symgrad.calculus.lower import LoweredProgram
@@ -124,6 +124,7 @@ def _vjp_program(d: Derivation, target: Target, helpers: set[str]) -> dict:
     # (what no gradient reads goes: the input of a layer whose derivative is 0)
     grads = {"d" + p for p in net.param_names} | {"dx"}
     back, dx = _input_grad(dead_code(_flat(blocks[n_fwd:]), grads), list(net.param_names))
+    fwd = dead_code(fwd, {net.output.name} | reads(back + dx))
     if target.recompute_scalars:
         fwd, back = _recompute_scalars(fwd, back)
     return {
@@ -133,6 +134,7 @@ def _vjp_program(d: Derivation, target: Target, helpers: set[str]) -> dict:
         "saved": _keep(["X", *net.param_names], fwd, back + dx),
         "uses": sorted(_uses(back + dx)),
         "forward_uses": sorted(_uses(fwd)),  # "n" for a stage that couples the samples
+        "forward_reads": sorted(reads(fwd) | set(_keep(["X", *net.param_names], fwd, back + dx))),
     }
 
 

@@ -94,6 +94,11 @@ class TorchPrinter(ReprefixPrinter):
             return f"torch.addmm({self._print(rest[0])}, {self._print(v)}, {wt})"
         return super()._print_Add(expr, order)
 
+    def _print_VDot(self, expr):
+        # one BLAS dot product over the flattened tensors (torch.dot takes 1-D tensors only)
+        a, b = self._atom(expr.args[0]), self._atom(expr.args[1])
+        return f"torch.dot({a}.reshape(-1), {b}.reshape(-1))"
+
     def _print_ColSum(self, expr):
         return f"{self._atom(expr.args[0])}.sum(0)"
 

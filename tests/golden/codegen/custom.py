@@ -159,8 +159,7 @@ def _finite(*arrays: np.ndarray) -> bool:
     contiguous arrays): true when all values are finite, false for any inf or nan (and
     for squares that overflow, which _not_finite then lets through)."""
     for a in arrays:
-        r = a.ravel()
-        if not _isfinite(np.dot(r, r)):
+        if not _isfinite(np.vdot(a, a)):
             return False
     return True
 
@@ -254,7 +253,7 @@ def loss_and_grads(
     t3 = -Y
     t3 += a3
     l1 = _logcosh(t3)
-    value = X.dtype.type(float(0.5 * np.sum(l1)) / n)
+    value = X.dtype.type(float(0.5 * l1.sum()) / n)
     if not grads:
         if not (_isfinite(value) and _finite(X)):
             _not_finite(X=X, Y=Y)
@@ -272,11 +271,11 @@ def loss_and_grads(
     da2 = delta3 @ W3
     # dL/da1[i] = (-a2[i]*sum_k a2[k]*da2[k] + da2[i])/sqrt(sum_k a1[k]**2 + 1.0e-6)
     # (through l2norm: full Jacobian)
-    da1 = -a2 * (a2 * da2).sum(axis=1, keepdims=True) + da2
+    da1 = da2 - a2 * (a2 * da2).sum(axis=1, keepdims=True)
     da1 *= t2
     # dL/dz1[i] = (-sign(z1[i])*a1[i] + 1)*da1[i]/(abs(z1[i]) + 1)
     # (through custom: diagonal Jacobian)
-    delta1 = -a1 * np.sign(z1) + 1
+    delta1 = 1 - a1 * np.sign(z1)
     delta1 *= t1
     delta1 *= da1
     # dL/dW1[p, q] = delta1[p]*x[q]  (summed over the batch)

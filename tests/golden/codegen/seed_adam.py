@@ -162,8 +162,7 @@ def _finite(*arrays: np.ndarray) -> bool:
     contiguous arrays): true when all values are finite, false for any inf or nan (and
     for squares that overflow, which _not_finite then lets through)."""
     for a in arrays:
-        r = a.ravel()
-        if not _isfinite(np.dot(r, r)):
+        if not _isfinite(np.vdot(a, a)):
             return False
     return True
 
@@ -176,15 +175,19 @@ def _not_finite(**arrays: np.ndarray | None) -> None:
             raise ValueError(f"{what} contains inf or nan; every value must be finite")
 
 
+# exp's cap and 1 as 0-d arrays of each dtype (sooner in a ufunc than Python floats)
+_EXP_CAP = {_F32: np.array(88.0, _F32), _F64: np.array(708.0, _F64)}
+_ONE = {_F32: np.array(1.0, _F32), _F64: np.array(1.0, _F64)}
+
+
 def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    # 1 / (1 + exp(-x)), exp's argument capped below its overflow (88.7 in float32, 709.8
-    # in float64): keeps the dtype, warns of nothing, and keeps relative digits in both
-    # tails (a few ulp; past the cap the value is under the smallest normal float).
-    t = np.negative(x, out=out)
-    np.minimum(t, 88.0 if t.dtype.itemsize == 4 else 708.0, out=t)
+    # exp(x) / (exp(x) + 1), exp's argument capped below its overflow (88.7 in float32,
+    # 709.8 in float64; sigmoid rounds to 1 long before): four array passes, keeps the
+    # dtype, warns of nothing, and keeps relative digits in both tails (a few ulp; in the
+    # lower tail exp(x) itself is the value, down to the smallest subnormal float).
+    t = np.minimum(x, _EXP_CAP[x.dtype], out=out)
     np.exp(t, out=t)
-    t += 1
-    return np.reciprocal(t, out=t)
+    return np.divide(t, np.add(t, _ONE[t.dtype]), out=t)
 
 
 def init_params(seed: int = 0, dtype: type = np.float64) -> dict[str, np.ndarray]:
@@ -257,7 +260,7 @@ def loss_and_grads(
     t1 = -Y
     t1 += a2
     l1 = t1**2
-    value = X.dtype.type(float(0.5 * np.sum(l1)) / n)
+    value = X.dtype.type(float(0.5 * l1.sum()) / n)
     if not grads:
         if not (_isfinite(value) and _finite(X)):
             _not_finite(X=X, Y=Y)

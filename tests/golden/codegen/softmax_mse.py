@@ -156,8 +156,7 @@ def _finite(*arrays: np.ndarray) -> bool:
     contiguous arrays): true when all values are finite, false for any inf or nan (and
     for squares that overflow, which _not_finite then lets through)."""
     for a in arrays:
-        r = a.ravel()
-        if not _isfinite(np.dot(r, r)):
+        if not _isfinite(np.vdot(a, a)):
             return False
     return True
 
@@ -232,7 +231,7 @@ def loss_and_grads(
     t1 = -Y
     t1 += a1
     l1 = t1**2
-    value = X.dtype.type(float(0.3333333333333333 * np.sum(l1)) / n)
+    value = X.dtype.type(float(0.3333333333333333 * l1.sum()) / n)
     if not grads:
         if not (_isfinite(value) and _finite(X)):
             _not_finite(X=X, Y=Y)
