@@ -28,6 +28,7 @@ import sympy as sp
 
 from symgrad import names
 from symgrad.errors import SpecError
+from symgrad.frontend import lets as let_syntax
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.ir import conv as C
 from symgrad.ir import layers as L
@@ -50,7 +51,7 @@ REQUIRED_KEYS = ("name", "input", "loss", "layer")
 #: ``targets = "..."``: the domain verify draws targets from (for custom losses).
 TARGET_DOMAINS = ("real", "positive", "unit", "onehot", "probabilities")
 DENSE_KEYS = ("type", "units", "activation", "bias")
-MAP_KEYS = ("type", "expr", "name", "params", "units", "indices", "shape", "padding")
+MAP_KEYS = ("type", "expr", "name", "params", "units", "indices", "shape", "padding", "let")
 #: Index names a map's expression may use (free ones listed in ``indices``; the rest are
 #: summed over). A size of the same name is a size there, not an index.
 INDEX_NAMES = ("i", "j", "k", "p", "q", "r", "t", "u", "v", "e", "c", "h", "w", "s")
@@ -472,18 +473,26 @@ class _Checker:
         free, shape = self.map_indices(raw, field, names)
         if free and units is not None:
             self.fail(f"{field}.units", "a map with indices takes shape, not units")
-        expr = self.expression(
-            text,
-            f"{field}.expr",
-            arrays=shaped,
-            scalars=scalars,
-            indices=indices,
-            free_indices=free or ("i",),
-            index_arithmetic=True,
-        )
-        expr = expr.xreplace(plain)
+
+        def parse(text: object, where: str, known: Mapping[str, sp.Expr]) -> sp.Expr:
+            return self.expression(
+                text,
+                where,
+                arrays=shaped,
+                scalars=known,
+                indices=indices,
+                free_indices=free or ("i",),
+                index_arithmetic=True,
+            )
+
+        lets = self.map_lets(raw, field, params, shaped, scalars, parse)
+        named = {**scalars, **{sym.name: sym for sym, _ in lets}}
+        expr = parse(text, f"{field}.expr", named).xreplace(plain)
+        lets = tuple((sym, e.xreplace(plain)) for sym, e in lets)
+        let_syntax.check_used(lets, expr, f"{field}.let", self.fail)
+        written = let_syntax.substituted(lets, expr)
         for pname, (base, _) in params.items():
-            if not expr.has(base):
+            if not written.has(base):
                 self.fail(f"{field}.params.{pname}", f"parameter {pname!r} is not used in expr")
             self.param_names[f"{pname}{number}"] = len(params[pname][1])
         self.axes[f"a{number}"] = len(free) or 1
@@ -495,6 +504,27 @@ class _Checker:
             padding=padding,
             indices=tuple(indices[nm][0] for nm in free),
             shape=shape,
+            lets=lets,
+        )
+
+    def map_lets(self, raw, field, params, shaped, scalars, parse) -> let_syntax.Lets:
+        """The map's ``let`` table (named sub-expressions), if any."""
+        if "let" not in raw:
+            return ()
+        taken = {nm: "a reserved name" for nm in RESERVED}
+        taken.update({nm: "a function name" for nm in PARAM_RESERVED if nm not in RESERVED})
+        taken.update({nm: "an index name" for nm in INDEX_NAMES})
+        taken.update({nm: "an array of the network" for nm in (*shaped, *self.outputs)})
+        taken.update({nm: "a size" for nm in self.sizes})
+        taken.update({nm: "a parameter of this map" for nm in params})
+        return let_syntax.parse_lets(
+            raw["let"],
+            f"{field}.let",
+            check_name=lambda key, where: self.name(key, where, "a let name"),
+            taken=taken,
+            scalars=scalars,
+            parse=parse,
+            fail=self.fail,
         )
 
     def map_arrays(self, params: Mapping[str, Any]) -> tuple[dict, dict, dict[str, sp.Expr]]:
