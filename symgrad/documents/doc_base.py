@@ -13,6 +13,7 @@ import sympy as sp
 
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.documents.latex_printer import LOSS, latex, quantity, split_name
+from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
 from symgrad.ir.plain import TextPrinter
 
@@ -36,6 +37,9 @@ class DocBase:
         self._memo: dict[tuple, M] = {}
         self._atoms: dict[tuple, str] = {}
         self._rank = {p.name: len(p.shape) for p in self.net.params}
+        #: the named sub-expressions of the stage being written up (component forms are
+        #: shown in its names), or None
+        self.naming: NamedStage | None = None
 
     # -- printing helpers ---------------------------------------------------------------
     @property
@@ -68,6 +72,8 @@ class DocBase:
 
     def ex(self, e: sp.Expr, notation: str = "component", yhat: bool = False) -> M:
         """``e`` as math, printed lazily and once per document."""
+        if self.naming is not None and notation == "component":
+            e = self.naming.display(self.naming.name(e))
         key = (e, notation, yhat)
         hit = self._memo.get(key)
         if hit is None:

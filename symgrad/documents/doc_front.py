@@ -12,6 +12,7 @@ from symgrad.calculus.layout import ColSum, N, batch
 from symgrad.calculus.matrix_form import Vec, to_matrix
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
+from symgrad.documents.doc_lets import forward_rows
 from symgrad.documents.latex_printer import LOSS, quantity
 from symgrad.documents.model import Eq, Item, M, Part
 from symgrad.documents.structure import free_names
@@ -131,10 +132,11 @@ class FrontMatter(DocBase):
         s = self.section(["Forward pass"])
         if self.comp:
             s.items.append(Item("label", ("Component form",)))
-            eqs = [
-                Eq((self.q(f.stage.name, "component", free_names(f.stage)), self.ex(f.component)))
-                for f in self.d.forward
-            ]
+            eqs = []
+            for f in self.d.forward:
+                named = forward_rows(self, f.stage)
+                out = self.q(f.stage.name, "component", free_names(f.stage))
+                eqs.extend(named or [Eq((out, self.ex(f.component)))])
             s.items.append(Item("math", eqs=tuple(eqs)))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample",)))
