@@ -15,9 +15,9 @@ from symgrad import LayerNorm, Map, a, build, i, j, n
 from symgrad.backends.codegen import load_module
 from symgrad.cli import main
 from symgrad.documents.lets import K, NamedStage
+from symgrad.documents.render import render
 from symgrad.frontend.spec import loads_spec
 from symgrad.ir.layers import Dense
-from symgrad.documents.render import render
 from symgrad.pipeline import derive, generate
 
 HEAD = """\
@@ -38,24 +38,41 @@ TAIL = """
 [[layer]]
 units = 2
 """
-LETS = HEAD + textwrap.dedent(
-    """\
+LETS = (
+    HEAD
+    + textwrap.dedent(
+        """\
     let = { mu = "sum(a[j], j)/n", var = "sum((a[j] - mu)**2, j)/n" }
     expr = "g[i] * (a[i] - mu) / sqrt(var + 1e-5)"
     """
-) + TAIL
-PLAIN = HEAD + textwrap.dedent(
-    """\
+    )
+    + TAIL
+)
+PLAIN = (
+    HEAD
+    + textwrap.dedent(
+        """\
     expr = "g[i] * (a[i] - sum(a[j], j)/n) / sqrt(sum((a[k] - sum(a[j], j)/n)**2, k)/n + 1e-5)"
     """
-) + TAIL
+    )
+    + TAIL
+)
 #: a name with the free index (x-hat) and one that reads two earlier names
-XHAT = HEAD + textwrap.dedent(
-    """\
-    let = { mu = "sum(a[j], j)/n", var = "sum((a[j] - mu)**2, j)/n", xhat = "(a[i] - mu)/sqrt(var + 1e-5)" }
+XHAT = (
+    HEAD
+    + textwrap.dedent(
+        """\
     expr = "g[i] * xhat"
+
+    [layer.let]
+    mu = "sum(a[j], j)/n"
+    var = "sum((a[j] - mu)**2, j)/n"
+    xhat = "(a[i] - mu)/sqrt(var + 1e-5)"
+
     """
-) + TAIL
+    )
+    + TAIL
+)
 
 
 @functools.cache
@@ -97,7 +114,7 @@ def test_lets_are_kept_on_the_stage_in_order_and_substituted_in_the_body():
         ('{ tanh = "a[i]" }', "layer[2].let.tanh", "function name"),
         ('{ _m = "a[i]" }', "layer[2].let._m", "name"),
         ('{ m2 = "a[i]", mu = "sum(a[j], j)/n" }', "layer[2].let.m2", "not used"),
-        ('{ mu = 3 }', "layer[2].let.mu", "string"),
+        ("{ mu = 3 }", "layer[2].let.mu", "string"),
         ('{ mu = "__import__(1)" }', "layer[2].let.mu", ""),
         ('{ mu = "var + 1", var = "sum(a[j], j)" }', "layer[2].let.mu", "var"),
         ('"mu"', "layer[2].let", "table"),

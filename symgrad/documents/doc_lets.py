@@ -68,4 +68,3 @@ class NamedSteps(DocBase):
                 sides.append(final)
             eqs.append(Eq(tuple(sides)))
         s.items.append(Item("math", eqs=tuple(eqs)))
-

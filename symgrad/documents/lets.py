@@ -23,8 +23,11 @@ from symgrad.ir.indices import idx
 from symgrad.ir.network import Stage
 
 _GREEK = frozenset(
-    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma "
-    "tau upsilon phi chi psi omega".split()
+    (
+        *("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota"),
+        *("kappa", "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon"),
+        *("phi", "chi", "psi", "omega"),
+    )
 )
 #: The input index of the backward step through the names.
 K = idx("k")
@@ -103,6 +106,40 @@ def _core(pattern: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
     return held[0], pattern / held[0]
 
 
+class _Match:
+    """Where a definition ``d`` occurs in an expression, and what replaces it: the whole
+    (up to the names of summation indices), its one factor that holds the arrays (divided
+    by the rest), or a power of its base when ``d`` is a square root."""
+
+    def __init__(self, d: sp.Expr, value: sp.Expr) -> None:
+        self.d, self.value = d, value
+        self.whole = _alpha(d)
+        self.core = _core(d)
+        self.alpha_core = _alpha(self.core[0]) if self.core else None
+        root = d.base if isinstance(d, sp.Pow) and d.exp in (sp.S.Half, -sp.S.Half) else None
+        self.alpha_root = _alpha(root) if root is not None else None
+
+    def hit(self, x: sp.Basic) -> bool:
+        if _alpha(x) == self.whole:
+            return True
+        if self.core is not None and x.func == self.core[0].func:
+            return _alpha(x) == self.alpha_core
+        return (
+            self.alpha_root is not None
+            and isinstance(x, sp.Pow)
+            and x.exp.is_Rational
+            and _alpha(x.base) == self.alpha_root
+        )
+
+    def to(self, x: sp.Basic) -> sp.Expr:
+        if _alpha(x) == self.whole:
+            return self.value
+        if self.core is not None and _alpha(x) == self.alpha_core:
+            return self.value / self.core[1]
+        assert isinstance(x, sp.Pow) and isinstance(self.d, sp.Pow)
+        return self.value ** (x.exp / self.d.exp)
+
+
 @dataclass(frozen=True)
 class NamedStage:
     """The names of one stage: computation symbols (a Symbol, or an IndexedBase for a name
@@ -147,34 +184,8 @@ class NamedStage:
             )
         for at in ats:
             d = definition.xreplace({i: at}) if at != i else definition
-            value = self._value(comp, at)
-            whole = _alpha(d)
-            core = _core(d)
-            root = d.base if isinstance(d, sp.Pow) and d.exp in (sp.S.Half, -sp.S.Half) else None
-            alpha_core = _alpha(core[0]) if core else None
-            alpha_root = _alpha(root) if root is not None else None
-
-            def hit(x: sp.Basic) -> bool:
-                if _alpha(x) == whole:
-                    return True
-                if core is not None and x.func == core[0].func and _alpha(x) == alpha_core:
-                    return True
-                return (
-                    root is not None
-                    and isinstance(x, sp.Pow)
-                    and x.exp.is_Rational
-                    and _alpha(x.base) == alpha_root
-                )
-
-            def to(x: sp.Basic) -> sp.Expr:
-                if _alpha(x) == whole:
-                    return value
-                if core is not None and _alpha(x) == alpha_core:
-                    return value / core[1]
-                assert isinstance(d, sp.Pow)
-                return value ** (x.exp / d.exp)
-
-            e = e.replace(hit, to)
+            match = _Match(d, self._value(comp, at))
+            e = e.replace(match.hit, match.to)
         return e
 
     def name(self, e: sp.Expr) -> sp.Expr:
@@ -183,12 +194,12 @@ class NamedStage:
 
     def expand(self, e: sp.Expr) -> sp.Expr:
         """``e`` with the names replaced by their definitions (the inverse of ``name``)."""
+        i = self.stage.index
         for _, comp, definition in reversed(self.names):
             if isinstance(comp, sp.IndexedBase):
-                i = self.stage.index
                 e = e.replace(
                     lambda x, c=comp: isinstance(x, sp.Indexed) and x.base == c,
-                    lambda x, d=definition: d.xreplace({i: x.indices[0]}),
+                    lambda x, d=definition, i=i: d.xreplace({i: x.indices[0]}),
                 )
             else:
                 e = e.xreplace({comp: definition})
