@@ -95,6 +95,11 @@ def _alpha(e: sp.Basic, depth: int = 0) -> sp.Basic:
     return e.func(*(_alpha(a, depth) for a in e.args))
 
 
+def same_up_to_dummies(a: sp.Basic, b: sp.Basic) -> bool:
+    """Whether ``a`` and ``b`` differ at most in the names of their summation indices."""
+    return _alpha(a) == _alpha(b)
+
+
 def _core(pattern: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
     """``pattern = coef * core`` with one factor that holds the arrays (a sum divided by a
     width: the sum alone is replaced by ``name / coef``)."""
