@@ -229,7 +229,7 @@ def test_documents_show_the_names_and_the_steps_through_them():
     assert "dL/dvar = " in text and "dL/dmu = " in text
     tex = render(d, "latex")
     assert r"\mu &= " in tex and r"\mathrm{var}" in tex
-    assert r"\frac{\partial \mathcal{L}}{\partial \mu}" in tex
+    assert r"\frac{\partial \ell}{\partial \mu}" in tex
     md = render(d, "markdown")
     assert "Through the named sub-expressions (mu, var)" in md
     # the forward pass no longer spells the variance out inside the stage's row
@@ -242,7 +242,7 @@ def test_layernorm_names_its_mean_and_variance():
     st = net.stages[2]
     assert [s.name for s, _ in st.lets] == ["mu", "sigma2"]
     tex = render(derive(net), "latex")
-    assert r"\sigma^2 &= " in tex and r"\frac{\partial \mathcal{L}}{\partial \sigma^2}" in tex
+    assert r"\sigma^2 &= " in tex and r"\frac{\partial \ell}{\partial \sigma^2}" in tex
 
 
 def test_python_api_lets():

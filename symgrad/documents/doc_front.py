@@ -13,7 +13,7 @@ from symgrad.calculus.matrix_form import Vec, to_matrix
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.doc_lets import forward_rows
-from symgrad.documents.latex_printer import LOSS, quantity
+from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, quantity
 from symgrad.documents.model import Eq, Item, M, Part
 from symgrad.documents.structure import free_names
 from symgrad.errors import DerivationError
@@ -126,7 +126,13 @@ class FrontMatter(DocBase):
         s.items.append(Item("para", tuple(conv)))
         if self.mat:
             w = self.net.input_width
-            s.items.append(Item("para", tuple(prose.matrix_parts(self.tex(w), str(w)))))
+            parts = prose.matrix_parts(self.tex(w), str(w))
+            if self.coupled:
+                parts.append(
+                    " A stage here couples the samples, so no sample has a loss of its own: "
+                    "every adjoint, per sample too, is a derivative of the mean loss."
+                )
+            s.items.append(Item("para", tuple(parts)))
 
     def forward(self) -> None:
         s = self.section(["Forward pass"])
@@ -180,7 +186,10 @@ class FrontMatter(DocBase):
             s.items.append(Item("label", ("Per sample, matrix form",)))
             s.items.append(Item("math", eqs=(Eq((ell, self.ex(m, "vector", yhat=True))),)))
             s.items.append(Item("label", ("Batch mean",)))
-            sides = [M(LOSS, "L"), M(r"\frac{1}{N} \sum_{s=1}^{N} \ell^{(s)}", "mean_s l(s)")]
+            sides = [
+                M(BATCH_LOSS, "L"),
+                M(r"\frac{1}{N} \sum_{s=1}^{N} %s^{(s)}" % LOSS, "mean_s l(s)"),
+            ]
             bm = self._batch_mean(m)
             if bm is not None:
                 sides.append(bm)

@@ -429,8 +429,8 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 *self.grad_lhs(st, "batched", []),
                 self.ex(batched_step(st), "batched"),
                 M(
-                    lambda: r"\sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
-                    lambda: f"sum_s (({per.txt})(s))",
+                    lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
+                    lambda: f"mean_s (({per.txt})(s))",
                 ),
             ]
             s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))

@@ -6,7 +6,7 @@ derivation is stated in, chosen by the ``notation`` setting:
 
 ``"component"``
     index notation: ``W2[k, i]`` -> ``W^{[2]}_{ki}``, ``delta2[k]`` -> ``\\delta^{[2]}_{k}``,
-    ``da1[i]`` -> ``\\frac{\\partial \\mathcal{L}}{\\partial a^{[1]}_{i}}``,
+    ``da1[i]`` -> ``\\frac{\\partial \\ell}{\\partial a^{[1]}_{i}}``,
     ``KroneckerDelta(i, k)`` -> ``[i = k]`` (an Iverson bracket: the Kronecker delta never
     shares the glyph of the error vector ``\\delta^{[l]}``), sums as
     ``\\sum_{k=1}^{n_{2}}`` (the 0-based ranges of the IR are shown 1-based, as in textbooks).
@@ -48,8 +48,16 @@ def _math_safe(name: str) -> bool:
 
 NOTATIONS = ("component", "vector", "batched")
 
-#: The loss, as printed everywhere.
-LOSS = r"\mathcal{L}"
+#: A two-letter index (``kh``, ``kw``, ``ci``), typeset as a letter with a label (k_h).
+_LABELLED_INDEX = re.compile(r"([a-z])([a-z])('*)")
+_GREEK2 = ("mu", "nu", "pi", "xi")
+
+#: The loss of one sample: every per-sample adjoint (component and matrix form) is a
+#: derivative of it.
+LOSS = r"\ell"
+#: The mean loss over the batch: the batched adjoints (they carry its 1/N) and parameter
+#: gradients are derivatives of it.
+BATCH_LOSS = r"\mathcal{L}"
 #: The batch size, as printed in the batched form (capital: the widths are ``n_l``).
 BATCH_SIZE = "N"
 
@@ -134,6 +142,7 @@ def quantity(
     transpose: bool = False,
     yhat: str | None = None,
     matrix: bool = False,
+    batch_loss: bool = False,
 ) -> str:
     """The LaTeX of a named quantity (``z2``, ``a1``, ``W2``, ``delta2``, ``da1``, ``dW2``, ``x``).
 
@@ -144,6 +153,8 @@ def quantity(
         transpose: append ``\\top`` to the superscript (``W^{[2]\\top}``).
         yhat: the name of the network output, printed as ``\\hat{y}``.
         matrix: the quantity is a matrix (a parameter like ``W2``): never bold or capitalised.
+        batch_loss: an adjoint of the batch's mean loss though not in batched notation (a
+            parameter's gradient summed over the batch).
 
     Returns:
         e.g. ``W^{[2]}_{ki}``, ``\\boldsymbol{\\delta}^{[2]}``,
@@ -175,7 +186,8 @@ def quantity(
     sub = "_{%s}" % _join_indices(idx) if idx else ""
     if adjoint:
         inner = kernel + ("^{%s}" % sup if sup else "") + sub
-        tex = r"\frac{\partial %s}{\partial %s}" % (LOSS, inner)
+        loss = BATCH_LOSS if notation == "batched" or batch_loss else LOSS
+        tex = r"\frac{\partial %s}{\partial %s}" % (loss, inner)
         return paren(tex) + r"^{\top}" if transpose else tex
     if transpose:
         sup = sup + r"\top"
@@ -242,6 +254,7 @@ class SymgradLatexPrinter(LatexPrinter):
         "yhat": None,
         "params": (),
         "zero_based": False,
+        "batch_loss": False,
     }
 
     def __init__(self, settings: dict | None = None) -> None:
@@ -255,6 +268,7 @@ class SymgradLatexPrinter(LatexPrinter):
         return self._settings["notation"]
 
     def _q(self, name: str, indices: Iterable[str] = (), **kw) -> str:
+        kw.setdefault("batch_loss", self._settings.get("batch_loss", False))
         return quantity(name, self._notation, indices, yhat=self._settings["yhat"], **kw)
 
     def _print_Symbol(self, expr: sp.Symbol, style=None) -> str:
@@ -262,6 +276,10 @@ class SymgradLatexPrinter(LatexPrinter):
             return BATCH_SIZE
         if not _math_safe(expr.name):  # inert text, never markup (``\\input{...}``)
             return latex_name(expr.name)
+        m = _LABELLED_INDEX.fullmatch(expr.name)
+        # kh, kw, ci: an index k labelled h (never k times h)
+        if m and expr.is_integer and expr.name not in _GREEK2:
+            return r"%s_{\mathrm{%s}}%s" % m.groups()
         return super()._print_Symbol(expr, style=style)
 
     def _print_Vec(self, expr: Vec) -> str:
@@ -590,10 +608,18 @@ def latex(
     yhat: str | None = None,
     params: Iterable[str] = (),
     zero_based: bool = False,
+    batch_loss: bool = False,
 ) -> str:
-    """Print ``expr`` in symgrad's LaTeX notation (see :class:`SymgradLatexPrinter`)."""
+    """Print ``expr`` in symgrad's LaTeX notation (see :class:`SymgradLatexPrinter`);
+    ``batch_loss``: every adjoint is of the batch loss (samples coupled by a stage)."""
     printer = SymgradLatexPrinter(
-        {"notation": notation, "yhat": yhat, "params": tuple(params), "zero_based": zero_based}
+        {
+            "notation": notation,
+            "yhat": yhat,
+            "params": tuple(params),
+            "zero_based": zero_based,
+            "batch_loss": batch_loss,
+        }
     )
     return printer.doprint(expr)
 
@@ -601,6 +627,7 @@ def latex(
 __all__ = [
     "BATCH_SIZE",
     "Diag",
+    "BATCH_LOSS",
     "LOSS",
     "NOTATIONS",
     "SymgradLatexPrinter",

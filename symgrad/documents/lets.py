@@ -77,7 +77,7 @@ class LetAdjoint(sp.Function):
     def _symgrad_latex(self, printer) -> str:
         name, *at = self.args
         sub = "_{%s}" % printer._print(at[0]) if at else ""
-        return r"\frac{\partial \mathcal{L}}{\partial %s%s}" % (let_tex(str(name)), sub)
+        return r"\frac{\partial \ell}{\partial %s%s}" % (let_tex(str(name)), sub)
 
     def _sympystr(self, printer) -> str:
         name, *at = self.args
