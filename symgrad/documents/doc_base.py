@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import sympy as sp
 
 from symgrad.calculus.reverse import Derivation, Step
+from symgrad.documents import batched_display
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
@@ -79,6 +80,7 @@ class DocBase:
         """``e`` as math, printed lazily and once per document."""
         if self.naming is not None and notation == "component":
             e = self.naming.display(self.naming.name(e))
+        e = batched_display.shown(e)
         key = (e, notation, yhat)
         hit = self._memo.get(key)
         if hit is None:
