@@ -15,6 +15,7 @@ from symgrad.documents.doc_base import DocBase
 from symgrad.documents.doc_lets import forward_rows
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, quantity
 from symgrad.documents.model import Eq, Item, M, Part
+from symgrad.documents.statistics import BatchStatistics
 from symgrad.documents.structure import free_names
 from symgrad.errors import DerivationError
 from symgrad.ir.network import Stage
@@ -142,6 +143,13 @@ class FrontMatter(DocBase):
             for f in self.d.forward:
                 named = forward_rows(self, f.stage)
                 out = self.q(f.stage.name, "component", free_names(f.stage))
+                stats = BatchStatistics.of(f.stage)
+                if stats is not None and not named:  # the statistics named once, here
+                    items = stats.definition_items(self)
+                    self.once("batch statistics", None)
+                    s.items.extend(items[:1])
+                    eqs.extend(items[1].eqs)
+                    named = [Eq((out, self.ex(stats.name(f.component))))]
                 eqs.extend(named or [Eq((out, self.ex(f.component)))])
             s.items.append(Item("math", eqs=tuple(eqs)))
         if self.mat:
