@@ -139,7 +139,7 @@ class FrontMatter(DocBase):
         s = self.section(["Forward pass"])
         if self.comp:
             s.items.append(Item("label", ("Component form",)))
-            eqs = []
+            eqs: list[Eq] = []
             for f in self.d.forward:
                 named = forward_rows(self, f.stage)
                 out = self.q(f.stage.name, "component", free_names(f.stage))
