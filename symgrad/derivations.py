@@ -38,6 +38,7 @@ from symgrad.calculus.lower_autodiff import (
     with_input_grad,
 )
 from symgrad.calculus.matrix_form import matrix_pass, to_matrix
+from symgrad.calculus.named_backward import chain_through
 from symgrad.calculus.program import Program, program
 from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability import (
@@ -229,6 +230,7 @@ __all__ = [
     "G",
     "Logs",
     "chain_jacobian",
+    "chain_through",
     "clear",
     "derive",
     "derive_stable",

@@ -21,6 +21,7 @@ import pytest
 from catalogue import catalogue
 
 from symgrad.calculus.reverse import Derivation, Step
+from symgrad.documents.lets import NamedStage, same_up_to_dummies
 from symgrad.documents.render import render
 from symgrad.documents.structure import swap_ik
 from symgrad.ir.network import Network
@@ -79,12 +80,16 @@ _UNREADABLE = re.compile(r"argmax|<=")
 
 
 def _shown(st: Step) -> object:
-    """The expression a step's section ends with (an input step's free index is k)."""
+    """The expression a step's section ends with (an input step's free index is k), in the
+    stage's named sub-expressions where it has them (a norm's mean and variance)."""
     stage = st.stage
     plain = stage is not None and stage.sample is None and not (stage.indices or stage.in_shape)
-    if st.kind == "input" and plain:
-        return swap_ik(st.component)
-    return st.component
+    shown = swap_ik(st.component) if st.kind == "input" and plain else st.component
+    named = NamedStage.of(stage)
+    if named is not None:
+        assert same_up_to_dummies(named.expand(named.name(shown)), shown)  # names are exact
+        shown = named.display(named.name(shown))
+    return shown
 
 
 @pytest.mark.parametrize("name", NAMES)

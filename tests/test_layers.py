@@ -320,7 +320,8 @@ def test_documents_show_components_per_sample_and_einsum_batched():
     assert "max_j(a3[j])" in text  # component form of the max reduction
     assert 'einsum("' in text  # the batched array program of the fallback
     latex = render_document(derive(net), to="latex")
-    assert r"\texttt{einsum(" in latex and r"share\_max" in latex
+    # the batched array program in code type (products as @ where they are matrix products)
+    assert r"\texttt{(da4 @ V4)" in latex and "einsum(" in latex and r"share\_max" in latex
 
 
 CONV_MIX_TOML = """

@@ -121,8 +121,11 @@ def test_quantity_names():
     assert quantity("z2", "component", ["i"]) == "z^{[2]}_{i}"
     assert quantity("W2", "component", ["k", "i"]) == "W^{[2]}_{ki}"
     assert quantity("delta2", "component", ["k"]) == r"\delta^{[2]}_{k}"
-    assert quantity("da1") == r"\frac{\partial \mathcal{L}}{\partial a^{[1]}}"
-    assert quantity("dW2") == r"\frac{\partial \mathcal{L}}{\partial W^{[2]}}"
+    assert quantity("da1") == r"\frac{\partial \ell}{\partial a^{[1]}}"
+    assert quantity("dW2") == r"\frac{\partial \ell}{\partial W^{[2]}}"
+    # batched adjoints, and a parameter's gradient over the batch, are of the mean loss
+    assert quantity("da1", "batched") == r"\frac{\partial \mathcal{L}}{\partial A^{[1]}}"
+    assert quantity("dW2", "vector", batch_loss=True).startswith(r"\frac{\partial \mathcal{L}}")
     assert quantity("x", "component", ["j"]) == "x_{j}"
     assert quantity("a1", "vector") == r"\mathbf{a}^{[1]}"
     assert quantity("delta2", "vector") == r"\boldsymbol{\delta}^{[2]}"
@@ -177,16 +180,14 @@ def test_sigmoid_derivative_in_forward_values(seed_tex):
     step = _section(seed_tex, r"\delta^{[1]} = ")
     # the local Jacobian of the sigmoid, written in the forward value a = sigma(z)
     assert r"&= a^{[1]}_{i} (1 - a^{[1]}_{i}) [i = k]" in step
-    assert (
-        r"\frac{\partial \mathcal{L}}{\partial a^{[1]}_{k}} a^{[1]}_{k} (1 - a^{[1]}_{k})" in step
-    )
+    assert r"\frac{\partial \ell}{\partial a^{[1]}_{k}} a^{[1]}_{k} (1 - a^{[1]}_{k})" in step
 
 
 def test_diagonal_step_matrix_form(seed_tex):
     step = _section(seed_tex, r"\delta^{[1]} = ")
     assert r"\operatorname{diag}(\mathbf{a}^{[1]} \odot (1 - \mathbf{a}^{[1]}))" in step
     assert (
-        r"\frac{\partial \mathcal{L}}{\partial \mathbf{a}^{[1]}} \odot \mathbf{a}^{[1]} "
+        r"\frac{\partial \ell}{\partial \mathbf{a}^{[1]}} \odot \mathbf{a}^{[1]} "
         r"\odot (1 - \mathbf{a}^{[1]})" in step
     )
     assert r"\Delta^{[1]} = \frac{\partial \mathcal{L}}{\partial Z^{[1]}}" in step
@@ -195,7 +196,7 @@ def test_diagonal_step_matrix_form(seed_tex):
 def test_chain_rule_written_out(seed_tex):
     step = _section(seed_tex, r"\delta^{[2]} = ")
     assert (
-        r"\sum_{i=1}^{n_{2}} \frac{\partial \mathcal{L}}{\partial a^{[2]}_{i}} "
+        r"\sum_{i=1}^{n_{2}} \frac{\partial \ell}{\partial a^{[2]}_{i}} "
         r"\frac{\partial a^{[2]}_{i}}{\partial z^{[2]}_{k}}" in step
     )
     # the multivariable chain rule is stated once, before the first step
@@ -209,9 +210,7 @@ def test_chain_rule_written_out(seed_tex):
 def test_fused_seed_step(seed_tex):
     step = _section(seed_tex, r"\delta^{[2]} = ")
     # unfused form first, then the fused result with the loss gradient substituted
-    assert (
-        r"\frac{\partial \mathcal{L}}{\partial a^{[2]}_{k}} a^{[2]}_{k} (1 - a^{[2]}_{k})" in step
-    )
+    assert r"\frac{\partial \ell}{\partial a^{[2]}_{k}} a^{[2]}_{k} (1 - a^{[2]}_{k})" in step
     assert r"\frac{2}{n_{2}} a^{[2]}_{k} (1 - a^{[2]}_{k}) (a^{[2]}_{k} - y_{k})" in step
     assert r"\frac{2}{N \, n_{2}} A^{[2]} \odot (1 - A^{[2]}) \odot (A^{[2]} - Y)" in step
 
@@ -221,7 +220,7 @@ def test_loss_uses_yhat(seed_tex):
     assert r"\frac{1}{n_{2}} \sum_{i=1}^{n_{2}} (\hat{y}_{i} - y_{i})^{2}" in loss
     assert r"(\hat{\mathbf{y}} - \mathbf{y})^{\top} (\hat{\mathbf{y}} - \mathbf{y})" in loss
     grad = _section(seed_tex, "(loss gradient)")
-    assert r"\frac{\partial \mathcal{L}}{\partial \hat{y}_{i}}" in grad
+    assert r"\frac{\partial \ell}{\partial \hat{y}_{i}}" in grad
     assert "Not materialised" in grad
 
 
@@ -273,9 +272,7 @@ def test_softmax_full_jacobian(smce_tex):
 def test_cross_entropy_fused_delta(smce_tex):
     step = _section(smce_tex, r"\delta^{[2]} = ")
     # the unfused form through the full Jacobian, then the fused result
-    assert (
-        r"\sum_{i=1}^{n_{2}} \frac{\partial \mathcal{L}}{\partial a^{[2]}_{i}} a^{[2]}_{i}" in step
-    )
+    assert r"\sum_{i=1}^{n_{2}} \frac{\partial \ell}{\partial a^{[2]}_{i}} a^{[2]}_{i}" in step
     # line by line: -y_k + a_k sum_i y_i, then sum_i y_i = 1
     assert r"= a^{[2]}_{k} \sum_{i=1}^{n_{2}} y_{i} - y_{k} = a^{[2]}_{k} - y_{k}" in step
     assert r"= \mathbf{a}^{[2]} - \mathbf{y}" in step
@@ -379,7 +376,7 @@ def test_a_block_fits_after_its_widest_left_side():
     row under a wide left-hand side is fitted against what is left of the line."""
     from symgrad.documents.layout import _display
 
-    wide = r"\text{BP3}\quad \frac{\partial \mathcal{L}}{\partial \boldsymbol{\gamma}^{[2]}}"
+    wide = r"\text{BP3}\quad \frac{\partial \ell}{\partial \boldsymbol{\gamma}^{[2]}}"
     body = r" ".join(rf"\frac{{1}}{{n_{{{k}}}}} a^{{[{k}]}}" for k in range(1, 12))
     long = Eq((M("u", "u"), M(body, "t")))
     assert _display([long], "latex") == f"\\[\nu = {body}\n\\]"  # fits on its own
@@ -535,7 +532,7 @@ def test_why_lines(seed_tex, smce_tex):
     assert "cancel" in sm and "underflow" in sm
     dw = _section(seed_tex, r"\partial W^{[2]}$ (weight")
     assert r"\sum_{s=1}^{N} \left(\boldsymbol{\delta}^{[2]} \mathbf{a}^{[1]\top}\right)^{(s)}" in dw
-    assert "lives in the batched adjoints" in dw
+    assert "lives in the batched adjoint" in dw
     assert "Common mistake" in dw and "symgrad check" in dw
 
 
@@ -586,7 +583,7 @@ def test_layer_jacobians_view(seed_tex):
     # parameter Jacobian (red) and dL/dtheta_l as the product chain
     assert r"\textcolor{red}{" in view
     assert (
-        r"\frac{\partial \mathcal{L}}{\partial W^{[1]}} &= \left(\frac{\partial \mathcal{L}}"
+        r"\frac{\partial \ell}{\partial W^{[1]}} &= \left(\frac{\partial \ell}"
         r"{\partial \mathbf{a}^{[2]}}\right)^{\top} \textcolor{blue}{J^{[2]}} \textcolor{red}"
         in view
     )

@@ -225,6 +225,12 @@ class Batched(sp.Function):
     def lowered(self) -> sp.Expr:
         return lower(self.args[0], sample_sum=bool(int(self.args[1])))
 
+    @property
+    def samples_explicit(self) -> bool:
+        """Whether the component form states the batch's samples itself (see
+        :func:`samples_explicit`): then it is its own batched form."""
+        return samples_explicit(self.args[0])
+
     def _symgrad_tangent(self, R, tangents):
         r = R(self.args[0])
         return Batched(r, self.args[1]) if r != 0 else sp.S.Zero

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Sequence
 import sympy as sp
 
 from symgrad.calculus.reverse import Derivation, Step
-from symgrad.documents.latex_printer import LOSS, latex, quantity, split_name
+from symgrad.documents import batched_display
+from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
+from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
 from symgrad.ir.plain import TextPrinter
 
@@ -32,10 +34,17 @@ class DocBase:
         self.explained: dict[object, Step | None] = {}
         #: a document with index arithmetic (conv) counts from 0 everywhere
         self.zero_based = any(st.indices or st.in_shape for st in self.net.stages)
+        #: a stage couples the samples (batch norm): no loss of one sample is separable, so
+        #: every adjoint is of the batch's mean loss
+        self.coupled = any(st.sample is not None for st in self.net.stages)
+        self.loss_tex = BATCH_LOSS if self.coupled else LOSS
         self._text = TextPrinter()
         self._memo: dict[tuple, M] = {}
         self._atoms: dict[tuple, str] = {}
         self._rank = {p.name: len(p.shape) for p in self.net.params}
+        #: the named sub-expressions of the stage being written up (component forms are
+        #: shown in its names), or None
+        self.naming: NamedStage | None = None
 
     # -- printing helpers ---------------------------------------------------------------
     @property
@@ -64,10 +73,14 @@ class DocBase:
             yhat=self.yhat if yhat else None,
             params=self.params,
             zero_based=self.zero_based,
+            batch_loss=self.coupled,
         )
 
     def ex(self, e: sp.Expr, notation: str = "component", yhat: bool = False) -> M:
         """``e`` as math, printed lazily and once per document."""
+        if self.naming is not None and notation == "component":
+            e = self.naming.display(self.naming.name(e))
+        e = batched_display.shown(e)
         key = (e, notation, yhat)
         hit = self._memo.get(key)
         if hit is None:
@@ -85,17 +98,20 @@ class DocBase:
     ) -> M:
         y = self.yhat if yhat else None
         return M(
-            lambda: quantity(name, notation, idx, yhat=y, matrix=matrix),
+            lambda: quantity(name, notation, idx, yhat=y, matrix=matrix, batch_loss=self.coupled),
             name + (f"[{', '.join(idx)}]" if idx else ""),
         )
 
     def dq(self, name: str, notation: str = "component", idx: Sequence[str] = ()) -> M:
         """dL/d(name); parameters are shared by the samples: never capitalised."""
-        if notation == "batched" and name in self.params:
+        batch = notation == "batched"
+        if batch and name in self.params:
             notation = "vector"
         matrix = self.is_matrix(name, notation)
         return M(
-            lambda: quantity("d" + name, notation, idx, matrix=matrix),
+            lambda: quantity(
+                "d" + name, notation, idx, matrix=matrix, batch_loss=batch or self.coupled
+            ),
             f"dL/d{name}" + (f"[{', '.join(idx)}]" if idx else ""),
         )
 
@@ -141,10 +157,10 @@ class DocBase:
     # -- step headings ------------------------------------------------------------------
     def grad_lhs(self, st: Step, notation: str, idx: Sequence[str]) -> list[M]:
         """``delta^{[2]}_k = dL/dz^{[2]}_k`` or just ``dL/da^{[1]}_k``."""
+        adj = self.dq(st.wrt, notation, idx)  # a parameter's: of the batch loss, not bold
         if st.kind == "param" and notation == "batched":
             notation = "vector"
         matrix = st.kind == "param" and self.is_matrix(st.wrt, notation)
-        adj = self.dq(st.wrt, notation, idx)
         if st.grad == "d" + st.wrt:  # the adjoint's own name is dL/d(wrt)
             return [adj]
         return [self.q(st.grad, notation, idx, matrix=matrix), adj]
@@ -155,13 +171,14 @@ class DocBase:
         if base == "delta":
             return M(quantity(st.grad, "component"), st.grad)
         return M(
-            r"\partial %s / \partial %s" % (LOSS, quantity(st.wrt, "component")), f"dL/d{st.wrt}"
+            r"\partial %s / \partial %s" % (self.loss_tex, quantity(st.wrt, "component")),
+            f"dL/d{st.wrt}",
         )
 
     def step_title(self, st: Step, what: str) -> list[Part]:
         _, base, _ = split_name(st.grad)
         lhs = quantity(st.grad, "component")
-        adj = r"\partial %s / \partial %s" % (LOSS, quantity(st.wrt, "component"))
+        adj = r"\partial %s / \partial %s" % (self.loss_tex, quantity(st.wrt, "component"))
         if base == "delta":
             return [M(f"{lhs} = {adj}", f"{st.grad} = dL/d{st.wrt}"), f" ({what})"]
         return [M(adj, f"dL/d{st.wrt}"), f" ({what})"]

@@ -11,8 +11,10 @@ import sympy as sp
 from symgrad.calculus.matrix_form import to_matrix
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
-from symgrad.documents.latex_printer import LOSS, quantity
+from symgrad.documents.doc_lets import forward_rows
+from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, quantity
 from symgrad.documents.model import Eq, Item, M, Part
+from symgrad.documents.statistics import BatchStatistics
 from symgrad.documents.structure import free_names
 from symgrad.errors import DerivationError
 from symgrad.ir.network import Stage
@@ -124,16 +126,30 @@ class FrontMatter(DocBase):
         s.items.append(Item("para", tuple(conv)))
         if self.mat:
             w = self.net.input_width
-            s.items.append(Item("para", tuple(prose.matrix_parts(self.tex(w), str(w)))))
+            parts = prose.matrix_parts(self.tex(w), str(w))
+            if self.coupled:
+                parts.append(
+                    " A stage here couples the samples, so no sample has a loss of its own: "
+                    "every adjoint, per sample too, is a derivative of the mean loss."
+                )
+            s.items.append(Item("para", tuple(parts)))
 
     def forward(self) -> None:
         s = self.section(["Forward pass"])
         if self.comp:
             s.items.append(Item("label", ("Component form",)))
-            eqs = [
-                Eq((self.q(f.stage.name, "component", free_names(f.stage)), self.ex(f.component)))
-                for f in self.d.forward
-            ]
+            eqs: list[Eq] = []
+            for f in self.d.forward:
+                named = forward_rows(self, f.stage)
+                out = self.q(f.stage.name, "component", free_names(f.stage))
+                stats = BatchStatistics.of(f.stage)
+                if stats is not None and not named:  # the statistics named once, here
+                    items = stats.definition_items(self)
+                    self.once("batch statistics", None)
+                    s.items.extend(items[:1])
+                    eqs.extend(items[1].eqs)
+                    named = [Eq((out, self.ex(stats.name(f.component))))]
+                eqs.extend(named or [Eq((out, self.ex(f.component)))])
             s.items.append(Item("math", eqs=tuple(eqs)))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample",)))
@@ -175,7 +191,10 @@ class FrontMatter(DocBase):
             s.items.append(Item("label", ("Per sample, matrix form",)))
             s.items.append(Item("math", eqs=(Eq((ell, self.ex(m, "vector", yhat=True))),)))
             s.items.append(Item("label", ("Batch mean",)))
-            sides = [M(LOSS, "L"), M(r"\frac{1}{N} \sum_{s=1}^{N} \ell^{(s)}", "mean_s l(s)")]
+            sides = [
+                M(BATCH_LOSS, "L"),
+                M(r"\frac{1}{N} \sum_{s=1}^{N} %s^{(s)}" % LOSS, "mean_s l(s)"),
+            ]
             bm = self._batch_mean()
             if bm is not None:
                 sides.append(bm)

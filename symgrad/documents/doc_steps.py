@@ -16,9 +16,11 @@ import sympy as sp
 from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
+from symgrad.documents.doc_lets import NamedSteps
 from symgrad.documents.doc_local import LocalWhy, rules_sentence, rules_used
 from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
+from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
 from symgrad.documents.structure import (
     SPARE,
@@ -41,7 +43,7 @@ _PH_SCALAR = tuple(sp.Symbol(f"_ps{n}", real=True) for n in range(10))
 _PH_WIDTH = tuple(sp.Symbol(f"_pw{n}", integer=True, positive=True) for n in range(2))
 
 
-class BackwardSteps(LocalWhy, TensorSteps):
+class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
     """The backward-pass sections."""
 
     def backward(self) -> None:
@@ -49,12 +51,14 @@ class BackwardSteps(LocalWhy, TensorSteps):
         if self.comp:
             s.items.append(Item("para", tuple(prose.chain_rule_parts())))
         for st in self.d.steps:
+            self.naming = NamedStage.of(st.stage)
             if st.kind == "loss":
                 self.loss_step(st)
             elif st.kind == "param":
                 self.param_step(st)
             else:
                 self.input_step(st)
+        self.naming = None
 
     # -- the loss gradient ----------------------------------------------------------------
     def loss_step(self, st: Step) -> None:
@@ -248,6 +252,7 @@ class BackwardSteps(LocalWhy, TensorSteps):
             s.items.extend(self._component_chain(st, ["k"], final))
             if st.fused and st.unfused is not None:
                 s.items.extend(self.fused_lines(st, self.grad_lhs(st, "component", ["k"])[0]))
+            self.named_backward(st, s)
         if self.mat:
             self._input_matrix(st, s)
 
@@ -423,8 +428,8 @@ class BackwardSteps(LocalWhy, TensorSteps):
                 *self.grad_lhs(st, "batched", []),
                 self.ex(st.batched, "batched"),
                 M(
-                    lambda: r"\sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
-                    lambda: f"sum_s (({per.txt})(s))",
+                    lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
+                    lambda: f"mean_s (({per.txt})(s))",
                 ),
             ]
             s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))

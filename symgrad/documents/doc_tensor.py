@@ -154,7 +154,11 @@ class TensorSteps(DocBase):
             s.items.append(Item("para", self._batch_sentence(st, oi[0])))
         if self.mat:
             s.items.append(Item("label", ("Batched: the sums over the batch are over the rows",)))
-            eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),)
+            forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
+            if forms:  # the rows are the samples: the component form in the statistics
+                eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(forms[-1]))),)
+            else:
+                eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),)
             s.items.append(Item("math", eqs=eqs))
 
     def _batch_sentence(self, st: Step, sample: str) -> tuple:

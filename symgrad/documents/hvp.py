@@ -10,13 +10,27 @@ from __future__ import annotations
 
 from symgrad.calculus.reverse import Derivation
 from symgrad.derivations import equations, lower_hvp
-from symgrad.ir.plain import matrix_text, plain
+from symgrad.ir.plain import MatrixText, plain
 
 _INTRO = (
     "Hessian-vector product, forward-over-reverse: the R-operator "
     "R{q} = d/dr q(theta + r V) at r = 0 applied to every step, with R{theta} = V "
-    "for each parameter and R{x} = R{y} = 0. Then R{dL/dtheta} = H V."
+    "for each parameter and R{x} = R{y} = 0. Then R{dL/dtheta} = H V. Component forms are "
+    "per sample (n_l is the width of layer l); batched forms hold the N samples of the "
+    "batch in the rows of X, Y and every quantity."
 )
+
+
+class _BatchedText(MatrixText):
+    """The generated code's batched expressions, the batch size written N as in the
+    documents (the code's ``n``; ``n_l`` is a width)."""
+
+    def _print_Symbol(self, expr):
+        return "N" if expr.name == "N" else super()._print_Symbol(expr)
+
+
+def matrix_text(expr) -> str:
+    return _BatchedText().doprint(expr)
 
 
 def _subscript(indices) -> str:

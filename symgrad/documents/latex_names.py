@@ -27,9 +27,12 @@ def _math_safe(name: str) -> bool:
 
 NOTATIONS = ("component", "vector", "batched")
 
-#: The loss, as printed everywhere.
-LOSS = r"\mathcal{L}"
-#: The batch size, as printed in the batched form (capital: the widths are ``n_l``).
+#: The loss of one sample: every per-sample adjoint (component and matrix form) is a
+#: derivative of it.
+LOSS = r"\ell"
+#: The mean loss over the batch: the batched adjoints (they carry its 1/N) and parameter
+#: gradients are derivatives of it.
+BATCH_LOSS = r"\mathcal{L}"
 BATCH_SIZE = "N"
 
 
@@ -113,10 +116,11 @@ def quantity(
     transpose: bool = False,
     yhat: str | None = None,
     matrix: bool = False,
+    batch_loss: bool = False,
 ) -> str:
     """The LaTeX of a named quantity: :func:`_quantity`, memoised (a document names the
     same quantities many times)."""
-    return _quantity(name, notation, tuple(indices), transpose, yhat, matrix)
+    return _quantity(name, notation, tuple(indices), transpose, yhat, matrix, batch_loss)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -127,6 +131,7 @@ def _quantity(
     transpose: bool = False,
     yhat: str | None = None,
     matrix: bool = False,
+    batch_loss: bool = False,
 ) -> str:
     """The LaTeX of a named quantity (``z2``, ``a1``, ``W2``, ``delta2``, ``da1``, ``dW2``, ``x``).
 
@@ -137,6 +142,8 @@ def _quantity(
         transpose: append ``\\top`` to the superscript (``W^{[2]\\top}``).
         yhat: the name of the network output, printed as ``\\hat{y}``.
         matrix: the quantity is a matrix (a parameter like ``W2``): never bold or capitalised.
+        batch_loss: an adjoint of the batch's mean loss though not in batched notation (a
+            parameter's gradient summed over the batch).
 
     Returns:
         e.g. ``W^{[2]}_{ki}``, ``\\boldsymbol{\\delta}^{[2]}``,
@@ -168,7 +175,8 @@ def _quantity(
     sub = "_{%s}" % _join_indices(idx) if idx else ""
     if adjoint:
         inner = kernel + ("^{%s}" % sup if sup else "") + sub
-        tex = r"\frac{\partial %s}{\partial %s}" % (LOSS, inner)
+        loss = BATCH_LOSS if notation == "batched" or batch_loss else LOSS
+        tex = r"\frac{\partial %s}{\partial %s}" % (loss, inner)
         return paren(tex) + r"^{\top}" if transpose else tex
     if transpose:
         sup = sup + r"\top"

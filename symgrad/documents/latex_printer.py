@@ -6,7 +6,7 @@ derivation is stated in, chosen by the ``notation`` setting:
 
 ``"component"``
     index notation: ``W2[k, i]`` -> ``W^{[2]}_{ki}``, ``delta2[k]`` -> ``\\delta^{[2]}_{k}``,
-    ``da1[i]`` -> ``\\frac{\\partial \\mathcal{L}}{\\partial a^{[1]}_{i}}``,
+    ``da1[i]`` -> ``\\frac{\\partial \\ell}{\\partial a^{[1]}_{i}}``,
     ``KroneckerDelta(i, k)`` -> ``[i = k]`` (an Iverson bracket: the Kronecker delta never
     shares the glyph of the error vector ``\\delta^{[l]}``), sums as
     ``\\sum_{k=1}^{n_{2}}`` (the 0-based ranges of the IR are shown 1-based, as in textbooks).
@@ -28,6 +28,7 @@ Quantities are recognised by name (``z2``, ``a1``, ``W2``, ``delta2``, ``da1``, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import sympy as sp
@@ -35,6 +36,7 @@ from sympy.printing.latex import LatexPrinter, accepted_latex_functions, transla
 
 from symgrad.calculus.layout import BMatMul, BOuter, ColSum, N, RowSum
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
+from symgrad.documents.latex_names import BATCH_LOSS as BATCH_LOSS
 from symgrad.documents.latex_names import BATCH_SIZE as BATCH_SIZE  # re-exported
 from symgrad.documents.latex_names import LOSS as LOSS
 from symgrad.documents.latex_names import NOTATIONS as NOTATIONS
@@ -51,6 +53,10 @@ from symgrad.documents.latex_names import split_name as split_name
 from symgrad.escape import latex_name
 from symgrad.ir.indices import one_based
 from symgrad.ir.ops import op_of
+
+#: A two-letter index (``kh``, ``kw``, ``ci``), typeset as a letter with a label (k_h).
+_LABELLED_INDEX = re.compile(r"([a-z])([a-z])('*)")
+_GREEK2 = ("mu", "nu", "pi", "xi")
 
 _SYMPY_LATEX = (sp.exp, sp.log, sp.Abs, sp.Max, sp.Min, sp.sign)
 
@@ -74,6 +80,7 @@ class SymgradLatexPrinter(LatexPrinter):
         "yhat": None,
         "params": (),
         "zero_based": False,
+        "batch_loss": False,
     }
 
     def __init__(self, settings: dict | None = None) -> None:
@@ -87,6 +94,7 @@ class SymgradLatexPrinter(LatexPrinter):
         return self._settings["notation"]
 
     def _q(self, name: str, indices: Iterable[str] = (), **kw) -> str:
+        kw.setdefault("batch_loss", self._settings.get("batch_loss", False))
         return quantity(name, self._notation, indices, yhat=self._settings["yhat"], **kw)
 
     def _print_Symbol(self, expr: sp.Symbol, style=None) -> str:
@@ -94,6 +102,10 @@ class SymgradLatexPrinter(LatexPrinter):
             return BATCH_SIZE
         if not _math_safe(expr.name):  # inert text, never markup (``\\input{...}``)
             return latex_name(expr.name)
+        m = _LABELLED_INDEX.fullmatch(expr.name)
+        # kh, kw, ci: an index k labelled h (never k times h)
+        if m and expr.is_integer and expr.name not in _GREEK2:
+            return r"%s_{\mathrm{%s}}%s" % m.groups()
         return super()._print_Symbol(expr, style=style)
 
     def _print_Vec(self, expr: Vec) -> str:
@@ -422,10 +434,18 @@ def latex(
     yhat: str | None = None,
     params: Iterable[str] = (),
     zero_based: bool = False,
+    batch_loss: bool = False,
 ) -> str:
-    """Print ``expr`` in symgrad's LaTeX notation (see :class:`SymgradLatexPrinter`)."""
+    """Print ``expr`` in symgrad's LaTeX notation (see :class:`SymgradLatexPrinter`);
+    ``batch_loss``: every adjoint is of the batch loss (samples coupled by a stage)."""
     printer = SymgradLatexPrinter(
-        {"notation": notation, "yhat": yhat, "params": tuple(params), "zero_based": zero_based}
+        {
+            "notation": notation,
+            "yhat": yhat,
+            "params": tuple(params),
+            "zero_based": zero_based,
+            "batch_loss": batch_loss,
+        }
     )
     return printer.doprint(expr)
 
@@ -433,6 +453,7 @@ def latex(
 __all__ = [
     "BATCH_SIZE",
     "Diag",
+    "BATCH_LOSS",
     "LOSS",
     "NOTATIONS",
     "SymgradLatexPrinter",

@@ -7,7 +7,7 @@ mistakes). Each function returns the parts of one paragraph or display.
 
 from __future__ import annotations
 
-from symgrad.documents.latex_printer import LOSS
+from symgrad.documents.latex_printer import BATCH_LOSS, LOSS
 from symgrad.documents.model import Eq, M, Part, T
 
 CHECK = "symgrad check"
@@ -33,7 +33,7 @@ def notation_parts(last_tex: str, last: str) -> list[Part]:
         M("u", "u"),
         " is ",
         M(r"\partial %s / \partial u" % LOSS, "dL/du"),
-        ", how the loss changes with ",
+        ", how the sample's loss changes with ",
         M("u", "u"),
         "; the adjoint of a pre-activation is called the error, ",
         M(r"\delta^{[l]} = \partial %s / \partial z^{[l]}" % LOSS, "delta<l> = dL/dz<l>"),
@@ -96,10 +96,16 @@ def matrix_parts(input_width_tex: str, input_width: str) -> list[Part]:
         " is a vector of ones (a column such as ",
         M(r"V\mathbf{1}", "rowsum(V)"),
         " is broadcast across columns). ",
-        M(r"\ell", "l(s)"),
+        M(LOSS, "l"),
         " is the loss of one sample and ",
-        M(LOSS, "L"),
-        " the mean loss over the batch.",
+        M(BATCH_LOSS, "L"),
+        " the mean loss over the batch: the per-sample forms differentiate ",
+        M(LOSS, "l"),
+        ", the batched forms ",
+        M(BATCH_LOSS, "L"),
+        " (which is why they carry its ",
+        M(r"\frac{1}{N}", "1/N"),
+        ").",
     ]
 
 
@@ -144,15 +150,14 @@ def batch_mean_parts() -> list[Part]:
 
 def shared_param_parts() -> list[Part]:
     return [
-        "The parameter is shared by all samples, so its gradient is the sum of the "
-        "per-sample gradients (row ",
+        "The parameter is shared by all samples, so the gradient of the mean loss is the "
+        "mean of the per-sample gradients (row ",
         M("s", "s"),
         " of a batched matrix is sample ",
         M("s", "s"),
-        "). The ",
+        "). In the matrix product the ",
         M(r"\frac{1}{N}", "1/N"),
-        " of the mean loss is not repeated here: it lives in the batched adjoints, where the "
-        "loss gradient put it.",
+        " is not repeated: it lives in the batched adjoint, where the loss gradient put it.",
     ]
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import sympy as sp
 
+from symgrad.frontend import lets as let_syntax
+
 #: Largest spec file read, in bytes.
 from symgrad.frontend.spec_schema import (
     _LAYER_OUT,
@@ -26,6 +28,7 @@ from symgrad.frontend.spec_schema import (
     NORM_TYPES,
     PARAM_RESERVED,
     POOL_KEYS,
+    RESERVED,
     BaseChecker,
     _key_field,
     _show,
@@ -221,18 +224,26 @@ class LayerChecker(BaseChecker):
         free, shape = self.map_indices(raw, field, names)
         if free and units is not None:
             self.fail(f"{field}.units", "a map with indices takes shape, not units")
-        expr = self.expression(
-            text,
-            f"{field}.expr",
-            arrays=shaped,
-            scalars=scalars,
-            indices=indices,
-            free_indices=free or ("i",),
-            index_arithmetic=True,
-        )
-        expr = expr.xreplace(plain)
+
+        def parse(text: object, where: str, known: Mapping[str, sp.Expr]) -> sp.Expr:
+            return self.expression(
+                text,
+                where,
+                arrays=shaped,
+                scalars=known,
+                indices=indices,
+                free_indices=free or ("i",),
+                index_arithmetic=True,
+            )
+
+        lets = self.map_lets(raw, field, params, shaped, scalars, parse)
+        named = {**scalars, **{sym.name: sym for sym, _ in lets}}
+        expr = parse(text, f"{field}.expr", named).xreplace(plain)
+        lets = tuple((sym, e.xreplace(plain)) for sym, e in lets)
+        let_syntax.check_used(lets, expr, f"{field}.let", self.fail)
+        written = let_syntax.substituted(lets, expr)
         for pname, (base, _) in params.items():
-            if not expr.has(base):
+            if not written.has(base):
                 self.fail(f"{field}.params.{pname}", f"parameter {pname!r} is not used in expr")
             self.param_names[f"{pname}{number}"] = len(params[pname][1])
         self.axes[f"a{number}"] = len(free) or 1
@@ -244,6 +255,27 @@ class LayerChecker(BaseChecker):
             padding=padding,
             indices=tuple(indices[nm][0] for nm in free),
             shape=shape,
+            lets=lets,
+        )
+
+    def map_lets(self, raw, field, params, shaped, scalars, parse) -> let_syntax.Lets:
+        """The map's ``let`` table (named sub-expressions), if any."""
+        if "let" not in raw:
+            return ()
+        taken = {nm: "a reserved name" for nm in RESERVED}
+        taken.update({nm: "a function name" for nm in PARAM_RESERVED if nm not in RESERVED})
+        taken.update({nm: "an index name" for nm in INDEX_NAMES})
+        taken.update({nm: "an array of the network" for nm in (*shaped, *self.outputs)})
+        taken.update({nm: "a size" for nm in self.sizes})
+        taken.update({nm: "a parameter of this map" for nm in params})
+        return let_syntax.parse_lets(
+            raw["let"],
+            f"{field}.let",
+            check_name=lambda key, where: self.name(key, where, "a let name"),
+            taken=taken,
+            scalars=scalars,
+            parse=parse,
+            fail=self.fail,
         )
 
     def map_arrays(self, params: Mapping[str, Any]) -> tuple[dict, dict, dict[str, sp.Expr]]:

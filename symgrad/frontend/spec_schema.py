@@ -37,7 +37,7 @@ REQUIRED_KEYS = ("name", "input", "loss", "layer")
 #: ``targets = "..."``: the domain verify draws targets from (for custom losses).
 TARGET_DOMAINS = ("real", "positive", "unit", "onehot", "probabilities")
 DENSE_KEYS = ("type", "units", "activation", "bias")
-MAP_KEYS = ("type", "expr", "name", "params", "units", "indices", "shape", "padding")
+MAP_KEYS = ("type", "expr", "name", "params", "units", "indices", "shape", "padding", "let")
 #: Index names a map's expression may use (free ones listed in ``indices``; the rest are
 #: summed over). A size of the same name is a size there, not an index.
 INDEX_NAMES = ("i", "j", "k", "p", "q", "r", "t", "u", "v", "e", "c", "h", "w", "s")

@@ -18,6 +18,7 @@ import sympy as sp
 from symgrad import budgets, names
 from symgrad.errors import SpecError
 from symgrad.ir import conv, map_checks, naming, softmax_split
+from symgrad.ir import lets as let_names
 from symgrad.ir.indices import BATCH, SAMPLE, I, idx, width
 from symgrad.ir.losses import LOSS_NAMES as LOSS_NAMES  # re-exported: the layers' API
 from symgrad.ir.losses import _penalty, make_loss, y_s, yhat_s
@@ -116,6 +117,11 @@ class Map:
     #: empty for a vector map over ``i``.
     indices: tuple[sp.Symbol, ...] = ()
     shape: tuple[int | sp.Expr, ...] = ()
+    #: Named sub-expressions ``(Symbol, expr)`` in definition order; ``expr`` (and each
+    #: later one) may use the earlier names: ``((mu, Sum(a[j], (j, 0, n - 1)) / n),)``
+    #: with ``expr = a[i] - mu``. Substituted before the derivation; the documents show
+    #: the steps in these names.
+    lets: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
 
 
 def _softmax_body(inp: sp.IndexedBase, w: sp.Expr) -> sp.Expr:
@@ -259,7 +265,8 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
         if tensor:  # a tensor map's arrays have concrete shapes (as conv layers')
             shp = tuple(sp.sympify(s).xreplace(_values(sizes)) for s in shp)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
-    body = sp.sympify(layer.expr).xreplace(repl)
+    named = let_names.expand(layer.lets)
+    body = let_names.substitute(layer.lets, layer.expr).xreplace(repl)
     own = {inp.label, *(p.base.label for p in params if isinstance(p.base, sp.IndexedBase))}
     body, extra, shared = _resolve_reads(body, l, inp, own, outputs, earlier or {})
     if layer.padding not in map_checks.PADDINGS:
@@ -273,6 +280,11 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
     }
     dims.update({p.base: p.shape for p in (*params, *shared.values())})
     body = map_checks.infer_ranges(body, dims, sizes, l)
+    reads = (l, inp, own, outputs, earlier or {})
+    lets = tuple(
+        (sym, map_checks.infer_ranges(_resolve_reads(e.xreplace(repl), *reads)[0], dims, sizes, l))
+        for sym, e in named.items()
+    )
     sample = SAMPLE if _reads_samples(body) else None
     if sample is not None:
         _check_sample_map(body, l, {inp, *extra}, stage_params=params)
@@ -312,6 +324,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
         shape=out_shape,
         in_shape=tuple(sp.Integer(v) for v in in_shape),
         extra_shapes=tuple(tuple(sp.Integer(v) for v in bs) for _, bs in extra.values()),
+        lets=lets,
     )
     if sample is not None:
         _check_shapes(stage, sizes)

@@ -63,6 +63,11 @@ class Stage:
     #: The shape of each of ``extra`` (empty for a vector): a tensor map may read earlier
     #: outputs of several axes.
     extra_shapes: tuple[tuple[sp.Expr, ...], ...] = ()
+    #: Named sub-expressions of the body (a map's ``let`` table, a norm's mean and
+    #: variance) in definition order, each written out in the stage's own arrays. The
+    #: body has them substituted already: the engine never reads them, the documents
+    #: show the derivation in these names.
+    lets: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
 
     @property
     def name(self) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from symgrad.ir import lets as let_names
 from symgrad.ir import naming
 from symgrad.ir.indices import BATCH, SAMPLE, idx
 from symgrad.ir.network import Param, Stage
@@ -106,4 +107,5 @@ def _norm(layer: LayerNorm | RMSNorm | BatchNorm, l: int, inp, w_in) -> list[Sta
     else:
         body = rmsnorm_body(inp, gamma, w_in, layer.eps)
         label = "rmsnorm"
-    return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params))]
+    lets = let_names.norm_statistics(body, inp, w_in)
+    return [Stage(out, inp, w_in, w_in, body, l, "map", label, tuple(params), lets=lets)]

@@ -1,0 +1,73 @@
+# ruff: noqa: UP031 - %-formatting keeps LaTeX braces readable (no {{ }} doubling)
+"""How the documents show the batched form of a component fallback (``calculus.einsum``'s
+``Batched``): a stage that states the samples itself (batch norm) as its component form in
+every format, rows being samples, so that the text reads as mathematics as the LaTeX does;
+any other as the array program it lowers to, with an index used as a value written as
+NumPy writes it (``arange(d)`` broadcast along its axis, a slice ``0:d`` where it is a
+whole position) rather than as an internal node. Display only."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from symgrad.calculus.einsum import Arange, Batched, Gather
+
+
+class _Range(sp.Function):
+    """``arange(size)`` on axis ``pos`` of ``ndim`` (broadcast over the others)."""
+
+    nargs = 3
+
+    def _sympystr(self, printer) -> str:
+        size, pos, ndim = self.args
+        text = "arange(%s)" % printer._print(size)
+        if int(ndim) == 1:
+            return text
+        return text + "[%s]" % ", ".join(":" if k == int(pos) else "None" for k in range(ndim))
+
+
+class _Slice(sp.Function):
+    """A whole position of a gather: the slice ``0:size``."""
+
+    nargs = 1
+
+    def _sympystr(self, printer) -> str:
+        return "0:%s" % printer._print(self.args[0])
+
+
+class _Program(sp.Function):
+    """The lowered array program, as text (``\\texttt`` in LaTeX)."""
+
+    nargs = 1
+
+    def _sympystr(self, printer) -> str:
+        return printer._print(self.args[0])
+
+    def _symgrad_latex(self, printer) -> str:
+        text = sp.StrPrinter().doprint(self.args[0])
+        for ch in "_{}%#&$":
+            text = text.replace(ch, "\\" + ch)
+        return r"\texttt{" + text + "}"
+
+
+def _shown_program(lowered: sp.Expr) -> sp.Expr:
+    def whole(g: sp.Basic) -> sp.Basic:
+        sym, pos, mine = g.args
+        new = [_Slice(p.args[0]) if isinstance(p, Arange) else p for p in pos]
+        return Gather(sym, sp.Tuple(*new), mine)
+
+    lowered = lowered.replace(lambda x: isinstance(x, Gather), whole)
+    return lowered.replace(lambda x: isinstance(x, Arange), lambda x: _Range(*x.args))
+
+
+def shown(e: sp.Basic) -> sp.Basic:
+    """``e`` with every batched fallback in its display form."""
+    if not e.has(Batched):
+        return e
+
+    def form(b: Batched) -> sp.Basic:
+        if b.samples_explicit:
+            return b.args[0]
+        return _Program(_shown_program(b.lowered()))
+
+    return e.replace(lambda x: isinstance(x, Batched), form)

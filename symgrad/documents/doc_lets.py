@@ -1,0 +1,70 @@
+# ruff: noqa: UP031 - %-formatting keeps LaTeX braces readable (no {{ }} doubling)
+"""The document items of a stage's named sub-expressions (``documents/lets.py``): the
+definitions in the forward pass, and the backward pass through the names, last first."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from symgrad.calculus.reverse import Step
+from symgrad.documents.doc_base import DocBase
+from symgrad.documents.lets import LetAt, NamedStage
+from symgrad.documents.model import Eq, Item, Section
+from symgrad.documents.structure import free_names
+from symgrad.ir.network import Stage
+
+
+def forward_rows(doc: DocBase, stage: Stage) -> list[Eq]:
+    """The stage's definitions, each in the earlier names, then the stage in them."""
+    named = NamedStage.of(stage)
+    out = doc.q(stage.name, "component", free_names(stage))
+    if named is None:
+        return []
+    rows = []
+    for name, comp, definition in named.names:
+        lhs = LetAt(sp.Symbol(name), stage.index) if isinstance(comp, sp.IndexedBase) else comp
+        rows.append(Eq((doc.ex(lhs), doc.ex(named.display(definition)))))
+    rows.append(Eq((out, doc.ex(named.display(named.name(stage.body))))))
+    return rows
+
+
+class NamedSteps(DocBase):
+    """The backward pass through a stage's named sub-expressions."""
+
+    def named_backward(self, st: Step, s: Section) -> None:
+        named = NamedStage.of(st.stage)
+        if named is None or st.upstream is None or not self.comp:
+            return
+        up = sp.IndexedBase(st.upstream, real=True)
+        steps = named.backward(up)
+        if not steps:
+            return
+        names = [n for n, _, _ in named.names]
+        shown = ", ".join(names)
+        s.items.append(Item("label", (f"Through the named sub-expressions ({shown})",)))
+        where = self.once("named backward", st)
+        if isinstance(where, Step):
+            text: tuple = (
+                "As for ",
+                self.step_name(where),
+                ": each name's adjoint, last name first, then the input's.",
+            )
+        else:
+            text = (
+                "The same result step by step in the names: going back through the "
+                "definitions, last first, each name's adjoint collects every expression "
+                "that reads it (the stage's output and the later names), each term its "
+                "reader's adjoint times the reader's derivative with the other names held "
+                "fixed; the input's adjoint then collects the direct term and one term per "
+                "name that reads the input.",
+            )
+        s.items.append(Item("para", text))
+        eqs = []
+        for lhs, chain, result in steps:
+            left = self.grad_lhs(st, "component", ["k"])[0] if lhs == 0 else self.ex(lhs)
+            sides = [left, self.ex(named.display(chain))]
+            final = self.ex(named.display(named.name(result)))
+            if final.key != sides[-1].key:
+                sides.append(final)
+            eqs.append(Eq(tuple(sides)))
+        s.items.append(Item("math", eqs=tuple(eqs)))
