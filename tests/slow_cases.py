@@ -8,7 +8,10 @@ into tests that start a child process per case. In the default loop those tests 
 few representative cases (a sigmoid MLP, softmax + cross-entropy, a skip connection; the
 digits conv net, a strided and padded 1-d conv); the
 other cases carry the ``slow`` marker, added here at collection so that the test files
-stay as they are.
+stay as they are. Files with many similar cases (learners' files, tensor-map networks,
+safety cases) run their first few in collection order (:data:`FIRST_ONLY`); single long
+tests (autograd's ``gradcheck`` of a conv net, ``pmap``, a training run) are listed in
+:data:`SLOW_TESTS`.
 
 A test marked ``slow`` in its own file stays slow whatever this file says.
 """
@@ -35,6 +38,11 @@ BY_CASE: dict[str, tuple[str, frozenset[object]]] = {
     "test_stability.py": ("name", CATALOGUE_KEEP),
     "test_render_doc.py": ("name", CATALOGUE_KEEP),
     "test_targets_conv.py": ("case", CONV_KEEP),
+    "test_derivation.py": ("name", frozenset({"seed", "softmax_ce"})),
+    "test_documents_catalogue.py": ("name", CATALOGUE_KEEP),
+    "test_target_regressions.py": ("name", frozenset({"max_map", "softabs_map", "constant_map"})),
+    # the README's blocks (the tour); the other pages' blocks run with the slow cases
+    "test_docs.py": ("page", frozenset({"README.md"})),
     # every layer kind stays, on a batch of 16 (a batch of one runs with the slow cases)
     "test_layers.py": ("batch", frozenset({16})),
     # one child process per misbehaving module: three kinds stay in the default loop
@@ -53,8 +61,59 @@ SLOW_TESTS = frozenset(
         "test_exercise.py::test_same_seed_same_files",
         "test_steps.py::test_the_reader_never_runs_anything_and_fails_cleanly",
         "test_safety_files.py::test_generated_files_can_be_regenerated",
+        "test_targets_conv.py::test_torch_conv_gradcheck[digits_cnn]",
+        "test_targets_conv.py::test_jax_conv_check_grads[digits_cnn]",
+        "test_targets_conv.py::test_jax_conv_matches_numpy_and_reference[digits_cnn]",
+        "test_targets.py::test_jax_pmap_over_two_host_devices",
+        "test_targets.py::test_jax_vmap_and_float32",
+        "test_targets.py::test_jax_vmap_of_forward_vjp_and_hvp",
+        "test_targets.py::test_jax_matches_reference[softmax_ce]",
+        "test_targets.py::test_jax_matches_reference[residual]",
+        "test_targets.py::test_jax_check_grads[softmax_ce]",
+        "test_tensor_maps.py::test_other_targets_match_torch[depthwise_conv_by_hand-jax]",
+        "test_conv_example.py::test_digits_cnn_training_shortened",
+        "test_safety_budgets.py::test_generated_code_honours_the_time_limit",
+        "test_safety_verify.py::test_verify_as_a_subprocess_never_tracebacks",
+        "test_generated_source.py::test_regression_networks_compile_and_lint_clean[torch]",
+        "test_exercise.py::test_different_seeds_differ",
     }
 )
+
+#: file -> how many of its tests (in collection order) run in the default loop
+FIRST_ONLY: dict[str, int] = {
+    "test_steps.py": 20,
+    "test_batchnorm.py": 8,
+    "test_attention.py": 3,
+    "test_map_lowering_forms.py": 8,
+    "test_tensor_maps.py": 5,
+    "test_index_arithmetic_maps.py": 4,
+    "test_multi_range_sums.py": 4,
+    "test_shared_params.py": 3,
+    "test_safety_module.py": 20,
+    "test_exercise.py": 6,
+    "test_dtype.py": 10,
+    "test_safety_budgets.py": 6,
+    "test_conv.py": 10,
+    "test_safety_verify.py": 10,
+    "test_generated_source.py": 2,
+    "test_safety_calls.py": 5,
+    "test_verify.py": 15,
+    "test_check_conv.py": 10,
+    "test_cli.py": 25,
+    "test_spec.py": 50,
+    "test_stability.py": 12,
+    "test_safety_files.py": 12,
+    "test_c_target.py": 8,
+    "test_conv_dilation.py": 8,
+    "test_html.py": 3,
+    "test_audit.py": 5,
+    "test_scalar.py": 15,
+    "test_check.py": 25,
+    "test_render_doc.py": 15,
+    "test_safety_escape.py": 80,
+    "test_matrix_formula.py": 12,
+    "test_expr_parser.py": 60,
+}
 
 
 def is_slow(item: pytest.Item) -> bool:
@@ -76,6 +135,13 @@ def is_slow(item: pytest.Item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before the -m selection deselects the slow ones
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    seen: dict[str, int] = {}
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+            continue
+        file = item.path.name
+        if file in FIRST_ONLY and "slow" not in item.keywords:
+            seen[file] = seen.get(file, 0) + 1
+            if seen[file] > FIRST_ONLY[file]:
+                item.add_marker(pytest.mark.slow)

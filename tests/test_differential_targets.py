@@ -33,7 +33,7 @@ pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
 
-FAST = 3
+FAST = 1
 SLOW = 200
 #: The slow run in shards of SLOW // SHARDS examples (each its own fixed seed), so parallel
 #: test workers share it.
