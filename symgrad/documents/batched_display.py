@@ -35,16 +35,28 @@ class _Slice(sp.Function):
         return "0:%s" % printer._print(self.args[0])
 
 
+def _unwrapped(text: str) -> str:
+    """``text`` without one pair of parentheses around the whole of it (``(a @ b)``)."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return text
+    depth = 0
+    for k, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and k < len(text) - 1:
+            return text  # the first parenthesis closes before the end: (a) @ (b)
+    return text[1:-1]
+
+
 class _Program(sp.Function):
     """The lowered array program, as text (``\\texttt`` in LaTeX)."""
 
     nargs = 1
 
     def _sympystr(self, printer) -> str:
-        return printer._print(self.args[0])
+        return _unwrapped(printer._print(self.args[0]))
 
     def _symgrad_latex(self, printer) -> str:
-        text = sp.StrPrinter().doprint(self.args[0])
+        text = _unwrapped(sp.StrPrinter().doprint(self.args[0]))
         for ch in "_{}%#&$":
             text = text.replace(ch, "\\" + ch)
         return r"\texttt{" + text + "}"
