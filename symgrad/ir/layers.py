@@ -176,9 +176,9 @@ def _resolve_reads(
     swap: dict[sp.Basic, sp.Basic] = {}
     stray = []
     for ind in body.atoms(sp.Indexed):
-        label = str(ind.base.label)
-        if ind.base.label in own:
+        if ind.base in own:  # the layer's input or one of its own parameters
             continue
+        label = str(ind.base.label)
         found = outputs.get(label)
         if found is None and label in earlier and isinstance(earlier[label].base, sp.IndexedBase):
             shared[label] = earlier[label]
@@ -267,7 +267,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
     named = let_names.expand(layer.lets)
     body = let_names.substitute(layer.lets, layer.expr).xreplace(repl)
-    own = {inp.label, *(p.base.label for p in params if isinstance(p.base, sp.IndexedBase))}
+    own = {inp, *(p.base for p in params if isinstance(p.base, sp.IndexedBase))}
     body, extra, shared = _resolve_reads(body, l, inp, own, outputs, earlier or {})
     if layer.padding not in map_checks.PADDINGS:
         raise SpecError(
