@@ -667,6 +667,10 @@ def test_expressions_are_never_evaluated(tmp_path: Path, monkeypatch: pytest.Mon
             raise AssertionError("sympify called on a string")
         return sympify(arg, *args, **kwargs)
 
+    # Python's import machinery runs a module's code with ``exec``: load once unpatched so
+    # that every lazy import (SymPy's, the encodings') has happened; the front end keeps no
+    # cache, so the second load below parses every expression again under the patch.
+    load_spec(str(EXAMPLES / "custom.toml"))
     monkeypatch.setattr(builtins, "eval", forbidden)
     monkeypatch.setattr(builtins, "exec", forbidden)
     monkeypatch.setattr(builtins, "compile", forbidden)
