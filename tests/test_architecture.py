@@ -421,12 +421,6 @@ def test_codegen_choices_come_from_the_registry():
 #: ask the driver, ``symgrad/derivations.py``, for anything derived on demand).
 CONSUMERS = ("backends", "documents", "verify", "learn")
 
-#: The one calculus function a consumer may call. ``to_matrix`` restates a component
-#: formula in matrix notation and computes no derivative: the documents print the local
-#: Jacobians the derivation keeps in components (``Step.local``) as matrices with it.
-NOTATION = {"to_matrix"}
-
-
 def _is_function(obj: object) -> bool:
     """A function (plain, or wrapped in a cache), not a class and not a SymPy object (a
     symbol such as the batch size ``N`` is callable too)."""
@@ -463,7 +457,7 @@ def _calculus_functions_used(path: Path) -> set[str]:
             and _is_function(getattr(modules[node.value.id], node.attr, None))
         ):
             found.add(f"{modules[node.value.id].__name__}.{node.attr}")  # type: ignore[attr-defined]
-    return {f for f in found if f.rpartition(".")[2] not in NOTATION}
+    return found
 
 
 def test_consumers_import_calculus_types_never_calculus_functions():

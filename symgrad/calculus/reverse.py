@@ -26,6 +26,7 @@ from symgrad.calculus.forward_values import (
     rewrite,
 )
 from symgrad.calculus.layout import batch, batch_mean, batched_step
+from symgrad.calculus.local_matrix import jacobian_matrix, matrix_or_none
 from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.renamed_memo import is_zero
 from symgrad.calculus.reverse_indices import _array_form, _out_names, _tensor_names
@@ -120,6 +121,21 @@ class Step:
         computes, a parameter gradient summed over the batch, the seed divided by n."""
         return batched_step(self)
 
+    @property
+    def local_matrix(self) -> sp.Expr | None:
+        """The matrix ``[d out_i / d in_k]`` of the local Jacobian (``W``,
+        ``diag(sigma'(z))``; ``local_matrix.py``, memoised), None where the step has no
+        local derivative or it has no matrix form."""
+        if self.local is None:
+            return None
+        return jacobian_matrix(self.local, self.jacobian == "diagonal")
+
+    @property
+    def unfused_matrix(self) -> sp.Expr | None:
+        """The per-sample matrix form of ``unfused`` (the adjoint before the loss
+        gradient was fused in), None where there is none."""
+        return matrix_or_none(self.unfused, (sp.Symbol("i", integer=True),))
+
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
 DISPLAY: dict[str, Callable[[Derivation], str]] = {}
@@ -149,6 +165,11 @@ class Derivation:
         """The batch mean of the per-sample loss, batched (``layout.batch_mean``);
         DerivationError or ValueError where the loss has no matrix form."""
         return batch_mean(to_matrix(self.loss, ()))
+
+    @property
+    def loss_matrix(self) -> sp.Expr | None:
+        """The per-sample loss in matrix form, None where it has none."""
+        return matrix_or_none(self.loss, ())
 
     # Jupyter display. The documents stage registers its renderers in DISPLAY when it is
     # imported (``import symgrad`` does), so the calculus never imports the documents.

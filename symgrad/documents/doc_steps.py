@@ -8,12 +8,10 @@ shared parameter's sum over the samples) is given at its first step only.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
@@ -31,10 +29,8 @@ from symgrad.documents.structure import (
     is_additive,
     is_permutation,
     is_weight,
-    jacobian_matrix,
     swap_ik,
 )
-from symgrad.errors import DerivationError
 from symgrad.ir.indices import pull_out
 
 #: Placeholders for a stage's names (a step's pattern, see ``BackwardSteps._pattern``).
@@ -262,9 +258,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         s.items.append(Item("label", ("Matrix form, per sample",)))
         eqs = []
         J = self.local_name(stage.name, st.wrt, [], [], "vector")
-        jm = None
-        if st.local is not None:
-            jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
+        jm = st.local_matrix
         up = self.q(st.upstream or "", "vector")
         sides: list[M] = [
             *self.grad_lhs(st, "vector", []),
@@ -281,9 +275,8 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 M(lambda: r"%s^{\top} %s" % (jtp(), up.tex), lambda: f"{jtx()}.T @ {up.txt}")
             )
             sides.append(M(lambda: r"%s %s" % (jtp(), up.tex), lambda: f"{jtx()} @ {up.txt}"))
-        if st.fused and st.unfused is not None:
-            with contextlib.suppress(DerivationError):  # no matrix form: that side is left out
-                sides.append(self.ex(to_matrix(st.unfused, (I,)), "vector"))
+        if st.fused and st.unfused_matrix is not None:  # (no matrix form: left out)
+            sides.append(self.ex(st.unfused_matrix, "vector"))
         sides.append(self.ex(st.matrix, "vector"))
         eqs.append(Eq(tuple(dedupe(sides))))
         s.items.append(Item("math", eqs=tuple(eqs)))

@@ -1,17 +1,14 @@
-"""What the documents read off a step's expressions: the matrix of a local derivative,
-whether a parameter enters as a weight or a bias, Nielsen's BP tag of a step, whether a
-Kronecker delta removes a sum. Everything is decided from the expressions, never from a
-layer's name.
+"""What the documents read off a step's expressions: whether a parameter enters as a
+weight or a bias, Nielsen's BP tag of a step, whether a Kronecker delta removes a sum.
+Everything is decided from the expressions, never from a layer's name (the matrix of a
+local derivative is the step's own, ``Step.local_matrix``).
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import Mat, to_matrix
 from symgrad.calculus.reverse import Derivation, Step
-from symgrad.documents.latex_printer import Diag, is_vector_valued
-from symgrad.errors import DerivationError
 from symgrad.ir.network import Stage
 
 I = sp.Symbol("i", integer=True)  # noqa: E741 - the chain rule's index
@@ -23,38 +20,6 @@ SPARE = tuple(sp.Symbol(c, integer=True) for c in "jmtuvw")
 def swap_ik(e: sp.Expr) -> sp.Expr:
     """Rename the free index i <-> the first dummy k (the chain rule's k is free)."""
     return e.xreplace({I: K, K: I})
-
-
-def _delta_term_matrix(t: sp.Expr) -> sp.Expr | None:
-    rest = t.xreplace({sp.KroneckerDelta(I, K): sp.S.One})
-    if rest.has(K):
-        return None
-    m = to_matrix(rest, (I,))
-    return Diag(m) if is_vector_valued(m) else m * Mat("I")
-
-
-def jacobian_matrix(local: sp.Expr, diagonal: bool = False) -> sp.Expr | None:
-    """The matrix ``[d out_i / d in_k]`` of a local derivative in i, k, if it has one."""
-    kd = sp.KroneckerDelta(I, K)
-    terms = []
-    try:
-        if diagonal:
-            return _delta_term_matrix(local)
-        for t in sp.Add.make_args(local):
-            if isinstance(t, sp.Indexed) and len(t.indices) == 2:
-                if t.indices != (I, K):
-                    return None
-                terms.append(Mat(str(t.base.label)))
-            elif t.has(kd):
-                m = _delta_term_matrix(t)
-                if m is None:
-                    return None
-                terms.append(m)
-            else:
-                terms.append(to_matrix(t, (I, K)))
-    except DerivationError:  # no matrix form: shown in components only
-        return None
-    return sp.Add(*terms)
 
 
 def is_additive(st: Step) -> bool:
