@@ -28,6 +28,15 @@ from symgrad.calculus.forward_values import (
 from symgrad.calculus.layout import batch, batch_mean, batched_step
 from symgrad.calculus.local_matrix import jacobian_matrix, matrix_or_none
 from symgrad.calculus.matrix_form import to_matrix
+from symgrad.calculus.reasons import (
+    Contraction,
+    Reason,
+    Rule,
+    contraction,
+    function_derivative,
+    own_functions,
+    rules_used,
+)
 from symgrad.calculus.renamed_memo import is_zero
 from symgrad.calculus.reverse_indices import _array_form, _out_names, _tensor_names
 from symgrad.calculus.stage_calculus import (  # _CACHE: cleared by benchmarks
@@ -114,6 +123,9 @@ class Step:
     #: ``local``); the loss step's dl/dyhat[i] as ``sympy.diff`` gives it, its sums not yet
     #: contracted. The documents show both forms.
     local_raw: sp.Expr | None = None
+    #: the rules of differentiation the local derivative uses (``reasons.py``): the
+    #: reason a document gives for it (with the structure and contraction: ``reason``)
+    rules: tuple[Rule, ...] = ()
 
     @property
     def batched(self) -> sp.Expr:
@@ -134,7 +146,36 @@ class Step:
     def unfused_matrix(self) -> sp.Expr | None:
         """The per-sample matrix form of ``unfused`` (the adjoint before the loss
         gradient was fused in), None where there is none."""
-        return matrix_or_none(self.unfused, (sp.Symbol("i", integer=True),))
+        return matrix_or_none(self.unfused, (_I,))
+
+    @property
+    def contraction(self) -> Contraction | None:
+        """How the chain rule's sum meets the Kronecker brackets of the local derivative:
+        the sum over the output index ``i`` of ``local``, or for the loss step the sum over
+        the loss's own index in ``local_raw``; None where no bracket names that index
+        (memoised)."""
+        if self.kind == "loss":
+            raw = self.local_raw
+            if raw is None or not raw.has(sp.KroneckerDelta):
+                return None
+            sums = sorted(raw.atoms(sp.Sum), key=sp.default_sort_key)
+            return contraction(raw, sums[0].limits[0][0]) if sums else None
+        return contraction(self.local, _I) if self.local is not None else None
+
+    @property
+    def reason(self) -> Reason:
+        """Why the local derivative is what it is: the rules, the Jacobian's structure,
+        the contraction, and each activation function of the stage's input with its
+        derivative from its definition (``reasons.py``)."""
+        functions: tuple = ()
+        if self.stage is not None:
+            applied = own_functions(self.stage.body, self.stage.inp[_I])
+            functions = tuple(function_derivative(type(f)) for f in applied)
+        return Reason(self.rules, self.jacobian, self.contraction, functions)
+
+
+#: The output index of a local derivative ``d out_i / d in_k`` (the chain rule's sum).
+_I = sp.Symbol("i", integer=True)
 
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
@@ -283,6 +324,7 @@ def _param_step(
         penalty=finish(pen, pidx, names) if pen is not None else None,
         contributions=p_contrib,
         matrix=_array_form(stage, comp_c, free, p.shape, param=True),
+        rules=rules_used(stage.body, p.base),
     )
 
 
@@ -336,6 +378,7 @@ def _input_step(stage: Stage, named: Named, comp: sp.Expr | None, upstream: str)
         stage=stage,
         shape=gshape,
         matrix=matrix,
+        rules=rules_used(stage.body, stage.inp),
     )
 
 
@@ -359,6 +402,7 @@ def _loss_step(net: Network) -> tuple[sp.Expr, Step]:
         stage=None,
         shape=(net.output_width,),
         seed=True,
+        rules=rules_used(net.loss.body, out),
     )
     return g_loss, step
 

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 import sympy as sp
 
+from symgrad.calculus.reasons import Contraction
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
-from symgrad.documents.doc_local import LocalWhy, rules_sentence, rules_used
+from symgrad.documents.doc_local import LocalWhy, rules_sentence
 from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.lets import NamedStage
@@ -24,8 +25,6 @@ from symgrad.documents.structure import (
     SPARE,
     I,
     apply_sum_identity,
-    collapses,
-    deltas,
     is_additive,
     is_permutation,
     is_weight,
@@ -76,7 +75,6 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             dummies = {lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits}
             if I in dummies:
                 loss = loss.xreplace({I: next(j for j in SPARE if j not in dummies)})
-            yhat_i = self.net.output[I]
             sides = [
                 self.dq(st.wrt, "component", ["i"]),
                 M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
@@ -89,19 +87,20 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 ),
             ]
             raw = st.local_raw
+            ren: dict[sp.Basic, sp.Basic] = {}
             if raw is not None:  # the sum's index as in the loss shown beside it
                 ours = [lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits]
                 theirs = [lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits]
                 if len(ours) == len(theirs) == 1:
-                    raw = raw.xreplace({theirs[0]: ours[0]})
+                    ren = {theirs[0]: ours[0]}
+                    raw = raw.xreplace(ren)
             if raw is not None and raw.has(sp.KroneckerDelta):
                 sides.append(self.ex(raw, yhat=True))
             sides.append(self.ex(st.component, yhat=True))
             s.items.append(Item("math", eqs=(Eq(tuple(dedupe(sides))),)))
-            s.items.append(Item("para", rules_sentence(rules_used(loss, yhat_i))))
+            s.items.append(Item("para", rules_sentence(st.rules)))
             if raw is not None and raw.has(sp.KroneckerDelta):
-                dummy = next(lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits)
-                s.items.append(Item("para", self.kronecker_text(raw, "i", dummy)))
+                s.items.append(Item("para", self.kronecker_text(st.contraction, "i", ren)))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample and batched",)))
             eqs = (
@@ -113,16 +112,23 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 s.items.append(Item("para", tuple(prose.batch_mean_parts())))
 
     # -- the chain rule ---------------------------------------------------------------------
-    def kronecker_text(self, local: sp.Expr, survivor: str, dummy_sym: sp.Symbol) -> tuple:
-        """What the bracket does to the chain rule's sum: it collapses the sum only where
-        every term carries it; otherwise it picks one term and a sum remains."""
-        ds = [d for d in deltas(local) if dummy_sym in d.free_symbols]
-        if not ds:
+    def kronecker_text(
+        self,
+        c: Contraction | None,
+        survivor: str,
+        names: dict[sp.Basic, sp.Basic] | None = None,
+    ) -> tuple:
+        """What the bracket does to the chain rule's sum (the step's record of the
+        contraction, its indices renamed by ``names`` as shown): it collapses the sum only
+        where every term carries it; otherwise it picks one term and a sum remains."""
+        if c is None:
             return ()
-        a_, b_ = (self.tex(x) for x in ds[0].args)
-        dummy = str(dummy_sym)
+        if names:
+            c = c.renamed(names)
+        a_, b_ = (self.tex(x) for x in c.brackets[0].args)
+        dummy = str(c.dummy)
         bracket = M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]")
-        if collapses(local, dummy_sym):
+        if c.collapses:
             return (
                 "The bracket ",
                 bracket,
@@ -206,11 +212,8 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         chain, subst = self.chain(st, "i", names)
         lhs = self.grad_lhs(st, "component", names)
         items.append(Item("math", eqs=(Eq(tuple(dedupe([*lhs, chain, subst, self.ex(final)]))),)))
-        assert st.local is not None
-        if st.local.has(sp.KroneckerDelta):
-            text = self.kronecker_text(st.local, names[0], I)
-            if text:
-                items.append(Item("para", text))
+        if st.contraction is not None:
+            items.append(Item("para", self.kronecker_text(st.contraction, names[0])))
         return items
 
     # -- through a stage to its input -------------------------------------------------------

@@ -1,7 +1,7 @@
 """What the documents read off a step's expressions: whether a parameter enters as a
-weight or a bias, Nielsen's BP tag of a step, whether a Kronecker delta removes a sum.
-Everything is decided from the expressions, never from a layer's name (the matrix of a
-local derivative is the step's own, ``Step.local_matrix``).
+weight or a bias, Nielsen's BP tag of a step. Everything is decided from the expressions,
+never from a layer's name; the matrix of a local derivative and the contraction of the
+chain rule's sum are the step's own (``Step.local_matrix``, ``Step.reason``).
 """
 
 from __future__ import annotations
@@ -43,22 +43,6 @@ def is_permutation(st: Step) -> bool:
         return False
     factors = sp.Mul.make_args(st.local)
     return all(isinstance(f, sp.KroneckerDelta) for f in factors)
-
-
-def collapses(local: sp.Expr, dummy: sp.Symbol) -> bool:
-    """Whether every term of ``local`` carries a bracket on ``dummy``: then the chain
-    rule's sum over ``dummy`` collapses to one term (otherwise a sum remains)."""
-    terms = sp.Add.make_args(sp.expand(local))
-    return all(any(dummy in d.free_symbols for d in t.atoms(sp.KroneckerDelta)) for t in terms)
-
-
-def own_functions(body: sp.Expr, arg: sp.Expr) -> list[sp.Function]:
-    """symgrad's own activation functions applied to ``arg`` (``sigma(z_i)``)."""
-    out = []
-    for f in body.atoms(sp.Function):
-        if f.args == (arg,) and type(f).__module__.startswith("symgrad."):
-            out.append(f)
-    return sorted(out, key=sp.default_sort_key)
 
 
 def free_names(stage: Stage) -> list[str]:
@@ -127,7 +111,3 @@ class Grouped(sp.Function):
 
     def _sympystr(self, printer) -> str:
         return "(%s)" % printer._print(self.args[0])  # noqa: UP031
-
-
-def deltas(e: sp.Basic) -> list[sp.KroneckerDelta]:
-    return sorted(e.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
