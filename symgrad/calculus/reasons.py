@@ -10,7 +10,9 @@ into words without differentiating anything:
   brackets on its summation index, and whether every term carries one, so that the sum
   collapses to one term);
 - each of symgrad's own activation functions the body applies, with its derivative from
-  its definition in exponentials (:class:`FunctionDerivative`).
+  its definition in exponentials (:class:`FunctionDerivative`);
+- for a step the loss gradient was fused into, the forms between the adjoint with the
+  loss gradient substituted and the simplified result (:func:`fusion_forms`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Literal
 
 import sympy as sp
 
+from symgrad.ir.indices import pull_out
+from symgrad.ir.network import Loss
 from symgrad.ir.ops import step as step_fn
 
 #: A rule of differentiation.
@@ -208,14 +212,68 @@ class Reason:
     functions: tuple[FunctionDerivative, ...] = ()
 
 
+def apply_sum_identity(expr: sp.Expr, loss: Loss) -> sp.Expr:
+    """``sum_i y_i = 1`` where the loss declares it (targets one-hot or probabilities)."""
+    if not any(kind == "sum_y_is_1" for kind, _ in loss.identities):
+        return expr
+    y = loss.target
+    return sp.expand(
+        expr.replace(
+            lambda e: (
+                isinstance(e, sp.Sum)
+                and e.function == y[e.limits[0][0]]
+                and e.limits[0][1] == 0
+                and e.limits[0][2] == loss.width - 1
+            ),
+            lambda e: sp.S.One,
+        )
+    )
+
+
+#: The chain rule's output and input indices (``d out_i / d in_k``).
+_I = sp.Symbol("i", integer=True)
+_K = sp.Symbol("k", integer=True)
+
+
+def fusion_forms(
+    unfused: sp.Expr, upstream: str, g_loss: sp.Expr, loss: Loss
+) -> tuple[sp.Expr, ...]:
+    """How a fused step's adjoint simplifies, in its free index ``k`` (as a document
+    states ``dL/dz_k``): the adjoint with the loss gradient ``g_loss`` (in ``i``)
+    substituted for ``upstream``, then its expanded form where that is shorter, then the
+    form after the loss's identity ``sum_i y_i = 1`` where one applies."""
+    un = unfused.xreplace({_I: _K, _K: _I})
+    s1 = un.replace(
+        lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == upstream,
+        lambda e: g_loss.xreplace({_I: e.indices[0]}),
+    )
+    s2 = sp.expand(
+        pull_out(
+            sp.expand(s1).replace(
+                lambda e: isinstance(e, sp.Sum),
+                lambda e: sp.Sum(sp.expand(e.function), *e.limits),
+            )
+        )
+    )
+    forms = [s1]
+    if sp.count_ops(s2) < sp.count_ops(s1):  # the expanded form where it is shorter
+        forms.append(s2)
+    s3 = apply_sum_identity(s2, loss)
+    if s3 != s2:
+        forms.append(s3)
+    return tuple(forms)
+
+
 __all__ = [
     "RULES",
     "Contraction",
     "FunctionDerivative",
     "Reason",
     "Rule",
+    "apply_sum_identity",
     "contraction",
     "function_derivative",
+    "fusion_forms",
     "own_functions",
     "rules_used",
 ]

@@ -34,6 +34,7 @@ from symgrad.calculus.reasons import (
     Rule,
     contraction,
     function_derivative,
+    fusion_forms,
     own_functions,
     rules_used,
 )
@@ -206,6 +207,15 @@ class Derivation:
         """The batch mean of the per-sample loss, batched (``layout.batch_mean``);
         DerivationError or ValueError where the loss has no matrix form."""
         return batch_mean(to_matrix(self.loss, ()))
+
+    def fusion(self, st: Step) -> tuple[sp.Expr, ...]:
+        """For a step the loss gradient was fused into (``st.fused``): its adjoint with
+        the loss gradient substituted, then simplified, form by form, in the free index
+        ``k`` (``reasons.fusion_forms``); empty for any other step."""
+        loss_step = next((x for x in self.steps if x.kind == "loss"), None)
+        if not st.fused or st.unfused is None or st.upstream is None or loss_step is None:
+            return ()
+        return fusion_forms(st.unfused, st.upstream, loss_step.component, self.network.loss)
 
     @property
     def loss_matrix(self) -> sp.Expr | None:

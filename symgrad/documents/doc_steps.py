@@ -24,13 +24,11 @@ from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
 from symgrad.documents.structure import (
     SPARE,
     I,
-    apply_sum_identity,
     is_additive,
     is_permutation,
     is_weight,
     swap_ik,
 )
-from symgrad.ir.indices import pull_out
 
 #: Placeholders for a stage's names (a step's pattern, see ``BackwardSteps._pattern``).
 _PH = tuple(sp.IndexedBase(f"_ph{n}", real=True) for n in range(12))
@@ -317,26 +315,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 lambda: f"sum_i (({self.text(g_i)})*({self.text(local)}))",
             )
         )
-        up = st.upstream
-        un = swap_ik(st.unfused)
-        s1 = un.replace(
-            lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == up,
-            lambda e: loss_step.component.xreplace({I: e.indices[0]}),
-        )
-        s2 = sp.expand(
-            pull_out(
-                sp.expand(s1).replace(
-                    lambda e: isinstance(e, sp.Sum),
-                    lambda e: sp.Sum(sp.expand(e.function), *e.limits),
-                )
-            )
-        )
-        lines.append(self.ex(s1))
-        if sp.count_ops(s2) < sp.count_ops(s1):  # the expanded form where it is shorter
-            lines.append(self.ex(s2))
-        s3 = apply_sum_identity(s2, self.net)
-        if s3 != s2:
-            lines.append(self.ex(s3))
+        lines.extend(self.ex(form) for form in self.d.fusion(st))
         return lines
 
     def fused_lines(self, st: Step, lhs: M) -> list[Item]:

@@ -83,24 +83,6 @@ def pass_back(d: Derivation, st: Step) -> Step | None:
     return None
 
 
-def apply_sum_identity(expr: sp.Expr, net) -> sp.Expr:
-    """``sum_i y_i = 1`` where the loss declares it (targets one-hot or probabilities)."""
-    if not any(kind == "sum_y_is_1" for kind, _ in net.loss.identities):
-        return expr
-    y = net.loss.target
-    return sp.expand(
-        expr.replace(
-            lambda e: (
-                isinstance(e, sp.Sum)
-                and e.function == y[e.limits[0][0]]
-                and e.limits[0][1] == 0
-                and e.limits[0][2] == net.loss.width - 1
-            ),
-            lambda e: sp.S.One,
-        )
-    )
-
-
 class Grouped(sp.Function):
     """Parentheses kept around a substituted sub-expression (display only)."""
 
