@@ -18,6 +18,7 @@ into words without differentiating anything:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -52,19 +53,16 @@ def _is_piecewise(e: sp.Basic) -> bool:
     )
 
 
-def _rules_at(e: sp.Basic, base: sp.Basic, found: set[str]) -> None:
-    """The rule one node of ``body`` brings into ``d body / d base``."""
-
-    def dep(a: sp.Basic) -> bool:
-        return a.has(base)
-
+def _rules_at(e: sp.Basic, dep: Callable[[sp.Basic], bool], found: set[str]) -> None:
+    """The rule one node of ``body`` brings into ``d body / d base`` (``dep``: whether a
+    node depends on ``base``)."""
     if isinstance(e, sp.Add) and sum(dep(a) for a in e.args) > 1:
         found.add("sum")
     elif isinstance(e, sp.Mul):
         if sum(dep(a) for a in e.args) > 1:
             neg = any(isinstance(a, sp.Pow) and a.exp.is_negative and dep(a) for a in e.args)
             found.add("quotient" if neg else "product")
-    elif isinstance(e, sp.Pow) and dep(e.base) and not e.exp.has(base):
+    elif isinstance(e, sp.Pow) and dep(e.base) and not dep(e.exp):
         found.add("quotient" if e.exp == -1 else "power")
         if not isinstance(e.base, sp.Indexed | sp.Symbol):
             found.add("chain")
@@ -85,9 +83,17 @@ def rules_used(body: sp.Basic, x: sp.Basic) -> tuple[Rule, ...]:
     :data:`RULES` order (``x`` an entry ``a[k]`` or a scalar; memoised)."""
     found: set[str] = set()
     base = x.base if isinstance(x, sp.Indexed) else x
+    known: dict[sp.Basic, bool] = {}
+
+    def dep(e: sp.Basic) -> bool:  # e.has(base), each sub-expression asked once
+        hit = known.get(e)
+        if hit is None:
+            hit = known[e] = e == base or any(dep(a) for a in e.args)
+        return hit
+
     for e in sp.preorder_traversal(body):
-        if isinstance(e, sp.Basic) and e.has(base):
-            _rules_at(e, base, found)
+        if isinstance(e, sp.Basic) and dep(e):
+            _rules_at(e, dep, found)
     return tuple(r for r in RULES if r in found)
 
 
