@@ -3,9 +3,9 @@
 with the rules of differentiation it uses (sum, product, quotient, chain, a sum over an
 index, a piecewise function), the derivative of each activation function from its own
 definition (once per document), and the common mistakes a step invites (once each),
-pointing to ``symgrad check``. The derivative itself comes from the derivation
-(``Step.local_raw``, ``Step.local``); nothing is differentiated here except an activation
-function's definition in exponentials, to show where its derivative comes from.
+pointing to ``symgrad check``. The derivative and its reasons come from the derivation
+(``Step.local_raw``, ``Step.local``, ``Step.rules``, ``Step.reason``); nothing is
+differentiated here.
 """
 
 from __future__ import annotations
