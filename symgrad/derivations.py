@@ -27,6 +27,7 @@ import sympy as sp
 
 from symgrad.calculus import renamed_memo, reverse, stability, stage_calculus
 from symgrad.calculus.local_jacobian import chain_jacobian, diagonal, stage_local
+from symgrad.calculus.local_matrix import jacobian_matrix
 from symgrad.calculus.lower import LoweredProgram, lower_program, lowered
 from symgrad.calculus.lower_autodiff import (
     autodiff_marks,
@@ -99,6 +100,7 @@ def clear() -> None:
     stage_calculus.clear()
     stability.clear()
     to_matrix.cache_clear()
+    jacobian_matrix.cache_clear()
 
 
 def remember(net: Network, d: Derivation) -> Derivation:

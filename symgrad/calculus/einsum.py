@@ -12,6 +12,8 @@ stable forms as everywhere else. No Python loop over samples or indices is emitt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sympy as sp
 
 from symgrad.calculus.index_arithmetic import Divisible, InRange
@@ -361,98 +363,155 @@ def _index_array(e: sp.Expr, ctx: list, rng: dict, lead: int, what: sp.Expr) -> 
 
 
 def _lower(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
-    ndim = sp.Integer(len(ctx) + (1 if batched else 0))
-    lead = 1 if batched else 0
+    """One component node as an array expression over the scope's axes (``ctx``, a
+    leading sample axis when ``batched``): arrays placed on their axes, index predicates
+    as index arrays, sums and max/min reductions as axis reductions."""
     if e.is_Number:
         return e
-    if isinstance(e, sp.Indexed):
-        name = str(e.base.label)
-        pos = []
-        mine = batched and name not in params
-        if any(ix not in ctx for ix in e.indices):  # index arithmetic: a gather
-            arrays = [_index_array(ix, ctx, rng, 0, e) for ix in e.indices]
-            return Gather(sp.Symbol(name), sp.Tuple(*arrays), sp.Integer(int(mine)))
-        for ix in e.indices:
-            if ix not in ctx:
-                raise DerivationError(f"cannot lower {e}: subscript {ix} is not an index in scope")
-            pos.append(sp.Integer(ctx.index(ix) + lead))
-        if len(set(pos)) != len(pos):
-            raise DerivationError(f"cannot lower {e}: a repeated index (a diagonal)")
-        return Place(sp.Symbol(name), sp.Tuple(*pos), ndim, sp.Integer(int(mine)))
+    for types, rule in _RULES:
+        if isinstance(e, types):
+            return rule(e, ctx, rng, params, batched)
+    if not e.args:
+        return e
+    if e.is_Mul:
+        return _lower_mul(e, ctx, rng, params, batched)
+    return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
+
+
+def _lower_indexed(e: sp.Indexed, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    """An array read: placed on the axes of its indices, or gathered at computed ones."""
+    ndim = sp.Integer(len(ctx) + (1 if batched else 0))
+    lead = 1 if batched else 0
+    name = str(e.base.label)
+    pos = []
+    mine = batched and name not in params
+    if any(ix not in ctx for ix in e.indices):  # index arithmetic: a gather
+        arrays = [_index_array(ix, ctx, rng, 0, e) for ix in e.indices]
+        return Gather(sp.Symbol(name), sp.Tuple(*arrays), sp.Integer(int(mine)))
+    for ix in e.indices:
+        if ix not in ctx:
+            raise DerivationError(f"cannot lower {e}: subscript {ix} is not an index in scope")
+        pos.append(sp.Integer(ctx.index(ix) + lead))
+    if len(set(pos)) != len(pos):
+        raise DerivationError(f"cannot lower {e}: a repeated index (a diagonal)")
+    return Place(sp.Symbol(name), sp.Tuple(*pos), ndim, sp.Integer(int(mine)))
+
+
+def _lower_predicate(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    """``[lo <= e <= hi]``, ``[s | e]`` and a bracket ``[a = b]`` over index arrays."""
+    lead = 1 if batched else 0
     if isinstance(e, InRange):
         return IndexIn(_index_array(e.args[0], ctx, rng, lead, e), e.args[1], e.args[2])
     if isinstance(e, Divisible):
         return IndexDivides(_index_array(e.args[0], ctx, rng, lead, e), e.args[1])
-    if isinstance(e, sp.KroneckerDelta):
-        a, b = e.args
-        if a in ctx and b in ctx:
-            return Delta(
-                rng[a],
-                sp.Integer(ctx.index(a) + lead),
-                rng[b],
-                sp.Integer(ctx.index(b) + lead),
-                ndim,
+    a, b = e.args
+    if a in ctx and b in ctx:
+        return Delta(
+            rng[a],
+            sp.Integer(ctx.index(a) + lead),
+            rng[b],
+            sp.Integer(ctx.index(b) + lead),
+            sp.Integer(len(ctx) + lead),
+        )
+    return IndexIn(_index_array(a - b, ctx, rng, lead, e), sp.S.Zero, sp.S.Zero)
+
+
+def _lower_symbol(e: sp.Symbol, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    """An index in scope is its ``Arange``; any other symbol stays."""
+    if e in ctx:
+        lead = 1 if batched else 0
+        return Arange(rng[e], sp.Integer(ctx.index(e) + lead), sp.Integer(len(ctx) + lead))
+    return e
+
+
+def _lower_reduction(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    """A sum (one index at a time, the outermost first) or a max/min reduction: its body
+    lowered with the index in scope, then reduced along that index's axis."""
+    if isinstance(e, sp.Sum):
+        body, limits = e.function, list(e.limits)
+        # limits are innermost first: the outermost index enters the scope first
+        for var, lo, hi in limits[:-1]:
+            body = sp.Sum(body, (var, lo, hi))
+        var, lo, hi = limits[-1]
+    else:
+        body, var, hi = e.args
+        lo = sp.S.Zero
+    if lo != 0:
+        raise DerivationError(f"cannot lower {e}: sums start at 0")
+    if var in ctx:
+        raise DerivationError(f"cannot lower {e}: index {var} is already in scope")
+    if isinstance(e, sp.Sum):
+        split = _split_sum(body, var, lo, hi, ctx, rng, params, batched)
+        if split is not None:
+            return split
+    inner = _lower(body, [*ctx, var], {**rng, var: hi - lo + 1}, params, batched)
+    if not body.has(var):
+        return inner * (hi - lo + 1) if isinstance(e, sp.Sum) else inner
+    axis = sp.Integer(len(ctx) + (1 if batched else 0))
+    if isinstance(e, sp.Sum):
+        return axis_sum(inner, axis)
+    return (AxisMax if isinstance(e, ReduceMax) else AxisMin)(inner, axis)
+
+
+def _split_sum(
+    body: sp.Expr,
+    var: sp.Symbol,
+    lo: sp.Expr,
+    hi: sp.Expr,
+    ctx: list,
+    rng: dict,
+    params: set[str],
+    batched: bool,
+) -> sp.Expr | None:
+    """``sum_var body`` as several smaller reductions where that saves work: a sum of sums
+    (each may be one einsum), factors free of ``var`` taken out; None where it stays one."""
+    if body.is_Mul and any(f.is_Add for f in body.args):
+        # sum_k (V[k, i] - c) d[k] -> sum_k V[k, i] d[k] - c sum_k d[k]: two einsums
+        # instead of one (n, i, k) broadcast
+        body = sp.expand(
+            body, deep=False, power_exp=False, power_base=False, log=False, multinomial=False
+        )
+    if body.is_Add:  # a sum of sums: each may be one einsum
+        return sp.Add(
+            *(_lower(sp.Sum(t, (var, lo, hi)), ctx, rng, params, batched) for t in body.args)
+        )
+    if body.is_Mul:  # factors free of var leave the sum
+        out = [f for f in body.args if not f.has(var)]
+        if out:
+            inside = sp.Mul(*[f for f in body.args if f.has(var)])
+            return _lower(sp.Mul(*out), ctx, rng, params, batched) * _lower(
+                sp.Sum(inside, (var, lo, hi)), ctx, rng, params, batched
             )
-        return IndexIn(_index_array(a - b, ctx, rng, lead, e), sp.S.Zero, sp.S.Zero)
-    if isinstance(e, sp.Symbol):
-        if e in ctx:
-            return Arange(rng[e], sp.Integer(ctx.index(e) + lead), ndim)
-        return e
-    if isinstance(e, sp.Sum | ReduceMax | ReduceMin):
-        if isinstance(e, sp.Sum):
-            body, limits = e.function, list(e.limits)
-            # limits are innermost first: the outermost index enters the scope first
-            for var, lo, hi in limits[:-1]:
-                body = sp.Sum(body, (var, lo, hi))
-            var, lo, hi = limits[-1]
-        else:
-            body, var, hi = e.args
-            lo = sp.S.Zero
-        if lo != 0:
-            raise DerivationError(f"cannot lower {e}: sums start at 0")
-        if var in ctx:
-            raise DerivationError(f"cannot lower {e}: index {var} is already in scope")
-        size = hi - lo + 1
-        if isinstance(e, sp.Sum) and body.is_Mul and any(f.is_Add for f in body.args):
-            # sum_k (V[k, i] - c) d[k] -> sum_k V[k, i] d[k] - c sum_k d[k]: two einsums
-            # instead of one (n, i, k) broadcast
-            body = sp.expand(
-                body, deep=False, power_exp=False, power_base=False, log=False, multinomial=False
-            )
-        if isinstance(e, sp.Sum) and body.is_Add:  # a sum of sums: each may be one einsum
-            return sp.Add(
-                *(_lower(sp.Sum(t, (var, lo, hi)), ctx, rng, params, batched) for t in body.args)
-            )
-        if isinstance(e, sp.Sum) and body.is_Mul:  # factors free of var leave the sum
-            out = [f for f in body.args if not f.has(var)]
-            if out:
-                inside = sp.Mul(*[f for f in body.args if f.has(var)])
-                return _lower(sp.Mul(*out), ctx, rng, params, batched) * _lower(
-                    sp.Sum(inside, (var, lo, hi)), ctx, rng, params, batched
-                )
-        inner = _lower(body, [*ctx, var], {**rng, var: size}, params, batched)
-        if not body.has(var):
-            return inner * size if isinstance(e, sp.Sum) else inner
-        axis = sp.Integer(len(ctx) + lead)
-        if isinstance(e, sp.Sum):
-            return axis_sum(inner, axis)
-        return (AxisMax if isinstance(e, ReduceMax) else AxisMin)(inner, axis)
-    if isinstance(e, ArgMax | ArgMin):
-        body, var, _ = e.args
-        if var not in ctx:
-            raise DerivationError(f"cannot lower {e}: index {var} is not in scope")
-        inner = _lower(body, ctx, rng, params, batched)
-        axis = sp.Integer(ctx.index(var) + lead)
-        return (ShareMax if isinstance(e, ArgMax) else ShareMin)(inner, axis)
-    if not e.args:
-        return e
-    if e.is_Mul:
-        over = _softmax_over(e, ctx, rng)
-        if over is not None:  # exp(z - max_u z) / sum_u exp(..): one softmax along u's axis
-            inner = _lower(over[0], ctx, rng, params, batched)
-            return AxisSoftmax(inner, sp.Integer(ctx.index(over[1]) + lead))
-        return _masked([_lower(a, ctx, rng, params, batched) for a in e.args])
-    return e.func(*[_lower(a, ctx, rng, params, batched) for a in e.args])
+    return None
+
+
+def _lower_argmax(e: sp.Expr, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    """The share of the max (min) along an index in scope (a max reduction's derivative)."""
+    body, var, _ = e.args
+    if var not in ctx:
+        raise DerivationError(f"cannot lower {e}: index {var} is not in scope")
+    inner = _lower(body, ctx, rng, params, batched)
+    axis = sp.Integer(ctx.index(var) + (1 if batched else 0))
+    return (ShareMax if isinstance(e, ArgMax) else ShareMin)(inner, axis)
+
+
+def _lower_mul(e: sp.Mul, ctx: list, rng: dict, params: set[str], batched: bool) -> sp.Expr:
+    """A product, masked; ``exp(z - max_u z) / sum_u exp(..)`` as one softmax along u."""
+    over = _softmax_over(e, ctx, rng)
+    if over is not None:
+        inner = _lower(over[0], ctx, rng, params, batched)
+        return AxisSoftmax(inner, sp.Integer(ctx.index(over[1]) + (1 if batched else 0)))
+    return _masked([_lower(a, ctx, rng, params, batched) for a in e.args])
+
+
+#: Node type -> its lowering, tried in order (products and other functions after them).
+_RULES: tuple[tuple[type | tuple[type, ...], Callable[..., sp.Expr]], ...] = (
+    (sp.Indexed, _lower_indexed),
+    ((InRange, Divisible, sp.KroneckerDelta), _lower_predicate),
+    (sp.Symbol, _lower_symbol),
+    ((sp.Sum, ReduceMax, ReduceMin), _lower_reduction),
+    ((ArgMax, ArgMin), _lower_argmax),
+)
 
 
 def einsum_spec(

@@ -26,7 +26,18 @@ from symgrad.calculus.forward_values import (
     rewrite,
 )
 from symgrad.calculus.layout import batch, batch_mean, batched_step
+from symgrad.calculus.local_matrix import jacobian_matrix, matrix_or_none
 from symgrad.calculus.matrix_form import to_matrix
+from symgrad.calculus.reasons import (
+    Contraction,
+    Reason,
+    Rule,
+    contraction,
+    function_derivative,
+    fusion_forms,
+    own_functions,
+    rules_used,
+)
 from symgrad.calculus.renamed_memo import is_zero
 from symgrad.calculus.reverse_indices import _array_form, _out_names, _tensor_names
 from symgrad.calculus.stage_calculus import (  # _CACHE: cleared by benchmarks
@@ -113,12 +124,59 @@ class Step:
     #: ``local``); the loss step's dl/dyhat[i] as ``sympy.diff`` gives it, its sums not yet
     #: contracted. The documents show both forms.
     local_raw: sp.Expr | None = None
+    #: the rules of differentiation the local derivative uses (``reasons.py``): the
+    #: reason a document gives for it (with the structure and contraction: ``reason``)
+    rules: tuple[Rule, ...] = ()
 
     @property
     def batched(self) -> sp.Expr:
         """The batched form (samples as rows, ``layout.py``) of ``matrix``: what code
         computes, a parameter gradient summed over the batch, the seed divided by n."""
         return batched_step(self)
+
+    @property
+    def local_matrix(self) -> sp.Expr | None:
+        """The matrix ``[d out_i / d in_k]`` of the local Jacobian (``W``,
+        ``diag(sigma'(z))``; ``local_matrix.py``, memoised), None where the step has no
+        local derivative or it has no matrix form."""
+        if self.local is None:
+            return None
+        return jacobian_matrix(self.local, self.jacobian == "diagonal")
+
+    @property
+    def unfused_matrix(self) -> sp.Expr | None:
+        """The per-sample matrix form of ``unfused`` (the adjoint before the loss
+        gradient was fused in), None where there is none."""
+        return matrix_or_none(self.unfused, (_I,))
+
+    @property
+    def contraction(self) -> Contraction | None:
+        """How the chain rule's sum meets the Kronecker brackets of the local derivative:
+        the sum over the output index ``i`` of ``local``, or for the loss step the sum over
+        the loss's own index in ``local_raw``; None where no bracket names that index
+        (memoised)."""
+        if self.kind == "loss":
+            raw = self.local_raw
+            if raw is None or not raw.has(sp.KroneckerDelta):
+                return None
+            sums = sorted(raw.atoms(sp.Sum), key=sp.default_sort_key)
+            return contraction(raw, sums[0].limits[0][0]) if sums else None
+        return contraction(self.local, _I) if self.local is not None else None
+
+    @property
+    def reason(self) -> Reason:
+        """Why the local derivative is what it is: the rules, the Jacobian's structure,
+        the contraction, and each activation function of the stage's input with its
+        derivative from its definition (``reasons.py``)."""
+        functions: tuple = ()
+        if self.stage is not None:
+            applied = own_functions(self.stage.body, self.stage.inp[_I])
+            functions = tuple(function_derivative(type(f)) for f in applied)
+        return Reason(self.rules, self.jacobian, self.contraction, functions)
+
+
+#: The output index of a local derivative ``d out_i / d in_k`` (the chain rule's sum).
+_I = sp.Symbol("i", integer=True)
 
 
 #: Notebook renderers by format, filled in by :mod:`symgrad.documents.render`.
@@ -149,6 +207,20 @@ class Derivation:
         """The batch mean of the per-sample loss, batched (``layout.batch_mean``);
         DerivationError or ValueError where the loss has no matrix form."""
         return batch_mean(to_matrix(self.loss, ()))
+
+    def fusion(self, st: Step) -> tuple[sp.Expr, ...]:
+        """For a step the loss gradient was fused into (``st.fused``): its adjoint with
+        the loss gradient substituted, then simplified, form by form, in the free index
+        ``k`` (``reasons.fusion_forms``); empty for any other step."""
+        loss_step = next((x for x in self.steps if x.kind == "loss"), None)
+        if not st.fused or st.unfused is None or st.upstream is None or loss_step is None:
+            return ()
+        return fusion_forms(st.unfused, st.upstream, loss_step.component, self.network.loss)
+
+    @property
+    def loss_matrix(self) -> sp.Expr | None:
+        """The per-sample loss in matrix form, None where it has none."""
+        return matrix_or_none(self.loss, ())
 
     # Jupyter display. The documents stage registers its renderers in DISPLAY when it is
     # imported (``import symgrad`` does), so the calculus never imports the documents.
@@ -262,6 +334,7 @@ def _param_step(
         penalty=finish(pen, pidx, names) if pen is not None else None,
         contributions=p_contrib,
         matrix=_array_form(stage, comp_c, free, p.shape, param=True),
+        rules=rules_used(stage.body, p.base),
     )
 
 
@@ -315,6 +388,7 @@ def _input_step(stage: Stage, named: Named, comp: sp.Expr | None, upstream: str)
         stage=stage,
         shape=gshape,
         matrix=matrix,
+        rules=rules_used(stage.body, stage.inp),
     )
 
 
@@ -338,6 +412,7 @@ def _loss_step(net: Network) -> tuple[sp.Expr, Step]:
         stage=None,
         shape=(net.output_width,),
         seed=True,
+        rules=rules_used(net.loss.body, out),
     )
     return g_loss, step
 

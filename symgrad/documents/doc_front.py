@@ -8,7 +8,6 @@ import re
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import to_matrix
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.doc_lets import forward_rows
@@ -169,10 +168,7 @@ class FrontMatter(DocBase):
             s.items.append(Item("math", eqs=tuple(beqs)))
 
     def _loss_matrix(self) -> sp.Expr | None:
-        try:
-            return to_matrix(self.d.loss, ())
-        except DerivationError:  # a loss without matrix form: components only
-            return None
+        return self.d.loss_matrix  # None for a loss without matrix form: components only
 
     def _batch_mean(self) -> M | None:
         try:

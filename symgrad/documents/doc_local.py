@@ -3,28 +3,25 @@
 with the rules of differentiation it uses (sum, product, quotient, chain, a sum over an
 index, a piecewise function), the derivative of each activation function from its own
 definition (once per document), and the common mistakes a step invites (once each),
-pointing to ``symgrad check``. The derivative itself comes from the derivation
-(``Step.local_raw``, ``Step.local``); nothing is differentiated here except an activation
-function's definition in exponentials, to show where its derivative comes from.
+pointing to ``symgrad check``. The derivative and its reasons come from the derivation
+(``Step.local_raw``, ``Step.local``, ``Step.rules``, ``Step.reason``); nothing is
+differentiated here.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import sympy as sp
 
+from symgrad.calculus.reasons import FunctionDerivative, X
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.model import Eq, Item, M, Part, dedupe
-from symgrad.documents.structure import I, own_functions
-from symgrad.ir.ops import step as step_fn
 
-#: Rules of differentiation, in the order a sentence lists them.
-_RULES = ("sum", "product", "quotient", "power", "chain", "function", "index sum", "piecewise")
+#: The words for each rule of differentiation (``calculus/reasons.py``).
 _RULE_TEXT: dict[str, tuple[Part, ...]] = {
     "sum": ("the sum rule (term by term)",),
     "product": ("the product rule",),
@@ -47,47 +44,6 @@ _RULE_TEXT: dict[str, tuple[Part, ...]] = {
     ),
     "piecewise": ("a piecewise function differentiated piece by piece",),
 }
-
-
-def _is_piecewise(e: sp.Basic) -> bool:
-    return isinstance(e, sp.Abs | sp.Max | sp.Min | step_fn) or e.func.__name__ in (
-        "relu",
-        "leaky_relu",
-        "elu",
-    )
-
-
-def rules_used(body: sp.Basic, x: sp.Basic) -> list[str]:
-    """The rules of differentiation that d body / d x uses, read off the expression."""
-    found: set[str] = set()
-    base = x.base if isinstance(x, sp.Indexed) else x
-
-    def dep(e: sp.Basic) -> bool:
-        return e.has(base)
-
-    for e in sp.preorder_traversal(body):
-        if not isinstance(e, sp.Basic) or not dep(e):
-            continue
-        if isinstance(e, sp.Add) and sum(dep(a) for a in e.args) > 1:
-            found.add("sum")
-        elif isinstance(e, sp.Mul):
-            if sum(dep(a) for a in e.args) > 1:
-                neg = any(isinstance(a, sp.Pow) and a.exp.is_negative and dep(a) for a in e.args)
-                found.add("quotient" if neg else "product")
-        elif isinstance(e, sp.Pow) and dep(e.base) and not e.exp.has(base):
-            found.add("quotient" if e.exp == -1 else "power")
-            if not isinstance(e.base, sp.Indexed | sp.Symbol):
-                found.add("chain")
-        elif isinstance(e, sp.Sum) and dep(e.function):
-            found.add("index sum")
-        elif isinstance(e, sp.Function):
-            if _is_piecewise(e):
-                found.add("piecewise")
-            if any(dep(a) and not isinstance(a, sp.Indexed | sp.Symbol) for a in e.args):
-                found.add("chain")
-            elif not _is_piecewise(e):
-                found.add("function")
-    return [r for r in _RULES if r in found]
 
 
 def rules_sentence(rules: Sequence[str]) -> tuple[Part, ...]:
@@ -128,16 +84,16 @@ class LocalWhy(DocBase):
         sides.append(self.ex(st.local))
         eqs = [Eq(tuple(dedupe(sides)))]
         items: list[Item] = []
-        rules = rules_used(stage.body, raw_wrt)
+        rules = st.rules
         if rules or st.kind == "input":
             items.append(Item("para", rules_sentence(rules)))
         if raw is not None and raw != st.local and st.kind == "input":
             items.append(Item("para", self._forward_values(st)))
             if st.jacobian == "diagonal":
                 items.extend(self._mistake_forward_values(st))
-        for f in own_functions(stage.body, stage.inp[I]):
-            if self.once(("function", type(f)), st) is None:
-                items.extend(self.function_why(type(f)))
+        for fn in st.reason.functions:
+            if self.once(("function", fn.function), st) is None:
+                items.extend(self.function_why(fn))
         return eqs, items
 
     def _forward_values(self, st: Step) -> tuple[Part, ...]:
@@ -172,25 +128,20 @@ class LocalWhy(DocBase):
             )
         ]
 
-    def function_why(self, fn: type) -> list[Item]:
-        """An activation function's derivative from its definition: in exponentials with
-        the quotient/chain rule (sigmoid, tanh, softplus), or piece by piece (relu)."""
-        x = sp.Symbol("x", real=True)
-        fx = fn(x)
+    def function_why(self, fn: FunctionDerivative) -> list[Item]:
+        """An activation function's derivative from its definition (the derivation's
+        record of it): in exponentials with the quotient/chain rule (sigmoid, tanh,
+        softplus), or piece by piece (relu)."""
+        fx = fn.function(X)
         f_tex, f_txt = self.tex(fx), self.text(fx)
         prime, prime_txt = f_tex.replace("(", "'(", 1), f_txt.replace("(", "'(", 1)
-        fd = sp.diff(fx, x)
-        definition = fx.rewrite(sp.exp)
-        if definition != fx and not definition.has(fn):
-            dd = sp.diff(definition, x)
-            with contextlib.suppress(Exception):
-                if sp.simplify(dd - fd.rewrite(sp.exp)) != 0:
-                    return []
+        fd = fn.derivative
+        if fn.definition is not None and fn.definition_derivative is not None:
             eqs = (
-                Eq((M(f_tex, f_txt), self.ex(definition))),
-                Eq((M(prime, prime_txt), self.ex(dd), self.ex(fd))),
+                Eq((M(f_tex, f_txt), self.ex(fn.definition))),
+                Eq((M(prime, prime_txt), self.ex(fn.definition_derivative), self.ex(fd))),
             )
-            why = rules_sentence(rules_used(definition, x))
+            why = rules_sentence(fn.rules)
             return [
                 Item(
                     "para",
@@ -201,7 +152,7 @@ class LocalWhy(DocBase):
                 ),
                 Item("math", eqs=eqs),
             ]
-        if fd.has(step_fn):
+        if fn.piecewise:
             return [
                 Item(
                     "para",

@@ -8,16 +8,15 @@ shared parameter's sum over the samples) is given at its first step only.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import to_matrix
+from symgrad.calculus.reasons import Contraction
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
-from symgrad.documents.doc_local import LocalWhy, rules_sentence, rules_used
+from symgrad.documents.doc_local import LocalWhy, rules_sentence
 from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.lets import NamedStage
@@ -25,17 +24,11 @@ from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
 from symgrad.documents.structure import (
     SPARE,
     I,
-    apply_sum_identity,
-    collapses,
-    deltas,
     is_additive,
     is_permutation,
     is_weight,
-    jacobian_matrix,
     swap_ik,
 )
-from symgrad.errors import DerivationError
-from symgrad.ir.indices import pull_out
 
 #: Placeholders for a stage's names (a step's pattern, see ``BackwardSteps._pattern``).
 _PH = tuple(sp.IndexedBase(f"_ph{n}", real=True) for n in range(12))
@@ -80,7 +73,6 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             dummies = {lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits}
             if I in dummies:
                 loss = loss.xreplace({I: next(j for j in SPARE if j not in dummies)})
-            yhat_i = self.net.output[I]
             sides = [
                 self.dq(st.wrt, "component", ["i"]),
                 M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
@@ -93,19 +85,20 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 ),
             ]
             raw = st.local_raw
+            ren: dict[sp.Basic, sp.Basic] = {}
             if raw is not None:  # the sum's index as in the loss shown beside it
                 ours = [lim[0] for sm in loss.atoms(sp.Sum) for lim in sm.limits]
                 theirs = [lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits]
                 if len(ours) == len(theirs) == 1:
-                    raw = raw.xreplace({theirs[0]: ours[0]})
+                    ren = {theirs[0]: ours[0]}
+                    raw = raw.xreplace(ren)
             if raw is not None and raw.has(sp.KroneckerDelta):
                 sides.append(self.ex(raw, yhat=True))
             sides.append(self.ex(st.component, yhat=True))
             s.items.append(Item("math", eqs=(Eq(tuple(dedupe(sides))),)))
-            s.items.append(Item("para", rules_sentence(rules_used(loss, yhat_i))))
+            s.items.append(Item("para", rules_sentence(st.rules)))
             if raw is not None and raw.has(sp.KroneckerDelta):
-                dummy = next(lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits)
-                s.items.append(Item("para", self.kronecker_text(raw, "i", dummy)))
+                s.items.append(Item("para", self.kronecker_text(st.contraction, "i", ren)))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample and batched",)))
             eqs = (
@@ -117,16 +110,23 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 s.items.append(Item("para", tuple(prose.batch_mean_parts())))
 
     # -- the chain rule ---------------------------------------------------------------------
-    def kronecker_text(self, local: sp.Expr, survivor: str, dummy_sym: sp.Symbol) -> tuple:
-        """What the bracket does to the chain rule's sum: it collapses the sum only where
-        every term carries it; otherwise it picks one term and a sum remains."""
-        ds = [d for d in deltas(local) if dummy_sym in d.free_symbols]
-        if not ds:
+    def kronecker_text(
+        self,
+        c: Contraction | None,
+        survivor: str,
+        names: dict[sp.Basic, sp.Basic] | None = None,
+    ) -> tuple:
+        """What the bracket does to the chain rule's sum (the step's record of the
+        contraction, its indices renamed by ``names`` as shown): it collapses the sum only
+        where every term carries it; otherwise it picks one term and a sum remains."""
+        if c is None:
             return ()
-        a_, b_ = (self.tex(x) for x in ds[0].args)
-        dummy = str(dummy_sym)
+        if names:
+            c = c.renamed(names)
+        a_, b_ = (self.tex(x) for x in c.brackets[0].args)
+        dummy = str(c.dummy)
         bracket = M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]")
-        if collapses(local, dummy_sym):
+        if c.collapses:
             return (
                 "The bracket ",
                 bracket,
@@ -210,11 +210,8 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         chain, subst = self.chain(st, "i", names)
         lhs = self.grad_lhs(st, "component", names)
         items.append(Item("math", eqs=(Eq(tuple(dedupe([*lhs, chain, subst, self.ex(final)]))),)))
-        assert st.local is not None
-        if st.local.has(sp.KroneckerDelta):
-            text = self.kronecker_text(st.local, names[0], I)
-            if text:
-                items.append(Item("para", text))
+        if st.contraction is not None:
+            items.append(Item("para", self.kronecker_text(st.contraction, names[0])))
         return items
 
     # -- through a stage to its input -------------------------------------------------------
@@ -262,9 +259,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         s.items.append(Item("label", ("Matrix form, per sample",)))
         eqs = []
         J = self.local_name(stage.name, st.wrt, [], [], "vector")
-        jm = None
-        if st.local is not None:
-            jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
+        jm = st.local_matrix
         up = self.q(st.upstream or "", "vector")
         sides: list[M] = [
             *self.grad_lhs(st, "vector", []),
@@ -281,9 +276,8 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 M(lambda: r"%s^{\top} %s" % (jtp(), up.tex), lambda: f"{jtx()}.T @ {up.txt}")
             )
             sides.append(M(lambda: r"%s %s" % (jtp(), up.tex), lambda: f"{jtx()} @ {up.txt}"))
-        if st.fused and st.unfused is not None:
-            with contextlib.suppress(DerivationError):  # no matrix form: that side is left out
-                sides.append(self.ex(to_matrix(st.unfused, (I,)), "vector"))
+        if st.fused and st.unfused_matrix is not None:  # (no matrix form: left out)
+            sides.append(self.ex(st.unfused_matrix, "vector"))
         sides.append(self.ex(st.matrix, "vector"))
         eqs.append(Eq(tuple(dedupe(sides))))
         s.items.append(Item("math", eqs=tuple(eqs)))
@@ -321,26 +315,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 lambda: f"sum_i (({self.text(g_i)})*({self.text(local)}))",
             )
         )
-        up = st.upstream
-        un = swap_ik(st.unfused)
-        s1 = un.replace(
-            lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == up,
-            lambda e: loss_step.component.xreplace({I: e.indices[0]}),
-        )
-        s2 = sp.expand(
-            pull_out(
-                sp.expand(s1).replace(
-                    lambda e: isinstance(e, sp.Sum),
-                    lambda e: sp.Sum(sp.expand(e.function), *e.limits),
-                )
-            )
-        )
-        lines.append(self.ex(s1))
-        if sp.count_ops(s2) < sp.count_ops(s1):  # the expanded form where it is shorter
-            lines.append(self.ex(s2))
-        s3 = apply_sum_identity(s2, self.net)
-        if s3 != s2:
-            lines.append(self.ex(s3))
+        lines.extend(self.ex(form) for form in self.d.fusion(st))
         return lines
 
     def fused_lines(self, st: Step, lhs: M) -> list[Item]:

@@ -17,7 +17,6 @@ from symgrad.documents.structure import (
     Grouped,
     bp_tag,
     is_additive,
-    jacobian_matrix,
     pass_back,
     swap_ik,
 )
@@ -55,7 +54,7 @@ class Summaries(DocBase):
         factor of a product (parenthesised when a sum)."""
         for st in self.d.steps:
             if st.kind == "input" and st.stage is stage and st.local is not None:
-                jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
+                jm = st.local_matrix
                 if jm is None:
                     return None
                 m = self.ex(jm, "vector")

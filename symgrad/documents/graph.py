@@ -24,7 +24,6 @@ import sympy as sp
 from symgrad.calculus.conv_form import CorrInputGrad, Unflatten, WindowMaxGrad, WindowSumGrad
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.documents.latex_printer import split_name
-from symgrad.documents.structure import jacobian_matrix
 from symgrad.escape import dot_string
 from symgrad.ir.plain import TextPrinter
 
@@ -78,7 +77,7 @@ def _jacobian_text(st: Step, d: Derivation, names: set[str]) -> str:
     """The local Jacobian of an input step as a whole-layer matrix, in Unicode."""
     if st.local is None:
         return ""
-    jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
+    jm = st.local_matrix
     if jm is None:
         return _tensor_jacobian(st)
     return _math_text(_text(jm), names)

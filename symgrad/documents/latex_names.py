@@ -16,6 +16,7 @@ import sympy as sp
 from sympy.printing.latex import translate
 
 from symgrad.calculus.layout import BATCHED_OPS
+from symgrad.calculus.local_matrix import Diag as Diag
 from symgrad.calculus.matrix_form import Mat, MatVec, Outer, SumAll, TMatVec, Vec
 from symgrad.escape import is_identifier, latex_name
 
@@ -34,12 +35,6 @@ LOSS = r"\ell"
 #: gradients are derivatives of it.
 BATCH_LOSS = r"\mathcal{L}"
 BATCH_SIZE = "N"
-
-
-class Diag(sp.Function):
-    """``diag(v)``: the diagonal matrix of a vector (a diagonal Jacobian, for display)."""
-
-    nargs = 1
 
 
 _NAME = re.compile(r"^([A-Za-z]+?)(\d*)$")

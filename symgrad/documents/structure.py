@@ -1,17 +1,14 @@
-"""What the documents read off a step's expressions: the matrix of a local derivative,
-whether a parameter enters as a weight or a bias, Nielsen's BP tag of a step, whether a
-Kronecker delta removes a sum. Everything is decided from the expressions, never from a
-layer's name.
+"""What the documents read off a step's expressions: whether a parameter enters as a
+weight or a bias, Nielsen's BP tag of a step. Everything is decided from the expressions,
+never from a layer's name; the matrix of a local derivative and the contraction of the
+chain rule's sum are the step's own (``Step.local_matrix``, ``Step.reason``).
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.matrix_form import Mat, to_matrix
 from symgrad.calculus.reverse import Derivation, Step
-from symgrad.documents.latex_printer import Diag, is_vector_valued
-from symgrad.errors import DerivationError
 from symgrad.ir.network import Stage
 
 I = sp.Symbol("i", integer=True)  # noqa: E741 - the chain rule's index
@@ -23,38 +20,6 @@ SPARE = tuple(sp.Symbol(c, integer=True) for c in "jmtuvw")
 def swap_ik(e: sp.Expr) -> sp.Expr:
     """Rename the free index i <-> the first dummy k (the chain rule's k is free)."""
     return e.xreplace({I: K, K: I})
-
-
-def _delta_term_matrix(t: sp.Expr) -> sp.Expr | None:
-    rest = t.xreplace({sp.KroneckerDelta(I, K): sp.S.One})
-    if rest.has(K):
-        return None
-    m = to_matrix(rest, (I,))
-    return Diag(m) if is_vector_valued(m) else m * Mat("I")
-
-
-def jacobian_matrix(local: sp.Expr, diagonal: bool = False) -> sp.Expr | None:
-    """The matrix ``[d out_i / d in_k]`` of a local derivative in i, k, if it has one."""
-    kd = sp.KroneckerDelta(I, K)
-    terms = []
-    try:
-        if diagonal:
-            return _delta_term_matrix(local)
-        for t in sp.Add.make_args(local):
-            if isinstance(t, sp.Indexed) and len(t.indices) == 2:
-                if t.indices != (I, K):
-                    return None
-                terms.append(Mat(str(t.base.label)))
-            elif t.has(kd):
-                m = _delta_term_matrix(t)
-                if m is None:
-                    return None
-                terms.append(m)
-            else:
-                terms.append(to_matrix(t, (I, K)))
-    except DerivationError:  # no matrix form: shown in components only
-        return None
-    return sp.Add(*terms)
 
 
 def is_additive(st: Step) -> bool:
@@ -78,22 +43,6 @@ def is_permutation(st: Step) -> bool:
         return False
     factors = sp.Mul.make_args(st.local)
     return all(isinstance(f, sp.KroneckerDelta) for f in factors)
-
-
-def collapses(local: sp.Expr, dummy: sp.Symbol) -> bool:
-    """Whether every term of ``local`` carries a bracket on ``dummy``: then the chain
-    rule's sum over ``dummy`` collapses to one term (otherwise a sum remains)."""
-    terms = sp.Add.make_args(sp.expand(local))
-    return all(any(dummy in d.free_symbols for d in t.atoms(sp.KroneckerDelta)) for t in terms)
-
-
-def own_functions(body: sp.Expr, arg: sp.Expr) -> list[sp.Function]:
-    """symgrad's own activation functions applied to ``arg`` (``sigma(z_i)``)."""
-    out = []
-    for f in body.atoms(sp.Function):
-        if f.args == (arg,) and type(f).__module__.startswith("symgrad."):
-            out.append(f)
-    return sorted(out, key=sp.default_sort_key)
 
 
 def free_names(stage: Stage) -> list[str]:
@@ -134,24 +83,6 @@ def pass_back(d: Derivation, st: Step) -> Step | None:
     return None
 
 
-def apply_sum_identity(expr: sp.Expr, net) -> sp.Expr:
-    """``sum_i y_i = 1`` where the loss declares it (targets one-hot or probabilities)."""
-    if not any(kind == "sum_y_is_1" for kind, _ in net.loss.identities):
-        return expr
-    y = net.loss.target
-    return sp.expand(
-        expr.replace(
-            lambda e: (
-                isinstance(e, sp.Sum)
-                and e.function == y[e.limits[0][0]]
-                and e.limits[0][1] == 0
-                and e.limits[0][2] == net.loss.width - 1
-            ),
-            lambda e: sp.S.One,
-        )
-    )
-
-
 class Grouped(sp.Function):
     """Parentheses kept around a substituted sub-expression (display only)."""
 
@@ -162,7 +93,3 @@ class Grouped(sp.Function):
 
     def _sympystr(self, printer) -> str:
         return "(%s)" % printer._print(self.args[0])  # noqa: UP031
-
-
-def deltas(e: sp.Basic) -> list[sp.KroneckerDelta]:
-    return sorted(e.atoms(sp.KroneckerDelta), key=sp.default_sort_key)

@@ -234,8 +234,12 @@ def _tensor_shape(layer: Map, l: int, sizes, w_in) -> tuple[sp.Integer, ...]:
     return tuple(out)
 
 
-def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=()) -> list[Stage]:
-    tensor = len(layer.indices) > 1 or (layer.indices and layer.indices[0] != I)
+def _map_extent(
+    layer: Map, l: int, w_in, sizes, in_shape
+) -> tuple[bool, tuple[sp.Integer, ...], sp.Expr]:
+    """Whether a map is a tensor map, its output shape (``()`` for a vector map) and its
+    output width."""
+    tensor = bool(len(layer.indices) > 1 or (layer.indices and layer.indices[0] != I))
     out_shape = _tensor_shape(layer, l, sizes, w_in) if tensor else ()
     if tensor and layer.units is not None:
         raise SpecError(f"layer {l}: a map with indices takes shape, not units")
@@ -249,7 +253,14 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
             f"layer {l}: a vector map reading an input of shape {list(in_shape)} needs units "
             "(or indices and shape)"
         )
-    repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
+    return tensor, out_shape, w
+
+
+def _map_params(
+    layer: Map, l: int, w_in, w, sizes, tensor: bool, repl: dict[sp.Basic, sp.Basic]
+) -> list[Param]:
+    """The map's parameters, named for layer ``l``; ``repl`` gains each declared base ->
+    its layer's base."""
     params = []
     for base, shape in layer.params.items():
         pname = naming.param(base.name, l).name
@@ -265,6 +276,34 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
         if tensor:  # a tensor map's arrays have concrete shapes (as conv layers')
             shp = tuple(sp.sympify(s).xreplace(_values(sizes)) for s in shp)
         params.append(Param(pname, new, shp, layer.init.get(base.name, "ones"), w_in))
+    return params
+
+
+def _check_declared(body: sp.Expr, l: int, layer: Map, scalars: set, widths: set) -> None:
+    """Every name a map's body reads is declared (an array, a scalar parameter, a width,
+    an index)."""
+    labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
+    loose = {
+        s_
+        for s_ in body.free_symbols
+        if not isinstance(s_, sp.Indexed | sp.IndexedBase)
+        and s_ not in labels
+        and s_ not in scalars
+        and s_ not in widths
+        and s_ != I
+        and s_ not in layer.indices
+        and s_ != BATCH
+        and not s_.is_integer
+    }
+    if loose:
+        names = ", ".join(sorted(str(s_) for s_ in loose))
+        raise SpecError(f"layer {l}: map expression uses undeclared names: {names}")
+
+
+def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=()) -> list[Stage]:
+    tensor, out_shape, w = _map_extent(layer, l, w_in, sizes, in_shape)
+    repl: dict[sp.Basic, sp.Basic] = {a: inp, n: w_in, m: w}
+    params = _map_params(layer, l, w_in, w, sizes, tensor, repl)
     named = let_names.expand(layer.lets)
     body = let_names.substitute(layer.lets, layer.expr).xreplace(repl)
     own = {inp, *(p.base for p in params if isinstance(p.base, sp.IndexedBase))}
@@ -289,23 +328,7 @@ def _map(layer: Map, l: int, inp, w_in, sizes, outputs, earlier=None, in_shape=(
     if sample is not None:
         _check_sample_map(body, l, {inp, *extra}, stage_params=params)
     scalars = {p.base for p in (*params, *shared.values()) if isinstance(p.base, sp.Symbol)}
-    widths = set(sizes) | {w_in, w}
-    labels = {ind.base.label for ind in body.atoms(sp.Indexed)}
-    loose = {
-        s_
-        for s_ in body.free_symbols
-        if not isinstance(s_, sp.Indexed | sp.IndexedBase)
-        and s_ not in labels
-        and s_ not in scalars
-        and s_ not in widths
-        and s_ != I
-        and s_ not in layer.indices
-        and s_ != BATCH
-        and not s_.is_integer
-    }
-    if loose:
-        names = ", ".join(sorted(str(s_) for s_ in loose))
-        raise SpecError(f"layer {l}: map expression uses undeclared names: {names}")
+    _check_declared(body, l, layer, scalars, set(sizes) | {w_in, w})
     stage = Stage(
         sp.IndexedBase(naming.act(l).name, real=True),
         inp,

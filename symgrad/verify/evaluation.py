@@ -12,6 +12,7 @@ finite differences.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import sympy as sp
@@ -66,94 +67,138 @@ def eval_component(
 
 def eval_matrix(expr: sp.Expr, env: Mapping[str, np.ndarray], sizes: Mapping) -> np.ndarray:
     """Evaluate a per-sample matrix form (Vec, Mat, MatVec, TMatVec, Outer, SumAll)."""
+    return np.asarray(_MatrixEval(env, sizes).ev(expr), dtype=float)
 
-    def ev(e):
+
+def _ints(t: sp.Basic) -> tuple[int, ...]:
+    return tuple(int(v) for v in t)
+
+
+class _MatrixEval:
+    """One evaluation of a per-sample matrix form: the vector-algebra nodes in
+    :meth:`ev`, a conv net's array operations (``TENSOR_OPS``) through the generated code's
+    helpers, on a batch of one, one method per node type (:data:`_TENSOR_RULES`)."""
+
+    def __init__(self, env: Mapping[str, np.ndarray], sizes: Mapping) -> None:
+        self.env, self.sizes = env, sizes
+
+    def ev(self, e: sp.Expr):
         if e.is_Number:
             return float(e)
         if isinstance(e, Vec | Mat):
-            return np.asarray(env[e.name], dtype=float)
+            return np.asarray(self.env[e.name], dtype=float)
         if isinstance(e, sp.Symbol):
-            return float(sizes[e]) if e in sizes else np.asarray(env[e.name], dtype=float)
+            if e in self.sizes:
+                return float(self.sizes[e])
+            return np.asarray(self.env[e.name], dtype=float)
         if isinstance(e, Comp):  # no neat matrix form: evaluated in components
-            expr, free, shape, _ = e.args
-            rng = {
-                f: int(sp.sympify(w).xreplace({k: sp.Integer(v) for k, v in sizes.items()}))
-                for f, w in zip(free, shape, strict=True)
-            }
-            return eval_component(expr, env, sizes, tuple(free), rng)
+            return self.component(e)
         if isinstance(e, Once):  # a penalty's part of a gradient (per sample: as it is)
-            return ev(e.args[0])
+            return self.ev(e.args[0])
         if isinstance(e, TENSOR_OPS):
-            return tensor_op(e)
-        if isinstance(e, MatVec):
-            return ev(e.args[0]) @ ev(e.args[1])
-        if isinstance(e, TMatVec):
-            return ev(e.args[0]).T @ ev(e.args[1])
-        if isinstance(e, Outer):
-            return np.outer(ev(e.args[0]), ev(e.args[1]))
-        if isinstance(e, SumAll):
-            return np.sum(ev(e.args[0]))
+            return self.tensor_op(e)
+        if isinstance(e, MatVec | TMatVec | Outer | SumAll):
+            return self.product(e)
         if e.is_Add:
-            return sum(ev(a) for a in e.args)
+            return sum(self.ev(a) for a in e.args)
         if e.is_Mul:
             out = 1.0
             for a in e.args:
-                out = out * ev(a)
+                out = out * self.ev(a)
             return out
         if e.is_Pow:
-            return np.power(ev(e.base), ev(e.exp))
+            return np.power(self.ev(e.base), self.ev(e.exp))
         if isinstance(e, Application):  # functions, and Max / Min
-            return _apply(e.func, [ev(a) for a in e.args])
+            return _apply(e.func, [self.ev(a) for a in e.args])
         raise DerivationError(f"cannot evaluate {e!r}")
 
-    def ints(t) -> tuple[int, ...]:
-        return tuple(int(v) for v in t)
+    def component(self, e: Comp) -> np.ndarray:
+        expr, free, shape, _ = e.args
+        values = {k: sp.Integer(v) for k, v in self.sizes.items()}
+        rng = {f: int(sp.sympify(w).xreplace(values)) for f, w in zip(free, shape, strict=True)}
+        return eval_component(expr, self.env, self.sizes, tuple(free), rng)
 
-    def windows(w) -> np.ndarray:
+    def product(self, e: sp.Expr):
+        """The vector-algebra products: ``W v``, ``W^T v``, ``u v^T`` and the sum of all."""
+        if isinstance(e, MatVec):
+            return self.ev(e.args[0]) @ self.ev(e.args[1])
+        if isinstance(e, TMatVec):
+            return self.ev(e.args[0]).T @ self.ev(e.args[1])
+        if isinstance(e, Outer):
+            return np.outer(self.ev(e.args[0]), self.ev(e.args[1]))
+        return np.sum(self.ev(e.args[0]))
+
+    def windows(self, w: sp.Basic) -> np.ndarray:
         a, k, st, p, fill = w.args[:5]
-        h = conv_helpers()
         fv = -np.inf if int(fill) == 1 else 0.0
-        return h["_windows"](
-            ev(a)[None], ints(k), ints(st), ints(p), fv, dilation=dilation_of(w, 5, len(k))
+        return conv_helpers()["_windows"](
+            self.ev(a)[None],
+            _ints(k),
+            _ints(st),
+            _ints(p),
+            fv,
+            dilation=dilation_of(w, 5, len(k)),
         )
 
-    def tensor_op(e) -> np.ndarray:
+    def tensor_op(self, e: sp.Basic) -> np.ndarray:
         """A conv net's array operation on one sample: the generated code's helper, on a
         batch of one."""
-        h = conv_helpers()
-        if isinstance(e, Correlate):
-            return h["_correlate"](windows(e.args[0]), ev(e.args[1]))[0]
-        if isinstance(e, CorrWeightGrad):
-            return h["_correlate_weight_grad"](ev(e.args[0])[None], windows(e.args[1]))
-        if isinstance(e, CorrInputGrad):
-            g, W, st, p, size = e.args[:5]
-            d = dilation_of(e, 5, len(st))
-            return h["_correlate_input_grad"](
-                ev(g)[None], ev(W), ints(st), ints(p), ints(size), dilation=d
-            )[0]
-        if isinstance(e, ChannelBias):
-            return ev(e.args[0]).reshape(-1, *[1] * int(e.args[1]))
-        if isinstance(e, ChannelSum):
-            return ev(e.args[0]).sum(axis=tuple(range(1, 1 + int(e.args[1]))))
-        if isinstance(e, Flatten):
-            return ev(e.args[0]).reshape(-1)
-        if isinstance(e, Unflatten):
-            return ev(e.args[0]).reshape(ints(e.args[1]))
-        if isinstance(e, WindowSum | WindowMax):
-            a, k, st, p = e.args
-            fn = h["_sum_pool"] if isinstance(e, WindowSum) else h["_max_pool"]
-            return fn(ev(a)[None], ints(k), ints(st), ints(p))[0]
-        if isinstance(e, WindowSumGrad):
-            g, k, st, p, size = e.args
-            return h["_sum_pool_grad"](ev(g)[None], ints(k), ints(st), ints(p), ints(size))[0]
-        if isinstance(e, WindowMaxGrad):
-            g, a, k, st, p, size, top = e.args
-            return h["_max_pool_grad"](
-                ev(g)[None], ev(a)[None], ev(top)[None], ints(k), ints(st), ints(p), ints(size)
-            )[0]
+        for types, rule in _TENSOR_RULES:
+            if isinstance(e, types):
+                return rule(self, e, conv_helpers())
         raise DerivationError(f"cannot evaluate {e!r}")
 
-    return np.asarray(ev(expr), dtype=float)
+    def correlate(self, e: Correlate, h: dict) -> np.ndarray:
+        return h["_correlate"](self.windows(e.args[0]), self.ev(e.args[1]))[0]
+
+    def correlate_weight_grad(self, e: CorrWeightGrad, h: dict) -> np.ndarray:
+        return h["_correlate_weight_grad"](self.ev(e.args[0])[None], self.windows(e.args[1]))
+
+    def correlate_input_grad(self, e: CorrInputGrad, h: dict) -> np.ndarray:
+        g, W, st, p, size = e.args[:5]
+        d = dilation_of(e, 5, len(st))
+        return h["_correlate_input_grad"](
+            self.ev(g)[None], self.ev(W), _ints(st), _ints(p), _ints(size), dilation=d
+        )[0]
+
+    def reshaped(self, e: sp.Basic, h: dict) -> np.ndarray:
+        """Per-channel broadcasts and sums, flatten and its inverse."""
+        v = self.ev(e.args[0])
+        if isinstance(e, ChannelBias):
+            return v.reshape(-1, *[1] * int(e.args[1]))
+        if isinstance(e, ChannelSum):
+            return v.sum(axis=tuple(range(1, 1 + int(e.args[1]))))
+        if isinstance(e, Flatten):
+            return v.reshape(-1)
+        return v.reshape(_ints(e.args[1]))
+
+    def pool(self, e: WindowSum | WindowMax, h: dict) -> np.ndarray:
+        a, k, st, p = e.args
+        fn = h["_sum_pool"] if isinstance(e, WindowSum) else h["_max_pool"]
+        return fn(self.ev(a)[None], _ints(k), _ints(st), _ints(p))[0]
+
+    def sum_pool_grad(self, e: WindowSumGrad, h: dict) -> np.ndarray:
+        g, k, st, p, size = e.args
+        return h["_sum_pool_grad"](self.ev(g)[None], _ints(k), _ints(st), _ints(p), _ints(size))[0]
+
+    def max_pool_grad(self, e: WindowMaxGrad, h: dict) -> np.ndarray:
+        g, a, k, st, p, size, top = e.args
+        ev = self.ev
+        return h["_max_pool_grad"](
+            ev(g)[None], ev(a)[None], ev(top)[None], _ints(k), _ints(st), _ints(p), _ints(size)
+        )[0]
+
+
+#: A conv net's array operation -> the evaluator's method.
+_TENSOR_RULES: tuple[tuple[type | tuple[type, ...], Any], ...] = (
+    (Correlate, _MatrixEval.correlate),
+    (CorrWeightGrad, _MatrixEval.correlate_weight_grad),
+    (CorrInputGrad, _MatrixEval.correlate_input_grad),
+    ((ChannelBias, ChannelSum, Flatten, Unflatten), _MatrixEval.reshaped),
+    ((WindowSum, WindowMax), _MatrixEval.pool),
+    (WindowSumGrad, _MatrixEval.sum_pool_grad),
+    (WindowMaxGrad, _MatrixEval.max_pool_grad),
+)
 
 
 def run_program(

@@ -234,156 +234,7 @@ def evaluate(
         error: the exception raised for what cannot be evaluated (its message names it).
     """
     rng0 = dict(ranges or {})
-
-    def size(e) -> int:
-        return int(sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in sizes.items()}))
-
-    def ev(e: sp.Expr, rng: dict[sp.Symbol, int]) -> _Named:
-        if e.is_Number:
-            return _Named(ops.const(float(e)), ())
-        if isinstance(e, sp.Indexed):
-            name = str(e.base.label)
-            ind = tuple(e.indices)
-            if name not in env:
-                raise error(f"cannot evaluate {e}: no value for {name}")
-            t = env[name]
-            lead = (SAMPLE_AXIS,) if name in batched else ()
-            partial = any(  # part of an axis (a[i] for i < h of 2h), or past its end
-                isinstance(s, sp.Symbol) and s in rng and t.shape[k + len(lead)] != rng[s]
-                for k, s in enumerate(ind)
-            )
-            if partial or any(not isinstance(s, sp.Symbol) for s in ind):  # a[s*h + k - p]
-                positions, axes = _align(ops, [ev(s, rng) for s in ind])
-                try:
-                    if lead:  # the same positions in every sample
-                        return _Named(ops.gather_batched(t, positions), lead + axes)
-                    return _Named(ops.gather(t, positions), axes)
-                except NotImplementedError as exc:
-                    raise error(f"cannot evaluate {e}: {exc}") from exc
-            if len(set(ind)) != len(ind):  # a repeated index: the diagonal
-                letters = "bcdefgh"
-                uniq = list(dict.fromkeys(ind))
-                pattern = "".join(letters[uniq.index(s)] for s in ind)
-                spec = ("a" if lead else "") + pattern
-                t = ops.einsum(f"{spec}->{''.join(dict.fromkeys(spec))}", t)
-                ind = tuple(uniq)
-            return _Named(t, lead + ind)
-        if isinstance(e, sp.KroneckerDelta):
-            a, b = e.args
-            if a in rng and b in rng:
-                return _Named(ops.eye(rng[a], rng[b]), (a, b))
-            (u, v), axes = _align(ops, [ev(a, rng), ev(b, rng)])  # index expressions
-            return _Named(ops.equal(u, v), axes)
-        if isinstance(e, MaxOver):  # max pooling: max of the body over its window
-            sub = ev(e.body, {**rng, **box(e)})
-            t, left = sub.t, list(sub.axes)
-            for v in e.variables:
-                if v in left:
-                    t = ops.amax(t, left.index(v))
-                    left.remove(v)
-            return _Named(t, tuple(left))
-        if isinstance(e, ArgMaxIs):  # [offsets = the first arg-max of the window]
-            if not isinstance(ops, NumpyOps):
-                raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
-            return argmax_is(e, rng)
-        if isinstance(e, sp.Symbol):
-            if e in rng:
-                return _Named(ops.arange(rng[e]), (e,))
-            if e in sizes:
-                return _Named(ops.const(sizes[e]), ())
-            if str(e) in env:
-                return _Named(env[str(e)], (SAMPLE_AXIS,) if str(e) in batched else ())
-            raise error(f"cannot evaluate symbol {e}")
-        if isinstance(e, ArgMax | ArgMin):  # evaluated along var, which is in scope
-            body, var, _ = e.args
-            sub = ev(body, rng)
-            if var not in sub.axes:
-                return _Named(ops.const(1.0), ())
-            ax = sub.axes.index(var)
-            return _Named(ops.argmask(sub.t, ax, isinstance(e, ArgMax)), sub.axes)
-        if isinstance(e, ReduceMax | ReduceMin):
-            body, var, hi = e.args
-            sub = ev(body, {**rng, var: size(hi) + 1})
-            if var not in sub.axes:
-                return sub
-            ax = sub.axes.index(var)
-            reduce = ops.amax if isinstance(e, ReduceMax) else ops.amin
-            return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
-        if isinstance(e, sp.Sum):
-            inner = dict(rng)
-            for var, lo, hi in e.limits:
-                if lo != 0:
-                    raise error(f"sums must start at 0: {e}")
-                inner[var] = size(hi) + 1
-            sub = ev(e.function, inner)
-            t, left = sub.t, list(sub.axes)
-            for var, _, _ in e.limits:
-                if var in left:
-                    ax = left.index(var)
-                    t = ops.sum(t, ax)
-                    left.pop(ax)
-                else:
-                    t = t * float(inner[var])
-            return _Named(t, tuple(left))
-        if e.is_Add or e.is_Mul:
-            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
-            acc = ts[0]
-            for t in ts[1:]:
-                acc = acc + t if e.is_Add else acc * t
-            return _Named(acc, axes)
-        if e.is_Pow:
-            base = ev(e.base, rng)
-            if e.exp.is_Integer:
-                return _Named(ops.power(base.t, int(e.exp)), base.axes)
-            if e.exp.is_Number:
-                return _Named(ops.power(base.t, float(e.exp)), base.axes)
-            (b, p), axes = _align(ops, [base, ev(e.exp, rng)])
-            return _Named(ops.power(b, p), axes)
-        if isinstance(e, Application):  # functions, and Max / Min
-            ts, axes = _align(ops, [ev(a, rng) for a in e.args])
-            if e.func in ops.funcs:
-                f = ops.funcs[e.func]
-                if len(ts) > 2 and isinstance(e, sp.Max | sp.Min):  # binary in array libraries
-                    return _Named(functools.reduce(f, ts), axes)
-                return _Named(f(*ts), axes)
-            if e.func in (sp.Max, sp.Min):
-                pick = ops.maximum if e.func is sp.Max else ops.minimum
-                acc = ts[0]
-                for t in ts[1:]:
-                    acc = pick(acc, t)
-                return _Named(acc, axes)
-            raise error(f"the {ops.name} evaluator has no rule for function {e.func}")
-        raise error(f"the {ops.name} evaluator cannot evaluate {e!r}")
-
-    def box(m) -> dict[sp.Symbol, int]:
-        return {lim[0]: size(lim[2]) + 1 for lim in m.limits}
-
-    def argmax_is(e, rng: dict[sp.Symbol, int]) -> _Named:
-        """``[offsets == the window's first arg-max]`` (max pooling's derivative, ties to
-        the first maximum in row-major order as PyTorch), in NumPy."""
-        m, offs = e.args[0], e.args[1:]
-        window = box(m)
-        sub = ev(m.body, {**rng, **window})
-        arr, axes = np.asarray(sub.t, dtype=float), list(sub.axes)
-        for v in m.variables:  # a window axis the body does not use: size it
-            if v not in axes:
-                arr = np.repeat(arr[..., None], window[v], axis=-1)
-                axes.append(v)
-        order = [a for a in axes if a not in m.variables] + list(m.variables)
-        arr = np.transpose(arr, [axes.index(a) for a in order])
-        lead = arr.shape[: len(order) - len(m.variables)]
-        first = np.argmax(arr.reshape(*lead, -1), axis=-1)  # row-major: the first maximum
-        flat: Any = np.zeros((), dtype=float)
-        stride = 1
-        parts, off_axes = _align(ops, [ev(o, rng) for o in offs])
-        for o, v in zip(reversed(parts), reversed(m.variables), strict=True):
-            flat = flat + o * stride
-            stride *= window[v]
-        win = tuple(order[: len(lead)])
-        (f, g), both = _align(ops, [_Named(first, win), _Named(flat, off_axes)])
-        return _Named(np.equal(f, g).astype(float), both)
-
-    res = ev(expr, rng0)
+    res = _Grid(ops, env, sizes, batched, error).ev(expr, rng0)
     want = (SAMPLE_AXIS, *free) if n is not None else tuple(free)
     extra = [a for a in res.axes if a not in want]
     if extra:
@@ -395,6 +246,217 @@ def evaluate(
         t = ops.reshape(t, [t.shape[present.index(a)] if a in res.axes else 1 for a in want])
     lead = [n] if n is not None else []
     return ops.broadcast_to(t, [*lead, *(rng0[f] for f in free)])
+
+
+#: The scope of an evaluation: the extent of every index bound at that point.
+Ranges = dict[sp.Symbol, int]
+
+
+class _Grid:
+    """One evaluation: the node kinds of a component expression, one method each
+    (:data:`_RULES` picks the method by node type, in order; sums, products, powers and
+    functions come after the special nodes they are the base classes of)."""
+
+    def __init__(
+        self,
+        ops: ArrayOps,
+        env: Mapping[str, Any],
+        sizes: Mapping[sp.Symbol, int],
+        batched: frozenset[str] | set[str],
+        error: type[Exception],
+    ) -> None:
+        self.ops, self.env, self.sizes = ops, env, sizes
+        self.batched, self.error = batched, error
+
+    def size(self, e: sp.Basic) -> int:
+        return int(sp.sympify(e).xreplace({s: sp.Integer(v) for s, v in self.sizes.items()}))
+
+    def box(self, m: sp.Basic) -> Ranges:
+        """The extents of a windowed reduction's variables."""
+        return {lim[0]: self.size(lim[2]) + 1 for lim in m.limits}
+
+    def ev(self, e: sp.Expr, rng: Ranges) -> _Named:
+        if e.is_Number:
+            return _Named(self.ops.const(float(e)), ())
+        for types, rule in _RULES:
+            if isinstance(e, types):
+                return rule(self, e, rng)
+        if e.is_Add or e.is_Mul:
+            return self.arithmetic(e, rng)
+        if e.is_Pow:
+            return self.power(e, rng)
+        if isinstance(e, Application):  # functions, and Max / Min
+            return self.function(e, rng)
+        raise self.error(f"the {self.ops.name} evaluator cannot evaluate {e!r}")
+
+    # -- arrays and indices ------------------------------------------------------------
+    def indexed(self, e: sp.Indexed, rng: Ranges) -> _Named:
+        name = str(e.base.label)
+        ind = tuple(e.indices)
+        if name not in self.env:
+            raise self.error(f"cannot evaluate {e}: no value for {name}")
+        t = self.env[name]
+        lead = (SAMPLE_AXIS,) if name in self.batched else ()
+        partial = any(  # part of an axis (a[i] for i < h of 2h), or past its end
+            isinstance(s, sp.Symbol) and s in rng and t.shape[k + len(lead)] != rng[s]
+            for k, s in enumerate(ind)
+        )
+        if partial or any(not isinstance(s, sp.Symbol) for s in ind):  # a[s*h + k - p]
+            return self.gathered(e, t, lead, rng)
+        if len(set(ind)) != len(ind):  # a repeated index: the diagonal
+            letters = "bcdefgh"
+            uniq = list(dict.fromkeys(ind))
+            pattern = "".join(letters[uniq.index(s)] for s in ind)
+            spec = ("a" if lead else "") + pattern
+            t = self.ops.einsum(f"{spec}->{''.join(dict.fromkeys(spec))}", t)
+            ind = tuple(uniq)
+        return _Named(t, lead + ind)
+
+    def gathered(self, e: sp.Indexed, t: Any, lead: tuple[sp.Symbol, ...], rng: Ranges) -> _Named:
+        """An array read at computed positions (index arithmetic, part of an axis)."""
+        positions, axes = _align(self.ops, [self.ev(s, rng) for s in e.indices])
+        try:
+            if lead:  # the same positions in every sample
+                return _Named(self.ops.gather_batched(t, positions), lead + axes)
+            return _Named(self.ops.gather(t, positions), axes)
+        except NotImplementedError as exc:
+            raise self.error(f"cannot evaluate {e}: {exc}") from exc
+
+    def delta(self, e: sp.KroneckerDelta, rng: Ranges) -> _Named:
+        a, b = e.args
+        if a in rng and b in rng:
+            return _Named(self.ops.eye(rng[a], rng[b]), (a, b))
+        (u, v), axes = _align(self.ops, [self.ev(a, rng), self.ev(b, rng)])  # index exprs
+        return _Named(self.ops.equal(u, v), axes)
+
+    def symbol(self, e: sp.Symbol, rng: Ranges) -> _Named:
+        if e in rng:
+            return _Named(self.ops.arange(rng[e]), (e,))
+        if e in self.sizes:
+            return _Named(self.ops.const(self.sizes[e]), ())
+        if str(e) in self.env:
+            lead = (SAMPLE_AXIS,) if str(e) in self.batched else ()
+            return _Named(self.env[str(e)], lead)
+        raise self.error(f"cannot evaluate symbol {e}")
+
+    # -- reductions --------------------------------------------------------------------
+    def max_over(self, e: MaxOver, rng: Ranges) -> _Named:
+        """Max pooling: the max of the body over its window."""
+        sub = self.ev(e.body, {**rng, **self.box(e)})
+        t, left = sub.t, list(sub.axes)
+        for v in e.variables:
+            if v in left:
+                t = self.ops.amax(t, left.index(v))
+                left.remove(v)
+        return _Named(t, tuple(left))
+
+    def argmax_is(self, e: ArgMaxIs, rng: Ranges) -> _Named:
+        """``[offsets == the window's first arg-max]`` (max pooling's derivative, ties to
+        the first maximum in row-major order as PyTorch), in NumPy."""
+        if not isinstance(self.ops, NumpyOps):
+            raise self.error(f"the {self.ops.name} evaluator cannot evaluate {e!r}")
+        m, offs = e.args[0], e.args[1:]
+        window = self.box(m)
+        sub = self.ev(m.body, {**rng, **window})
+        arr, axes = np.asarray(sub.t, dtype=float), list(sub.axes)
+        for v in m.variables:  # a window axis the body does not use: size it
+            if v not in axes:
+                arr = np.repeat(arr[..., None], window[v], axis=-1)
+                axes.append(v)
+        order = [a for a in axes if a not in m.variables] + list(m.variables)
+        arr = np.transpose(arr, [axes.index(a) for a in order])
+        lead = arr.shape[: len(order) - len(m.variables)]
+        first = np.argmax(arr.reshape(*lead, -1), axis=-1)  # row-major: the first maximum
+        flat: Any = np.zeros((), dtype=float)
+        stride = 1
+        parts, off_axes = _align(self.ops, [self.ev(o, rng) for o in offs])
+        for o, v in zip(reversed(parts), reversed(m.variables), strict=True):
+            flat = flat + o * stride
+            stride *= window[v]
+        win = tuple(order[: len(lead)])
+        (f, g), both = _align(self.ops, [_Named(first, win), _Named(flat, off_axes)])
+        return _Named(np.equal(f, g).astype(float), both)
+
+    def argmax(self, e: ArgMax | ArgMin, rng: Ranges) -> _Named:
+        """Evaluated along its variable, which is in scope."""
+        body, var, _ = e.args
+        sub = self.ev(body, rng)
+        if var not in sub.axes:
+            return _Named(self.ops.const(1.0), ())
+        ax = sub.axes.index(var)
+        return _Named(self.ops.argmask(sub.t, ax, isinstance(e, ArgMax)), sub.axes)
+
+    def reduce(self, e: ReduceMax | ReduceMin, rng: Ranges) -> _Named:
+        body, var, hi = e.args
+        sub = self.ev(body, {**rng, var: self.size(hi) + 1})
+        if var not in sub.axes:
+            return sub
+        ax = sub.axes.index(var)
+        reduce = self.ops.amax if isinstance(e, ReduceMax) else self.ops.amin
+        return _Named(reduce(sub.t, ax), tuple(a for a in sub.axes if a != var))
+
+    def sum(self, e: sp.Sum, rng: Ranges) -> _Named:
+        inner = dict(rng)
+        for var, lo, hi in e.limits:
+            if lo != 0:
+                raise self.error(f"sums must start at 0: {e}")
+            inner[var] = self.size(hi) + 1
+        sub = self.ev(e.function, inner)
+        t, left = sub.t, list(sub.axes)
+        for var, _, _ in e.limits:
+            if var in left:
+                ax = left.index(var)
+                t = self.ops.sum(t, ax)
+                left.pop(ax)
+            else:
+                t = t * float(inner[var])
+        return _Named(t, tuple(left))
+
+    # -- arithmetic and functions ------------------------------------------------------
+    def arithmetic(self, e: sp.Expr, rng: Ranges) -> _Named:
+        ts, axes = _align(self.ops, [self.ev(a, rng) for a in e.args])
+        acc = ts[0]
+        for t in ts[1:]:
+            acc = acc + t if e.is_Add else acc * t
+        return _Named(acc, axes)
+
+    def power(self, e: sp.Pow, rng: Ranges) -> _Named:
+        base = self.ev(e.base, rng)
+        if e.exp.is_Integer:
+            return _Named(self.ops.power(base.t, int(e.exp)), base.axes)
+        if e.exp.is_Number:
+            return _Named(self.ops.power(base.t, float(e.exp)), base.axes)
+        (b, p), axes = _align(self.ops, [base, self.ev(e.exp, rng)])
+        return _Named(self.ops.power(b, p), axes)
+
+    def function(self, e: Application, rng: Ranges) -> _Named:
+        ops = self.ops
+        ts, axes = _align(ops, [self.ev(a, rng) for a in e.args])
+        if e.func in ops.funcs:
+            f = ops.funcs[e.func]
+            if len(ts) > 2 and isinstance(e, sp.Max | sp.Min):  # binary in array libraries
+                return _Named(functools.reduce(f, ts), axes)
+            return _Named(f(*ts), axes)
+        if e.func in (sp.Max, sp.Min):
+            pick = ops.maximum if e.func is sp.Max else ops.minimum
+            acc = ts[0]
+            for t in ts[1:]:
+                acc = pick(acc, t)
+            return _Named(acc, axes)
+        raise self.error(f"the {ops.name} evaluator has no rule for function {e.func}")
+
+
+#: Node type -> the evaluator's method, tried in order before the generic nodes.
+_RULES: tuple[tuple[type | tuple[type, ...], Any], ...] = (
+    (sp.Indexed, _Grid.indexed),
+    (sp.KroneckerDelta, _Grid.delta),
+    (MaxOver, _Grid.max_over),
+    (ArgMaxIs, _Grid.argmax_is),
+    (sp.Symbol, _Grid.symbol),
+    ((ArgMax, ArgMin), _Grid.argmax),
+    ((ReduceMax, ReduceMin), _Grid.reduce),
+    (sp.Sum, _Grid.sum),
+)
 
 
 __all__ = ["SAMPLE_AXIS", "NUMPY", "ArrayOps", "NumpyOps", "evaluate"]
