@@ -26,7 +26,7 @@ from symgrad.calculus.stability import (
     Softmax,
     Total,
 )
-from symgrad.ir.einsum_blas import matmul_plan, matmul_text
+from symgrad.ir.einsum_blas import matmul_plan, matmul_text, reshape_plan, reshape_text
 from symgrad.ir.ops import Op, fill, op_of
 
 
@@ -230,9 +230,13 @@ class SymgradNumPyPrinter(NumPyPrinter):
         """An einsum, as a (batched) matrix product ``@`` where it is one (BLAS)."""
         names = [self._print(o) for o in ops]
         plan = matmul_plan(spec)
-        if plan is None:
-            return f'np.einsum("{spec}", {", ".join(names)}){slots}'
-        return f"({matmul_text(plan, names, self._permuted)})" + slots
+        if plan is not None:
+            return f"({matmul_text(plan, names, self._permuted)})" + slots
+        general = reshape_plan(spec)
+        if general is not None:  # several row, column or summed axes: merged by reshapes
+            return reshape_text(general, names, self._permuted) + slots
+        return f'np.einsum("{spec}", {", ".join(names)}){slots}'
+
 
     @staticmethod
     def _permuted(name: str, perm: tuple[int, ...]) -> str:
