@@ -237,7 +237,6 @@ class SymgradNumPyPrinter(NumPyPrinter):
             return reshape_text(general, names, self._permuted) + slots
         return f'np.einsum("{spec}", {", ".join(names)}){slots}'
 
-
     @staticmethod
     def _permuted(name: str, perm: tuple[int, ...]) -> str:
         """Array ``name`` with its axes in the order ``perm`` (a view)."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sympy as sp
 
 from symgrad.calculus.einsum import Arange, Batched, Einsum, Full, Gather, Masked
-from symgrad.ir.einsum_blas import matmul_plan
 from symgrad.documents.batched_latex import ProgramLatex, rowsum_of
+from symgrad.ir.einsum_blas import matmul_plan
 
 
 class _Range(sp.Function):
@@ -61,9 +61,8 @@ class _Program(sp.Function):
 
     def _symgrad_latex(self, printer) -> str:
         program, ndim, summed, params = self.args
-        typeset = ProgramLatex(
-            printer, int(ndim), frozenset(str(p) for p in params), bool(summed)
-        )(program)
+        names = frozenset(str(p) for p in params)
+        typeset = ProgramLatex(printer, int(ndim), names, bool(summed))(program)
         if typeset is not None:
             return typeset
         text = _unwrapped(sp.StrPrinter().doprint(program))
@@ -103,7 +102,7 @@ def shown(e: sp.Basic) -> sp.Basic:
 
 def matrix_products(e: sp.Basic) -> bool:
     """Whether ``e`` has a batched fallback whose program multiplies each sample's
-    matrices (an einsum that is a matrix product) and reads no part of an array (no
+    matrices (an einsum that is a matrix product or a row sum) and reads no part of an array (no
     index arithmetic, mask or broadcast): the documents then say how to read it."""
     for b in e.atoms(Batched):
         if b.samples_explicit:
@@ -111,6 +110,9 @@ def matrix_products(e: sp.Basic) -> bool:
         low = b.lowered()
         if low.atoms(Gather, Masked, Full):
             continue
-        if any(matmul_plan(x.args[0].name) is not None for x in low.atoms(Einsum)):
+        if any(
+            matmul_plan(x.args[0].name) is not None or rowsum_of(x) is not None
+            for x in low.atoms(Einsum)
+        ):
             return True
     return False
