@@ -56,8 +56,8 @@ _WHAT = (
 _PER_SAMPLE = Item(
     "para",
     (
-        "In the batched line each sample's quantity is a matrix (its rows the positions): "
-        "a product such as ",
+        "In the batched line each sample's quantity is a matrix, its rows the positions "
+        "(or a stack of matrices, one per leading index such as a head): a product such as ",
         M(r"A B^{\top}", "A @ B.mT"),
         " multiplies each sample's matrices, ",
         M(r"M^{\top}", "M.mT"),
