@@ -28,9 +28,8 @@ class RowSum(sp.Function):
     nargs = 2
 
     def _sympystr(self, printer) -> str:
-        ops, ndim = self.args
-        slots = ", ".join([":"] * (int(ndim) - 1) + ["None"])
-        return "rowsum(%s)[%s]" % ("*".join(printer._print(o) for o in ops), slots)
+        # rowsum keeps the summed axis (a column), as the steps files and audits read it
+        return "rowsum(%s)" % "*".join(printer._print(o) for o in self.args[0])
 
 
 def rowsum_of(e: Einsum) -> RowSum | None:

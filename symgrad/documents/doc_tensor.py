@@ -65,9 +65,9 @@ _PER_SAMPLE = Item(
         M(r"\odot", "*"),
         " is the elementwise product, ",
         M(r"\operatorname{rowsum}(M) = M \mathbf{1}", "rowsum(M) = M @ 1"),
-        " sums each row and ",
-        M(r"\mathbf{1}^{\top}", "[:, :, None]"),
-        " repeats a column along the rows.",
+        " sums each row into a column, which ",
+        M(r"\mathbf{1}^{\top}", "1^T"),
+        " repeats along the rows (broadcasting, in the code).",
     ),
 )
 
