@@ -129,10 +129,15 @@ class ProgramLatex:
             num = -num
         # atoms first, then products, then sums: A \odot (G - rowsum(...))
         arrays.sort(key=lambda f: (f.is_Add, sp.default_sort_key(f)))
-        parts = [self.paren(self.tex(f)) if f.is_Add else self.tex(f) for f in arrays]
+        # a sum, or a matrix product beside an elementwise one, in parentheses
+        grouped = len(arrays) > 1
+        parts = [
+            self.paren(self.tex(f))
+            if f.is_Add or (grouped and isinstance(f, Einsum))
+            else self.tex(f)
+            for f in arrays
+        ]
         body = r" \odot ".join(parts)
-        if len(parts) > 1 and (num != 1 or den != 1):
-            body = self.paren(body)
         if den != 1:  # as the document writes a scale: \frac{1}{\sqrt{d}} A B
             body = r"\frac{%s}{%s} %s" % (self.p._print(num), self.p._print(den), body)
         elif num != 1:
