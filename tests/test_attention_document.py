@@ -109,3 +109,28 @@ def test_two_heads_document_compiles(tmp_path):
     assert r"\frac{1}{\sqrt{D}} \Delta^{[4]\top} A^{[1]}" in tex
     log = _pdflatex(tex, tmp_path)
     assert "Overfull \\hbox" not in log
+
+
+def test_program_forms_by_structure():
+    """Small programs: a matrix product beside an elementwise one is parenthesised, a
+    transposed placement is each sample's transpose, and a broadcast (an array on some
+    axes only) has no matrix form (None: the caller shows code)."""
+    import sympy as sp
+
+    from symgrad.calculus.einsum import Einsum, Place
+    from symgrad.documents.batched_latex import ProgramLatex
+    from symgrad.documents.latex_printer import SymgradLatexPrinter
+
+    typeset = ProgramLatex(SymgradLatexPrinter({"notation": "batched"}), 3, frozenset(), False)
+    d = sp.Symbol("d", integer=True, positive=True)
+
+    def place(name, *pos):
+        return Place(sp.Symbol(name), sp.Tuple(*pos), 3, 1)
+
+    product = Einsum(sp.Symbol("abd,adc->abc"), sp.Symbol(""), sp.Symbol("a1"), sp.Symbol("a2"))
+    assert (
+        typeset(product * place("a3", 1, 2) / sp.sqrt(d))
+        == r"\frac{1}{\sqrt{d}} (A^{[1]} A^{[2]}) \odot A^{[3]}"
+    )
+    assert typeset(place("a3", 2, 1) - 2 * place("a4", 1, 2)) == r"A^{[3]\top} - 2 A^{[4]}"
+    assert typeset(place("a3", 2)) is None
