@@ -2,13 +2,13 @@
 n = 32 in float32: the generated NumPy and torch modules' ``loss_and_grads`` side by side
 with torch eager autograd, in one run; and the derivation time as T and d grow.
 
-The three are timed in interleaved rounds (each round: the median of ``REPEAT`` calls of
+The three are timed in interleaved sweeps (each sweep: the median of ``REPEAT`` calls of
 each), so that a burst of load from other processes falls on all three alike; the table
-gives every round's ratios to torch eager, their median and their spread, and the load
+gives every sweep's ratios to torch eager, their median and their spread, and the load
 average before and after.
 
     PYTHONPATH=$PWD python bench/attention.py            # prints Markdown tables
-    PYTHONPATH=$PWD python bench/attention.py --rounds 9
+    PYTHONPATH=$PWD python bench/attention.py --sweeps 9
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def main() -> None:
     from symgrad.pipeline import derive, generate
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds")
-    rounds = ap.parse_args().rounds
+    ap.add_argument("--sweeps", type=int, default=9, help="interleaved timing sweeps")
+    sweeps = ap.parse_args().sweeps
     torch.set_num_threads(1)
     print("| T | d | derive (s) |")
     print("|---|---|---|")
@@ -130,20 +130,20 @@ def main() -> None:
     }
     load = os.getloadavg()[0]
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
+    for _ in range(sweeps):
         for name, fn in fns.items():
             times[name].append(timed(fn))
     eager = times["torch eager autograd"]
-    print("\n| round | torch eager (ms) | symgrad numpy | symgrad torch |")
+    print("\n| sweep | torch eager (ms) | symgrad numpy | symgrad torch |")
     print("|---|---|---|---|")
-    for r in range(rounds):
+    for r in range(sweeps):
         cells = [
             f"{times[k][r] * 1e3:.2f} ms, {times[k][r] / eager[r]:.2f}x" for k in list(fns)[1:]
         ]
         print(f"| {r + 1} | {eager[r] * 1e3:.2f} | {' | '.join(cells)} |")
     print(
         "\n| loss_and_grads, T=64 d=32 n=32 float32, 1 thread | median ms | / torch eager: "
-        "median (min-max over rounds) |"
+        "median (min-max over sweeps) |"
     )
     print("|---|---|---|")
     for name, ts in times.items():
