@@ -2,7 +2,13 @@
 n = 32 in float32: the generated NumPy and torch modules' ``loss_and_grads`` side by side
 with torch eager autograd, in one run; and the derivation time as T and d grow.
 
-    PYTHONPATH=$PWD python bench/attention.py            # prints a Markdown table
+The three are timed in interleaved sweeps (each sweep: the median of ``REPEAT`` calls of
+each), so that a burst of load from other processes falls on all three alike; the table
+gives every sweep's ratios to torch eager, their median and their spread, and the load
+average before and after.
+
+    PYTHONPATH=$PWD python bench/attention.py            # prints Markdown tables
+    PYTHONPATH=$PWD python bench/attention.py --sweeps 9
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -65,7 +72,10 @@ activation = "softmax"
 """
 
 
-def timed(fn, repeat: int = 20) -> float:
+REPEAT = 10
+
+
+def timed(fn, repeat: int = REPEAT) -> float:
     fn()
     runs = []
     for _ in range(repeat):
@@ -93,6 +103,9 @@ def main() -> None:
     from symgrad.frontend.spec import loads_spec
     from symgrad.pipeline import derive, generate
 
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sweeps", type=int, default=9, help="interleaved timing sweeps")
+    sweeps = ap.parse_args().sweeps
     torch.set_num_threads(1)
     print("| T | d | derive (s) |")
     print("|---|---|---|")
@@ -110,16 +123,34 @@ def main() -> None:
     Pt = {k: torch.tensor(v, requires_grad=True) for k, v in P.items()}
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
     Pt_plain = {k: torch.tensor(v) for k, v in P.items()}
-    eager = timed(lambda: torch_eager(Pt, Xt, Yt))
-    rows = [
-        ("torch eager autograd", eager),
-        ("symgrad numpy", timed(lambda: mod.loss_and_grads(P, X, Y))),
-        ("symgrad torch", timed(lambda: tmod.loss_and_grads(Pt_plain, Xt, Yt))),
-    ]
-    print("\n| loss_and_grads, T=64 d=32 n=32 float32, 1 thread | ms | / torch eager |")
+    fns = {
+        "torch eager autograd": lambda: torch_eager(Pt, Xt, Yt),
+        "symgrad numpy": lambda: mod.loss_and_grads(P, X, Y),
+        "symgrad torch": lambda: tmod.loss_and_grads(Pt_plain, Xt, Yt),
+    }
+    load = os.getloadavg()[0]
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(sweeps):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    eager = times["torch eager autograd"]
+    print("\n| sweep | torch eager (ms) | symgrad numpy | symgrad torch |")
+    print("|---|---|---|---|")
+    for r in range(sweeps):
+        cells = [
+            f"{times[k][r] * 1e3:.2f} ms, {times[k][r] / eager[r]:.2f}x" for k in list(fns)[1:]
+        ]
+        print(f"| {r + 1} | {eager[r] * 1e3:.2f} | {' | '.join(cells)} |")
+    print(
+        "\n| loss_and_grads, T=64 d=32 n=32 float32, 1 thread | median ms | / torch eager: "
+        "median (min-max over sweeps) |"
+    )
     print("|---|---|---|")
-    for name, t in rows:
-        print(f"| {name} | {t * 1e3:.2f} | {t / eager:.2f}x |")
+    for name, ts in times.items():
+        ratios = [t / e for t, e in zip(ts, eager, strict=True)]
+        spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(f"| {name} | {statistics.median(ts) * 1e3:.2f} | {spread} |")
+    print(f"\nload average (1 min): {load:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":

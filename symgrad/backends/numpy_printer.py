@@ -26,7 +26,7 @@ from symgrad.calculus.stability import (
     Softmax,
     Total,
 )
-from symgrad.ir.einsum_blas import matmul_plan, matmul_text
+from symgrad.ir.einsum_blas import matmul_plan, matmul_text, reshape_plan, reshape_text
 from symgrad.ir.ops import Op, fill, op_of
 
 
@@ -212,6 +212,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
         axis = int(expr.args[1])
         plan = expr.einsum_plan()
         if plan is None:
+            stored = _stored_axis(expr.args[0], axis)
+            if stored is not None:  # the sum over the array's own axis: no transposed view
+                return f"np.sum({self._print(expr.args[0].args[0])}, axis={stored})"
             return self._reduce("sum", expr)
         spec, ops, keep = plan
         ndim = int(next(iter(expr.args[0].atoms(Place))).args[2])
@@ -227,9 +230,12 @@ class SymgradNumPyPrinter(NumPyPrinter):
         """An einsum, as a (batched) matrix product ``@`` where it is one (BLAS)."""
         names = [self._print(o) for o in ops]
         plan = matmul_plan(spec)
-        if plan is None:
-            return f'np.einsum("{spec}", {", ".join(names)}){slots}'
-        return f"({matmul_text(plan, names, self._permuted)})" + slots
+        if plan is not None:
+            return f"({matmul_text(plan, names, self._permuted)})" + slots
+        general = reshape_plan(spec)
+        if general is not None:  # several row, column or summed axes: merged by reshapes
+            return reshape_text(general, names, self._permuted) + slots
+        return f'np.einsum("{spec}", {", ".join(names)}){slots}'
 
     @staticmethod
     def _permuted(name: str, perm: tuple[int, ...]) -> str:
@@ -412,3 +418,17 @@ __all__ = [
     "SymgradNumPyPrinter",
     "Total",
 ]
+
+
+def _stored_axis(e: sp.Expr, axis: int) -> int | None:
+    """For an array placed on every axis of its scope in another order (``Place``), the
+    axis of the array itself that lands on ``axis``, when summing it there leaves the
+    other axes in the scope's order; else None."""
+    if not isinstance(e, Place):
+        return None
+    _, pos, ndim, mine = e.args
+    axes = ([0] if int(mine) else []) + [int(q) for q in pos]
+    if sorted(axes) != list(range(int(ndim))) or axis not in axes:
+        return None
+    rest = [a for a in axes if a != axis]
+    return axes.index(axis) if rest == sorted(rest) else None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symgrad.calculus.einsum import Arange, Batched, Gather
+from symgrad.calculus.einsum import Arange, Batched, Einsum, Full, Gather, Masked
+from symgrad.documents.batched_latex import ProgramLatex, rowsum_of
+from symgrad.ir.einsum_blas import matmul_plan
 
 
 class _Range(sp.Function):
@@ -48,15 +50,22 @@ def _unwrapped(text: str) -> str:
 
 
 class _Program(sp.Function):
-    """The lowered array program, as text (``\\texttt`` in LaTeX)."""
+    """The lowered array program: as text, and in LaTeX in matrix notation where it has
+    one (``batched_latex``), else as code (``\\texttt``). Args (program, its number of
+    axes, whether it is summed over the samples, Tuple(parameter names))."""
 
-    nargs = 1
+    nargs = 4
 
     def _sympystr(self, printer) -> str:
         return _unwrapped(printer._print(self.args[0]))
 
     def _symgrad_latex(self, printer) -> str:
-        text = _unwrapped(sp.StrPrinter().doprint(self.args[0]))
+        program, ndim, summed, params = self.args
+        names = frozenset(str(p) for p in params)
+        typeset = ProgramLatex(printer, int(ndim), names, bool(summed))(program)
+        if typeset is not None:
+            return typeset
+        text = _unwrapped(sp.StrPrinter().doprint(program))
         for ch in "_{}%#&$":
             text = text.replace(ch, "\\" + ch)
         return r"\texttt{" + text + "}"
@@ -69,6 +78,9 @@ def _shown_program(lowered: sp.Expr) -> sp.Expr:
         return Gather(sym, sp.Tuple(*new), mine)
 
     lowered = lowered.replace(lambda x: isinstance(x, Gather), whole)
+    lowered = lowered.replace(
+        lambda x: isinstance(x, Einsum) and rowsum_of(x) is not None, rowsum_of
+    )
     return lowered.replace(lambda x: isinstance(x, Arange), lambda x: _Range(*x.args))
 
 
@@ -80,6 +92,27 @@ def shown(e: sp.Basic) -> sp.Basic:
     def form(b: Batched) -> sp.Basic:
         if b.samples_explicit:
             return b.args[0]
-        return _Program(_shown_program(b.lowered()))
+        comp, summed = b.args
+        free, names = comp.args[1], comp.args[3]
+        ndim = len(free) + (0 if int(summed) else 1)
+        return _Program(_shown_program(b.lowered()), sp.Integer(ndim), summed, sp.Tuple(*names))
 
     return e.replace(lambda x: isinstance(x, Batched), form)
+
+
+def matrix_products(e: sp.Basic) -> bool:
+    """Whether ``e`` has a batched fallback whose program multiplies each sample's
+    matrices (an einsum that is a matrix product or a row sum) and reads no part of an array (no
+    index arithmetic, mask or broadcast): the documents then say how to read it."""
+    for b in e.atoms(Batched):
+        if b.samples_explicit:
+            continue
+        low = b.lowered()
+        if low.atoms(Gather, Masked, Full):
+            continue
+        if any(
+            matmul_plan(x.args[0].name) is not None or rowsum_of(x) is not None
+            for x in low.atoms(Einsum)
+        ):
+            return True
+    return False

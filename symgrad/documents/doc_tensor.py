@@ -15,6 +15,7 @@ from symgrad.calculus.conv_form import (
 )
 from symgrad.calculus.layout import N
 from symgrad.calculus.reverse import Step
+from symgrad.documents import batched_display
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.model import Eq, Item, M, Section
 from symgrad.documents.statistics import BatchStatistics
@@ -47,6 +48,26 @@ _WHAT = (
         "A kernel entry is used at every output position, so its gradient is the sum over "
         "the positions (and the samples) of the adjoint times the input value it met: the "
         "correlation of the adjoint with the input.",
+    ),
+)
+
+
+#: How to read a batched line whose quantities are a matrix per sample (a sequence).
+_PER_SAMPLE = Item(
+    "para",
+    (
+        "In the batched line each sample's quantity is a matrix, its rows the positions "
+        "(or a stack of matrices, one per leading index such as a head): a product such as ",
+        M(r"A B^{\top}", "A @ B.mT"),
+        " multiplies each sample's matrices, ",
+        M(r"M^{\top}", "M.mT"),
+        " is each sample's matrix transposed, ",
+        M(r"\odot", "*"),
+        " is the elementwise product, ",
+        M(r"\operatorname{rowsum}(M) = M \mathbf{1}", "rowsum(M) = M @ 1"),
+        " sums each row into a column, which ",
+        M(r"\mathbf{1}^{\top}", "1^T"),
+        " repeats along the rows (broadcasting, in the code).",
     ),
 )
 
@@ -104,7 +125,9 @@ class TensorSteps(DocBase):
             eq = Eq((*self.grad_lhs(st, "component", names), self.ex(st.component)))
             s.items.append(Item("math", eqs=(Eq((loc, self.ex(st.local))), eq)))
         if self.mat:
-            s.items.append(Item("label", ("Correlation form, per sample and batched",)))
+            products = batched_display.matrix_products(st.batched)
+            what = "Matrix" if products else "Correlation"
+            s.items.append(Item("label", (f"{what} form, per sample and batched",)))
             eqs = (
                 Eq((*self.grad_lhs(st, "vector", []), self.ex(st.matrix, "vector"))),
                 Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),
@@ -112,6 +135,8 @@ class TensorSteps(DocBase):
             s.items.append(Item("math", eqs=eqs))
             if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (st.batched,)):
                 s.items.extend(self._star())
+            if products and self.once("per-sample matrices", st) is None:
+                s.items.append(_PER_SAMPLE)
 
     def sample_step(self, st: Step, s: Section) -> None:
         """A step through a stage that couples the samples (batch norm in training mode):

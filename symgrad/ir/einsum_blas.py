@@ -147,3 +147,109 @@ def display_permuted(name: str, perm: tuple[int, ...]) -> str:
     if perm == (*range(n - 2), n - 1, n - 2):
         return f"{name}.mT"
     return f"transpose({name}, {perm})"
+
+
+@dataclass(frozen=True)
+class ReshapePlan:
+    """A contraction with several row, column or summed letters as one (batched) matrix
+    product: operand ``left`` permuted by ``lperm`` to (batch, rows, summed) and reshaped
+    to (batch, |rows|, |summed|), operand ``right`` permuted by ``rperm`` to (batch,
+    summed, columns) and reshaped to (batch, |summed|, |columns|); their product reshaped
+    to (batch, rows, columns), the output's own order. ``batch``, ``rows``, ``cols``: the
+    stored axes (of left, left and right) whose sizes those groups keep."""
+
+    left: int
+    right: int
+    lperm: tuple[int, ...]
+    rperm: tuple[int, ...]
+    batch: tuple[int, ...]
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    #: an operand stored as (batch, summed, rows) (left) or (batch, columns, summed)
+    #: (right): reshaped as stored and its last two axes swapped (a view, no copy)
+    lswap: bool = False
+    rswap: bool = False
+    #: the product's axes (batch, rows, columns) permuted into the output's order (None:
+    #: already in it)
+    out_perm: tuple[int, ...] | None = None
+
+
+def reshape_plan(spec: str) -> ReshapePlan | None:
+    """The reshaped matrix product an einsum ``spec`` is where :func:`matmul_plan` finds
+    none, or None: two operands, a letter summed over being in both, each output letter
+    in both (a batch axis) or in one (a row or a column: each operand has some), at least
+    one letter summed over. The product's axes are permuted into the output's order at
+    the end where they are not in it. Exact: a reshape of a permuted view copies it."""
+    ins, out = spec.split("->")
+    subs = ins.split(",")
+    if len(subs) != 2 or any(len(set(s)) != len(s) for s in (*subs, out)):
+        return None
+    if matmul_plan(spec) is not None:
+        return None
+    x, y = subs
+    if any(c not in x and c not in y for c in out):
+        return None
+    if any(c not in out and c not in (y if c in x else x) for c in x + y):
+        return None  # a letter summed over one operand alone
+    batch = [c for c in out if c in x and c in y]
+    summed = [c for c in x if c in y and c not in out]
+    if not summed:
+        return None
+    orders = ((x, y, 0, 1), (y, x, 1, 0))
+    for a, b, ia, ib in sorted(orders, key=lambda o: _moved(o[0], o[1], batch, out)):
+        rows = [c for c in out if c in a and c not in b]
+        cols = [c for c in out if c in b and c not in a]
+        if rows and cols:
+            made = "".join(batch + rows + cols)
+            ks = [c for c in a if c in summed]  # the summed letters in a's order
+            lperm = tuple(a.index(c) for c in batch + rows + ks)
+            rperm = tuple(b.index(c) for c in batch + ks + cols)
+            return ReshapePlan(
+                ia,
+                ib,
+                lperm,
+                rperm,
+                tuple(a.index(c) for c in batch),
+                tuple(a.index(c) for c in rows),
+                tuple(b.index(c) for c in cols),
+                a == "".join(batch + ks + rows),
+                b == "".join(batch + cols + ks),
+                None if made == out else tuple(made.index(c) for c in out),
+            )
+    return None
+
+
+def _moved(a: str, b: str, batch: list[str], out: str) -> bool:
+    """Whether ``a`` on the left leaves the product's axes out of the output's order."""
+    rows = [c for c in out if c in a and c not in b]
+    cols = [c for c in out if c in b and c not in a]
+    return "".join(batch + rows + cols) != out
+
+
+def reshape_text(
+    plan: ReshapePlan, names: list[str], permuted: Callable[[str, tuple[int, ...]], str]
+) -> str:
+    """``plan`` over the operands ``names`` as text: permuted views (``permuted(name,
+    perm)``, each target its own), ``reshape`` and ``@``."""
+    a, b = names[plan.left], names[plan.right]
+
+    def sizes(name: str, axes: tuple[int, ...]) -> list[str]:
+        return [f"{name}.shape[{k}]" for k in axes]
+
+    def view(name: str, perm: tuple[int, ...]) -> str:
+        return name if perm == tuple(range(len(perm))) else permuted(name, perm)
+
+    lead = sizes(a, plan.batch)
+    rows, cols = sizes(a, plan.rows), sizes(b, plan.cols)
+    m, p = " * ".join(rows), " * ".join(cols)
+    swap = (*range(len(lead)), len(lead) + 1, len(lead))
+    if plan.lswap:
+        left = permuted(f"{a}.reshape({', '.join([*lead, '-1', m])})", swap)
+    else:
+        left = f"{view(a, plan.lperm)}.reshape({', '.join([*lead, m, '-1'])})"
+    if plan.rswap:
+        right = permuted(f"{b}.reshape({', '.join([*lead, p, '-1'])})", swap)
+    else:
+        right = f"{view(b, plan.rperm)}.reshape({', '.join([*lead, '-1', p])})"
+    product = f"({left} @ {right}).reshape({', '.join([*lead, *rows, *cols])})"
+    return product if plan.out_perm is None else permuted(product, plan.out_perm)
