@@ -1,8 +1,10 @@
 """Spec-expression parsing stage: expression text from a spec file -> SymPy expression.
 
 This is a whitelist parser. It never uses ``eval``, ``exec``, ``compile``, ``sympify``,
-``parse_expr`` or the ``ast`` module: a hand-written tokenizer and a recursive-descent
-parser build SymPy objects directly, and only from the names the caller allows.
+``parse_expr`` or the ``ast`` module: the one tokenizer (:mod:`symgrad.frontend.tokens`,
+spec dialect) and the one parser core (:mod:`symgrad.frontend.parser_core`, precedence
+climbing over ``+ -`` and ``* /``) drive a builder that makes SymPy objects directly, and
+only from the names the caller allows.
 
 Grammar (Python precedence and associativity)::
 
@@ -31,39 +33,31 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, NamedTuple, NoReturn
+from functools import partial
+from typing import Any, NoReturn
 
 import sympy as sp
 
 from symgrad.errors import SpecError
+from symgrad.frontend.parser_core import ParserCore, level
+from symgrad.frontend.tokens import SPEC, Token, tokenize
 from symgrad.ir.ops import SPEC_FUNCTIONS
 from symgrad.ir.reductions import ReduceMax, ReduceMin, ShiftMax
 
 MAX_CHARS = 4000
-MAX_TOKENS = 1000
+MAX_TOKENS = SPEC.max_tokens
 MAX_DEPTH = 40
 MAX_EXPONENT = 64
 MAX_MINMAX_ARGS = 6  # derive + codegen within seconds (bench/time_bounds.py)
 _BIG = 10**300  # largest magnitude of any numeric constant
 
-_TOKEN_RE = re.compile(
-    r"(?P<ws>[ \t\r\n]+)"
-    r"|(?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|[-+*/(),\[\]])",
-    re.ASCII,
-)
 _UNDEFINED = (sp.nan, sp.zoo, sp.oo, sp.S.NegativeInfinity)
 _BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _SUM_ARITY = "sum() takes 2 or more arguments: sum(expression, index, ...)"
 
-
-class _Token(NamedTuple):
-    kind: str  # "num", "name", "op" or "end"
-    text: str
-    pos: int
+#: The spec dialect of the one tokenizer: ``_tokenize(text, fail)``.
+_tokenize = partial(tokenize, dialect=SPEC)
 
 
 def _show(text: str) -> str:
@@ -71,36 +65,19 @@ def _show(text: str) -> str:
     return repr(text if len(text) <= 24 else text[:20] + "...")
 
 
-def _where(tok: _Token) -> str:
+def _where(tok: Token) -> str:
     return "end of expression" if tok.kind == "end" else f"{_show(tok.text)} at position {tok.pos}"
 
 
-def _tokenize(text: str, fail: Callable[[str], NoReturn]) -> list[_Token]:
-    tokens: list[_Token] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if m is None:
-            ch = text[pos]
-            if ch == ".":
-                fail(f"attribute access '.' is not allowed (position {pos})")
-            if ch in "'\"":
-                fail(f"string literals are not allowed ({ch!r} at position {pos})")
-            fail(f"unexpected character {ch!r} at position {pos}")
-        kind = m.lastgroup
-        assert kind is not None
-        if kind != "ws":
-            if len(tokens) >= MAX_TOKENS:
-                fail(f"expression has too many tokens (more than {MAX_TOKENS})")
-            tokens.append(_Token(kind, m.group(), pos))
-        pos = m.end()
-    tokens.append(_Token("end", "", len(text)))
-    return tokens
+class _Parser(ParserCore[sp.Expr]):
+    """The spec dialect: builds SymPy, ``+ -`` then ``* /`` on the core's levels."""
 
+    levels = (level("+", "-"), level("*", "/"))
+    max_depth = MAX_DEPTH
 
-class _Parser:
-    def __init__(self, tokens: list[_Token], fail: Callable[[str], NoReturn], **names: Any):
-        self.tokens, self.fail, self.pos, self.depth = tokens, fail, 0, 0
+    def __init__(self, tokens: list[Token], fail: Callable[[str], NoReturn], **names: Any):
+        super().__init__(tokens)
+        self._fail = fail
         self.scalars: Mapping[str, sp.Expr] = names["scalars"]
         self.arrays: Mapping[str, sp.IndexedBase] = names["arrays"]
         self.indices: Mapping[str, tuple[sp.Symbol, sp.Expr]] = names["indices"]
@@ -109,38 +86,24 @@ class _Parser:
         self.index_arithmetic: bool = names.get("index_arithmetic", False)
         self.index_symbols = {sym for sym, _ in self.indices.values()}
 
-    # -- token helpers -------------------------------------------------------------
-    def peek(self) -> _Token:
-        return self.tokens[min(self.pos, len(self.tokens) - 1)]
+    # -- the dialect's messages -------------------------------------------------------
+    def fail(self, message: str) -> NoReturn:
+        self._fail(message)
 
-    def next(self) -> _Token:
-        tok = self.peek()
-        self.pos += 1
-        return tok
-
-    def at(self, *ops: str) -> bool:
-        tok = self.peek()
-        return tok.kind == "op" and tok.text in ops
-
-    def unexpected(self, tok: _Token, hint: str = "") -> NoReturn:
+    def unexpected(self, tok: Token, hint: str = "") -> NoReturn:
         if tok.kind == "end":
             self.fail("unexpected end of expression" + hint)
         self.fail(f"unexpected {_where(tok)}{hint}")
 
-    def expect(self, op: str) -> _Token:
-        tok = self.next()
-        if tok.kind != "op" or tok.text != op:
-            self.unexpected(tok, f" (expected {op!r})")
-        return tok
+    def expected(self, tok: Token, text: str) -> NoReturn:
+        self.unexpected(tok, f" (expected {text!r})")
 
-    def enter(self, tok: _Token) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            self.fail(f"expression is nested too deeply at position {tok.pos} (max {MAX_DEPTH})")
+    def too_deep(self, tok: Token) -> str:
+        return f"expression is nested too deeply at position {tok.pos} (max {MAX_DEPTH})"
 
     # -- building SymPy objects safely -----------------------------------------------
     def build(
-        self, tok: _Token, fn: Callable[..., sp.Expr], *args: sp.Expr, fold: bool = True
+        self, tok: Token, fn: Callable[..., sp.Expr], *args: sp.Expr, fold: bool = True
     ) -> sp.Expr:
         """Apply ``fn`` and check the result (finite, bounded constants).
 
@@ -161,7 +124,7 @@ class _Parser:
             self.fail(f"cannot evaluate near position {tok.pos}: {reason}")
         return value
 
-    def check(self, tok: _Token, value: sp.Expr) -> None:
+    def check(self, tok: Token, value: sp.Expr) -> None:
         for part in (value, *value.args):
             if any(part is bad for bad in _UNDEFINED):
                 self.fail(
@@ -185,24 +148,20 @@ class _Parser:
             self.unexpected(tok)
         return value
 
-    def binary(self, operand: Callable[[], sp.Expr], ops: tuple[str, str]) -> sp.Expr:
-        value = operand()  # left-associative chain, iterative
-        while self.at(*ops):
-            tok = self.next()
-            value = self.build(tok, _BINARY[tok.text], value, operand())
-        return value
+    def combine(self, op: Token, left: sp.Expr, right: sp.Expr) -> sp.Expr:
+        return self.build(op, _BINARY[op.text], left, right)
+
+    def operand(self) -> sp.Expr:
+        return self.unary()
 
     def expr(self) -> sp.Expr:
-        return self.binary(self.term, ("+", "-"))
+        return self.binary()
 
-    def term(self) -> sp.Expr:
-        return self.binary(self.unary, ("*", "/"))
-
-    def signs(self) -> tuple[bool, _Token]:
+    def signs(self) -> tuple[bool, Token]:
         """Consume a run of unary signs; return (negate?, first token)."""
         first, negate = self.peek(), False
         while self.at("+", "-"):
-            negate ^= self.next().text == "-"
+            negate ^= self.take().text == "-"
         return negate, first
 
     def unary(self) -> sp.Expr:
@@ -214,7 +173,7 @@ class _Parser:
         # Iterative right fold of  p0 ** s1 p1 ** s2 p2 ...  (s_k: sign of the k-th exponent).
         operands = [(False, self.peek(), self.primary())]
         while self.at("**"):
-            self.next()
+            self.take()
             negate, first = self.signs()
             operands.append((negate, first, self.primary()))
         negate, tok, value = operands[-1]
@@ -229,22 +188,22 @@ class _Parser:
         return value
 
     def primary(self) -> sp.Expr:
-        tok = self.next()
+        tok = self.take()
         if tok.kind == "num":
             return self.number(tok)
         if tok.kind == "name":
             return self.name(tok)
         if tok.text == "(":
-            self.enter(tok)
+            self.nest(tok)
             value = self.expr()
             self.expect(")")
-            self.depth -= 1
+            self.leave()
             return value
         if tok.text == "[":
             self.unexpected(tok, " (only arrays can be subscripted)")
         self.unexpected(tok)
 
-    def number(self, tok: _Token) -> sp.Expr:
+    def number(self, tok: Token) -> sp.Expr:
         if tok.text.isdigit():
             value = int(tok.text)
             if value <= _BIG:
@@ -253,7 +212,7 @@ class _Parser:
             return sp.Float(tok.text)
         self.fail(f"number {_show(tok.text)} at position {tok.pos} is out of range (at most 1e300)")
 
-    def name(self, tok: _Token) -> sp.Expr:
+    def name(self, tok: Token) -> sp.Expr:
         name = tok.text
         if self.at("("):
             if name == "sum":
@@ -285,7 +244,7 @@ class _Parser:
         known = ", ".join([*sorted(self.scalars), *(f"{a}[...]" for a in sorted(self.arrays))])
         self.fail(f"unknown name {name!r} at position {tok.pos} (allowed: {known or 'none'})")
 
-    def index_token(self, tok: _Token, what: str) -> str:
+    def index_token(self, tok: Token, what: str) -> str:
         """Check that ``tok`` names a declared index; return the name."""
         if tok.kind != "name":
             self.fail(f"{what}, found {_where(tok)}")
@@ -294,25 +253,25 @@ class _Parser:
             self.fail(f"unknown index {tok.text!r} at position {tok.pos} (allowed: {allowed})")
         return tok.text
 
-    def subscript(self, tok: _Token) -> sp.Expr:
-        self.enter(self.expect("["))
+    def subscript(self, tok: Token) -> sp.Expr:
+        self.nest(self.expect("["))
         syms: list[sp.Expr] = []
         while True:
             syms.append(self.position())
-            sep = self.next()
+            sep = self.take()
             if sep.text == "]" and sep.kind == "op":
                 break
             if sep.text != "," or sep.kind != "op":
                 what = "index expressions" if self.index_arithmetic else "index names"
                 self.fail(f"only {what} are allowed inside brackets, found {_where(sep)}")
-        self.depth -= 1
+        self.leave()
         base = self.arrays[tok.text]
         if base.shape is not None and len(base.shape) != len(syms):
             self.fail(f"array {tok.text!r} takes {len(base.shape)} indices, got {len(syms)}")
         return self.build(tok, lambda *s: base[s], *syms)
 
     def index_name(self) -> sp.Symbol:
-        idx_tok = self.next()
+        idx_tok = self.take()
         name = self.index_token(idx_tok, "only index names are allowed inside brackets")
         if name not in self.bound and name not in self.free:
             where = f"at position {idx_tok.pos}"
@@ -327,19 +286,19 @@ class _Parser:
         total: sp.Expr = sp.S.Zero
         sign = 1
         if self.at("-", "+"):
-            sign = -1 if self.next().text == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
         while True:
             total += sign * self.index_term()
             if not self.at("+", "-"):
                 return total
-            sign = -1 if self.next().text == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
 
     def index_term(self) -> sp.Expr:
         """A product of factors, each a small integer, a size name (a positive integer
         scalar such as ``S`` in ``S*i``) or an index name; at most one index name."""
         value: sp.Expr = self.index_factor()
         while self.at("*"):
-            self.next()
+            self.take()
             tok = self.peek()
             factor = self.index_factor()
             if value.free_symbols & self.index_symbols and factor.free_symbols & self.index_symbols:
@@ -350,25 +309,25 @@ class _Parser:
     def index_factor(self) -> sp.Expr:
         tok = self.peek()
         if tok.kind == "num":
-            self.next()
+            self.take()
             if not tok.text.isdigit() or len(tok.text) > 6:
                 self.fail(f"index expressions take small integers, found {_where(tok)}")
             return sp.Integer(int(tok.text))
         if tok.kind == "name" and tok.text not in self.indices:
             value = self.scalars.get(tok.text)
             if value is not None and value.is_Symbol and value.is_integer and value.is_positive:
-                self.next()
+                self.take()
                 return value
         return self.index_name()
 
-    def call(self, tok: _Token) -> sp.Expr:
-        self.enter(self.expect("("))
+    def call(self, tok: Token) -> sp.Expr:
+        self.nest(self.expect("("))
         args = [self.expr()]
         while self.at(","):
-            self.next()
+            self.take()
             args.append(self.expr())
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         name = tok.text
         if name in ("max", "min"):
             if not 2 <= len(args) <= MAX_MINMAX_ARGS:
@@ -409,21 +368,21 @@ class _Parser:
             return name.text
         return None
 
-    def softmax(self, tok: _Token) -> sp.Expr:
+    def softmax(self, tok: Token) -> sp.Expr:
         """``softmax(e, j)``: the softmax of ``e`` over the index ``j`` (free or bound here,
         the other indices fixed), written out as ``exp(e) / sum_j' exp(e[j -> j'])``; its
         stable forms are found by structure, as for the softmax layer."""
-        self.enter(self.expect("("))
+        self.nest(self.expect("("))
         body = self.expr()
         if not self.at(","):
             self.fail("softmax() takes 2 arguments: softmax(expression, index)")
-        self.next()
-        idx_tok = self.next()
+        self.take()
+        idx_tok = self.take()
         name = self.index_token(idx_tok, "the second argument of softmax() must be an index name")
         if name not in self.free and name not in self.bound:
             self.fail(f"softmax(..., {name}): index {name!r} is neither free nor summed over here")
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         sym, width = self.indices[name]
         if not body.has(sym):
             self.fail(f"softmax(..., {name}): the expression does not use index {name!r}")
@@ -446,11 +405,11 @@ class _Parser:
             )
         return value
 
-    def sum(self, tok: _Token, reduce: type | None = None) -> sp.Expr:
+    def sum(self, tok: Token, reduce: type | None = None) -> sp.Expr:
         """``sum(body, j)``, ``sum(body, (j, lo, hi))`` (inclusive limits) or several such
         ranges, ``sum(body, j, (k, 0, r - 1))`` (a sum over each), or with ``reduce`` the
         reduction ``max(body, j)``/``min`` over one index."""
-        self.enter(self.expect("("))
+        self.nest(self.expect("("))
         # The index arguments bind names in the body: find them first, after the comma
         # at this nesting level.
         k = self._comma_ahead(self.pos)
@@ -475,7 +434,7 @@ class _Parser:
         if self.at(","):
             self.fail(_SUM_ARITY if reduce is None else f"{tok.text}() needs 2 arguments")
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         for sym, lo, hi in reversed(ranges):  # the first range is the outermost sum
             if lo != 0:  # ranges start at 0 in the IR: shift the index
                 body = body.xreplace({sym: sym + lo})
@@ -512,14 +471,14 @@ class _Parser:
                 return names
             k += 1
 
-    def _range(self, tok: _Token) -> tuple[sp.Symbol, sp.Expr, sp.Expr]:
+    def _range(self, tok: Token) -> tuple[sp.Symbol, sp.Expr, sp.Expr]:
         """One range ``j`` or ``(j, lo, hi)`` (its name checked already): (symbol, lo, hi)."""
         name = self.peek().text if not self.at("(") else self.tokens[self.pos + 1].text
         sym, width = self.indices[name]
         lo, hi = sp.S.Zero, width - 1
         if self.at("("):
             self.expect("(")
-            self.next()  # the index name, checked above
+            self.take()  # the index name, checked above
             self.expect(",")
             lo = self.bound_expr("first value")
             self.expect(",")
@@ -528,7 +487,7 @@ class _Parser:
             if (hi - lo).is_Integer and hi - lo < 0:
                 self.fail(f"{tok.text}(..., ({name}, {lo}, {hi})): the range is empty")
         else:
-            self.next()  # the index name, checked above
+            self.take()  # the index name, checked above
         return sym, lo, hi
 
 
