@@ -42,7 +42,7 @@ import sympy as sp
 from symgrad.errors import SpecError
 from symgrad.frontend.parser_core import ParserCore, level
 from symgrad.frontend.tokens import SPEC, Token, tokenize
-from symgrad.ir.ops import SPEC_FUNCTIONS
+from symgrad.ir.ops import OPS, SPEC_FUNCTIONS
 from symgrad.ir.reductions import ReduceMax, ReduceMin, ShiftMax
 
 MAX_CHARS = 4000
@@ -84,6 +84,7 @@ class _Parser(ParserCore[sp.Expr]):
         self.free = set(names["free_indices"])
         self.bound: list[str] = []  # indices bound by the enclosing sums
         self.index_arithmetic: bool = names.get("index_arithmetic", False)
+        self.functions: Mapping[str, Any] = names.get("functions") or SPEC_FUNCTIONS
         self.index_symbols = {sym for sym, _ in self.indices.values()}
 
     # -- the dialect's messages -------------------------------------------------------
@@ -221,11 +222,11 @@ class _Parser(ParserCore[sp.Expr]):
                 return self.sum(tok, ReduceMax if name == "max" else ReduceMin)
             if name == "softmax" and self.index_arithmetic:
                 return self.softmax(tok)
-            if name in SPEC_FUNCTIONS:
+            if name in self.functions:
                 return self.call(tok)
             if name in self.scalars or name in self.arrays:
                 self.fail(f"{name!r} at position {tok.pos} is not a function")
-            allowed = ", ".join(sorted([*SPEC_FUNCTIONS, "sum"]))
+            allowed = ", ".join(sorted([*self.functions, "sum"]))
             self.fail(f"function {name!r} is not allowed (allowed: {allowed})")
         if self.at("[") and name in self.arrays:
             return self.subscript(tok)
@@ -239,7 +240,7 @@ class _Parser(ParserCore[sp.Expr]):
             self.fail(
                 f"index {name!r} at position {tok.pos} may only appear inside brackets, e.g. a[i]"
             )
-        if name in SPEC_FUNCTIONS or name == "sum":
+        if name in self.functions or name == "sum":
             self.fail(f"function {name!r} at position {tok.pos} must be called")
         known = ", ".join([*sorted(self.scalars), *(f"{a}[...]" for a in sorted(self.arrays))])
         self.fail(f"unknown name {name!r} at position {tok.pos} (allowed: {known or 'none'})")
@@ -329,13 +330,20 @@ class _Parser(ParserCore[sp.Expr]):
         self.expect(")")
         self.leave()
         name = tok.text
-        if name in ("max", "min"):
-            if not 2 <= len(args) <= MAX_MINMAX_ARGS:
-                self.fail(f"{name}() takes 2 to {MAX_MINMAX_ARGS} arguments, got {len(args)}")
+        fn: Callable[..., sp.Expr] = self.functions[name]
+        op = OPS[fn]
+        if op.arity > 1:  # max, min: elementwise over 2 or more
+            if not op.arity <= len(args) <= MAX_MINMAX_ARGS:
+                self.fail(
+                    f"{name}() takes {op.arity} to {MAX_MINMAX_ARGS} arguments, got {len(args)}"
+                )
         elif len(args) != 1:
             self.fail(f"{name}() takes exactly 1 argument, got {len(args)}")
-        fn: Callable[..., sp.Expr] = SPEC_FUNCTIONS[name]
         if all(arg.is_Number for arg in args):
+            if not op.spec:  # a function SymPy does not evaluate: the registry's value
+                return self.build(
+                    tok, lambda *a: sp.Float(float(op.numeric(*map(float, a)))), *args
+                )
             return self.build(tok, fn, *args)  # folded to a number by build()
         # SymPy's automatic evaluation queries assumptions of the arguments, which can take
         # exponential time on nested input (tanh(tanh(...) - x) - x ...): keep calls as written.
@@ -525,6 +533,7 @@ def parse_expression(
     file: str | None = None,
     field: str | None = None,
     index_arithmetic: bool = False,
+    functions: Mapping[str, Any] | None = None,
 ) -> sp.Expr:
     """Parse spec-expression ``text`` into a SymPy expression.
 
@@ -534,6 +543,8 @@ def parse_expression(
     in a subscript only inside a sum over it or when listed in ``free_indices``.
     ``index_arithmetic`` also allows affine index expressions in subscripts
     (``x[q, h + r, 2*w + s - 1]``, as a conv layer reads its input).
+    ``functions`` are the callable names (by default the registry's spec functions,
+    :data:`~symgrad.ir.ops.SPEC_FUNCTIONS`; component formulas take every op by name).
     Raises :class:`SpecError` (located at ``file``/``field``) for any bad input.
     """
 
@@ -547,5 +558,10 @@ def parse_expression(
     tokens = _tokenize(text, fail)
     names = {"scalars": scalars, "arrays": arrays, "indices": indices}
     return _Parser(
-        tokens, fail, free_indices=free_indices, index_arithmetic=index_arithmetic, **names
+        tokens,
+        fail,
+        free_indices=free_indices,
+        index_arithmetic=index_arithmetic,
+        functions=functions,
+        **names,
     ).parse()

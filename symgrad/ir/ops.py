@@ -272,6 +272,8 @@ def kinks(expr: sp.Basic) -> list[sp.Expr]:
 
 #: Functions a spec expression may call, by name (the parser's whitelist), from the registry.
 SPEC_FUNCTIONS: dict[str, Any] = {op.name: op.func for op in OPS.values() if op.spec}
+#: Every registered function by name (component formulas in ``check --formula`` call any).
+FUNCTIONS: dict[str, Any] = {op.name: op.func for op in OPS.values()}
 
 #: Named elementwise activations, as expressions in the Symbol ``x`` over registered ops.
 #: Adding an activation is one line here: derive, codegen, the documents, verify and the

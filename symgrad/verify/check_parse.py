@@ -1,4 +1,9 @@
-"""Reading a component formula for ``check --formula`` (index ranges, implicit products)."""
+"""Reading a component formula for ``check --formula`` (index ranges, implicit products).
+
+The formula is a spec expression (the one tokenizer and parser, spec dialect) that may call
+every op of the registry by name (``relu(z1[i])``, ``step(z1[i])``), not only the ones a
+spec file may call.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import sympy as sp
 
 from symgrad.errors import SpecError
 from symgrad.frontend.expr_parser import parse_expression
+from symgrad.frontend.tokens import SPEC, tokenize
 from symgrad.ir.indices import SAMPLE_NAMES, idx
 from symgrad.ir.network import Network
+from symgrad.ir.ops import FUNCTIONS
 from symgrad.verify.check_result import SUM_INDICES, TENSOR_INDICES
 from symgrad.verify.check_targets import _Target
 
@@ -49,6 +56,7 @@ def _parse(
         free_indices=free_names,
         field="--formula",
         index_arithmetic=tensor,
+        functions=FUNCTIONS,
     )
     if target.accept_i:
         used = {s.name for s in _free_symbols(expr)}
@@ -68,15 +76,13 @@ def _implicit_products(text: str) -> str:
     ``a1[i]*(1 - a1[i])``, ``2(a2[i] - y[i])`` is ``2*(a2[i] - y[i])``. A name directly
     before ``(`` stays a call. Text the tokenizer rejects is left for the parser to report.
     """
-    from symgrad.frontend.expr_parser import _tokenize
-
     def fail(message: str) -> NoReturn:
         raise SpecError(message, field="--formula")
 
     if not isinstance(text, str):
         return text
     try:
-        toks = _tokenize(text, fail)
+        toks = tokenize(text, fail, SPEC)
     except SpecError:
         return text
     out, last = [], 0

@@ -1,13 +1,11 @@
 """Component formulas as people write them, rewritten into the spec-expression language.
 
-``check --formula`` reads component formulas with the spec-expression parser, whose
-functions are the ones a spec may call. People also write an activation's derivative as a
-comparison, ``(z1[i] > 0)``, and the activations themselves, ``relu(z1[i])``; these are
-rewritten into allowed functions with the same values (away from ties):
-``(a > b)`` is ``(d + abs(d))/(2 abs(d) + 1e-300)`` with ``d = a - b`` (0 at a tie, as
-relu' is), ``relu(x)`` is ``max(x, 0)``,
-``leaky_relu(x)`` is ``max(x, 0.01*x)``, ``elu(x)`` is ``max(x, 0) + min(exp(x) - 1, 0)``,
-``softplus(x)`` is ``log(1 + exp(x))``, ``step(x)`` and ``sign(x)`` through ``abs``.
+``check --formula`` reads component formulas with the spec-expression parser, which calls
+every op of the registry by name (``relu(z1[i])``, ``step(z1[i])``). People also write an
+activation's derivative as a comparison, ``(z1[i] > 0)`` or ``[z1[i] > 0]``, which the
+expression language lacks; a comparison is rewritten into allowed functions with the same
+values (away from ties): ``(a > b)`` is ``(d + abs(d))/(2 abs(d) + 1e-300)`` with
+``d = a - b`` (0 at a tie, as relu' is).
 """
 
 from __future__ import annotations
@@ -15,19 +13,7 @@ from __future__ import annotations
 import re
 
 from symgrad.errors import SpecError
-from symgrad.ir.ops import LEAKY_SLOPE
 
-_SLOPE = repr(float(LEAKY_SLOPE))
-#: name -> template in ``{0}`` (the argument, parenthesised).
-REWRITES = {
-    "relu": "max({0}, 0)",
-    "leaky_relu": f"max({{0}}, {_SLOPE}*{{0}})",
-    "elu": "(max({0}, 0) + min(exp({0}) - 1, 0))",
-    "softplus": "log(1 + exp({0}))",
-    "step": "((({0}) + abs({0}))/(2*abs({0}) + 1e-300))",
-    "sign": "(({0})/(abs({0}) + 1e-300))",
-}
-_CALL = re.compile(r"\b(" + "|".join(REWRITES) + r")\s*\(")
 _COMPARE = re.compile(r"(>=|<=|>|<)")
 
 
@@ -79,7 +65,7 @@ def _top_level_split(inner: str) -> tuple[str, str, str] | None:
 
 
 def rewrite_component(text: str) -> str:
-    """``text`` with comparisons and the activations the spec language lacks rewritten."""
+    """``text`` with comparisons rewritten (as the step of their difference)."""
     if not isinstance(text, str):
         return text
     if "^" in text and "^T" not in text:
@@ -87,11 +73,4 @@ def rewrite_component(text: str) -> str:
             "unexpected character '^': write ** for a power, as in tanh(z1[i])**2",
             field="--formula",
         )
-    for _ in range(100):  # one call at a time; the calls inside it come round again
-        m = _CALL.search(text)
-        if m is None:
-            break
-        end = _close(text, m.end() - 1)
-        arg = text[m.end() : end]
-        text = text[: m.start()] + REWRITES[m.group(1)].format(f"({arg})") + text[end + 1 :]
     return _comparisons(text) if _COMPARE.search(text) else text
