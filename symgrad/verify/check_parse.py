@@ -76,6 +76,7 @@ def _implicit_products(text: str) -> str:
     ``a1[i]*(1 - a1[i])``, ``2(a2[i] - y[i])`` is ``2*(a2[i] - y[i])``. A name directly
     before ``(`` stays a call. Text the tokenizer rejects is left for the parser to report.
     """
+
     def fail(message: str) -> NoReturn:
         raise SpecError(message, field="--formula")
 
