@@ -21,7 +21,7 @@ from symgrad.errors import SpecError
 from symgrad.frontend import tokens
 from symgrad.frontend.expr_parser import parse_expression
 from symgrad.frontend.parser_core import ParserCore
-from symgrad.ir.ops import FUNCTIONS, OPS, SPEC_FUNCTIONS, Op
+from symgrad.ir.ops import OPS, Op
 from symgrad.learn.steps.evaluate import _eval as eval_steps
 from symgrad.learn.steps.ops import METHOD_UNARY
 from symgrad.learn.steps.parse import parse_steps
@@ -157,8 +157,8 @@ def test_every_op_in_the_spec_dialect(op: Op):
     if not op.spec:
         with pytest.raises(SpecError, match=f"function '{op.name}' is not allowed"):
             parse_expression(_call(op, op.name), scalars=scalars)
-    for functions in ([SPEC_FUNCTIONS] if op.spec else []) + [FUNCTIONS]:
-        expr = parse_expression(_call(op, op.name), scalars=scalars, functions=functions)
+    for formula in ([False] if op.spec else []) + [True]:
+        expr = parse_expression(_call(op, op.name), scalars=scalars, formula=formula)
         assert expr == (op.func(x, y) if op.arity == 2 else op.func(x))
         with np.errstate(all="ignore"):
             got = [eval_component(expr, {"x": u, "y": v}, {}) for u, v in zip(X, Y, strict=True)]
@@ -167,7 +167,7 @@ def test_every_op_in_the_spec_dialect(op: Op):
         map(float, np.abs(X) + 0.1), map(float, Y), strict=True
     ):  # a constant argument folds
         args = f"{v!r}, {w!r}" if op.arity == 2 else f"{v!r}"
-        folded = parse_expression(f"{op.name}({args})", functions=FUNCTIONS)
+        folded = parse_expression(f"{op.name}({args})", formula=True)
         assert folded.is_Number
         want = op.numeric(v, w) if op.arity == 2 else op.numeric(v)
         assert float(folded) == pytest.approx(float(want), rel=1e-12, abs=1e-300)

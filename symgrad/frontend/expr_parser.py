@@ -40,9 +40,9 @@ from typing import Any, NoReturn
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.frontend.parser_core import ParserCore, level
-from symgrad.frontend.tokens import SPEC, Token, tokenize
-from symgrad.ir.ops import OPS, SPEC_FUNCTIONS
+from symgrad.frontend.parser_core import ADJACENT, ParserCore, level
+from symgrad.frontend.tokens import FORMULA, SPEC, Token, tokenize
+from symgrad.ir.ops import FUNCTIONS, OPS, SPEC_FUNCTIONS, step
 from symgrad.ir.reductions import ReduceMax, ReduceMin, ShiftMax
 
 MAX_CHARS = 4000
@@ -53,7 +53,14 @@ MAX_MINMAX_ARGS = 6  # derive + codegen within seconds (bench/time_bounds.py)
 _BIG = 10**300  # largest magnitude of any numeric constant
 
 _UNDEFINED = (sp.nan, sp.zoo, sp.oo, sp.S.NegativeInfinity)
-_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_BINARY = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    ADJACENT: operator.mul,  # component formulas: a1[i](1 - a1[i]), 2(a2[i] - y[i])
+}
+_COMPARE = (">", "<", ">=", "<=")
 _SUM_ARITY = "sum() takes 2 or more arguments: sum(expression, index, ...)"
 
 #: The spec dialect of the one tokenizer: ``_tokenize(text, fail)``.
@@ -85,6 +92,10 @@ class _Parser(ParserCore[sp.Expr]):
         self.bound: list[str] = []  # indices bound by the enclosing sums
         self.index_arithmetic: bool = names.get("index_arithmetic", False)
         self.functions: Mapping[str, Any] = names.get("functions") or SPEC_FUNCTIONS
+        # component formulas: comparisons (z1[i] > 0) and implicit products a1[i](1 - a1[i])
+        self.formula: bool = names.get("formula", False)
+        if self.formula:
+            self.levels = (level("+", "-"), level("*", "/", adjacent=True))
         self.index_symbols = {sym for sym, _ in self.indices.values()}
 
     # -- the dialect's messages -------------------------------------------------------
@@ -155,6 +166,21 @@ class _Parser(ParserCore[sp.Expr]):
     def operand(self) -> sp.Expr:
         return self.unary()
 
+    def adjacent(self, tok: Token) -> bool:
+        """A factor right after a number or a closing bracket: ``2(x)``, ``a1[i](1 - a1[i])``
+        (a name before ``(`` stays a call)."""
+        prev = self.tokens[self.pos - 1]
+        ends = prev.kind == "num" or (prev.kind == "op" and prev.text in ")]")
+        return ends and (tok.kind in ("name", "num") or (tok.kind == "op" and tok.text == "("))
+
+    def comparison(self, tok: Token, left: sp.Expr) -> sp.Expr:
+        """``a > b`` (after ``(`` or ``[`` and ``a``): 1 where it holds, 0 elsewhere and at a
+        tie (as relu' is), the step of ``a - b``."""
+        cmp = self.take()
+        right = self.expr()
+        diff = (left, right) if cmp.text in (">", ">=") else (right, left)
+        return self.build(cmp, lambda a, b: step(a - b), *diff)
+
     def expr(self) -> sp.Expr:
         return self.binary()
 
@@ -194,14 +220,17 @@ class _Parser(ParserCore[sp.Expr]):
             return self.number(tok)
         if tok.kind == "name":
             return self.name(tok)
-        if tok.text == "(":
+        if tok.text in ("(", "["):
+            close = ")" if tok.text == "(" else "]"
             self.nest(tok)
             value = self.expr()
-            self.expect(")")
+            if self.formula and self.at(*_COMPARE):  # (z1[i] > 0), [z1[i] > 0]
+                value = self.comparison(tok, value)
+            elif close == "]":
+                self.unexpected(tok, " (only arrays can be subscripted)")
+            self.expect(close)
             self.leave()
             return value
-        if tok.text == "[":
-            self.unexpected(tok, " (only arrays can be subscripted)")
         self.unexpected(tok)
 
     def number(self, tok: Token) -> sp.Expr:
@@ -533,7 +562,7 @@ def parse_expression(
     file: str | None = None,
     field: str | None = None,
     index_arithmetic: bool = False,
-    functions: Mapping[str, Any] | None = None,
+    formula: bool = False,
 ) -> sp.Expr:
     """Parse spec-expression ``text`` into a SymPy expression.
 
@@ -543,8 +572,10 @@ def parse_expression(
     in a subscript only inside a sum over it or when listed in ``free_indices``.
     ``index_arithmetic`` also allows affine index expressions in subscripts
     (``x[q, h + r, 2*w + s - 1]``, as a conv layer reads its input).
-    ``functions`` are the callable names (by default the registry's spec functions,
-    :data:`~symgrad.ir.ops.SPEC_FUNCTIONS`; component formulas take every op by name).
+    ``formula`` reads a component formula (``check --formula``): every op of the
+    registry may be called (not only :data:`~symgrad.ir.ops.SPEC_FUNCTIONS`),
+    comparisons ``(a > b)`` / ``[a > b]`` are the step of ``a - b`` and juxtaposed
+    factors multiply (``a1[i](1 - a1[i])``).
     Raises :class:`SpecError` (located at ``file``/``field``) for any bad input.
     """
 
@@ -555,13 +586,14 @@ def parse_expression(
         fail(f"expected a string expression, got {type(text).__name__}")
     if len(text) > MAX_CHARS:
         fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
-    tokens = _tokenize(text, fail)
+    tokens = tokenize(text, fail, FORMULA if formula else SPEC)
     names = {"scalars": scalars, "arrays": arrays, "indices": indices}
     return _Parser(
         tokens,
         fail,
         free_indices=free_indices,
         index_arithmetic=index_arithmetic,
-        functions=functions,
+        functions=FUNCTIONS if formula else SPEC_FUNCTIONS,
+        formula=formula,
         **names,
     ).parse()

@@ -9,6 +9,7 @@ which operators and literals a dialect admits:
 dialect       admits
 ============  =====================================================================
 ``SPEC``      ``+ - * / **``, ``( ) [ ] ,`` (no ``.``, no strings, no ``@``)
+``FORMULA``   the above and ``> < >= <=`` (component formulas: ``(z1[i] > 0)``)
 ``MATRIX``    the above and ``@ ⊙ ^T .T > < >= <=``
 ``NUMPY``     the above (not ``^T``/``.T``: ``.`` is attribute access) and ``== ... : =``,
               ``+= -= *= /= @=``, quoted einsum subscripts (``"ij,ij->i"``)
@@ -106,6 +107,12 @@ def _spec_bad_char(text: str, pos: int) -> str:
     return f"unexpected character {ch!r} at position {pos}"
 
 
+def _formula_bad_char(text: str, pos: int) -> str:
+    if text[pos] == "^" and "^T" not in text:
+        return "unexpected character '^': write ** for a power, as in tanh(z1[i])**2"
+    return _spec_bad_char(text, pos)
+
+
 def _matrix_bad_char(text: str, pos: int) -> str:
     ch = text[pos]
     hint = " (write ** for a power: tanh(z1)**2; ^T is a transpose)" if ch == "^" else ""
@@ -128,6 +135,16 @@ SPEC = Dialect(
     max_tokens=1000,
     bad_char=_spec_bad_char,
     too_many="expression has too many tokens (more than 1000)",
+)
+#: Component formulas (``check --formula``): also comparisons, ``(z1[i] > 0)``.
+FORMULA = Dialect(
+    "formula",
+    (*_ARITHMETIC, *_COMPARE),
+    space=SPEC.space,
+    strings=False,
+    max_tokens=SPEC.max_tokens,
+    bad_char=_formula_bad_char,
+    too_many=SPEC.too_many,
 )
 #: Matrix-notation formulas: also ``@``, ``⊙``, the transposes ``^T``/``.T``, comparisons.
 MATRIX = Dialect(
