@@ -74,11 +74,14 @@ class ParserCore(Generic[T]):
 
     # -- the cursor ----------------------------------------------------------------------
     def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        if ahead:
+            return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        return self.tokens[self.pos]  # the cursor never passes the "end" token
 
     def take(self) -> Token:
-        tok = self.peek()
-        self.pos = min(self.pos + 1, len(self.tokens) - 1)
+        tok = self.tokens[self.pos]
+        if tok.kind != "end":
+            self.pos += 1
         return tok
 
     def at(self, *ops: str) -> bool:

@@ -79,17 +79,16 @@ def tokenize(text: str, fail: Callable[[str], NoReturn], dialect: Dialect) -> li
     does not admit, or more than ``dialect.max_tokens`` tokens.
     """
     tokens: list[Token] = []
-    pos = 0
-    while pos < len(text):
-        m = dialect.pattern.match(text, pos)
+    pos, end, match, limit = 0, len(text), dialect.pattern.match, dialect.max_tokens
+    while pos < end:
+        m = match(text, pos)
         if m is None:
             fail(dialect.bad_char(text, pos))
         kind = m.lastgroup
-        assert kind is not None
         if kind != "ws":
-            if len(tokens) >= dialect.max_tokens:
+            if len(tokens) >= limit:
                 fail(dialect.too_many)
-            tokens.append(Token(kind, m.group(), pos))
+            tokens.append(Token(kind or "op", m.group(), pos))
         pos = m.end()
     tokens.append(Token("end", "", len(text)))
     return tokens
