@@ -232,7 +232,11 @@ def test_one_line_errors_name_file_line_and_field():
 def test_the_core_is_precedence_climbing():
     """``a - b - c`` groups left, ``*`` binds tighter than ``+``, comparisons do not
     chain: the same core reads every dialect."""
-    assert issubclass(ParserCore, object)
+    from symgrad.frontend.expr_parser import _Parser as SpecParser
+    from symgrad.learn.steps.expression import _Parser as NumpyParser
+    from symgrad.verify.matrix_formula import _Parser as MatrixParser
+
+    assert all(issubclass(p, ParserCore) for p in (SpecParser, MatrixParser, NumpyParser))
     a, b, c = sp.symbols("a b c")
     names = {"a": a, "b": b, "c": c}
     assert parse_expression("a - b - c", scalars=names) == a - b - c
