@@ -250,3 +250,27 @@ def test_the_core_is_precedence_climbing():
     )
     with pytest.raises(SpecError, match=r"line 1: unexpected '<'"):
         parse_steps("out = a > b < c\n")
+
+
+def test_component_formulas_are_a_dialect_of_the_spec_parser():
+    """``check --formula`` text: comparisons are the step of the difference (0 at a tie),
+    juxtaposed factors multiply (also in an index, ``2h``), every registry op is callable;
+    a spec reads none of these."""
+    a, z, x = sp.IndexedBase("a1"), sp.IndexedBase("z1"), sp.IndexedBase("x")
+    i, h = sp.Symbol("i", integer=True), sp.Symbol("h", integer=True)
+    kw = {
+        "arrays": {"a1": a, "z1": z, "x": x},
+        "indices": {"i": (i, sp.Integer(3)), "h": (h, sp.Integer(3))},
+        "free_indices": ["i", "h"],
+        "index_arithmetic": True,
+    }
+    got = parse_expression("a1[i](1 - a1[i])*[z1[i] > 0] + 2(z1[i] <= a1[i])", formula=True, **kw)
+    values = {a[i]: 0.25, z[i]: 0.5}
+    assert float(got.subs(values)) == pytest.approx(0.25 * 0.75 * 1 + 2 * 0)
+    assert float(got.subs({a[i]: 0.5, z[i]: 0.5})) == pytest.approx(0.25 + 2 * 0)  # a tie: 0
+    assert parse_expression("x[i, 2h + 1]", formula=True, **kw) == x[i, 2 * h + 1]
+    for text in ("a1[i](1 - a1[i])", "(z1[i] > 0)", "relu(z1[i])", "x[i, 2h]"):
+        with pytest.raises(SpecError):
+            parse_expression(text, **kw)
+    with pytest.raises(SpecError, match=r"'\^': write \*\* for a power"):
+        parse_expression("z1[i]^2", formula=True, **kw)

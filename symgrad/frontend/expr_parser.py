@@ -325,10 +325,12 @@ class _Parser(ParserCore[sp.Expr]):
 
     def index_term(self) -> sp.Expr:
         """A product of factors, each a small integer, a size name (a positive integer
-        scalar such as ``S`` in ``S*i``) or an index name; at most one index name."""
+        scalar such as ``S`` in ``S*i``) or an index name; at most one index name. A
+        formula may juxtapose a number and a factor (``2h``)."""
         value: sp.Expr = self.index_factor()
-        while self.at("*"):
-            self.take()
+        while self.at("*") or (self.formula and self.adjacent(self.peek())):
+            if self.at("*"):
+                self.take()
             tok = self.peek()
             factor = self.index_factor()
             if value.free_symbols & self.index_symbols and factor.free_symbols & self.index_symbols:
