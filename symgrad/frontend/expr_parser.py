@@ -1,8 +1,10 @@
 """Spec-expression parsing stage: expression text from a spec file -> SymPy expression.
 
 This is a whitelist parser. It never uses ``eval``, ``exec``, ``compile``, ``sympify``,
-``parse_expr`` or the ``ast`` module: a hand-written tokenizer and a recursive-descent
-parser build SymPy objects directly, and only from the names the caller allows.
+``parse_expr`` or the ``ast`` module: the one tokenizer (:mod:`symgrad.frontend.tokens`,
+spec dialect) and the one parser core (:mod:`symgrad.frontend.parser_core`, precedence
+climbing over ``+ -`` and ``* /``) drive a builder that makes SymPy objects directly, and
+only from the names the caller allows.
 
 Grammar (Python precedence and associativity)::
 
@@ -31,39 +33,38 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, NamedTuple, NoReturn
+from functools import partial
+from typing import Any, NoReturn
 
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.ir.ops import SPEC_FUNCTIONS
+from symgrad.frontend.parser_core import ADJACENT, ParserCore, level
+from symgrad.frontend.tokens import FORMULA, SPEC, Token, tokenize
+from symgrad.ir.ops import FUNCTIONS, OPS, SPEC_FUNCTIONS, step
 from symgrad.ir.reductions import ReduceMax, ReduceMin, ShiftMax
 
 MAX_CHARS = 4000
-MAX_TOKENS = 1000
+MAX_TOKENS = SPEC.max_tokens
 MAX_DEPTH = 40
 MAX_EXPONENT = 64
 MAX_MINMAX_ARGS = 6  # derive + codegen within seconds (bench/time_bounds.py)
 _BIG = 10**300  # largest magnitude of any numeric constant
 
-_TOKEN_RE = re.compile(
-    r"(?P<ws>[ \t\r\n]+)"
-    r"|(?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|[-+*/(),\[\]])",
-    re.ASCII,
-)
 _UNDEFINED = (sp.nan, sp.zoo, sp.oo, sp.S.NegativeInfinity)
-_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_BINARY = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    ADJACENT: operator.mul,  # component formulas: a1[i](1 - a1[i]), 2(a2[i] - y[i])
+}
+_COMPARE = (">", "<", ">=", "<=")
 _SUM_ARITY = "sum() takes 2 or more arguments: sum(expression, index, ...)"
 
-
-class _Token(NamedTuple):
-    kind: str  # "num", "name", "op" or "end"
-    text: str
-    pos: int
+#: The spec dialect of the one tokenizer: ``_tokenize(text, fail)``.
+_tokenize = partial(tokenize, dialect=SPEC)
 
 
 def _show(text: str) -> str:
@@ -71,76 +72,50 @@ def _show(text: str) -> str:
     return repr(text if len(text) <= 24 else text[:20] + "...")
 
 
-def _where(tok: _Token) -> str:
+def _where(tok: Token) -> str:
     return "end of expression" if tok.kind == "end" else f"{_show(tok.text)} at position {tok.pos}"
 
 
-def _tokenize(text: str, fail: Callable[[str], NoReturn]) -> list[_Token]:
-    tokens: list[_Token] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if m is None:
-            ch = text[pos]
-            if ch == ".":
-                fail(f"attribute access '.' is not allowed (position {pos})")
-            if ch in "'\"":
-                fail(f"string literals are not allowed ({ch!r} at position {pos})")
-            fail(f"unexpected character {ch!r} at position {pos}")
-        kind = m.lastgroup
-        assert kind is not None
-        if kind != "ws":
-            if len(tokens) >= MAX_TOKENS:
-                fail(f"expression has too many tokens (more than {MAX_TOKENS})")
-            tokens.append(_Token(kind, m.group(), pos))
-        pos = m.end()
-    tokens.append(_Token("end", "", len(text)))
-    return tokens
+class _Parser(ParserCore[sp.Expr]):
+    """The spec dialect: builds SymPy, ``+ -`` then ``* /`` on the core's levels."""
 
+    levels = (level("+", "-"), level("*", "/"))
+    max_depth = MAX_DEPTH
 
-class _Parser:
-    def __init__(self, tokens: list[_Token], fail: Callable[[str], NoReturn], **names: Any):
-        self.tokens, self.fail, self.pos, self.depth = tokens, fail, 0, 0
+    def __init__(self, tokens: list[Token], fail: Callable[[str], NoReturn], **names: Any):
+        super().__init__(tokens)
+        self._fail = fail
         self.scalars: Mapping[str, sp.Expr] = names["scalars"]
         self.arrays: Mapping[str, sp.IndexedBase] = names["arrays"]
         self.indices: Mapping[str, tuple[sp.Symbol, sp.Expr]] = names["indices"]
         self.free = set(names["free_indices"])
         self.bound: list[str] = []  # indices bound by the enclosing sums
         self.index_arithmetic: bool = names.get("index_arithmetic", False)
+        self.functions: Mapping[str, Any] = names.get("functions") or SPEC_FUNCTIONS
+        # component formulas: comparisons (z1[i] > 0) and implicit products a1[i](1 - a1[i])
+        self.formula: bool = names.get("formula", False)
+        if self.formula:
+            self.levels = (level("+", "-"), level("*", "/", adjacent=True))
         self.index_symbols = {sym for sym, _ in self.indices.values()}
 
-    # -- token helpers -------------------------------------------------------------
-    def peek(self) -> _Token:
-        return self.tokens[min(self.pos, len(self.tokens) - 1)]
+    # -- the dialect's messages -------------------------------------------------------
+    def fail(self, message: str) -> NoReturn:
+        self._fail(message)
 
-    def next(self) -> _Token:
-        tok = self.peek()
-        self.pos += 1
-        return tok
-
-    def at(self, *ops: str) -> bool:
-        tok = self.peek()
-        return tok.kind == "op" and tok.text in ops
-
-    def unexpected(self, tok: _Token, hint: str = "") -> NoReturn:
+    def unexpected(self, tok: Token, hint: str = "") -> NoReturn:
         if tok.kind == "end":
             self.fail("unexpected end of expression" + hint)
         self.fail(f"unexpected {_where(tok)}{hint}")
 
-    def expect(self, op: str) -> _Token:
-        tok = self.next()
-        if tok.kind != "op" or tok.text != op:
-            self.unexpected(tok, f" (expected {op!r})")
-        return tok
+    def expected(self, tok: Token, text: str) -> NoReturn:
+        self.unexpected(tok, f" (expected {text!r})")
 
-    def enter(self, tok: _Token) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            self.fail(f"expression is nested too deeply at position {tok.pos} (max {MAX_DEPTH})")
+    def too_deep(self, tok: Token) -> str:
+        return f"expression is nested too deeply at position {tok.pos} (max {MAX_DEPTH})"
 
     # -- building SymPy objects safely -----------------------------------------------
     def build(
-        self, tok: _Token, fn: Callable[..., sp.Expr], *args: sp.Expr, fold: bool = True
+        self, tok: Token, fn: Callable[..., sp.Expr], *args: sp.Expr, fold: bool = True
     ) -> sp.Expr:
         """Apply ``fn`` and check the result (finite, bounded constants).
 
@@ -161,7 +136,7 @@ class _Parser:
             self.fail(f"cannot evaluate near position {tok.pos}: {reason}")
         return value
 
-    def check(self, tok: _Token, value: sp.Expr) -> None:
+    def check(self, tok: Token, value: sp.Expr) -> None:
         for part in (value, *value.args):
             if any(part is bad for bad in _UNDEFINED):
                 self.fail(
@@ -185,24 +160,35 @@ class _Parser:
             self.unexpected(tok)
         return value
 
-    def binary(self, operand: Callable[[], sp.Expr], ops: tuple[str, str]) -> sp.Expr:
-        value = operand()  # left-associative chain, iterative
-        while self.at(*ops):
-            tok = self.next()
-            value = self.build(tok, _BINARY[tok.text], value, operand())
-        return value
+    def combine(self, op: Token, left: sp.Expr, right: sp.Expr) -> sp.Expr:
+        return self.build(op, _BINARY[op.text], left, right)
+
+    def operand(self) -> sp.Expr:
+        return self.unary()
+
+    def adjacent(self, tok: Token) -> bool:
+        """A factor right after a number or a closing bracket: ``2(x)``, ``a1[i](1 - a1[i])``
+        (a name before ``(`` stays a call)."""
+        prev = self.tokens[self.pos - 1]
+        ends = prev.kind == "num" or (prev.kind == "op" and prev.text in ")]")
+        return ends and (tok.kind in ("name", "num") or (tok.kind == "op" and tok.text == "("))
+
+    def comparison(self, tok: Token, left: sp.Expr) -> sp.Expr:
+        """``a > b`` (after ``(`` or ``[`` and ``a``): 1 where it holds, 0 elsewhere and at a
+        tie (as relu' is), the step of ``a - b``."""
+        cmp = self.take()
+        right = self.expr()
+        diff = (left, right) if cmp.text in (">", ">=") else (right, left)
+        return self.build(cmp, lambda a, b: step(a - b), *diff)
 
     def expr(self) -> sp.Expr:
-        return self.binary(self.term, ("+", "-"))
+        return self.binary()
 
-    def term(self) -> sp.Expr:
-        return self.binary(self.unary, ("*", "/"))
-
-    def signs(self) -> tuple[bool, _Token]:
+    def signs(self) -> tuple[bool, Token]:
         """Consume a run of unary signs; return (negate?, first token)."""
         first, negate = self.peek(), False
         while self.at("+", "-"):
-            negate ^= self.next().text == "-"
+            negate ^= self.take().text == "-"
         return negate, first
 
     def unary(self) -> sp.Expr:
@@ -214,7 +200,7 @@ class _Parser:
         # Iterative right fold of  p0 ** s1 p1 ** s2 p2 ...  (s_k: sign of the k-th exponent).
         operands = [(False, self.peek(), self.primary())]
         while self.at("**"):
-            self.next()
+            self.take()
             negate, first = self.signs()
             operands.append((negate, first, self.primary()))
         negate, tok, value = operands[-1]
@@ -229,22 +215,25 @@ class _Parser:
         return value
 
     def primary(self) -> sp.Expr:
-        tok = self.next()
+        tok = self.take()
         if tok.kind == "num":
             return self.number(tok)
         if tok.kind == "name":
             return self.name(tok)
-        if tok.text == "(":
-            self.enter(tok)
+        if tok.text in ("(", "["):
+            close = ")" if tok.text == "(" else "]"
+            self.nest(tok)
             value = self.expr()
-            self.expect(")")
-            self.depth -= 1
+            if self.formula and self.at(*_COMPARE):  # (z1[i] > 0), [z1[i] > 0]
+                value = self.comparison(tok, value)
+            elif close == "]":
+                self.unexpected(tok, " (only arrays can be subscripted)")
+            self.expect(close)
+            self.leave()
             return value
-        if tok.text == "[":
-            self.unexpected(tok, " (only arrays can be subscripted)")
         self.unexpected(tok)
 
-    def number(self, tok: _Token) -> sp.Expr:
+    def number(self, tok: Token) -> sp.Expr:
         if tok.text.isdigit():
             value = int(tok.text)
             if value <= _BIG:
@@ -253,7 +242,7 @@ class _Parser:
             return sp.Float(tok.text)
         self.fail(f"number {_show(tok.text)} at position {tok.pos} is out of range (at most 1e300)")
 
-    def name(self, tok: _Token) -> sp.Expr:
+    def name(self, tok: Token) -> sp.Expr:
         name = tok.text
         if self.at("("):
             if name == "sum":
@@ -262,11 +251,11 @@ class _Parser:
                 return self.sum(tok, ReduceMax if name == "max" else ReduceMin)
             if name == "softmax" and self.index_arithmetic:
                 return self.softmax(tok)
-            if name in SPEC_FUNCTIONS:
+            if name in self.functions:
                 return self.call(tok)
             if name in self.scalars or name in self.arrays:
                 self.fail(f"{name!r} at position {tok.pos} is not a function")
-            allowed = ", ".join(sorted([*SPEC_FUNCTIONS, "sum"]))
+            allowed = ", ".join(sorted([*self.functions, "sum"]))
             self.fail(f"function {name!r} is not allowed (allowed: {allowed})")
         if self.at("[") and name in self.arrays:
             return self.subscript(tok)
@@ -280,12 +269,12 @@ class _Parser:
             self.fail(
                 f"index {name!r} at position {tok.pos} may only appear inside brackets, e.g. a[i]"
             )
-        if name in SPEC_FUNCTIONS or name == "sum":
+        if name in self.functions or name == "sum":
             self.fail(f"function {name!r} at position {tok.pos} must be called")
         known = ", ".join([*sorted(self.scalars), *(f"{a}[...]" for a in sorted(self.arrays))])
         self.fail(f"unknown name {name!r} at position {tok.pos} (allowed: {known or 'none'})")
 
-    def index_token(self, tok: _Token, what: str) -> str:
+    def index_token(self, tok: Token, what: str) -> str:
         """Check that ``tok`` names a declared index; return the name."""
         if tok.kind != "name":
             self.fail(f"{what}, found {_where(tok)}")
@@ -294,25 +283,25 @@ class _Parser:
             self.fail(f"unknown index {tok.text!r} at position {tok.pos} (allowed: {allowed})")
         return tok.text
 
-    def subscript(self, tok: _Token) -> sp.Expr:
-        self.enter(self.expect("["))
+    def subscript(self, tok: Token) -> sp.Expr:
+        self.nest(self.expect("["))
         syms: list[sp.Expr] = []
         while True:
             syms.append(self.position())
-            sep = self.next()
+            sep = self.take()
             if sep.text == "]" and sep.kind == "op":
                 break
             if sep.text != "," or sep.kind != "op":
                 what = "index expressions" if self.index_arithmetic else "index names"
                 self.fail(f"only {what} are allowed inside brackets, found {_where(sep)}")
-        self.depth -= 1
+        self.leave()
         base = self.arrays[tok.text]
         if base.shape is not None and len(base.shape) != len(syms):
             self.fail(f"array {tok.text!r} takes {len(base.shape)} indices, got {len(syms)}")
         return self.build(tok, lambda *s: base[s], *syms)
 
     def index_name(self) -> sp.Symbol:
-        idx_tok = self.next()
+        idx_tok = self.take()
         name = self.index_token(idx_tok, "only index names are allowed inside brackets")
         if name not in self.bound and name not in self.free:
             where = f"at position {idx_tok.pos}"
@@ -327,19 +316,21 @@ class _Parser:
         total: sp.Expr = sp.S.Zero
         sign = 1
         if self.at("-", "+"):
-            sign = -1 if self.next().text == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
         while True:
             total += sign * self.index_term()
             if not self.at("+", "-"):
                 return total
-            sign = -1 if self.next().text == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
 
     def index_term(self) -> sp.Expr:
         """A product of factors, each a small integer, a size name (a positive integer
-        scalar such as ``S`` in ``S*i``) or an index name; at most one index name."""
+        scalar such as ``S`` in ``S*i``) or an index name; at most one index name. A
+        formula may juxtapose a number and a factor (``2h``)."""
         value: sp.Expr = self.index_factor()
-        while self.at("*"):
-            self.next()
+        while self.at("*") or (self.formula and self.adjacent(self.peek())):
+            if self.at("*"):
+                self.take()
             tok = self.peek()
             factor = self.index_factor()
             if value.free_symbols & self.index_symbols and factor.free_symbols & self.index_symbols:
@@ -350,33 +341,40 @@ class _Parser:
     def index_factor(self) -> sp.Expr:
         tok = self.peek()
         if tok.kind == "num":
-            self.next()
+            self.take()
             if not tok.text.isdigit() or len(tok.text) > 6:
                 self.fail(f"index expressions take small integers, found {_where(tok)}")
             return sp.Integer(int(tok.text))
         if tok.kind == "name" and tok.text not in self.indices:
             value = self.scalars.get(tok.text)
             if value is not None and value.is_Symbol and value.is_integer and value.is_positive:
-                self.next()
+                self.take()
                 return value
         return self.index_name()
 
-    def call(self, tok: _Token) -> sp.Expr:
-        self.enter(self.expect("("))
+    def call(self, tok: Token) -> sp.Expr:
+        self.nest(self.expect("("))
         args = [self.expr()]
         while self.at(","):
-            self.next()
+            self.take()
             args.append(self.expr())
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         name = tok.text
-        if name in ("max", "min"):
-            if not 2 <= len(args) <= MAX_MINMAX_ARGS:
-                self.fail(f"{name}() takes 2 to {MAX_MINMAX_ARGS} arguments, got {len(args)}")
+        fn: Callable[..., sp.Expr] = self.functions[name]
+        op = OPS[fn]
+        if op.arity > 1:  # max, min: elementwise over 2 or more
+            if not op.arity <= len(args) <= MAX_MINMAX_ARGS:
+                self.fail(
+                    f"{name}() takes {op.arity} to {MAX_MINMAX_ARGS} arguments, got {len(args)}"
+                )
         elif len(args) != 1:
             self.fail(f"{name}() takes exactly 1 argument, got {len(args)}")
-        fn: Callable[..., sp.Expr] = SPEC_FUNCTIONS[name]
         if all(arg.is_Number for arg in args):
+            if not op.spec:  # a function SymPy does not evaluate: the registry's value
+                return self.build(
+                    tok, lambda *a: sp.Float(float(op.numeric(*map(float, a)))), *args
+                )
             return self.build(tok, fn, *args)  # folded to a number by build()
         # SymPy's automatic evaluation queries assumptions of the arguments, which can take
         # exponential time on nested input (tanh(tanh(...) - x) - x ...): keep calls as written.
@@ -409,21 +407,21 @@ class _Parser:
             return name.text
         return None
 
-    def softmax(self, tok: _Token) -> sp.Expr:
+    def softmax(self, tok: Token) -> sp.Expr:
         """``softmax(e, j)``: the softmax of ``e`` over the index ``j`` (free or bound here,
         the other indices fixed), written out as ``exp(e) / sum_j' exp(e[j -> j'])``; its
         stable forms are found by structure, as for the softmax layer."""
-        self.enter(self.expect("("))
+        self.nest(self.expect("("))
         body = self.expr()
         if not self.at(","):
             self.fail("softmax() takes 2 arguments: softmax(expression, index)")
-        self.next()
-        idx_tok = self.next()
+        self.take()
+        idx_tok = self.take()
         name = self.index_token(idx_tok, "the second argument of softmax() must be an index name")
         if name not in self.free and name not in self.bound:
             self.fail(f"softmax(..., {name}): index {name!r} is neither free nor summed over here")
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         sym, width = self.indices[name]
         if not body.has(sym):
             self.fail(f"softmax(..., {name}): the expression does not use index {name!r}")
@@ -446,11 +444,11 @@ class _Parser:
             )
         return value
 
-    def sum(self, tok: _Token, reduce: type | None = None) -> sp.Expr:
+    def sum(self, tok: Token, reduce: type | None = None) -> sp.Expr:
         """``sum(body, j)``, ``sum(body, (j, lo, hi))`` (inclusive limits) or several such
         ranges, ``sum(body, j, (k, 0, r - 1))`` (a sum over each), or with ``reduce`` the
         reduction ``max(body, j)``/``min`` over one index."""
-        self.enter(self.expect("("))
+        self.nest(self.expect("("))
         # The index arguments bind names in the body: find them first, after the comma
         # at this nesting level.
         k = self._comma_ahead(self.pos)
@@ -475,7 +473,7 @@ class _Parser:
         if self.at(","):
             self.fail(_SUM_ARITY if reduce is None else f"{tok.text}() needs 2 arguments")
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         for sym, lo, hi in reversed(ranges):  # the first range is the outermost sum
             if lo != 0:  # ranges start at 0 in the IR: shift the index
                 body = body.xreplace({sym: sym + lo})
@@ -512,14 +510,14 @@ class _Parser:
                 return names
             k += 1
 
-    def _range(self, tok: _Token) -> tuple[sp.Symbol, sp.Expr, sp.Expr]:
+    def _range(self, tok: Token) -> tuple[sp.Symbol, sp.Expr, sp.Expr]:
         """One range ``j`` or ``(j, lo, hi)`` (its name checked already): (symbol, lo, hi)."""
         name = self.peek().text if not self.at("(") else self.tokens[self.pos + 1].text
         sym, width = self.indices[name]
         lo, hi = sp.S.Zero, width - 1
         if self.at("("):
             self.expect("(")
-            self.next()  # the index name, checked above
+            self.take()  # the index name, checked above
             self.expect(",")
             lo = self.bound_expr("first value")
             self.expect(",")
@@ -528,7 +526,7 @@ class _Parser:
             if (hi - lo).is_Integer and hi - lo < 0:
                 self.fail(f"{tok.text}(..., ({name}, {lo}, {hi})): the range is empty")
         else:
-            self.next()  # the index name, checked above
+            self.take()  # the index name, checked above
         return sym, lo, hi
 
 
@@ -566,6 +564,7 @@ def parse_expression(
     file: str | None = None,
     field: str | None = None,
     index_arithmetic: bool = False,
+    formula: bool = False,
 ) -> sp.Expr:
     """Parse spec-expression ``text`` into a SymPy expression.
 
@@ -575,6 +574,10 @@ def parse_expression(
     in a subscript only inside a sum over it or when listed in ``free_indices``.
     ``index_arithmetic`` also allows affine index expressions in subscripts
     (``x[q, h + r, 2*w + s - 1]``, as a conv layer reads its input).
+    ``formula`` reads a component formula (``check --formula``): every op of the
+    registry may be called (not only :data:`~symgrad.ir.ops.SPEC_FUNCTIONS`),
+    comparisons ``(a > b)`` / ``[a > b]`` are the step of ``a - b`` and juxtaposed
+    factors multiply (``a1[i](1 - a1[i])``).
     Raises :class:`SpecError` (located at ``file``/``field``) for any bad input.
     """
 
@@ -585,8 +588,14 @@ def parse_expression(
         fail(f"expected a string expression, got {type(text).__name__}")
     if len(text) > MAX_CHARS:
         fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
-    tokens = _tokenize(text, fail)
+    tokens = tokenize(text, fail, FORMULA if formula else SPEC)
     names = {"scalars": scalars, "arrays": arrays, "indices": indices}
     return _Parser(
-        tokens, fail, free_indices=free_indices, index_arithmetic=index_arithmetic, **names
+        tokens,
+        fail,
+        free_indices=free_indices,
+        index_arithmetic=index_arithmetic,
+        functions=FUNCTIONS if formula else SPEC_FUNCTIONS,
+        formula=formula,
+        **names,
     ).parse()

@@ -125,6 +125,10 @@ class Op:
         helper: a helper function the printed NumPy code needs (defined by the template).
         kinks: ``args -> expressions`` whose zeros are points where the function (or its
             derivative) is not differentiable.
+        arity: how many arguments it takes (``max``/``min``: 2, and more in specs).
+        np_name: its NumPy function, when NumPy has one of the same meaning: a steps file
+            may write ``np.<np_name>(...)`` (``np.exp``, ``np.maximum``); every op of one
+            argument may also be called bare by its name (``relu(z1)``).
     """
 
     name: str
@@ -139,6 +143,8 @@ class Op:
     spec: bool = False
     helper: str | None = None
     kinks: Callable[..., tuple[sp.Expr, ...]] | None = None
+    arity: int = 1
+    np_name: str | None = None
 
 
 def _np_sigmoid(v: Any) -> Any:
@@ -166,32 +172,33 @@ def register(op: Op) -> Op:
 
 for _op in (
     Op("exp", sp.exp, r"\exp", "np.exp({0})", "torch.exp({0})", "jnp.exp({0})",
-       np.exp, lambda t: t.exp, lambda j: j.numpy.exp, spec=True),
+       np.exp, lambda t: t.exp, lambda j: j.numpy.exp, spec=True, np_name="exp"),
     Op("log", sp.log, r"\log", "np.log({0})", "torch.log({0})", "jnp.log({0})",
-       np.log, lambda t: t.log, lambda j: j.numpy.log, spec=True),
+       np.log, lambda t: t.log, lambda j: j.numpy.log, spec=True, np_name="log"),
     Op("sqrt", sp.sqrt, r"\sqrt", "np.sqrt({0})", "torch.sqrt({0})", "jnp.sqrt({0})",
-       np.sqrt, lambda t: t.sqrt, lambda j: j.numpy.sqrt, spec=True),
+       np.sqrt, lambda t: t.sqrt, lambda j: j.numpy.sqrt, spec=True, np_name="sqrt"),
     Op("abs", sp.Abs, r"\operatorname{abs}", "np.abs({0})", "torch.abs({0})", "jnp.abs({0})",
-       np.abs, lambda t: t.abs, lambda j: j.numpy.abs, spec=True, kinks=_kink_at_zero),
+       np.abs, lambda t: t.abs, lambda j: j.numpy.abs, spec=True, kinks=_kink_at_zero,
+       np_name="abs"),
     Op("sign", sp.sign, r"\operatorname{sign}", "np.sign({0})", "torch.sign({0})",
        "jnp.sign({0})", np.sign, lambda t: t.sign, lambda j: j.numpy.sign,
-       kinks=_kink_at_zero),
+       kinks=_kink_at_zero, np_name="sign"),
     Op("tanh", sp.tanh, r"\tanh", "np.tanh({0})", "torch.tanh({0})", "jnp.tanh({0})",
-       np.tanh, lambda t: t.tanh, lambda j: j.numpy.tanh, spec=True),
+       np.tanh, lambda t: t.tanh, lambda j: j.numpy.tanh, spec=True, np_name="tanh"),
     Op("cosh", sp.cosh, r"\cosh", "np.cosh({0})", "torch.cosh({0})", "jnp.cosh({0})",
-       np.cosh, lambda t: t.cosh, lambda j: j.numpy.cosh, spec=True),
+       np.cosh, lambda t: t.cosh, lambda j: j.numpy.cosh, spec=True, np_name="cosh"),
     Op("sinh", sp.sinh, r"\sinh", "np.sinh({0})", "torch.sinh({0})", "jnp.sinh({0})",
-       np.sinh, lambda t: t.sinh, lambda j: j.numpy.sinh, spec=True),
+       np.sinh, lambda t: t.sinh, lambda j: j.numpy.sinh, spec=True, np_name="sinh"),
     Op("sin", sp.sin, r"\sin", "np.sin({0})", "torch.sin({0})", "jnp.sin({0})",
-       np.sin, lambda t: t.sin, lambda j: j.numpy.sin, spec=True),
+       np.sin, lambda t: t.sin, lambda j: j.numpy.sin, spec=True, np_name="sin"),
     Op("cos", sp.cos, r"\cos", "np.cos({0})", "torch.cos({0})", "jnp.cos({0})",
-       np.cos, lambda t: t.cos, lambda j: j.numpy.cos, spec=True),
+       np.cos, lambda t: t.cos, lambda j: j.numpy.cos, spec=True, np_name="cos"),
     Op("max", sp.Max, r"\max", "np.maximum({0}, {1})", "torch.maximum({0}, {1})",
        "jnp.maximum({0}, {1})", np.maximum, lambda t: t.maximum, lambda j: j.numpy.maximum,
-       spec=True, kinks=_kink_between),
+       spec=True, kinks=_kink_between, arity=2, np_name="maximum"),
     Op("min", sp.Min, r"\min", "np.minimum({0}, {1})", "torch.minimum({0}, {1})",
        "jnp.minimum({0}, {1})", np.minimum, lambda t: t.minimum, lambda j: j.numpy.minimum,
-       spec=True, kinks=_kink_between),
+       spec=True, kinks=_kink_between, arity=2, np_name="minimum"),
     Op("sigmoid", sigmoid, r"\sigma", "_sigmoid({0})", "torch.sigmoid({0})",
        "jax.nn.sigmoid({0})", _np_sigmoid, lambda t: t.sigmoid, lambda j: j.nn.sigmoid,
        spec=True, helper="_sigmoid"),
@@ -265,6 +272,8 @@ def kinks(expr: sp.Basic) -> list[sp.Expr]:
 
 #: Functions a spec expression may call, by name (the parser's whitelist), from the registry.
 SPEC_FUNCTIONS: dict[str, Any] = {op.name: op.func for op in OPS.values() if op.spec}
+#: Every registered function by name (component formulas in ``check --formula`` call any).
+FUNCTIONS: dict[str, Any] = {op.name: op.func for op in OPS.values()}
 
 #: Named elementwise activations, as expressions in the Symbol ``x`` over registered ops.
 #: Adding an activation is one line here: derive, codegen, the documents, verify and the

@@ -42,14 +42,12 @@ from symgrad.verify.check_parse import (
     _SUBSCRIPT,
     _bind_ranges,
     _free_index_problems,
-    _implicit_products,
     _parse,
 )
 from symgrad.verify.check_points import _coupled, _derivation, _random_batch, _random_env
 from symgrad.verify.check_result import ATOL, POINTS, TOL, CheckResult, formula_text
 from symgrad.verify.check_targets import _local_target, _resolve, _shapes, _Target
 from symgrad.verify.evaluation import eval_component
-from symgrad.verify.formula_rewrite import rewrite_component
 
 
 def jacobian(net: Network, name: str) -> tuple[sp.Expr, tuple[str, ...], str]:
@@ -106,8 +104,7 @@ def check_formula(net: Network, grad: str, formula: str, *, seed: int = 0) -> Ch
     else:
         envs = [_random_env(d, net, rng) for _ in range(POINTS)]
         shapes = _shapes(d, net)
-    text = _implicit_products(rewrite_component(formula))
-    expr, placeholders = _parse(text, target, shapes, net, batch)
+    expr, placeholders = _parse(formula, target, shapes, net, batch)
     expr, problems = _bind_ranges(expr, placeholders, shapes)
     problems += _free_index_problems(expr, target, shapes)
     result = CheckResult(

@@ -1,9 +1,13 @@
-"""Reading a component formula for ``check --formula`` (index ranges, implicit products)."""
+"""Reading a component formula for ``check --formula`` (index ranges, implicit products).
+
+The formula is read by the spec-expression parser in its formula dialect: it may call every
+op of the registry by name (``relu(z1[i])``, ``step(z1[i])``), compare (``(z1[i] > 0)``,
+``[z1[i] > 0]``: the step of the difference) and juxtapose factors (``a1[i](1 - a1[i])``).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import NoReturn
 
 import sympy as sp
 
@@ -49,6 +53,7 @@ def _parse(
         free_indices=free_names,
         field="--formula",
         index_arithmetic=tensor,
+        formula=True,
     )
     if target.accept_i:
         used = {s.name for s in _free_symbols(expr)}
@@ -61,32 +66,6 @@ def _parse(
 
 
 _SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\s*\[")
-
-
-def _implicit_products(text: str) -> str:
-    """Juxtaposed factors in a component formula made explicit: ``a1[i](1 - a1[i])`` is
-    ``a1[i]*(1 - a1[i])``, ``2(a2[i] - y[i])`` is ``2*(a2[i] - y[i])``. A name directly
-    before ``(`` stays a call. Text the tokenizer rejects is left for the parser to report.
-    """
-    from symgrad.frontend.expr_parser import _tokenize
-
-    def fail(message: str) -> NoReturn:
-        raise SpecError(message, field="--formula")
-
-    if not isinstance(text, str):
-        return text
-    try:
-        toks = _tokenize(text, fail)
-    except SpecError:
-        return text
-    out, last = [], 0
-    for prev, tok in zip(toks, toks[1:], strict=False):
-        ends_factor = prev.kind == "num" or prev.text in ("]", ")")
-        starts_factor = tok.kind in ("name", "num") or tok.text == "("
-        if ends_factor and starts_factor:
-            out.append(text[last : tok.pos] + "*")
-            last = tok.pos
-    return "".join(out) + text[last:]
 
 
 def _free_symbols(expr: sp.Expr) -> set[sp.Symbol]:

@@ -1,9 +1,9 @@
 """Check-my-derivation input, matrix notation: read and evaluate ``delta2 a1^T``-style formulas.
 
 People write gradients in matrix form as often as in components: ``dL/dW2 = delta2 a1^T``,
-``delta1 = (W2^T delta2) * a1 * (1 - a1)``. This module reads such text with a whitelist
-tokenizer and a recursive-descent parser (no eval, no sympify) and evaluates it directly
-with NumPy on per-sample values, vectors being columns:
+``delta1 = (W2^T delta2) * a1 * (1 - a1)``. This module reads such text with the one
+tokenizer (matrix dialect) and parser core of :mod:`symgrad.frontend` (no eval, no
+sympify) and evaluates it directly with NumPy on per-sample values, vectors being columns:
 
 - names of the network's quantities (``a1``, ``z1``, ``delta2``, ``da1``, ``W2``, ``b1``,
   ``x``, ``y``) and numbers;
@@ -21,31 +21,26 @@ Shape slips are answered as such: ``a1^T delta2`` for ``dL/dW2`` is "a 1 x 1, ex
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
 from symgrad.errors import SpecError
+from symgrad.frontend.parser_core import ADJACENT, ParserCore, level
+from symgrad.frontend.tokens import MATRIX, Token, tokenize
 from symgrad.ir.ops import OPS
 
 MAX_CHARS = 2000
-MAX_TOKENS = 500
+MAX_TOKENS = MATRIX.max_tokens
 MAX_DEPTH = 40
 MAX_EXPONENT = 64.0
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|\^T|\.T|>=|<=|[-+*/@(),⊙\[\]<>]))"
-)
 
-
-#: Elementwise functions, from the op registry (``relu``, ``leaky_relu``, ``elu``,
-#: ``softplus``, ``sigmoid``, ``step`` as symgrad prints relu' ...).
+#: Elementwise functions: every one-argument op of the registry (``relu``, ``leaky_relu``,
+#: ``elu``, ``softplus``, ``sigmoid``, ``step`` as symgrad prints relu' ...).
 ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    op.name: op.numeric for op in OPS.values() if op.name not in ("max", "min")
+    op.name: op.numeric for op in OPS.values() if op.arity == 1
 }
 SPECIAL = ("outer", "dot", "sum", "diag")
 
@@ -54,140 +49,80 @@ class FormulaShapeError(Exception):
     """The formula is well-formed but its shapes do not fit (a mistake in the math)."""
 
 
-@dataclass(frozen=True)
-class _Tok:
-    kind: str  # "num", "name", "op", "end"
-    text: str
-    pos: int
-
-
-def tokenize(text: str, *, field: str | None = None) -> list[_Tok]:
-    """Split ``text`` into whitelisted tokens; anything else is a one-line SpecError."""
-    if not isinstance(text, str):
-        raise SpecError("expected a formula string", field=field)
-    if len(text) > MAX_CHARS:
-        raise SpecError(f"formula longer than {MAX_CHARS} characters", field=field)
-    out: list[_Tok] = []
-    pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            bad = text[pos:].lstrip()[:1]
-            where = len(text) - len(text[pos:].lstrip())
-            hint = " (write ** for a power: tanh(z1)**2; ^T is a transpose)" if bad == "^" else ""
-            raise SpecError(f"unexpected character {bad!r} at position {where}{hint}", field=field)
-        kind = m.lastgroup or "op"
-        out.append(_Tok(kind, m.group(kind), m.start(kind)))
-        pos = m.end()
-        if len(out) > MAX_TOKENS:
-            raise SpecError(f"formula longer than {MAX_TOKENS} tokens", field=field)
-    if not out:
-        raise SpecError("empty formula", field=field)
-    out.append(_Tok("end", "", len(text)))
-    return out
-
-
 # The formula's tree: ("num", value) ("name", name) ("neg", x) ("T", x) ("pow", x, exponent)
 # ("call", fn, args) ("ew", op, a, b) for + - * / elementwise, ("mm", op, a, b) for @ and
 # juxtaposition (op "@" or " ").
 Node = tuple
 
 
-class _Parser:
-    """Recursive descent to a small tree; :func:`_eval` evaluates it, :func:`show` prints it.
+class _Parser(ParserCore[Node]):
+    """The matrix dialect: the core's levels build a small tree; :func:`_eval` evaluates
+    it, :func:`show` prints it.
 
-    ``juxtaposition_first`` reads juxtaposition as binding tighter than ``*`` (so
-    ``a1 * (1 - a1) * W2^T delta2`` is ``a1 * (1 - a1) * (W2^T delta2)``); by default
+    ``juxtaposition_first`` reads juxtaposition (and ``@``) as binding tighter than ``*``
+    (so ``a1 * (1 - a1) * W2^T delta2`` is ``a1 * (1 - a1) * (W2^T delta2)``); by default
     ``*``, ``/``, ``@`` and juxtaposition share one level and group left to right.
     """
 
+    max_depth = MAX_DEPTH
+
     def __init__(
         self,
-        toks: list[_Tok],
+        toks: list[Token],
         names: Collection[str],
         field: str | None,
         juxtaposition_first: bool = False,
     ):
-        self.toks = toks
-        self.i = 0
+        super().__init__(toks)
         self.names = names
         self.field = field
-        self.depth = 0
         self.tight = juxtaposition_first
         self.juxtaposed = False  # whether the formula uses juxtaposition at all
         self.products: set[str] = set()  # "*" and "@" where they share a level
+        if juxtaposition_first:
+            self.levels = (level("+", "-"), level("*", "⊙", "/"), level("@", adjacent=True))
+        else:
+            self.levels = (level("+", "-"), level("*", "⊙", "/", "@", adjacent=True))
 
-    # -- helpers ---------------------------------------------------------------------
-    def peek(self) -> _Tok:
-        return self.toks[self.i]
+    # -- the dialect -----------------------------------------------------------------
+    def fail(self, message: str) -> NoReturn:
+        raise SpecError(message, field=self.field)
 
-    def take(self) -> _Tok:
-        t = self.toks[self.i]
-        self.i += 1
-        return t
+    def expected(self, tok: Token, text: str) -> NoReturn:
+        found = repr(tok.text) if tok.kind != "end" else "the end"
+        self.fail(f"expected {text!r} at position {tok.pos}, found {found}")
 
-    def fail(self, msg: str) -> SpecError:
-        return SpecError(msg, field=self.field)
+    def too_deep(self, tok: Token) -> str:
+        return f"formula nested deeper than {MAX_DEPTH}"
 
-    def expect(self, text: str) -> None:
-        t = self.take()
-        if t.text != text:
-            found = repr(t.text) if t.kind != "end" else "the end"
-            raise self.fail(f"expected {text!r} at position {t.pos}, found {found}")
+    def adjacent(self, tok: Token) -> bool:
+        return tok.kind in ("num", "name") or tok.text == "("
 
-    def nest(self) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise self.fail(f"formula nested deeper than {MAX_DEPTH}")
+    def operand(self) -> Node:
+        return self.unary()
+
+    def combine(self, op: Token, left: Node, right: Node) -> Node:
+        if op.text == ADJACENT:  # juxtaposition: W2^T delta2
+            self.juxtaposed = True
+            return ("mm", " ", left, right)
+        if op.text in ("+", "-"):
+            return ("ew", op.text, left, right)
+        if op.text == "@":
+            if not self.tight:
+                self.products.add("@")
+            return ("mm", "@", left, right)
+        self.products.add("*")
+        return ("ew", "/" if op.text == "/" else "*", left, right)
+
+    def expr(self) -> Node:
+        return self.binary()
 
     # -- grammar ---------------------------------------------------------------------
     def parse(self) -> Node:
         value = self.expr()
         t = self.peek()
         if t.kind != "end":
-            raise self.fail(f"unexpected {t.text!r} at position {t.pos}")
-        return value
-
-    def expr(self) -> Node:
-        value = self.term()
-        while self.peek().text in ("+", "-"):
-            op = self.take().text
-            value = ("ew", op, value, self.term())
-        return value
-
-    def _starts_primary(self, t: _Tok) -> bool:
-        return t.kind in ("num", "name") or t.text == "("
-
-    def term(self) -> Node:
-        operand = self.juxt if self.tight else self.unary
-        value = operand()
-        while True:
-            t = self.peek()
-            if t.text in ("*", "⊙", "/"):
-                self.take()
-                self.products.add("*")
-                value = ("ew", "/" if t.text == "/" else "*", value, operand())
-            elif t.text == "@":
-                self.take()
-                self.products.add("@")
-                value = ("mm", "@", value, operand())
-            elif self._starts_primary(t):  # juxtaposition: W2^T delta2
-                self.juxtaposed = True
-                value = ("mm", " ", value, operand())
-            else:
-                return value
-
-    def juxt(self) -> Node:
-        value = self.unary()
-        while self._starts_primary(self.peek()) or self.peek().text == "@":
-            if self.peek().text == "@":
-                self.take()
-                value = ("mm", "@", value, self.unary())
-                continue
-            self.juxtaposed = True
-            value = ("mm", " ", value, self.unary())
+            self.fail(f"unexpected {t.text!r} at position {t.pos}")
         return value
 
     def unary(self) -> Node:
@@ -195,7 +130,7 @@ class _Parser:
             op = self.take().text
             self.nest()
             v = self.unary()
-            self.depth -= 1
+            self.leave()
             return ("neg", v) if op == "-" else v
         return self.power()
 
@@ -210,10 +145,10 @@ class _Parser:
             sign = -1.0
         t = self.take()
         if t.kind != "num":
-            raise self.fail(f"the exponent at position {t.pos} must be a number")
+            self.fail(f"the exponent at position {t.pos} must be a number")
         e = sign * float(t.text)
         if abs(e) > MAX_EXPONENT:
-            raise self.fail(f"exponent {e:g} is too large (at most {MAX_EXPONENT:g})")
+            self.fail(f"exponent {e:g} is too large (at most {MAX_EXPONENT:g})")
         return ("pow", base, e)
 
     def postfix(self) -> Node:
@@ -228,7 +163,7 @@ class _Parser:
         if t.kind == "num":
             v = float(t.text)
             if not np.isfinite(v):
-                raise self.fail(f"number {t.text} at position {t.pos} is not finite")
+                self.fail(f"number {t.text} at position {t.pos} is not finite")
             return ("num", v)
         if t.text == "(":
             self.nest()
@@ -237,7 +172,7 @@ class _Parser:
                 compare = self.take().text
                 inner = ("cmp", compare, inner, self.expr())
             self.expect(")")
-            self.depth -= 1
+            self.leave()
             return inner
         if t.text == "[":  # an Iverson bracket, as symgrad prints relu': [z1 > 0]
             self.nest()
@@ -245,10 +180,10 @@ class _Parser:
             op = self.take()
             if op.text not in (">", "<", ">=", "<="):
                 found = repr(op.text) if op.kind != "end" else "the end"
-                raise self.fail(f"expected a comparison (>, <, >=, <=) in [...], found {found}")
+                self.fail(f"expected a comparison (>, <, >=, <=) in [...], found {found}")
             right = self.expr()
             self.expect("]")
-            self.depth -= 1
+            self.leave()
             return ("cmp", op.text, left, right)
         if t.kind == "name":
             # a1(1 - a1): a quantity before a parenthesis is an implicit product, not a call
@@ -257,15 +192,15 @@ class _Parser:
             if t.text in self.names:
                 return ("name", t.text)
             allowed = ", ".join(sorted(self.names))
-            raise self.fail(f"unknown name {t.text!r} at position {t.pos} (allowed: {allowed})")
+            self.fail(f"unknown name {t.text!r} at position {t.pos} (allowed: {allowed})")
         found = repr(t.text) if t.kind != "end" else "the end of the formula"
-        raise self.fail(f"unexpected {found} at position {t.pos}")
+        self.fail(f"unexpected {found} at position {t.pos}")
 
-    def call(self, name: _Tok) -> Node:
+    def call(self, name: Token) -> Node:
         fn = name.text
         if fn not in ELEMENTWISE and fn not in SPECIAL:
             allowed = ", ".join([*ELEMENTWISE, *SPECIAL])
-            raise self.fail(f"function {fn!r} is not allowed (allowed: {allowed})")
+            self.fail(f"function {fn!r} is not allowed (allowed: {allowed})")
         self.expect("(")
         self.nest()
         args = [self.expr()]
@@ -273,10 +208,10 @@ class _Parser:
             self.take()
             args.append(self.expr())
         self.expect(")")
-        self.depth -= 1
+        self.leave()
         want = 2 if fn in ("outer", "dot") else 1
         if len(args) != want:
-            raise self.fail(f"{fn}() takes {want} argument(s), got {len(args)}")
+            self.fail(f"{fn}() takes {want} argument(s), got {len(args)}")
         return ("call", fn, tuple(args))
 
 
@@ -419,7 +354,18 @@ def parse(
     Raises:
         SpecError: the text is not a formula (bad token, unknown name, ...).
     """
-    p = _Parser(tokenize(text, field=field), names, field, juxtaposition_first)
+
+    def fail(message: str) -> NoReturn:
+        raise SpecError(message, field=field)
+
+    if not isinstance(text, str):
+        fail("expected a formula string")
+    if len(text) > MAX_CHARS:
+        fail(f"formula longer than {MAX_CHARS} characters")
+    toks = tokenize(text, fail, MATRIX)
+    if len(toks) == 1:
+        fail("empty formula")
+    p = _Parser(toks, names, field, juxtaposition_first)
     tree = p.parse()
     return tree, p.juxtaposed or p.products == {"*", "@"}
 

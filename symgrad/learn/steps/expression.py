@@ -1,16 +1,16 @@
-"""Reading one NumPy-subset expression: a whitelist tokenizer and a recursive-descent
-parser into a tree of tuples (Python's precedence), never executed."""
+"""Reading one NumPy-subset expression: the one tokenizer (NumPy dialect) and parser core
+of :mod:`symgrad.frontend` build a tree of tuples (Python's precedence), never executed."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from symgrad.errors import SpecError
+from symgrad.frontend.parser_core import ParserCore, level
+from symgrad.frontend.tokens import NUMPY, Token, tokenize
 from symgrad.learn.steps.ops import (
     BARE,
     BARE_CALLS,
@@ -25,86 +25,72 @@ from symgrad.learn.steps.ops import (
     NP_UNARY,
 )
 
-MAX_TOKENS = 400  # per statement
+MAX_TOKENS = NUMPY.max_tokens  # per statement
 MAX_DEPTH = 40
-
-_TOKEN = re.compile(
-    r"(?P<ws>[ \t]+)"
-    r"|(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<str>\"[A-Za-z,.>\- ]{0,80}\"|'[A-Za-z,.>\- ]{0,80}')"  # einsum subscripts
-    r"|(?P<op>\*\*|>=|<=|==|\.\.\.|[-+*/@]=|[-+*/@(),.:\[\]=<>])"
-)
 
 
 class StepsInputError(SpecError):
     """The steps file cannot be read (a one-line error naming the file and line)."""
 
 
-@dataclass(frozen=True)
-class _Tok:
-    kind: str
-    text: str
-    pos: int
+def line_tokens(line: str, file: str | None, where: str) -> list[Token]:
+    """One logical line as tokens of the NumPy dialect (errors name ``file`` and ``where``)."""
+
+    def fail(message: str) -> NoReturn:
+        raise StepsInputError(f"{where}: {message}", file=file)
+
+    return tokenize(line, fail, NUMPY)
 
 
-def _tokenize(line: str, file: str | None, where: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    pos = 0
-    while pos < len(line):
-        m = _TOKEN.match(line, pos)
-        if m is None:
-            ch = line[pos]
-            raise StepsInputError(f"{where}: unexpected character {ch!r}", file=file)
-        kind = m.lastgroup or "op"
-        if kind != "ws":
-            toks.append(_Tok(kind, m.group(), pos))
-            if len(toks) > MAX_TOKENS:
-                raise StepsInputError(f"{where}: statement too long", file=file)
-        pos = m.end()
-    toks.append(_Tok("end", "", len(line)))
-    return toks
+class _Parser(ParserCore[tuple]):
+    """The NumPy dialect: the core's levels (comparison, ``+ -``, ``* / @``, Python's
+    precedence) build a tree of tuples."""
 
-
-class _Parser:
-    """NumPy-subset expressions -> a tree of tuples (Python precedence)."""
+    levels = (
+        level(">", "<", ">=", "<=", "==", chain=False),
+        level("+", "-"),
+        level("*", "/", "@"),
+    )
+    max_depth = MAX_DEPTH
 
     def __init__(
         self,
-        toks: list[_Tok],
+        toks: list[Token],
         file: str | None,
         where: str,
         helpers: Mapping[str, tuple[str, ...]] | None = None,
     ):
-        self.toks, self.i, self.file, self.where, self.depth = toks, 0, file, where, 0
+        super().__init__(toks)
+        self.file, self.where = file, where
         self.helpers: Mapping[str, tuple[str, ...]] = helpers or {}
 
-    def fail(self, msg: str) -> StepsInputError:
-        return StepsInputError(f"{self.where}: {msg}", file=self.file)
+    # -- the dialect -----------------------------------------------------------------
+    def fail(self, message: str) -> NoReturn:
+        raise StepsInputError(f"{self.where}: {message}", file=self.file)
 
-    def peek(self) -> _Tok:
-        return self.toks[self.i]
+    def expected(self, tok: Token, text: str) -> NoReturn:
+        found = repr(tok.text) if tok.kind != "end" else "the end of the line"
+        self.fail(f"expected {text!r}, found {found}")
 
-    def take(self) -> _Tok:
-        t = self.toks[self.i]
-        self.i = min(self.i + 1, len(self.toks) - 1)
-        return t
+    def too_deep(self, tok: Token) -> str:
+        return "expression nested too deeply"
 
-    def expect(self, text: str) -> None:
-        t = self.take()
-        if t.text != text:
-            found = repr(t.text) if t.kind != "end" else "the end of the line"
-            raise self.fail(f"expected {text!r}, found {found}")
+    def operand(self) -> tuple:
+        return self.unary()
 
-    def nest(self) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise self.fail("expression nested too deeply")
+    def combine(self, op: Token, left: tuple, right: tuple) -> tuple:
+        return ("bin", op.text, left, right)
+
+    def compare(self) -> tuple:
+        return self.binary(0)
+
+    def arith(self) -> tuple:
+        return self.binary(1)
 
     def parse(self) -> tuple:
         e = self.compare()
         if self.peek().kind != "end":
-            raise self.fail(f"unexpected {self.peek().text!r}")
+            self.fail(f"unexpected {self.peek().text!r}")
         self.strings_only_in_einsum(e)
         return e
 
@@ -113,10 +99,10 @@ class _Parser:
         if not isinstance(e, tuple) or not e:
             return
         if e[0] == "str":
-            raise self.fail("a quoted string is allowed only as einsum's subscripts")
+            self.fail("a quoted string is allowed only as einsum's subscripts")
         if e[0] == "call" and e[1] == "einsum":
             if not e[2] or e[2][0][0] != "str":
-                raise self.fail('einsum takes its subscripts first: einsum("ij,ij->i", a, b)')
+                self.fail('einsum takes its subscripts first: einsum("ij,ij->i", a, b)')
             for a in e[2][1:]:
                 self.strings_only_in_einsum(a)
             return
@@ -127,33 +113,12 @@ class _Parser:
             else:
                 self.strings_only_in_einsum(c)
 
-    def compare(self) -> tuple:
-        e = self.arith()
-        if self.peek().text in (">", "<", ">=", "<=", "=="):
-            op = self.take().text
-            e = ("bin", op, e, self.arith())
-        return e
-
-    def arith(self) -> tuple:
-        e = self.term()
-        while self.peek().text in ("+", "-"):
-            op = self.take().text
-            e = ("bin", op, e, self.term())
-        return e
-
-    def term(self) -> tuple:
-        e = self.unary()
-        while self.peek().text in ("*", "/", "@"):
-            op = self.take().text
-            e = ("bin", op, e, self.unary())
-        return e
-
     def unary(self) -> tuple:
         if self.peek().text in ("-", "+"):
             op = self.take().text
             self.nest()
             e = self.unary()
-            self.depth -= 1
+            self.leave()
             return ("neg", e) if op == "-" else e
         return self.power()
 
@@ -163,12 +128,12 @@ class _Parser:
             self.take()
             self.nest()
             exp = self.unary()
-            self.depth -= 1
+            self.leave()
             value = _number(exp)
             if value is None:
-                raise self.fail("an exponent must be a number")
+                self.fail("an exponent must be a number")
             if abs(value) > 64:
-                raise self.fail("exponent too large (at most 64)")
+                self.fail("exponent too large (at most 64)")
             return ("bin", "**", base, ("num", value))
         return base
 
@@ -180,7 +145,7 @@ class _Parser:
                 continue
             t = self.take()
             if t.kind != "name":
-                raise self.fail("expected a name after '.'")
+                self.fail("expected a name after '.'")
             e = self.attribute(e, t.text)
         return e
 
@@ -195,7 +160,7 @@ class _Parser:
             self.expect("[")
             k = self.take()
             if k.kind != "num" or not k.text.isdigit():
-                raise self.fail("shape[...] takes an integer")
+                self.fail("shape[...] takes an integer")
             self.expect("]")
             return ("shape", e, int(k.text))
         if name in ("size", "ndim") and not call:
@@ -204,7 +169,7 @@ class _Parser:
             args, kwargs = self.arguments()
             if args:  # .sum(0): the axis given positionally
                 if len(args) > 1 or args[0][0] != "num" or "axis" in kwargs:
-                    raise self.fail(f".{name}() takes one axis: .{name}(axis=0)")
+                    self.fail(f".{name}() takes one axis: .{name}(axis=0)")
                 kwargs = {"axis": int(args[0][1]), **kwargs}
             return ("reduce", name, e, kwargs)
         if name in METHOD_SAME and call:
@@ -221,7 +186,7 @@ class _Parser:
         allowed = ".T, .shape, .size, .ndim, " + ", ".join(
             f".{m}()" for m in (*NP_REDUCE, *METHOD_CALLS, *METHOD_SAME, *METHOD_UNARY)
         )
-        raise self.fail(f"attribute .{name} is not allowed (allowed: {allowed})")
+        self.fail(f"attribute .{name} is not allowed (allowed: {allowed})")
 
     def subscripts(self) -> tuple:
         """``[:, None, 1:3, ...]`` after an expression (the ``[`` taken): slices, None,
@@ -246,12 +211,12 @@ class _Parser:
                             break
                         self.take()
                         if len(parts) > 2:
-                            raise self.fail("a slice is start:stop:step")
+                            self.fail("a slice is start:stop:step")
                         continue
                     cur = self.arith()
                 if len(parts) == 1:
                     if parts[0] is None:
-                        raise self.fail("empty subscript")
+                        self.fail("empty subscript")
                     items.append(("at", parts[0]))
                 else:
                     items.append(("slice", *(parts + [None] * (3 - len(parts)))))
@@ -259,8 +224,8 @@ class _Parser:
             if t.text == "]":
                 break
             if t.text != ",":
-                raise self.fail(f"expected ',' or ']' in a subscript, found {t.text!r}")
-        self.depth -= 1
+                self.fail(f"expected ',' or ']' in a subscript, found {t.text!r}")
+        self.leave()
         return tuple(items)
 
     def arguments(self, general: bool = False) -> tuple[list[tuple], dict[str, Any]]:
@@ -270,11 +235,11 @@ class _Parser:
         kwargs: dict[str, Any] = {}
         while self.peek().text != ")":
             t = self.peek()
-            if t.kind == "name" and self.toks[self.i + 1].text == "=":
+            if t.kind == "name" and self.peek(1).text == "=":
                 self.take()
                 self.take()
                 if general and t.text not in CALL_KEYWORDS:
-                    raise self.fail(
+                    self.fail(
                         f"keyword argument {t.text}= is not allowed "
                         f"(allowed: {', '.join(CALL_KEYWORDS)})"
                     )
@@ -287,14 +252,14 @@ class _Parser:
                     kwargs[word] = self.keyword(word)
             else:
                 if kwargs:
-                    raise self.fail("positional argument after a keyword argument")
+                    self.fail("positional argument after a keyword argument")
                 args.append(self.compare())
             if self.peek().text == ",":
                 self.take()
             elif self.peek().text != ")":
-                raise self.fail(f"expected ',' or ')', found {self.peek().text!r}")
+                self.fail(f"expected ',' or ')', found {self.peek().text!r}")
         self.take()
-        self.depth -= 1
+        self.leave()
         return args, kwargs
 
     def keyword(self, name: str) -> Any:
@@ -314,21 +279,21 @@ class _Parser:
                 self.take()
             t = self.take()
             if t.kind != "num" or not t.text.isdigit():
-                raise self.fail("axis= takes an integer")
+                self.fail("axis= takes an integer")
             return -int(t.text) if neg else int(t.text)
         if name == "keepdims":
             t = self.take()
             if t.text not in ("True", "False"):
-                raise self.fail("keepdims= takes True or False")
+                self.fail("keepdims= takes True or False")
             return t.text == "True"
-        raise self.fail(f"keyword argument {name}= is not allowed (allowed: axis, keepdims)")
+        self.fail(f"keyword argument {name}= is not allowed (allowed: axis, keepdims)")
 
     def primary(self) -> tuple:
         t = self.take()
         if t.kind == "num":
             v = float(t.text)
             if not np.isfinite(v):
-                raise self.fail(f"number {t.text} is not finite")
+                self.fail(f"number {t.text} is not finite")
             return ("num", v)
         if t.kind == "str":
             return ("str", t.text[1:-1])
@@ -344,23 +309,23 @@ class _Parser:
                     items.append(self.compare())
                 e = ("tuple", tuple(items))
             self.expect(")")
-            self.depth -= 1
+            self.leave()
             return e
         if t.text == "[":  # an Iverson bracket, as symgrad prints relu': [z1 > 0]
             self.nest()
             e = self.compare()
             if e[0] == "bin" and e[1] in (">", "<", ">=", "<=", "=="):
                 self.expect("]")
-                self.depth -= 1
+                self.leave()
                 return e
             items = [e]  # a list of numbers: tensordot's axes=[[1], [0]]
             while self.peek().text == ",":
                 self.take()
                 items.append(self.compare())
             self.expect("]")
-            self.depth -= 1
+            self.leave()
             if not all(_constant(c) for c in items):
-                raise self.fail(
+                self.fail(
                     "lists are not read (only lists of numbers, as tensordot's axes): "
                     "write an array expression, or [z1 > 0] for an Iverson bracket"
                 )
@@ -373,24 +338,24 @@ class _Parser:
                     args, kwargs = self.arguments()
                     if len(args) != len(self.helpers[t.text]) or kwargs:
                         n = len(self.helpers[t.text])
-                        raise self.fail(f"{t.text}() takes {n} argument(s) (as its def says)")
+                        self.fail(f"{t.text}() takes {n} argument(s) (as its def says)")
                     return ("helper", t.text, tuple(args))
                 if t.text in BARE_CALLS:
                     return self.general_call(t.text, "")
                 if t.text in BARE or t.text == "len":
                     args, kwargs = self.arguments()
                     if len(args) != 1 or kwargs:
-                        raise self.fail(f"{t.text}() takes one argument")
+                        self.fail(f"{t.text}() takes one argument")
                     return ("bare", t.text, args[0])
                 allowed = ", ".join([*BARE, "len", *BARE_CALLS])
-                raise self.fail(
+                self.fail(
                     f"function {t.text!r} is not allowed (use np.exp, np.tanh, ... or {allowed})"
                 )
             if t.text in ("True", "False", "None"):
-                raise self.fail(f"{t.text} is not a value here")
+                self.fail(f"{t.text} is not a value here")
             return ("name", t.text)
         found = repr(t.text) if t.kind != "end" else "the end of the line"
-        raise self.fail(f"unexpected {found}")
+        self.fail(f"unexpected {found}")
 
     def np_attribute(self) -> tuple:
         """``np.NAME...`` after ``np`` (the ``.`` next): a function, a constant, or
@@ -398,7 +363,7 @@ class _Parser:
         self.take()
         fn = self.take()
         if fn.kind != "name":
-            raise self.fail("expected a function name after 'np.'")
+            self.fail("expected a function name after 'np.'")
         if fn.text == "inf" and self.peek().text != "(":
             return ("const", "np.inf")
         if fn.text == "lib" and self.peek().text == ".":  # np.lib.stride_tricks...
@@ -407,12 +372,12 @@ class _Parser:
                 self.take()
                 path.append(self.take().text)
             if path != ["lib", "stride_tricks", "sliding_window_view"]:
-                raise self.fail(f"np.{'.'.join(path)} is not allowed")
+                self.fail(f"np.{'.'.join(path)} is not allowed")
             return self.general_call("sliding_window_view", "np.lib.stride_tricks.")
         if fn.text in NP_OPERATORS and self.peek().text == "(":
             args, kwargs = self.arguments()
             if len(args) != 2 or kwargs:
-                raise self.fail(f"np.{fn.text}() takes two arrays")
+                self.fail(f"np.{fn.text}() takes two arrays")
             return ("bin", NP_OPERATORS[fn.text], args[0], args[1])
         if fn.text in NP_CALLS and fn.text not in NP_REDUCE:
             return self.general_call(fn.text, "np.")
@@ -427,17 +392,17 @@ class _Parser:
     def np_call(self, fn: str) -> tuple:
         allowed = sorted([*NP_UNARY, *NP_BINARY, *NP_REDUCE, *NP_CALLS, "where"])
         if fn not in allowed:
-            raise self.fail(f"np.{fn} is not allowed (allowed: {', '.join(allowed)})")
+            self.fail(f"np.{fn} is not allowed (allowed: {', '.join(allowed)})")
         if self.peek().text != "(":
-            raise self.fail(f"np.{fn} must be called")
+            self.fail(f"np.{fn} must be called")
         args, kwargs = self.arguments()
         want = 1 if fn in NP_UNARY or fn in NP_REDUCE else 2 if fn in NP_BINARY else 3
         if len(args) != want:
-            raise self.fail(f"np.{fn}() takes {want} argument(s), got {len(args)}")
+            self.fail(f"np.{fn}() takes {want} argument(s), got {len(args)}")
         if fn in NP_REDUCE:
             return ("reduce", fn, args[0], kwargs)
         if kwargs:
-            raise self.fail(f"np.{fn}() takes no keyword arguments")
+            self.fail(f"np.{fn}() takes no keyword arguments")
         return ("np", fn, tuple(args))
 
 

@@ -14,14 +14,14 @@ import numpy as np
 
 from symgrad.ir.ops import OPS
 
-#: Elementwise functions of one argument, by name, from the op registry (``np.exp``,
-#: ``np.tanh`` ..., and bare ``sigmoid``, ``relu``, ``softplus`` as symgrad prints them).
+#: Elementwise functions of one argument, by name, from the op registry (bare
+#: ``sigmoid``, ``relu``, ``softplus`` ... as symgrad prints them).
 REGISTRY_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    op.name: op.numeric for op in OPS.values() if op.name not in ("max", "min")
+    op.name: op.numeric for op in OPS.values() if op.arity == 1
 }
-#: np.<name>(x): elementwise functions of one array.
+#: np.<name>(x): elementwise functions of one array (the registry's NumPy spellings).
 NP_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    **{k: f for k, f in REGISTRY_UNARY.items() if hasattr(np, k)},
+    **{op.np_name: op.numeric for op in OPS.values() if op.arity == 1 and op.np_name},
     "ones_like": np.ones_like,
     "zeros_like": np.zeros_like,
     "square": np.square,
@@ -29,9 +29,9 @@ NP_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "log1p": np.log1p,
     "expm1": np.expm1,
 }
+#: np.<name>(a, b): the registry's two-argument ops (``np.maximum``) and products.
 NP_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "maximum": np.maximum,
-    "minimum": np.minimum,
+    **{op.np_name: op.numeric for op in OPS.values() if op.arity == 2 and op.np_name},
     "outer": np.outer,
     "dot": np.dot,
 }
@@ -59,8 +59,11 @@ BARE: dict[str, Callable[[np.ndarray], Any]] = {
     "rowsum": lambda v: np.sum(v, axis=-1, keepdims=True),
     "colsum": lambda v: np.sum(v, axis=0),
 }
-#: Methods of one array that are elementwise functions (torch spellings: ``h.tanh()``).
-METHOD_UNARY = ("exp", "log", "tanh", "sqrt", "abs", "sigmoid", "relu")
+#: Methods of one array that are elementwise functions (torch spellings: ``h.tanh()``): the
+#: registry's ops whose torch spelling is ``torch.<name>(x)``, a tensor method too.
+METHOD_UNARY = tuple(
+    op.name for op in OPS.values() if op.arity == 1 and op.torch == f"torch.{op.name}({{0}})"
+)
 #: Methods that return their array unchanged as far as values go.
 METHOD_SAME = ("copy", "clone", "detach", "float", "double")
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from symgrad.learn.steps.expression import StepsInputError, _Parser, _tokenize
+from symgrad.learn.steps.expression import StepsInputError, _Parser, line_tokens
 
 MAX_CHARS = 20_000
 MAX_LINES = 200
@@ -105,7 +105,7 @@ def parse_steps(text: str, *, file: str | None = None) -> list[Statement]:
                     file=file,
                 )
             params = tuple(a.strip() for a in (body.group(2) or "").split(",") if a.strip())
-            toks = _tokenize(rest[len("return ") :], file, where)
+            toks = line_tokens(rest[len("return ") :], file, where)
             expr = _Parser(toks, file, where, helpers).parse()
             helpers[body.group(1)] = params
             out.append(Statement(n, body.group(1), "def", ("def", params, expr), line))
@@ -126,13 +126,13 @@ def _assignment(n: int, line: str, file: str | None, helpers: Mapping) -> Statem
     word = re.match(r"[A-Za-z_]\w*", line)
     if word and word.group() in _OUTSIDE and not re.match(r"\w+\s*[-+*/@]?=[^=]", line):
         raise StepsInputError(f"{where}: {_OUTSIDE[word.group()]}", file=file)
-    toks = _tokenize(line, file, where)
+    toks = line_tokens(line, file, where)
     index: tuple | None = None
     at = 1
     if len(toks) > 2 and toks[0].kind == "name" and toks[1].text == "[":
         parser = _Parser(toks[2:], file, where, helpers)
         index = parser.subscripts()
-        at = 2 + parser.i
+        at = 2 + parser.pos
     if len(toks) < at + 2 or toks[0].kind != "name" or toks[at].text not in _ASSIGN:
         if "," in line.split("=", 1)[0]:
             raise StepsInputError(
