@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Collection, Mapping
-from functools import partial
 from typing import Any, NoReturn
 
 import sympy as sp
@@ -62,9 +61,6 @@ _BINARY = {
 }
 _COMPARE = (">", "<", ">=", "<=")
 _SUM_ARITY = "sum() takes 2 or more arguments: sum(expression, index, ...)"
-
-#: The spec dialect of the one tokenizer: ``_tokenize(text, fail)``.
-_tokenize = partial(tokenize, dialect=SPEC)
 
 
 def _show(text: str) -> str:
@@ -545,7 +541,7 @@ def scalar_names(text: str, *, field: str | None = None) -> tuple[str, ...]:
         fail(f"expected a string expression, got {type(text).__name__}")
     if len(text) > MAX_CHARS:
         fail(f"expression is too long ({len(text)} characters, at most {MAX_CHARS})")
-    tokens = _tokenize(text, fail)
+    tokens = tokenize(text, fail, SPEC)
     names = (
         t.text
         for t, after in zip(tokens, tokens[1:], strict=False)

@@ -25,7 +25,8 @@ from typing import Any, NoReturn
 import sympy as sp
 
 from symgrad.errors import SpecError
-from symgrad.frontend.expr_parser import _Parser, _tokenize, scalar_names
+from symgrad.frontend.expr_parser import _Parser, scalar_names
+from symgrad.frontend.tokens import SPEC, tokenize
 from symgrad.learn.scalar_graph import graph_dot, write_graph
 from symgrad.learn.scalar_kinks import not_differentiable
 from symgrad.learn.scalar_nodes import Node, _build_graph, _tidy
@@ -312,7 +313,12 @@ def _read(
 
     try:
         tree = _StructuredParser(
-            _tokenize(expr, fail), fail, scalars=symbols, arrays={}, indices={}, free_indices=()
+            tokenize(expr, fail, SPEC),
+            fail,
+            scalars=symbols,
+            arrays={},
+            indices={},
+            free_indices=(),
         ).parse()
     except SpecError as exc:
         if "exponent" not in exc.message:
