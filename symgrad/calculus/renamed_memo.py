@@ -33,7 +33,8 @@ from symgrad.ir.indices import DUMMY_NAMES, FREE_NAMES, PARAM_NAMES, SAMPLE_NAME
 
 #: Symbol names that are never renamed: the display names of indices (a function may
 #: choose among them by what an expression already uses).
-_KEEP = frozenset((*DUMMY_NAMES, *FREE_NAMES, *PARAM_NAMES, *SAMPLE_NAMES))
+KEPT_NAMES = frozenset((*DUMMY_NAMES, *FREE_NAMES, *PARAM_NAMES, *SAMPLE_NAMES))
+_KEEP = KEPT_NAMES
 _SIZE = 4096
 _MEMO: OrderedDict[Hashable, tuple[Any, tuple[sp.Basic, ...]]] = OrderedDict()
 

@@ -16,6 +16,7 @@ from symgrad.documents import batched_display
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
+from symgrad.documents.renamed_print import RenamedPrinter
 from symgrad.ir.plain import TextPrinter
 
 
@@ -38,7 +39,7 @@ class DocBase:
         #: every adjoint is of the batch's mean loss
         self.coupled = any(st.sample is not None for st in self.net.stages)
         self.loss_tex = BATCH_LOSS if self.coupled else LOSS
-        self._text = TextPrinter()
+        self._text = RenamedPrinter(TextPrinter())  # each formula's shape printed once
         self._memo: dict[tuple, M] = {}
         self._atoms: dict[tuple, str] = {}
         self._rank = {p.name: len(p.shape) for p in self.net.params}
@@ -56,7 +57,7 @@ class DocBase:
         return self.form in ("matrix", "both")
 
     def text(self, e: sp.Basic) -> str:
-        return str(self._text.doprint(e))
+        return self._text(e)
 
     def tex(self, e: sp.Basic, notation: str = "component", yhat: bool = False) -> str:
         if e.is_Atom:  # indices and widths recur: printed once
