@@ -17,6 +17,8 @@ from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, s
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
 from symgrad.documents.renamed_print import RenamedPrinter
+from symgrad.documents.structure import jacobian_matrix
+from symgrad.ir.network import Stage
 from symgrad.ir.plain import TextPrinter
 
 
@@ -46,6 +48,8 @@ class DocBase:
         #: the named sub-expressions of the stage being written up (component forms are
         #: shown in its names), or None
         self.naming: NamedStage | None = None
+        #: lookups and forms a document asks for more than once, made once (by identity)
+        self._found: dict[object, object] = {}
 
     # -- printing helpers ---------------------------------------------------------------
     @property
@@ -146,6 +150,43 @@ class DocBase:
             if st.local is not None:
                 exprs.append(st.local)
         return any(e.atoms(cls) for e in exprs)
+
+    # -- lookups made once per document (a deep network asks them once per layer) -------
+    def _steps_by(self, what: str) -> dict:
+        key = ("steps by", what)
+        if key not in self._found:
+            index: dict = {}
+            for st in self.d.steps:
+                if what == "stage" and st.kind == "input" and st.stage is not None:
+                    index.setdefault(id(st.stage), []).append(st)
+                elif what == "param" and st.kind == "param":
+                    index.setdefault(st.wrt, []).append(st)
+            self._found[key] = index
+        return self._found[key]  # type: ignore[return-value]
+
+    def input_steps(self, stage: Stage) -> list[Step]:
+        """The steps through ``stage`` to its input, in order."""
+        return self._steps_by("stage").get(id(stage), [])
+
+    def param_steps(self, name: str) -> list[Step]:
+        """The steps of the parameter called ``name``, in order."""
+        return self._steps_by("param").get(name, [])
+
+    def jacobian_of(self, st: Step) -> sp.Expr | None:
+        """:func:`~symgrad.documents.structure.jacobian_matrix` of ``st``'s local
+        derivative, made once (the step and the layer's Jacobian both show it)."""
+        key = ("jacobian", id(st))
+        if key not in self._found:
+            assert st.local is not None
+            self._found[key] = jacobian_matrix(st.local, st.jacobian == "diagonal")
+        return self._found[key]
+
+    def batched_of(self, st: Step) -> sp.Expr:
+        """``st.batched`` (the step and the summary both show it), made once."""
+        key = ("batched", id(st))
+        if key not in self._found:
+            self._found[key] = st.batched
+        return self._found[key]
 
     def once(self, what: object, where: Step | None) -> Step | bool | None:
         """None the first time ``what`` is explained (recorded as explained at the step

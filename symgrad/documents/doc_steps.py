@@ -31,7 +31,6 @@ from symgrad.documents.structure import (
     is_additive,
     is_permutation,
     is_weight,
-    jacobian_matrix,
     swap_ik,
 )
 from symgrad.errors import DerivationError
@@ -110,7 +109,9 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             s.items.append(Item("label", ("Matrix form, per sample and batched",)))
             eqs = (
                 Eq((self.dq(st.wrt, "vector"), self.ex(st.matrix, "vector", yhat=True))),
-                Eq((self.dq(st.wrt, "batched"), self.ex(st.batched, "batched", yhat=True))),
+                Eq(
+                    (self.dq(st.wrt, "batched"), self.ex(self.batched_of(st), "batched", yhat=True))
+                ),
             )
             s.items.append(Item("math", eqs=eqs))
             if self.has_params:
@@ -264,7 +265,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         J = self.local_name(stage.name, st.wrt, [], [], "vector")
         jm = None
         if st.local is not None:
-            jm = jacobian_matrix(st.local, st.jacobian == "diagonal")
+            jm = self.jacobian_of(st)
         up = self.q(st.upstream or "", "vector")
         sides: list[M] = [
             *self.grad_lhs(st, "vector", []),
@@ -306,7 +307,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             )
         s.items.append(Item("label", ("Batched",)))
         blhs = self.grad_lhs(st, "batched", [])
-        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(st.batched, "batched"))),)))
+        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(self.batched_of(st), "batched"))),)))
 
     # -- the loss gradient fused into the last stage ----------------------------------------
     def _substituted(self, st: Step, loss_step: Step) -> list[M]:
@@ -426,7 +427,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
             sides = [
                 *self.grad_lhs(st, "batched", []),
-                self.ex(st.batched, "batched"),
+                self.ex(self.batched_of(st), "batched"),
                 M(
                     lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
                     lambda: f"mean_s (({per.txt})(s))",

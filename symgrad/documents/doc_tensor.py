@@ -78,7 +78,7 @@ class TensorSteps(DocBase):
         ]
 
     def _what(self, st: Step) -> list[Item]:
-        forms = [st.batched]
+        forms = [self.batched_of(st)]
         if st.matrix is not None:
             forms.append(st.matrix)
         for cls, text in _WHAT:
@@ -107,10 +107,10 @@ class TensorSteps(DocBase):
             s.items.append(Item("label", ("Correlation form, per sample and batched",)))
             eqs = (
                 Eq((*self.grad_lhs(st, "vector", []), self.ex(st.matrix, "vector"))),
-                Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),
+                Eq((*self.grad_lhs(st, "batched", []), self.ex(self.batched_of(st), "batched"))),
             )
             s.items.append(Item("math", eqs=eqs))
-            if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (st.batched,)):
+            if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (self.batched_of(st),)):
                 s.items.extend(self._star())
 
     def sample_step(self, st: Step, s: Section) -> None:
@@ -158,7 +158,11 @@ class TensorSteps(DocBase):
             if forms:  # the rows are the samples: the component form in the statistics
                 eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(forms[-1]))),)
             else:
-                eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),)
+                eqs = (
+                    Eq(
+                        (*self.grad_lhs(st, "batched", []), self.ex(self.batched_of(st), "batched"))
+                    ),
+                )
             s.items.append(Item("math", eqs=eqs))
 
     def _batch_sentence(self, st: Step, sample: str) -> tuple:

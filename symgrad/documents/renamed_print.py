@@ -36,7 +36,7 @@ _DIGITS = re.compile(r"\d+")
 
 
 def _name(atom: sp.Basic) -> str:
-    return str(atom.label) if isinstance(atom, sp.IndexedBase) else str(atom)
+    return str(atom.label.name if isinstance(atom, sp.IndexedBase) else atom.name)
 
 
 def _renameable(e: sp.Basic) -> bool:
@@ -46,6 +46,19 @@ def _renameable(e: sp.Basic) -> bool:
     if isinstance(e, sp.Symbol) and not isinstance(e, sp.Dummy):
         return e.name not in KEPT_NAMES and not (e.is_integer and not e.is_positive)
     return False
+
+
+#: What :func:`print_key` knows of a leaf or an array: its renameable kind (type and
+#: assumptions), or None where it is kept as it is (asked once per atom).
+_ATOMS: dict[sp.Basic, Hashable | None] = {}
+
+
+def _atom_info(e: sp.Basic) -> Hashable | None:
+    if e not in _ATOMS:
+        if len(_ATOMS) > 1 << 14:
+            _ATOMS.clear()
+        _ATOMS[e] = (type(e), tuple(sorted(e.assumptions0.items()))) if _renameable(e) else None
+    return _ATOMS[e]
 
 
 def print_key(e: sp.Basic) -> tuple[Hashable, tuple[sp.Basic, ...], set[str]]:
@@ -58,15 +71,17 @@ def print_key(e: sp.Basic) -> tuple[Hashable, tuple[sp.Basic, ...], set[str]]:
         n = atoms.get(e)
         if n is not None:
             return ("@", n)
-        if _renameable(e):
-            atoms[e] = n = len(atoms)
-            info = tuple(sorted(e.assumptions0.items()))
-            return ("@", n, type(e), info, *(walk(a) for a in e.args[1:]))
-        if not e.args:
-            if isinstance(e, sp.Symbol):
-                kept.add(e.name)
-            return (type(e), e)
-        return (e.func, *(walk(a) for a in e.args))
+        args = e.args
+        if not args or isinstance(e, sp.IndexedBase):
+            info = _atom_info(e)
+            if info is not None:
+                atoms[e] = n = len(atoms)
+                return ("@", n, info, *(walk(a) for a in args[1:]))
+            if not args:
+                if isinstance(e, sp.Symbol):
+                    kept.add(e.name)
+                return (type(e), e)
+        return (e.func, *(walk(a) for a in args))
 
     return walk(e), tuple(atoms), kept
 
