@@ -144,12 +144,15 @@ class DocBase:
         return s
 
     def uses(self, cls: type) -> bool:
-        exprs: list[sp.Basic] = [f.component for f in self.d.forward]
-        for st in self.d.steps:
-            exprs.append(st.component)
-            if st.local is not None:
-                exprs.append(st.local)
-        return any(e.atoms(cls) for e in exprs)
+        if "types" not in self._found:  # every node's type, in one walk for every question
+            exprs: list[sp.Basic] = [f.component for f in self.d.forward]
+            for st in self.d.steps:
+                exprs.append(st.component)
+                if st.local is not None:
+                    exprs.append(st.local)
+            self._found["types"] = {type(n) for e in exprs for n in sp.preorder_traversal(e)}
+        types: set[type] = self._found["types"]  # type: ignore[assignment]
+        return any(issubclass(t, cls) for t in types)
 
     # -- lookups made once per document (a deep network asks them once per layer) -------
     def _steps_by(self, what: str) -> dict:

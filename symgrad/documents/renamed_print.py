@@ -76,12 +76,12 @@ def print_key(e: sp.Basic) -> tuple[Hashable, tuple[sp.Basic, ...], set[str]]:
             info = _atom_info(e)
             if info is not None:
                 atoms[e] = n = len(atoms)
-                return ("@", n, info, *(walk(a) for a in args[1:]))
+                return ("@", n, info, *[walk(a) for a in args[1:]])
             if not args:
                 if isinstance(e, sp.Symbol):
                     kept.add(e.name)
                 return (type(e), e)
-        return (e.func, *(walk(a) for a in args))
+        return (e.func, *[walk(a) for a in args])
 
     return walk(e), tuple(atoms), kept
 
