@@ -18,7 +18,7 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import centre_samples, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.renamed_memo import renamed
+from symgrad.calculus.renamed_memo import renamed, shape_key
 from symgrad.calculus.reverse_indices import (
     _PARAM_IDX,
     _TENSOR_IDX,
@@ -177,37 +177,41 @@ def stage_calculus(stage: Stage, g: sp.IndexedBase) -> Named:
         if not w.is_Integer:
             wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
     ren.update(wren)
-    cstage = Stage(
-        ren[stage.out],
-        ren[stage.inp],
-        stage.width.xreplace(wren),
-        stage.in_width.xreplace(wren),
-        stage.body.xreplace(ren),
-        0,
-        stage.kind,
-        stage.label,
-        tuple(
-            Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
-            for p in stage.params
-        ),
-        stage.index,
-        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
-        sample=stage.sample,
-    )
     if _is_tensor(stage) or stage.shared or any(stage.extra_shapes):
         # concrete shapes, or parameters of other layers
         return Named(_compute(stage, g), {})
+    # the body in placeholder names, as a key: its structure and its atoms renamed (no
+    # expression is rebuilt unless the shape is new)
+    structure, atoms = shape_key(stage.body)
     key = (
-        cstage.body,
-        cstage.width,
-        cstage.in_width,
-        tuple(p.shape for p in cstage.params),
-        cstage.extra,
-        cstage.sample,
+        structure,
+        tuple(ren.get(a, a) for a in atoms),
+        stage.width.xreplace(wren),
+        stage.in_width.xreplace(wren),
+        tuple(tuple(s_.xreplace(wren) for s_ in p.shape) for p in stage.params),
+        tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+        stage.sample,
     )
     if key in _CACHE:
         _CACHE.move_to_end(key)
     else:
+        cstage = Stage(
+            ren[stage.out],
+            ren[stage.inp],
+            stage.width.xreplace(wren),
+            stage.in_width.xreplace(wren),
+            stage.body.xreplace(ren),
+            0,
+            stage.kind,
+            stage.label,
+            tuple(
+                Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
+                for p in stage.params
+            ),
+            stage.index,
+            extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+            sample=stage.sample,
+        )
         _CACHE[key] = _compute(cstage, ren[g])
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
