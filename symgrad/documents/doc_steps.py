@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import sympy as sp
 
 from symgrad.calculus.matrix_form import to_matrix
+from symgrad.calculus.renamed_memo import shape_key
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
@@ -167,8 +168,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         g = sp.IndexedBase(st.upstream, real=True)
         return chain, self.ex(sp.Sum(g[I] * st.local, (I, 0, stage.width - 1)))
 
-    @staticmethod
-    def _pattern(st: Step) -> tuple:
+    def _pattern(self, st: Step) -> tuple:
         """A step's local derivative with its stage's names replaced by placeholders: equal
         for the same kind of stage in another layer (a deep network repeats a few)."""
         stage = st.stage
@@ -179,7 +179,13 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         for n, w in enumerate((stage.width, stage.in_width)):
             if not sp.sympify(w).is_Integer:
                 ren[w] = _PH_WIDTH[n]
-        return (st.kind, st.jacobian, stage.kind, stage.label, st.local.xreplace(ren))
+        # the same structure with the same renamed atoms renames to the same expression:
+        # rebuilt once per structure
+        structure, atoms = shape_key(st.local)
+        key = ("pattern", structure, tuple(ren.get(a, a) for a in atoms))
+        if key not in self._found:
+            self._found[key] = st.local.xreplace(ren)
+        return (st.kind, st.jacobian, stage.kind, stage.label, self._found[key])
 
     def _repeated(self, st: Step, names: list[str], final: sp.Expr, where: Step) -> list[Item]:
         """A step like an earlier one: its local derivative and result, referring back to
