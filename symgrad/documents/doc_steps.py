@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import sympy as sp
 
 from symgrad.calculus.matrix_form import to_matrix
-from symgrad.calculus.renamed_memo import shape_key
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
@@ -23,6 +22,7 @@ from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
+from symgrad.documents.renamed_print import print_key
 from symgrad.documents.structure import (
     SPARE,
     I,
@@ -181,7 +181,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 ren[w] = _PH_WIDTH[n]
         # the same structure with the same renamed atoms renames to the same expression:
         # rebuilt once per structure
-        structure, atoms = shape_key(st.local)
+        structure, atoms, _ = print_key(st.local)
         key = ("pattern", structure, tuple(ren.get(a, a) for a in atoms))
         if key not in self._found:
             self._found[key] = st.local.xreplace(ren)
