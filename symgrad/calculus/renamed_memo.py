@@ -33,7 +33,8 @@ from symgrad.ir.indices import DUMMY_NAMES, FREE_NAMES, PARAM_NAMES, SAMPLE_NAME
 
 #: Symbol names that are never renamed: the display names of indices (a function may
 #: choose among them by what an expression already uses).
-_KEEP = frozenset((*DUMMY_NAMES, *FREE_NAMES, *PARAM_NAMES, *SAMPLE_NAMES))
+KEPT_NAMES = frozenset((*DUMMY_NAMES, *FREE_NAMES, *PARAM_NAMES, *SAMPLE_NAMES))
+_KEEP = KEPT_NAMES
 _SIZE = 4096
 _MEMO: OrderedDict[Hashable, tuple[Any, tuple[sp.Basic, ...]]] = OrderedDict()
 
@@ -71,6 +72,21 @@ def shape_key(expr: sp.Basic) -> tuple[Hashable, tuple[sp.Basic, ...]]:
     return key, tuple(atoms)
 
 
+#: Results by the very expressions asked about: the calculus asks again about the same
+#: placeholder-named expression for every layer of a shape (no structure walk for those).
+_EXACT: dict[Hashable, Any] = {}
+
+
+def _exact(key: Hashable, fn: Callable[[], Any]) -> Any:
+    hit = _EXACT.get(key, _EXACT)
+    if hit is _EXACT:
+        hit = fn()
+        if len(_EXACT) >= _SIZE:
+            _EXACT.clear()
+        _EXACT[key] = hit
+    return hit
+
+
 def _lookup(tag: Hashable, exprs: tuple[sp.Basic, ...]) -> tuple[Hashable, tuple, Any]:
     keys, atoms = [], []
     for e in exprs:
@@ -98,6 +114,12 @@ def renamed(
 ) -> sp.Basic:
     """``fn(*exprs)``, computed once per shape of ``exprs`` (and ``extra``, the other
     arguments ``fn`` depends on, by value) and renamed for the rest."""
+    return _exact(("renamed", tag, extra, exprs), lambda: _renamed(tag, fn, exprs, extra))
+
+
+def _renamed(
+    tag: Hashable, fn: Callable[..., sp.Basic], exprs: tuple[sp.Basic, ...], extra: Hashable
+) -> sp.Basic:
     key, flat, hit = _lookup((tag, extra), exprs)
     if hit is None:
         out = fn(*exprs)
@@ -112,6 +134,10 @@ def renamed(
 def renamed_fact(tag: Hashable, fn: Callable[[sp.Basic], Any], expr: sp.Basic) -> Any:
     """``fn(expr)`` for a value that names no atom of ``expr`` (a bool or ``None``),
     computed once per shape of ``expr``."""
+    return _exact(("fact", tag, expr), lambda: _renamed_fact(tag, fn, expr))
+
+
+def _renamed_fact(tag: Hashable, fn: Callable[[sp.Basic], Any], expr: sp.Basic) -> Any:
     key, flat, hit = _lookup(tag, (expr,))
     if hit is None:
         out = fn(expr)
@@ -130,3 +156,4 @@ def is_zero(expr: sp.Expr) -> bool | None:
 def clear() -> None:
     """Forget every memoised result."""
     _MEMO.clear()
+    _EXACT.clear()

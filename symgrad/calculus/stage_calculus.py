@@ -10,14 +10,15 @@ renaming per expression (:mod:`symgrad.calculus.reverse` assembles the steps).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
 from symgrad.calculus.contraction import contract, has_delta
 from symgrad.calculus.forward_values import centre_samples, pull_out, rewrite, tanh_from_ratio
-from symgrad.calculus.renamed_memo import renamed
+from symgrad.calculus.renamed_memo import renamed, shape_key
 from symgrad.calculus.reverse_indices import (
     _PARAM_IDX,
     _TENSOR_IDX,
@@ -145,23 +146,30 @@ def _compute(stage: Stage, g: sp.IndexedBase) -> _Calculus:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _placeholder(name: str) -> sp.IndexedBase:
+    """The placeholder array ``name`` (made once: an ``IndexedBase`` deduces its
+    assumptions each time it is built)."""
+    return sp.IndexedBase(name, real=True)
+
+
 def stage_calculus(stage: Stage, g: sp.IndexedBase) -> Named:
     """``_compute`` memoised on the stage's shape: deep networks repeat the same few stages,
     so a stage is derived once under placeholder names and renamed (this keeps the cost of
     a derivation linear in depth with a small constant)."""
     ren: dict[sp.Basic, sp.Basic] = {
-        stage.inp: sp.IndexedBase("_in", real=True),
-        stage.out: sp.IndexedBase("_out", real=True),
-        g: sp.IndexedBase("_g", real=True),
+        stage.inp: _placeholder("_in"),
+        stage.out: _placeholder("_out"),
+        g: _placeholder("_g"),
     }
     for n_, p in enumerate(stage.params):
         ren[p.base] = (
             sp.Symbol(f"_p{n_}", real=True)
             if isinstance(p.base, sp.Symbol)
-            else sp.IndexedBase(f"_p{n_}", real=True)
+            else _placeholder(f"_p{n_}")
         )
     for n_, (base, _) in enumerate(stage.extra):
-        ren[base] = sp.IndexedBase(f"_x{n_}", real=True)
+        ren[base] = _placeholder(f"_x{n_}")
     wren: dict[sp.Basic, sp.Basic] = {}
     for n_, w in enumerate(
         dict.fromkeys([stage.in_width, stage.width, *(w for _, w in stage.extra)])
@@ -169,37 +177,41 @@ def stage_calculus(stage: Stage, g: sp.IndexedBase) -> Named:
         if not w.is_Integer:
             wren[w] = sp.Symbol(f"_w{n_}", integer=True, positive=True)
     ren.update(wren)
-    cstage = Stage(
-        ren[stage.out],
-        ren[stage.inp],
-        stage.width.xreplace(wren),
-        stage.in_width.xreplace(wren),
-        stage.body.xreplace(ren),
-        0,
-        stage.kind,
-        stage.label,
-        tuple(
-            Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
-            for p in stage.params
-        ),
-        stage.index,
-        extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
-        sample=stage.sample,
-    )
     if _is_tensor(stage) or stage.shared or any(stage.extra_shapes):
         # concrete shapes, or parameters of other layers
         return Named(_compute(stage, g), {})
+    # the body in placeholder names, as a key: its structure and its atoms renamed (no
+    # expression is rebuilt unless the shape is new)
+    structure, atoms = shape_key(stage.body)
     key = (
-        cstage.body,
-        cstage.width,
-        cstage.in_width,
-        tuple(p.shape for p in cstage.params),
-        cstage.extra,
-        cstage.sample,
+        structure,
+        tuple(ren.get(a, a) for a in atoms),
+        stage.width.xreplace(wren),
+        stage.in_width.xreplace(wren),
+        tuple(tuple(s_.xreplace(wren) for s_ in p.shape) for p in stage.params),
+        tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+        stage.sample,
     )
     if key in _CACHE:
         _CACHE.move_to_end(key)
     else:
+        cstage = Stage(
+            ren[stage.out],
+            ren[stage.inp],
+            stage.width.xreplace(wren),
+            stage.in_width.xreplace(wren),
+            stage.body.xreplace(ren),
+            0,
+            stage.kind,
+            stage.label,
+            tuple(
+                Param(p.name, ren[p.base], tuple(s_.xreplace(wren) for s_ in p.shape))
+                for p in stage.params
+            ),
+            stage.index,
+            extra=tuple((ren[b], w.xreplace(wren)) for b, w in stage.extra),
+            sample=stage.sample,
+        )
         _CACHE[key] = _compute(cstage, ren[g])
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
@@ -213,10 +225,14 @@ class Named:
 
     calc: _Calculus
     back: dict[sp.Basic, sp.Basic]
+    #: renamed sub-expressions: a stage's expressions share most of their subtrees
+    #: (``W3[j, k]``, ``a2[k]``), each rebuilt once per stage
+    _done: dict[sp.Basic, sp.Basic] = field(default_factory=dict, compare=False, repr=False)
 
     def named(self, e: sp.Expr) -> sp.Expr:
-        """``e`` in the stage's own names."""
-        return e.xreplace(self.back) if self.back else e
+        """``e`` in the stage's own names (``e.xreplace(back)``, with the rebuilt
+        sub-expressions shared between the calls)."""
+        return _replaced(e, self.back, self._done) if self.back else e
 
     def finished(self, e: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
         """:func:`finish` of ``e``, in the stage's own names."""
@@ -225,6 +241,22 @@ class Named:
     def canonical(self, e: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:
         """:func:`canonical_form` of ``e``, in the stage's own names."""
         return self.named(canonical_form(e, free, names))
+
+
+def _replaced(e: sp.Basic, rule: dict[sp.Basic, sp.Basic], done: dict) -> sp.Basic:
+    """``e.xreplace(rule)``, remembering every rebuilt node in ``done``."""
+    hit = done.get(e)
+    if hit is not None:
+        return hit
+    if e in rule:
+        out = rule[e]
+    elif not e.args:
+        out = e
+    else:
+        args = tuple(_replaced(a, rule, done) for a in e.args)
+        out = e.func(*args) if any(a is not b for a, b in zip(args, e.args, strict=True)) else e
+    done[e] = out
+    return out
 
 
 def finish(expr: sp.Expr, free: tuple[sp.Symbol, ...], names: tuple[str, ...]) -> sp.Expr:

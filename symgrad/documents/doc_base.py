@@ -16,6 +16,8 @@ from symgrad.documents import batched_display
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
+from symgrad.documents.renamed_print import RenamedPrinter
+from symgrad.ir.network import Stage
 from symgrad.ir.plain import TextPrinter
 
 
@@ -38,13 +40,15 @@ class DocBase:
         #: every adjoint is of the batch's mean loss
         self.coupled = any(st.sample is not None for st in self.net.stages)
         self.loss_tex = BATCH_LOSS if self.coupled else LOSS
-        self._text = TextPrinter()
+        self._text = RenamedPrinter(TextPrinter())  # each formula's shape printed once
         self._memo: dict[tuple, M] = {}
         self._atoms: dict[tuple, str] = {}
         self._rank = {p.name: len(p.shape) for p in self.net.params}
         #: the named sub-expressions of the stage being written up (component forms are
         #: shown in its names), or None
         self.naming: NamedStage | None = None
+        #: lookups and forms a document asks for more than once, made once (by identity)
+        self._found: dict[object, object] = {}
 
     # -- printing helpers ---------------------------------------------------------------
     @property
@@ -56,7 +60,7 @@ class DocBase:
         return self.form in ("matrix", "both")
 
     def text(self, e: sp.Basic) -> str:
-        return str(self._text.doprint(e))
+        return self._text(e)
 
     def tex(self, e: sp.Basic, notation: str = "component", yhat: bool = False) -> str:
         if e.is_Atom:  # indices and widths recur: printed once
@@ -139,12 +143,43 @@ class DocBase:
         return s
 
     def uses(self, cls: type) -> bool:
-        exprs: list[sp.Basic] = [f.component for f in self.d.forward]
-        for st in self.d.steps:
-            exprs.append(st.component)
-            if st.local is not None:
-                exprs.append(st.local)
-        return any(e.atoms(cls) for e in exprs)
+        if "types" not in self._found:  # every node's type, in one walk for every question
+            exprs: list[sp.Basic] = [f.component for f in self.d.forward]
+            for st in self.d.steps:
+                exprs.append(st.component)
+                if st.local is not None:
+                    exprs.append(st.local)
+            self._found["types"] = {type(n) for e in exprs for n in sp.preorder_traversal(e)}
+        types: set[type] = self._found["types"]  # type: ignore[assignment]
+        return any(issubclass(t, cls) for t in types)
+
+    # -- lookups made once per document (a deep network asks them once per layer) -------
+    def _steps_by(self, what: str) -> dict:
+        key = ("steps by", what)
+        if key not in self._found:
+            index: dict = {}
+            for st in self.d.steps:
+                if what == "stage" and st.kind == "input" and st.stage is not None:
+                    index.setdefault(id(st.stage), []).append(st)
+                elif what == "param" and st.kind == "param":
+                    index.setdefault(st.wrt, []).append(st)
+            self._found[key] = index
+        return self._found[key]  # type: ignore[return-value]
+
+    def input_steps(self, stage: Stage) -> list[Step]:
+        """The steps through ``stage`` to its input, in order."""
+        return self._steps_by("stage").get(id(stage), [])
+
+    def param_steps(self, name: str) -> list[Step]:
+        """The steps of the parameter called ``name``, in order."""
+        return self._steps_by("param").get(name, [])
+
+    def batched_of(self, st: Step) -> sp.Expr:
+        """``st.batched`` (the step and the summary both show it), made once."""
+        key = ("batched", id(st))
+        if key not in self._found:
+            self._found[key] = st.batched
+        return self._found[key]
 
     def once(self, what: object, where: Step | None) -> Step | bool | None:
         """None the first time ``what`` is explained (recorded as explained at the step

@@ -48,7 +48,9 @@ class FrontMatter(DocBase):
 
     def _width(self, w: sp.Expr) -> M:
         """``n_1 = 4``, or just ``4`` for a width that is a number."""
-        v = sp.sympify(w).xreplace({k: sp.Integer(n) for k, n in self.net.sizes.items()})
+        if "sizes" not in self._found:  # one substitution for every width (not one per layer)
+            self._found["sizes"] = {k: sp.Integer(n) for k, n in self.net.sizes.items()}
+        v = sp.sympify(w).xreplace(self._found["sizes"])
         if str(v) == str(w):
             return M(str(v), str(v))
         return M(r"%s = %s" % (self.tex(w), v), f"{w} = {v}")

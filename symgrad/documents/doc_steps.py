@@ -21,6 +21,7 @@ from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
+from symgrad.documents.renamed_print import print_key
 from symgrad.documents.structure import (
     SPARE,
     I,
@@ -103,7 +104,9 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             s.items.append(Item("label", ("Matrix form, per sample and batched",)))
             eqs = (
                 Eq((self.dq(st.wrt, "vector"), self.ex(st.matrix, "vector", yhat=True))),
-                Eq((self.dq(st.wrt, "batched"), self.ex(st.batched, "batched", yhat=True))),
+                Eq(
+                    (self.dq(st.wrt, "batched"), self.ex(self.batched_of(st), "batched", yhat=True))
+                ),
             )
             s.items.append(Item("math", eqs=eqs))
             if self.has_params:
@@ -166,8 +169,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         g = sp.IndexedBase(st.upstream, real=True)
         return chain, self.ex(sp.Sum(g[I] * st.local, (I, 0, stage.width - 1)))
 
-    @staticmethod
-    def _pattern(st: Step) -> tuple:
+    def _pattern(self, st: Step) -> tuple:
         """A step's local derivative with its stage's names replaced by placeholders: equal
         for the same kind of stage in another layer (a deep network repeats a few)."""
         stage = st.stage
@@ -178,7 +180,13 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         for n, w in enumerate((stage.width, stage.in_width)):
             if not sp.sympify(w).is_Integer:
                 ren[w] = _PH_WIDTH[n]
-        return (st.kind, st.jacobian, stage.kind, stage.label, st.local.xreplace(ren))
+        # the same structure with the same renamed atoms renames to the same expression:
+        # rebuilt once per structure
+        structure, atoms, _ = print_key(st.local)
+        key = ("pattern", structure, tuple(ren.get(a, a) for a in atoms))
+        if key not in self._found:
+            self._found[key] = st.local.xreplace(ren)
+        return (st.kind, st.jacobian, stage.kind, stage.label, self._found[key])
 
     def _repeated(self, st: Step, names: list[str], final: sp.Expr, where: Step) -> list[Item]:
         """A step like an earlier one: its local derivative and result, referring back to
@@ -300,7 +308,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             )
         s.items.append(Item("label", ("Batched",)))
         blhs = self.grad_lhs(st, "batched", [])
-        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(st.batched, "batched"))),)))
+        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(self.batched_of(st), "batched"))),)))
 
     # -- the loss gradient fused into the last stage ----------------------------------------
     def _substituted(self, st: Step, loss_step: Step) -> list[M]:
@@ -401,7 +409,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
             sides = [
                 *self.grad_lhs(st, "batched", []),
-                self.ex(st.batched, "batched"),
+                self.ex(self.batched_of(st), "batched"),
                 M(
                     lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
                     lambda: f"mean_s (({per.txt})(s))",

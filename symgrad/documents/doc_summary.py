@@ -18,6 +18,7 @@ from symgrad.documents.structure import (
     bp_tag,
     is_additive,
     pass_back,
+    readers,
     swap_ik,
 )
 from symgrad.ir.network import Stage
@@ -52,8 +53,8 @@ class Summaries(DocBase):
     def _stage_jacobian(self, stage: Stage) -> M | None:
         """The whole-stage matrix ``d out / d in`` (``diag(a (1 - a))``, ``W``), as one
         factor of a product (parenthesised when a sum)."""
-        for st in self.d.steps:
-            if st.kind == "input" and st.stage is stage and st.local is not None:
+        for st in self.input_steps(stage):
+            if st.local is not None:
                 jm = st.local_matrix
                 if jm is None:
                     return None
@@ -104,7 +105,7 @@ class Summaries(DocBase):
                 if not after or any(f is None for f in after):
                     continue  # the parameter's own stage ends the layer: nothing to expand
                 own = self._param_jacobian_name(out, p.name, len(p.shape) != 1)
-                pstep = next((x for x in self.d.steps if x.kind == "param" and x.param == p), None)
+                pstep = next((x for x in self.param_steps(p.name) if x.param == p), None)
                 pm = quantity(p.name, "vector", matrix=len(p.shape) != 1)
                 # an additive parameter (z = ... + b): dz/db is the identity
                 dz = (
@@ -157,7 +158,7 @@ class Summaries(DocBase):
     def _bp_eq(self, st: Step) -> Eq | None:
         tag = bp_tag(self.d, st)
         if st.kind == "input" and st.jacobian == "linear":
-            nxt = [x for x in self.d.steps if x.upstream == st.grad]
+            nxt = readers(self.d, st.grad)
             if nxt and bp_tag(self.d, nxt[0]) == "BP2":
                 return None  # shown inside BP2
         rhs = st.matrix
@@ -207,7 +208,7 @@ class Summaries(DocBase):
             s.items.append(Item("label", ("Batched (the generated code)",)))
             for st in steps:
                 lhs = self.grad_lhs(st, "batched", [])
-                eqs.append(Eq((lhs[0], self.ex(st.batched, "batched"))))
+                eqs.append(Eq((lhs[0], self.ex(self.batched_of(st), "batched"))))
         else:
             s.items.append(Item("label", ("Component form",)))
             for st in steps:

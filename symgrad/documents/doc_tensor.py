@@ -99,7 +99,7 @@ class TensorSteps(DocBase):
         ]
 
     def _what(self, st: Step) -> list[Item]:
-        forms = [st.batched]
+        forms = [self.batched_of(st)]
         if st.matrix is not None:
             forms.append(st.matrix)
         for cls, text in _WHAT:
@@ -130,10 +130,10 @@ class TensorSteps(DocBase):
             s.items.append(Item("label", (f"{what} form, per sample and batched",)))
             eqs = (
                 Eq((*self.grad_lhs(st, "vector", []), self.ex(st.matrix, "vector"))),
-                Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),
+                Eq((*self.grad_lhs(st, "batched", []), self.ex(self.batched_of(st), "batched"))),
             )
             s.items.append(Item("math", eqs=eqs))
-            if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (st.batched,)):
+            if any(f.atoms(CorrInputGrad, CorrWeightGrad) for f in (self.batched_of(st),)):
                 s.items.extend(self._star())
             if products and self.once("per-sample matrices", st) is None:
                 s.items.append(_PER_SAMPLE)
@@ -183,7 +183,11 @@ class TensorSteps(DocBase):
             if forms:  # the rows are the samples: the component form in the statistics
                 eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(forms[-1]))),)
             else:
-                eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched"))),)
+                eqs = (
+                    Eq(
+                        (*self.grad_lhs(st, "batched", []), self.ex(self.batched_of(st), "batched"))
+                    ),
+                )
             s.items.append(Item("math", eqs=eqs))
 
     def _batch_sentence(self, st: Step, sample: str) -> tuple:

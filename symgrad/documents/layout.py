@@ -121,6 +121,9 @@ def text_width() -> int:
     return max(40, shutil.get_terminal_size((TEXT_WIDTH, 24)).columns)
 
 
+_BRACKETS = re.compile(r"([()\[\]{}])")
+
+
 def _wrap(
     text: str, width: int, indent: str = "", hang: str = "    ", protect: bool = False
 ) -> str:
@@ -130,10 +133,12 @@ def _wrap(
         return indent + text
     protected, depth = [], 0
     text = re.sub(r"\b(sum_\w+|sum_\{[^}]*\}) ", "\\1\x00", text)  # a sum keeps its body
-    for c in text:
-        depth += c in "([{"
-        depth -= c in ")]}"
-        protected.append("\x00" if protect and c == " " and depth > 0 else c)
+    for chunk in _BRACKETS.split(text) if protect else (text,):  # runs between brackets
+        if len(chunk) == 1 and chunk in "([{)]}":
+            depth += 1 if chunk in "([{" else -1
+        elif depth > 0:
+            chunk = chunk.replace(" ", "\x00")
+        protected.append(chunk)
     filled = textwrap.fill(
         "".join(protected),
         width=width,

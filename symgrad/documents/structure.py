@@ -53,6 +53,30 @@ def free_names(stage: Stage) -> list[str]:
     return [str(i) for i in stage.indices] if stage.indices else ["i"]
 
 
+#: Per derivation (by identity): its steps by the adjoint they read and by their own name,
+#: so that a lookup per step stays linear in the number of steps.
+_INDEX: dict[int, tuple[Derivation, dict[str | None, list[Step]], dict[str, list[Step]]]] = {}
+
+
+def _index(d: Derivation) -> tuple[dict[str | None, list[Step]], dict[str, list[Step]]]:
+    hit = _INDEX.get(id(d))
+    if hit is None or hit[0] is not d:
+        by_upstream: dict[str | None, list[Step]] = {}
+        by_grad: dict[str, list[Step]] = {}
+        for x in d.steps:
+            by_upstream.setdefault(x.upstream, []).append(x)
+            by_grad.setdefault(x.grad, []).append(x)
+        if len(_INDEX) >= 8:
+            _INDEX.clear()
+        hit = _INDEX[id(d)] = (d, by_upstream, by_grad)
+    return hit[1], hit[2]
+
+
+def readers(d: Derivation, grad: str) -> list[Step]:
+    """The steps that read the adjoint ``grad`` (``x.upstream == grad``), in order."""
+    return _index(d)[0].get(grad, [])
+
+
 def bp_tag(d: Derivation, st: Step) -> str:
     """Nielsen's name of a step, from its structure (never from a layer's name)."""
     if st.kind == "param":
@@ -66,7 +90,7 @@ def bp_tag(d: Derivation, st: Step) -> str:
     ):
         # an error delta<l>: the adjoint of a quantity that enters an affine stage
         # linearly (the pre-activation z = W a + b), whatever the stage is called
-        below = [x for x in d.steps if x.upstream == st.grad and x.kind == "input"]
+        below = [x for x in readers(d, st.grad) if x.kind == "input"]
         if not below or below[0].jacobian != "linear":
             return ""
         if st.kind == "loss" or st.stage is d.network.stages[-1]:
@@ -77,8 +101,8 @@ def bp_tag(d: Derivation, st: Step) -> str:
 
 def pass_back(d: Derivation, st: Step) -> Step | None:
     """The linear step that feeds ``st`` (``da1 = W2^T delta2`` for ``delta1``)."""
-    for x in d.steps:
-        if x.grad == st.upstream and x.kind == "input" and x.jacobian == "linear":
+    for x in _index(d)[1].get(st.upstream or "", []) if st.upstream is not None else ():
+        if x.kind == "input" and x.jacobian == "linear":
             return x
     return None
 

@@ -142,7 +142,12 @@ class Network:
 
     def size(self, w: sp.Expr) -> int:
         """The concrete value of a width expression (needs every width to be known)."""
-        v = sp.sympify(w).xreplace({k: sp.Integer(n) for k, n in self.sizes.items()})
+        v = sp.sympify(w)
+        if v.is_Integer:
+            return int(v)
+        if v in self.sizes:  # a width symbol: no substitution (linear in the layers)
+            return int(self.sizes[v])
+        v = v.xreplace({k: sp.Integer(n) for k, n in self.sizes.items()})
         if not v.is_Integer:
             raise SpecError(f"width {w} is symbolic; give concrete sizes to generate code")
         return int(v)
