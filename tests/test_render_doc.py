@@ -612,7 +612,7 @@ def test_bp_tags_follow_structure_not_names():
     assert "BP2  delta1 = (W2.T @ delta2)*[z1 > 0]" in box
     deep = render(derive(deep_custom()), "text", width=200)
     box = deep[deep.index("For this network") :]
-    assert "    dL/da1 = " in box and "BP2  dL/da1" not in box  # a map layer: no BP name
+    assert "    dl/da1 = " in box and "BP2  dl/da1" not in box  # a map layer: no BP name
 
 
 def test_loss_gradient_derived_from_the_loss(seed_tex):

@@ -13,6 +13,7 @@ import sympy as sp
 
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.documents import batched_display
+from symgrad.documents.latex_names import BATCH_LOSS_TEXT, LOSS_TEXT
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
 from symgrad.documents.lets import NamedStage
 from symgrad.documents.model import M, Part, Section
@@ -38,6 +39,7 @@ class DocBase:
         #: every adjoint is of the batch's mean loss
         self.coupled = any(st.sample is not None for st in self.net.stages)
         self.loss_tex = BATCH_LOSS if self.coupled else LOSS
+        self.loss_txt = BATCH_LOSS_TEXT if self.coupled else LOSS_TEXT
         self._text = TextPrinter()
         self._memo: dict[tuple, M] = {}
         self._atoms: dict[tuple, str] = {}
@@ -112,7 +114,8 @@ class DocBase:
             lambda: quantity(
                 "d" + name, notation, idx, matrix=matrix, batch_loss=batch or self.coupled
             ),
-            f"dL/d{name}" + (f"[{', '.join(idx)}]" if idx else ""),
+            f"d{BATCH_LOSS_TEXT if batch else self.loss_txt}/d{name}"
+            + (f"[{', '.join(idx)}]" if idx else ""),
         )
 
     def is_matrix(self, name: str, notation: str) -> bool:
@@ -172,7 +175,7 @@ class DocBase:
             return M(quantity(st.grad, "component"), st.grad)
         return M(
             r"\partial %s / \partial %s" % (self.loss_tex, quantity(st.wrt, "component")),
-            f"dL/d{st.wrt}",
+            f"d{self.loss_txt}/d{st.wrt}",
         )
 
     def step_title(self, st: Step, what: str) -> list[Part]:
@@ -180,8 +183,8 @@ class DocBase:
         lhs = quantity(st.grad, "component")
         adj = r"\partial %s / \partial %s" % (self.loss_tex, quantity(st.wrt, "component"))
         if base == "delta":
-            return [M(f"{lhs} = {adj}", f"{st.grad} = dL/d{st.wrt}"), f" ({what})"]
-        return [M(adj, f"dL/d{st.wrt}"), f" ({what})"]
+            return [M(f"{lhs} = {adj}", f"{st.grad} = d{self.loss_txt}/d{st.wrt}"), f" ({what})"]
+        return [M(adj, f"d{self.loss_txt}/d{st.wrt}"), f" ({what})"]
 
     def step_section(self, st: Step, what: str) -> Section:
         return self.section(self.step_title(st, what), 2, anchor=f"step-{st.grad}")

@@ -99,7 +99,7 @@ class FrontMatter(DocBase):
             return (
                 "The network has no parameters: it is a function of its input, and the "
                 "gradient of interest is the one with respect to the input, ",
-                M(r"\partial %s / \partial \mathbf{x}" % LOSS, "dL/dx"),
+                M(r"\partial %s / \partial \mathbf{x}" % LOSS, "dl/dx"),
                 ".",
             )
         parts: list[Part] = ["Parameters: "]

@@ -83,7 +83,10 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             yhat_i = self.net.output[I]
             sides = [
                 self.dq(st.wrt, "component", ["i"]),
-                M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
+                M(
+                    quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat),
+                    f"d{self.loss_txt}/dyhat[i]",
+                ),
                 M(
                     lambda: (
                         r"\frac{\partial}{\partial \hat{y}_{i}} %s"

@@ -147,7 +147,11 @@ class Summaries(DocBase):
                         r"\textcolor{red}{%s}" % own.tex,
                     )
                     txt = " @ ".join(
-                        [f"(dL/d{self.net.output}).T", *(f"J{a}" for a in above), own.txt]
+                        [
+                            f"(d{self.loss_txt}/d{self.net.output}).T",
+                            *(f"J{a}" for a in above),
+                            own.txt,
+                        ]
                     )
                     chain_eqs.append(Eq((self.dq(p.name, "vector"), M(tex, txt))))
         s.items.append(Item("label", ("Each parameter's gradient as a product chain",)))
