@@ -190,7 +190,7 @@ def test_diagonal_step_matrix_form(seed_tex):
         r"\frac{\partial \ell}{\partial \mathbf{a}^{[1]}} \odot \mathbf{a}^{[1]} "
         r"\odot (1 - \mathbf{a}^{[1]})" in step
     )
-    assert r"\Delta^{[1]} = \frac{\partial \mathcal{L}}{\partial Z^{[1]}}" in step
+    assert r"\Delta^{[1]} &= \frac{\partial \mathcal{L}}{\partial Z^{[1]}}" in step
 
 
 def test_chain_rule_written_out(seed_tex):
@@ -235,8 +235,8 @@ def test_batched_forms(seed_tex):
     assert r"\Delta^{[2]\top} A^{[1]}" in dw
     db = _section(seed_tex, r"\partial b^{[2]}$")
     assert (
-        r"\frac{\partial \mathcal{L}}{\partial \mathbf{b}^{[2]}} = \mathbf{1}^{\top} \Delta^{[2]}"
-        in db
+        r"\frac{\partial \mathcal{L}}{\partial \mathbf{b}^{[2]}} &= \mathbf{1}^{\top} \Delta^{[2]}"
+        in db  # per sample and batched: one display, the rows in two columns
     )
     da = _section(seed_tex, r"\partial a^{[1]}$ (through dense")
     assert r"\frac{\partial \mathbf{z}^{[2]}}{\partial \mathbf{a}^{[1]}} &= W^{[2]}" in da

@@ -17,7 +17,7 @@ from symgrad.calculus.matrix_form import to_matrix
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
-from symgrad.documents.doc_local import LocalWhy, rules_sentence, rules_used
+from symgrad.documents.doc_local import LocalWhy, rules_used
 from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.lets import NamedStage
@@ -41,6 +41,20 @@ from symgrad.ir.indices import pull_out
 _PH = tuple(sp.IndexedBase(f"_ph{n}", real=True) for n in range(12))
 _PH_SCALAR = tuple(sp.Symbol(f"_ps{n}", real=True) for n in range(10))
 _PH_WIDTH = tuple(sp.Symbol(f"_pw{n}", integer=True, positive=True) for n in range(2))
+
+
+def merge_repeated(s: Section) -> None:
+    """A step that repeats an earlier one with this layer's names, shown as its component
+    rows then its matrix rows, becomes one display (set in two columns where it fits)."""
+    tail = s.items[-4:]
+    kinds = [it.kind for it in tail]
+    if kinds != ["label", "math", "label", "math"] or tail[0].parts[:1] != ("As for ",):
+        return
+    label, comp, _, mat = tail
+    s.items[-4:] = [
+        Item("label", (*label.parts, " (both forms)")),
+        Item("math", eqs=(*comp.eqs, *mat.eqs)),
+    ]
 
 
 class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
@@ -105,7 +119,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 sides.append(self.ex(raw, yhat=True))
             sides.append(self.ex(st.component, yhat=True))
             s.items.append(Item("math", eqs=(Eq(tuple(dedupe(sides))),)))
-            s.items.append(Item("para", rules_sentence(rules_used(loss, yhat_i))))
+            s.items.append(Item("para", self.rules_para(rules_used(loss, yhat_i))))
             if raw is not None and raw.has(sp.KroneckerDelta):
                 dummy = next(lim[0] for sm in raw.atoms(sp.Sum) for lim in sm.limits)
                 s.items.append(Item("para", self.kronecker_text(raw, "i", dummy)))
@@ -130,6 +144,16 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         dummy = str(dummy_sym)
         bracket = M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]")
         if collapses(local, dummy_sym):
+            if self.once("bracket collapses a sum", None) is not None:  # explained above
+                return (
+                    "The sum over ",
+                    M(dummy, dummy),
+                    " collapses to the term ",
+                    M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+                    " (the bracket ",
+                    bracket,
+                    ").",
+                )
             return (
                 "The bracket ",
                 bracket,
@@ -262,7 +286,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
     def _input_matrix(self, st: Step, s: Section) -> None:
         stage = st.stage
         assert stage is not None
-        s.items.append(Item("label", ("Matrix form, per sample",)))
+        s.items.append(Item("label", ("Matrix form, per sample, then batched",)))
         eqs = []
         J = self.local_name(stage.name, st.wrt, [], [], "vector")
         jm = None
@@ -289,7 +313,10 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 sides.append(self.ex(to_matrix(st.unfused, (I,)), "vector"))
         sides.append(self.ex(st.matrix, "vector"))
         eqs.append(Eq(tuple(dedupe(sides))))
+        blhs = self.grad_lhs(st, "batched", [])
+        eqs.append(Eq((*blhs, self.ex(st.batched, "batched"))))
         s.items.append(Item("math", eqs=tuple(eqs)))
+        merge_repeated(s)
         if diagonal:
             where = self.once("hadamard", st)
             if where is None:
@@ -307,9 +334,6 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                     ),
                 )
             )
-        s.items.append(Item("label", ("Batched",)))
-        blhs = self.grad_lhs(st, "batched", [])
-        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(st.batched, "batched"))),)))
 
     # -- the loss gradient fused into the last stage ----------------------------------------
     def _substituted(self, st: Step, loss_step: Step) -> list[M]:
@@ -422,21 +446,22 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         if self.comp:
             s.items.extend(self._component_chain(st, names, st.component))
         if self.mat:
-            s.items.append(Item("label", ("Matrix form, per sample",)))
             lhs = self.grad_lhs(st, "vector", [])
             per = self.ex(st.matrix, "vector")
-            s.items.append(Item("math", eqs=(Eq((*lhs, per)),)))
-            s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
-            sides = [
-                *self.grad_lhs(st, "batched", []),
-                self.ex(st.batched, "batched"),
-                M(
-                    lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
-                    lambda: f"mean_s (({per.txt})(s))",
-                ),
-            ]
-            s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
-            if self.once("shared parameter", st) is None:
+            first = self.once("shared parameter", st) is None
+            sides = [*self.grad_lhs(st, "batched", []), self.ex(st.batched, "batched")]
+            if first:  # the mean of the per-sample gradients, shown where it is explained
+                sides.append(
+                    M(
+                        lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
+                        lambda: f"mean_s (({per.txt})(s))",
+                    )
+                )
+            label = "Matrix form, per sample, then batched (summed over the rows)"
+            s.items.append(Item("label", (label,)))
+            s.items.append(Item("math", eqs=(Eq((*lhs, per)), Eq(tuple(sides)))))
+            merge_repeated(s)
+            if first:
                 s.items.append(Item("para", tuple(prose.shared_param_parts())))
                 s.items.append(
                     Item(

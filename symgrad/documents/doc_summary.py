@@ -212,7 +212,10 @@ class Summaries(DocBase):
             s.items.append(Item("label", ("Batched (the generated code)",)))
             for st in steps:
                 lhs = self.grad_lhs(st, "batched", [])
-                eqs.append(Eq((lhs[0], self.ex(st.batched, "batched"))))
+                stats = BatchStatistics.of(st.stage) if st.stage is not None else None
+                forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
+                rhs = self.ex(forms[-1]) if forms else self.ex(st.batched, "batched")
+                eqs.append(Eq((lhs[0], rhs)))  # batch statistics: the rows in their names
         else:
             s.items.append(Item("label", ("Component form",)))
             for st in steps:

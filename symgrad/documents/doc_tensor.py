@@ -147,14 +147,14 @@ class TensorSteps(DocBase):
             )
             s.items.append(Item("label", ("Chain rule over the batch, component form",)))
             lhs = self.grad_lhs(st, "component", names)
-            sides = [*lhs, chain, self.ex(st.component)]
-            if stats is not None:
-                sides += [self.ex(f) for f in stats.forms(st.component, st.upstream)]
+            named = stats.forms(st.component, st.upstream) if stats is not None else []
+            # in the named statistics only: spelt out, the same sum is a restatement
+            sides = [*lhs, chain, *([self.ex(f) for f in named] or [self.ex(st.component)])]
             s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
             s.items.append(Item("para", self._batch_sentence(st, oi[0])))
-        if self.mat:
+        forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
+        if self.mat and not (forms and self.comp):  # else: the last line above, row by row
             s.items.append(Item("label", ("Batched: the sums over the batch are over the rows",)))
-            forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
             if forms:  # the rows are the samples: the component form in the statistics
                 eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(forms[-1]))),)
             else:
@@ -166,9 +166,11 @@ class TensorSteps(DocBase):
         assert stage is not None
         where = self.once("batch coupling", st)
         tail = (
-            "No further sum over the samples is added in the batched code."
+            "No further sum over the samples is added in the batched code, which computes the "
+            "last line as it stands."
             if st.kind == "param"
-            else "In the batched code the sample index is the rows' axis."
+            else "In the batched code the sample index is the rows' axis: the last line, row by "
+            "row, is the batched adjoint."
         )
         if isinstance(where, Step):
             return (
