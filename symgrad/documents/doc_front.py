@@ -179,7 +179,7 @@ class FrontMatter(DocBase):
         if stats is None:
             return None
         if per_sample:
-            why = "as in component form (it reads the whole batch)"
+            why = "see the component form"
             return Eq((self.q(f.stage.name, "vector"), M(r"\text{%s}" % why, why)))
         out = self.q(f.stage.name, "component", free_names(f.stage))
         return Eq((out, self.ex(stats.name(f.component))))

@@ -153,7 +153,8 @@ class TensorSteps(DocBase):
             s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
             s.items.append(Item("para", self._batch_sentence(st, oi[0])))
         forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
-        if self.mat and not (forms and self.comp):  # else: the last line above, row by row
+        shown = self.comp and (forms or st.kind == "param")  # the last line above says it
+        if self.mat and not shown:
             s.items.append(Item("label", ("Batched: the sums over the batch are over the rows",)))
             if forms:  # the rows are the samples: the component form in the statistics
                 eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(forms[-1]))),)
