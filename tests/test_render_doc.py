@@ -644,3 +644,51 @@ def test_text_matrix_products_keep_numpy_precedence():
     assert text(a1 * BMatMul(a1, A2, 1)) == "a1*(a1 @ A2.T)"
     assert matrix_text(BOuter(BMatMul(a1, A2, 1), a1)) == "(a1 @ A2.T).T @ a1"
     assert matrix_text(a1 * BMatMul(a1, A2, 0)) == "a1*(a1 @ A2)"
+
+
+def test_text_adjoints_name_their_loss(seed):
+    """Per-sample adjoints are of one sample's loss l, batched ones of the mean L."""
+    text = render(seed, "text", width=200)
+    assert "dl/da2[i] = dl/dyhat[i] = " in text and "\ndl/dW2 (weight gradient)\n" in text
+    assert "The adjoint of a quantity u is dl/du" in text
+    assert "    dL/dW2 = delta2.T @ a1" in text and "    dl/dW2 = outer(delta2, a1)" in text
+    assert "dL/da2[i]" not in text and "dL/dW2[p, q]" not in text
+
+
+def test_explanations_given_once_then_named(seed_tex):
+    full = "and every term carries it: the sum over"
+    assert seed_tex.count(full) == 1  # then "The sum over i collapses to the term i = p"
+    assert seed_tex.count(r"keeps only the term $j = k$") == 1
+
+
+def test_tanh_derived_from_its_definition(smce_tex):
+    assert r"\tanh(x) &= \frac{e^{x} - e^{- x}}{e^{x} + e^{- x}}" in smce_tex
+    assert r"= 1 - \tanh(x)^{2}" in smce_tex
+
+
+def test_short_equations_share_a_line_long_ones_do_not(seed_tex):
+    summary = seed_tex[seed_tex.index("Summary: the backward pass as computed") :]
+    rows = summary[: summary.index(r"\end{align*}")].split(r"\\[0.5ex]")
+    assert all(row.count("&=") == 2 for row in rows[:-1])  # two equations per row
+    assert r"\scalebox" not in seed_tex
+
+
+def test_star_defined_where_the_correlation_first_appears():
+    from symgrad import pipeline
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "digits_cnn" / "digits_cnn.toml"
+    tex = render(pipeline.derive(pipeline.parse(str(spec))), "latex")
+    definition = tex.index(r"is the cross-correlation")
+    assert tex.count(r"is the cross-correlation") == 1
+    assert tex.index(r"\star") < definition < tex.index("Backward pass")
+
+
+def test_html_code_pane_folds_the_argument_checks(seed):
+    from symgrad.documents.html import render_html
+
+    page = render_html(seed)
+    folds = re.findall(r'<details class="fold"><summary>([^<]*)</summary>', page)
+    assert len(folds) == 1 and "_params_error" in folds[0] and "_check)" in folds[0]
+    opened = re.sub(r'<details class="fold">.*?</details>', "", page, flags=re.S)
+    before = opened.split('id="code-backward"')[0]  # what the pane shows above the backward
+    assert "def _params_error" not in before and "def _check(" not in before

@@ -16,7 +16,7 @@ from symgrad.documents import batched_display
 from symgrad.documents.latex_names import BATCH_LOSS_TEXT, LOSS_TEXT
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
 from symgrad.documents.lets import NamedStage
-from symgrad.documents.model import M, Part, Section
+from symgrad.documents.model import Item, M, Part, Section
 from symgrad.ir.plain import TextPrinter
 
 
@@ -117,6 +117,30 @@ class DocBase:
             f"d{BATCH_LOSS_TEXT if batch else self.loss_txt}/d{name}"
             + (f"[{', '.join(idx)}]" if idx else ""),
         )
+
+    def star_definition(self) -> list[Item]:
+        """What the correlation ``W star a`` and its transpose are, where first used."""
+        if self.once("star", None) is not None:
+            return []
+        return [
+            Item(
+                "para",
+                (
+                    M(r"W \star \mathbf{a}", "corr(W, a)"),
+                    " is the cross-correlation: ",
+                    M(
+                        r"(W \star \mathbf{a})_{o,h,w} = \sum_{c,u,v} W_{o,c,u,v}\, "
+                        r"a_{c,\,h+u,\,w+v}",
+                        "corr(W, a)[o, h, w] = sum_{c,u,v} W[o, c, u, v]*a[c, h+u, w+v]",
+                    ),
+                    " (the kernel slid over the input, not flipped; a stride or a dilation "
+                    "scales the positions). ",
+                    M(r"W \star^{\top} \boldsymbol{\delta}", "corr_T(W, delta)"),
+                    " is its transpose: it sends each output position's adjoint back to the "
+                    "input positions its window read, weighted by the kernel.",
+                ),
+            )
+        ]
 
     def is_matrix(self, name: str, notation: str) -> bool:
         if notation == "component":

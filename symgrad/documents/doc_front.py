@@ -8,6 +8,7 @@ import re
 
 import sympy as sp
 
+from symgrad.calculus.conv_form import Correlate
 from symgrad.calculus.matrix_form import to_matrix
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
@@ -171,6 +172,8 @@ class FrontMatter(DocBase):
                     or Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched")))
                 )
             s.items.append(Item("math", eqs=tuple(beqs)))
+            if any(f.matrix is not None and f.matrix.has(Correlate) for f in self.d.forward):
+                s.items.extend(self.star_definition())  # where the correlation first appears
 
     def _coupled_row(self, f, per_sample: bool = False) -> Eq | None:
         """A stage with batch statistics has no per-sample form (it reads the batch); its

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 import sympy as sp
+from sympy.functions.elementary.hyperbolic import HyperbolicFunction
 
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
@@ -152,7 +153,9 @@ class LocalWhy(DocBase):
             items.append(Item("para", self._forward_values(st)))
             if st.jacobian == "diagonal":
                 items.extend(self._mistake_forward_values(st))
-        for f in own_functions(stage.body, stage.inp[I]):
+        # symgrad's activations, and the hyperbolic functions SymPy defines (tanh)
+        hyperbolic = [f for f in stage.body.atoms(HyperbolicFunction) if f.args == (stage.inp[I],)]
+        for f in [*own_functions(stage.body, stage.inp[I]), *hyperbolic]:
             if self.once(("function", type(f)), st) is None:
                 items.extend(self.function_why(type(f)))
         return eqs, items

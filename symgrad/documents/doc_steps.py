@@ -165,6 +165,16 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
                 ".",
             )
+        if self.once("bracket picks a term", None) is not None:  # explained above
+            return (
+                "The bracket ",
+                bracket,
+                " picks the term ",
+                M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+                "; a sum over ",
+                M(dummy, dummy),
+                " remains.",
+            )
         return (
             "The bracket ",
             bracket,

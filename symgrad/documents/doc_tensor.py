@@ -55,27 +55,7 @@ class TensorSteps(DocBase):
     """Conv, pooling and flatten steps; steps through batch statistics."""
 
     def _star(self) -> list[Item]:
-        if self.once("star", None) is not None:
-            return []
-        return [
-            Item(
-                "para",
-                (
-                    M(r"W \star \mathbf{a}", "W * a"),
-                    " is the cross-correlation: ",
-                    M(
-                        r"(W \star \mathbf{a})_{o,h,w} = \sum_{c,u,v} W_{o,c,u,v}\, "
-                        r"a_{c,\,h+u,\,w+v}",
-                        "(W * a)[o, h, w] = sum_{c,u,v} W[o, c, u, v]*a[c, h+u, w+v]",
-                    ),
-                    " (the kernel slid over the input, not flipped; a stride or a dilation "
-                    "scales the positions). ",
-                    M(r"W \star^{\top} \boldsymbol{\delta}", "W *T delta"),
-                    " is its transpose: it sends each output position's adjoint back to the "
-                    "input positions its window read, weighted by the kernel.",
-                ),
-            )
-        ]
+        return self.star_definition()
 
     def _what(self, st: Step) -> list[Item]:
         forms = [st.batched]
