@@ -681,6 +681,10 @@ def test_star_defined_where_the_correlation_first_appears():
     definition = tex.index(r"is the cross-correlation")
     assert tex.count(r"is the cross-correlation") == 1
     assert tex.index(r"\star") < definition < tex.index("Backward pass")
+    from symgrad.documents.graph import to_dot
+
+    dot = to_dot(pipeline.derive(pipeline.parse(str(spec))))
+    assert "δ⁽¹⁾ ⋆ x" in dot and "corr(" not in dot  # the graph writes it as the documents do
 
 
 def test_html_code_pane_folds_the_argument_checks(seed):
