@@ -50,8 +50,8 @@ def _backward(tex: str) -> str:
 
 
 def _rows(section: str) -> dict[str, str]:
-    """Each align row ``lhs &= rhs``, its continuation rows (``&\\qquad ...``) joined: lhs
-    -> the last side of the row (the first row for an lhs)."""
+    """Each align row ``lhs &= rhs`` (or two side by side), its continuation rows
+    (``&\\qquad ...``) joined: lhs -> the last side of the row (the first row for an lhs)."""
     logical: list[str] = []
     for line in section.splitlines():
         line = re.sub(r"\s*\\\\\[0\.5ex\]$", "", line.strip())
@@ -61,8 +61,11 @@ def _rows(section: str) -> dict[str, str]:
             logical.append(line)
     rows: dict[str, str] = {}
     for row in logical:
-        lhs, rhs = row.split("&=", 1)
-        rows.setdefault(lhs.strip(), rhs.split(" = ")[-1].strip())
+        # short equations may sit side by side, the columns parted by a lone ``&``
+        for column in re.split(r"(?<!\\)\s&\s(?!=)", row):
+            if "&=" in column:
+                lhs, rhs = column.split("&=", 1)
+                rows.setdefault(lhs.strip(), rhs.split(" = ")[-1].strip())
     return rows
 
 

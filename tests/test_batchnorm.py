@@ -155,12 +155,15 @@ def test_derivation_shows_the_sample_index_and_the_sums_over_the_batch():
     assert [str(i) for i in delta.indices] == ["s", "i"]
     text = " ".join(render_document(d, to="text").split())  # wrapped to the terminal
     assert "a2[s, i] = " in text
-    assert "sum_t (z1[t, i])/N" in text  # the batch mean
+    assert "mu[i] = (sum_s (z1[s, i]))/N" in text  # the batch mean, named
     assert "sum_t sum_k (da2[t, k]*d(a2[t, k])/d(z1[s, i]))" in text  # the chain rule
     # the textbook backward: centred on the batch mean, the sum of the upstream over the batch
     assert "delta1[s, i] = dL/dz1[s, i]" in text
     flat = " ".join(text.split())  # the text is wrapped at the terminal's width
-    assert "da2[s, i] - sum_t (da2[t, i])/N - (z1[s, i] - sum_t (z1[t, i])/N)*sum_u" in flat
+    assert (
+        "(gamma2[i]/sqrt(sigma2[i] + eps))*(da2[s, i] - mean_t(da2[t, i]) - "
+        "mean_u(da2[u, i]*xhat[u, i])*xhat[s, i])" in flat
+    )
     # parameter gradients sum over the samples in the component form itself
     assert str(d.step("dbeta2").component) == "Sum(da2[t, p], (t, 0, N - 1))"
     md = render_document(d, to="markdown")

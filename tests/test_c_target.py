@@ -200,7 +200,9 @@ def test_sanitizers_on_every_network(name, tmp_path):
 
 def test_backward_statements_carry_their_formulas():
     code, header = generate_c(derive(NETS["softmax_ce"]))
-    assert "/* dL/dz2[i] = a2[i] - y[i] */" in code
+    assert "/* dl/dz2[i] = a2[i] - y[i]  (per sample) */" in code
+    mean = "/* delta2 = dL/dz2 = dl/dz2 / n: L is the mean loss over the batch of n samples */"
+    assert mean in code  # the one division by the batch size, named as such
     assert "/* dL/dz1[i] = (1 - a1[i]**2)*da1[i] */" in code
     assert "malloc" not in code and "#include <stdlib.h>" not in code
     includes = {line for line in code.splitlines() if line.startswith("#include")}

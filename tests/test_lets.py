@@ -226,7 +226,7 @@ def test_documents_show_the_names_and_the_steps_through_them():
     text = render(d, "text")
     assert "mu = (sum_j (a1[j]))/n_1" in text
     assert "a2[i] = " in text and "/sqrt(var + 1.0e-5)" in text
-    assert "dL/dvar = " in text and "dL/dmu = " in text
+    assert "dl/dvar = " in text and "dl/dmu = " in text
     tex = render(d, "latex")
     assert r"\mu &= " in tex and r"\mathrm{var}" in tex
     assert r"\frac{\partial \ell}{\partial \mu}" in tex

@@ -190,7 +190,7 @@ def test_diagonal_step_matrix_form(seed_tex):
         r"\frac{\partial \ell}{\partial \mathbf{a}^{[1]}} \odot \mathbf{a}^{[1]} "
         r"\odot (1 - \mathbf{a}^{[1]})" in step
     )
-    assert r"\Delta^{[1]} = \frac{\partial \mathcal{L}}{\partial Z^{[1]}}" in step
+    assert r"\Delta^{[1]} &= \frac{\partial \mathcal{L}}{\partial Z^{[1]}}" in step
 
 
 def test_chain_rule_written_out(seed_tex):
@@ -235,8 +235,8 @@ def test_batched_forms(seed_tex):
     assert r"\Delta^{[2]\top} A^{[1]}" in dw
     db = _section(seed_tex, r"\partial b^{[2]}$")
     assert (
-        r"\frac{\partial \mathcal{L}}{\partial \mathbf{b}^{[2]}} = \mathbf{1}^{\top} \Delta^{[2]}"
-        in db
+        r"\frac{\partial \mathcal{L}}{\partial \mathbf{b}^{[2]}} &= \mathbf{1}^{\top} \Delta^{[2]}"
+        in db  # per sample and batched: one display, the rows in two columns
     )
     da = _section(seed_tex, r"\partial a^{[1]}$ (through dense")
     assert r"\frac{\partial \mathbf{z}^{[2]}}{\partial \mathbf{a}^{[1]}} &= W^{[2]}" in da
@@ -612,7 +612,7 @@ def test_bp_tags_follow_structure_not_names():
     assert "BP2  delta1 = (W2.T @ delta2)*[z1 > 0]" in box
     deep = render(derive(deep_custom()), "text", width=200)
     box = deep[deep.index("For this network") :]
-    assert "    dL/da1 = " in box and "BP2  dL/da1" not in box  # a map layer: no BP name
+    assert "    dl/da1 = " in box and "BP2  dl/da1" not in box  # a map layer: no BP name
 
 
 def test_loss_gradient_derived_from_the_loss(seed_tex):
@@ -644,3 +644,55 @@ def test_text_matrix_products_keep_numpy_precedence():
     assert text(a1 * BMatMul(a1, A2, 1)) == "a1*(a1 @ A2.T)"
     assert matrix_text(BOuter(BMatMul(a1, A2, 1), a1)) == "(a1 @ A2.T).T @ a1"
     assert matrix_text(a1 * BMatMul(a1, A2, 0)) == "a1*(a1 @ A2)"
+
+
+def test_text_adjoints_name_their_loss(seed):
+    """Per-sample adjoints are of one sample's loss l, batched ones of the mean L."""
+    text = render(seed, "text", width=200)
+    assert "dl/da2[i] = dl/dyhat[i] = " in text and "\ndl/dW2 (weight gradient)\n" in text
+    assert "The adjoint of a quantity u is dl/du" in text
+    assert "    dL/dW2 = delta2.T @ a1" in text and "    dl/dW2 = outer(delta2, a1)" in text
+    assert "dL/da2[i]" not in text and "dL/dW2[p, q]" not in text
+
+
+def test_explanations_given_once_then_named(seed_tex):
+    full = "and every term carries it: the sum over"
+    assert seed_tex.count(full) == 1  # then "The sum over i collapses to the term i = p"
+    assert seed_tex.count(r"keeps only the term $j = k$") == 1
+
+
+def test_tanh_derived_from_its_definition(smce_tex):
+    assert r"\tanh(x) &= \frac{e^{x} - e^{- x}}{e^{x} + e^{- x}}" in smce_tex
+    assert r"= 1 - \tanh(x)^{2}" in smce_tex
+
+
+def test_short_equations_share_a_line_long_ones_do_not(seed_tex):
+    summary = seed_tex[seed_tex.index("Summary: the backward pass as computed") :]
+    rows = summary[: summary.index(r"\end{align*}")].split(r"\\[0.5ex]")
+    assert all(row.count("&=") == 2 for row in rows[:-1])  # two equations per row
+    assert r"\scalebox" not in seed_tex
+
+
+def test_star_defined_where_the_correlation_first_appears():
+    from symgrad import pipeline
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "digits_cnn" / "digits_cnn.toml"
+    tex = render(pipeline.derive(pipeline.parse(str(spec))), "latex")
+    definition = tex.index(r"is the cross-correlation")
+    assert tex.count(r"is the cross-correlation") == 1
+    assert tex.index(r"\star") < definition < tex.index("Backward pass")
+    from symgrad.documents.graph import to_dot
+
+    dot = to_dot(pipeline.derive(pipeline.parse(str(spec))))
+    assert "δ⁽¹⁾ ⋆ x" in dot and "corr(" not in dot  # the graph writes it as the documents do
+
+
+def test_html_code_pane_folds_the_argument_checks(seed):
+    from symgrad.documents.html import render_html
+
+    page = render_html(seed)
+    folds = re.findall(r'<details class="fold"><summary>([^<]*)</summary>', page)
+    assert len(folds) == 1 and "_params_error" in folds[0] and "_check)" in folds[0]
+    opened = re.sub(r'<details class="fold">.*?</details>', "", page, flags=re.S)
+    before = opened.split('id="code-backward"')[0]  # what the pane shows above the backward
+    assert "def _params_error" not in before and "def _check(" not in before

@@ -223,7 +223,7 @@ class NetworkFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, G: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         X, W1, W2, W3, a1, z2, t1, a2, a3 = ctx.saved_tensors
-        # dL/dz3[i] = (G[i] - sum_k G[k]*a3[k])*a3[i]
+        # dl/dz3[i] = (G[i] - sum_k G[k]*a3[k])*a3[i]  (per sample; n_3 = 4, the output width)
         # (through softmax: full Jacobian, G = dL/dyhat fused in)
         delta3 = G - (G * a3).sum(1, keepdim=True)
         delta3 *= a3
@@ -301,8 +301,9 @@ class LossFunction(torch.autograd.Function):
         X, Y, W1, W2, W3, a1, z2, t1, a2, a3 = ctx.saved_tensors
         n = ctx.n
         # Backward pass: one statement per derived step.
-        # dL/dz3[i] = a3[i] - y[i]
+        # dl/dz3[i] = a3[i] - y[i]  (per sample)
         # (through softmax: full Jacobian, fused with the loss)
+        # delta3 = dL/dz3 = dl/dz3 / n: L is the mean loss over the batch of n samples
         delta3 = a3 - Y
         delta3 *= g
         delta3 /= n

@@ -286,8 +286,9 @@ def loss_and_grads(
             _not_finite(X=X, Y=Y)
         return value, {}
     # Backward pass: one statement per derived step.
-    # dL/dz2[i] = a2[i] - y[i]
+    # dl/dz2[i] = a2[i] - y[i]  (per sample)
     # (through softmax: full Jacobian, fused with the loss)
+    # delta2 = dL/dz2 = dl/dz2 / n: L is the mean loss over the batch of n samples
     delta2 = a2 - Y
     delta2 /= n
     # dL/dW2[p, q] = a1[q]*delta2[p]  (summed over the batch)

@@ -230,6 +230,10 @@ def step_comment(d: Derivation, step) -> tuple[str, ...]:
     comp = comment_text(step.component)
     what = {"loss": "loss gradient", "input": f"through {step.stage.label}" if step.stage else ""}
     lines = [f"{lhs} = {comp}"]
+    if carries_loss(step):  # one sample's loss l: its widths named, the 1/n said below
+        widths = sorted(step.component.free_symbols & set(d.network.sizes), key=str)
+        named = "; ".join(f"{w} = {d.network.sizes[w]}, {_width_of(d, w)}" for w in widths)
+        lines = [f"dl/d{step.wrt}[{idx}] = {comp}  (per sample{'; ' + named if named else ''})"]
     if step.kind == "param":
         lines[0] = f"dL/d{step.wrt}[{idx}] = {comp}  (summed over the batch)"
     elif step.kind in what and what[step.kind]:
@@ -238,6 +242,26 @@ def step_comment(d: Derivation, step) -> tuple[str, ...]:
             + (", fused with the loss)" if step.fused else ")")
         )
     return tuple(lines)
+
+
+def carries_loss(step) -> bool:
+    """The step the loss gradient enters the backward pass at (there the code divides by
+    the batch size)."""
+    return step.kind == "loss" or bool(step.fused)
+
+
+def _width_of(d: Derivation, w: sp.Symbol) -> str:
+    if w == d.network.output_width:
+        return "the output width"
+    return "a width"
+
+
+def batch_mean_comment(step) -> str:
+    """Where the code's adjoint becomes the batch mean's: the one division by n."""
+    return (
+        f"{step.grad} = dL/d{step.wrt} = dl/d{step.wrt} / n: L is the mean loss over the batch "
+        "of n samples"
+    )
 
 
 def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> LoweredProgram:
@@ -255,9 +279,6 @@ def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> Lowere
     shape_probe = Shapes(net.param_names)
     hide = {Vec(p): sp.Dummy(p) for p in net.param_names}
     unhide = {v: k for k, v in hide.items()}
-
-    def rows_of(width: sp.Expr | int) -> str:
-        return f"(X.shape[0], {net.size(width)})"
 
     def add(
         target: str,
@@ -291,15 +312,15 @@ def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> Lowere
             # a stage that couples the samples is lowered with its sample axis: full already
             None
             if f.stage.sample is not None
-            else rows_of_shape(net, f.stage.shape)
-            if f.stage.shape
-            else rows_of(f.stage.width),
+            else rows_of_shape(net, f.stage.shape or (f.stage.width,)),
         )
     loss_items, total = _loss_items(net, ir_logs["loss"], sizes, shape_probe)
     items.extend(loss_items)
     for step in d.steps:
         if step.needed:
             comment = step_comment(d, step)
+            if carries_loss(step):
+                comment += (batch_mean_comment(step),)
             expr = batched_step(step)
             if step.kind == "param":
                 full = None
@@ -310,13 +331,7 @@ def lower_program(d: Derivation, ir_logs: Mapping[str, list[Applied]]) -> Lowere
                     items[-1] = replace(items[-1], widen=full)
             else:
                 # (N, width), the sample index explicit: lowered with its sample axis, full
-                shape = (
-                    None
-                    if step.shape[0] == N
-                    else rows_of_shape(net, step.shape)
-                    if len(step.shape) > 1
-                    else rows_of(step.shape[0])
-                )
+                shape = None if step.shape[0] == N else rows_of_shape(net, step.shape)
                 add(step.grad, expr, comment, "backward", comment[0], (), shape)
     return LoweredProgram(d, tuple(items), total)
 

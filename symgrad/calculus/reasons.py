@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Literal
 
 import sympy as sp
+from sympy.functions.elementary.hyperbolic import HyperbolicFunction
 
 from symgrad.ir.indices import pull_out
 from symgrad.ir.network import Loss
@@ -136,10 +137,13 @@ def contraction(local: sp.Expr, dummy: sp.Symbol) -> Contraction | None:
 
 
 def own_functions(body: sp.Expr, arg: sp.Expr) -> list[sp.Function]:
-    """symgrad's own activation functions applied to ``arg`` (``sigma(z_i)``)."""
+    """The activation functions applied to ``arg`` (``sigma(z_i)``) whose derivative a
+    document derives from their definition: symgrad's own, and the hyperbolic functions
+    SymPy defines (``tanh``)."""
     out = []
     for f in body.atoms(sp.Function):
-        if f.args == (arg,) and type(f).__module__.startswith("symgrad."):
+        own = type(f).__module__.startswith("symgrad.") or isinstance(f, HyperbolicFunction)
+        if f.args == (arg,) and own:
             out.append(f)
     return sorted(out, key=sp.default_sort_key)
 

@@ -13,9 +13,10 @@ import sympy as sp
 
 from symgrad.calculus.reverse import Derivation, Step
 from symgrad.documents import batched_display
+from symgrad.documents.latex_names import BATCH_LOSS_TEXT, LOSS_TEXT
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
 from symgrad.documents.lets import NamedStage
-from symgrad.documents.model import M, Part, Section
+from symgrad.documents.model import Item, M, Part, Section
 from symgrad.documents.renamed_print import RenamedPrinter
 from symgrad.ir.network import Stage
 from symgrad.ir.plain import TextPrinter
@@ -40,6 +41,7 @@ class DocBase:
         #: every adjoint is of the batch's mean loss
         self.coupled = any(st.sample is not None for st in self.net.stages)
         self.loss_tex = BATCH_LOSS if self.coupled else LOSS
+        self.loss_txt = BATCH_LOSS_TEXT if self.coupled else LOSS_TEXT
         self._text = RenamedPrinter(TextPrinter())  # each formula's shape printed once
         self._memo: dict[tuple, M] = {}
         self._atoms: dict[tuple, str] = {}
@@ -116,8 +118,33 @@ class DocBase:
             lambda: quantity(
                 "d" + name, notation, idx, matrix=matrix, batch_loss=batch or self.coupled
             ),
-            f"dL/d{name}" + (f"[{', '.join(idx)}]" if idx else ""),
+            f"d{BATCH_LOSS_TEXT if batch else self.loss_txt}/d{name}"
+            + (f"[{', '.join(idx)}]" if idx else ""),
         )
+
+    def star_definition(self) -> list[Item]:
+        """What the correlation ``W star a`` and its transpose are, where first used."""
+        if self.once("star", None) is not None:
+            return []
+        return [
+            Item(
+                "para",
+                (
+                    M(r"W \star \mathbf{a}", "corr(W, a)"),
+                    " is the cross-correlation: ",
+                    M(
+                        r"(W \star \mathbf{a})_{o,h,w} = \sum_{c,u,v} W_{o,c,u,v}\, "
+                        r"a_{c,\,h+u,\,w+v}",
+                        "corr(W, a)[o, h, w] = sum_{c,u,v} W[o, c, u, v]*a[c, h+u, w+v]",
+                    ),
+                    " (the kernel slid over the input, not flipped; a stride or a dilation "
+                    "scales the positions). ",
+                    M(r"W \star^{\top} \boldsymbol{\delta}", "corr_T(W, delta)"),
+                    " is its transpose: it sends each output position's adjoint back to the "
+                    "input positions its window read, weighted by the kernel.",
+                ),
+            )
+        ]
 
     def is_matrix(self, name: str, notation: str) -> bool:
         if notation == "component":
@@ -207,7 +234,7 @@ class DocBase:
             return M(quantity(st.grad, "component"), st.grad)
         return M(
             r"\partial %s / \partial %s" % (self.loss_tex, quantity(st.wrt, "component")),
-            f"dL/d{st.wrt}",
+            f"d{self.loss_txt}/d{st.wrt}",
         )
 
     def step_title(self, st: Step, what: str) -> list[Part]:
@@ -215,8 +242,8 @@ class DocBase:
         lhs = quantity(st.grad, "component")
         adj = r"\partial %s / \partial %s" % (self.loss_tex, quantity(st.wrt, "component"))
         if base == "delta":
-            return [M(f"{lhs} = {adj}", f"{st.grad} = dL/d{st.wrt}"), f" ({what})"]
-        return [M(adj, f"dL/d{st.wrt}"), f" ({what})"]
+            return [M(f"{lhs} = {adj}", f"{st.grad} = d{self.loss_txt}/d{st.wrt}"), f" ({what})"]
+        return [M(adj, f"d{self.loss_txt}/d{st.wrt}"), f" ({what})"]
 
     def step_section(self, st: Step, what: str) -> Section:
         return self.section(self.step_title(st, what), 2, anchor=f"step-{st.grad}")

@@ -8,6 +8,7 @@ import re
 
 import sympy as sp
 
+from symgrad.calculus.conv_form import Correlate
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.doc_lets import forward_rows
@@ -100,7 +101,7 @@ class FrontMatter(DocBase):
             return (
                 "The network has no parameters: it is a function of its input, and the "
                 "gradient of interest is the one with respect to the input, ",
-                M(r"\partial %s / \partial \mathbf{x}" % LOSS, "dL/dx"),
+                M(r"\partial %s / \partial \mathbf{x}" % LOSS, "dl/dx"),
                 ".",
             )
         parts: list[Part] = ["Parameters: "]
@@ -155,7 +156,8 @@ class FrontMatter(DocBase):
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample",)))
             eqs = [
-                Eq((self.q(f.stage.name, "vector"), self.ex(f.matrix, "vector")))
+                self._coupled_row(f, per_sample=True)
+                or Eq((self.q(f.stage.name, "vector"), self.ex(f.matrix, "vector")))
                 for f in self.d.forward
             ]
             s.items.append(Item("math", eqs=tuple(eqs)))
@@ -166,8 +168,25 @@ class FrontMatter(DocBase):
                     b = f.batched
                 except ValueError:
                     continue
-                beqs.append(Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched"))))
+                beqs.append(
+                    self._coupled_row(f)
+                    or Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched")))
+                )
             s.items.append(Item("math", eqs=tuple(beqs)))
+            if any(f.matrix is not None and f.matrix.has(Correlate) for f in self.d.forward):
+                s.items.extend(self.star_definition())  # where the correlation first appears
+
+    def _coupled_row(self, f, per_sample: bool = False) -> Eq | None:
+        """A stage with batch statistics has no per-sample form (it reads the batch); its
+        batched form is its component form, the rows being the samples."""
+        stats = BatchStatistics.of(f.stage)
+        if stats is None:
+            return None
+        if per_sample:
+            why = "see the component form"
+            return Eq((self.q(f.stage.name, "vector"), M(r"\text{%s}" % why, why)))
+        out = self.q(f.stage.name, "component", free_names(f.stage))
+        return Eq((out, self.ex(stats.name(f.component))))
 
     def _loss_matrix(self) -> sp.Expr | None:
         return self.d.loss_matrix  # None for a loss without matrix form: components only
@@ -181,14 +200,15 @@ class FrontMatter(DocBase):
     def loss(self) -> None:
         s = self.section(["Loss (", self.net.loss.name, ")"])
         ell = M(r"\ell", "l")
+        forms: list[str] = []  # one display: the forms of one sample's loss, the batch mean
+        eqs: list[Eq] = []
         if self.comp:
-            s.items.append(Item("label", ("Per sample, component form",)))
-            s.items.append(Item("math", eqs=(Eq((ell, self.ex(self.d.loss, yhat=True))),)))
+            forms.append("component form")
+            eqs.append(Eq((ell, self.ex(self.d.loss, yhat=True))))
         m = self._loss_matrix()
         if self.mat and m is not None:
-            s.items.append(Item("label", ("Per sample, matrix form",)))
-            s.items.append(Item("math", eqs=(Eq((ell, self.ex(m, "vector", yhat=True))),)))
-            s.items.append(Item("label", ("Batch mean",)))
+            forms.append("matrix form")
+            eqs.append(Eq((ell, self.ex(m, "vector", yhat=True))))
             sides = [
                 M(BATCH_LOSS, "L"),
                 M(r"\frac{1}{N} \sum_{s=1}^{N} %s^{(s)}" % LOSS, "mean_s l(s)"),
@@ -196,4 +216,10 @@ class FrontMatter(DocBase):
             bm = self._batch_mean()
             if bm is not None:
                 sides.append(bm)
-            s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
+            eqs.append(Eq(tuple(sides)))
+        if eqs:
+            label = "Per sample (%s)" % ", then ".join(forms)
+            if len(eqs) > len(forms):
+                label += ", then the batch mean"
+            s.items.append(Item("label", (label,)))
+            s.items.append(Item("math", eqs=tuple(eqs)))

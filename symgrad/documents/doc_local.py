@@ -10,7 +10,7 @@ differentiated here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sympy as sp
 
@@ -46,20 +46,37 @@ _RULE_TEXT: dict[str, tuple[Part, ...]] = {
 }
 
 
-def rules_sentence(rules: Sequence[str]) -> tuple[Part, ...]:
+#: A rule's name once its explanation has been given (each explanation is shown once).
+_RULE_SHORT: dict[str, str] = {
+    "chain": "the chain rule",
+    "function": "the derivative of a function of one entry",
+    "index sum": "a sum over an index differentiated term by term",
+}
+
+
+def rules_sentence(
+    rules: Sequence[str], explained: Callable[[str], bool] | None = None
+) -> tuple[Part, ...]:
+    """The rules a derivative uses; ``explained(rule)`` says whether the rule's long
+    explanation was given earlier in the document (then it is only named)."""
     if not rules:
         return ("The derivative of a term linear in the variable is its coefficient.",)
     parts: list[Part] = ["Rules used: "]
     for n, r in enumerate(rules):
         if n:
             parts.append(" and " if n == len(rules) - 1 else ", ")
-        parts.extend(_RULE_TEXT[r])
+        short = r in _RULE_SHORT and explained is not None and explained(r)
+        parts.extend((_RULE_SHORT[r],) if short else _RULE_TEXT[r])
     parts.append(".")
     return tuple(parts)
 
 
 class LocalWhy(DocBase):
     """Local derivatives shown with their reasons."""
+
+    def rules_para(self, rules: Sequence[str]) -> tuple[Part, ...]:
+        """:func:`rules_sentence`, each rule explained at its first use, named after it."""
+        return rules_sentence(rules, lambda r: self.once(("rule", r), None) is not None)
 
     def local_why(self, st: Step, ii: Sequence[str]) -> tuple[list[Eq], list[Item]]:
         """``d/dz_k sigma(z_i) = sigma(z_i)(1 - sigma(z_i)) [i = k] = a_i (1 - a_i) [i = k]``
@@ -86,7 +103,7 @@ class LocalWhy(DocBase):
         items: list[Item] = []
         rules = st.rules
         if rules or st.kind == "input":
-            items.append(Item("para", rules_sentence(rules)))
+            items.append(Item("para", self.rules_para(rules)))
         if raw is not None and raw != st.local and st.kind == "input":
             items.append(Item("para", self._forward_values(st)))
             if st.jacobian == "diagonal":
@@ -141,7 +158,7 @@ class LocalWhy(DocBase):
                 Eq((M(f_tex, f_txt), self.ex(fn.definition))),
                 Eq((M(prime, prime_txt), self.ex(fn.definition_derivative), self.ex(fd))),
             )
-            why = rules_sentence(fn.rules)
+            why = self.rules_para(fn.rules)
             return [
                 Item(
                     "para",

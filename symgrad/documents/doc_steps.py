@@ -16,7 +16,7 @@ from symgrad.calculus.reasons import Contraction
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_lets import NamedSteps
-from symgrad.documents.doc_local import LocalWhy, rules_sentence
+from symgrad.documents.doc_local import LocalWhy
 from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
 from symgrad.documents.lets import NamedStage
@@ -35,6 +35,20 @@ from symgrad.documents.structure import (
 _PH = tuple(sp.IndexedBase(f"_ph{n}", real=True) for n in range(12))
 _PH_SCALAR = tuple(sp.Symbol(f"_ps{n}", real=True) for n in range(10))
 _PH_WIDTH = tuple(sp.Symbol(f"_pw{n}", integer=True, positive=True) for n in range(2))
+
+
+def merge_repeated(s: Section) -> None:
+    """A step that repeats an earlier one with this layer's names, shown as its component
+    rows then its matrix rows, becomes one display (set in two columns where it fits)."""
+    tail = s.items[-4:]
+    kinds = [it.kind for it in tail]
+    if kinds != ["label", "math", "label", "math"] or tail[0].parts[:1] != ("As for ",):
+        return
+    label, comp, _, mat = tail
+    s.items[-4:] = [
+        Item("label", (*label.parts, " (both forms)")),
+        Item("math", eqs=(*comp.eqs, *mat.eqs)),
+    ]
 
 
 class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
@@ -76,7 +90,10 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 loss = loss.xreplace({I: next(j for j in SPARE if j not in dummies)})
             sides = [
                 self.dq(st.wrt, "component", ["i"]),
-                M(quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat), "dL/dyhat[i]"),
+                M(
+                    quantity("d" + st.wrt, "component", ["i"], yhat=self.yhat),
+                    f"d{self.loss_txt}/dyhat[i]",
+                ),
                 M(
                     lambda: (
                         r"\frac{\partial}{\partial \hat{y}_{i}} %s"
@@ -97,7 +114,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 sides.append(self.ex(raw, yhat=True))
             sides.append(self.ex(st.component, yhat=True))
             s.items.append(Item("math", eqs=(Eq(tuple(dedupe(sides))),)))
-            s.items.append(Item("para", rules_sentence(st.rules)))
+            s.items.append(Item("para", self.rules_para(st.rules)))
             if raw is not None and raw.has(sp.KroneckerDelta):
                 s.items.append(Item("para", self.kronecker_text(st.contraction, "i", ren)))
         if self.mat:
@@ -130,6 +147,16 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         dummy = str(c.dummy)
         bracket = M(r"[%s = %s]" % (a_, b_), f"[{a_} == {b_}]")
         if c.collapses:
+            if self.once("bracket collapses a sum", None) is not None:  # explained above
+                return (
+                    "The sum over ",
+                    M(dummy, dummy),
+                    " collapses to the term ",
+                    M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+                    " (the bracket ",
+                    bracket,
+                    ").",
+                )
             return (
                 "The bracket ",
                 bracket,
@@ -140,6 +167,16 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                 " collapses to the term ",
                 M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
                 ".",
+            )
+        if self.once("bracket picks a term", None) is not None:  # explained above
+            return (
+                "The bracket ",
+                bracket,
+                " picks the term ",
+                M(f"{dummy} = {survivor}", f"{dummy} = {survivor}"),
+                "; a sum over ",
+                M(dummy, dummy),
+                " remains.",
             )
         return (
             "The bracket ",
@@ -264,7 +301,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
     def _input_matrix(self, st: Step, s: Section) -> None:
         stage = st.stage
         assert stage is not None
-        s.items.append(Item("label", ("Matrix form, per sample",)))
+        s.items.append(Item("label", ("Matrix form, per sample, then batched",)))
         eqs = []
         J = self.local_name(stage.name, st.wrt, [], [], "vector")
         jm = st.local_matrix
@@ -288,7 +325,10 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             sides.append(self.ex(st.unfused_matrix, "vector"))
         sides.append(self.ex(st.matrix, "vector"))
         eqs.append(Eq(tuple(dedupe(sides))))
+        blhs = self.grad_lhs(st, "batched", [])
+        eqs.append(Eq((*blhs, self.ex(self.batched_of(st), "batched"))))
         s.items.append(Item("math", eqs=tuple(eqs)))
+        merge_repeated(s)
         if diagonal:
             where = self.once("hadamard", st)
             if where is None:
@@ -306,9 +346,6 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
                     ),
                 )
             )
-        s.items.append(Item("label", ("Batched",)))
-        blhs = self.grad_lhs(st, "batched", [])
-        s.items.append(Item("math", eqs=(Eq((*blhs, self.ex(self.batched_of(st), "batched"))),)))
 
     # -- the loss gradient fused into the last stage ----------------------------------------
     def _substituted(self, st: Step, loss_step: Step) -> list[M]:
@@ -402,21 +439,22 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
         if self.comp:
             s.items.extend(self._component_chain(st, names, st.component))
         if self.mat:
-            s.items.append(Item("label", ("Matrix form, per sample",)))
             lhs = self.grad_lhs(st, "vector", [])
             per = self.ex(st.matrix, "vector")
-            s.items.append(Item("math", eqs=(Eq((*lhs, per)),)))
-            s.items.append(Item("label", ("Batched: summed over the samples (rows)",)))
-            sides = [
-                *self.grad_lhs(st, "batched", []),
-                self.ex(self.batched_of(st), "batched"),
-                M(
-                    lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
-                    lambda: f"mean_s (({per.txt})(s))",
-                ),
-            ]
-            s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
-            if self.once("shared parameter", st) is None:
+            first = self.once("shared parameter", st) is None
+            sides = [*self.grad_lhs(st, "batched", []), self.ex(self.batched_of(st), "batched")]
+            if first:  # the mean of the per-sample gradients, shown where it is explained
+                sides.append(
+                    M(
+                        lambda: r"\frac{1}{N} \sum_{s=1}^{N} \left(%s\right)^{(s)}" % per.tex,
+                        lambda: f"mean_s (({per.txt})(s))",
+                    )
+                )
+            label = "Matrix form, per sample, then batched (summed over the rows)"
+            s.items.append(Item("label", (label,)))
+            s.items.append(Item("math", eqs=(Eq((*lhs, per)), Eq(tuple(sides)))))
+            merge_repeated(s)
+            if first:
                 s.items.append(Item("para", tuple(prose.shared_param_parts())))
                 s.items.append(
                     Item(

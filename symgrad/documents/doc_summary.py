@@ -147,7 +147,11 @@ class Summaries(DocBase):
                         r"\textcolor{red}{%s}" % own.tex,
                     )
                     txt = " @ ".join(
-                        [f"(dL/d{self.net.output}).T", *(f"J{a}" for a in above), own.txt]
+                        [
+                            f"(d{self.loss_txt}/d{self.net.output}).T",
+                            *(f"J{a}" for a in above),
+                            own.txt,
+                        ]
                     )
                     chain_eqs.append(Eq((self.dq(p.name, "vector"), M(tex, txt))))
         s.items.append(Item("label", ("Each parameter's gradient as a product chain",)))
@@ -208,7 +212,10 @@ class Summaries(DocBase):
             s.items.append(Item("label", ("Batched (the generated code)",)))
             for st in steps:
                 lhs = self.grad_lhs(st, "batched", [])
-                eqs.append(Eq((lhs[0], self.ex(self.batched_of(st), "batched"))))
+                stats = BatchStatistics.of(st.stage) if st.stage is not None else None
+                forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
+                rhs = self.ex(forms[-1]) if forms else self.ex(self.batched_of(st), "batched")
+                eqs.append(Eq((lhs[0], rhs)))  # batch statistics: the rows in their names
         else:
             s.items.append(Item("label", ("Component form",)))
             for st in steps:

@@ -76,27 +76,7 @@ class TensorSteps(DocBase):
     """Conv, pooling and flatten steps; steps through batch statistics."""
 
     def _star(self) -> list[Item]:
-        if self.once("star", None) is not None:
-            return []
-        return [
-            Item(
-                "para",
-                (
-                    M(r"W \star \mathbf{a}", "W * a"),
-                    " is the cross-correlation: ",
-                    M(
-                        r"(W \star \mathbf{a})_{o,h,w} = \sum_{c,u,v} W_{o,c,u,v}\, "
-                        r"a_{c,\,h+u,\,w+v}",
-                        "(W * a)[o, h, w] = sum_{c,u,v} W[o, c, u, v]*a[c, h+u, w+v]",
-                    ),
-                    " (the kernel slid over the input, not flipped; a stride or a dilation "
-                    "scales the positions). ",
-                    M(r"W \star^{\top} \boldsymbol{\delta}", "W *T delta"),
-                    " is its transpose: it sends each output position's adjoint back to the "
-                    "input positions its window read, weighted by the kernel.",
-                ),
-            )
-        ]
+        return self.star_definition()
 
     def _what(self, st: Step) -> list[Item]:
         forms = [self.batched_of(st)]
@@ -172,14 +152,15 @@ class TensorSteps(DocBase):
             )
             s.items.append(Item("label", ("Chain rule over the batch, component form",)))
             lhs = self.grad_lhs(st, "component", names)
-            sides = [*lhs, chain, self.ex(st.component)]
-            if stats is not None:
-                sides += [self.ex(f) for f in stats.forms(st.component, st.upstream)]
+            named = stats.forms(st.component, st.upstream) if stats is not None else []
+            # in the named statistics only: spelt out, the same sum is a restatement
+            sides = [*lhs, chain, *([self.ex(f) for f in named] or [self.ex(st.component)])]
             s.items.append(Item("math", eqs=(Eq(tuple(sides)),)))
             s.items.append(Item("para", self._batch_sentence(st, oi[0])))
-        if self.mat:
+        forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
+        shown = self.comp and (forms or st.kind == "param")  # the last line above says it
+        if self.mat and not shown:
             s.items.append(Item("label", ("Batched: the sums over the batch are over the rows",)))
-            forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
             if forms:  # the rows are the samples: the component form in the statistics
                 eqs = (Eq((*self.grad_lhs(st, "batched", []), self.ex(forms[-1]))),)
             else:
@@ -195,9 +176,11 @@ class TensorSteps(DocBase):
         assert stage is not None
         where = self.once("batch coupling", st)
         tail = (
-            "No further sum over the samples is added in the batched code."
+            "No further sum over the samples is added in the batched code, which computes the "
+            "last line as it stands."
             if st.kind == "param"
-            else "In the batched code the sample index is the rows' axis."
+            else "In the batched code the sample index is the rows' axis: the last line, row by "
+            "row, is the batched adjoint."
         )
         if isinstance(where, Step):
             return (

@@ -70,6 +70,9 @@ def _math_text(text: str, names: set[str]) -> str:
         text,
     )
     text = re.sub(r"outer\(([^(),]+), ([^(),]+)\)", r"\1 \2ᵀ", text)
+    # the correlation as the documents write it (W ⋆ a, its transpose ⋆ᵀ)
+    text = re.sub(r"corr_T\(([^(),;]+), ([^(),;]+)\)", r"\1 ⋆ᵀ \2", text)
+    text = re.sub(r"corr\(([^(),;]+), ([^(),;]+)\)", r"\1 ⋆ \2", text)
     return text.replace(".T", "ᵀ").replace(" @ ", " ").replace("*", "⊙").replace(" - ", " − ")
 
 

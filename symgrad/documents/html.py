@@ -118,9 +118,42 @@ def _code_html(
     return "".join(_fold_checks(lines, out)), first
 
 
+def _function_end(lines: list[str], n: int) -> int:
+    """The line after the top-level function that starts at line ``n`` (blank lines and
+    comments after it stay outside)."""
+    end = n + 1
+    while end < len(lines) and (
+        not lines[end] or lines[end][0] in " )]" or lines[end].startswith("#")
+    ):
+        end += 1
+    while end > n + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+        end -= 1
+    return end
+
+
+def _fold_section(lines: list[str], out: list[str]) -> list[str] | None:
+    """The module's argument-checks section (from its ``# -- argument checks`` heading to
+    the end of ``_check``, the function every public one calls) as one fold, or None."""
+    start = next((n for n, ln in enumerate(lines) if ln.startswith("# -- argument checks")), None)
+    if start is None:
+        return None
+    last = [n for n, ln in enumerate(lines) if n > start and ln.startswith("def _check(")]
+    if not last:
+        return None
+    end = _function_end(lines, last[0])
+    names = [ln[4:].split("(", 1)[0] for ln in lines[start:end] if ln.startswith("def ")]
+    summary = html.escape(f"argument checks, {end - start} lines ({', '.join(names)})", quote=False)
+    fold = f'<details class="fold"><summary>{summary}</summary>{"".join(out[start:end])}</details>'
+    return [*out[:start], fold, *out[end:]]
+
+
 def _fold_checks(lines: list[str], out: list[str]) -> list[str]:
-    """The argument-checking helpers (top-level ``def _check...``) folded away: the code
-    pane opens on the computation, and a click unfolds the checks."""
+    """The argument-checking helpers folded away: the code pane opens on the computation,
+    and a click unfolds the checks (the whole section where the module marks it, else each
+    top-level ``def _check...``)."""
+    section = _fold_section(lines, out)
+    if section is not None:
+        return section
     folded: list[str] = []
     n = 0
     while n < len(lines):

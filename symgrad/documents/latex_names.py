@@ -34,6 +34,9 @@ LOSS = r"\ell"
 #: The mean loss over the batch: the batched adjoints (they carry its 1/N) and parameter
 #: gradients are derivatives of it.
 BATCH_LOSS = r"\mathcal{L}"
+#: The two losses in the text format: ``dl/da2[i]`` per sample, ``dL/da2`` batched.
+LOSS_TEXT = "l"
+BATCH_LOSS_TEXT = "L"
 BATCH_SIZE = "N"
 
 

@@ -228,6 +228,54 @@ def _code_terms(code: str, avail: float) -> list[str]:
     return lines
 
 
+#: A run of at least this many short one-line equations is set in two columns (LaTeX).
+PAIR_ROWS = 2
+
+
+def _line_width(line: str) -> float:
+    lhs, _, rhs = line.partition("&")
+    return visual_width(lhs) + visual_width(rhs)
+
+
+def _fits(left: Sequence[str], right: Sequence[str], width: float) -> bool:
+    """Two columns of equations side by side (with a gap) within the line."""
+    return max(map(_line_width, left)) + max(map(_line_width, right)) + 4.0 <= width
+
+
+def _column_groups(lines: Sequence[str], width: float = LINE_WIDTH) -> list[tuple[bool, list[str]]]:
+    """The one-line equations of a display in runs: a run of short ones (a summary) is set
+    as two ``align`` column pairs, read down the left column first (half the height,
+    nothing smaller); the others keep the full width. ``(paired, lines)`` per run."""
+    short = [_line_width(x) <= width / 2 for x in lines]
+    runs: list[tuple[bool, list[str]]] = []
+    for x, ok in zip(lines, short, strict=True):
+        if runs and runs[-1][0] == ok:
+            runs[-1][1].append(x)
+        else:
+            runs.append((ok, [x]))
+    out: list[tuple[bool, list[str]]] = []
+    for ok, run in runs:
+        half = (len(run) + 1) // 2
+        paired = ok and len(run) >= PAIR_ROWS and _fits(run[:half], run[half:], width)
+        if paired:
+            right = [*run[half:], ""]
+            run = [a + (" & " + b if b else "") for a, b in zip(run[:half], right, strict=False)]
+        if out and not paired and not out[-1][0]:
+            out[-1][1].extend(run)
+        else:
+            out.append((paired, run))
+    return out
+
+
+def _latex_block(lines: list[str], paired: bool) -> str:
+    if not paired:
+        left = _left_column(lines)
+        lines = [fit for ln in lines for fit in _fit_line(ln, left=left)]
+    if len(lines) == 1 and not paired:
+        return "\\[\n%s\n\\]" % lines[0].replace("&", "", 1)
+    return "\\begin{align*}\n%s\n\\end{align*}" % LINE_SEP.join(lines)
+
+
 def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
     if to == "text":
         return "\n".join(
@@ -237,6 +285,9 @@ def _display(eqs: Sequence[Eq], to: str, width: int = TEXT_WIDTH) -> str:
     left = max((visual_width(e.sides[0].tex) for e in eqs), default=0.0)
     lines = [ln for e in eqs for ln in equation_lines(e, left=left)]
     if to == "latex":
+        groups = _column_groups(lines) if len(lines) == len(eqs) else [(False, lines)]
+        if len(groups) > 1 or groups[0][0]:
+            return "\n".join(_latex_block(g, paired) for paired, g in groups)
         left = _left_column(lines)
         lines = [fit for ln in lines for fit in _fit_line(ln, left=left)]
     if to == "html":

@@ -80,7 +80,7 @@ class LetAdjoint(sp.Function):
 
     def _sympystr(self, printer) -> str:
         name, *at = self.args
-        return "dL/d%s" % name + ("[%s]" % printer._print(at[0]) if at else "")
+        return "dl/d%s" % name + ("[%s]" % printer._print(at[0]) if at else "")
 
 
 def _alpha(e: sp.Basic, depth: int = 0) -> sp.Basic:

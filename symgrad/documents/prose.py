@@ -32,11 +32,11 @@ def notation_parts(last_tex: str, last: str) -> list[Part]:
         ". The adjoint of a quantity ",
         M("u", "u"),
         " is ",
-        M(r"\partial %s / \partial u" % LOSS, "dL/du"),
+        M(r"\partial %s / \partial u" % LOSS, "dl/du"),
         ", how the sample's loss changes with ",
         M("u", "u"),
         "; the adjoint of a pre-activation is called the error, ",
-        M(r"\delta^{[l]} = \partial %s / \partial z^{[l]}" % LOSS, "delta<l> = dL/dz<l>"),
+        M(r"\delta^{[l]} = \partial %s / \partial z^{[l]}" % LOSS, "delta<l> = dl/dz<l>"),
         ". The backward pass computes adjoints from the loss back to the input.",
     ]
 
@@ -77,7 +77,7 @@ def matrix_parts(input_width_tex: str, input_width: str) -> list[Part]:
         M(
             r"\partial %s / \partial \mathbf{z} = (\partial \mathbf{a} / "
             r"\partial \mathbf{z})^{\top}\, \partial %s / \partial \mathbf{a}" % (LOSS, LOSS),
-            "dL/dz = (da/dz).T @ dL/da",
+            "dl/dz = (da/dz).T @ dl/da",
         ),
         ". Batched form: a batch of ",
         M("N", "N"),
@@ -91,7 +91,10 @@ def matrix_parts(input_width_tex: str, input_width: str) -> list[Part]:
         M("s", "s"),
         ", written ",
         M(r"\mathbf{a}^{(s)}", "a(s)"),
-        "), ",
+        T(
+            "), ",
+            "; the batched formulas keep the lower-case names, so there a2 is the matrix A2), ",
+        ),
         M(r"\mathbf{1}", "1"),
         " is a vector of ones (a column such as ",
         M(r"V\mathbf{1}", "rowsum(V)"),
@@ -122,7 +125,7 @@ def chain_rule_parts() -> list[Part]:
         M(
             r"\frac{\partial %s}{\partial u_k} = \sum_i \frac{\partial %s}{\partial v_i}"
             r" \frac{\partial v_i}{\partial u_k}" % (LOSS, LOSS),
-            "dL/du[k] = sum_i (dL/dv[i] * dv[i]/du[k])",
+            "dl/du[k] = sum_i (dl/dv[i] * dv[i]/du[k])",
         ),
         ". That is why each step sums over ",
         M("i", "i"),
@@ -182,7 +185,7 @@ def bp_general(matrix: bool) -> tuple[Eq, ...]:
                 r"\text{BP1}\quad \boldsymbol{\delta}^{[L]}",
                 "BP1  delta<L>",
                 r"\nabla_{\mathbf{a}^{[L]}} %s \odot f'(\mathbf{z}^{[L]})" % LOSS,
-                "dL/da<L> * f'(z<L>)",
+                "dl/da<L> * f'(z<L>)",
             ),
             (
                 r"\text{BP2}\quad \boldsymbol{\delta}^{[l]}",
@@ -192,13 +195,13 @@ def bp_general(matrix: bool) -> tuple[Eq, ...]:
             ),
             (
                 r"\text{BP3}\quad \frac{\partial %s}{\partial \mathbf{b}^{[l]}}" % LOSS,
-                "BP3  dL/db<l>",
+                "BP3  dl/db<l>",
                 r"\boldsymbol{\delta}^{[l]}",
                 "delta<l>",
             ),
             (
                 r"\text{BP4}\quad \frac{\partial %s}{\partial W^{[l]}}" % LOSS,
-                "BP4  dL/dW<l>",
+                "BP4  dl/dW<l>",
                 r"\boldsymbol{\delta}^{[l]} \mathbf{a}^{[l-1]\top}",
                 "outer(delta<l>, a<l-1>)",
             ),
@@ -209,7 +212,7 @@ def bp_general(matrix: bool) -> tuple[Eq, ...]:
                 r"\text{BP1}\quad \delta^{[L]}_{k}",
                 "BP1  delta<L>[k]",
                 r"\frac{\partial %s}{\partial a^{[L]}_{k}} f'(z^{[L]}_{k})" % LOSS,
-                "dL/da<L>[k] * f'(z<L>[k])",
+                "dl/da<L>[k] * f'(z<L>[k])",
             ),
             (
                 r"\text{BP2}\quad \delta^{[l]}_{k}",
@@ -219,13 +222,13 @@ def bp_general(matrix: bool) -> tuple[Eq, ...]:
             ),
             (
                 r"\text{BP3}\quad \frac{\partial %s}{\partial b^{[l]}_{p}}" % LOSS,
-                "BP3  dL/db<l>[p]",
+                "BP3  dl/db<l>[p]",
                 r"\delta^{[l]}_{p}",
                 "delta<l>[p]",
             ),
             (
                 r"\text{BP4}\quad \frac{\partial %s}{\partial W^{[l]}_{pq}}" % LOSS,
-                "BP4  dL/dW<l>[p, q]",
+                "BP4  dl/dW<l>[p, q]",
                 r"\delta^{[l]}_{p} a^{[l-1]}_{q}",
                 "delta<l>[p]*a<l-1>[q]",
             ),
@@ -255,7 +258,7 @@ def bp_intro() -> tuple[Part, ...]:
 
 def recipe() -> tuple[tuple[Part, ...], ...]:
     return (
-        ("Loss gradient: ", M(r"\partial %s / \partial \hat{\mathbf{y}}" % LOSS, "dL/dyhat"), "."),
+        ("Loss gradient: ", M(r"\partial %s / \partial \hat{\mathbf{y}}" % LOSS, "dl/dyhat"), "."),
         (
             "Back through the activation: ",
             M(r"\boldsymbol{\delta}^{[l]}", "delta<l>"),
@@ -274,7 +277,7 @@ def recipe() -> tuple[tuple[Part, ...], ...]:
             M(
                 r"\partial %s / \partial \mathbf{a}^{[l-1]} = W^{[l]\top} \boldsymbol{\delta}^{[l]}"
                 % LOSS,
-                "dL/da<l-1> = W<l>.T @ delta<l>",
+                "dl/da<l-1> = W<l>.T @ delta<l>",
             ),
             ".",
         ),
@@ -301,7 +304,7 @@ def chain_reading() -> tuple[Part, ...]:
     return (
         "Read right to left, the chain is the forward sensitivity of the output to the "
         "parameter; read left to right it is the backward pass: the adjoint ",
-        M(r"\partial %s / \partial \mathbf{a}^{[L]}" % LOSS, "dL/da<L>"),
+        M(r"\partial %s / \partial \mathbf{a}^{[L]}" % LOSS, "dl/da<L>"),
         " is multiplied by one transposed Jacobian per layer, and each intermediate product "
         "is an adjoint the backward pass reuses for every parameter below it. A parameter "
         "Jacobian such as ",

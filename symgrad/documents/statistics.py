@@ -284,6 +284,34 @@ class BatchStatistics:
             out.append(shown)
         return out
 
+    def expand(self, e: sp.Expr) -> sp.Expr:
+        """A named form with every statistic replaced by its definition: the derivation's
+        own terms again (for checking that a displayed form is exact)."""
+        taken = {str(a) for a in e.atoms(sp.Symbol)}
+        fresh = [c for c in ("v", "w", "m", "l", "j", "q") if c not in taken]
+        # two fresh sample indices: the mean's, and the variance's around it
+        t, v = (sp.Symbol(c, integer=True) for c in fresh[:2])
+        x = self.stage.inp
+
+        def mu(i: sp.Expr) -> sp.Expr:
+            return sp.Sum(x[t, i], (t, 0, N - 1)) / N
+
+        def sd(i: sp.Expr) -> sp.Expr:
+            return sp.sqrt(sp.Sum((x[v, i] - mu(i)) ** 2, (v, 0, N - 1)) / N + self.eps)
+
+        rules = (
+            (Ordered, lambda *a: sp.Add(*a)),
+            (Scaled, lambda c, b: c * b),
+            (Mean, lambda b, v: sp.Sum(b, (v, 0, N - 1)) / N),
+            (XHat, lambda s, i: (x[s, i] - mu(i)) / sd(i)),
+            (Sd, sd),
+            (Var, lambda i: sd(i) ** 2 - self.eps),
+            (Mu, mu),
+        )
+        for cls, f in rules:
+            e = e.replace(lambda a, cls=cls: isinstance(a, cls), lambda a, f=f: f(*a.args))
+        return e.xreplace({EPS: self.eps})
+
     # -- the definitions, shown once --------------------------------------------------------
     def definition_items(self, doc: DocBase) -> list[Item]:
         st = self.stage
@@ -293,7 +321,12 @@ class BatchStatistics:
             Eq((doc.ex(Mu(i)), doc.ex(sp.Sum(x, (s, 0, N - 1)) / N))),
             Eq((doc.ex(Var(i)), doc.ex(sp.Sum((x - Mu(i)) ** 2, (s, 0, N - 1)) / N))),
             Eq((doc.ex(XHat(s, i)), doc.ex((x - Mu(i)) / Sd(i)))),
-            Eq((M(r"\epsilon", "eps"), M(f"{float(self.eps):g}", f"{float(self.eps):g}"))),
+            Eq(
+                (
+                    M(r"\epsilon", "eps"),
+                    M(lambda: doc.tex(sp.Float(float(self.eps))), f"{float(self.eps):g}"),
+                )
+            ),
         )
         return [
             Item(

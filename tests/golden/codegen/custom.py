@@ -259,8 +259,9 @@ def loss_and_grads(
             _not_finite(X=X, Y=Y)
         return value, {}
     # Backward pass: one statement per derived step.
-    # dL/dz3[i] = (1 - a3[i]**2)*tanh(a3[i] - y[i])/n_3
+    # dl/dz3[i] = (1 - a3[i]**2)*tanh(a3[i] - y[i])/n_3  (per sample; n_3 = 2, the output width)
     # (through tanh: diagonal Jacobian, fused with the loss)
+    # delta3 = dL/dz3 = dl/dz3 / n: L is the mean loss over the batch of n samples
     delta3 = 1 - a3**2
     delta3 *= np.tanh(t3)
     delta3 *= 0.5 / n

@@ -273,8 +273,9 @@ def loss_and_grads(
             _not_finite(X=X, Y=Y)
         return value, {}
     # Backward pass: one statement per derived step.
-    # dL/dz3[i] = (a3[i] - y[i])/n_3
+    # dl/dz3[i] = (a3[i] - y[i])/n_3  (per sample; n_3 = 2, the output width)
     # (through sigmoid: diagonal Jacobian, fused with the loss)
+    # delta3 = dL/dz3 = dl/dz3 / n: L is the mean loss over the batch of n samples
     delta3 = a3 - Y
     delta3 *= 0.5 / n
     # dL/dW3[p, q] = a2[q]*delta3[p]  (summed over the batch)

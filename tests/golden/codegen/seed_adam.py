@@ -266,8 +266,9 @@ def loss_and_grads(
             _not_finite(X=X, Y=Y)
         return value, {}
     # Backward pass: one statement per derived step.
-    # dL/dz2[i] = 2*(1 - a2[i])*(a2[i] - y[i])*a2[i]/n_2
+    # dl/dz2[i] = 2*(1 - a2[i])*(a2[i] - y[i])*a2[i]/n_2  (per sample; n_2 = 2, the output width)
     # (through sigmoid: diagonal Jacobian, fused with the loss)
+    # delta2 = dL/dz2 = dl/dz2 / n: L is the mean loss over the batch of n samples
     delta2 = 1 - a2
     delta2 *= t1
     delta2 *= a2

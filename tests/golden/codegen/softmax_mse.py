@@ -237,8 +237,9 @@ def loss_and_grads(
             _not_finite(X=X, Y=Y)
         return value, {}
     # Backward pass: one statement per derived step.
-    # dL/da1[i] = 2*(a1[i] - y[i])/n_1
+    # dl/da1[i] = 2*(a1[i] - y[i])/n_1  (per sample; n_1 = 3, the output width)
     # (loss gradient: loss Jacobian)
+    # da1 = dL/da1 = dl/da1 / n: L is the mean loss over the batch of n samples
     da1 = 0.6666666666666666 * t1 / n
     # dL/dz1[i] = (da1[i] - sum_k a1[k]*da1[k])*a1[i]
     # (through softmax: full Jacobian)
