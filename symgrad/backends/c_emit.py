@@ -69,7 +69,7 @@ def _widened(text: str | None) -> Shape | None:
 
 
 @dataclass
-class Program:
+class CProgram:
     """The statements by section, the loss expression and the network."""
 
     net: Network
@@ -79,7 +79,7 @@ class Program:
     total: sp.Expr
 
 
-def c_program(d: Derivation | Network) -> Program:
+def c_program(d: Derivation | Network) -> CProgram:
     prog = lower(d)
     net = prog.derivation.network
     pr = _ExprPrinter(net)
@@ -98,7 +98,7 @@ def c_program(d: Derivation | Network) -> Program:
             shape = _widened(it.widen) if k == len(block) - 1 else None
             out[it.section].append(CStatement(st.target, expr, st.comment, shape))
     total = prog.total_code
-    return Program(net, out["forward"], out["loss"], out["backward"], total)
+    return CProgram(net, out["forward"], out["loss"], out["backward"], total)
 
 
 @dataclass
@@ -218,7 +218,7 @@ class _Layout:
         return out
 
 
-def _forward(lay: _Layout, prog: Program) -> tuple[list[str], Function]:
+def _forward(lay: _Layout, prog: CProgram) -> tuple[list[str], Function]:
     fn = Function(lay.lowerer())
     names = dict(lay.names)
     names[prog.net.output.name] = "out"
@@ -229,7 +229,7 @@ def _forward(lay: _Layout, prog: Program) -> tuple[list[str], Function]:
     return body + _unused(body, ["params", "X", "n", "workspace"]), fn
 
 
-def _loss_and_grads(lay: _Layout, prog: Program) -> tuple[list[str], Function]:
+def _loss_and_grads(lay: _Layout, prog: CProgram) -> tuple[list[str], Function]:
     fn = Function(lay.lowerer())
     lw = fn.lw
     for st in prog.forward + prog.loss:
