@@ -696,3 +696,24 @@ def test_html_code_pane_folds_the_argument_checks(seed):
     opened = re.sub(r'<details class="fold">.*?</details>', "", page, flags=re.S)
     before = opened.split('id="code-backward"')[0]  # what the pane shows above the backward
     assert "def _params_error" not in before and "def _check(" not in before
+
+
+@pytest.mark.parametrize(
+    ("activation", "wrong", "right"),
+    [
+        ("sigmoid", "(1 - z1[i])*z1[i] where (1 - a1[i])*a1[i]", "sigmoid"),
+        ("tanh", "1 - z1[i]**2 where 1 - a1[i]**2", "tanh"),
+    ],
+)
+def test_the_forward_values_slip_is_the_layers_own(activation, wrong, right):
+    """The "Common mistake" note under a diagonal step writes that step's own derivative
+    with the input where the output belongs (never the sigmoid's under a tanh layer), and
+    its pointer to ``symgrad check`` is code in every format."""
+    net = build("slip", 2, [Dense(3, activation)], "mse")
+    d = derive(net)
+    text = " ".join(render(d, "text").split())
+    assert f"wrong quantity: {wrong} belongs" in text
+    note = text.split("wrong quantity:")[1].split("checks a hand-written")[0]
+    assert "sigma" not in note and right in render(d, "text")  # no other function's formula
+    assert r"\texttt{symgrad check SPEC -{}-{}grad NAME" in render(d, "latex")
+    assert "`symgrad check SPEC --grad NAME --formula '...'`" in render(d, "markdown")

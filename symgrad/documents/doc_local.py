@@ -131,16 +131,37 @@ class LocalWhy(DocBase):
         )
 
     def _mistake_forward_values(self, st: Step) -> list[Item]:
-        if self.once("mistake: forward values", st) is not None:
+        """The classic slip at this step's own derivative: its forward-value form with the
+        input ``z`` written where the output ``a`` belongs (``z(1 - z)`` for the sigmoid's
+        ``a(1 - a)``, ``1 - z^2`` for tanh's ``1 - a^2``)."""
+        stage = st.stage
+        if stage is None or st.local is None:
             return []
+        right = st.local.xreplace({b: sp.S.One for b in st.local.atoms(sp.KroneckerDelta)})
+        wrong = right.replace(
+            lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == stage.name,
+            lambda e: stage.inp[e.indices],
+        )
+        if wrong == right:  # the derivative does not read the output: no such slip here
+            return []
+        if self.once("mistake: forward values", st) is not None:  # said once
+            return []
+        a, z = self.q(stage.name, "component", ["i"]), self.q(stage.inp.name, "component", ["i"])
         return [
             Item(
                 "para",
-                prose.mistake(
-                    "evaluating the derivative at the wrong quantity, such as z(1 - z) "
-                    "where the activation's a(1 - a) belongs (the derivative of the sigmoid "
-                    "is sigma(z)(1 - sigma(z)) = a(1 - a), in the output a, not the input z).",
-                    "",
+                prose.mistake_parts(
+                    (
+                        "evaluating the derivative at the wrong quantity: ",
+                        self.ex(wrong),
+                        " where ",
+                        self.ex(right),
+                        " belongs (the last form reads the layer's output ",
+                        a,
+                        ", not its input ",
+                        z,
+                        ").",
+                    )
                 ),
             )
         ]

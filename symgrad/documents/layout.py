@@ -17,7 +17,16 @@ import textwrap
 from collections.abc import Sequence
 
 from symgrad.documents.latex_breaking import break_expression, break_products, visual_width
-from symgrad.documents.model import Eq, M, Part, RenderedItem, RenderedSection, Section, T
+from symgrad.documents.model import (
+    Code,
+    Eq,
+    M,
+    Part,
+    RenderedItem,
+    RenderedSection,
+    Section,
+    T,
+)
 from symgrad.escape import latex_text
 
 #: Between the lines of a multi-line display (a little air between stacked fractions).
@@ -95,6 +104,14 @@ def _esc(p: str, to: str) -> str:
     return _esc_md(p)
 
 
+def _code(text: str, to: str) -> str:
+    if to == "latex":
+        return r"\texttt{%s}" % _esc_latex(text).replace("-", "-{}")  # noqa: UP031
+    if to == "html":
+        return f"<code>{html.escape(text, quote=False)}</code>"
+    return f"`{text}`"  # text, and a Markdown code span (shown literally)
+
+
 def _inline(parts: Sequence[Part], to: str) -> str:
     out = []
     for p in parts:
@@ -107,6 +124,8 @@ def _inline(parts: Sequence[Part], to: str) -> str:
                 out.append(f"${p.tex}$")
         elif isinstance(p, T):
             out.append(_inline([p.plain if to == "text" else p.rich], to))
+        elif isinstance(p, Code):
+            out.append(_code(p.text, to))
         else:
             out.append(_esc(p, to))
     return "".join(out)

@@ -78,7 +78,15 @@ class T:
     plain: str
 
 
-Part = str | M | T
+@dataclass(frozen=True)
+class Code:
+    """A command or a piece of code in the prose: ``\texttt`` in LaTeX, a code span in
+    Markdown and HTML, between backticks in text."""
+
+    text: str
+
+
+Part = str | M | T | Code
 
 
 @dataclass

@@ -8,7 +8,7 @@ mistakes). Each function returns the parts of one paragraph or display.
 from __future__ import annotations
 
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS
-from symgrad.documents.model import Eq, M, Part, T
+from symgrad.documents.model import Code, Eq, M, Part, T
 
 CHECK = "symgrad check"
 
@@ -166,13 +166,16 @@ def shared_param_parts() -> list[Part]:
 
 def mistake(text: str, formula_hint: str) -> tuple[Part, ...]:
     """A "Common mistake" note that points to ``symgrad check``."""
+    return mistake_parts((text,), formula_hint)
+
+
+def mistake_parts(parts: tuple[Part, ...], formula_hint: str = "") -> tuple[Part, ...]:
+    """:func:`mistake` with a text made of parts (formulas among the words)."""
     return (
         T("Common mistake: ", "Common mistake: "),
-        text + " ",
-        T(
-            f"`{CHECK} SPEC --grad NAME --formula '...'`",
-            f"`{CHECK} SPEC --grad NAME --formula '...'`",
-        ),
+        *parts,
+        " ",
+        Code(f"{CHECK} SPEC --grad NAME --formula '...'"),
         f" checks a hand-written formula against this derivation{formula_hint}.",
     )
 
