@@ -63,6 +63,9 @@ JOBS = (
                                  "-o", "{out}/digits_net.py"), ("digits_net.py",)),
     Job("examples/ddp", ".", ("codegen", "examples/ddp/mlp.toml", "--target", "torch",
                               "-o", "{out}/mlp_torch.py"), ("mlp_torch.py",)),
+    Job("examples/c", "examples/c", ("codegen", "circle.toml", "--target", "c", "-o",
+                                     "{out}/circle.c", "--optimizer", "adam"),
+        ("circle.c", "circle.h")),
     Job("examples/scalar", ".", ("scalar", "a*b + c", "--at", "a=2,b=-3,c=10",
                                  "--graph", "{out}/graph.svg"), ("graph.dot",)),
 )  # fmt: skip

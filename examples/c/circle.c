@@ -358,8 +358,9 @@ double circle_loss_and_grads(const double *params, const double *X,
     double *restrict db2 = grads + 304;
     double *restrict dW3 = grads + 320;
     double *restrict db3 = grads + 336;
-    /* dL/dz3[i] = (a3[i] - y[i])/n_3 */
+    /* dl/dz3[i] = (a3[i] - y[i])/n_3  (per sample; n_3 = 1, the output width) */
     /* (through sigmoid: diagonal Jacobian, fused with the loss) */
+    /* delta3 = dL/dz3 = dl/dz3 / n: L is the mean loss over the batch of n samples */
     for (size_t i0 = 0; i0 < n; ++i0) {
         delta3[i0] = (-Y[i0] + a3[i0])/nr;
     }
