@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -134,18 +136,9 @@ def columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
     (no 1/N); a weight matrix stays ``(out, in)``."""
     if batches and not batches[0].sample_params:
         return batch_columns(net, d, batches)
-    params = {p.name for p in net.params}
-    vectors = {p.name for p in net.params if len(net.shape(p)) == 1}
     out = []
     for r, pt in enumerate(batches):
-        env: dict[str, Any] = {}
-        for k, v in pt.env.items():
-            if k in vectors:
-                env[k] = np.asarray(v, dtype=float)[:, None]
-            elif k in params or np.ndim(v) != 2 or np.shape(v)[0] != BATCH:
-                env[k] = v
-            else:
-                env[k] = np.asarray(v, dtype=float)[r][:, None]
+        env = _column_env(net, pt, partial(_row_as_column, r=r))  # sample r alone
         env["N"] = env["n"] = 1
         targets = {}
         for st in d.steps:
@@ -170,18 +163,9 @@ def batch_columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
     gradient, so the column layout transposes the whole batch. Every batch of rows is
     transposed, a parameter vector is a column ``(n, 1)``, a weight matrix stays
     ``(out, in)``, and the gradients are the batch's (the mean over its samples)."""
-    params = {p.name for p in net.params}
-    vectors = {p.name for p in net.params if len(net.shape(p)) == 1}
     out = []
     for pt in batches:
-        env: dict[str, Any] = {}
-        for k, v in pt.env.items():
-            if k in vectors:
-                env[k] = np.asarray(v, dtype=float)[:, None]
-            elif k in params or np.ndim(v) != 2 or np.shape(v)[0] != BATCH:
-                env[k] = v
-            else:
-                env[k] = np.asarray(v, dtype=float).T
+        env = _column_env(net, pt, lambda rows: rows.T)  # the whole batch, one column each
         env.setdefault("m", BATCH)
         targets = {}
         for st in d.steps:
@@ -189,6 +173,30 @@ def batch_columns(net: Network, d: Any, batches: list[_Point]) -> list[_Point]:
             targets[st.grad] = v.T if st.kind != "param" and np.ndim(v) == 2 else v
         out.append(_Point(env, targets))
     return out
+
+
+def _row_as_column(rows: np.ndarray, r: int) -> np.ndarray:
+    """Row ``r`` of a batch as a column ``(n, 1)``."""
+    return rows[r][:, None]
+
+
+def _column_env(
+    net: Network, pt: _Point, batch: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, Any]:
+    """``pt``'s values in the column layout: a parameter vector as a column ``(n, 1)``,
+    weight matrices and values without a batch axis as they are, and each batch of rows
+    ``(BATCH, n)`` through ``batch``."""
+    params = {p.name for p in net.params}
+    vectors = {p.name for p in net.params if len(net.shape(p)) == 1}
+    env: dict[str, Any] = {}
+    for k, v in pt.env.items():
+        if k in vectors:
+            env[k] = np.asarray(v, dtype=float)[:, None]
+        elif k in params or np.ndim(v) != 2 or np.shape(v)[0] != BATCH:
+            env[k] = v
+        else:
+            env[k] = batch(np.asarray(v, dtype=float))
+    return env
 
 
 def _sample_param_grad(net: Network, st: Any, pt: _Point, r: int) -> np.ndarray:
