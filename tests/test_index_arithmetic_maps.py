@@ -191,3 +191,32 @@ def test_a_map_after_a_layer_of_symbolic_width_builds_and_derives():
     net = sg.build("symbolic_width", 3, [Dense(h, "tanh"), norm, Dense(2, "sigmoid")], "mse")
     assert [s.grad for s in sg.derive(net).steps][-1] == "dx"
     assert "def loss_and_grads(" in sg.generate(net.with_sizes(h=5))
+
+
+FIXED_ENTRY = """
+name = "fixed_entry"
+input = 5
+loss = "mse"
+[[layer]]
+units = 4
+[[layer]]
+type = "map"
+expr = "a[i] * abs(a[0]) + a[2*i - 2*i + 3]"
+[[layer]]
+units = 2
+"""
+
+
+def fixed_entry_torch(P, X, Y):
+    z1 = dense(X, P["W1"], P["b1"])
+    a2 = z1 * z1[:, :1].abs() + z1[:, 3:4]
+    return F.mse_loss(dense(a2, P["W3"], P["b3"]), Y)
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch", "jax"])
+def test_a_fixed_entry_is_read_by_every_sample(target):
+    """A subscript without an index (``a[0]``, or one that cancels) reads one entry of
+    each sample, broadcast over the map's axis: it parses (it is not a constant) and every
+    target matches autograd (float64 to 1e-7, float32 to 1e-4)."""
+    pytest.importorskip(target)
+    check_spec(FIXED_ENTRY, fixed_entry_torch, target=target)

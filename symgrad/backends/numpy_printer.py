@@ -282,7 +282,7 @@ class SymgradNumPyPrinter(NumPyPrinter):
 
     def _print_Gather(self, expr):
         # index arithmetic: clipped positions, and a mask that reads zero outside the array
-        sym, pos, mine = expr.args
+        sym, pos, mine, *scope = expr.args
         name = self._print(sym)
         lead = 1 if int(mine) else 0
         idx, ok = [], []
@@ -294,7 +294,9 @@ class SymgradNumPyPrinter(NumPyPrinter):
             idx.append(f"np.clip({e}, 0, {last})")
             ok.append(f"({e} >= 0) & ({e} <= {last})")
         sel = ", ".join([":"] * lead + idx)
-        return f"({name}[{sel}] * ({' & '.join(ok)}))"
+        # one fixed entry of each sample, broadcast over the scope's axes
+        spread = f"[:{', None' * int(scope[0])}]" if scope and lead else ""
+        return f"({name}[{sel}] * ({' & '.join(ok)})){spread}"
 
     def _print_Masked(self, expr):
         cond, body = expr.args

@@ -62,15 +62,18 @@ class Arange(sp.Function):
 
 class Gather(sp.Function):
     """Array ``name`` read at computed positions (index arithmetic, ``a[i + h]``): args
-    (name, Tuple(index arrays over the scope's axes, no sample axis), batched). A position
-    outside the array reads zero (clipped, then masked), as zero padding reads."""
+    (name, Tuple(index arrays over the scope's axes, no sample axis), batched[, scope]).
+    A position outside the array reads zero (clipped, then masked), as zero padding reads.
+    ``scope``, given where every position is a constant (``x[0]``, one fixed entry), is
+    the number of the scope's axes the entry is broadcast over."""
 
-    nargs = 3
+    nargs = (3, 4)
 
     def _sympystr(self, printer):
-        sym, pos, mine = self.args
+        sym, pos, mine, *scope = self.args
         lead = ":, " if int(mine) else ""
-        return f"{printer._print(sym)}[{lead}{', '.join(printer._print(p) for p in pos)}]"
+        spread = f"[:{', None' * int(scope[0])}]" if scope and int(mine) else ""
+        return f"{printer._print(sym)}[{lead}{', '.join(printer._print(p) for p in pos)}]{spread}"
 
 
 class IndexIn(sp.Function):
@@ -387,7 +390,9 @@ def _lower_indexed(e: sp.Indexed, ctx: list, rng: dict, params: set[str], batche
     mine = batched and name not in params
     if any(ix not in ctx for ix in e.indices):  # index arithmetic: a gather
         arrays = [_index_array(ix, ctx, rng, 0, e) for ix in e.indices]
-        return Gather(sp.Symbol(name), sp.Tuple(*arrays), sp.Integer(int(mine)))
+        fixed = not any(a.has(Arange) for a in arrays)  # one entry, on none of the axes
+        scope = (sp.Integer(len(ctx)),) if fixed and ctx else ()
+        return Gather(sp.Symbol(name), sp.Tuple(*arrays), sp.Integer(int(mine)), *scope)
     for ix in e.indices:
         if ix not in ctx:
             raise DerivationError(f"cannot lower {e}: subscript {ix} is not an index in scope")

@@ -294,7 +294,7 @@ class _Parser(ParserCore[sp.Expr]):
         base = self.arrays[tok.text]
         if base.shape is not None and len(base.shape) != len(syms):
             self.fail(f"array {tok.text!r} takes {len(base.shape)} indices, got {len(syms)}")
-        return self.build(tok, lambda *s: base[s], *syms)
+        return self.build(tok, lambda *s: base[s], *syms, fold=False)  # x[0] reads an entry
 
     def index_name(self) -> sp.Symbol:
         idx_tok = self.take()
