@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
+import sympy as sp
 from catalogue import catalogue
 
 from symgrad.calculus.reverse import Derivation, Step
@@ -162,7 +163,11 @@ def test_text_precedence():
     _, _, docs = _doc("softmax_ce")
     text = docs["text"]
     assert "(diag(a2) - outer(a2, a2)) @ W2" in text
-    assert "(sum_j (exp(z2[j])))**2" in text
+    assert "exp(z2[i])*exp(z2[k])/S**2" in text  # the softmax denominator, named
+    j = sp.Symbol("j", integer=True)
+    z = sp.IndexedBase("z2")
+    squared = sp.Sum(sp.exp(z[j]), (j, 0, 2)) ** 2
+    assert TextPrinter().doprint(squared) == "(sum_j (exp(z2[j])))**2"
 
 
 def test_one_indexing_convention_per_document():

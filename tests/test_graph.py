@@ -60,15 +60,15 @@ def test_backward_edges_coloured_and_labelled_in_math(seed_dot):
     e = _edges(seed_dot)
     blue = {
         ("a2", "z2"): "δ⁽²⁾",
-        ("z2", "a1"): "∂L/∂a⁽¹⁾",
+        ("z2", "a1"): "∂ℓ/∂a⁽¹⁾",
         ("a1", "z1"): "δ⁽¹⁾",
-        ("z1", "x"): "∂L/∂x",
+        ("z1", "x"): "∂ℓ/∂x",
     }
     red = {
-        ("z2", "W2"): "∂L/∂W⁽²⁾ = δ⁽²⁾ a⁽¹⁾ᵀ",
-        ("z2", "b2"): "∂L/∂b⁽²⁾ = δ⁽²⁾",
-        ("z1", "W1"): "∂L/∂W⁽¹⁾ = δ⁽¹⁾ xᵀ",
-        ("z1", "b1"): "∂L/∂b⁽¹⁾ = δ⁽¹⁾",
+        ("z2", "W2"): "∂ℓ/∂W⁽²⁾ = δ⁽²⁾ a⁽¹⁾ᵀ",
+        ("z2", "b2"): "∂ℓ/∂b⁽²⁾ = δ⁽²⁾",
+        ("z1", "W1"): "∂ℓ/∂W⁽¹⁾ = δ⁽¹⁾ xᵀ",
+        ("z1", "b1"): "∂ℓ/∂b⁽¹⁾ = δ⁽¹⁾",
     }
     for (src, dst), label in blue.items():
         (attrs,) = e[(src, dst)]
@@ -82,7 +82,7 @@ def test_backward_edges_coloured_and_labelled_in_math(seed_dot):
     assert "J = ∂a⁽¹⁾/∂z⁽¹⁾ = diag(a⁽¹⁾⊙(1 − a⁽¹⁾))" in e[("a1", "z1")][0]
     assert "J = ∂z⁽²⁾/∂a⁽¹⁾ = W⁽²⁾" in e[("z2", "a1")][0]
     (loss_edge,) = e[("L", "a2")]
-    assert "dashed" in loss_edge and "∂L/∂a⁽²⁾" in loss_edge
+    assert "dashed" in loss_edge and "∂ℓ/∂a⁽²⁾" in loss_edge
     # no code-generation details, no ASCII adjoint names
     assert "not formed" not in seed_dot
     assert 'label="delta' not in seed_dot and 'label="dW' not in seed_dot
@@ -112,7 +112,7 @@ def test_no_bias_and_map_layer():
     assert {"z1", "a1", "a2", "z3", "W1", "W3"} <= nodes
     e = _edges(dot)
     assert ("a1", "a2") in e and ("a2", "z3") in e and ("z3", "L") in e
-    assert any('label="∂L/∂a⁽¹⁾' in attrs for attrs in e[("a2", "a1")])
+    assert any('label="∂ℓ/∂a⁽¹⁾' in attrs for attrs in e[("a2", "a1")])
     assert 'label="a⁽²⁾ ∈ ℝ⁴\\nl2norm"' in dot
 
 
@@ -135,3 +135,20 @@ def test_render_graph_bad_source(tmp_path):
     if shutil.which("dot") is None:
         pytest.skip("graphviz (dot) is not installed")
     assert render_graph("digraph {", tmp_path / "bad.svg") is False
+
+
+def test_the_graph_names_one_samples_loss_unless_the_samples_are_coupled():
+    """The edges carry per-sample Jacobians, so their adjoints differentiate one sample's
+    loss l; batch norm in training mode couples the samples: there only the mean L exists."""
+    from catalogue import catalogue
+
+    from symgrad import BatchNorm, Dense, build
+    from symgrad.documents.graph import to_dot
+    from symgrad.pipeline import derive
+
+    seed = to_dot(derive(catalogue()["seed"]))
+    assert "∂ℓ/∂W⁽¹⁾" in seed and "∂L/" not in seed
+    assert 'label="ℓ\\nmse"' in seed
+    bn = build("bn", 3, [Dense(4), BatchNorm(), Dense(2, "sigmoid")], "mse")
+    coupled = to_dot(derive(bn))
+    assert "∂L/∂W⁽¹⁾" in coupled and "∂ℓ/" not in coupled

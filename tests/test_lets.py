@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symgrad import LayerNorm, Map, a, build, i, j, n
+from symgrad import LayerNorm, Map, RMSNorm, a, build, i, j, n
 from symgrad.backends.codegen import load_module
 from symgrad.cli import main
 from symgrad.documents.lets import K, NamedStage
 from symgrad.documents.render import render
 from symgrad.frontend.spec import loads_spec
+from symgrad.ir.lets import distinct_dummies
 from symgrad.ir.layers import Dense
 from symgrad.pipeline import derive, generate
+
+L2NORM = a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6))
 
 HEAD = """\
 name = "letnorm"
@@ -179,13 +182,28 @@ def _evaluate(e: sp.Expr, width: sp.Expr, size: int, values: dict[str, np.ndarra
     return float(sp.N(e.doit()))
 
 
-@pytest.mark.parametrize("text", [LETS, XHAT], ids=["mu_var", "xhat"])
-def test_the_backward_pass_through_the_names_equals_the_derivation(text):
+def _named_networks():
+    """Networks with a stage that has names: the two spec maps, and the built-in layers
+    whose statistics are found by their structure (index ``k`` is also the variance's
+    summation index in the norm layers' bodies)."""
+    return {
+        "mu_var": (lambda: loads_spec(LETS, file="lets.toml"), 2),
+        "xhat": (lambda: loads_spec(XHAT, file="lets.toml"), 2),
+        "layernorm": (lambda: build("ln", 3, [Dense(5, "tanh"), LayerNorm(), Dense(2)], "mse"), 2),
+        "rmsnorm": (lambda: build("rms", 3, [Dense(5, "tanh"), RMSNorm(), Dense(2)], "mse"), 2),
+        "l2norm": (lambda: build("l2", 3, [Dense(5, "tanh"), Map(L2NORM), Dense(2)], "mse"), 2),
+        "softmax": (lambda: build("sm", 3, [Dense(5, "softmax"), Dense(2)], "mse"), 1),
+    }
+
+
+@pytest.mark.parametrize("case", list(_named_networks()))
+def test_the_backward_pass_through_the_names_equals_the_derivation(case):
     """Each name's adjoint substituted into the next, the input's adjoint equals the
     derivation's at random values of every array (rel. 1e-9, every component)."""
-    net = loads_spec(text, file="lets.toml")
+    make, at = _named_networks()[case]
+    net = make()
     d = derive(net)
-    step = next(s for s in d.steps if s.kind == "input" and s.stage is net.stages[2])
+    step = next(s for s in d.steps if s.kind == "input" and s.stage is net.stages[at])
     named = NamedStage.of(step.stage)
     assert named is not None
     up = sp.IndexedBase(step.upstream, real=True)
@@ -208,13 +226,22 @@ def test_the_backward_pass_through_the_names_equals_the_derivation(text):
             indexed[lhs.base] = substituted(value)
         else:
             scalars[lhs] = substituted(value)
-    result = named.expand(substituted(steps[-1][2]))
-    width, size = step.stage.width, 5
+    # the definitions may sum over the letter of the input's index: renamed apart first
+    result = distinct_dummies(named.expand(substituted(steps[-1][2])), frozenset({K}))
+    # the derivation's form may read the stage's output (a forward value): written out
+    st = step.stage
+    theirs_e = step.component.replace(
+        lambda x: isinstance(x, sp.Indexed) and x.base == st.out,
+        lambda x: distinct_dummies(st.body.xreplace({st.index: x.indices[0]}), frozenset({i})),
+    )
+    width, size = st.width, 5
     rng = np.random.default_rng(1)
-    values = {nm: rng.normal(0.0, 1.0, size) for nm in ("a1", "g2", str(up.label))}
+    arrays = {str(x.base.label) for x in theirs_e.atoms(sp.Indexed)}
+    arrays |= {str(x.base.label) for x in result.atoms(sp.Indexed)}
+    values = {nm: rng.normal(0.0, 1.0, size) for nm in arrays}
     for k in range(size):
         ours = _evaluate(result.xreplace({K: k}), width, size, values)
-        theirs = _evaluate(step.component.xreplace({i: k}), width, size, values)
+        theirs = _evaluate(theirs_e.xreplace({i: k}), width, size, values)
         assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
 

@@ -39,12 +39,27 @@ def _vector_valued(e: sp.Basic) -> bool:
     return any(_vector_valued(a) for a in e.args)
 
 
+_D = sp.Dummy("delta_ik")
+
+
 def _delta_term_matrix(t: sp.Expr) -> sp.Expr | None:
-    rest = t.xreplace({sp.KroneckerDelta(I, K): sp.S.One})
-    if rest.has(K):
+    """The matrix of a term that reads the bracket ``[i = k]``: its coefficient (on the
+    diagonal, where ``k = i``) as a diagonal matrix, plus the matrix of the part without
+    the bracket (``([i = k] - 1/n) g_i`` is ``diag(g) - g 1^T / n``, not ``diag(g (1 -
+    1/n))``). None where the bracket is not a linear factor."""
+    td = t.xreplace({sp.KroneckerDelta(I, K): _D})
+    if _D in sp.Mul.make_args(td):  # a factor: the common case, kept as it is written
+        coef, rest = td / _D, sp.S.Zero
+    else:
+        td = sp.expand(td, deep=False)
+        coef, rest = sp.diff(td, _D), td.xreplace({_D: sp.S.Zero})
+    if coef.has(_D):
         return None
-    m = to_matrix(rest, (I,))
-    return Diag(m) if _vector_valued(m) else m * Mat("I")
+    m = to_matrix(coef.xreplace({K: I}), (I,))
+    diag = Diag(m) if _vector_valued(m) else m * Mat("I")
+    if rest == 0:
+        return diag
+    return diag + to_matrix(sp.factor_terms(rest), (I, K))
 
 
 @lru_cache(maxsize=1024)

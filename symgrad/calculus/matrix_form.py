@@ -130,7 +130,9 @@ def matrix_pass(d: Any) -> Any:
     forward = tuple(
         f
         if f.matrix is not None
-        else replace(f, matrix=_forward_matrix(f.component, f.stage, names))
+        else replace(
+            f, matrix=_forward_matrix(f.component, f.stage, names), lets=_let_matrices(f.stage)
+        )
         for f in d.forward
     )
     steps = tuple(
@@ -149,6 +151,21 @@ def matrix_pass(d: Any) -> Any:
             for s in steps
         )
     return replace(d, forward=forward, steps=steps)
+
+
+def _let_matrices(stage: Any) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
+    """The per-sample matrix form of each named sub-expression of a vector stage of one
+    sample, where it has a neat one (a name without one is left out)."""
+    if not stage.lets or stage.sample is not None or stage.indices or reads_tensors(stage):
+        return ()
+    out = []
+    for sym, e in stage.lets:
+        free = (stage.index,) if stage.index in e.free_symbols else ()
+        try:
+            out.append((sym, to_matrix(e, free)))
+        except DerivationError:
+            continue
+    return tuple(out)
 
 
 def _forward_matrix(component: sp.Expr, stage: Any, names: sp.Tuple) -> sp.Expr:

@@ -16,6 +16,7 @@ import sympy as sp
 
 from symgrad.calculus.contraction import contract
 from symgrad.ir.indices import pull_out
+from symgrad.ir.lets import distinct_dummies
 
 
 def chain_through(
@@ -29,9 +30,13 @@ def chain_through(
     reads ``wrt`` (a name, an element of a named vector, or of the layer's input)."""
     terms, chain = [], []
     base = wrt.base if isinstance(wrt, sp.Indexed) else wrt
+    held = frozenset(s for s in wrt.free_symbols if isinstance(s, sp.Symbol) and s.is_integer)
     for expr, adj, indexed in readers:
         if not expr.has(base):
             continue
+        # a sum whose index is the one of ``wrt`` (``sum_k (a[k] - mu)**2`` against
+        # ``a[k]``) gets a fresh index first: the derivative reads the free ``k``
+        expr = distinct_dummies(expr, held)
         d = sp.diff(expr, wrt)
         if d == 0:
             continue

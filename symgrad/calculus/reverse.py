@@ -67,12 +67,28 @@ class Forward:
     stage: Stage
     component: sp.Expr
     matrix: sp.Expr | None = None
+    #: The per-sample matrix form of each of the stage's named sub-expressions
+    #: (``stage.lets``) that has a neat one: a scalar of the sample (``sum(a1)/n_1``) or
+    #: a vector (``(a1 - mu)/sqrt(sigma2 + eps)``). Filled in by the matrix-form pass.
+    lets: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
 
     @property
     def batched(self) -> sp.Expr:
         """The batched form (samples as rows, ``layout.py``) of ``matrix``; ValueError
         where it has none."""
         return batch(self.matrix)
+
+    @property
+    def lets_batched(self) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
+        """The batched form of each of ``lets`` that has one (a scalar of the sample is a
+        column, one entry per row)."""
+        out = []
+        for sym, m in self.lets:
+            try:
+                out.append((sym, batch(m)))
+            except ValueError:
+                continue
+        return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from symgrad.calculus.reverse import Derivation, Step
 from symgrad.documents import batched_display
 from symgrad.documents.latex_names import BATCH_LOSS_TEXT, LOSS_TEXT
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
-from symgrad.documents.lets import NamedStage
+from symgrad.documents.lets import MatrixNames, NamedStage
 from symgrad.documents.model import Item, M, Part, Section
 from symgrad.documents.renamed_print import RenamedPrinter
 from symgrad.ir.network import Stage
@@ -49,6 +49,8 @@ class DocBase:
         #: the named sub-expressions of the stage being written up (component forms are
         #: shown in its names), or None
         self.naming: NamedStage | None = None
+        #: the same stage's names in its matrix forms, or None
+        self.matrix_naming: MatrixNames | None = None
         #: lookups and forms a document asks for more than once, made once (by identity)
         self._found: dict[object, object] = {}
 
@@ -86,6 +88,8 @@ class DocBase:
         """``e`` as math, printed lazily and once per document."""
         if self.naming is not None and notation == "component":
             e = self.naming.display(self.naming.name(e))
+        elif self.matrix_naming is not None and notation in ("vector", "batched"):
+            e = self.matrix_naming.name(e, notation)
         e = batched_display.shown(e)
         key = (e, notation, yhat)
         hit = self._memo.get(key)
@@ -200,6 +204,12 @@ class DocBase:
     def param_steps(self, name: str) -> list[Step]:
         """The steps of the parameter called ``name``, in order."""
         return self._steps_by("param").get(name, [])
+
+    def forward_of(self, stage: Stage | None):
+        """The forward record of ``stage`` (None for the loss step)."""
+        if "forward by stage" not in self._found:
+            self._found["forward by stage"] = {id(f.stage): f for f in self.d.forward}
+        return self._found["forward by stage"].get(id(stage))  # type: ignore[union-attr]
 
     def batched_of(self, st: Step) -> sp.Expr:
         """``st.batched`` (the step and the summary both show it), made once."""

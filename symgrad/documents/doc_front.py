@@ -11,7 +11,8 @@ import sympy as sp
 from symgrad.calculus.conv_form import Correlate
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
-from symgrad.documents.doc_lets import forward_rows
+from symgrad.documents.doc_lets import forward_rows, statistics_parts
+from symgrad.documents.lets import MatrixNames
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, quantity
 from symgrad.documents.model import Eq, Item, M, Part
 from symgrad.documents.statistics import BatchStatistics
@@ -153,13 +154,20 @@ class FrontMatter(DocBase):
                     named = [Eq((out, self.ex(stats.name(f.component))))]
                 eqs.extend(named or [Eq((out, self.ex(f.component)))])
             s.items.append(Item("math", eqs=tuple(eqs)))
+            said = statistics_parts(self, self.net.stages)
+            if said:
+                s.items.append(Item("para", said))
         if self.mat:
             s.items.append(Item("label", ("Matrix form, per sample",)))
-            eqs = [
-                self._coupled_row(f, per_sample=True)
-                or Eq((self.q(f.stage.name, "vector"), self.ex(f.matrix, "vector")))
-                for f in self.d.forward
-            ]
+            eqs = []
+            for f in self.d.forward:
+                eqs.extend(
+                    self._named_rows(f, "vector")
+                    or [
+                        self._coupled_row(f, per_sample=True)
+                        or Eq((self.q(f.stage.name, "vector"), self.ex(f.matrix, "vector")))
+                    ]
+                )
             s.items.append(Item("math", eqs=tuple(eqs)))
             s.items.append(Item("label", ("Batched, samples as rows",)))
             beqs = []
@@ -168,13 +176,32 @@ class FrontMatter(DocBase):
                     b = f.batched
                 except ValueError:
                     continue
-                beqs.append(
-                    self._coupled_row(f)
-                    or Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched")))
+                beqs.extend(
+                    self._named_rows(f, "batched")
+                    or [
+                        self._coupled_row(f)
+                        or Eq((self.q(f.stage.name, "batched"), self.ex(b, "batched")))
+                    ]
                 )
             s.items.append(Item("math", eqs=tuple(beqs)))
             if any(f.matrix is not None and f.matrix.has(Correlate) for f in self.d.forward):
                 s.items.extend(self.star_definition())  # where the correlation first appears
+
+    def _named_rows(self, f, notation: str) -> list[Eq]:
+        """A stage with names in its matrix forms: each name's row, then the stage in
+        them (per sample: ``notation`` "vector"; or "batched"). Empty where it has none."""
+        names = MatrixNames.of(f)
+        defs = names.definitions(notation) if names is not None else ()
+        if not defs:
+            return []
+        try:
+            form = f.matrix if notation == "vector" else f.batched
+        except ValueError:
+            return []
+        rows = [Eq((self.ex(sym, notation), self.ex(e, notation))) for sym, e in defs]
+        named = names.name(form, notation)
+        rows.append(Eq((self.q(f.stage.name, notation), self.ex(named, notation))))
+        return rows
 
     def _coupled_row(self, f, per_sample: bool = False) -> Eq | None:
         """A stage with batch statistics has no per-sample form (it reads the batch); its

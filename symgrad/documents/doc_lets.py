@@ -8,9 +8,10 @@ import sympy as sp
 
 from symgrad.calculus.reverse import Step
 from symgrad.documents.doc_base import DocBase
-from symgrad.documents.lets import LetAt, NamedStage
-from symgrad.documents.model import Eq, Item, Section
+from symgrad.documents.lets import LetAt, LetSym, NamedStage
+from symgrad.documents.model import Eq, Item, M, Section
 from symgrad.documents.structure import free_names
+from symgrad.ir.lets import kind_of
 from symgrad.ir.network import Stage
 
 
@@ -26,6 +27,51 @@ def forward_rows(doc: DocBase, stage: Stage) -> list[Eq]:
         rows.append(Eq((doc.ex(lhs), doc.ex(named.display(definition)))))
     rows.append(Eq((out, doc.ex(named.display(named.name(stage.body))))))
     return rows
+
+
+#: What a name found by its structure is (``ir/lets.kind_of``), after "<name> is".
+_KINDS = {
+    "mean": "the mean of the entries of ",
+    "variance": "the variance of the entries of ",
+    "mean square": "the mean of the squares of the entries of ",
+    "softmax denominator": "the softmax denominator, the sum of the exponentials of the "
+    "entries of ",
+}
+
+
+def statistics_parts(doc: DocBase, stages: tuple[Stage, ...]) -> tuple:
+    """One sentence that says what each recognised name is (``mu`` the mean of ``a1``'s
+    entries, ``r`` the length of ``a1`` ...), or an empty tuple where no stage has one."""
+    said: list[tuple] = []
+    for st in stages:
+        if NamedStage.of(st) is None:
+            continue
+        for sym, e in st.lets:
+            kind = kind_of(e, st.inp, st.in_width)
+            if kind is None:
+                continue
+            name, vec = doc.ex(LetSym(sym.name, real=True)), doc.q(st.inp.name, "vector")
+            if kind == "length":
+                norm = M(r"\lVert %s \rVert" % vec.tex, f"||{st.inp.name}||")
+                said.append(
+                    (
+                        name,
+                        " is the length ",
+                        norm,
+                        " of ",
+                        vec,
+                        " (the constant under the root keeps it away from 0)",
+                    )
+                )
+            else:
+                said.append((name, " is " + _KINDS[kind], vec))
+    if not said:
+        return ()
+    parts: list = ["Named intermediates, so that the steps below read as a textbook's: "]
+    for pos, one in enumerate(said):
+        parts.extend(one)
+        parts.append("; " if pos < len(said) - 1 else ".")
+    return tuple(parts)
 
 
 class NamedSteps(DocBase):

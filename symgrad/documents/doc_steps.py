@@ -19,7 +19,7 @@ from symgrad.documents.doc_lets import NamedSteps
 from symgrad.documents.doc_local import LocalWhy
 from symgrad.documents.doc_tensor import TensorSteps
 from symgrad.documents.latex_printer import paren, quantity
-from symgrad.documents.lets import NamedStage
+from symgrad.documents.lets import MatrixNames, NamedStage
 from symgrad.documents.model import Eq, Item, M, Part, Section, dedupe
 from symgrad.documents.renamed_print import print_key
 from symgrad.documents.structure import (
@@ -60,6 +60,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             s.items.append(Item("para", tuple(prose.chain_rule_parts())))
         for st in self.d.steps:
             self.naming = NamedStage.of(st.stage)
+            self.matrix_naming = MatrixNames.of(self.forward_of(st.stage))
             if st.kind == "loss":
                 self.loss_step(st)
             elif st.kind == "param":
@@ -67,6 +68,7 @@ class BackwardSteps(LocalWhy, TensorSteps, NamedSteps):
             else:
                 self.input_step(st)
         self.naming = None
+        self.matrix_naming = None
 
     # -- the loss gradient ----------------------------------------------------------------
     def loss_step(self, st: Step) -> None:

@@ -3,8 +3,8 @@
 :func:`to_dot` draws the chain of a :class:`~symgrad.derivation.Derivation`: the input
 ``x``, every stage output (``z⁽¹⁾``, ``a⁽¹⁾``, ...), the parameters as side branches
 feeding their stage (``W⁽¹⁾``, ``b⁽¹⁾`` -> ``z⁽¹⁾``), the target ``y`` and the loss
-``L``, each node with its shape (``ℝ⁴``, ``4×3``). Forward edges are solid black. The
-backward flow runs along dashed edges labelled in math (``δ⁽¹⁾``, ``∂L/∂W⁽¹⁾``) with
+``ℓ``, each node with its shape (``ℝ⁴``, ``4×3``). Forward edges are solid black. The
+backward flow runs along dashed edges labelled in math (``δ⁽¹⁾``, ``∂ℓ/∂W⁽¹⁾``) with
 the local Jacobian the adjoint is multiplied by: blue where an adjoint passes to a
 layer's input (the input Jacobian, ``diag(f'(z)) W``), red where it becomes a parameter
 gradient (the parameter Jacobian), as in the documents' layer-by-layer view. A legend
@@ -48,11 +48,12 @@ def _q(s: str) -> str:
     return dot_string(s)
 
 
-def math_name(name: str) -> str:
-    """``delta1`` -> ``δ⁽¹⁾``, ``dW2`` -> ``∂L/∂W⁽²⁾``, ``a1`` -> ``a⁽¹⁾``, ``x`` -> ``x``."""
+def math_name(name: str, loss: str = "ℓ") -> str:
+    """``delta1`` -> ``δ⁽¹⁾``, ``dW2`` -> ``∂ℓ/∂W⁽²⁾``, ``a1`` -> ``a⁽¹⁾``, ``x`` -> ``x``
+    (``loss``: the loss the adjoints differentiate, one sample's ``ℓ`` or the batch's ``L``)."""
     adjoint, base, layer = split_name(name)
     kernel = _GREEK.get(base, base) + (f"({layer})".translate(_SUP) if layer else "")
-    return "∂L/∂" + kernel if adjoint else kernel
+    return f"∂{loss}/∂" + kernel if adjoint else kernel
 
 
 def _size(w: sp.Expr, sizes: dict, sup: bool = False) -> str:
@@ -62,11 +63,11 @@ def _size(w: sp.Expr, sizes: dict, sup: bool = False) -> str:
     return re.sub(r"n_(\d+)", lambda m: "n" + m.group(1).translate(_SUB), str(v))
 
 
-def _math_text(text: str, names: set[str]) -> str:
+def _math_text(text: str, names: set[str], loss: str = "ℓ") -> str:
     """Plain-text math (``diag(a2*(1 - a2))``, ``W2.T @ delta2``) in Unicode."""
     text = re.sub(
         r"[A-Za-z_]\w*",
-        lambda m: math_name(m.group(0)) if m.group(0) in names else m.group(0),
+        lambda m: math_name(m.group(0), loss) if m.group(0) in names else m.group(0),
         text,
     )
     text = re.sub(r"outer\(([^(),]+), ([^(),]+)\)", r"\1 \2ᵀ", text)
@@ -76,14 +77,14 @@ def _math_text(text: str, names: set[str]) -> str:
     return text.replace(".T", "ᵀ").replace(" @ ", " ").replace("*", "⊙").replace(" - ", " − ")
 
 
-def _jacobian_text(st: Step, d: Derivation, names: set[str]) -> str:
+def _jacobian_text(st: Step, d: Derivation, names: set[str], loss: str) -> str:
     """The local Jacobian of an input step as a whole-layer matrix, in Unicode."""
     if st.local is None:
         return ""
     jm = st.local_matrix
     if jm is None:
         return _tensor_jacobian(st)
-    return _math_text(_text(jm), names)
+    return _math_text(_text(jm), names, loss)
 
 
 def _tensor_jacobian(st: Step) -> str:
@@ -106,15 +107,15 @@ def _text(e: sp.Basic) -> str:
     return str(TextPrinter().doprint(e))
 
 
-def _label(st: Step, d: Derivation, names: set[str]) -> str:
-    own = math_name(st.grad)
+def _label(st: Step, d: Derivation, names: set[str], loss: str) -> str:
+    own = math_name(st.grad, loss)
     if st.kind == "loss":
         return own
     if st.kind == "param":
         if st.matrix is not None:
-            return f"{own} = {_math_text(_text(st.matrix), names)}"
+            return f"{own} = {_math_text(_text(st.matrix), names, loss)}"
         return own
-    jac = _jacobian_text(st, d, names)
+    jac = _jacobian_text(st, d, names, loss)
     out = st.stage.name if st.stage is not None else ""
     return own + (f"{NL}J = ∂{math_name(out)}/∂{math_name(st.wrt)} = {jac}" if jac else "")
 
@@ -132,14 +133,14 @@ _LEGEND = [
     '<TR><TD ALIGN="LEFT"><FONT COLOR="red3">- - parameter gradient '
     "(parameter Jacobian)</FONT></TD></TR>"
     '<TR><TD ALIGN="LEFT"><FONT COLOR="gray20">- - loss gradient (the seed)</FONT></TD></TR>'
-    '<TR><TD ALIGN="LEFT">δ⁽ˡ⁾ = ∂L/∂z⁽ˡ⁾ (the error); ∂L/∂a = Jᵀ times the '
+    '<TR><TD ALIGN="LEFT">δ⁽ˡ⁾ = ∂ℓ/∂z⁽ˡ⁾ (the error); ∂ℓ/∂a = Jᵀ times the '
     "adjoint above</TD></TR></TABLE>>];",
     "  }",
     "}",
 ]
 
 
-def _backward_edges(d: Derivation, names: set[str]) -> list[str]:
+def _backward_edges(d: Derivation, names: set[str], loss: str) -> list[str]:
     """The dashed edges of the backward pass, each labelled with its adjoint and Jacobian."""
     lines: list[str] = []
     lines.append("  // backward flow of the adjoints")
@@ -151,7 +152,7 @@ def _backward_edges(d: Derivation, names: set[str]) -> list[str]:
             style = _PARAM if s.kind == "param" else _INPUT
         else:  # pragma: no cover - every non-loss step has a stage
             continue
-        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(_label(s, d, names))}];")
+        lines.append(f"  {_q(src)} -> {_q(dst)} [{style}, label={_q(_label(s, d, names, loss))}];")
     for st in d.network.stages:  # a skip connection's share of an adjoint (the shares add up)
         for base, _ in st.extra:
             share = _q(f"+ to d{base}")
@@ -167,7 +168,7 @@ def to_dot(d: Derivation) -> str:
 
     Returns:
         A ``digraph`` laid out left to right: nodes ``x``, each stage output, the
-        parameters, ``y`` and ``L`` (labelled in math with their shapes); solid forward
+        parameters, ``y`` and the loss ``ℓ`` (labelled in math with their shapes); solid forward
         edges; dashed backward edges labelled with the adjoints and local Jacobians, blue
         to a stage's input, red to a parameter; and a legend.
     """
@@ -205,7 +206,10 @@ def to_dot(d: Derivation) -> str:
         f'  {_q(target)} [shape=box, style=filled, fillcolor="lightgray", '
         f"label={_q(target + NL + 'ℝ' + _size(net.output_width, sizes, True))}];"
     )
-    lines.append(f'  "L" [shape=box, style="rounded,bold", label={_q("L" + NL + net.loss.name)}];')
+    # one sample's loss, as the per-sample Jacobians on the edges differentiate it; a
+    # network whose stage couples the samples has only the batch's mean loss L
+    loss = "L" if any(st.sample is not None for st in net.stages) else "ℓ"
+    lines.append(f'  "L" [shape=box, style="rounded,bold", label={_q(loss + NL + net.loss.name)}];')
     lines.append("")
     for st in net.stages:
         lines.append(f"  {_q(str(st.inp))} -> {_q(st.name)} [{_FORWARD}];")
@@ -216,8 +220,8 @@ def to_dot(d: Derivation) -> str:
     lines.append(f'  {_q(out)} -> "L" [{_FORWARD}];')
     lines.append(f'  {_q(target)} -> "L" [{_FORWARD}];')
     lines.append("")
-    lines += _backward_edges(d, names)
-    lines += _LEGEND
+    lines += _backward_edges(d, names, loss)
+    lines += [line.replace("∂ℓ/", f"∂{loss}/") for line in _LEGEND]
     return "\n".join(lines) + "\n"
 
 

@@ -99,12 +99,18 @@ def same_up_to_dummies(a: sp.Basic, b: sp.Basic) -> bool:
     return _alpha(a) == _alpha(b)
 
 
+def _holds_arrays(f: sp.Basic) -> bool:
+    """Whether ``f`` reads an array (an entry, a sum, or a vector of the matrix forms);
+    widths and numbers do not."""
+    return f.has(sp.Indexed, sp.Sum) or any(not s.is_integer for s in f.free_symbols)
+
+
 def _core(pattern: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
     """``pattern = coef * core`` with one factor that holds the arrays (a sum divided by a
     width: the sum alone is replaced by ``name / coef``)."""
     if not isinstance(pattern, sp.Mul):
         return None
-    held = [f for f in pattern.args if f.has(sp.Indexed, sp.Sum)]
+    held = [f for f in pattern.args if _holds_arrays(f)]
     if len(held) != 1:
         return None
     return held[0], pattern / held[0]
@@ -269,3 +275,40 @@ class NamedStage:
             if step is not None:
                 out.append((lhs, *step))
         return out
+
+
+@dataclass(frozen=True)
+class MatrixNames:
+    """The names of one stage in its matrix forms: each name's per-sample and batched
+    form (``Forward.lets``, ``Forward.lets_batched``), each in the earlier names."""
+
+    forms: dict[str, tuple[tuple[sp.Symbol, sp.Expr], ...]]
+
+    @staticmethod
+    def of(forward) -> MatrixNames | None:
+        """From a forward record; None where its stage names nothing in matrix form."""
+        if forward is None or not forward.lets:
+            return None
+        forms: dict[str, tuple[tuple[sp.Symbol, sp.Expr], ...]] = {}
+        for notation, pairs in (("vector", forward.lets), ("batched", forward.lets_batched)):
+            named: list[tuple[sp.Symbol, sp.Expr]] = []
+            for sym, form in pairs:
+                named.append((LetSym(sym.name, real=True), _named(form, named)))
+            forms[notation] = tuple(named)
+        return MatrixNames(forms)
+
+    def name(self, e: sp.Expr, notation: str) -> sp.Expr:
+        """``e`` (a per-sample, ``notation`` "vector", or batched matrix form) in the
+        names (equal to ``e``)."""
+        return _named(e, self.forms.get(notation, ()))
+
+    def definitions(self, notation: str) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
+        """Each name and its form in the earlier names."""
+        return self.forms.get(notation, ())
+
+
+def _named(e: sp.Expr, names) -> sp.Expr:
+    for sym, form in names:
+        match = _Match(form, sym)
+        e = e.replace(match.hit, match.to)
+    return e

@@ -10,6 +10,7 @@ and ``m`` (output width) let users state their own layers in component form::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -472,6 +473,16 @@ def _layer_stages(
     raise SpecError(f"layer {l}: expected Dense or Map, got {type(layer).__name__}")
 
 
+def _named_statistics(stage: Stage) -> Stage:
+    """``stage`` with the statistics of its input named (``ir/lets.py``) where it is a
+    vector map of one sample that names nothing itself: the documents write its steps in
+    them (the engine reads the body, where nothing changes)."""
+    if stage.kind != "map" or stage.lets or stage.sample is not None or stage.indices:
+        return stage
+    lets = let_names.statistics(stage.body, stage.inp, stage.in_width)
+    return dataclasses.replace(stage, lets=lets) if lets else stage
+
+
 def build(
     name: str,
     input: int | sp.Symbol | Sequence[int],
@@ -517,6 +528,7 @@ def build(
     outputs: dict[str, tuple[sp.IndexedBase, sp.Expr, tuple]] = {"x": (inp, w_in, input_shape)}
     for l, layer in enumerate(layers, start=1):
         new = _layer_stages(layer, l, (cur, cur_w, cur_shape), known, outputs, stages)
+        new = [_named_statistics(st) for st in new]
         stages.extend(new)
         cur, cur_w = new[-1].out, new[-1].width
         cur_shape = _shape_of(new[-1])

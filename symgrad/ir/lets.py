@@ -2,9 +2,11 @@
 names. The engine differentiates the body with every name substituted; the names are kept
 on the stage so that the documents can write the steps in them.
 
-A norm layer's statistics are named the same way, found by their structure (a sum over
-the input's axis divided by its width): the mean ``mu`` of the input, the mean square
-deviation from it ``sigma2``, or the mean square ``nu2``.
+A layer's statistics are named the same way, found by their structure, never by the
+layer's name: a sum over the input's axis divided by its width is the mean ``mu`` of the
+input, the mean square deviation from it ``sigma2``, or the mean square ``nu2``; a sum of
+the exponentials of the input is the softmax denominator ``S``; the root of a sum of the
+input's squares (plus a constant) is its length ``r``, ``||a||``.
 """
 
 from __future__ import annotations
@@ -90,3 +92,60 @@ def norm_statistics(body: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> Lets:
             continue
         found.setdefault(name, s)
     return tuple((sp.Symbol(nm, real=True), s / w) for nm, s in found.items())
+
+
+def _whole_axis(s: sp.Basic, w: sp.Expr) -> bool:
+    if not isinstance(s, sp.Sum) or len(s.limits) != 1:
+        return False
+    _, lo, hi = s.limits[0]
+    return lo == 0 and sp.simplify(hi - (w - 1)) == 0
+
+
+def _root_of_squares(node: sp.Basic, inp: sp.IndexedBase, w: sp.Expr) -> bool:
+    """``sqrt(sum_j inp[j]**2 + c)`` (``c`` a number, maybe none), or its inverse."""
+    if not (isinstance(node, sp.Pow) and node.exp in (sp.S.Half, -sp.S.Half)):
+        return False
+    terms = sp.Add.make_args(node.base)
+    sums = [t for t in terms if _whole_axis(t, w)]
+    if len(sums) != 1 or not all(t.is_Number for t in terms if t is not sums[0]):
+        return False
+    var = sums[0].limits[0][0]
+    return sums[0].function == inp[var] ** 2
+
+
+def _exp_sum(node: sp.Basic, inp: sp.IndexedBase, w: sp.Expr) -> bool:
+    """``sum_j exp(inp[j])``, the denominator of a softmax."""
+    if not _whole_axis(node, w):
+        return False
+    var = node.limits[0][0]
+    return node.function == sp.exp(inp[var])
+
+
+def kind_of(e: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> str | None:
+    """What a named definition ``e`` (written out in the stage's arrays) is, read from its
+    structure as :func:`statistics` finds it: "mean", "variance", "mean square", "softmax
+    denominator", "length"; None for anything else."""
+    if _exp_sum(e, inp, w):
+        return "softmax denominator"
+    if _root_of_squares(e, inp, w):
+        return "length"
+    kinds = {"mu": "mean", "sigma2": "variance", "nu2": "mean square"}
+    for sym, value in norm_statistics(e, inp, w):
+        if value == e:
+            return kinds[sym.name]
+    return None
+
+
+def statistics(body: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> Lets:
+    """The statistics of the input that ``body`` reads, found by structure: the means of
+    :func:`norm_statistics`, then the softmax denominator ``S`` and the length ``r``."""
+    found = list(norm_statistics(body, inp, w))
+    for name, test in (("S", _exp_sum), ("r", _root_of_squares)):
+        nodes = [x for x in sp.preorder_traversal(body) if test(x, inp, w)]
+        taken = {str(sym) for sym, _ in found} | {str(x) for x in body.free_symbols}
+        if nodes and name not in taken:
+            node = nodes[0]
+            if isinstance(node, sp.Pow):  # the root itself, where the body divides by it
+                node = sp.sqrt(node.base)
+            found.append((sp.Symbol(name, real=True), node))
+    return tuple(found)
