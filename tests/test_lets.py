@@ -17,8 +17,8 @@ from symgrad.cli import main
 from symgrad.documents.lets import K, NamedStage
 from symgrad.documents.render import render
 from symgrad.frontend.spec import loads_spec
-from symgrad.ir.lets import distinct_dummies
 from symgrad.ir.layers import Dense
+from symgrad.ir.lets import distinct_dummies
 from symgrad.pipeline import derive, generate
 
 L2NORM = a[i] / sp.sqrt(sp.Sum(a[j] ** 2, (j, 0, n - 1)) + sp.Float(1e-6))

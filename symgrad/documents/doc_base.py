@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import sympy as sp
 
-from symgrad.calculus.reverse import Derivation, Step
+from symgrad.calculus.reverse import Derivation, Forward, Step
 from symgrad.documents import batched_display
 from symgrad.documents.latex_names import BATCH_LOSS_TEXT, LOSS_TEXT
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, latex, quantity, split_name
@@ -205,11 +205,12 @@ class DocBase:
         """The steps of the parameter called ``name``, in order."""
         return self._steps_by("param").get(name, [])
 
-    def forward_of(self, stage: Stage | None):
+    def forward_of(self, stage: Stage | None) -> Forward | None:
         """The forward record of ``stage`` (None for the loss step)."""
         if "forward by stage" not in self._found:
             self._found["forward by stage"] = {id(f.stage): f for f in self.d.forward}
-        return self._found["forward by stage"].get(id(stage))  # type: ignore[union-attr]
+        index: dict[int, Forward] = self._found["forward by stage"]  # type: ignore[assignment]
+        return index.get(id(stage))
 
     def batched_of(self, st: Step) -> sp.Expr:
         """``st.batched`` (the step and the summary both show it), made once."""

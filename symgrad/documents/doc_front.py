@@ -12,8 +12,8 @@ from symgrad.calculus.conv_form import Correlate
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.doc_lets import forward_rows, statistics_parts
-from symgrad.documents.lets import MatrixNames
 from symgrad.documents.latex_printer import BATCH_LOSS, LOSS, quantity
+from symgrad.documents.lets import MatrixNames
 from symgrad.documents.model import Eq, Item, M, Part
 from symgrad.documents.statistics import BatchStatistics
 from symgrad.documents.structure import free_names
@@ -192,7 +192,7 @@ class FrontMatter(DocBase):
         them (per sample: ``notation`` "vector"; or "batched"). Empty where it has none."""
         names = MatrixNames.of(f)
         defs = names.definitions(notation) if names is not None else ()
-        if not defs:
+        if names is None or not defs:
             return []
         try:
             form = f.matrix if notation == "vector" else f.batched

@@ -101,8 +101,10 @@ def same_up_to_dummies(a: sp.Basic, b: sp.Basic) -> bool:
 
 def _holds_arrays(f: sp.Basic) -> bool:
     """Whether ``f`` reads an array (an entry, a sum, or a vector of the matrix forms);
-    widths and numbers do not."""
-    return f.has(sp.Indexed, sp.Sum) or any(not s.is_integer for s in f.free_symbols)
+    widths, numbers and earlier names do not."""
+    return f.has(sp.Indexed, sp.Sum) or any(
+        not s.is_integer and not isinstance(s, LetSym) for s in f.free_symbols
+    )
 
 
 def _core(pattern: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
