@@ -239,10 +239,32 @@ def test_the_backward_pass_through_the_names_equals_the_derivation(case):
     arrays = {str(x.base.label) for x in theirs_e.atoms(sp.Indexed)}
     arrays |= {str(x.base.label) for x in result.atoms(sp.Indexed)}
     values = {nm: rng.normal(0.0, 1.0, size) for nm in arrays}
+    # the textbook form (x-hat, sums as means), where a name is linear in the input
+    textbook = named.textbook(step.component, K)
+    assert (textbook is not None) == (case in ("xhat", "layernorm")), case
+    if textbook is not None:
+        textbook = distinct_dummies(named.expand(_plain(textbook, width)), frozenset({K}))
     for k in range(size):
         ours = _evaluate(result.xreplace({K: k}), width, size, values)
         theirs = _evaluate(theirs_e.xreplace({i: k}), width, size, values)
         assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+        if textbook is not None:
+            book = _evaluate(textbook.xreplace({K: k}), width, size, values)
+            assert book == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+def _plain(e: sp.Expr, width: sp.Expr) -> sp.Expr:
+    """A textbook display with its means, orderings and factors written as sums again."""
+    from symgrad.documents.textbook import Mean, Ordered, Scaled
+
+    rules = (
+        (Ordered, lambda *a: sp.Add(*a)),
+        (Scaled, lambda c, b: c * b),
+        (Mean, lambda b, v: sp.Sum(b, (v, 0, width - 1)) / width),
+    )
+    for cls, f in rules:
+        e = e.replace(lambda a, cls=cls: isinstance(a, cls), lambda a, f=f: f(*a.args))
+    return e
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -267,9 +289,11 @@ def test_documents_show_the_names_and_the_steps_through_them():
 def test_layernorm_names_its_mean_and_variance():
     net = build("ln", 3, [Dense(4, "tanh"), LayerNorm(), Dense(2)], "mse")
     st = net.stages[2]
-    assert [s.name for s, _ in st.lets] == ["mu", "sigma2"]
+    assert [s.name for s, _ in st.lets] == ["mu", "sigma2", "xhat"]
     tex = render(derive(net), "latex")
     assert r"\sigma^2 &= " in tex and r"\frac{\partial \ell}{\partial \sigma^2}" in tex
+    assert r"\hat{x}_{i} &= " in tex and "this is the textbook form" in tex
+    assert r"\operatorname{mean}_{j}\!\left(" in tex
 
 
 def test_python_api_lets():

@@ -8,9 +8,10 @@ import sympy as sp
 
 from symgrad.calculus.reverse import Step
 from symgrad.documents.doc_base import DocBase
-from symgrad.documents.lets import LetAt, LetSym, NamedStage
+from symgrad.documents.lets import K, LetAt, LetSym, NamedStage
 from symgrad.documents.model import Eq, Item, M, Section
 from symgrad.documents.structure import free_names
+from symgrad.ir.indices import pull_out
 from symgrad.ir.lets import kind_of
 from symgrad.ir.network import Stage
 
@@ -36,6 +37,8 @@ _KINDS = {
     "mean square": "the mean of the squares of the entries of ",
     "softmax denominator": "the softmax denominator, the sum of the exponentials of the "
     "entries of ",
+    "normalised": "the normalised input (its deviation from the mean over the root of the "
+    "variance plus the constant), of ",
 }
 
 
@@ -50,7 +53,8 @@ def statistics_parts(doc: DocBase, stages: tuple[Stage, ...]) -> tuple:
             kind = kind_of(e, st.inp, st.in_width)
             if kind is None:
                 continue
-            name, vec = doc.ex(LetSym(sym.name, real=True)), doc.q(st.inp.name, "vector")
+            shown = LetAt(sym, st.index) if st.index in e.free_symbols else LetSym(sym.name)
+            name, vec = doc.ex(shown), doc.q(st.inp.name, "vector")
             if kind == "length":
                 norm = M(r"\lVert %s \rVert" % vec.tex, f"||{st.inp.name}||")
                 said.append(
@@ -109,8 +113,31 @@ class NamedSteps(DocBase):
         for lhs, chain, result in steps:
             left = self.grad_lhs(st, "component", ["k"])[0] if lhs == 0 else self.ex(lhs)
             sides = [left, self.ex(named.display(chain))]
-            final = self.ex(named.display(named.name(result)))
+            final = self.ex(named.display(pull_out(named.name(result))))
             if final.key != sides[-1].key:
                 sides.append(final)
             eqs.append(Eq(tuple(sides)))
         s.items.append(Item("math", eqs=tuple(eqs)))
+        self._textbook(st, named, s)
+
+    def _textbook(self, st: Step, named: NamedStage, s: Section) -> None:
+        """The input's adjoint in a name linear in the input (x-hat), sums as means."""
+        if len(st.indices) != 1 or st.stage is None:
+            return
+        result = st.component.xreplace({st.indices[0]: st.stage.index})
+        form = named.textbook(result, K)
+        if form is None:
+            return
+        s.items.append(
+            Item(
+                "para",
+                (
+                    "Substituted back and written in the normalised input, each sum over "
+                    "the width as a mean (",
+                    M(r"\operatorname{mean}_j(u_j) = \frac{1}{n} \sum_j u_j", "mean_j(u[j])"),
+                    " over the n entries), this is the textbook form:",
+                ),
+            )
+        )
+        lhs = self.grad_lhs(st, "component", ["k"])[0]
+        s.items.append(Item("math", eqs=(Eq((lhs, self.ex(named.display(form)))),)))

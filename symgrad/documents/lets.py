@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import sympy as sp
 
 from symgrad.derivations import chain_through
+from symgrad.documents.textbook import Mean, textbook_order
 from symgrad.escape import latex_name
-from symgrad.ir.indices import idx
+from symgrad.ir.indices import idx, pull_out
+from symgrad.ir.lets import distinct_dummies
 from symgrad.ir.network import Stage
 
 _GREEK = frozenset(
@@ -189,11 +191,8 @@ class NamedStage:
     def _name_one(self, e: sp.Expr, comp, definition: sp.Expr) -> sp.Expr:
         i = self.stage.index
         ats = [i]
-        if isinstance(comp, sp.IndexedBase):
-            ats = sorted(
-                (s for s in e.free_symbols if isinstance(s, sp.Symbol) and s.is_integer),
-                key=str,
-            )
+        if isinstance(comp, sp.IndexedBase):  # at every index, a sum's own included
+            ats = sorted((s for s in e.atoms(sp.Symbol) if s.is_integer), key=str)
         for at in ats:
             d = definition.xreplace({i: at}) if at != i else definition
             match = _Match(d, self._value(comp, at))
@@ -236,6 +235,34 @@ class NamedStage:
             lambda x: isinstance(x, sp.Symbol) and x.name.startswith("_adj_"),
             lambda x: LetAdjoint(sp.Symbol(x.name[5:])),
         )
+
+    # -- the textbook form ---------------------------------------------------------------------
+    def textbook(self, result: sp.Expr, at: sp.Symbol) -> sp.Expr | None:
+        """``result`` (the input's adjoint at index ``at``, in the stage's arrays) written
+        through a name of the stage's free index that is linear in the input (x-hat:
+        ``a = mu + x-hat sqrt(sigma2 + eps)``), each sum over the width as a mean:
+        ``(g gamma - mean(g gamma) - x-hat mean(g gamma x-hat)) / sqrt(sigma2 + eps)``.
+        None where no name is linear in the input, or the form keeps the input."""
+        st = self.stage
+        i, inp = st.index, st.inp
+        result = distinct_dummies(result, frozenset({at}))  # no sum over ``at``'s letter
+        for _, comp, definition in self.names:
+            if not isinstance(comp, sp.IndexedBase) or not definition.has(inp[i]):
+                continue
+            c0 = definition.xreplace({inp[i]: sp.S.Zero})
+            c1 = sp.cancel((definition - c0) / inp[i])
+            if c1.has(inp) or c0.has(inp) or c1 == 0:
+                continue
+            e = self.name(result).replace(
+                lambda x: isinstance(x, sp.Indexed) and x.base == inp,
+                lambda x, c0=c0, c1=c1, comp=comp: (comp[x.indices[0]] - c0) / c1,
+            )
+            e = sp.factor_terms(pull_out(_split_sums(sp.expand(e))))
+            if e.has(inp):
+                continue
+            e = _as_means(e, st.width)
+            return textbook_order(sp.factor_terms(sp.expand(e)).xreplace({i: at}))
+        return None
 
     # -- the backward pass through the names -------------------------------------------------
     def _adjoint_symbol(self, pos: int) -> sp.Symbol | sp.IndexedBase:
@@ -307,6 +334,23 @@ class MatrixNames:
     def definitions(self, notation: str) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
         """Each name and its form in the earlier names."""
         return self.forms.get(notation, ())
+
+
+def _as_means(e: sp.Expr, w: sp.Expr) -> sp.Expr:
+    """Every sum over the whole width ``w`` as ``w`` times a mean."""
+
+    def is_mean(x: sp.Basic) -> bool:
+        return isinstance(x, sp.Sum) and x.limits[0][1:] == (0, w - 1)
+
+    return e.replace(is_mean, lambda x: w * Mean(x.function, x.limits[0][0]))
+
+
+def _split_sums(e: sp.Expr) -> sp.Expr:
+    """Every sum of a sum of terms as a sum of sums (each term's sum then pulled apart)."""
+    return e.replace(
+        lambda x: isinstance(x, sp.Sum) and len(x.limits) == 1,
+        lambda x: sp.Add(*(sp.Sum(t, x.limits) for t in sp.Add.make_args(sp.expand(x.function)))),
+    )
 
 
 def _named(e: sp.Expr, names) -> sp.Expr:

@@ -19,6 +19,7 @@ import sympy as sp
 
 from symgrad.calculus.layout import N
 from symgrad.documents.model import Eq, Item, M
+from symgrad.documents.textbook import Mean, Ordered, Scaled, textbook_order
 from symgrad.ir.indices import pull_out
 from symgrad.ir.network import Stage
 
@@ -75,72 +76,6 @@ class Sd(_Stat):
 class XHat(_Stat):
     nargs = 2
     tex, txt = r"\hat{x}_{%s,%s}", "xhat[%s, %s]"
-
-
-class Mean(sp.Function):
-    """The mean over the batch of a body in the sample index (display only)."""
-
-    nargs = 2
-
-    def _symgrad_latex(self, printer) -> str:
-        body, var = self.args
-        return r"\operatorname{mean}_{%s}\!\left(%s\right)" % (
-            printer._print(var),
-            printer._print(body),
-        )
-
-    def _sympystr(self, printer) -> str:
-        body, var = self.args
-        return "mean_%s(%s)" % (printer._print(var), printer._print(body))
-
-
-class Ordered(sp.Function):
-    """A sum printed in the order given (the upstream adjoint first, then the means)."""
-
-    def _symgrad_latex(self, printer) -> str:
-        return _ordered(self.args, printer)
-
-    def _sympystr(self, printer) -> str:
-        return _ordered(self.args, printer)
-
-
-def _ordered(terms: tuple[sp.Basic, ...], printer) -> str:
-    out = ""
-    for n, t in enumerate(terms):
-        neg = t.could_extract_minus_sign()
-        text = printer._print(-t if neg else t)
-        out += ("- " if neg else "+ ") + text if n else ("-" if neg else "") + text
-        out += " "
-    return out.strip()
-
-
-class Scaled(sp.Function):
-    """``coef (body)``: a factor kept in front of a parenthesised sum."""
-
-    nargs = 2
-
-    def _symgrad_latex(self, printer) -> str:
-        coef, body = self.args
-        return r"%s \left(%s\right)" % (printer._print(coef), printer._print(body))
-
-    def _sympystr(self, printer) -> str:
-        coef, body = self.args
-        return "%s*(%s)" % (printer.parenthesize(coef, 50), printer._print(body))
-
-
-def _textbook(e: sp.Expr) -> sp.Expr:
-    """``coef (g - mean(g) - x-hat mean(g x-hat))``: the sum's terms in the textbook's
-    order (fewest means first) behind its coefficient."""
-    factors = sp.Mul.make_args(e)
-    sums = [f for f in factors if isinstance(f, sp.Add)]
-    if len(sums) != 1:
-        return e
-    coef = sp.Mul(*[f for f in factors if f is not sums[0]])
-    terms = sorted(
-        sp.Add.make_args(sums[0]),
-        key=lambda t: (len(t.atoms(Mean)), len(t.atoms(XHat)), sp.default_sort_key(t)),
-    )
-    return Scaled(coef, Ordered(*terms))
 
 
 def _batch_sum(e: sp.Basic) -> bool:
@@ -279,7 +214,7 @@ class BatchStatistics:
 
         means = sp.factor_terms(sp.expand(named.replace(_batch_sum, as_mean)))
         out = [self._display(named)]
-        shown = _textbook(self._display(means))
+        shown = textbook_order(self._display(means))
         if shown != out[0]:
             out.append(shown)
         return out

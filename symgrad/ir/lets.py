@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import sympy as sp
 
-from symgrad.ir.indices import idx
+from symgrad.ir.indices import I, idx
 
 Lets = tuple[tuple[sp.Symbol, sp.Expr], ...]
 
@@ -91,7 +91,32 @@ def norm_statistics(body: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> Lets:
         else:
             continue
         found.setdefault(name, s)
-    return tuple((sp.Symbol(nm, real=True), s / w) for nm, s in found.items())
+    out = [(sp.Symbol(nm, real=True), s / w) for nm, s in found.items()]
+    xhat = _normalised(body, inp, w, found)
+    if xhat is not None:
+        out.append((sp.Symbol("xhat", real=True), xhat))
+    return tuple(out)
+
+
+def _normalised(body: sp.Expr, inp: sp.IndexedBase, w: sp.Expr, found) -> sp.Expr | None:
+    """The normalised input ``(inp[i] - mu) / sqrt(sigma2 + c)`` where ``body`` divides
+    the deviation from the mean by the root of the variance plus a number ``c``."""
+    if "mu" not in found or "sigma2" not in found:
+        return None
+    mu, var = found["mu"] / w, found["sigma2"] / w
+    dev = root = None
+    for x in sp.preorder_traversal(body):
+        if dev is None and isinstance(x, sp.Add) and set(x.args) == {inp[I], -mu}:
+            dev = x
+        elif (
+            root is None
+            and isinstance(x, sp.Pow)
+            and x.exp == -sp.S.Half
+            and var in sp.Add.make_args(x.base)
+            and all(t.is_Number for t in sp.Add.make_args(x.base) if t != var)
+        ):
+            root = x
+    return dev * root if dev is not None and root is not None else None
 
 
 def _whole_axis(s: sp.Basic, w: sp.Expr) -> bool:
@@ -129,7 +154,7 @@ def kind_of(e: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> str | None:
         return "softmax denominator"
     if _root_of_squares(e, inp, w):
         return "length"
-    kinds = {"mu": "mean", "sigma2": "variance", "nu2": "mean square"}
+    kinds = {"mu": "mean", "sigma2": "variance", "nu2": "mean square", "xhat": "normalised"}
     for sym, value in norm_statistics(e, inp, w):
         if value == e:
             return kinds[sym.name]
