@@ -280,7 +280,7 @@ def test_documents_show_the_names_and_the_steps_through_them():
     assert r"\mu &= " in tex and r"\mathrm{var}" in tex
     assert r"\frac{\partial \ell}{\partial \mu}" in tex
     md = render(d, "markdown")
-    assert "Through the named sub-expressions (mu, var)" in md
+    assert r"Through the named sub-expressions ($\mu$, $\mathrm{var}$)" in md
     # the forward pass no longer spells the variance out inside the stage's row
     row = next(line for line in text.splitlines() if line.strip().startswith("a2[i] ="))
     assert "sum" not in row

@@ -89,9 +89,12 @@ class NamedSteps(DocBase):
         steps = named.backward(up)
         if not steps:
             return
-        names = [n for n, _, _ in named.names]
-        shown = ", ".join(names)
-        s.items.append(Item("label", (f"Through the named sub-expressions ({shown})",)))
+        label: list = ["Through the named sub-expressions ("]
+        for pos, (_, comp, _) in enumerate(named.names):
+            sym = comp if isinstance(comp, LetSym) else LetSym(str(comp.label)[5:])
+            label += [", "] if pos else []
+            label.append(self.ex(sym))
+        s.items.append(Item("label", (*label, ")")))
         where = self.once("named backward", st)
         if isinstance(where, Step):
             text: tuple = (
