@@ -85,7 +85,8 @@ examples:
 
 --module takes any Python file that defines PARAM_NAMES, PARAM_SHAPES,
 init_params, forward, loss and loss_and_grads (a hand-written backprop, an
-edited generated file). Exit code 1 means some gradient did not match.
+edited generated file, a generated torch, JAX or CuPy module: called with its
+own library's arrays). Exit code 1 means some gradient did not match.
 """
 
 _CHECK_EPILOG = """\

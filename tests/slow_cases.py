@@ -56,6 +56,10 @@ BY_CASE: dict[str, tuple[str, frozenset[object]]] = {
 SLOW_TESTS = frozenset(
     {
         "test_verify.py::test_correct_module_passes[float32]",
+        "test_verify_frameworks.py::test_a_generated_framework_module_verifies[float64-jax]",
+        "test_verify_frameworks.py::test_a_generated_framework_module_verifies[float32-jax]",
+        "test_verify_frameworks.py::test_a_generated_framework_module_verifies[float32-torch]",
+        "test_verify_frameworks.py::test_a_wrong_gradient_in_a_torch_module_is_found",
         "test_batchnorm.py::test_latex_compiles",
         "test_batchnorm.py::test_derivation_time_does_not_blow_up",
         "test_exercise.py::test_same_seed_same_files",

@@ -148,8 +148,109 @@ def _become_reaper() -> None:
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG: die with verify
 
 
+class Arrays:
+    """The array library a module works in: NumPy, or torch, JAX or CuPy for a module
+    whose ``init_params`` returns that library's arrays (a generated torch, JAX or CuPy
+    module). Arguments go to the module in its library (same dtype, on the CPU for torch
+    and JAX) and results come back as NumPy arrays; verify itself sees NumPy only."""
+
+    def __init__(self, lib: str = "numpy") -> None:
+        self.lib = lib
+
+    @staticmethod
+    def of_module(mod: ModuleType) -> str | None:
+        """The library the module imports at its top level (torch, jax, cupy), if one."""
+        names = {
+            getattr(v, "__name__", "") for v in vars(mod).values() if isinstance(v, ModuleType)
+        }
+        return next((lib for lib in ("torch", "jax", "cupy") if lib in names), None)
+
+    def float64(self) -> object:
+        if self.lib == "torch":
+            import torch
+
+            return torch.float64
+        if self.lib == "jax":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)  # float64 checks need 64-bit JAX
+            import jax.numpy as jnp
+
+            return jnp.float64
+        return np.float64
+
+    def to_lib(self, value: object) -> object:
+        if self.lib == "numpy":
+            return value
+        if isinstance(value, dict):
+            return {k: self.to_lib(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return tuple(self.to_lib(v) for v in value)
+        if not isinstance(value, np.ndarray):
+            return value
+        if self.lib == "torch":
+            import torch
+
+            return torch.from_numpy(np.array(value, copy=True))
+        if self.lib == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(value)
+        import cupy
+
+        return cupy.asarray(value)
+
+    def to_numpy(self, value: object, depth: int = 0) -> object:
+        if self.lib == "numpy" or depth > 8:
+            return value
+        if isinstance(value, dict):
+            return {k: self.to_numpy(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.to_numpy(v, depth + 1) for v in value)
+        kind = type(value).__module__.split(".")[0]
+        if kind == "torch" and hasattr(value, "detach"):
+            return value.detach().cpu().numpy()  # type: ignore[attr-defined]
+        if kind in ("jax", "jaxlib"):
+            return np.asarray(value)
+        if kind == "cupy" and hasattr(value, "get"):
+            return value.get()  # type: ignore[attr-defined]
+        return value
+
+    def is_lib_array(self, value: object) -> bool:
+        """Whether ``value`` (a dict's values) holds this library's arrays."""
+        if isinstance(value, dict):
+            return any(self.is_lib_array(v) for v in value.values())
+        kind = type(value).__module__.split(".")[0]
+        return kind in {"torch": ("torch",), "jax": ("jax", "jaxlib"), "cupy": ("cupy",)}.get(
+            self.lib, ()
+        )
+
+
+#: The child's array library (chosen by the module's first ``init_params``).
+_ARRAYS = {"arrays": Arrays()}
+
+
+def _init_params(mod: ModuleType, args: tuple) -> object:
+    """``init_params(seed, float64)``: a torch, JAX or CuPy module is asked with its own
+    library's float64 where NumPy's is refused, and answers in that library."""
+    lib = Arrays.of_module(mod)
+    if lib == "jax":
+        Arrays(lib).float64()  # 64-bit JAX before the module makes any array
+    try:
+        result = mod.init_params(*args)
+    except Exception:
+        if lib is None:
+            raise
+        theirs = Arrays(lib)
+        result = mod.init_params(args[0], theirs.float64(), *args[2:])
+    if lib is not None and Arrays(lib).is_lib_array(result):
+        _ARRAYS["arrays"] = Arrays(lib)
+    return _ARRAYS["arrays"].to_numpy(result)
+
+
 def _answer(conn, mod: ModuleType, request: tuple) -> tuple:
     kind, name, args = request
+    arrays = _ARRAYS["arrays"]
     if kind == "losses":  # finite differences: many loss values in one request
         params, X, Y, moves = args
         values = []
@@ -158,11 +259,16 @@ def _answer(conn, mod: ModuleType, request: tuple) -> tuple:
             arr = params[pname].copy()
             arr.reshape(-1)[flat] += delta
             trial[pname] = arr
-            values.append(plain(mod.loss(trial, X.copy(), Y.copy())))
+            call = arrays.to_lib((trial, X.copy(), Y.copy()))
+            values.append(plain(arrays.to_numpy(mod.loss(*call))))
         return ("ok", values, [])
+    if name == "init_params":
+        return ("ok", plain(_init_params(mod, args)), [])
     before = copies(args)
-    result = getattr(mod, name)(*args)
-    return ("ok", plain(result), changed(args, before))
+    call = arrays.to_lib(args)
+    result = getattr(mod, name)(*call)
+    after = arrays.to_numpy(call) if arrays.lib != "numpy" else args
+    return ("ok", plain(arrays.to_numpy(result)), changed(after, before))
 
 
 def serve(path: str, fd: int) -> None:
