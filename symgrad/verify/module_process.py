@@ -179,6 +179,10 @@ class Arrays:
             return jnp.float64
         return np.float64
 
+    def to_lib_args(self, args: tuple) -> tuple:
+        """A call's arguments in the module's library."""
+        return tuple(self.to_lib(a) for a in args)
+
     def to_lib(self, value: object) -> object:
         if self.lib == "numpy":
             return value
@@ -209,11 +213,11 @@ class Arrays:
             return type(value)(self.to_numpy(v, depth + 1) for v in value)
         kind = type(value).__module__.split(".")[0]
         if kind == "torch" and hasattr(value, "detach"):
-            return value.detach().cpu().numpy()  # type: ignore[attr-defined]
+            return value.detach().cpu().numpy()
         if kind in ("jax", "jaxlib"):
             return np.asarray(value)
         if kind == "cupy" and hasattr(value, "get"):
-            return value.get()  # type: ignore[attr-defined]
+            return value.get()
         return value
 
     def is_lib_array(self, value: object) -> bool:
@@ -259,15 +263,15 @@ def _answer(conn, mod: ModuleType, request: tuple) -> tuple:
             arr = params[pname].copy()
             arr.reshape(-1)[flat] += delta
             trial[pname] = arr
-            call = arrays.to_lib((trial, X.copy(), Y.copy()))
+            call = arrays.to_lib_args((trial, X.copy(), Y.copy()))
             values.append(plain(arrays.to_numpy(mod.loss(*call))))
         return ("ok", values, [])
     if name == "init_params":
         return ("ok", plain(_init_params(mod, args)), [])
     before = copies(args)
-    call = arrays.to_lib(args)
+    call = arrays.to_lib_args(args)
     result = getattr(mod, name)(*call)
-    after = arrays.to_numpy(call) if arrays.lib != "numpy" else args
+    after = tuple(arrays.to_numpy(a) for a in call)
     return ("ok", plain(arrays.to_numpy(result)), changed(after, before))
 
 
