@@ -70,6 +70,17 @@ class Index:
 
 
 @dataclass(frozen=True)
+class Gathered:
+    """An array read at computed positions (index arithmetic, ``a[i + h]``): buffer axis
+    ``d`` (after the sample axis, read along loop axis ``lead`` when the array has one)
+    at the value of ``pos[d]``, an expression over placeholders; zero outside the array."""
+
+    buf: Buf
+    lead: int | None
+    pos: tuple[sp.Expr, ...]
+
+
+@dataclass(frozen=True)
 class Val:
     """A lowered expression: one element of it (placeholders for array reads) and its
     shape (the loop nest that evaluates it)."""
@@ -102,7 +113,7 @@ class Lowerer:
     printer: SymgradCPrinter
     real: str
     lines: list[str] = field(default_factory=list)
-    refs: dict[str, Ref | Index] = field(default_factory=dict)
+    refs: dict[str, Ref | Index | Gathered] = field(default_factory=dict)
     aux: list[Buf] = field(default_factory=list)
     used: set[str] = field(default_factory=set)  # buffers and locals the code reads
     counter: int = 0
@@ -118,7 +129,7 @@ class Lowerer:
                 self.taken.add(name)
                 return name
 
-    def place(self, ref: Ref | Index) -> sp.Symbol:
+    def place(self, ref: Ref | Index | Gathered) -> sp.Symbol:
         sym = sp.Symbol(f"_r{len(self.refs)}")
         self.refs[sym.name] = ref
         return sym
@@ -134,22 +145,46 @@ class Lowerer:
         k = rank - len(val.shape)
         if k == 0:
             return val
+        return Val(self._shifted(val.expr, k), (ONE,) * k + val.shape)
+
+    def _shifted(self, e: sp.Expr, k: int) -> sp.Expr:
+        """``e`` with every placeholder's loop axes moved ``k`` axes in."""
         sub = {}
-        for s in val.expr.free_symbols:
+        for s in e.free_symbols:
             r = self.refs.get(s.name)
             if isinstance(r, Ref):
                 sub[s] = self.place(Ref(r.buf, tuple(a + k for a in r.axes)))
             elif isinstance(r, Index):
                 other = None if r.other is None else r.other + k
                 sub[s] = self.place(Index(r.axis + k, other))
-        return Val(val.expr.xreplace(sub), (ONE,) * k + val.shape)
+            elif isinstance(r, Gathered):
+                lead = None if r.lead is None else r.lead + k
+                pos = tuple(self._shifted(p, k) for p in r.pos)
+                sub[s] = self.place(Gathered(r.buf, lead, pos))
+        return e.xreplace(sub)
 
     def broadcast(self, vals: list[Val]) -> tuple[Shape, list[Val]]:
         shape = broadcast_shape([v.shape for v in vals])
         return shape, [self.lift(v, len(shape)) for v in vals]
 
     # -- C text ---------------------------------------------------------------------
-    def access(self, ref: Ref | Index, flat: bool) -> str:
+    def gathered(self, ref: Gathered) -> str:
+        """An array element at computed positions, zero where one is outside the array."""
+        buf, skip = ref.buf, 0 if ref.lead is None else 1
+        conds, terms = [], []
+        if ref.lead is not None:
+            terms.append(f"i{ref.lead} * {dim(sp.Mul(*buf.shape[1:]))}")
+        for d, p in enumerate(ref.pos):
+            at = self.text(Val(p, ()), False)
+            conds.append(f"{at} >= 0 && {at} <= {dim(buf.shape[d + skip] - 1)}")
+            stride = sp.Mul(*buf.shape[d + skip + 1 :])
+            cast = f"(size_t)({at})"
+            terms.append(cast if stride == ONE else f"{cast} * {dim(stride)}")
+        return f"(({' && '.join(conds)}) ? {buf.name}[{' + '.join(terms)}] : 0)"
+
+    def access(self, ref: Ref | Index | Gathered, flat: bool) -> str:
+        if isinstance(ref, Gathered):
+            return self.gathered(ref)
         if isinstance(ref, Index):
             if ref.other is None:
                 return f"(({self.real})i{ref.axis})"
@@ -180,7 +215,7 @@ class Lowerer:
         """Whether every array read has exactly the loop's shape (one flat loop)."""
         for s in val.expr.free_symbols:
             r = self.refs.get(s.name)
-            if isinstance(r, Index):
+            if isinstance(r, Index | Gathered):
                 return False
             identity = isinstance(r, Ref) and r.axes == tuple(range(len(shape)))
             if (

@@ -19,6 +19,7 @@ from symgrad.backends.c_lower import (
     ONE,
     REFUSED,
     Buf,
+    Gathered,
     Index,
     Ref,
     Val,
@@ -35,6 +36,10 @@ from symgrad.calculus.einsum import (
     Delta,
     Einsum,
     Full,
+    Gather,
+    IndexDivides,
+    IndexIn,
+    Masked,
     Place,
     ShareMax,
     ShareMin,
@@ -192,6 +197,40 @@ class StatementLowerer(ConvLowerer):
         val = self.lift(self.lower(e.args[0]), len(shape))
         return Val(val.expr, shape)
 
+    # -- index arithmetic: reads at computed positions, index conditions -------------
+    def gather(self, e: Gather) -> Val:
+        """``a[:, i + h]``: the positions are index arrays over the scope's axes (the
+        sample axis, where the array has one, leads); a read outside the array is 0."""
+        sym, pos, mine, *scope = e.args
+        buf = self.var(sym.name)
+        self.used.add(buf.name)
+        shape, vals = self.broadcast([self.lower(p) for p in pos])
+        if scope:  # one fixed entry, broadcast over the scope's axes
+            shape = (ONE,) * int(scope[0])
+        vals = [self.lift(v, len(shape)) for v in vals]
+        if not int(mine):
+            return Val(self.place(Gathered(buf, None, tuple(v.expr for v in vals))), shape)
+        vals = [self.lift(v, len(shape) + 1) for v in vals]
+        ref = Gathered(buf, 0, tuple(v.expr for v in vals))
+        return Val(self.place(ref), (buf.shape[0], *shape))
+
+    def index_in(self, e: IndexIn) -> Val:
+        v = self.lower(e.args[0])
+        lo, hi = e.args[1], e.args[2]
+        return Val(sp.Piecewise((ONE, sp.And(v.expr >= lo, v.expr <= hi)), (0, True)), v.shape)
+
+    def index_divides(self, e: IndexDivides) -> Val:
+        v = self.lower(e.args[0])
+        return Val(sp.Piecewise((ONE, _Divides(v.expr, e.args[1])), (0, True)), v.shape)
+
+    def masked(self, e: Masked) -> Val:
+        """``e`` where every index condition holds, else 0."""
+        conds, body = e.args
+        vals = [self.lower(body), *(self.lower(c) for c in conds)]
+        shape, vals = self.broadcast(vals)
+        tests = [v.expr.args[0].cond for v in vals[1:]]  # each condition's Piecewise test
+        return Val(sp.Piecewise((vals[0].expr, sp.And(*tests)), (0, True)), shape)
+
     def einsum(self, e: Einsum) -> Val:
         spec, slots, *ops = e.args
         ins, out = spec.name.split("->")
@@ -223,7 +262,22 @@ class StatementLowerer(ConvLowerer):
         return Val(self.place(Ref(r.buf, tuple(kept))), full)
 
 
+class _Divides(sp.Function):
+    """``d`` divides the index value ``e`` (a whole number held in a float)."""
+
+    nargs = 2
+    is_Boolean = True
+
+    def _ccode(self, printer) -> str:
+        e, d = (printer._print(a) for a in self.args)
+        return f"(fmod({e}, {d}) == 0)"
+
+
 _NODES = {
+    Gather: StatementLowerer.gather,
+    IndexIn: StatementLowerer.index_in,
+    IndexDivides: StatementLowerer.index_divides,
+    Masked: StatementLowerer.masked,
     BMatMul: StatementLowerer.bmatmul,
     BOuter: StatementLowerer.bouter,
     Softmax: StatementLowerer.softmax,
