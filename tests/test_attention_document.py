@@ -79,11 +79,14 @@ def test_backward_lines_are_matrix_products(tex):
         assert got.replace("  ", " ") == want, (lhs, got)
 
 
-def test_only_index_arithmetic_stays_code(tex):
-    """The one batched line left as code reads a part of an array (``a5[:, 0, 0:d]``'s
-    adjoint: index arithmetic), not a product."""
-    code = [k for k, v in _rows(_backward(tex)).items() if r"\texttt" in v]
-    assert code == [ADJ % "A^{[5]}"]
+def test_no_line_is_code_and_index_arithmetic_reads_as_entries(tex):
+    """No batched line is code: the one that reads a part of an array (``a5[:, 0, 0:d]``'s
+    adjoint: index arithmetic), not a product, is written as its entries, the sample
+    index explicit."""
+    rows = _rows(_backward(tex))
+    assert not [k for k, v in rows.items() if r"\texttt" in v]
+    entries = [k for k, v in rows.items() if r"\right]_{s " in v]
+    assert entries == [ADJ % "A^{[5]}"]
 
 
 def test_the_reading_is_explained_once(tex):

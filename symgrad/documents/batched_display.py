@@ -11,7 +11,9 @@ from __future__ import annotations
 import sympy as sp
 
 from symgrad.calculus.einsum import Arange, Batched, Einsum, Full, Gather, Masked
+from symgrad.calculus.layout import N
 from symgrad.documents.batched_latex import ProgramLatex, rowsum_of
+from symgrad.documents.latex_printer import SymgradLatexPrinter
 from symgrad.ir.einsum_blas import matmul_plan
 
 
@@ -51,24 +53,59 @@ def _unwrapped(text: str) -> str:
 
 class _Program(sp.Function):
     """The lowered array program: as text, and in LaTeX in matrix notation where it has
-    one (``batched_latex``), else as code (``\\texttt``). Args (program, its number of
-    axes, whether it is summed over the samples, Tuple(parameter names))."""
+    one (``batched_latex``), else as the entry of the batched array in components, the
+    sample index explicit (``[2 a_{si}^2 g_{si} - ...]_{si}``; summed over the samples for
+    a parameter's gradient). Args (program, its number of axes, whether it is summed over
+    the samples, Tuple(parameter names), the component fallback)."""
 
-    nargs = 4
+    nargs = 5
 
     def _sympystr(self, printer) -> str:
-        return _unwrapped(printer._print(self.args[0]))
+        program, ndim, summed, params, comp = self.args
+        names = frozenset(str(p) for p in params)
+        typeset = ProgramLatex(SymgradLatexPrinter(), int(ndim), names, bool(summed))(program)
+        if typeset is None:  # as the LaTeX: the entries, not an array program
+            return _entries_text(printer, comp, bool(summed))
+        return _unwrapped(printer._print(program))
 
     def _symgrad_latex(self, printer) -> str:
-        program, ndim, summed, params = self.args
+        program, ndim, summed, params, _ = self.args
         names = frozenset(str(p) for p in params)
         typeset = ProgramLatex(printer, int(ndim), names, bool(summed))(program)
         if typeset is not None:
             return typeset
-        text = _unwrapped(sp.StrPrinter().doprint(program))
-        for ch in "_{}%#&$":
-            text = text.replace(ch, "\\" + ch)
-        return r"\texttt{" + text + "}"
+        return _entries_latex(printer, self.args[4], bool(summed))
+
+
+def _entry(comp: sp.Expr, summed: bool) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+    """A component fallback's batched form as one entry and its indices: every array that
+    has a sample axis (not a parameter) read at the sample index ``s`` first, summed over
+    the samples where the batched form is (a parameter's gradient)."""
+    expr, free, _, names = comp.args
+    params = {str(nm) for nm in names}
+    taken = {str(x) for x in expr.atoms(sp.Symbol)}
+    s = sp.Symbol(next(c for c in ("s", "t", "u", "v", "r") if c not in taken), integer=True)
+
+    def with_sample(x: sp.Indexed) -> sp.Expr:
+        return x.base[(s, *x.indices)]
+
+    entry = expr.replace(
+        lambda x: isinstance(x, sp.Indexed) and str(x.base.label) not in params, with_sample
+    )
+    if summed:
+        return sp.Sum(entry, (s, 0, N - 1)), tuple(free)
+    return entry, (s, *free)
+
+
+def _entries_latex(printer, comp: sp.Expr, summed: bool) -> str:
+    entry, at = _entry(comp, summed)
+    subs = " ".join(printer._print(f) for f in at)
+    return r"\left[%s\right]_{%s}" % (printer._print(entry), subs)
+
+
+def _entries_text(printer, comp: sp.Expr, summed: bool) -> str:
+    entry, at = _entry(comp, summed)
+    return "[%s]_(%s)" % (printer._print(entry), ", ".join(printer._print(f) for f in at))
 
 
 def _shown_program(lowered: sp.Expr) -> sp.Expr:
@@ -95,7 +132,8 @@ def shown(e: sp.Basic) -> sp.Basic:
         comp, summed = b.args
         free, names = comp.args[1], comp.args[3]
         ndim = len(free) + (0 if int(summed) else 1)
-        return _Program(_shown_program(b.lowered()), sp.Integer(ndim), summed, sp.Tuple(*names))
+        program = _shown_program(b.lowered())
+        return _Program(program, sp.Integer(ndim), summed, sp.Tuple(*names), comp)
 
     return e.replace(lambda x: isinstance(x, Batched), form)
 
