@@ -140,3 +140,11 @@ def test_program_forms_by_structure():
     )
     assert typeset(place("a3", 2, 1) - 2 * place("a4", 1, 2)) == r"A^{[3]\top} - 2 A^{[4]}"
     assert typeset(place("a3", 2)) is None
+
+
+def test_per_sample_fallback_lines_are_entries_in_components(tex):
+    """A tensor map's per-sample line is the matrix of its entries in component notation
+    (no bold vector carrying component indices), and a renamed index is primed."""
+    assert r"\left[\frac{1}{\sqrt{d}} \sum_{e=0}^{9} a^{[1]}_{te} a^{[2]}_{ue}\right]_{t u}" in tex
+    assert not re.search(r"\\mathbf\{[a-z]\}\^\{\[\d\]\}_\{[a-z]{2}\}", tex)
+    assert r"\max_{u''}" in tex and "u_{}" not in tex and "u^{}" not in tex

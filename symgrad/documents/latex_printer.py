@@ -102,6 +102,9 @@ class SymgradLatexPrinter(LatexPrinter):
             return BATCH_SIZE
         if not _math_safe(expr.name):  # inert text, never markup (``\\input{...}``)
             return latex_name(expr.name)
+        primed = re.fullmatch(r"([A-Za-z])(_+)", expr.name)
+        if primed and expr.is_integer:  # a renamed index (u_, u__): u', u''
+            return primed.group(1) + "'" * len(primed.group(2))
         m = _LABELLED_INDEX.fullmatch(expr.name)
         # kh, kw, ci: an index k labelled h (never k times h)
         if m and expr.is_integer and expr.name not in _GREEK2:
@@ -119,6 +122,17 @@ class SymgradLatexPrinter(LatexPrinter):
 
     def _shift(self, i: sp.Expr) -> sp.Expr:
         return i if self._settings["zero_based"] else one_based(i)
+
+    def _print_Comp(self, expr: sp.Expr) -> str:
+        """A component fallback (no neat matrix form): per sample, the vector's entries in
+        component notation, ``[ ... ]_{t u}``; in components, the expression itself."""
+        body, free = expr.args[0], expr.args[1]
+        if self._notation != "vector" or not free:
+            return self._print(body)
+        own = {k: self._settings[k] for k in self._default_settings if k in self._settings}
+        inner = SymgradLatexPrinter({**own, "notation": "component"})
+        subs = " ".join(self._print(f) for f in free)
+        return r"\left[%s\right]_{%s}" % (inner.doprint(body), subs)
 
     def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
         return self._q(str(expr.label))
