@@ -30,14 +30,14 @@ over the wrong axis, the wrong layer's value) and a numeric counterexample.
 """
 
 from symgrad.learn.steps.grade import check_steps
-from symgrad.learn.steps.parse import Statement, StepsInputError, parse_steps
+from symgrad.learn.steps.parse import LearnerLine, StepsInputError, parse_steps
 from symgrad.learn.steps.printer import unparse
 from symgrad.learn.steps.report import LineVerdict, StepsReport
 from symgrad.learn.steps.targets import _should_be
 
 __all__ = [
     "LineVerdict",
-    "Statement",
+    "LearnerLine",
     "StepsInputError",
     "StepsReport",
     "_should_be",

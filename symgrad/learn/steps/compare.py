@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from symgrad.learn.steps.evaluate import _shape_text
-from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.parse import LearnerLine
 from symgrad.learn.steps.targets import BATCH, _should_be
 
 #: The longest formula shown as "should be"; a longer one is described instead.
@@ -126,7 +126,7 @@ def _per_sample_scale(gots: list[Any], wants: list[np.ndarray]) -> bool:
     return abs(np.log(g / (w * BATCH))) < abs(np.log(g / w))
 
 
-def _plain(group: list[Statement], st) -> bool:
+def _plain(group: list[LearnerLine], st) -> bool:
     """Whether the learner wrote it as symgrad's batched formula does (up to spaces)."""
     # X and x, A1 and a1 name the same batch: compare without case
     mine = "".join(group[0].text.split("=", 1)[1].split()).lower()

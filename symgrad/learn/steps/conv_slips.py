@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from symgrad.ir.network import Network
-from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.parse import LearnerLine
 from symgrad.learn.steps.printer import unparse
 
 _REVERSED = ("slice", None, None, ("neg", ("num", 1.0)))
@@ -118,7 +118,7 @@ def _axis_variants(e: Any) -> Iterator[tuple[tuple, str]]:
                 yield (*e[:k], v, *e[k + 1 :]), why
 
 
-def flip_edits(group: list[Statement], net: Network) -> Iterator[tuple[list[Statement], str]]:
+def flip_edits(group: list[LearnerLine], net: Network) -> Iterator[tuple[list[LearnerLine], str]]:
     """The step's lines with a kernel's flip added or removed (tried before the dense
     slips: a conv step's shapes let a transpose of the kernel fit by chance)."""
     conv = kernels(net)
@@ -129,7 +129,7 @@ def flip_edits(group: list[Statement], net: Network) -> Iterator[tuple[list[Stat
             yield [*group[:k], replace(s, expr=variant), *group[k + 1 :]], why
 
 
-def axis_edits(group: list[Statement]) -> Iterator[tuple[list[Statement], str]]:
+def axis_edits(group: list[LearnerLine]) -> Iterator[tuple[list[LearnerLine], str]]:
     """The step's lines with one reduction summed over other axes (tried after the dense
     slips, which name a single wrong axis in their own words)."""
     for k, s in enumerate(group):

@@ -17,7 +17,7 @@ from symgrad.learn.steps.ops import (
     REDUCERS,
     _Shape,
 )
-from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.parse import LearnerLine
 from symgrad.templating import conv_helpers
 
 MAX_ELEMENTS = 10_000_000  # the largest array a file's call may make
@@ -207,7 +207,7 @@ def _binary(op: str, a: Any, b: Any) -> Any:
         ) from None
 
 
-def _run(stmts: list[Statement], env: dict[str, Any]) -> Any:
+def _run(stmts: list[LearnerLine], env: dict[str, Any]) -> Any:
     """Run statements in ``env``; returns the last target's value.
 
     Raises:
@@ -232,7 +232,7 @@ def _run(stmts: list[Statement], env: dict[str, Any]) -> Any:
     return env[stmts[-1].target]
 
 
-def _value(s: Statement, env: dict[str, Any]) -> Any:
+def _value(s: LearnerLine, env: dict[str, Any]) -> Any:
     """The new value of ``s.target`` after statement ``s``."""
     value = _eval(s.expr, env)
     if s.index is None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from symgrad.ir.network import Network
 from symgrad.learn.steps.evaluate import _run
-from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.parse import LearnerLine
 from symgrad.learn.steps.variants import _names, _rename
 
 #: The difference step, relative to the value's size (taken as at least 1e-2); fourth-order
@@ -39,8 +39,8 @@ FROZEN = " frozen"  # a name no file can write: a value held fixed
 class Forward:
     """The forward part of a steps file."""
 
-    stmts: list[Statement]
-    loss: Statement | None = None  # the line that computes the loss (a number)
+    stmts: list[LearnerLine]
+    loss: LearnerLine | None = None  # the line that computes the loss (a number)
     names: set[str] = field(default_factory=set)  # every name it assigns
     renames: dict[str, str] = field(default_factory=dict)  # bngain -> gamma2 (a parameter)
 
@@ -48,7 +48,7 @@ class Forward:
         return self.loss is not None and name in self.names
 
 
-def is_backward(s: Statement, assigned: set[str], gradients: set[str]) -> bool:
+def is_backward(s: LearnerLine, assigned: set[str], gradients: set[str]) -> bool:
     """Whether ``s`` is a line of the backward pass: it assigns a gradient symgrad knows, or
     ``dNAME`` for a NAME assigned before."""
     t = s.target
@@ -57,7 +57,7 @@ def is_backward(s: Statement, assigned: set[str], gradients: set[str]) -> bool:
     return t in gradients or (t.startswith("d") and t[1:] in assigned) or t.startswith("delta")
 
 
-def split(stmts: list[Statement], gradients: set[str], params: set[str]) -> Forward:
+def split(stmts: list[LearnerLine], gradients: set[str], params: set[str]) -> Forward:
     """The statements before the first backward one (the learner's forward pass)."""
     assigned: set[str] = set()
     k = 0
@@ -75,7 +75,7 @@ def split(stmts: list[Statement], gradients: set[str], params: set[str]) -> Forw
     return fwd
 
 
-def find_loss(fwd: Forward, envs: list[dict[str, Any]]) -> Statement | None:
+def find_loss(fwd: Forward, envs: list[dict[str, Any]]) -> LearnerLine | None:
     """The last forward line whose value is a number at every point (the loss)."""
     for s in reversed(fwd.stmts):
         values = [env.get(s.target) for env in envs]
@@ -111,7 +111,7 @@ def gradient(
     snapshot: Mapping[str, Any],
     final: Mapping[str, Any],
     *,
-    only: Statement | None = None,
+    only: LearnerLine | None = None,
 ) -> np.ndarray:
     """dL/dNAME through the learner's forward lines after NAME's last assignment, by central
     differences; ``snapshot`` holds the values just after that line, ``final`` those after
@@ -148,11 +148,11 @@ def gradient(
 
 def _dependent(
     fwd: Forward,
-    after: list[Statement],
+    after: list[LearnerLine],
     name: str,
     snapshot: Mapping[str, Any],
     final: Mapping[str, Any],
-) -> tuple[list[Statement], Mapping[str, Any]]:
+) -> tuple[list[LearnerLine], Mapping[str, Any]]:
     """The lines of ``after`` whose values depend on ``name``, and the values to run them
     in (the forward pass's final values, or the snapshot where names are reassigned)."""
     targets = [s.target for s in fwd.stmts if s.op != "def"]
@@ -169,6 +169,6 @@ def _dependent(
     return rerun, final
 
 
-def uses(fwd: Forward, name: str) -> list[Statement]:
+def uses(fwd: Forward, name: str) -> list[LearnerLine]:
     """The forward lines that read ``name`` (where its gradient comes from)."""
     return [s for s in fwd.stmts if s.op != "def" and name in _names(s.expr)]

@@ -23,7 +23,7 @@ from symgrad.learn.steps.compare import (
     should_be_short,
 )
 from symgrad.learn.steps.evaluate import BudgetError, _run, _Shape
-from symgrad.learn.steps.parse import Statement, parse_steps
+from symgrad.learn.steps.parse import LearnerLine, parse_steps
 from symgrad.learn.steps.report import ATOL, RTOL, LineVerdict, StepsReport, _same
 from symgrad.learn.steps.slips import _diagnose
 from symgrad.learn.steps.targets import (
@@ -53,7 +53,7 @@ class Target:
     kind: str  # "param" (no per-sample scale), "input" or "loss" (adjoints)
     wants: list[np.ndarray]
     step: Any = None  # the derivation's step, for symgrad's own gradients
-    uses: list[Statement] = field(default_factory=list)  # forward lines it flows through
+    uses: list[LearnerLine] = field(default_factory=list)  # forward lines it flows through
     rtol: float = RTOL
     atol: float = ATOL
     factors: tuple[float, ...] = (1.0,)  # the scales accepted (per-sample, a convention)
@@ -102,7 +102,7 @@ def check_steps(
     return col if _score(col) > _score(rows) else rows
 
 
-def _batched(stmts: list[Statement], net: Network) -> bool:
+def _batched(stmts: list[LearnerLine], net: Network) -> bool:
     """Whether the file says it works on a batch: it reads the batch size (``N``, ``n``,
     ``len(...)``, ``.shape[0]``) or an upper-case batch (``X``, ``A1``, ``Yhat``)."""
     batch = {"N", "n", "X", "Y", "Yhat"} | {s.name.upper() for s in net.stages}
@@ -129,7 +129,7 @@ def _score(report: StepsReport) -> tuple[bool, int, int]:
     return (report.ok, line, right)
 
 
-def _grade(net: Network, d: Any, stmts: list[Statement], file: str, seed: int, layout: str):
+def _grade(net: Network, d: Any, stmts: list[LearnerLine], file: str, seed: int, layout: str):
     try:
         return _Grader(net, d, stmts, file, seed, layout).run()
     except (SpecError, KeyboardInterrupt, MemoryError):
@@ -146,7 +146,9 @@ class _Grader:
     """One pass over the file: the forward part run and checked, then each backward line
     run and each gradient graded when the learner has finished with it."""
 
-    def __init__(self, net: Network, d: Any, stmts: list[Statement], file: str, seed: int, layout):
+    def __init__(
+        self, net: Network, d: Any, stmts: list[LearnerLine], file: str, seed: int, layout
+    ):
         self.net, self.d, self.stmts, self.file, self.layout = net, d, stmts, file, layout
         batches = points(net, d, seed)
         self.points: list[_Point] = batches if layout == "rows" else columns(net, d, batches)
@@ -284,7 +286,7 @@ class _Grader:
         v.grad = "the network's loss"
         self.report.verdicts.append(v)
 
-    def forward_verdict(self, lines: list[Statement], problem: str) -> None:
+    def forward_verdict(self, lines: list[LearnerLine], problem: str) -> None:
         v = LineVerdict(
             tuple(s.line for s in lines), lines[-1].target, "your forward pass", "wrong"
         )

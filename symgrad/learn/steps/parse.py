@@ -1,7 +1,7 @@
 """Reading a steps file: its lines, helpers and assignments.
 
 The file is never executed. Assignments ``NAME = EXPR`` (and ``+=`` ...) in the NumPy
-subset become :class:`Statement` trees of tuples (each expression read by
+subset become :class:`LearnerLine` trees of tuples (each expression read by
 :mod:`~symgrad.learn.steps.expression`); :func:`unparse` prints a tree back.
 """
 
@@ -21,7 +21,7 @@ MAX_LINES = 200
 
 
 @dataclass(frozen=True)
-class Statement:
+class LearnerLine:
     """One assignment: ``target op= expr`` read from ``line`` (1-based) of the file."""
 
     line: int
@@ -72,7 +72,7 @@ _NAME = r"[A-Za-z_]\w*"
 _DEF = re.compile(rf"def\s+({_NAME})\s*\(\s*({_NAME}(?:\s*,\s*{_NAME})*)?\s*\)\s*:(.*)")
 
 
-def parse_steps(text: str, *, file: str | None = None) -> list[Statement]:
+def parse_steps(text: str, *, file: str | None = None) -> list[LearnerLine]:
     """Read a steps file (never executing it).
 
     Raises:
@@ -81,7 +81,7 @@ def parse_steps(text: str, *, file: str | None = None) -> list[Statement]:
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors save
     if len(text) > MAX_CHARS:
         raise StepsInputError(f"file is too long (at most {MAX_CHARS} characters)", file=file)
-    out: list[Statement] = []
+    out: list[LearnerLine] = []
     helpers: dict[str, tuple[str, ...]] = {}
     lines = list(_logical_lines(text))
     k = 0
@@ -108,7 +108,7 @@ def parse_steps(text: str, *, file: str | None = None) -> list[Statement]:
             toks = line_tokens(rest[len("return ") :], file, where)
             expr = _Parser(toks, file, where, helpers).parse()
             helpers[body.group(1)] = params
-            out.append(Statement(n, body.group(1), "def", ("def", params, expr), line))
+            out.append(LearnerLine(n, body.group(1), "def", ("def", params, expr), line))
             continue
         out.append(_assignment(n, line, file, helpers))
     if not any(s.op != "def" for s in out):
@@ -120,7 +120,7 @@ def _docstring(line: str) -> bool:
     return len(line) >= 6 and line[:3] in ('"""', "'''") and line.endswith(line[:3])
 
 
-def _assignment(n: int, line: str, file: str | None, helpers: Mapping) -> Statement:
+def _assignment(n: int, line: str, file: str | None, helpers: Mapping) -> LearnerLine:
     """``NAME op= EXPR`` or ``NAME[subscripts] op= EXPR`` read from logical line ``n``."""
     where = f"line {n}"
     word = re.match(r"[A-Za-z_]\w*", line)
@@ -143,7 +143,7 @@ def _assignment(n: int, line: str, file: str | None, helpers: Mapping) -> Statem
             file=file,
         )
     expr = _Parser(toks[at + 1 :], file, where, helpers).parse()
-    return Statement(n, toks[0].text, toks[at].text, expr, line, index)
+    return LearnerLine(n, toks[0].text, toks[at].text, expr, line, index)
 
 
 _ASSIGN = ("=", "+=", "-=", "*=", "/=", "@=")

@@ -10,7 +10,7 @@ from symgrad.ir.network import Network
 from symgrad.learn.steps import conv_slips
 from symgrad.learn.steps.activation import _hadamard
 from symgrad.learn.steps.evaluate import _run, _Shape
-from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.parse import LearnerLine
 from symgrad.learn.steps.printer import unparse
 from symgrad.learn.steps.report import _same
 from symgrad.learn.steps.targets import BATCH
@@ -28,7 +28,7 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
     mine = [k for k, s in enumerate(span) if s.target == name]
     group = [span[k] for k in mine]
 
-    def edited(new_group: list[Statement]) -> list[Statement]:
+    def edited(new_group: list[LearnerLine]) -> list[LearnerLine]:
         out = list(span)
         for k, s in zip(mine, new_group, strict=True):
             out[k] = s
@@ -85,7 +85,7 @@ def _diagnose(span, before, wants, st, net: Network, by_alias) -> tuple[str | No
     return None, None
 
 
-def _line_text(s: Statement) -> str:
+def _line_text(s: LearnerLine) -> str:
     at = f"[{', '.join(_unparse_subscript(i) for i in s.index)}]" if s.index else ""
     return f"{s.target}{at} {s.op} {unparse(s.expr)}"
 

@@ -12,7 +12,7 @@ from symgrad.ir.naming import split
 from symgrad.ir.network import Network
 from symgrad.ir.ops import OPS, X
 from symgrad.learn.steps.ops import BARE
-from symgrad.learn.steps.parse import Statement
+from symgrad.learn.steps.parse import LearnerLine
 from symgrad.learn.steps.printer import unparse
 from symgrad.verify.stages import is_elementwise
 
@@ -207,8 +207,8 @@ def _swaps(net: Network, env: Mapping[str, Any]) -> dict[str, list[tuple[str, st
 
 
 def _edits(
-    group: list[Statement], st, swaps, made: Mapping[str, str]
-) -> Iterator[tuple[list[Statement], str]]:
+    group: list[LearnerLine], st, swaps, made: Mapping[str, str]
+) -> Iterator[tuple[list[LearnerLine], str]]:
     """The step's lines with one classic slip undone, each with the slip's name."""
     top = group[0].expr
     if len(group) == 1 and top[0] == "bin" and top[1] == "@":
@@ -240,7 +240,7 @@ def _edits(
             yield [*group[:k], replace(s, expr=variant), *group[k + 1 :]], why
 
 
-def column_sum_edits(group: list[Statement]) -> Iterator[tuple[list[Statement], str]]:
+def column_sum_edits(group: list[LearnerLine]) -> Iterator[tuple[list[LearnerLine], str]]:
     """A parameter's gradient left per sample where the samples are columns (tried last:
     in rows, the other axes say more)."""
     if len(group) == 1:
