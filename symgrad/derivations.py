@@ -20,13 +20,21 @@ entry point ``calculus.reverse.reverse_accumulate`` (looked up on its module at 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import sympy as sp
 
-from symgrad.calculus import renamed_memo, reverse, stability, stage_calculus
-from symgrad.calculus.local_jacobian import chain_jacobian, diagonal, stage_local
+from symgrad.calculus import (
+    local_jacobian,
+    named_backward,
+    renamed_memo,
+    reverse,
+    stability,
+    stage_calculus,
+)
 from symgrad.calculus.local_matrix import jacobian_matrix
 from symgrad.calculus.lower import LoweredProgram, lower_program, lowered
 from symgrad.calculus.lower_autodiff import (
@@ -39,7 +47,6 @@ from symgrad.calculus.lower_autodiff import (
     with_input_grad,
 )
 from symgrad.calculus.matrix_form import matrix_pass, to_matrix
-from symgrad.calculus.named_backward import chain_through
 from symgrad.calculus.program import Program, program
 from symgrad.calculus.reverse import Derivation
 from symgrad.calculus.stability import (
@@ -51,7 +58,7 @@ from symgrad.calculus.stability import (
 )
 from symgrad.calculus.stability_fusion import fuse_loss_division
 from symgrad.errors import SpecError
-from symgrad.ir.network import Loss, Network
+from symgrad.ir.network import Loss, Network, Stage
 
 #: The incoming gradient dL/dyhat of the vector-Jacobian program (``G`` in the code).
 G = sp.IndexedBase("G", real=True)
@@ -101,6 +108,8 @@ def clear() -> None:
     stability.clear()
     to_matrix.cache_clear()
     jacobian_matrix.cache_clear()
+    for helper in (stage_local, diagonal, chain_jacobian, _chain_through):
+        helper.cache_clear()
 
 
 def remember(net: Network, d: Derivation) -> Derivation:
@@ -226,6 +235,41 @@ def lower_ggn(d: Derivation) -> LoweredProgram:
     vd = derive_vjp(d.network)
     items, out = ggn_program(d, vd)
     return _GGN.put(d, lowered(d, items, vd.steps, 0, out))
+
+
+# -- the calculus the checks and the documents ask of one stage, memoised ----------------
+@lru_cache(maxsize=1024)
+def stage_local(stage: Stage, i: sp.Symbol, wrt: sp.Expr) -> sp.Expr:
+    """``d out[i] / d wrt`` of one stage, contracted, in forward values (memoised)."""
+    return local_jacobian.stage_local(stage, i, wrt)
+
+
+@lru_cache(maxsize=1024)
+def diagonal(local: sp.Expr, p: sp.Symbol, i: sp.Symbol) -> sp.Expr:
+    """``local`` on the diagonal ``p = i``, its brackets contracted (memoised)."""
+    return local_jacobian.diagonal(local, p, i)
+
+
+@lru_cache(maxsize=256)
+def chain_jacobian(stages: tuple[Stage, ...], i: sp.Symbol, k: sp.Symbol) -> sp.Expr:
+    """The Jacobian ``d out[i] / d inp[k]`` of consecutive stages (memoised)."""
+    return local_jacobian.chain_jacobian(tuple(stages), i, k)
+
+
+@lru_cache(maxsize=1024)
+def _chain_through(readers: tuple, wrt: sp.Expr, index: sp.Symbol, width: sp.Expr):
+    return named_backward.chain_through(readers, wrt, index, width)
+
+
+def chain_through(
+    readers: Iterable[tuple[sp.Expr, sp.Expr, bool]],
+    wrt: sp.Expr,
+    index: sp.Symbol,
+    width: sp.Expr,
+) -> tuple[sp.Expr, sp.Expr] | None:
+    """One step of the backward pass through a stage's names (memoised):
+    :func:`symgrad.calculus.named_backward.chain_through`."""
+    return _chain_through(tuple(tuple(r) for r in readers), wrt, index, width)
 
 
 __all__ = [
