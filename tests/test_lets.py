@@ -303,3 +303,14 @@ def test_python_api_lets():
     )
     st = net.stages[1]
     assert st.lets and not st.body.has(mu) and st.body.has(sp.Sum)
+
+
+def test_a_statistic_is_not_named_over_a_users_own_name():
+    """A map that already reads a name ``S`` (here the width its softmax runs over) keeps
+    it: the softmax denominator is then left unnamed rather than shown under one letter."""
+    width = sp.Symbol("S", integer=True, positive=True)
+    softmax = sp.exp(a[i]) / sp.Sum(sp.exp(a[j]), (j, 0, n - 1))
+    net = build("clash", 3, [Dense(width), Map(softmax), Dense(2)], "mse", sizes={width: 4})
+    assert net.stages[1].lets == ()
+    plain = build("plain", 3, [Dense(4), Map(softmax), Dense(2)], "mse")
+    assert [s.name for s, _ in plain.stages[1].lets] == ["S"]

@@ -123,7 +123,7 @@ def _whole_axis(s: sp.Basic, w: sp.Expr) -> bool:
     if not isinstance(s, sp.Sum) or len(s.limits) != 1:
         return False
     _, lo, hi = s.limits[0]
-    return lo == 0 and sp.simplify(hi - (w - 1)) == 0
+    return lo == 0 and sp.expand(hi - (w - 1)) == 0
 
 
 def _root_of_squares(node: sp.Basic, inp: sp.IndexedBase, w: sp.Expr) -> bool:
@@ -164,10 +164,12 @@ def kind_of(e: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> str | None:
 def statistics(body: sp.Expr, inp: sp.IndexedBase, w: sp.Expr) -> Lets:
     """The statistics of the input that ``body`` reads, found by structure: the means of
     :func:`norm_statistics`, then the softmax denominator ``S`` and the length ``r``."""
-    found = list(norm_statistics(body, inp, w))
+    # a name the map already uses (a parameter ``mu``, an array ``r``) is not given twice
+    used = {str(x) for x in body.free_symbols} | {str(x) for x in body.atoms(sp.IndexedBase)}
+    found = [(sym, e) for sym, e in norm_statistics(body, inp, w) if sym.name not in used]
     for name, test in (("S", _exp_sum), ("r", _root_of_squares)):
         nodes = [x for x in sp.preorder_traversal(body) if test(x, inp, w)]
-        taken = {str(sym) for sym, _ in found} | {str(x) for x in body.free_symbols}
+        taken = {str(sym) for sym, _ in found} | used
         if nodes and name not in taken:
             node = nodes[0]
             if isinstance(node, sp.Pow):  # the root itself, where the body divides by it
