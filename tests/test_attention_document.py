@@ -110,9 +110,11 @@ def test_pdflatex_compiles_without_overfull_boxes(tex, tmp_path):
 
 @pytest.mark.slow
 def test_two_heads_document_compiles(tmp_path):
-    """Per-head products typeset, the rest as code: still no overfull box."""
+    """Per-head products typeset, the rest as entries (no line of math is code): still no
+    overfull box."""
     tex = render(derive(loads_spec(TWO_HEADS)), "latex")
     assert r"\frac{1}{\sqrt{D}} \Delta^{[4]\top} A^{[1]}" in tex
+    assert not [line for line in tex.splitlines() if "&=" in line and r"\texttt" in line]
     log = _pdflatex(tex, tmp_path)
     assert "Overfull \\hbox" not in log
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = {
     "digits_cnn": ROOT / "examples" / "digits_cnn" / "digits_cnn.toml",
     "batchnorm_net": ROOT / "examples" / "batchnorm_net" / "batchnorm_net.toml",
+    "attention": ROOT / "examples" / "attention" / "attention.toml",
 }
 NAMES = sorted(catalogue()) + sorted(SPECS)
 FORMATS = ("text", "latex", "markdown")
