@@ -198,7 +198,8 @@ class _Terminated(BaseException):
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
     """While writing, SIGTERM (and SIGHUP) raise instead of killing the process outright,
-    so the temporary file is removed; the process then ends as the signal would have."""
+    so the temporary file is removed; the process then ends as the signal would have. A
+    signal the process ignores (SIGHUP under ``nohup``) is left ignored: the write goes on."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -210,6 +211,8 @@ def _signals_raise() -> Iterator[None]:
 
     old = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:  # ignored (nohup): it stays ignored
+            continue
         with contextlib.suppress(ValueError, OSError):
             old[sig] = signal.signal(sig, handler)
     try:

@@ -318,10 +318,14 @@ def test_documents_show_components_per_sample_and_einsum_batched():
     net, _ = module("resblock")
     text = render_document(derive(net), to="text")
     assert "max_j(a3[j])" in text  # component form of the max reduction
-    assert 'einsum("' in text  # the batched array program of the fallback
+    # the batched fallback as its entries, the sample index first (never an array program)
+    assert "dL/da3 = [sum_k (da4[s, k]*(V4[k, i] - [i == argmax(a3[s, i])]/h))]_(s, i)" in text
+    assert 'einsum("' not in text and "dL/dT3 = sum_s (" in text  # a number: no entries
     latex = render_document(derive(net), to="latex")
-    # the batched array program in code type (products as @ where they are matrix products)
-    assert r"\texttt{(da4 @ V4)" in latex and "einsum(" in latex and r"share\_max" in latex
+    math = [line for line in latex.splitlines() if "&=" in line]
+    assert not [line for line in math if r"\texttt" in line]
+    assert any(r"\right]_{s i}" in line for line in math)
+    assert r"\right]_{}" not in latex
 
 
 CONV_MIX_TOML = """
