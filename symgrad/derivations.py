@@ -266,7 +266,7 @@ def chain_through(
     wrt: sp.Expr,
     index: sp.Symbol,
     width: sp.Expr,
-) -> tuple[sp.Expr, sp.Expr] | None:
+) -> tuple[sp.Expr, sp.Expr, tuple[tuple[sp.Expr, sp.Expr], ...]] | None:
     """One step of the backward pass through a stage's names (memoised):
     :func:`symgrad.calculus.named_backward.chain_through`."""
     return _chain_through(tuple(tuple(r) for r in readers), wrt, index, width)

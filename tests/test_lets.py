@@ -221,7 +221,7 @@ def test_the_backward_pass_through_the_names_equals_the_derivation(case):
             )
         return e
 
-    for lhs, _, value in steps[:-1]:
+    for lhs, _, value, _terms in steps[:-1]:
         if isinstance(lhs, sp.Indexed):
             indexed[lhs.base] = substituted(value)
         else:
@@ -293,6 +293,9 @@ def test_layernorm_names_its_mean_and_variance():
     tex = render(derive(net), "latex")
     assert r"\sigma^2 &= " in tex and r"\frac{\partial \ell}{\partial \sigma^2}" in tex
     assert r"\hat{x}_{i} &= " in tex and "this is the textbook form" in tex
+    # the term of dl/dmu through sigma2 sums the deviations from the mean: said, and shown 0
+    assert "One term is 0 and drops out" in tex
+    assert r"2 n_{1} \mu - 2 \sum_{k=1}^{n_{1}} a^{[1]}_{k}" in tex
     assert r"\operatorname{mean}_{j}\!\left(" in tex
 
 

@@ -24,9 +24,10 @@ def chain_through(
     wrt: sp.Expr,
     index: sp.Symbol,
     width: sp.Expr,
-) -> tuple[sp.Expr, sp.Expr] | None:
-    """``(chain rule, result)`` of the adjoint of ``wrt`` from ``readers`` (expression, its
-    adjoint, whether it has the free ``index`` running to ``width``); None where nothing
+) -> tuple[sp.Expr, sp.Expr, tuple[tuple[sp.Expr, sp.Expr], ...]] | None:
+    """``(chain rule, result, terms)`` of the adjoint of ``wrt`` from ``readers``
+    (expression, its adjoint, whether it has the free ``index`` running to ``width``):
+    ``terms`` pairs each term of the chain rule with its contraction. None where nothing
     reads ``wrt`` (a name, an element of a named vector, or of the layer's input)."""
     terms, chain = [], []
     base = wrt.base if isinstance(wrt, sp.Indexed) else wrt
@@ -45,4 +46,5 @@ def chain_through(
         terms.append(contract(term))
     if not terms:
         return None
-    return sp.Add(*chain, evaluate=False), pull_out(sp.factor_terms(sp.Add(*terms)))
+    result = pull_out(sp.factor_terms(sp.Add(*terms)))
+    return sp.Add(*chain, evaluate=False), result, tuple(zip(chain, terms, strict=True))

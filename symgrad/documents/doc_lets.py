@@ -112,16 +112,49 @@ class NamedSteps(DocBase):
                 "name that reads the input.",
             )
         s.items.append(Item("para", text))
-        eqs = []
-        for lhs, chain, result in steps:
+        eqs, dropped = [], []
+        for lhs, chain, result, terms in steps:
             left = self.grad_lhs(st, "component", ["k"])[0] if lhs == 0 else self.ex(lhs)
             sides = [left, self.ex(named.display(chain))]
             final = self.ex(named.display(pull_out(named.name(result))))
             if final.key != sides[-1].key:
                 sides.append(final)
             eqs.append(Eq(tuple(sides)))
+            dropped += named.vanishing(terms)
         s.items.append(Item("math", eqs=tuple(eqs)))
+        self._dropped(named, dropped, s)
         self._textbook(st, named, s)
+
+    def _dropped(self, named: NamedStage, dropped: list, s: Section) -> None:
+        """Why a term of the chain rule is missing from its result: evaluated, its sum
+        cancels once written in the names."""
+        if not dropped:
+            return
+        one = len(dropped) == 1
+        s.items.append(
+            Item(
+                "para",
+                (
+                    ("One term is" if one else "These terms are")
+                    + " 0 and "
+                    + ("drops" if one else "drop")
+                    + " out: evaluated, "
+                    + ("its sum reads" if one else "their sums read")
+                    + " the definition of a name, and written in the names "
+                    + ("it cancels" if one else "they cancel")
+                    + ":",
+                ),
+            )
+        )
+        saved, self.naming = self.naming, None  # the evaluated sum as it stands
+        try:
+            eqs = tuple(
+                Eq((self.ex(named.display(t)), self.ex(named.display(c)), M("0", "0")))
+                for t, c in dropped
+            )
+        finally:
+            self.naming = saved
+        s.items.append(Item("math", eqs=eqs))
 
     def _textbook(self, st: Step, named: NamedStage, s: Section) -> None:
         """The input's adjoint in a name linear in the input (x-hat), sums as means."""

@@ -203,6 +203,13 @@ class NamedStage:
         """``e`` in the names (equal to ``e``)."""
         return self._name(e, self.names)
 
+    def vanishing(self, terms) -> list[tuple[sp.Expr, sp.Expr]]:
+        """The terms of a chain rule (pairs: term, its contraction) whose contraction is
+        not 0 as it stands but is once written in the names (a sum of the deviations from
+        a mean); they drop out of the result."""
+        pulled = [(t, pull_out(c)) for t, c in terms if c != 0]
+        return [(t, c) for t, c in pulled if sp.expand(self.name(c)) == 0]
+
     def expand(self, e: sp.Expr) -> sp.Expr:
         """``e`` with the names replaced by their definitions (the inverse of ``name``)."""
         i = self.stage.index
@@ -282,10 +289,11 @@ class NamedStage:
             out.append((definition, adj[i] if indexed else adj, indexed))
         return out
 
-    def backward(self, upstream: sp.IndexedBase) -> list[tuple[sp.Expr, sp.Expr, sp.Expr]]:
-        """``(lhs, chain rule, result)`` for each name, last first, then for the input
-        ``inp[k]``: every reader's adjoint times its derivative (the other names held
-        fixed), summed over the free index where the reader has it."""
+    def backward(self, upstream: sp.IndexedBase) -> list[tuple]:
+        """``(lhs, chain rule, result, terms)`` for each name, last first, then for the
+        input ``inp[k]``: every reader's adjoint times its derivative (the other names held
+        fixed), summed over the free index where the reader has it; ``terms`` pairs each
+        term of the chain rule with its contraction."""
         st = self.stage
         i, w = st.index, st.width
         body = self.name(st.body)
