@@ -199,3 +199,10 @@ def test_batchnorm_named_statistics_and_textbook_form():
     mean = r"\operatorname{mean}_{u}\!\left(\frac{\partial \mathcal{L}}{\partial a^{[2]}_{ui}}"
     assert mean in tex
     assert "mean_t(da2[t, i])" in docs["text"]
+
+
+@pytest.mark.parametrize("name", ["rmsnorm_pairwise", "attention", "digits_cnn"])
+def test_text_never_breaks_a_subscript(name):
+    """A long line wraps between terms, never inside a subscript (``a2[s,`` / ``i]``)."""
+    text = _doc(name)[2]["text"]
+    assert not re.search(r"\w\[[^\[\]()\n]*\n", text), name

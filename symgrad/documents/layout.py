@@ -152,6 +152,8 @@ def _wrap(
         return indent + text
     protected, depth = [], 0
     text = re.sub(r"\b(sum_\w+|sum_\{[^}]*\}) ", "\\1\x00", text)  # a sum keeps its body
+    # a subscript or a bracket with nothing nested (``a2[s, i]``, ``[i == k]``) never breaks
+    text = re.sub(r"\[[^\[\]()]*\]", lambda m: m.group(0).replace(" ", "\x00"), text)
     for chunk in _BRACKETS.split(text) if protect else (text,):  # runs between brackets
         if len(chunk) == 1 and chunk in "([{)]}":
             depth += 1 if chunk in "([{" else -1
