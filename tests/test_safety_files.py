@@ -383,22 +383,25 @@ _WRITER = textwrap.dedent(
 )
 
 
+def _run_writer(target: Path, sig: int, action: object) -> subprocess.CompletedProcess:
+    """The writer above in a child process that starts with ``action`` for ``sig``
+    (its default, even where the tests run under ``nohup``; or ignored, as ``nohup`` does)."""
+    return subprocess.run(
+        [sys.executable, "-c", _WRITER, str(target), str(int(sig))],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(sig, action),
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_during_the_write_leaves_no_temporary_file(sig: int, tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     old = with_marker("old\n", "text")
     target.write_text(old)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _WRITER, str(target), str(int(sig))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        # the writer starts with the signal's default action even where the tests run
-        # under ``nohup`` (which ignores SIGHUP, and an ignored signal ends nothing)
-        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
-    )
+    proc = _run_writer(target, sig, signal.SIG_DFL)
     assert proc.returncode != 0  # the signal still ends the process
     assert target.read_text() == old
     assert os.listdir(tmp_path) == ["out.txt"]
@@ -409,16 +412,7 @@ def test_an_ignored_hangup_leaves_the_write_to_finish(tmp_path: Path) -> None:
     file is written whole and the process goes on."""
     target = tmp_path / "out.txt"
     target.write_text(with_marker("old\n", "text"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    sig = signal.SIGHUP
-    proc = subprocess.run(
-        [sys.executable, "-c", _WRITER, str(target), str(int(sig))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=lambda: signal.signal(sig, signal.SIG_IGN),
-    )
+    proc = _run_writer(target, signal.SIGHUP, signal.SIG_IGN)
     assert proc.returncode == 0, proc.stderr
     assert target.read_text() == with_marker("new\n", "text")
     assert os.listdir(tmp_path) == ["out.txt"]
