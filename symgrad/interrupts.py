@@ -6,13 +6,23 @@ the package imports this module (its first import), so that an interrupt during 
 other imports ends the process with ``symgrad: interrupted`` and exit code 130;
 :func:`ready` (called by :func:`symgrad.cli.main` once its own handler is in place)
 restores Python's KeyboardInterrupt. A library user's process is never touched.
+
+:func:`quietly` puts the quiet handler back, in the command only, while a framework
+(PyTorch, JAX) loads and computes a reference. A KeyboardInterrupt raised while a
+framework's C++ code is calling back into Python can abort the process (``terminate called
+after throwing an instance of 'pybind11::error_already_set'``, killed by SIGABRT) or end
+it by the signal after the one line; both were seen when interrupting ``verify`` while
+PyTorch computed its reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 #: The exit code of an interrupted command (128 + SIGINT).
 EXIT_INTERRUPTED = 130
@@ -46,7 +56,32 @@ def ready() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """In the command: Ctrl-C inside this block ends the process at once, quietly.
+
+    For blocks that write nothing (a framework's import and computation): the line is
+    ``symgrad: interrupted`` and the exit code 130. Elsewhere (a library user's process,
+    another thread, a handler of the user's own) the block changes nothing.
+    """
+    usable = is_command() and threading.current_thread() is threading.main_thread()
+    if not usable or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 quiet_until_ready()  # on import: the package imports this module before anything heavy
 
 
-__all__ = ["EXIT_INTERRUPTED", "is_command", "quiet_until_ready", "ready"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "is_command",
+    "quiet_until_ready",
+    "quietly",
+    "ready",
+]

@@ -261,3 +261,62 @@ def test_ctrl_c_while_importing_is_one_line(delay: float, tmp_path: Path) -> Non
     # Known race: an interrupt in the first ~0.1 s on a loaded machine has been seen to end
     # the process by the signal after the one line was printed; later ones always exit 130.
     assert proc.returncode == 130 or (delay < 0.1 and proc.returncode == -signal.SIGINT), err
+
+
+# -- Ctrl-C while a framework computes a reference ---------------------------------------------
+
+_QUIETLY = """\
+import os, signal, sys, time
+import symgrad.interrupts as interrupts
+interrupts.is_command = lambda: {command}
+with interrupts.quietly():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+print("the block went on")
+"""
+
+
+def _run_script(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_ctrl_c_in_a_quiet_block_of_the_command_is_one_line(tmp_path: Path) -> None:
+    """Inside ``quietly()`` the command ends at once: one line, exit 130, the block cut."""
+    done = _run_script(tmp_path, _QUIETLY.format(command=True))
+    assert (done.returncode, done.stderr, done.stdout) == (130, "symgrad: interrupted\n", "")
+
+
+def test_quiet_block_leaves_a_library_process_alone(tmp_path: Path) -> None:
+    """Outside the command the block changes nothing: Python's KeyboardInterrupt."""
+    done = _run_script(tmp_path, _QUIETLY.format(command=False))
+    assert done.returncode != 130 and "KeyboardInterrupt" in done.stderr, done.stderr
+    assert "the block went on" not in done.stdout
+
+
+_REFERENCE = """\
+import signal
+import numpy as np
+import symgrad.interrupts as interrupts
+import symgrad.verify.reference as reference
+from symgrad.frontend.spec import loads_spec
+interrupts.is_command = lambda: True
+seen = []
+reference.backend = lambda name: seen.append(signal.getsignal(signal.SIGINT)) or None
+net = loads_spec('''{spec}''')
+reference.reference_loss_and_grads("torch", net, {{}}, np.zeros((2, 3)), np.zeros((2, 2)))
+print(seen == [interrupts._interrupted])
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+def test_framework_references_run_in_a_quiet_block(tmp_path: Path) -> None:
+    """A KeyboardInterrupt inside PyTorch's or JAX's C++ code can abort the process
+    (``terminate called ...``): their reference is computed inside ``quietly()``, and the
+    handler is Python's again afterwards."""
+    done = _run_script(tmp_path, _REFERENCE.format(spec=SEED))
+    assert done.stdout.split() == ["True", "True"], done.stderr

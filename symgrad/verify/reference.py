@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 
 from symgrad.errors import SpecError
+from symgrad.interrupts import quietly
 from symgrad.ir.indices import BATCH
 from symgrad.ir.layers import ACTIVATIONS, x, y_s, yhat_s
 from symgrad.ir.network import Network, Stage
@@ -541,17 +542,22 @@ def reference_forward(ops: _Ops, net: Network, params: Mapping[str, object], X, 
 def reference_loss_and_grads(
     name: str, net: Network, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray
 ) -> tuple[np.ndarray, float, dict[str, np.ndarray]] | None:
-    """``(yhat, loss, grads)`` in float64 from torch or jax autograd (None if not installed)."""
-    ops = backend(name)
-    if ops is None:
-        return None
-    Xt, Yt = ops.asarray(X), ops.asarray(Y)
+    """``(yhat, loss, grads)`` in float64 from torch or jax autograd (None if not installed).
 
-    def fn(leaves):
-        yhat, value = reference_forward(ops, net, leaves, Xt, Yt)
-        return value, yhat
+    In the command, Ctrl-C while the framework loads or computes ends the process
+    quietly (:func:`symgrad.interrupts.quietly`): this writes nothing.
+    """
+    with quietly():
+        ops = backend(name)
+        if ops is None:
+            return None
+        Xt, Yt = ops.asarray(X), ops.asarray(Y)
 
-    return ops.loss_and_grads(fn, params)
+        def fn(leaves):
+            yhat, value = reference_forward(ops, net, leaves, Xt, Yt)
+            return value, yhat
+
+        return ops.loss_and_grads(fn, params)
 
 
 def torch_reference(net: Network, params, X, Y):
