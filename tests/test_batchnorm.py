@@ -170,6 +170,23 @@ def test_derivation_shows_the_sample_index_and_the_sums_over_the_batch():
     assert r"\sum_{t=1}^{N}" in md
 
 
+def test_summary_batched_lines_are_arrays_of_their_entries():
+    """The batched summary writes the batch-norm lines, which only have a component form,
+    as the arrays of their entries (``[...]_(s, i)``): a matrix on the left is never equal
+    to one entry on the right, and the entries read lower-case arrays, never A[t, p]."""
+    d = derive(loads_spec(BN_TOML, file="bn.toml"))
+    text = render_document(d, to="text")
+    summary = " ".join(text[text.index("Summary: the backward pass as computed") :].split())
+    assert "dL/dbeta2 = [sum_t (da2[t, p])]_(p)" in summary
+    assert "dL/dgamma2 = [N*mean_u(da2[u, p]*xhat[u, p])]_(p)" in summary
+    assert "delta1 = [(gamma2[i]/sqrt(sigma2[i] + eps))*(da2[s, i]" in summary
+    assert summary.split("delta1 = ")[1].split("dL/dW1")[0].rstrip().endswith("]_(s, i)")
+    tex = render_document(d, to="latex")
+    tex = tex[tex.index("the backward pass as computed") :]
+    assert "\\right]_{s i}" in tex and "\\right]_{p}" in tex
+    assert "A^{[2]}_{t" not in tex  # an entry is in component notation
+
+
 def test_derivation_time_does_not_blow_up():
     start = time.perf_counter()
     net = build(

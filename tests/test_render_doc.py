@@ -398,6 +398,12 @@ def test_long_expression_is_broken():
     inner = break_expression(r"c \left(" + terms + r"\right) d", 40)
     assert len(inner) > 2
     assert inner[0].endswith(r"\right.") and inner[-1].startswith(r"\left.")
+    # an array of its entries (``\left[ ... \right]_{s i}``) breaks inside its brackets,
+    # the first line opening them and the last closing them before the indices
+    entries = break_expression(r"\left[" + terms + r"\right]_{s i}", 40)
+    assert len(entries) > 2
+    assert entries[0].startswith(r"\left[") and entries[0].endswith(r"\right.")
+    assert entries[-1].startswith(r"\left.") and entries[-1].endswith(r"\right]_{s i}")
 
 
 def test_long_forward_equation_rendered_on_several_lines():

@@ -77,6 +77,27 @@ class _Program(sp.Function):
         return _entries_latex(printer, self.args[4], bool(summed))
 
 
+class Entries(sp.Function):
+    """The array whose entry at the indices ``free`` is ``expr``: ``[expr]_(s, i)`` in
+    text, ``\\left[expr\\right]_{s i}`` in LaTeX, in component notation in every form.
+    For a line of a batched or matrix form that has only a component expression (a stage
+    that states the samples itself). Args (expr, Tuple(free indices))."""
+
+    nargs = 2
+
+    def _sympystr(self, printer) -> str:
+        expr, free = self.args
+        if not free:
+            return printer._print(expr)
+        return "[%s]_(%s)" % (printer._print(expr), ", ".join(printer._print(f) for f in free))
+
+    def _symgrad_latex(self, printer) -> str:
+        expr, free = self.args
+        if not free:
+            return printer._print(expr)
+        return printer.entries(expr, tuple(free))
+
+
 def _entry(comp: sp.Expr, summed: bool) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
     """A component fallback's batched form as one entry and its indices: every array that
     has a sample axis (not a parameter) read at the sample index ``s`` first, summed over
@@ -131,8 +152,9 @@ def shown(e: sp.Basic) -> sp.Basic:
         return e
 
     def form(b: Batched) -> sp.Basic:
-        if b.samples_explicit:
-            return b.args[0]
+        if b.samples_explicit:  # its component form, the sample index among its own
+            comp = b.args[0]
+            return Entries(comp.args[0], comp.args[1])
         comp, summed = b.args
         free, names = comp.args[1], comp.args[3]
         ndim = len(free) + (0 if int(summed) else 1)

@@ -5,9 +5,12 @@ as a product chain, and the backward pass as the generated code computes it."""
 
 from __future__ import annotations
 
+import sympy as sp
+
 from symgrad.calculus.matrix_form import Vec
 from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
+from symgrad.documents.batched_display import Entries
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.latex_breaking import visual_width
 from symgrad.documents.latex_printer import paren, quantity
@@ -214,7 +217,10 @@ class Summaries(DocBase):
                 lhs = self.grad_lhs(st, "batched", [])
                 stats = BatchStatistics.of(st.stage) if st.stage is not None else None
                 forms = stats.forms(st.component, st.upstream or "") if stats is not None else []
-                rhs = self.ex(forms[-1]) if forms else self.ex(self.batched_of(st), "batched")
+                if forms:  # the rows in the statistics' names: the entries of the array
+                    rhs = self.ex(Entries(forms[-1], sp.Tuple(*st.indices)), "batched")
+                else:
+                    rhs = self.ex(self.batched_of(st), "batched")
                 eqs.append(Eq((lhs[0], rhs)))  # batch statistics: the rows in their names
         else:
             s.items.append(Item("label", ("Component form",)))

@@ -157,8 +157,13 @@ def split_terms(tex: str) -> list[str]:
     return [p for p in pieces if p]
 
 
+#: The ``\\left``/``\\right`` pairs a line may be broken inside.
+_PAIRS = {r"\left(": ")", r"\left[": "]"}
+
+
 def _paren_groups(tex: str) -> list[tuple[int, int, int]]:
-    """Top-level parenthesised groups: (start, end, length of the opening delimiter)."""
+    """Top-level parenthesised (or ``\\left[``-bracketed) groups: (start, end, length of
+    the opening delimiter)."""
     toks = _TOKEN.findall(tex)
     spans = []
     stack: list[tuple[str, int]] = []
@@ -175,7 +180,7 @@ def _paren_groups(tex: str) -> list[tuple[int, int, int]]:
             end = pos + len(t) + len(toks[n + 1])
             if stack:
                 kind, start = stack.pop()
-                if not stack and kind == r"\left(" and toks[n + 1] == ")":
+                if not stack and _PAIRS.get(kind) == toks[n + 1]:
                     spans.append((start, end, len(kind)))
             pos = end
             n += 2
@@ -232,9 +237,11 @@ def break_expression(tex: str, avail: float, depth: int = 0) -> list[str]:
             lines.append(chunk)
             continue
         head, tail = chunk[:a], chunk[b:]
+        opened = chunk[a : a + opening] if opening > 1 else r"\left("
+        closed = r"\right" + _PAIRS[opened]
         for n, p in enumerate(parts):
-            left = head + r"\left(" if n == 0 else r"\left."
-            right = r"\right)" + tail if n == len(parts) - 1 else r"\right."
+            left = head + opened if n == 0 else r"\left."
+            right = closed + tail if n == len(parts) - 1 else r"\right."
             lines.append(f"{left} {p} {right}".strip())
     return lines
 

@@ -127,11 +127,16 @@ class SymgradLatexPrinter(LatexPrinter):
         """A component fallback (no neat matrix form): per sample, the vector's entries in
         component notation, ``[ ... ]_{t u}``; in components, the expression itself."""
         body, free = expr.args[0], expr.args[1]
-        if self._notation != "vector" or not free:
+        if self._notation == "component" or not free:
             return self._print(body)
+        return self.entries(body, tuple(free))
+
+    def entries(self, body: sp.Expr, free: tuple[sp.Expr, ...]) -> str:
+        """The array whose entry at ``free`` is ``body``: ``[ ... ]_{s i}``, the entry in
+        component notation whatever this printer's (its indices are the entry's own)."""
         own = {k: self._settings[k] for k in self._default_settings if k in self._settings}
         inner = SymgradLatexPrinter({**own, "notation": "component"})
-        subs = " ".join(self._print(f) for f in free)
+        subs = " ".join(inner.doprint(f) for f in free)
         return r"\left[%s\right]_{%s}" % (inner.doprint(body), subs)
 
     def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
