@@ -253,6 +253,35 @@ def test_the_backward_pass_through_the_names_equals_the_derivation(case):
             assert book == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("case", ["xhat", "layernorm"])
+def test_the_local_derivative_through_x_hat_equals_the_derivation(case):
+    """The local derivative written through x-hat (no entry of the input left) equals the
+    derivation's at random values, every pair (i, k) (rel. 1e-9)."""
+    make, at = _named_networks()[case]
+    net = make()
+    step = next(s for s in derive(net).steps if s.kind == "input" and s.stage is net.stages[at])
+    named = NamedStage.of(step.stage)
+    assert named is not None
+    through = named.without_input(step.local)
+    assert through is not None and not through.has(step.stage.inp)
+    ours_e = distinct_dummies(named.expand(through), frozenset({K, i}))
+    st = step.stage
+    theirs_e = step.local.replace(
+        lambda x: isinstance(x, sp.Indexed) and x.base == st.out,
+        lambda x: distinct_dummies(st.body.xreplace({st.index: x.indices[0]}), frozenset({i})),
+    )
+    width, size = st.width, 4
+    rng = np.random.default_rng(2)
+    arrays = {str(x.base.label) for e in (ours_e, theirs_e) for x in e.atoms(sp.Indexed)}
+    values = {nm: rng.normal(0.0, 1.0, size) for nm in arrays}
+    for row in range(size):
+        for col in range(size):
+            at_ab = {i: row, K: col}
+            ours = _evaluate(ours_e.xreplace(at_ab).doit(), width, size, values)
+            theirs = _evaluate(theirs_e.xreplace(at_ab).doit(), width, size, values)
+            assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
 def _plain(e: sp.Expr, width: sp.Expr) -> sp.Expr:
     """A textbook display with its means, orderings and factors written as sums again."""
     from symgrad.documents.textbook import Mean, Ordered, Scaled
@@ -297,6 +326,14 @@ def test_layernorm_names_its_mean_and_variance():
     assert "One term is 0 and drops out" in tex
     assert r"2 n_{1} \mu - 2 \sum_{k=1}^{n_{1}} a^{[1]}_{k}" in tex
     assert r"\operatorname{mean}_{j}\!\left(" in tex
+    # the layer-by-layer Jacobians read the names too, never the variance spelled out
+    text = render(derive(net), "text", width=200)
+    j2 = next(line for line in text.splitlines() if line.strip().startswith("J2 = "))
+    assert "sqrt(sigma2 + 1.0e-5)" in j2 and "xhat" in j2 and "sum" not in j2
+    # the local derivative ends in x-hat, and says which stored values it reads
+    flat = " ".join(text.split())
+    assert "= ([i == k] - xhat[i]*xhat[k]/n_1 - 1/n_1)*gamma2[i]/sqrt(sigma2 + 1.0e-5)" in flat
+    assert "reads the forward values: sigma2, xhat, so the backward pass" in flat
 
 
 def test_python_api_lets():

@@ -19,6 +19,7 @@ from symgrad.calculus.reverse import Step
 from symgrad.documents import prose
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.latex_printer import paren, quantity
+from symgrad.documents.lets import LetSym
 from symgrad.documents.model import Eq, Item, M, Part, dedupe
 
 #: The words for each rule of differentiation (``calculus/reasons.py``).
@@ -99,13 +100,19 @@ class LocalWhy(DocBase):
         if raw is not None:
             sides.append(self.ex(raw))
         sides.append(self.ex(st.local))
+        last = st.local
+        if self.naming is not None and st.kind == "input":
+            through = self.naming.without_input(st.local)  # x-hat for a1 - mu
+            if through is not None:
+                sides.append(self.ex(through))
+                last = through
         eqs = [Eq(tuple(dedupe(sides)))]
         items: list[Item] = []
         rules = st.rules
         if rules or st.kind == "input":
             items.append(Item("para", self.rules_para(rules)))
         if raw is not None and raw != st.local and st.kind == "input":
-            items.append(Item("para", self._forward_values(st)))
+            items.append(Item("para", self._forward_values(st, last)))
             if st.jacobian == "diagonal":
                 items.extend(self._mistake_forward_values(st))
         for fn in st.reason.functions:
@@ -113,9 +120,22 @@ class LocalWhy(DocBase):
                 items.extend(self.function_why(fn))
         return eqs, items
 
-    def _forward_values(self, st: Step) -> tuple[Part, ...]:
+    def _forward_values(self, st: Step, last: sp.Expr) -> tuple[Part, ...]:
         stage = st.stage
         assert stage is not None
+        read = self.naming.read(last) if self.naming is not None else []
+        if read:  # the stage's named statistics (and its output), stored by the forward pass
+            values: list[Part] = []
+            if last.has(stage.out):
+                values.append(self.q(stage.name, "component", ["i"]))
+            for name in read:
+                values += [", "] if values else []
+                values.append(self.ex(LetSym(name, real=True)))
+            return (
+                "The last form reads the forward values: ",
+                *values,
+                ", so the backward pass reuses what the forward pass stored.",
+            )
         out_tex = quantity(stage.name, "component", ["i"])
         body = self.ex(stage.body)
         if sp.count_ops(stage.body) <= 6:

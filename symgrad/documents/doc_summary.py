@@ -14,6 +14,7 @@ from symgrad.documents.batched_display import Entries
 from symgrad.documents.doc_base import DocBase
 from symgrad.documents.latex_breaking import visual_width
 from symgrad.documents.latex_printer import paren, quantity
+from symgrad.documents.lets import MatrixNames
 from symgrad.documents.model import Eq, Item, M
 from symgrad.documents.statistics import BatchStatistics
 from symgrad.documents.structure import (
@@ -61,7 +62,15 @@ class Summaries(DocBase):
                 jm = st.local_matrix
                 if jm is None:
                     return None
-                m = self.ex(jm, "vector")
+                # in the stage's names (mu, sigma^2, ...), as its own step writes it
+                outer, self.matrix_naming = (
+                    self.matrix_naming,
+                    MatrixNames.of(self.forward_of(stage)),
+                )
+                try:
+                    m = self.ex(jm, "vector")
+                finally:
+                    self.matrix_naming = outer
                 if jm.is_Add:
                     return _parenthesised(m)
                 return m

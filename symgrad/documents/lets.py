@@ -203,6 +203,14 @@ class NamedStage:
         """``e`` in the names (equal to ``e``)."""
         return self._name(e, self.names)
 
+    def read(self, e: sp.Expr) -> list[str]:
+        """The names ``e`` reads once written in them, in the order they are defined."""
+        named = self.name(e)
+        found = {str(x.label) for x in named.atoms(sp.IndexedBase)} | {
+            x.name for x in named.atoms(LetSym)
+        }
+        return [n for n, comp, _ in self.names if str(comp) in found or n in found]
+
     def vanishing(self, terms) -> list[tuple[sp.Expr, sp.Expr]]:
         """The terms of a chain rule (pairs: term, its contraction) whose contraction is
         not 0 as it stands but is once written in the names (a sum of the deviations from
@@ -244,6 +252,41 @@ class NamedStage:
         )
 
     # -- the textbook form ---------------------------------------------------------------------
+    def _linear_names(self):
+        """``(comp, c0, c1)`` for each name of the free index linear in the input:
+        ``name = c0 + c1 inp`` with c0, c1 free of the input (x-hat: ``c1 = 1/sqrt(sigma2 +
+        eps)``), so that ``inp = (name - c0) / c1``."""
+        i, inp = self.stage.index, self.stage.inp
+        for _, comp, definition in self.names:
+            if not isinstance(comp, sp.IndexedBase) or not definition.has(inp[i]):
+                continue
+            c0 = definition.xreplace({inp[i]: sp.S.Zero})
+            c1 = sp.cancel((definition - c0) / inp[i])
+            if not (c1.has(inp) or c0.has(inp) or c1 == 0):
+                yield comp, c0, c1
+
+    def _through(self, e: sp.Expr, comp, c0: sp.Expr, c1: sp.Expr) -> sp.Expr:
+        """``e`` in the names, every input entry written through the linear name ``comp``."""
+        inp = self.stage.inp
+        return self.name(e).replace(
+            lambda x: isinstance(x, sp.Indexed) and x.base == inp,
+            lambda x: (comp[x.indices[0]] - c0) / c1,
+        )
+
+    def without_input(self, e: sp.Expr) -> sp.Expr | None:
+        """``e`` (a local derivative, in the stage's arrays) in the names with no entry of
+        the input left, written through a name linear in the input (layer norm's
+        ``(2 a_k - 2 mu) x-hat_i / (2 n (sigma2 + eps))`` is ``x-hat_i x-hat_k / (n sqrt(sigma2
+        + eps))``). None where no such name exists, or the form is not shorter."""
+        named = self.name(e)
+        if not named.has(self.stage.inp):
+            return None
+        for comp, c0, c1 in self._linear_names():
+            out = sp.factor_terms(sp.expand(self._through(e, comp, c0, c1)))
+            if not out.has(self.stage.inp) and sp.count_ops(out) < sp.count_ops(named):
+                return out
+        return None
+
     def textbook(self, result: sp.Expr, at: sp.Symbol) -> sp.Expr | None:
         """``result`` (the input's adjoint at index ``at``, in the stage's arrays) written
         through a name of the stage's free index that is linear in the input (x-hat:
@@ -253,17 +296,8 @@ class NamedStage:
         st = self.stage
         i, inp = st.index, st.inp
         result = distinct_dummies(result, frozenset({at}))  # no sum over ``at``'s letter
-        for _, comp, definition in self.names:
-            if not isinstance(comp, sp.IndexedBase) or not definition.has(inp[i]):
-                continue
-            c0 = definition.xreplace({inp[i]: sp.S.Zero})
-            c1 = sp.cancel((definition - c0) / inp[i])
-            if c1.has(inp) or c0.has(inp) or c1 == 0:
-                continue
-            e = self.name(result).replace(
-                lambda x: isinstance(x, sp.Indexed) and x.base == inp,
-                lambda x, c0=c0, c1=c1, comp=comp: (comp[x.indices[0]] - c0) / c1,
-            )
+        for comp, c0, c1 in self._linear_names():
+            e = self._through(result, comp, c0, c1)
             e = sp.factor_terms(pull_out(_split_sums(sp.expand(e))))
             if e.has(inp):
                 continue
