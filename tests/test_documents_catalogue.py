@@ -206,3 +206,20 @@ def test_text_never_breaks_a_subscript(name):
     """A long line wraps between terms, never inside a subscript (``a2[s,`` / ``i]``)."""
     text = _doc(name)[2]["text"]
     assert not re.search(r"\w\[[^\[\]()\n]*\n", text), name
+
+
+_READS = re.compile(r"The last form reads the forward values: (.*?), so the backward pass")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_forward_values_said_to_be_read_are_read(name):
+    """"The last form reads the forward values: ..." is said only of a form that reads
+    each of them (a stage's output, or a name of its forward pass)."""
+    text = _doc(name)[2]["text"]
+    for m in _READS.finditer(_squash(text)):
+        block = _squash(text)[: m.start()]
+        local = block[block.rindex("Local derivative:") :].split(" Rules used:")[0]
+        last = local.rsplit(" = ", 1)[1]
+        for value in m.group(1).split(", "):
+            value = value.split(" = ")[0]  # "a4[i] = sigmoid(z4[i])": the value, defined
+            assert value in last, (name, value, last)

@@ -112,7 +112,9 @@ class LocalWhy(DocBase):
         if rules or st.kind == "input":
             items.append(Item("para", self.rules_para(rules)))
         if raw is not None and raw != st.local and st.kind == "input":
-            items.append(Item("para", self._forward_values(st, last)))
+            said = self._forward_values(st, last)
+            if said:  # only where the last form reads what the forward pass stored
+                items.append(Item("para", said))
             if st.jacobian == "diagonal":
                 items.extend(self._mistake_forward_values(st))
         for fn in st.reason.functions:
@@ -136,6 +138,8 @@ class LocalWhy(DocBase):
                 *values,
                 ", so the backward pass reuses what the forward pass stored.",
             )
+        if not last.has(stage.out):  # simplified, but from the input alone
+            return ()
         out_tex = quantity(stage.name, "component", ["i"])
         body = self.ex(stage.body)
         if sp.count_ops(stage.body) <= 6:
