@@ -213,7 +213,7 @@ _READS = re.compile(r"The last form reads the forward values: (.*?), so the back
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_forward_values_said_to_be_read_are_read(name):
-    """"The last form reads the forward values: ..." is said only of a form that reads
+    """ "The last form reads the forward values: ..." is said only of a form that reads
     each of them (a stage's output, or a name of its forward pass)."""
     text = _doc(name)[2]["text"]
     for m in _READS.finditer(_squash(text)):
