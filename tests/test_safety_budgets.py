@@ -231,6 +231,16 @@ def test_derive_puts_replaced_files_back_on_failure(
 # -- Ctrl-C while importing ------------------------------------------------------------------
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child: SIGINT's default action, as a command started at a terminal has it.
+
+    A test run started in the background by a non-interactive shell (``cmd &``) ignores
+    SIGINT, and a child inherits that: Python then installs no KeyboardInterrupt handler
+    and an interrupt would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_importing_is_one_line(delay: float, tmp_path: Path) -> None:
     """SIGINT once the interpreter has started (a ``sitecustomize`` marks that moment),
@@ -248,6 +258,7 @@ def test_ctrl_c_while_importing_is_one_line(delay: float, tmp_path: Path) -> Non
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_at_a_terminal,  # noqa: PLW1509 - no threads here
     )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline:
@@ -281,7 +292,12 @@ def _run_script(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     script.write_text(text)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_sigint_as_at_a_terminal,  # noqa: PLW1509 - no threads here
     )
 
 
