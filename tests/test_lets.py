@@ -282,6 +282,47 @@ def test_the_local_derivative_through_x_hat_equals_the_derivation(case):
             assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("case", ["xhat", "layernorm"])
+def test_the_matrix_forms_through_x_hat_equal_the_derivation(case):
+    """The per-sample matrix forms the documents write through x-hat (the local Jacobian
+    ``diag(gamma/s) - gamma 1^T/(n s) - (gamma xhat) xhat^T/(n s)`` and the backward line
+    ``(g gamma - sum(g gamma)/n - xhat sum(g gamma xhat)/n)/s``) read no input, and equal
+    the derivation's at one sample's forward values (rel. 1e-12)."""
+    from symgrad.calculus.local_matrix import Diag
+    from symgrad.calculus.matrix_form import Mat, Vec
+    from symgrad.documents.lets import MatrixNames
+    from symgrad.verify.evaluation import eval_matrix, run_derivation
+
+    make, at = _named_networks()[case]
+    net = make()
+    d = derive(net)
+    step = next(s for s in d.steps if s.kind == "input" and s.stage is net.stages[at])
+    forward = next(f for f in d.forward if f.stage is step.stage)
+    names = MatrixNames.of(forward)
+    assert names is not None
+    definitions = names.definitions("vector")
+    rng = np.random.default_rng(3)
+    params = {p.name: rng.normal(scale=0.7, size=net.shape(p)) for p in net.params}
+    x = rng.normal(size=net.size(net.input_width))
+    y = rng.normal(size=net.size(net.output_width))
+    _, env = run_derivation(d, params, x, y)
+    rows = cols = net.size(step.stage.width)
+    env = {**env, **params, "x": x, "I": np.eye(rows, cols)}
+    sizes = dict(net.sizes)
+
+    def value(m: sp.Expr) -> np.ndarray:
+        for sym, form in reversed(definitions):  # the names written out again
+            m = m.xreplace({sym: form})
+        m = m.replace(lambda e: isinstance(e, Diag), lambda e: e.args[0] * Mat("I"))
+        return np.broadcast_to(eval_matrix(m, env, sizes), (rows, cols))
+
+    inp = Vec(str(step.stage.inp))
+    for form in (step.local_matrix, step.matrix):
+        through = names.name(form, "vector", through=True)
+        assert not through.has(inp), through
+        np.testing.assert_allclose(value(through), value(form), rtol=1e-12, atol=1e-14)
+
+
 def _plain(e: sp.Expr, width: sp.Expr) -> sp.Expr:
     """A textbook display with its means, orderings and factors written as sums again."""
     from symgrad.documents.textbook import Mean, Ordered, Scaled

@@ -240,7 +240,6 @@ def _sigint_as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_importing_is_one_line(delay: float, tmp_path: Path) -> None:
     """SIGINT once the interpreter has started (a ``sitecustomize`` marks that moment),

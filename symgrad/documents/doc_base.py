@@ -89,7 +89,7 @@ class DocBase:
         if self.naming is not None and notation == "component":
             e = self.naming.display(self.naming.name(e))
         elif self.matrix_naming is not None and notation in ("vector", "batched"):
-            e = self.matrix_naming.name(e, notation)
+            e = self.matrix_naming.name(e, notation, through=True)
         e = batched_display.shown(e)
         key = (e, notation, yhat)
         hit = self._memo.get(key)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from symgrad.derivations import chain_through
+from symgrad.documents.lets_matrix import through_linear_names
 from symgrad.documents.textbook import Mean, textbook_order
 from symgrad.escape import latex_name
 from symgrad.ir.indices import idx, pull_out
@@ -368,10 +369,13 @@ class MatrixNames:
             forms[notation] = tuple(named)
         return MatrixNames(forms)
 
-    def name(self, e: sp.Expr, notation: str) -> sp.Expr:
+    def name(self, e: sp.Expr, notation: str, through: bool = False) -> sp.Expr:
         """``e`` (a per-sample, ``notation`` "vector", or batched matrix form) in the
-        names (equal to ``e``)."""
-        return _named(e, self.forms.get(notation, ()))
+        names (equal to ``e``); ``through``: the input written through a name linear in it
+        where that removes it (x-hat for ``a - mu``; a backward form, never a definition)."""
+        names = self.forms.get(notation, ())
+        named = _named(e, names)
+        return through_linear_names(named, names) if through else named
 
     def definitions(self, notation: str) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
         """Each name and its form in the earlier names."""
