@@ -285,7 +285,7 @@ class NamedStage:
         for comp, c0, c1 in self._linear_names():
             out = sp.factor_terms(sp.expand(self._through(e, comp, c0, c1)))
             if not out.has(self.stage.inp) and sp.count_ops(out) < sp.count_ops(named):
-                return out
+                return textbook_order(out)  # gamma/s ([i = k] - 1/n - xhat_i xhat_k / n)
         return None
 
     def textbook(self, result: sp.Expr, at: sp.Symbol) -> sp.Expr | None:
