@@ -367,6 +367,8 @@ def test_layernorm_names_its_mean_and_variance():
     assert "One term is 0 and drops out" in tex
     assert r"2 n_{1} \mu - 2 \sum_{k=1}^{n_{1}} a^{[1]}_{k}" in tex
     assert r"\operatorname{mean}_{j}\!\left(" in tex
+    # the Jacobian's gamma 1^T: the ones vector, never a parenthesised number
+    assert r"\mathbf{1}^{\top}" in tex and r"(1)^{\top}" not in tex
     # the layer-by-layer Jacobians read the names too, never the variance spelled out
     text = render(derive(net), "text", width=200)
     j2 = next(line for line in text.splitlines() if line.strip().startswith("J2 = "))

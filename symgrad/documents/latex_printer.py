@@ -411,7 +411,16 @@ class SymgradLatexPrinter(LatexPrinter):
 
     def _print_Outer(self, expr: Outer) -> str:
         u, v = expr.args
-        return "%s %s" % (self._operand(u), self._transposed(v))
+        # a number as a side of an outer product is that multiple of the ones vector
+        left = self._ones(u) if u.is_number else self._operand(u)
+        right = self._ones(v) + r"^{\top}" if v.is_number else self._transposed(v)
+        return "%s %s" % (left, right)
+
+    def _ones(self, c: sp.Expr) -> str:
+        """``c 1``: the ones vector ``\\mathbf{1}`` times the number ``c``."""
+        if c == 1:
+            return r"\mathbf{1}"
+        return r"(%s \mathbf{1})" % self._print(c)
 
     def _print_SumAll(self, expr: SumAll) -> str:
         v = expr.args[0]
