@@ -120,17 +120,12 @@ def _entry(comp: sp.Expr, summed: bool) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]
 
 def _entries_latex(printer, comp: sp.Expr, summed: bool) -> str:
     entry, at = _entry(comp, summed)
-    if not at:  # a number (a 0-dim parameter's gradient): no entries to index
-        return printer._print(entry)
-    subs = " ".join(printer._print(f) for f in at)
-    return r"\left[%s\right]_{%s}" % (printer._print(entry), subs)
+    return printer._print(Entries(entry, sp.Tuple(*at)))
 
 
 def _entries_text(printer, comp: sp.Expr, summed: bool) -> str:
     entry, at = _entry(comp, summed)
-    if not at:
-        return printer._print(entry)
-    return "[%s]_(%s)" % (printer._print(entry), ", ".join(printer._print(f) for f in at))
+    return printer._print(Entries(entry, sp.Tuple(*at)))
 
 
 def _shown_program(lowered: sp.Expr) -> sp.Expr:
