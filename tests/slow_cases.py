@@ -97,6 +97,7 @@ SLOW_TESTS = frozenset(
         "test_examples.py::test_digits_training_shortened",
         "test_generated_source.py::test_regression_networks_compile_and_lint_clean[jax]",
         "test_lets.py::test_the_backward_pass_through_the_names_equals_the_derivation[mu_var]",
+        "test_lets.py::test_a_python_map_whose_inner_sum_reuses_the_outer_index",
     }
 )
 

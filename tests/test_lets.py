@@ -397,3 +397,18 @@ def test_a_statistic_is_not_named_over_a_users_own_name():
     assert net.stages[1].lets == ()
     plain = build("plain", 3, [Dense(4), Map(softmax), Dense(2)], "mse")
     assert [s.name for s, _ in plain.stages[1].lets] == ["S"]
+
+
+def test_a_python_map_whose_inner_sum_reuses_the_outer_index():
+    """``Sum((a[j] - Sum(a[j], j)/n)**2, j)``: SymPy reads the inner ``j`` as a new index.
+    The map's body gets distinct letters before anything else reads it, so the gradient
+    agrees with finite differences, PyTorch and JAX, and the documents render (this once
+    gave a wrong gradient for the first layer, or a lowering error)."""
+    from symgrad.verify.verify import verify_network
+
+    mu = sp.Sum(a[j], (j, 0, n - 1)) / n
+    body = (a[i] - mu) / sp.sqrt(sp.Sum((a[j] - mu) ** 2, (j, 0, n - 1)) / n + sp.Rational(1, 100))
+    net = build("shadowed", 3, [Dense(4, "tanh"), Map(body, name="norm"), Dense(2)], "mse")
+    report = verify_network(net)
+    assert report.ok, report.format()
+    assert "sigma2 = (sum_j ((-mu + a1[j])**2))/n_1" in render(derive(net), "text")

@@ -54,9 +54,12 @@ def expand(lets: Sequence[tuple[sp.Symbol, sp.Expr]]) -> dict[sp.Symbol, sp.Expr
 
 
 def substitute(lets: Sequence[tuple[sp.Symbol, sp.Expr]], body: sp.Expr) -> sp.Expr:
-    """``body`` with every name replaced by its expanded definition."""
+    """``body`` with every name replaced by its expanded definition, every sum's index
+    distinct from those of the sums around it (a Python-API map may nest ``Sum(a[j], j)``
+    inside a sum over ``j``, which SymPy reads as a new index; the derivation and the
+    lowering want distinct letters)."""
     if not lets:
-        return body
+        return distinct_dummies(sp.sympify(body))
     return distinct_dummies(sp.sympify(body).xreplace(expand(lets)))
 
 
